@@ -1,0 +1,7 @@
+//! # tether-tokio
+//!
+//! The tokio + tungstenite runtime for [Tether](https://docs.rs/tether-proto): it drives the
+//! sans-IO machines of `tether-proto` over real sockets. One task per connection owns the
+//! machine; this crate holds no protocol rule of its own.
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
