@@ -1,5 +1,54 @@
 //! # tether-proto
 //!
-//! Sans-IO state machines and the wire codec of Tether (see `spec/protocol.md`).
+//! Sans-IO state machines and the wire codec of Tether: REST over one WebSocket, in both
+//! directions. This crate does no I/O: no sockets, no threads, no clocks, no global
+//! randomness. Bytes, time and random numbers come in as arguments; frames, deadlines and
+//! events come out. The normative description of everything here is `spec/protocol.md`.
+//!
+//! ## The codec
+//!
+//! One Tether frame is one binary WebSocket message. [`Frame::decode`] turns a received
+//! message into a typed [`Frame`] without copying payload bytes; [`Frame::encode`] appends
+//! a frame to a `BytesMut`. A message that is not a valid frame gives a [`FrameError`]
+//! whose [`reaction`](FrameError::reaction) is the spec's answer: close the connection
+//! with a [`CloseCode`], or reset one stream with a [`ResetCode`].
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use http::{Method, Uri};
+//! use tether_proto::{Frame, Head, Headers, Limits, RequestHead, StreamId};
+//!
+//! let mut head = RequestHead::new(Method::GET, Uri::from_static("/status?verbose=1"));
+//! head.headers.insert("accept", "application/json".parse().unwrap());
+//! let frame = Frame::Headers(Headers {
+//!     stream_id: StreamId::new(1),
+//!     end_stream: true,
+//!     head: Head::Request(head),
+//! });
+//!
+//! let mut buf = BytesMut::new();
+//! frame.encode(&mut buf);
+//! let decoded = Frame::decode(buf.freeze(), &Limits::default()).unwrap();
+//! assert_eq!(decoded, frame);
+//! ```
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
+
+mod codes;
+pub mod frame;
+pub mod head;
+mod limits;
+
+pub use codes::{CloseCode, ResetCode};
+pub use frame::{
+    Data, Frame, FrameError, FrameType, GoAway, Head, Headers, Hello, Ping, Pong, Reaction, Reset,
+    Resume, ResumeToken, Settings, StreamId, Welcome, WindowUpdate,
+};
+pub use head::{HeadError, RequestHead, ResponseHead};
+pub use limits::{Limits, LimitsError};
+
+/// The protocol version this crate speaks (spec/protocol.md §7).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The WebSocket subprotocol name negotiated with `Sec-WebSocket-Protocol` (§2).
+pub const SUBPROTOCOL: &str = "tether.v1";

@@ -1,0 +1,48 @@
+//! DATA (spec/protocol.md §3.4.5): body bytes of one stream.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{put_header, FrameError, FrameHeader, FrameType, StreamId, HEADER_LEN};
+
+/// DATA flag: the last frame of the sender's direction of the stream.
+pub(crate) const END_STREAM: u8 = 0x01;
+
+/// DATA: a chunk of a body (spec/protocol.md §3.4.5). The payload is a slice of the
+/// received message, never a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data {
+    /// The stream (non-zero).
+    pub stream_id: StreamId,
+    /// Whether this ends the sender's direction of the stream.
+    pub end_stream: bool,
+    /// The body bytes (may be empty).
+    pub payload: Bytes,
+}
+
+impl Data {
+    pub(crate) fn load(head: FrameHeader, payload: Bytes) -> Result<Self, FrameError> {
+        let stream_id = head.require_stream()?;
+        Ok(Data {
+            stream_id,
+            end_stream: head.has(END_STREAM),
+            payload,
+        })
+    }
+
+    /// Appends only the 8-byte frame header, for a writer that sends the payload from its
+    /// own buffer (vectored or chained writes) instead of copying it.
+    pub fn encode_header(&self, dst: &mut BytesMut) {
+        put_header(
+            dst,
+            FrameType::Data,
+            if self.end_stream { END_STREAM } else { 0 },
+            self.stream_id,
+        );
+    }
+
+    pub(crate) fn encode(&self, dst: &mut BytesMut) {
+        dst.reserve(HEADER_LEN + self.payload.len());
+        self.encode_header(dst);
+        dst.put_slice(&self.payload);
+    }
+}

@@ -1,0 +1,635 @@
+//! HTTP heads on the wire (spec/protocol.md §4).
+//!
+//! A request head is an HTTP/1.1 request line plus header lines, a response head an
+//! HTTP/1.1 status line plus header lines, trailers are header lines alone; each ends
+//! with an empty line and nothing follows it. Bodies never travel here: they go in DATA
+//! frames. Parsing uses `httparse` over the frame payload and produces `http` types whose
+//! URI and header values are slices of the received `Bytes` (no copy).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri};
+
+use crate::Limits;
+
+/// The head of a request: method, target and header fields (spec/protocol.md §4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// The request method.
+    pub method: Method,
+    /// The request target: origin-form (`/p?q`), absolute-form (`http://h/p`),
+    /// authority-form (`h:443`, CONNECT only) or `*`.
+    pub uri: Uri,
+    /// Header fields; connection-specific fields are never carried (§4.3).
+    pub headers: HeaderMap,
+}
+
+/// The head of a response: status and header fields (spec/protocol.md §4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The status code (100..=999).
+    pub status: StatusCode,
+    /// Header fields; connection-specific fields are never carried (§4.3).
+    pub headers: HeaderMap,
+}
+
+impl RequestHead {
+    /// A head with no header fields.
+    pub fn new(method: Method, uri: Uri) -> Self {
+        RequestHead {
+            method,
+            uri,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// Takes method, URI and headers from `http` request parts (version and extensions are
+    /// not carried).
+    pub fn from_parts(parts: http::request::Parts) -> Self {
+        RequestHead {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+        }
+    }
+
+    /// Builds an `http::Request` with this head and `body`; the version is HTTP/1.1.
+    pub fn into_request<B>(self, body: B) -> http::Request<B> {
+        let mut req = http::Request::new(body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        req
+    }
+
+    /// Appends the encoded head to `dst`, dropping connection-specific fields (§4.3).
+    pub fn encode(&self, dst: &mut BytesMut) {
+        let target = RequestTarget::of(&self.uri);
+        let len = self.method.as_str().len() + target.len() + " HTTP/1.1\r\n".len() + 1;
+        dst.reserve(len + headers_len(&self.headers) + 2);
+        dst.put_slice(self.method.as_str().as_bytes());
+        dst.put_u8(b' ');
+        target.write(dst);
+        dst.put_slice(b" HTTP/1.1\r\n");
+        encode_fields(&self.headers, dst);
+    }
+
+    /// Parses a request head that fills `src` exactly (spec/protocol.md §4.1).
+    pub fn decode(src: &Bytes, limits: &Limits) -> Result<Self, HeadError> {
+        check_size(src, limits)?;
+        with_header_buf(limits, |buf| {
+            let mut req = httparse::Request::new(buf);
+            let n = complete(req.parse(src))?;
+            if n != src.len() {
+                return Err(HeadError::TrailingBytes);
+            }
+            if req.version != Some(1) {
+                return Err(HeadError::UnsupportedVersion);
+            }
+            let method = req.method.unwrap_or_default();
+            let method =
+                Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::InvalidMethod)?;
+            let path = req.path.unwrap_or_default();
+            let uri = Uri::from_maybe_shared(src.slice_ref(path.as_bytes()))
+                .map_err(|_| HeadError::InvalidUri)?;
+            let headers = collect_fields(src, req.headers)?;
+            Ok(RequestHead {
+                method,
+                uri,
+                headers,
+            })
+        })
+    }
+}
+
+impl ResponseHead {
+    /// A head with no header fields.
+    pub fn new(status: StatusCode) -> Self {
+        ResponseHead {
+            status,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// Takes status and headers from `http` response parts.
+    pub fn from_parts(parts: http::response::Parts) -> Self {
+        ResponseHead {
+            status: parts.status,
+            headers: parts.headers,
+        }
+    }
+
+    /// Builds an `http::Response` with this head and `body`; the version is HTTP/1.1.
+    pub fn into_response<B>(self, body: B) -> http::Response<B> {
+        let mut res = http::Response::new(body);
+        *res.status_mut() = self.status;
+        *res.headers_mut() = self.headers;
+        res
+    }
+
+    /// Appends the encoded head to `dst`, dropping connection-specific fields (§4.3).
+    /// The reason phrase is the canonical one, or empty for an unregistered status.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        let reason = self.status.canonical_reason().unwrap_or("");
+        dst.reserve("HTTP/1.1 000 \r\n".len() + reason.len() + headers_len(&self.headers) + 2);
+        dst.put_slice(b"HTTP/1.1 ");
+        dst.put_slice(self.status.as_str().as_bytes());
+        dst.put_u8(b' ');
+        dst.put_slice(reason.as_bytes());
+        dst.put_slice(b"\r\n");
+        encode_fields(&self.headers, dst);
+    }
+
+    /// Parses a response head that fills `src` exactly (spec/protocol.md §4.2).
+    pub fn decode(src: &Bytes, limits: &Limits) -> Result<Self, HeadError> {
+        check_size(src, limits)?;
+        with_header_buf(limits, |buf| {
+            let mut res = httparse::Response::new(buf);
+            let n = complete(res.parse(src))?;
+            if n != src.len() {
+                return Err(HeadError::TrailingBytes);
+            }
+            if res.version != Some(1) {
+                return Err(HeadError::UnsupportedVersion);
+            }
+            let status = StatusCode::from_u16(res.code.unwrap_or_default())
+                .map_err(|_| HeadError::InvalidStatus)?;
+            let headers = collect_fields(src, res.headers)?;
+            Ok(ResponseHead { status, headers })
+        })
+    }
+}
+
+/// Appends trailer fields to `dst` (spec/protocol.md §4.4).
+pub fn encode_trailers(trailers: &HeaderMap, dst: &mut BytesMut) {
+    dst.reserve(headers_len(trailers) + 2);
+    encode_fields(trailers, dst);
+}
+
+/// Parses trailer fields that fill `src` exactly (spec/protocol.md §4.4).
+pub fn decode_trailers(src: &Bytes, limits: &Limits) -> Result<HeaderMap, HeadError> {
+    check_size(src, limits)?;
+    with_header_buf(limits, |buf| {
+        let (n, fields) = complete(httparse::parse_headers(src, buf))?;
+        if n != src.len() {
+            return Err(HeadError::TrailingBytes);
+        }
+        collect_fields(src, fields)
+    })
+}
+
+/// Why an HTTP head was rejected (spec/protocol.md §4.5). The stream it came on is reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeadError {
+    /// The encoded head is larger than `max_head_size`.
+    #[error("head of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The head has more fields than `max_header_count`.
+    #[error("head has more than {max} header fields")]
+    TooManyHeaders {
+        /// The limit.
+        max: u16,
+    },
+    /// The head does not end with an empty line.
+    #[error("head is incomplete (no empty line ends it)")]
+    Incomplete,
+    /// Bytes follow the empty line that ends the head.
+    #[error("bytes follow the end of the head")]
+    TrailingBytes,
+    /// The start line or a field line is not valid HTTP/1.1 syntax.
+    #[error("invalid HTTP/1.1 syntax: {0}")]
+    Syntax(httparse::Error),
+    /// The version in the start line is not `HTTP/1.1`.
+    #[error("the start line's version is not HTTP/1.1")]
+    UnsupportedVersion,
+    /// The method is not a valid token.
+    #[error("invalid method")]
+    InvalidMethod,
+    /// The request target is not a valid URI.
+    #[error("invalid request target")]
+    InvalidUri,
+    /// The status code is outside 100..=999.
+    #[error("invalid status code")]
+    InvalidStatus,
+    /// A field name or value is not valid per RFC 9110 §5.
+    #[error("invalid header field")]
+    InvalidHeader,
+    /// A connection-specific field (§4.3) is present.
+    #[error("connection-specific header field present")]
+    ConnectionSpecificHeader,
+    /// `content-length` is not one decimal number (repeated values must agree).
+    #[error("invalid content-length")]
+    InvalidContentLength,
+}
+
+impl HeadError {
+    /// The stable name used in spec/vectors (e.g. `"head_too_large"`).
+    pub const fn name(&self) -> &'static str {
+        match self {
+            HeadError::TooLarge { .. } => "head_too_large",
+            HeadError::TooManyHeaders { .. } => "too_many_headers",
+            HeadError::Incomplete => "head_incomplete",
+            HeadError::TrailingBytes => "head_trailing_bytes",
+            HeadError::Syntax(_) => "head_syntax",
+            HeadError::UnsupportedVersion => "head_version",
+            HeadError::InvalidMethod => "invalid_method",
+            HeadError::InvalidUri => "invalid_uri",
+            HeadError::InvalidStatus => "invalid_status",
+            HeadError::InvalidHeader => "invalid_header",
+            HeadError::ConnectionSpecificHeader => "connection_specific_header",
+            HeadError::InvalidContentLength => "invalid_content_length",
+        }
+    }
+
+    /// The RESET code the receiver sends on the stream (spec/protocol.md §4.5).
+    pub const fn reset_code(&self) -> crate::ResetCode {
+        match self {
+            HeadError::TooLarge { .. } | HeadError::TooManyHeaders { .. } => {
+                crate::ResetCode::HEAD_TOO_LARGE
+            }
+            _ => crate::ResetCode::PROTOCOL_ERROR,
+        }
+    }
+}
+
+/// Header fields that belong to one transport hop and are never carried (§4.3).
+/// `te` is allowed with the sole value `trailers`.
+fn is_connection_specific(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == "keep-alive"
+        || name == "proxy-connection"
+}
+
+fn is_dropped_on_encode(name: &HeaderName, value: &HeaderValue, all: Option<&HeaderMap>) -> bool {
+    is_connection_specific(name)
+        || (name == header::TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        || all.is_some_and(|all| is_nominated(name, all))
+}
+
+/// Whether `name` is listed in a `Connection` field (RFC 9110 §7.6.1).
+fn is_nominated(name: &HeaderName, headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|t| {
+            t.trim_ascii()
+                .eq_ignore_ascii_case(name.as_str().as_bytes())
+        })
+    })
+}
+
+fn headers_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+fn encode_fields(headers: &HeaderMap, dst: &mut BytesMut) {
+    // A `Connection` field is itself dropped; the fields it nominates are dropped too.
+    let nominating = headers.contains_key(header::CONNECTION).then_some(headers);
+    for (name, value) in headers {
+        if is_dropped_on_encode(name, value, nominating) {
+            continue;
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// How a URI is written as a request target.
+enum RequestTarget<'a> {
+    Absolute(&'a Uri),
+    Authority(&'a str),
+    Path(&'a str),
+}
+
+impl<'a> RequestTarget<'a> {
+    fn of(uri: &'a Uri) -> Self {
+        match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+            (Some(_), _, _) => RequestTarget::Absolute(uri),
+            (None, Some(a), _) => RequestTarget::Authority(a.as_str()),
+            (None, None, Some(pq)) => RequestTarget::Path(pq.as_str()),
+            (None, None, None) => RequestTarget::Path("/"),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            // scheme "://" authority path-and-query
+            RequestTarget::Absolute(u) => {
+                u.scheme_str().map_or(0, str::len)
+                    + 3
+                    + u.authority().map_or(0, |a| a.as_str().len())
+                    + u.path_and_query().map_or(1, |p| p.as_str().len())
+            }
+            RequestTarget::Authority(s) | RequestTarget::Path(s) => s.len(),
+        }
+    }
+
+    fn write(&self, dst: &mut BytesMut) {
+        match self {
+            RequestTarget::Absolute(u) => {
+                dst.put_slice(u.scheme_str().unwrap_or("http").as_bytes());
+                dst.put_slice(b"://");
+                if let Some(a) = u.authority() {
+                    dst.put_slice(a.as_str().as_bytes());
+                }
+                dst.put_slice(u.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+            }
+            RequestTarget::Authority(s) | RequestTarget::Path(s) => dst.put_slice(s.as_bytes()),
+        }
+    }
+}
+
+fn check_size(src: &Bytes, limits: &Limits) -> Result<(), HeadError> {
+    if src.len() > limits.max_head_size as usize {
+        return Err(HeadError::TooLarge {
+            len: src.len(),
+            max: limits.max_head_size,
+        });
+    }
+    Ok(())
+}
+
+/// Field slots kept on the stack up to this count; larger limits take one allocation.
+const STACK_FIELDS: usize = 128;
+
+fn with_header_buf<'b, T>(
+    limits: &Limits,
+    f: impl FnOnce(&mut [httparse::Header<'b>]) -> Result<T, HeadError>,
+) -> Result<T, HeadError> {
+    let max = usize::from(limits.max_header_count);
+    let result = if max <= STACK_FIELDS {
+        let mut buf = [httparse::EMPTY_HEADER; STACK_FIELDS];
+        f(&mut buf[..max])
+    } else {
+        let mut buf = vec![httparse::EMPTY_HEADER; max];
+        f(&mut buf)
+    };
+    result.map_err(|e| match e {
+        HeadError::Syntax(httparse::Error::TooManyHeaders) => HeadError::TooManyHeaders {
+            max: limits.max_header_count,
+        },
+        e => e,
+    })
+}
+
+fn complete<T>(r: Result<httparse::Status<T>, httparse::Error>) -> Result<T, HeadError> {
+    match r {
+        Ok(httparse::Status::Complete(t)) => Ok(t),
+        Ok(httparse::Status::Partial) => Err(HeadError::Incomplete),
+        Err(e) => Err(HeadError::Syntax(e)),
+    }
+}
+
+fn collect_fields(src: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    let mut content_length = None;
+    for field in fields {
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::InvalidHeader)?;
+        let value = HeaderValue::from_maybe_shared(src.slice_ref(field.value))
+            .map_err(|_| HeadError::InvalidHeader)?;
+        if is_connection_specific(&name)
+            || (name == header::TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            return Err(HeadError::ConnectionSpecificHeader);
+        }
+        if name == header::CONTENT_LENGTH {
+            let n = parse_content_length(value.as_bytes())?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(HeadError::InvalidContentLength);
+            }
+            content_length = Some(n);
+        }
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn parse_content_length(v: &[u8]) -> Result<u64, HeadError> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(HeadError::InvalidContentLength);
+    }
+    Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The value of a head's `content-length`, if it has a valid one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    parse_content_length(headers.get(header::CONTENT_LENGTH)?.as_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn req(raw: &'static [u8]) -> Result<RequestHead, HeadError> {
+        RequestHead::decode(&Bytes::from_static(raw), &limits())
+    }
+
+    fn res(raw: &'static [u8]) -> Result<ResponseHead, HeadError> {
+        ResponseHead::decode(&Bytes::from_static(raw), &limits())
+    }
+
+    #[test]
+    fn request_round_trip_is_zero_copy() {
+        let raw = Bytes::from_static(b"GET /a?b=c HTTP/1.1\r\nhost: x\r\nx-y: 1\r\nx-y: 2\r\n\r\n");
+        let head = RequestHead::decode(&raw, &limits()).unwrap();
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri, "/a?b=c");
+        assert_eq!(head.headers.get_all("x-y").iter().count(), 2);
+        // The value points into the received buffer.
+        let v = head.headers.get("host").unwrap().as_bytes().as_ptr();
+        assert!(raw.as_ptr_range().contains(&v));
+        let mut out = BytesMut::new();
+        head.encode(&mut out);
+        assert_eq!(&out[..], &raw[..]);
+    }
+
+    #[test]
+    fn targets_of_every_form_round_trip() {
+        for target in ["/", "*", "http://h:1/p?q", "h.example:443", "/%20?x=%2F"] {
+            let head = RequestHead::new(Method::OPTIONS, target.parse().unwrap());
+            let mut out = BytesMut::new();
+            head.encode(&mut out);
+            assert_eq!(
+                RequestHead::decode(&out.freeze(), &limits()).unwrap(),
+                head,
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_reason_is_canonical_or_empty() {
+        let mut out = BytesMut::new();
+        ResponseHead::new(StatusCode::NOT_FOUND).encode(&mut out);
+        assert_eq!(&out[..], b"HTTP/1.1 404 Not Found\r\n\r\n");
+        out.clear();
+        let odd = ResponseHead::new(StatusCode::from_u16(599).unwrap());
+        odd.encode(&mut out);
+        assert_eq!(&out[..], b"HTTP/1.1 599 \r\n\r\n");
+        assert_eq!(ResponseHead::decode(&out.freeze(), &limits()).unwrap(), odd);
+        // Receivers ignore whatever reason is sent.
+        assert_eq!(res(b"HTTP/1.1 200 Whatever\r\n\r\n").unwrap().status, 200);
+    }
+
+    #[test]
+    fn connection_specific_fields_are_dropped_on_encode() {
+        let mut head = RequestHead::new(Method::GET, Uri::from_static("/"));
+        for (n, v) in [
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "gzip"),
+            ("x-kept", "1"),
+        ] {
+            head.headers
+                .append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let mut out = BytesMut::new();
+        head.encode(&mut out);
+        assert_eq!(&out[..], b"GET / HTTP/1.1\r\nx-kept: 1\r\n\r\n");
+    }
+
+    #[test]
+    fn te_trailers_is_carried() {
+        let h = req(b"POST / HTTP/1.1\r\nte: trailers\r\n\r\n").unwrap();
+        assert_eq!(h.headers["te"], "trailers");
+        assert_eq!(
+            req(b"POST / HTTP/1.1\r\nte: gzip\r\n\r\n"),
+            Err(HeadError::ConnectionSpecificHeader)
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_named_error() {
+        let cases: &[(&[u8], HeadError)] = &[
+            (b"", HeadError::Incomplete),
+            (b"GET / HTTP/1.1\r\n", HeadError::Incomplete),
+            (b"GET / HTTP/1.1\r\n\r\nextra", HeadError::TrailingBytes),
+            (b"GET / HTTP/1.0\r\n\r\n", HeadError::UnsupportedVersion),
+            (
+                b"G(T / HTTP/1.1\r\n\r\n",
+                HeadError::Syntax(httparse::Error::Token),
+            ),
+            (
+                b"GET /\x7f HTTP/1.1\r\n\r\n",
+                HeadError::Syntax(httparse::Error::Token),
+            ),
+            (b"GET http://[::1 HTTP/1.1\r\n\r\n", HeadError::InvalidUri),
+            (
+                b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n",
+                HeadError::ConnectionSpecificHeader,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nbad name: v\r\n\r\n",
+                HeadError::Syntax(httparse::Error::HeaderName),
+            ),
+            (
+                b"GET / HTTP/1.1\r\ncontent-length: 1x\r\n\r\n",
+                HeadError::InvalidContentLength,
+            ),
+            (
+                b"GET / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                HeadError::InvalidContentLength,
+            ),
+            (
+                b"\xff\xfe\x00garbage",
+                HeadError::Syntax(httparse::Error::Token),
+            ),
+        ];
+        for (raw, want) in cases {
+            let got = RequestHead::decode(&Bytes::from_static(raw), &limits());
+            assert_eq!(
+                got.as_ref().err(),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert!(res(b"HTTP/1.1 99 Low\r\n\r\n").is_err());
+        assert!(res(b"GET / HTTP/1.1\r\n\r\n").is_err());
+        assert_eq!(
+            decode_trailers(&Bytes::from_static(b"x: 1\r\n"), &limits()),
+            Err(HeadError::Incomplete)
+        );
+    }
+
+    #[test]
+    fn size_limit_is_checked_before_parsing() {
+        let l = Limits {
+            max_head_size: 256,
+            ..limits()
+        };
+        let big = Bytes::from(vec![b'a'; 257]);
+        assert_eq!(
+            RequestHead::decode(&big, &l),
+            Err(HeadError::TooLarge { len: 257, max: 256 })
+        );
+    }
+
+    #[test]
+    fn header_count_limit() {
+        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..5 {
+            raw.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        let raw = Bytes::from(raw);
+        let l = Limits {
+            max_header_count: 4,
+            ..limits()
+        };
+        assert_eq!(
+            RequestHead::decode(&raw, &l),
+            Err(HeadError::TooManyHeaders { max: 4 })
+        );
+        let l = Limits {
+            max_header_count: 5,
+            ..limits()
+        };
+        assert!(RequestHead::decode(&raw, &l).is_ok());
+        // Above the stack buffer the limit still holds.
+        let l = Limits {
+            max_header_count: 200,
+            ..limits()
+        };
+        assert!(RequestHead::decode(&raw, &l).is_ok());
+    }
+
+    #[test]
+    fn trailers_round_trip() {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", HeaderValue::from_static("0"));
+        let mut out = BytesMut::new();
+        encode_trailers(&t, &mut out);
+        assert_eq!(&out[..], b"grpc-status: 0\r\n\r\n");
+        assert_eq!(decode_trailers(&out.freeze(), &limits()).unwrap(), t);
+        assert!(decode_trailers(&Bytes::from_static(b"\r\n"), &limits())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn content_length_helper() {
+        let h = req(b"PUT / HTTP/1.1\r\ncontent-length: 42\r\n\r\n").unwrap();
+        assert_eq!(content_length(&h.headers), Some(42));
+    }
+}
