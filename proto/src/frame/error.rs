@@ -72,6 +72,12 @@ pub enum FrameError {
         /// The count it carried.
         count: u8,
     },
+    /// A settings block announces more than 64 entries.
+    #[error("settings block announces {count} entries; at most 64 are allowed")]
+    TooManySettings {
+        /// The count it announced.
+        count: u16,
+    },
     /// A setting appears twice.
     #[error("setting 0x{id:04x} appears twice")]
     DuplicateSetting {
@@ -148,6 +154,7 @@ impl FrameError {
             FrameError::TrailingBytes { .. } => "trailing_bytes",
             FrameError::BadLength { .. } => "bad_length",
             FrameError::BadVersionCount { .. } => "bad_version_count",
+            FrameError::TooManySettings { .. } => "too_many_settings",
             FrameError::DuplicateSetting { .. } => "duplicate_setting",
             FrameError::InvalidSetting { .. } => "invalid_setting",
             FrameError::MetadataTooLarge { .. } => "metadata_too_large",

@@ -54,9 +54,3 @@ impl<'a> Reader<'a> {
         }
     }
 }
-
-impl Reader<'_> {
-    pub(crate) fn ty(&self) -> FrameType {
-        self.ty
-    }
-}

@@ -155,10 +155,7 @@ impl Settings {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Settings, FrameError> {
         let count = r.u16()?;
         if count > MAX_SETTINGS {
-            return Err(FrameError::BadLength {
-                ty: r.ty(),
-                len: usize::from(count),
-            });
+            return Err(FrameError::TooManySettings { count });
         }
         let mut settings = Settings::default();
         let mut seen_unknown = [0u16; MAX_SETTINGS as usize];
@@ -223,10 +220,7 @@ mod tests {
     fn count_is_bounded_before_reading() {
         assert_eq!(
             read(b"\xff\xff"),
-            Err(FrameError::BadLength {
-                ty: FrameType::Welcome,
-                len: 65535
-            })
+            Err(FrameError::TooManySettings { count: 65535 })
         );
         assert_eq!(
             read(b"\x00\x01\x00"),
