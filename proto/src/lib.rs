@@ -47,7 +47,7 @@ pub use frame::{
 pub use head::{HeadError, RequestHead, ResponseHead};
 pub use limits::{Limits, LimitsError};
 
-/// The protocol version this crate speaks (spec/protocol.md §7).
+/// The protocol version this crate speaks (spec/protocol.md §2.2).
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// The WebSocket subprotocol name negotiated with `Sec-WebSocket-Protocol` (§2).
