@@ -346,3 +346,69 @@ impl Frame {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_msg(len: usize) -> Bytes {
+        let mut buf = BytesMut::new();
+        Frame::Data(Data {
+            stream_id: StreamId::new(1),
+            end_stream: false,
+            payload: Bytes::from(vec![0; len]),
+        })
+        .encode(&mut buf);
+        buf.freeze()
+    }
+
+    #[test]
+    fn payload_limit_is_inclusive() {
+        let limits = Limits {
+            max_frame_payload: 1024,
+            ..Limits::default()
+        };
+        assert!(Frame::decode(data_msg(1024), &limits).is_ok());
+        let err = Frame::decode(data_msg(1025), &limits).unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::PayloadTooLarge {
+                ty: FrameType::Data,
+                len: 1025,
+                max: 1024
+            }
+        );
+        assert_eq!(
+            err.reaction(),
+            Reaction::Close(crate::CloseCode::MESSAGE_TOO_BIG)
+        );
+    }
+
+    #[test]
+    fn the_header_alone_is_a_frame() {
+        for len in 0..HEADER_LEN {
+            let err = Frame::decode(data_msg(0).slice(..len), &Limits::default()).unwrap_err();
+            assert_eq!(err, FrameError::TruncatedHeader { len });
+        }
+        assert!(Frame::decode(data_msg(0), &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn stream_id_parity() {
+        assert!(StreamId::new(1).is_client_initiated());
+        assert!(StreamId::new(2).is_server_initiated());
+        assert!(!StreamId::ZERO.is_server_initiated() && !StreamId::ZERO.is_client_initiated());
+        assert!(StreamId::new(u32::MAX).is_client_initiated());
+    }
+
+    #[test]
+    fn every_type_byte_is_known_or_rejected() {
+        for ty in 0..=u8::MAX {
+            let known = FrameType::from_u8(ty);
+            assert_eq!(known.is_some(), (1..=10).contains(&ty));
+            if let Some(t) = known {
+                assert_eq!(t as u8, ty);
+            }
+        }
+    }
+}
