@@ -38,6 +38,7 @@ mod codes;
 pub mod frame;
 pub mod head;
 mod limits;
+pub mod streams;
 
 pub use codes::{CloseCode, ResetCode};
 pub use frame::{

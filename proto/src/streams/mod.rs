@@ -1,0 +1,1169 @@
+//! Streams: many HTTP exchanges at once over one connection (spec/protocol.md §10).
+//!
+//! [`Streams`] is the sans-IO machine for everything that happens on streams once a
+//! connection is established: opening requests, answering them, body data under flow
+//! control, trailers, resets, deadlines, GOAWAY, and the limits that keep a hostile peer
+//! from exhausting memory. The connection machine owns one and routes HEADERS, DATA,
+//! RESET, WINDOW_UPDATE and GOAWAY frames to it; it can also be driven on its own.
+//!
+//! The contract is the crate's: inputs are `handle_*` calls and the local API
+//! ([`Streams::open`], [`Streams::send_response`], [`Streams::send_data`], …); outputs are
+//! drained with [`Streams::poll_transmit`] and [`Streams::poll_event`] until they return
+//! `None`, after every input; [`Streams::poll_timeout`] is the next deadline.
+//!
+//! Costs: stream lookup is a hash-map access; timers live in one binary heap; sending picks
+//! the next stream from a ready list (round-robin, one frame per turn, so one large body
+//! cannot starve the others); no call walks every open stream, except GOAWAY and
+//! connection loss, which end many streams at once by nature.
+//!
+//! ```
+//! use std::time::Instant;
+//! use http::{Method, Uri};
+//! use tether_proto::streams::{Side, Streams, StreamsConfig, PeerLimits, StreamEvent};
+//! use tether_proto::{Frame, RequestHead};
+//!
+//! let now = Instant::now(); // the caller's clock; the machine never reads one
+//! let mut client = Streams::new(Side::Client, StreamsConfig::default(), PeerLimits::default());
+//! let mut server = Streams::new(Side::Server, StreamsConfig::default(), PeerLimits::default());
+//!
+//! let id = client.open(RequestHead::new(Method::GET, Uri::from_static("/")), true, None, now)?;
+//! while let Some(frame) = client.poll_transmit() {
+//!     server.handle_frame(frame, now).expect("valid frame");
+//! }
+//! match server.poll_event() {
+//!     Some(StreamEvent::Request { id: got, head, end_stream }) => {
+//!         assert_eq!((got, head.uri.path(), end_stream), (id, "/", true));
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok::<(), tether_proto::streams::OpenError>(())
+//! ```
+
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use self::stream::{Recv, Send, Stream};
+use crate::frame::MAX_INCREMENT;
+use crate::head::{self, RequestHead, ResponseHead};
+use crate::{
+    CloseCode, Data, Frame, GoAway, Head, Headers, Reset, ResetCode, StreamId, WindowUpdate,
+};
+
+/// The request header that carries the caller's deadline, in whole milliseconds remaining
+/// when the request was sent (spec/protocol.md §10.6).
+pub const TIMEOUT_HEADER: &str = "tether-timeout";
+
+/// Which end of the connection this machine is (decides stream id parity, §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The endpoint that opened the WebSocket: opens odd stream ids.
+    Client,
+    /// The endpoint that accepted it: opens even stream ids.
+    Server,
+}
+
+/// Local limits and policies of the stream layer (spec/protocol.md §10.7).
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// Most streams the peer may have open toward us; more are refused with
+    /// REFUSED_STREAM. Announced as MAX_CONCURRENT_STREAMS. Default 128.
+    pub max_concurrent_streams: u32,
+    /// Receive window granted to each stream. Announced as INITIAL_STREAM_WINDOW.
+    /// Default 256 KiB.
+    pub initial_stream_window: u32,
+    /// Receive window of the whole connection. Announced as INITIAL_CONNECTION_WINDOW.
+    /// Default 1 MiB.
+    pub initial_connection_window: u32,
+    /// Body bytes that may wait in one stream's send queue before `send_data` pushes back.
+    /// Default 256 KiB.
+    pub max_send_buffer: usize,
+    /// Largest request or response body accepted (`None` = no limit). Default `None`.
+    pub max_body_size: Option<u64>,
+    /// Most RESET frames and refused streams tolerated from the peer per `churn_window`
+    /// before the connection is closed with 4007 (the HTTP/2 "rapid reset" defence).
+    /// Default 200.
+    pub max_churn: u32,
+    /// The window over which churn is counted. Default 10 s.
+    pub churn_window: Duration,
+    /// Most frames that the peer's behaviour makes us queue (RESET and WINDOW_UPDATE
+    /// replies) before they are written; beyond it the connection is closed with 4007.
+    /// Default 1,024.
+    pub max_queued_replies: usize,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            max_concurrent_streams: 128,
+            initial_stream_window: 256 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_send_buffer: 256 * 1024,
+            max_body_size: None,
+            max_churn: 200,
+            churn_window: Duration::from_secs(10),
+            max_queued_replies: 1024,
+        }
+    }
+}
+
+/// What the peer announced in the handshake that the stream layer must respect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Largest DATA payload the peer accepts.
+    pub max_frame_payload: u32,
+    /// Most streams we may have open toward the peer.
+    pub max_concurrent_streams: u32,
+    /// The peer's receive window per stream.
+    pub initial_stream_window: u32,
+    /// The peer's connection receive window.
+    pub initial_connection_window: u32,
+}
+
+impl Default for PeerLimits {
+    /// The values a peer that sent no setting is assumed to have (spec/protocol.md §10.7).
+    fn default() -> Self {
+        let c = StreamsConfig::default();
+        PeerLimits {
+            max_frame_payload: crate::Limits::default().max_frame_payload,
+            max_concurrent_streams: c.max_concurrent_streams,
+            initial_stream_window: c.initial_stream_window,
+            initial_connection_window: c.initial_connection_window,
+        }
+    }
+}
+
+/// Who ended a stream or a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// This endpoint.
+    Local,
+    /// The other endpoint.
+    Peer,
+}
+
+/// How a stream ended. Every stream ends exactly once, with a
+/// [`StreamEvent::Closed`] carrying one of these, on each side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Both directions completed.
+    Finished,
+    /// The peer refused the stream before processing it (REFUSED_STREAM, or above a
+    /// GOAWAY's last stream id): the request is safe to retry.
+    Refused,
+    /// One side reset the stream. The request may or may not have been processed.
+    Reset {
+        /// The reset code.
+        code: ResetCode,
+        /// Who reset it.
+        initiator: Initiator,
+    },
+    /// The stream's deadline passed; a RESET with TIMEOUT was sent.
+    TimedOut,
+    /// The connection was lost with the stream open: the request may or may not have
+    /// been processed.
+    ConnectionLost,
+}
+
+/// Something the application needs to know about (drain with [`Streams::poll_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// The peer opened a stream with a request.
+    Request {
+        /// The new stream.
+        id: StreamId,
+        /// The request head.
+        head: RequestHead,
+        /// No body follows.
+        end_stream: bool,
+    },
+    /// A response head arrived on a stream we opened (1xx heads are informational and
+    /// are followed by another).
+    Response {
+        /// The stream.
+        id: StreamId,
+        /// The response head.
+        head: ResponseHead,
+        /// No body follows.
+        end_stream: bool,
+    },
+    /// Body bytes arrived. Call [`Streams::release_capacity`] once they are consumed, or
+    /// the peer runs out of window.
+    Data {
+        /// The stream.
+        id: StreamId,
+        /// The bytes (a slice of the received message).
+        data: Bytes,
+        /// The body is complete.
+        end_stream: bool,
+    },
+    /// Trailers arrived; the peer's direction is complete.
+    Trailers {
+        /// The stream.
+        id: StreamId,
+        /// The trailer fields.
+        trailers: HeaderMap,
+    },
+    /// A stream whose `send_data` was refused can take more data.
+    Writable {
+        /// The stream.
+        id: StreamId,
+    },
+    /// `open` was refused for lack of streams and one has become free.
+    CanOpen,
+    /// The peer is shutting down: no new streams; ours above `last_stream_id` were refused.
+    GoAway {
+        /// The last of our streams the peer may still process.
+        last_stream_id: StreamId,
+        /// Its code.
+        code: ResetCode,
+        /// Its reason.
+        reason: String,
+    },
+    /// A stream ended; its state is gone.
+    Closed {
+        /// The stream.
+        id: StreamId,
+        /// How.
+        outcome: Outcome,
+    },
+}
+
+/// Why `open` could not open a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The peer's MAX_CONCURRENT_STREAMS is reached; wait for [`StreamEvent::CanOpen`].
+    #[error("the peer's limit of concurrent streams is reached")]
+    Blocked,
+    /// A GOAWAY was sent or received: this connection takes no new streams.
+    #[error("the connection is going away")]
+    GoingAway,
+    /// Stream ids of this side are used up: reconnect.
+    #[error("stream identifiers are exhausted")]
+    Exhausted,
+}
+
+/// Why a send on a stream was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No such open stream (never opened, or already closed).
+    #[error("stream {0} is not open")]
+    UnknownStream(StreamId),
+    /// The call does not fit the stream's state (e.g. data before the response head,
+    /// anything after END_STREAM, a response on a stream we opened).
+    #[error("stream {0} is not in a state that allows this")]
+    InvalidState(StreamId),
+    /// The send queue is full: the data is handed back; retry after
+    /// [`StreamEvent::Writable`].
+    #[error("stream {id} send buffer is full")]
+    Blocked {
+        /// The stream.
+        id: StreamId,
+        /// The data that was not queued.
+        data: Bytes,
+    },
+}
+
+/// A rule broken badly enough that the whole connection must close.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (close {code})")]
+pub struct ConnectionError {
+    /// The close code to send.
+    pub code: CloseCode,
+    /// What happened, for logs and the close frame's reason.
+    pub reason: &'static str,
+}
+
+fn violation(code: CloseCode, reason: &'static str) -> ConnectionError {
+    ConnectionError { code, reason }
+}
+
+/// The stream layer of one connection (spec/protocol.md §10).
+#[derive(Debug)]
+pub struct Streams {
+    side: Side,
+    config: StreamsConfig,
+    peer: PeerLimits,
+    streams: HashMap<StreamId, Stream>,
+    /// The id our next stream gets; `None` once exhausted.
+    next_local: Option<u32>,
+    /// The highest id the peer has opened (processed or refused).
+    last_peer: u32,
+    local_open: u32,
+    peer_open: u32,
+    conn_send_window: i64,
+    conn_recv_window: u32,
+    conn_release_pending: u32,
+    /// Frames that go before any DATA: heads, resets, window updates, GOAWAY.
+    control: VecDeque<Frame>,
+    /// Streams with something to send, in turn order.
+    ready: VecDeque<StreamId>,
+    events: VecDeque<StreamEvent>,
+    /// Stream deadlines; an entry whose stream is gone or has another deadline is stale
+    /// and skipped when it comes up.
+    timers: BinaryHeap<Reverse<(Instant, StreamId)>>,
+    /// Entries of `timers` that still belong to an open stream.
+    live_deadlines: usize,
+    sent_goaway: Option<StreamId>,
+    recv_goaway: Option<StreamId>,
+    open_blocked: bool,
+    churn: u32,
+    churn_since: Option<Instant>,
+}
+
+impl Streams {
+    /// A stream layer for `side`, with our `config` and what the `peer` announced.
+    pub fn new(side: Side, config: StreamsConfig, peer: PeerLimits) -> Self {
+        Streams {
+            side,
+            next_local: Some(match side {
+                Side::Client => 1,
+                Side::Server => 2,
+            }),
+            last_peer: 0,
+            local_open: 0,
+            peer_open: 0,
+            conn_send_window: i64::from(peer.initial_connection_window),
+            conn_recv_window: config.initial_connection_window,
+            conn_release_pending: 0,
+            control: VecDeque::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            live_deadlines: 0,
+            sent_goaway: None,
+            recv_goaway: None,
+            open_blocked: false,
+            churn: 0,
+            churn_since: None,
+            streams: HashMap::new(),
+            config,
+            peer,
+        }
+    }
+
+    // ---- getters
+
+    /// Streams currently open (both directions' openers).
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Bytes we may still send on the connection before the peer grants more.
+    pub fn connection_send_window(&self) -> i64 {
+        self.conn_send_window
+    }
+
+    /// Bytes queued for sending on `id` (0 for an unknown stream).
+    pub fn queued_bytes(&self, id: StreamId) -> usize {
+        self.streams.get(&id).map_or(0, |s| s.queued_bytes)
+    }
+
+    /// Whether a GOAWAY was sent or received and no stream is left: the connection can
+    /// be closed with 1000.
+    pub fn is_drained(&self) -> bool {
+        (self.sent_goaway.is_some() || self.recv_goaway.is_some()) && self.streams.is_empty()
+    }
+
+    fn is_local(&self, id: StreamId) -> bool {
+        match self.side {
+            Side::Client => id.is_client_initiated(),
+            Side::Server => id.is_server_initiated(),
+        }
+    }
+
+    /// Whether a local id was handed out by `open` (so a frame for it is about a stream
+    /// that existed).
+    fn was_opened_locally(&self, id: StreamId) -> bool {
+        let first = match self.side {
+            Side::Client => 1,
+            Side::Server => 2,
+        };
+        id.value() >= first && self.next_local.is_none_or(|next| id.value() < next)
+    }
+
+    // ---- inputs from the peer
+
+    /// Takes one received stream-layer frame (HEADERS, DATA, RESET, WINDOW_UPDATE,
+    /// GOAWAY); other frames are ignored. `Err` means the connection must close with the
+    /// given code; stream-level problems are handled here (RESET queued, event emitted).
+    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ConnectionError> {
+        match frame {
+            Frame::Headers(h) => self.recv_headers(h, now),
+            Frame::Data(d) => self.recv_data(d),
+            Frame::Reset(r) => self.recv_reset(r, now),
+            Frame::WindowUpdate(w) => self.recv_window_update(w),
+            Frame::GoAway(g) => {
+                self.recv_goaway(g);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a decode error confined to one stream (a [`crate::Reaction::Reset`]): the
+    /// stream is reset with `code`, whether or not it was open yet.
+    pub fn handle_stream_error(
+        &mut self,
+        id: StreamId,
+        code: ResetCode,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
+        if self.streams.contains_key(&id) {
+            self.reset_stream(
+                id,
+                code,
+                Outcome::Reset {
+                    code,
+                    initiator: Initiator::Local,
+                },
+            );
+            return Ok(());
+        }
+        if !self.is_local(id) && id.value() > self.last_peer {
+            // A request we could not parse still uses up its id.
+            self.last_peer = id.value();
+            self.count_churn(now)?;
+        }
+        self.reply(Frame::Reset(Reset {
+            stream_id: id,
+            code,
+        }))
+    }
+
+    fn recv_headers(&mut self, h: Headers, now: Instant) -> Result<(), ConnectionError> {
+        let id = h.stream_id;
+        if self.streams.contains_key(&id) {
+            return self.recv_headers_on_open(h);
+        }
+        if self.is_local(id) {
+            if self.was_opened_locally(id) {
+                return Ok(()); // a late answer on a stream we already closed
+            }
+            return Err(violation(
+                CloseCode::PROTOCOL_ERROR,
+                "HEADERS on a stream we never opened",
+            ));
+        }
+        if id.value() <= self.last_peer {
+            return self.reply(Frame::Reset(Reset {
+                stream_id: id,
+                code: ResetCode::STREAM_CLOSED,
+            }));
+        }
+        let Head::Request(head) = h.head else {
+            return Err(violation(
+                CloseCode::PROTOCOL_ERROR,
+                "a peer stream must open with a request head",
+            ));
+        };
+        self.last_peer = id.value();
+        let refused =
+            self.sent_goaway.is_some() || self.peer_open >= self.config.max_concurrent_streams;
+        if refused {
+            self.count_churn(now)?;
+            return self.reply(Frame::Reset(Reset {
+                stream_id: id,
+                code: ResetCode::REFUSED_STREAM,
+            }));
+        }
+        let recv = if h.end_stream { Recv::Done } else { Recv::Open };
+        let mut stream = Stream::new(
+            Send::Idle,
+            recv,
+            self.peer.initial_stream_window,
+            self.config.initial_stream_window,
+        );
+        stream.expected_len = head::content_length(&head.headers);
+        let deadline = match parse_timeout(head.headers.get(TIMEOUT_HEADER)) {
+            Ok(d) => d,
+            Err(()) => {
+                return self.reply(Frame::Reset(Reset {
+                    stream_id: id,
+                    code: ResetCode::PROTOCOL_ERROR,
+                }));
+            }
+        };
+        if h.end_stream && stream.expected_len.is_some_and(|n| n != 0) {
+            return self.reply(Frame::Reset(Reset {
+                stream_id: id,
+                code: ResetCode::PROTOCOL_ERROR,
+            }));
+        }
+        if let Some(after) = deadline {
+            let at = now + after;
+            stream.deadline = Some(at);
+            self.timers.push(Reverse((at, id)));
+            self.live_deadlines += 1;
+        }
+        self.streams.insert(id, stream);
+        self.peer_open += 1;
+        self.events.push_back(StreamEvent::Request {
+            id,
+            head,
+            end_stream: h.end_stream,
+        });
+        Ok(())
+    }
+
+    fn recv_headers_on_open(&mut self, h: Headers) -> Result<(), ConnectionError> {
+        let id = h.stream_id;
+        let local = self.is_local(id);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
+        let code = match (h.head, s.recv) {
+            (Head::Response(head), Recv::AwaitHead) if local => {
+                if head.status.is_informational() {
+                    if h.end_stream || head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                        ResetCode::PROTOCOL_ERROR
+                    } else {
+                        self.events.push_back(StreamEvent::Response {
+                            id,
+                            head,
+                            end_stream: false,
+                        });
+                        return Ok(());
+                    }
+                } else {
+                    s.expected_len = head::content_length(&head.headers);
+                    if h.end_stream && s.expected_len.is_some_and(|n| n != 0) {
+                        ResetCode::PROTOCOL_ERROR
+                    } else {
+                        s.recv = if h.end_stream { Recv::Done } else { Recv::Open };
+                        self.events.push_back(StreamEvent::Response {
+                            id,
+                            head,
+                            end_stream: h.end_stream,
+                        });
+                        self.maybe_finish(id);
+                        return Ok(());
+                    }
+                }
+            }
+            (Head::Trailers(trailers), Recv::Open) => {
+                if s.expected_len.is_some_and(|n| n != s.recv_bytes) {
+                    ResetCode::PROTOCOL_ERROR
+                } else {
+                    s.recv = Recv::Done;
+                    self.events
+                        .push_back(StreamEvent::Trailers { id, trailers });
+                    self.maybe_finish(id);
+                    return Ok(());
+                }
+            }
+            (_, Recv::Done) => ResetCode::STREAM_CLOSED,
+            _ => ResetCode::PROTOCOL_ERROR,
+        };
+        self.reset_stream(
+            id,
+            code,
+            Outcome::Reset {
+                code,
+                initiator: Initiator::Local,
+            },
+        );
+        Ok(())
+    }
+
+    fn recv_data(&mut self, d: Data) -> Result<(), ConnectionError> {
+        let id = d.stream_id;
+        // Bounded by max_frame_payload (<= 16 MiB), so it fits.
+        let len = d.payload.len() as u32;
+        if len > self.conn_recv_window {
+            return Err(violation(
+                CloseCode::FLOW_CONTROL_ERROR,
+                "DATA beyond the connection window",
+            ));
+        }
+        self.conn_recv_window -= len;
+        let max_body = self.config.max_body_size;
+        let Some(s) = self.streams.get_mut(&id) else {
+            let seen = if self.is_local(id) {
+                self.was_opened_locally(id)
+            } else {
+                id.value() <= self.last_peer
+            };
+            if !seen {
+                return Err(violation(
+                    CloseCode::PROTOCOL_ERROR,
+                    "DATA on a stream that was never opened",
+                ));
+            }
+            // Late data for a closed stream: its bytes still count for the connection.
+            return self.release_connection(len, true);
+        };
+        let code = if s.recv != Recv::Open {
+            if s.recv == Recv::Done {
+                ResetCode::STREAM_CLOSED
+            } else {
+                ResetCode::PROTOCOL_ERROR
+            }
+        } else if len > s.recv_window {
+            ResetCode::FLOW_CONTROL_ERROR
+        } else {
+            s.recv_window -= len;
+            s.unreleased += len;
+            s.recv_bytes += u64::from(len);
+            let over_length = s
+                .expected_len
+                .is_some_and(|n| s.recv_bytes > n || (d.end_stream && s.recv_bytes != n));
+            if over_length {
+                ResetCode::PROTOCOL_ERROR
+            } else if max_body.is_some_and(|max| s.recv_bytes > max) {
+                ResetCode::BODY_TOO_LARGE
+            } else {
+                if d.end_stream {
+                    s.recv = Recv::Done;
+                }
+                self.events.push_back(StreamEvent::Data {
+                    id,
+                    data: d.payload,
+                    end_stream: d.end_stream,
+                });
+                self.maybe_finish(id);
+                return Ok(());
+            }
+        };
+        if code == ResetCode::FLOW_CONTROL_ERROR || s.recv != Recv::Open {
+            // These bytes were never accounted to the stream: give them back here.
+            self.release_connection(len, false)?;
+        }
+        self.reset_stream(
+            id,
+            code,
+            Outcome::Reset {
+                code,
+                initiator: Initiator::Local,
+            },
+        );
+        Ok(())
+    }
+
+    fn recv_reset(&mut self, r: Reset, now: Instant) -> Result<(), ConnectionError> {
+        self.count_churn(now)?;
+        let id = r.stream_id;
+        let Some(s) = self.streams.get(&id) else {
+            let seen = if self.is_local(id) {
+                self.was_opened_locally(id)
+            } else {
+                id.value() <= self.last_peer
+            };
+            return if seen {
+                Ok(())
+            } else {
+                Err(violation(
+                    CloseCode::PROTOCOL_ERROR,
+                    "RESET on a stream that was never opened",
+                ))
+            };
+        };
+        let outcome = if r.code == ResetCode::REFUSED_STREAM && self.is_local(id) {
+            Outcome::Refused
+        } else if r.code == ResetCode::NO_ERROR && s.recv == Recv::Done {
+            // The peer has answered completely and needs no more of our body.
+            Outcome::Finished
+        } else {
+            Outcome::Reset {
+                code: r.code,
+                initiator: Initiator::Peer,
+            }
+        };
+        self.close(id, outcome);
+        Ok(())
+    }
+
+    fn recv_window_update(&mut self, w: WindowUpdate) -> Result<(), ConnectionError> {
+        let inc = i64::from(w.increment);
+        if w.stream_id.is_zero() {
+            self.conn_send_window += inc;
+            if self.conn_send_window > i64::from(MAX_INCREMENT) {
+                return Err(violation(
+                    CloseCode::FLOW_CONTROL_ERROR,
+                    "connection window above 2^31-1",
+                ));
+            }
+            return Ok(());
+        }
+        let id = w.stream_id;
+        let Some(s) = self.streams.get_mut(&id) else {
+            let seen = if self.is_local(id) {
+                self.was_opened_locally(id)
+            } else {
+                id.value() <= self.last_peer
+            };
+            return if seen {
+                Ok(())
+            } else {
+                Err(violation(
+                    CloseCode::PROTOCOL_ERROR,
+                    "WINDOW_UPDATE on a stream that was never opened",
+                ))
+            };
+        };
+        s.send_window += inc;
+        if s.send_window > i64::from(MAX_INCREMENT) {
+            let code = ResetCode::FLOW_CONTROL_ERROR;
+            self.reset_stream(
+                id,
+                code,
+                Outcome::Reset {
+                    code,
+                    initiator: Initiator::Local,
+                },
+            );
+            return Ok(());
+        }
+        self.make_ready(id);
+        Ok(())
+    }
+
+    fn recv_goaway(&mut self, g: GoAway) {
+        let last = self
+            .recv_goaway
+            .map_or(g.last_stream_id, |prev| prev.min(g.last_stream_id));
+        self.recv_goaway = Some(last);
+        let refused: Vec<StreamId> = self
+            .streams
+            .keys()
+            .copied()
+            .filter(|&id| self.is_local(id) && id > last)
+            .collect();
+        for id in refused {
+            self.close(id, Outcome::Refused);
+        }
+        self.events.push_back(StreamEvent::GoAway {
+            last_stream_id: last,
+            code: g.code,
+            reason: g.reason,
+        });
+    }
+
+    /// Advances time: streams whose deadline passed are reset with TIMEOUT.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self
+                .streams
+                .get(&id)
+                .is_some_and(|s| s.deadline == Some(at))
+            {
+                let code = ResetCode::TIMEOUT;
+                self.reset_stream(id, code, Outcome::TimedOut);
+            }
+        }
+    }
+
+    /// The transport is gone: every open stream ends with [`Outcome::ConnectionLost`].
+    pub fn handle_connection_lost(&mut self) {
+        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.close(id, Outcome::ConnectionLost);
+        }
+        self.control.clear();
+        self.ready.clear();
+        self.timers.clear();
+        self.live_deadlines = 0;
+    }
+
+    // ---- local API
+
+    /// Opens a stream with a request head. With `end_stream` the request has no body.
+    /// With a `timeout`, the request carries it (§10.6) and the stream is reset with
+    /// TIMEOUT when it passes.
+    pub fn open(
+        &mut self,
+        mut head: RequestHead,
+        end_stream: bool,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<StreamId, OpenError> {
+        if self.sent_goaway.is_some() || self.recv_goaway.is_some() {
+            return Err(OpenError::GoingAway);
+        }
+        if self.local_open >= self.peer.max_concurrent_streams {
+            self.open_blocked = true;
+            return Err(OpenError::Blocked);
+        }
+        let id = StreamId::new(self.next_local.ok_or(OpenError::Exhausted)?);
+        self.next_local = id.value().checked_add(2);
+        let mut stream = Stream::new(
+            if end_stream { Send::Done } else { Send::Open },
+            Recv::AwaitHead,
+            self.peer.initial_stream_window,
+            self.config.initial_stream_window,
+        );
+        if let Some(t) = timeout {
+            let ms = t.as_millis().clamp(1, u128::from(MAX_TIMEOUT_MS));
+            head.headers
+                .insert(TIMEOUT_HEADER, HeaderValue::from(ms as u64));
+            let at = now + t;
+            stream.deadline = Some(at);
+            self.timers.push(Reverse((at, id)));
+            self.live_deadlines += 1;
+        }
+        self.streams.insert(id, stream);
+        self.local_open += 1;
+        self.control.push_back(Frame::Headers(Headers {
+            stream_id: id,
+            end_stream,
+            head: Head::Request(head),
+        }));
+        Ok(id)
+    }
+
+    /// Sends the response head on a stream the peer opened. A 1xx head may be sent any
+    /// number of times before the final one.
+    pub fn send_response(
+        &mut self,
+        id: StreamId,
+        head: ResponseHead,
+        end_stream: bool,
+    ) -> Result<(), SendError> {
+        if self.is_local(id) {
+            return Err(SendError::InvalidState(id));
+        }
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(SendError::UnknownStream(id))?;
+        if s.send != Send::Idle {
+            return Err(SendError::InvalidState(id));
+        }
+        if head.status.is_informational() {
+            if end_stream || head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                return Err(SendError::InvalidState(id));
+            }
+        } else {
+            s.send = if end_stream { Send::Done } else { Send::Open };
+        }
+        self.control.push_back(Frame::Headers(Headers {
+            stream_id: id,
+            end_stream,
+            head: Head::Response(head),
+        }));
+        self.maybe_finish(id);
+        Ok(())
+    }
+
+    /// Queues body bytes (and with `end_stream`, the end of the body). The bytes are sent
+    /// as windows allow, in frames of at most the peer's `max_frame_payload`, taking turns
+    /// with other streams. If the stream's queue is full the data is handed back in
+    /// [`SendError::Blocked`]; a [`StreamEvent::Writable`] follows when there is room.
+    pub fn send_data(
+        &mut self,
+        id: StreamId,
+        data: Bytes,
+        end_stream: bool,
+    ) -> Result<(), SendError> {
+        let max = self.config.max_send_buffer;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(SendError::UnknownStream(id));
+        };
+        if s.send != Send::Open {
+            return Err(SendError::InvalidState(id));
+        }
+        if s.queued_bytes > 0 && s.queued_bytes + data.len() > max {
+            s.blocked = true;
+            return Err(SendError::Blocked { id, data });
+        }
+        if !data.is_empty() {
+            s.queued_bytes += data.len();
+            s.queue.push_back(data);
+        }
+        if end_stream {
+            s.send = Send::Ending;
+        }
+        self.make_ready(id);
+        Ok(())
+    }
+
+    /// Queues trailers after the queued data; they end our direction of the stream.
+    pub fn send_trailers(&mut self, id: StreamId, trailers: HeaderMap) -> Result<(), SendError> {
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(SendError::UnknownStream(id))?;
+        if s.send != Send::Open {
+            return Err(SendError::InvalidState(id));
+        }
+        s.trailers = Some(trailers);
+        s.send = Send::Ending;
+        self.make_ready(id);
+        Ok(())
+    }
+
+    /// Resets a stream (the caller gave up, the handler failed). Unknown streams are
+    /// ignored: the stream may have ended meanwhile.
+    pub fn reset(&mut self, id: StreamId, code: ResetCode) {
+        if self.streams.contains_key(&id) {
+            self.reset_stream(
+                id,
+                code,
+                Outcome::Reset {
+                    code,
+                    initiator: Initiator::Local,
+                },
+            );
+        }
+    }
+
+    /// The application consumed `n` received bytes of stream `id`: the window is given
+    /// back to the peer (batched: a WINDOW_UPDATE goes out once half a window is due).
+    pub fn release_capacity(&mut self, id: StreamId, n: u32) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let n = n.min(s.unreleased);
+        s.unreleased -= n;
+        if s.recv == Recv::Open {
+            s.release_pending += n;
+            if s.release_pending >= self.config.initial_stream_window / 2 {
+                let inc = std::mem::take(&mut s.release_pending);
+                s.recv_window += inc;
+                self.control.push_back(Frame::WindowUpdate(WindowUpdate {
+                    stream_id: id,
+                    increment: inc,
+                }));
+            }
+        }
+        // Only the peer can make this fail, through replies; a release is ours.
+        let _ = self.release_connection(n, false);
+    }
+
+    /// Starts a graceful shutdown: GOAWAY tells the peer the last of its streams we will
+    /// process; later ones are refused. Streams already open run to completion.
+    pub fn go_away(&mut self, code: ResetCode, reason: &str) {
+        let last = StreamId::new(self.last_peer);
+        self.sent_goaway = Some(last);
+        self.control.push_back(Frame::GoAway(GoAway {
+            last_stream_id: last,
+            code,
+            reason: reason.to_owned(),
+        }));
+    }
+
+    // ---- outputs
+
+    /// The next frame to send, or `None`. Control frames go first, then DATA from the
+    /// ready streams in turn, as the windows allow.
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
+        if let Some(frame) = self.control.pop_front() {
+            return Some(frame);
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.in_ready = false;
+            if s.queue.is_empty() {
+                if !s.has_windowless_frame() {
+                    continue;
+                }
+                s.send = Send::Done;
+                let frame = match s.trailers.take() {
+                    Some(t) => Frame::Headers(Headers {
+                        stream_id: id,
+                        end_stream: true,
+                        head: Head::Trailers(t),
+                    }),
+                    None => Frame::Data(Data {
+                        stream_id: id,
+                        end_stream: true,
+                        payload: Bytes::new(),
+                    }),
+                };
+                self.maybe_finish(id);
+                return Some(frame);
+            }
+            if s.send_window <= 0 {
+                continue; // back in the ready list when the peer grants window
+            }
+            if self.conn_send_window <= 0 {
+                s.in_ready = true;
+                self.ready.push_front(id);
+                return None;
+            }
+            let allowed = s
+                .send_window
+                .min(self.conn_send_window)
+                .min(i64::from(self.peer.max_frame_payload));
+            let front = s.queue.front_mut().expect("queue is not empty");
+            let n = front.len().min(allowed as usize);
+            let payload = if n == front.len() {
+                s.queue.pop_front().expect("front exists")
+            } else {
+                front.split_to(n)
+            };
+            s.send_window -= n as i64;
+            self.conn_send_window -= n as i64;
+            s.queued_bytes -= n;
+            let end_stream = s.queue.is_empty() && s.send == Send::Ending && s.trailers.is_none();
+            if end_stream {
+                s.send = Send::Done;
+            }
+            if s.blocked && s.queued_bytes <= self.config.max_send_buffer / 2 {
+                s.blocked = false;
+                self.events.push_back(StreamEvent::Writable { id });
+            }
+            if s.has_pending_send() {
+                s.in_ready = true;
+                self.ready.push_back(id);
+            }
+            if end_stream {
+                self.maybe_finish(id);
+            }
+            return Some(Frame::Data(Data {
+                stream_id: id,
+                end_stream,
+                payload,
+            }));
+        }
+        None
+    }
+
+    /// The next event, or `None`.
+    pub fn poll_event(&mut self) -> Option<StreamEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest stream deadline, if any (it may belong to a stream that has since
+    /// ended; the resulting `handle_timeout` is then a no-op).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    // ---- internals
+
+    fn make_ready(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            let sendable = s.has_windowless_frame() || (!s.queue.is_empty() && s.send_window > 0);
+            if sendable && !s.in_ready {
+                s.in_ready = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// Queues a frame the peer's behaviour made necessary, within the reply budget.
+    fn reply(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+        if self.control.len() >= self.config.max_queued_replies {
+            return Err(violation(
+                CloseCode::ENHANCE_YOUR_CALM,
+                "too many replies queued for a peer that does not read",
+            ));
+        }
+        self.control.push_back(frame);
+        Ok(())
+    }
+
+    fn count_churn(&mut self, now: Instant) -> Result<(), ConnectionError> {
+        let fresh = self
+            .churn_since
+            .is_none_or(|since| now.saturating_duration_since(since) >= self.config.churn_window);
+        if fresh {
+            self.churn_since = Some(now);
+            self.churn = 0;
+        }
+        self.churn += 1;
+        if self.churn > self.config.max_churn {
+            return Err(violation(
+                CloseCode::ENHANCE_YOUR_CALM,
+                "too many streams reset or refused",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives `n` received connection-window bytes back to the peer (batched).
+    fn release_connection(&mut self, n: u32, is_reply: bool) -> Result<(), ConnectionError> {
+        self.conn_release_pending += n;
+        if self.conn_release_pending >= self.config.initial_connection_window / 2
+            && self.conn_release_pending > 0
+        {
+            let inc = std::mem::take(&mut self.conn_release_pending);
+            self.conn_recv_window += inc;
+            let frame = Frame::WindowUpdate(WindowUpdate {
+                stream_id: StreamId::ZERO,
+                increment: inc,
+            });
+            if is_reply {
+                return self.reply(frame);
+            }
+            self.control.push_back(frame);
+        }
+        Ok(())
+    }
+
+    fn reset_stream(&mut self, id: StreamId, code: ResetCode, outcome: Outcome) {
+        self.control.push_back(Frame::Reset(Reset {
+            stream_id: id,
+            code,
+        }));
+        self.close(id, outcome);
+    }
+
+    fn maybe_finish(&mut self, id: StreamId) {
+        if self.streams.get(&id).is_some_and(Stream::is_finished) {
+            self.close(id, Outcome::Finished);
+        }
+    }
+
+    /// Removes a stream and reports its one outcome.
+    fn close(&mut self, id: StreamId, outcome: Outcome) {
+        let Some(s) = self.streams.remove(&id) else {
+            return;
+        };
+        if s.deadline.is_some() {
+            self.live_deadlines -= 1;
+            // Deadlines of finished streams stay in the heap until they come up; once
+            // they are the majority, drop them (amortised O(1) per stream).
+            if self.timers.len() > 64 && self.timers.len() > 2 * self.live_deadlines {
+                let streams = &self.streams;
+                self.timers.retain(|Reverse((at, id))| {
+                    streams.get(id).is_some_and(|s| s.deadline == Some(*at))
+                });
+            }
+        }
+        if self.is_local(id) {
+            self.local_open -= 1;
+            if self.open_blocked {
+                self.open_blocked = false;
+                self.events.push_back(StreamEvent::CanOpen);
+            }
+        } else {
+            self.peer_open -= 1;
+        }
+        // Received bytes the application never released still belong to the connection
+        // window; queued data that will never be sent is simply dropped.
+        let _ = self.release_connection(s.unreleased, false);
+        self.events.push_back(StreamEvent::Closed { id, outcome });
+    }
+}
+
+/// The largest `tether-timeout` value, about 115 days.
+const MAX_TIMEOUT_MS: u64 = 9_999_999_999;
+
+/// Parses a `tether-timeout` value: 1 to 10 decimal digits of milliseconds.
+fn parse_timeout(v: Option<&HeaderValue>) -> Result<Option<Duration>, ()> {
+    let Some(v) = v else { return Ok(None) };
+    let b = v.as_bytes();
+    if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) {
+        return Err(());
+    }
+    let ms = b.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Ok(Some(Duration::from_millis(ms)))
+}

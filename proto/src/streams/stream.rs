@@ -1,0 +1,115 @@
+//! The state of one stream (spec/protocol.md §10.2).
+//!
+//! Each direction of a stream has its own state; the stream is gone when both are done
+//! or when either side resets it.
+//!
+//! ```text
+//!   send side                          receive side
+//!
+//!   Idle ──head──► Open ──END──► Done   AwaitHead ──head──► Open ──END──► Done
+//!    (responder       │                  (requester:        │
+//!     before its      │ data, trailers    1xx heads keep    │ data, trailers
+//!     response)       ▼                   it waiting)       ▼
+//!
+//!   any state ──RESET sent or received──► stream closed in both directions
+//! ```
+//!
+//! The requester's send side starts `Open` (its head went out with `open`); the
+//! responder's receive side starts `Open` (the request head created the stream).
+
+use bytes::Bytes;
+use http::HeaderMap;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Send-side state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Send {
+    /// The responder has not sent its response head yet.
+    Idle,
+    /// Head sent; data may be queued.
+    Open,
+    /// END_STREAM is queued (behind the data still in the queue).
+    Ending,
+    /// END_STREAM was sent.
+    Done,
+}
+
+/// Receive-side state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recv {
+    /// The requester waits for the final response head.
+    AwaitHead,
+    /// Head received; data may arrive.
+    Open,
+    /// END_STREAM was received.
+    Done,
+}
+
+/// One open stream.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) send: Send,
+    pub(crate) recv: Recv,
+    /// Bytes the peer still lets us send on this stream (may go negative only through a
+    /// bug; kept signed to make that visible in debug assertions).
+    pub(crate) send_window: i64,
+    /// Bytes we still accept from the peer before a WINDOW_UPDATE.
+    pub(crate) recv_window: u32,
+    /// Bytes received but not yet released by the application.
+    pub(crate) unreleased: u32,
+    /// Bytes released by the application but not yet granted back with WINDOW_UPDATE.
+    pub(crate) release_pending: u32,
+    /// Body chunks waiting for window, in order.
+    pub(crate) queue: VecDeque<Bytes>,
+    pub(crate) queued_bytes: usize,
+    /// Trailers to send after the queued data.
+    pub(crate) trailers: Option<HeaderMap>,
+    /// Whether the stream is in the ready list (has something sendable).
+    pub(crate) in_ready: bool,
+    /// Whether `send_data` refused data since the queue last drained.
+    pub(crate) blocked: bool,
+    /// When the stream times out, if it has a deadline.
+    pub(crate) deadline: Option<Instant>,
+    /// Body bytes received so far.
+    pub(crate) recv_bytes: u64,
+    /// The `content-length` the peer announced, if any.
+    pub(crate) expected_len: Option<u64>,
+}
+
+impl Stream {
+    pub(crate) fn new(send: Send, recv: Recv, send_window: u32, recv_window: u32) -> Self {
+        Stream {
+            send,
+            recv,
+            send_window: i64::from(send_window),
+            recv_window,
+            unreleased: 0,
+            release_pending: 0,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            trailers: None,
+            in_ready: false,
+            blocked: false,
+            deadline: None,
+            recv_bytes: 0,
+            expected_len: None,
+        }
+    }
+
+    /// Whether the send side has a frame to emit that needs no window (the END_STREAM
+    /// marker on an empty queue, or trailers after the data).
+    pub(crate) fn has_windowless_frame(&self) -> bool {
+        self.queue.is_empty() && self.send == Send::Ending
+    }
+
+    /// Whether the stream has anything to send at all.
+    pub(crate) fn has_pending_send(&self) -> bool {
+        !self.queue.is_empty() || self.has_windowless_frame()
+    }
+
+    /// Whether both directions are finished.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.send == Send::Done && self.recv == Recv::Done
+    }
+}

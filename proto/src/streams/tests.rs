@@ -1,0 +1,844 @@
+//! Two stream layers wired back to back in virtual time.
+
+use super::*;
+use http::{Method, StatusCode, Uri};
+use std::collections::HashMap as Map;
+
+/// A tiny seeded generator (xorshift64*), so failures replay from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env(default: u64) -> Self {
+        let seed = std::env::var("TETHER_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
+        eprintln!("seed: {seed} (replay with TETHER_SEED={seed})");
+        Rng(seed.max(1))
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Peer {
+    s: Streams,
+    events: Vec<StreamEvent>,
+    /// Whether this peer's application releases received bytes at once.
+    auto_release: bool,
+    error: Option<ConnectionError>,
+}
+
+struct Pair {
+    client: Peer,
+    server: Peer,
+    now: Instant,
+}
+
+fn get(req: &str) -> RequestHead {
+    RequestHead::new(Method::GET, req.parse::<Uri>().unwrap())
+}
+
+impl Pair {
+    fn new(client: StreamsConfig, server: StreamsConfig) -> Self {
+        let limits = |c: &StreamsConfig| PeerLimits {
+            max_frame_payload: 16 * 1024,
+            max_concurrent_streams: c.max_concurrent_streams,
+            initial_stream_window: c.initial_stream_window,
+            initial_connection_window: c.initial_connection_window,
+        };
+        let (cl, sl) = (limits(&client), limits(&server));
+        Pair {
+            client: Peer {
+                s: Streams::new(Side::Client, client, sl),
+                events: vec![],
+                auto_release: true,
+                error: None,
+            },
+            server: Peer {
+                s: Streams::new(Side::Server, server, cl),
+                events: vec![],
+                auto_release: true,
+                error: None,
+            },
+            now: Instant::now(),
+        }
+    }
+
+    fn default() -> Self {
+        Pair::new(StreamsConfig::default(), StreamsConfig::default())
+    }
+
+    /// Moves frames both ways until neither side has anything to send. Returns the
+    /// number of frames moved.
+    fn pump(&mut self) -> usize {
+        let mut moved = 0;
+        loop {
+            let mut progress = false;
+            for dir in [true, false] {
+                let (from, to) = if dir {
+                    (&mut self.client, &mut self.server)
+                } else {
+                    (&mut self.server, &mut self.client)
+                };
+                while let Some(frame) = from.s.poll_transmit() {
+                    progress = true;
+                    moved += 1;
+                    if to.error.is_none() {
+                        if let Err(e) = to.s.handle_frame(frame, self.now) {
+                            to.error = Some(e);
+                        }
+                    }
+                }
+                for p in [&mut *from, &mut *to] {
+                    while let Some(e) = p.s.poll_event() {
+                        if let StreamEvent::Data { id, data, .. } = &e {
+                            if p.auto_release {
+                                p.s.release_capacity(*id, data.len() as u32);
+                            }
+                        }
+                        p.events.push(e);
+                    }
+                }
+            }
+            if !progress {
+                return moved;
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.client.s.handle_timeout(self.now);
+        self.server.s.handle_timeout(self.now);
+    }
+}
+
+fn outcomes(events: &[StreamEvent]) -> Map<StreamId, Vec<Outcome>> {
+    let mut m: Map<StreamId, Vec<Outcome>> = Map::new();
+    for e in events {
+        if let StreamEvent::Closed { id, outcome } = e {
+            m.entry(*id).or_default().push(outcome.clone());
+        }
+    }
+    m
+}
+
+fn body_of(events: &[StreamEvent], id: StreamId) -> Vec<u8> {
+    let mut body = vec![];
+    for e in events {
+        if let StreamEvent::Data { id: i, data, .. } = e {
+            if *i == id {
+                body.extend_from_slice(data);
+            }
+        }
+    }
+    body
+}
+
+fn requests(events: &[StreamEvent]) -> Vec<StreamId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Request { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pattern(id: StreamId, len: usize) -> Bytes {
+    Bytes::from(
+        (0..len)
+            .map(|i| (i as u32 ^ id.value()) as u8)
+            .collect::<Vec<_>>(),
+    )
+}
+
+#[test]
+fn request_and_response_with_bodies() {
+    let mut p = Pair::default();
+    let id = p.client.s.open(get("/upload"), false, None, p.now).unwrap();
+    p.client
+        .s
+        .send_data(id, pattern(id, 100_000), true)
+        .unwrap();
+    p.pump();
+    assert_eq!(requests(&p.server.events), vec![id]);
+    assert_eq!(body_of(&p.server.events, id), pattern(id, 100_000));
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::OK), false)
+        .unwrap();
+    p.server
+        .s
+        .send_data(id, Bytes::from_static(b"thanks"), true)
+        .unwrap();
+    p.pump();
+    assert_eq!(body_of(&p.client.events, id), b"thanks");
+    assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
+    assert_eq!(outcomes(&p.server.events)[&id], vec![Outcome::Finished]);
+    assert_eq!(
+        (p.client.s.open_streams(), p.server.s.open_streams()),
+        (0, 0)
+    );
+}
+
+/// 1,000 concurrent streams, half opened by each side, random body sizes both ways; every
+/// stream finishes exactly once on each side with the right bytes, and no state is left.
+#[test]
+fn a_thousand_concurrent_streams_both_ways() {
+    let mut rng = Rng::from_env(0x7e7e_5eed);
+    let cfg = StreamsConfig {
+        max_concurrent_streams: 1000,
+        ..StreamsConfig::default()
+    };
+    let mut p = Pair::new(cfg.clone(), cfg);
+    let mut sizes = Map::new();
+    for i in 0..1000 {
+        let (opener, len) = (
+            if i % 2 == 0 {
+                &mut p.client
+            } else {
+                &mut p.server
+            },
+            rng.below(40_000) as usize,
+        );
+        let id = opener.s.open(get("/x"), false, None, p.now).unwrap();
+        sizes.insert(id, (len, rng.below(40_000) as usize));
+        opener.s.send_data(id, pattern(id, len), true).unwrap();
+    }
+    // Answer each request as it arrives, then keep pumping until all is quiet.
+    loop {
+        let moved = p.pump();
+        let mut answered = 0;
+        for side in [&mut p.client, &mut p.server] {
+            let new: Vec<StreamId> = side
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    StreamEvent::Request { id, .. } => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            for id in new {
+                if side
+                    .s
+                    .send_response(id, ResponseHead::new(StatusCode::OK), false)
+                    .is_ok()
+                {
+                    let len = sizes[&id].1;
+                    side.s.send_data(id, pattern(id, len), true).unwrap();
+                    answered += 1;
+                }
+            }
+        }
+        if moved == 0 && answered == 0 {
+            break;
+        }
+    }
+    for (id, (req_len, res_len)) in &sizes {
+        let (opener, responder) = if id.is_client_initiated() {
+            (&p.client, &p.server)
+        } else {
+            (&p.server, &p.client)
+        };
+        assert_eq!(
+            body_of(&responder.events, *id),
+            pattern(*id, *req_len),
+            "request body of {id}"
+        );
+        assert_eq!(
+            body_of(&opener.events, *id),
+            pattern(*id, *res_len),
+            "response body of {id}"
+        );
+        assert_eq!(outcomes(&opener.events)[id], vec![Outcome::Finished]);
+        assert_eq!(outcomes(&responder.events)[id], vec![Outcome::Finished]);
+    }
+    assert_eq!(
+        (p.client.s.open_streams(), p.server.s.open_streams()),
+        (0, 0)
+    );
+    assert!(p.client.error.is_none() && p.server.error.is_none());
+}
+
+/// A receiver that never consumes: the sender stops at the windows, never beyond.
+#[test]
+fn flow_control_bounds_what_a_slow_reader_buffers() {
+    let cfg = StreamsConfig {
+        initial_stream_window: 64 * 1024,
+        initial_connection_window: 96 * 1024,
+        ..Default::default()
+    };
+    let mut p = Pair::new(cfg.clone(), cfg.clone());
+    p.server.auto_release = false;
+    let ids: Vec<StreamId> = (0..4)
+        .map(|_| p.client.s.open(get("/big"), false, None, p.now).unwrap())
+        .collect();
+    for &id in &ids {
+        // Four bodies of 1 MiB each, far above both windows.
+        p.client
+            .s
+            .send_data(id, pattern(id, 256 * 1024), false)
+            .unwrap();
+    }
+    p.pump();
+    let received: usize = ids
+        .iter()
+        .map(|&id| body_of(&p.server.events, id).len())
+        .sum();
+    assert_eq!(received, 96 * 1024, "exactly the connection window arrived");
+    for &id in &ids {
+        assert!(
+            body_of(&p.server.events, id).len() <= 64 * 1024,
+            "stream window respected"
+        );
+    }
+    // Consuming everything lets the rest through.
+    for &id in &ids {
+        p.server.s.release_capacity(id, u32::MAX);
+    }
+    p.server.auto_release = true;
+    p.pump();
+    let received: usize = ids
+        .iter()
+        .map(|&id| body_of(&p.server.events, id).len())
+        .sum();
+    assert_eq!(received, 4 * 256 * 1024);
+    assert!(p.server.error.is_none());
+}
+
+#[test]
+fn data_is_interleaved_fairly() {
+    let mut p = Pair::default();
+    let a = p.client.s.open(get("/a"), false, None, p.now).unwrap();
+    let b = p.client.s.open(get("/b"), false, None, p.now).unwrap();
+    p.client
+        .s
+        .send_data(a, pattern(a, 64 * 1024), true)
+        .unwrap();
+    p.client
+        .s
+        .send_data(b, pattern(b, 64 * 1024), true)
+        .unwrap();
+    let mut order = vec![];
+    while let Some(f) = p.client.s.poll_transmit() {
+        if let Frame::Data(d) = f {
+            order.push(d.stream_id);
+        }
+    }
+    // Frames of 16 KiB, taking turns: a b a b ...
+    assert_eq!(order, vec![a, b, a, b, a, b, a, b]);
+}
+
+#[test]
+fn cancel_in_every_state() {
+    // Requester cancels before any answer.
+    let mut p = Pair::default();
+    let id = p.client.s.open(get("/slow"), false, None, p.now).unwrap();
+    p.pump();
+    p.client.s.reset(id, ResetCode::CANCEL);
+    p.pump();
+    let local = Outcome::Reset {
+        code: ResetCode::CANCEL,
+        initiator: Initiator::Local,
+    };
+    let peer = Outcome::Reset {
+        code: ResetCode::CANCEL,
+        initiator: Initiator::Peer,
+    };
+    assert_eq!(outcomes(&p.client.events)[&id], vec![local.clone()]);
+    assert_eq!(outcomes(&p.server.events)[&id], vec![peer.clone()]);
+
+    // Requester cancels after the response head, mid-body.
+    let id = p.client.s.open(get("/stream"), true, None, p.now).unwrap();
+    p.pump();
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::OK), false)
+        .unwrap();
+    p.server
+        .s
+        .send_data(id, Bytes::from_static(b"part"), false)
+        .unwrap();
+    p.pump();
+    p.client.s.reset(id, ResetCode::CANCEL);
+    p.pump();
+    assert_eq!(outcomes(&p.client.events)[&id], vec![local.clone()]);
+    assert_eq!(outcomes(&p.server.events)[&id], vec![peer.clone()]);
+    // The responder's further sends fail cleanly.
+    assert_eq!(
+        p.server.s.send_data(id, Bytes::from_static(b"x"), true),
+        Err(SendError::UnknownStream(id))
+    );
+
+    // Responder resets before answering (the handler failed).
+    let id = p.client.s.open(get("/boom"), true, None, p.now).unwrap();
+    p.pump();
+    p.server.s.reset(id, ResetCode::INTERNAL_ERROR);
+    p.pump();
+    assert_eq!(
+        outcomes(&p.client.events)[&id],
+        vec![Outcome::Reset {
+            code: ResetCode::INTERNAL_ERROR,
+            initiator: Initiator::Peer
+        }]
+    );
+
+    // Cancelling before the head was even sent: the RESET follows the HEADERS.
+    let id = p.client.s.open(get("/never"), false, None, p.now).unwrap();
+    p.client.s.reset(id, ResetCode::CANCEL);
+    p.pump();
+    assert_eq!(outcomes(&p.server.events)[&id], vec![peer]);
+
+    // Resetting a finished stream does nothing.
+    let id = p.client.s.open(get("/done"), true, None, p.now).unwrap();
+    p.pump();
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::NO_CONTENT), true)
+        .unwrap();
+    p.pump();
+    p.client.s.reset(id, ResetCode::CANCEL);
+    assert!(p.client.s.poll_transmit().is_none());
+    assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
+    assert_eq!(
+        (p.client.s.open_streams(), p.server.s.open_streams()),
+        (0, 0)
+    );
+}
+
+#[test]
+fn streams_over_the_limit_are_refused_and_safe_to_retry() {
+    let server_cfg = StreamsConfig {
+        max_concurrent_streams: 2,
+        ..Default::default()
+    };
+    let mut p = Pair::new(StreamsConfig::default(), server_cfg);
+    // The client was told a higher limit than the server enforces (a peer that lies, or
+    // settings not yet seen): the server refuses the excess.
+    p.client.s.peer.max_concurrent_streams = 10;
+    let ids: Vec<StreamId> = (0..3)
+        .map(|_| p.client.s.open(get("/"), true, None, p.now).unwrap())
+        .collect();
+    p.pump();
+    assert_eq!(requests(&p.server.events), ids[..2].to_vec());
+    assert_eq!(outcomes(&p.client.events)[&ids[2]], vec![Outcome::Refused]);
+    // The client side enforces the announced limit itself.
+    let mut p = Pair::new(
+        StreamsConfig::default(),
+        StreamsConfig {
+            max_concurrent_streams: 1,
+            ..Default::default()
+        },
+    );
+    let first = p.client.s.open(get("/"), true, None, p.now).unwrap();
+    assert_eq!(
+        p.client.s.open(get("/"), true, None, p.now),
+        Err(OpenError::Blocked)
+    );
+    p.pump();
+    p.server
+        .s
+        .send_response(first, ResponseHead::new(StatusCode::OK), true)
+        .unwrap();
+    p.pump();
+    assert!(p.client.events.contains(&StreamEvent::CanOpen));
+    assert!(p.client.s.open(get("/"), true, None, p.now).is_ok());
+}
+
+#[test]
+fn goaway_refuses_later_streams_and_lets_earlier_ones_finish() {
+    let mut p = Pair::default();
+    let a = p.client.s.open(get("/a"), true, None, p.now).unwrap();
+    p.pump();
+    p.server.s.go_away(ResetCode::NO_ERROR, "restarting");
+    // Opened before the GOAWAY arrived: in flight, above the last stream id.
+    let b = p.client.s.open(get("/b"), true, None, p.now).unwrap();
+    p.pump();
+    assert_eq!(requests(&p.server.events), vec![a]);
+    assert_eq!(outcomes(&p.client.events)[&b], vec![Outcome::Refused]);
+    assert!(p
+        .client
+        .events
+        .iter()
+        .any(|e| matches!(e, StreamEvent::GoAway { last_stream_id, .. } if *last_stream_id == a)));
+    assert_eq!(
+        p.client.s.open(get("/c"), true, None, p.now),
+        Err(OpenError::GoingAway)
+    );
+    assert!(!p.server.s.is_drained());
+    p.server
+        .s
+        .send_response(a, ResponseHead::new(StatusCode::OK), true)
+        .unwrap();
+    p.pump();
+    assert_eq!(outcomes(&p.client.events)[&a], vec![Outcome::Finished]);
+    assert!(p.server.s.is_drained() && p.client.s.is_drained());
+}
+
+#[test]
+fn connection_loss_gives_every_open_stream_one_outcome() {
+    let mut rng = Rng::from_env(99);
+    let mut p = Pair::default();
+    let mut ids = vec![];
+    for i in 0..50 {
+        let id = p.client.s.open(get("/"), false, None, p.now).unwrap();
+        if i % 3 != 0 {
+            p.client
+                .s
+                .send_data(id, pattern(id, rng.below(50_000) as usize), i % 2 == 0)
+                .unwrap();
+        }
+        ids.push(id);
+    }
+    p.pump();
+    for &id in ids.iter().step_by(4) {
+        let _ = p
+            .server
+            .s
+            .send_response(id, ResponseHead::new(StatusCode::OK), false);
+    }
+    p.pump();
+    p.client.s.handle_connection_lost();
+    p.server.s.handle_connection_lost();
+    assert_eq!(p.pump(), 0, "nothing is sent after the loss");
+    let (co, so) = (outcomes(&p.client.events), outcomes(&p.server.events));
+    for id in &ids {
+        assert_eq!(
+            co.get(id),
+            Some(&vec![Outcome::ConnectionLost]),
+            "client side of {id}"
+        );
+        assert_eq!(
+            so.get(id),
+            Some(&vec![Outcome::ConnectionLost]),
+            "server side of {id}"
+        );
+    }
+    assert_eq!(
+        (p.client.s.open_streams(), p.server.s.open_streams()),
+        (0, 0)
+    );
+    assert!(p.client.s.poll_transmit().is_none() && p.client.s.poll_timeout().is_none());
+}
+
+#[test]
+fn deadlines_reset_the_stream_on_both_sides() {
+    let mut p = Pair::default();
+    let id = p
+        .client
+        .s
+        .open(get("/slow"), true, Some(Duration::from_millis(1500)), p.now)
+        .unwrap();
+    p.pump();
+    let Some(StreamEvent::Request { head, .. }) = p.server.events.first() else {
+        panic!()
+    };
+    assert_eq!(head.headers[TIMEOUT_HEADER], "1500");
+    assert_eq!(
+        p.client.s.poll_timeout(),
+        Some(p.now + Duration::from_millis(1500))
+    );
+    p.advance(Duration::from_millis(1499));
+    p.pump();
+    assert!(outcomes(&p.client.events).is_empty());
+    p.advance(Duration::from_millis(1));
+    p.pump();
+    assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::TimedOut]);
+    // The server's own timer fired at the same moment; either way it ends once.
+    assert_eq!(outcomes(&p.server.events)[&id].len(), 1);
+    // A spurious timeout later is harmless.
+    p.advance(Duration::from_secs(5));
+    assert!(p.client.s.poll_event().is_none());
+}
+
+#[test]
+fn rapid_reset_closes_the_connection() {
+    let mut p = Pair::default();
+    for _ in 0..300 {
+        if let Ok(id) = p.client.s.open(get("/"), true, None, p.now) {
+            p.client.s.reset(id, ResetCode::CANCEL);
+        }
+        p.pump();
+        if p.server.error.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        p.server.error.as_ref().map(|e| e.code),
+        Some(CloseCode::ENHANCE_YOUR_CALM)
+    );
+    // Below the rate it is fine: the window restarts.
+    let mut p = Pair::default();
+    for i in 0..300 {
+        let id = p.client.s.open(get("/"), true, None, p.now).unwrap();
+        p.client.s.reset(id, ResetCode::CANCEL);
+        p.pump();
+        if i % 100 == 99 {
+            p.advance(Duration::from_secs(11));
+        }
+    }
+    assert!(p.server.error.is_none());
+}
+
+#[test]
+fn content_length_must_match_the_body() {
+    let mut p = Pair::default();
+    let mut head = get("/");
+    head.headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(3u32));
+    let id = p.client.s.open(head, false, None, p.now).unwrap();
+    p.client
+        .s
+        .send_data(id, Bytes::from_static(b"four"), true)
+        .unwrap();
+    p.pump();
+    let want = Outcome::Reset {
+        code: ResetCode::PROTOCOL_ERROR,
+        initiator: Initiator::Local,
+    };
+    assert_eq!(outcomes(&p.server.events)[&id], vec![want]);
+}
+
+#[test]
+fn body_size_limit() {
+    let mut p = Pair::new(
+        StreamsConfig::default(),
+        StreamsConfig {
+            max_body_size: Some(1000),
+            ..Default::default()
+        },
+    );
+    let id = p.client.s.open(get("/"), false, None, p.now).unwrap();
+    p.client.s.send_data(id, pattern(id, 1001), true).unwrap();
+    p.pump();
+    assert_eq!(
+        outcomes(&p.client.events)[&id],
+        vec![Outcome::Reset {
+            code: ResetCode::BODY_TOO_LARGE,
+            initiator: Initiator::Peer
+        }]
+    );
+}
+
+#[test]
+fn send_buffer_pushes_back_then_reports_writable() {
+    let mut p = Pair::new(
+        StreamsConfig {
+            max_send_buffer: 64 * 1024,
+            ..Default::default()
+        },
+        StreamsConfig::default(),
+    );
+    let id = p.client.s.open(get("/"), false, None, p.now).unwrap();
+    p.client
+        .s
+        .send_data(id, pattern(id, 60 * 1024), false)
+        .unwrap();
+    let Err(SendError::Blocked { data, .. }) =
+        p.client.s.send_data(id, pattern(id, 8 * 1024), false)
+    else {
+        panic!("expected Blocked")
+    };
+    assert_eq!(data.len(), 8 * 1024, "the refused data is handed back");
+    p.pump();
+    assert!(p.client.events.contains(&StreamEvent::Writable { id }));
+    p.client.s.send_data(id, data, true).unwrap();
+}
+
+#[test]
+fn peer_violations_close_the_connection() {
+    let mut s = Streams::new(
+        Side::Server,
+        StreamsConfig::default(),
+        PeerLimits::default(),
+    );
+    let now = Instant::now();
+    let data = |id: u32, len: usize| {
+        Frame::Data(Data {
+            stream_id: StreamId::new(id),
+            end_stream: false,
+            payload: Bytes::from(vec![0; len]),
+        })
+    };
+    // DATA on a stream that was never opened.
+    assert_eq!(
+        s.handle_frame(data(1, 1), now).unwrap_err().code,
+        CloseCode::PROTOCOL_ERROR
+    );
+    // A stream the server itself would own.
+    let mut s = Streams::new(
+        Side::Server,
+        StreamsConfig::default(),
+        PeerLimits::default(),
+    );
+    let h = |id: u32| {
+        Frame::Headers(Headers {
+            stream_id: StreamId::new(id),
+            end_stream: false,
+            head: Head::Request(get("/")),
+        })
+    };
+    assert_eq!(
+        s.handle_frame(h(2), now).unwrap_err().code,
+        CloseCode::PROTOCOL_ERROR
+    );
+    // Beyond the connection window.
+    let cfg = StreamsConfig {
+        initial_connection_window: 1000,
+        ..Default::default()
+    };
+    let mut s = Streams::new(Side::Server, cfg, PeerLimits::default());
+    s.handle_frame(h(1), now).unwrap();
+    assert_eq!(
+        s.handle_frame(data(1, 1001), now).unwrap_err().code,
+        CloseCode::FLOW_CONTROL_ERROR
+    );
+    // Beyond a stream window: that stream alone is reset.
+    let cfg = StreamsConfig {
+        initial_stream_window: 10,
+        ..Default::default()
+    };
+    let mut s = Streams::new(Side::Server, cfg, PeerLimits::default());
+    s.handle_frame(h(1), now).unwrap();
+    s.handle_frame(data(1, 11), now).unwrap();
+    assert_eq!(
+        s.poll_transmit(),
+        Some(Frame::Reset(Reset {
+            stream_id: StreamId::new(1),
+            code: ResetCode::FLOW_CONTROL_ERROR
+        }))
+    );
+    // A stream id that goes backwards gets STREAM_CLOSED.
+    s.handle_frame(h(5), now).unwrap();
+    s.handle_frame(h(3), now).unwrap();
+    assert_eq!(
+        s.poll_transmit(),
+        Some(Frame::Reset(Reset {
+            stream_id: StreamId::new(3),
+            code: ResetCode::STREAM_CLOSED
+        }))
+    );
+    // Connection window overflow through WINDOW_UPDATE.
+    let wu = Frame::WindowUpdate(WindowUpdate {
+        stream_id: StreamId::ZERO,
+        increment: MAX_INCREMENT,
+    });
+    assert_eq!(
+        s.handle_frame(wu, now).unwrap_err().code,
+        CloseCode::FLOW_CONTROL_ERROR
+    );
+}
+
+#[test]
+fn replies_to_a_peer_that_does_not_read_are_bounded() {
+    let cfg = StreamsConfig {
+        max_queued_replies: 16,
+        max_churn: 1000,
+        ..Default::default()
+    };
+    let mut s = Streams::new(Side::Server, cfg, PeerLimits::default());
+    let now = Instant::now();
+    let mut result = Ok(());
+    for id in (1..200).step_by(2).rev() {
+        // Every HEADERS on an already-used id earns a RESET that is never written.
+        let h = Frame::Headers(Headers {
+            stream_id: StreamId::new(id),
+            end_stream: true,
+            head: Head::Request(get("/")),
+        });
+        result = s.handle_frame(h, now);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result.unwrap_err().code, CloseCode::ENHANCE_YOUR_CALM);
+}
+
+#[test]
+fn informational_responses_precede_the_final_one() {
+    let mut p = Pair::default();
+    let id = p.client.s.open(get("/"), false, None, p.now).unwrap();
+    p.pump();
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::CONTINUE), false)
+        .unwrap();
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::OK), true)
+        .unwrap();
+    p.client.s.send_data(id, Bytes::new(), true).unwrap();
+    p.pump();
+    let statuses: Vec<u16> = p
+        .client
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Response { head, .. } => Some(head.status.as_u16()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, vec![100, 200]);
+    assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
+}
+
+#[test]
+fn trailers_end_the_body() {
+    let mut p = Pair::default();
+    let id = p.client.s.open(get("/"), true, None, p.now).unwrap();
+    p.pump();
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::OK), false)
+        .unwrap();
+    p.server
+        .s
+        .send_data(id, Bytes::from_static(b"body"), false)
+        .unwrap();
+    let mut t = HeaderMap::new();
+    t.insert("grpc-status", HeaderValue::from_static("0"));
+    p.server.s.send_trailers(id, t.clone()).unwrap();
+    p.pump();
+    assert!(p
+        .client
+        .events
+        .contains(&StreamEvent::Trailers { id, trailers: t }));
+    assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
+}
+
+#[test]
+fn deadlines_of_finished_streams_do_not_pile_up() {
+    let mut p = Pair::default();
+    for _ in 0..1000 {
+        let id = p
+            .client
+            .s
+            .open(get("/"), true, Some(Duration::from_secs(30)), p.now)
+            .unwrap();
+        p.pump();
+        p.server
+            .s
+            .send_response(id, ResponseHead::new(StatusCode::OK), true)
+            .unwrap();
+        p.pump();
+    }
+    assert_eq!(p.client.s.open_streams(), 0);
+    assert!(
+        p.client.s.timers.len() <= 130,
+        "{} stale timers kept",
+        p.client.s.timers.len()
+    );
+    assert!(
+        p.server.s.timers.len() <= 130,
+        "{} stale timers kept",
+        p.server.s.timers.len()
+    );
+}
