@@ -842,3 +842,45 @@ fn deadlines_of_finished_streams_do_not_pile_up() {
         p.server.s.timers.len()
     );
 }
+
+/// The worked example of spec/protocol.md §10.3, step by step.
+#[test]
+fn spec_flow_control_worked_example() {
+    let cfg = StreamsConfig {
+        initial_stream_window: 65_536,
+        initial_connection_window: 98_304,
+        ..Default::default()
+    };
+    let mut p = Pair::new(cfg.clone(), cfg);
+    p.server.auto_release = false;
+    let ids: Vec<StreamId> = (0..4)
+        .map(|_| p.client.s.open(get("/"), false, None, p.now).unwrap())
+        .collect();
+    for &id in &ids {
+        p.client
+            .s
+            .send_data(id, pattern(id, 262_144), false)
+            .unwrap();
+    }
+    p.pump();
+    let got: Vec<usize> = ids
+        .iter()
+        .map(|&id| body_of(&p.server.events, id).len())
+        .collect();
+    assert_eq!(got, vec![32_768, 32_768, 16_384, 16_384]);
+    p.server.s.release_capacity(ids[0], 32_768);
+    let wu = |id: StreamId, increment| {
+        Frame::WindowUpdate(WindowUpdate {
+            stream_id: id,
+            increment,
+        })
+    };
+    assert_eq!(p.server.s.poll_transmit(), Some(wu(ids[0], 32_768)));
+    assert_eq!(
+        p.server.s.poll_transmit(),
+        None,
+        "the connection update is not due yet"
+    );
+    p.server.s.release_capacity(ids[2], 16_384);
+    assert_eq!(p.server.s.poll_transmit(), Some(wu(StreamId::ZERO, 49_152)));
+}
