@@ -39,6 +39,12 @@ fn data_frame(c: &mut Criterion) {
         let label = size_label(len);
         group.throughput(Throughput::Bytes(msg.len() as u64));
 
+        // The floor under every zero-copy decode: one reference-count increment (clone)
+        // and one decrement (drop) of the shared message.
+        group.bench_function(BenchmarkId::new("refcount_floor", &label), |b| {
+            b.iter(|| black_box(black_box(&msg).clone()))
+        });
+
         group.bench_function(BenchmarkId::new("decode", &label), |b| {
             b.iter(|| Frame::decode(black_box(&msg).clone(), &limits))
         });

@@ -2,7 +2,9 @@
 //!
 //! `encode+parse` is the target: encode into a reused buffer, split the bytes off as the
 //! received message (no copy; the buffer is reclaimed once the parsed head is dropped),
-//! and parse them back into `http` types. `encode` and `parse` alone show the split.
+//! and parse them back into `http` types. `encode` and `parse` alone show the split, and
+//! `request/httparse_only` is the floor: the HTTP/1.1 syntax pass without building
+//! `http::Uri` and `http::HeaderMap`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -31,6 +33,15 @@ fn head(c: &mut Criterion) {
     });
     group.bench_function("request/parse", |b| {
         b.iter(|| RequestHead::decode(black_box(&encoded), &limits))
+    });
+    // The floor: httparse alone over the same bytes, building no `http` types.
+    group.bench_function("request/httparse_only", |b| {
+        b.iter(|| {
+            let mut fields = [httparse::EMPTY_HEADER; 16];
+            let mut req = httparse::Request::new(&mut fields);
+            let status = req.parse(black_box(&encoded)).expect("valid head");
+            black_box((status, req.path));
+        })
     });
     group.bench_function("request/encode+parse", |b| {
         b.iter(|| {
