@@ -5,3 +5,10 @@
 //! machine; this crate holds no protocol rule of its own.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
+
+mod acceptor;
+mod closing;
+pub mod demo_server;
+pub mod upgrade;
+
+pub use acceptor::StopError;
