@@ -9,6 +9,8 @@
 mod acceptor;
 mod closing;
 pub mod demo_server;
+pub mod engine;
+pub mod request;
 pub mod upgrade;
 
 pub use acceptor::StopError;
