@@ -44,3 +44,15 @@ where
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
 }
+
+/// After the peer's close frame: lets tungstenite send its queued echo and waits, at most
+/// [`CLOSE_TIMEOUT`], for the stream to end.
+pub(crate) async fn close_reply<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}

@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 mod acceptor;
+pub mod bindings;
 mod closing;
 pub mod demo_server;
+pub mod echo_server;
 pub mod engine;
 pub mod request;
 pub mod upgrade;
