@@ -70,6 +70,11 @@ impl<C: Codec> Driver<C> {
                     }
                     Err(_) => receiver_gone = true,
                 },
+                () = self.in_tx.closed(), if !receiver_gone => {
+                    // The handler dropped its receiver: read on, discarding messages.
+                    receiver_gone = true;
+                    permit = None;
+                }
                 message = self.ws.next(), if reading => {
                     read_deadline = Instant::now() + pong_wait;
                     let data = match message {
