@@ -294,3 +294,43 @@ async fn request_timeout_and_unmatched_messages() {
     assert!(matches!(err, RequestError::NotAnObject));
     client.stop(GUARD).await.unwrap();
 }
+
+#[tokio::test]
+async fn gives_up_after_max_attempts_and_ends() {
+    let server = demo("127.0.0.1:0").await;
+    let addr = server.local_addr();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let config = EngineConfig {
+        backoff: BackoffConfig {
+            max_attempts: Some(2),
+            ..fast_backoff()
+        },
+        ..EngineConfig::new(format!("ws://{addr}/"))
+    };
+    let mut engine = Engine::start(config, Recorder(tx)).await.unwrap();
+    assert_eq!(next(&mut rx).await, Event::Open { restarting: false });
+    server.shutdown(GUARD).await.unwrap();
+    assert!(matches!(
+        next_lifecycle(&mut rx).await,
+        Event::Close {
+            initiator: Initiator::Server,
+            ..
+        }
+    ));
+    assert_eq!(
+        next_lifecycle(&mut rx).await,
+        Event::RestartError { attempt: 1 }
+    );
+    assert_eq!(
+        next_lifecycle(&mut rx).await,
+        Event::RestartError { attempt: 2 }
+    );
+    // The back-off's limit: reported once more (GaveUp), then the engine ends.
+    assert_eq!(
+        next_lifecycle(&mut rx).await,
+        Event::RestartError { attempt: 2 }
+    );
+    tokio::time::timeout(GUARD, engine.closed()).await.unwrap();
+    let err = engine.connection().send(Message::text("late")).unwrap_err();
+    assert_eq!(err, tether_tokio::engine::SendError::NotConnected);
+}
