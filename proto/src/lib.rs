@@ -34,7 +34,9 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 mod codes;
+pub mod demo;
 pub mod frame;
 pub mod head;
 mod limits;

@@ -5,3 +5,14 @@
 //! machine; this crate holds no protocol rule of its own.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
+
+mod acceptor;
+pub mod bindings;
+mod closing;
+pub mod demo_server;
+pub mod echo_server;
+pub mod engine;
+pub mod request;
+pub mod upgrade;
+
+pub use acceptor::StopError;

@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+#[path = "cmd/mod.rs"]
+mod cmd;
+
 /// Tether: REST over one WebSocket, in both directions.
 ///
 /// A device behind NAT dials out to a server; after that either side can call the
@@ -14,7 +17,27 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Serve the demo WebSocket schema (wire-compatible with the Go demowsserver).
+    ///
+    /// Every path accepts WebSocket connections that speak plain JSON text messages: echo_request,
+    /// subscribe_request / unsubscribe_request on the "heartbeat" topic (see spec/demo.md).
+    /// SIGINT or SIGTERM closes every client with 1001 "server shutdown" and exits 0.
+    DemoServer(cmd::demo_server::Args),
+    /// Connect to a demo server, subscribe to heartbeats, send an echo and print what arrives.
+    ///
+    /// Every received message is printed on its own line on stdout; connection events go to
+    /// stderr. When the connection drops (e.g. the server restarts) the client reconnects with
+    /// jittered exponential back-off and subscribes again. SIGINT or SIGTERM closes with 1000 and
+    /// exits 0.
+    DemoClient(cmd::demo_client::Args),
+    /// Run a plain WebSocket echo server (for conformance runs such as the Autobahn fuzzing client).
+    ///
+    /// Text is echoed as text and binary as binary; fragmented messages are reassembled first.
+    /// Invalid UTF-8 closes with 1007, protocol violations with 1002, oversize messages with 1009.
+    /// Any path and any origin are accepted. SIGINT or SIGTERM closes clients with 1001 and exits 0.
+    EchoServer(cmd::echo_server::Args),
+}
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -25,6 +48,10 @@ fn main() -> std::process::ExitCode {
             let _ = Cli::command().print_help();
             std::process::ExitCode::from(2)
         }
-        Some(command) => match command {},
+        Some(command) => match command {
+            Command::DemoServer(args) => cmd::demo_server::run(args),
+            Command::DemoClient(args) => cmd::demo_client::run(args),
+            Command::EchoServer(args) => cmd::echo_server::run(args),
+        },
     }
 }

@@ -1,0 +1,55 @@
+//! `tether echo-server`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tether_tokio::echo_server::{self, DEFAULT_MAX_MESSAGE_SIZE};
+
+use super::common::{parse_duration, parse_size, runtime, shutdown_signal};
+
+/// Arguments of `tether echo-server` (documented on the subcommand).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Largest incoming message in bytes; a larger one closes the connection with 1009.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_parser = parse_size)]
+    max_message_size: usize,
+    /// How long shutdown waits for clients to finish their closing handshake.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let config = match echo_server::config(args.max_message_size) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let server = match echo_server::start(args.listen, config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("echo server listening on ws://{}/", server.local_addr());
+        shutdown_signal().await;
+        if let Err(e) = server.shutdown(args.shutdown_timeout).await {
+            eprintln!("warning: {e}");
+        }
+        ExitCode::SUCCESS
+    })
+}
