@@ -35,11 +35,13 @@
 #![forbid(unsafe_code)]
 
 mod codes;
+pub mod connection;
 pub mod frame;
 pub mod head;
 mod limits;
 
 pub use codes::{CloseCode, ResetCode};
+pub use connection::{Connection, ConnectionError, SessionStore, WsMessage};
 pub use frame::{
     Data, Frame, FrameError, FrameType, GoAway, Head, Headers, Hello, Ping, Pong, Reaction, Reset,
     Resume, ResumeToken, Settings, StreamId, Welcome, WindowUpdate,
