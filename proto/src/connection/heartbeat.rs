@@ -35,7 +35,7 @@ impl RttStats {
                 sample
             }
             Some(srtt) => {
-                let diff = srtt.abs_diff(sample);
+                let diff = srtt.max(sample) - srtt.min(sample);
                 self.variance = (self.variance * 3 + diff) / 4;
                 (srtt * 7 + sample) / 8
             }
