@@ -4,3 +4,4 @@ mod handshake;
 mod heartbeat;
 mod pair;
 mod resume;
+mod vectors;
