@@ -87,6 +87,7 @@
 //! # Ok::<(), tether_proto::connection::ConfigError>(())
 //! ```
 
+mod backoff;
 mod config;
 mod event;
 mod heartbeat;
@@ -95,6 +96,7 @@ mod random;
 mod session;
 mod timer;
 
+pub use backoff::{Backoff, BackoffConfig, GiveUpReason, Retry, RetryPolicy};
 pub use config::{
     Carrier, Config, ConfigBuilder, ConfigError, PongResponder, HEARTBEAT_SEQ_LEN,
     MAX_HEARTBEAT_APP_DATA,
