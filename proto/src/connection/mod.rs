@@ -448,7 +448,13 @@ impl Connection {
             frame,
             Frame::Hello(_) | Frame::Welcome(_) | Frame::Ack | Frame::Ping(_) | Frame::Pong(_)
         );
-        if self.state != State::Established || !allowed {
+        if !allowed {
+            return Err(StateError {
+                operation: "send_frame of a handshake or heartbeat frame",
+                state: self.state,
+            });
+        }
+        if self.state != State::Established {
             return Err(StateError {
                 operation: "send_frame",
                 state: self.state,
@@ -580,6 +586,14 @@ impl Connection {
 
     /// spec/protocol.md §8.2
     fn establish(&mut self, interval: Duration, timeout: Duration, now: Instant) {
+        tracing::debug!(
+            side = ?self.side,
+            id = ?self.connection_id,
+            version = ?self.version,
+            ?interval,
+            ?timeout,
+            "connection established"
+        );
         self.state = State::Established;
         self.timers.stop(Timer::Handshake);
         if interval.is_zero() {
@@ -642,7 +656,6 @@ impl Connection {
 
     /// Closes because of `error`, detected here: sends its close code.
     fn fail(&mut self, error: ConnectionError) {
-        tracing::debug!(side = ?self.side, state = %self.state, %error, "connection failed");
         if let Some(code) = error.close_code() {
             let reason = error.to_string();
             self.transmits
@@ -652,6 +665,7 @@ impl Connection {
     }
 
     fn terminate(&mut self, event: Event) {
+        tracing::debug!(side = ?self.side, id = ?self.connection_id, ?event, "connection ended");
         self.state = State::Closed;
         self.timers.stop_all();
         self.heartbeat = None;
