@@ -179,6 +179,24 @@ pub(super) fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
+/// Checks heartbeat values against spec/protocol.md §3.6 and §7.4: whole milliseconds
+/// within a day, and a timeout longer than a non-zero interval.
+pub(super) fn check_heartbeat(interval: Duration, timeout: Duration) -> Result<(), ConfigError> {
+    if !interval.is_zero() && timeout <= interval {
+        return Err(ConfigError::HeartbeatTimeoutTooShort { interval, timeout });
+    }
+    if interval.subsec_nanos() % 1_000_000 != 0 || timeout.subsec_nanos() % 1_000_000 != 0 {
+        return Err(ConfigError::SubMillisecond);
+    }
+    Settings {
+        heartbeat_interval_ms: Some(u32::try_from(interval.as_millis()).unwrap_or(u32::MAX)),
+        heartbeat_timeout_ms: Some(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX)),
+        ..Settings::default()
+    }
+    .validate()?;
+    Ok(())
+}
+
 /// Builds a [`Config`]; [`build`](ConfigBuilder::build) checks every value.
 #[derive(Debug, Clone)]
 pub struct ConfigBuilder {
@@ -250,19 +268,8 @@ impl ConfigBuilder {
         if c.app_data.len() > MAX_HEARTBEAT_APP_DATA {
             return Err(ConfigError::AppDataTooLong(c.app_data.len()));
         }
-        if !c.heartbeat_interval.is_zero() && c.heartbeat_timeout <= c.heartbeat_interval {
-            return Err(ConfigError::HeartbeatTimeoutTooShort {
-                interval: c.heartbeat_interval,
-                timeout: c.heartbeat_timeout,
-            });
-        }
-        // The settings' ranges (whole milliseconds, at most a day) apply to what we send.
+        check_heartbeat(c.heartbeat_interval, c.heartbeat_timeout)?;
         c.settings().validate()?;
-        if c.heartbeat_interval.subsec_nanos() % 1_000_000 != 0
-            || c.heartbeat_timeout.subsec_nanos() % 1_000_000 != 0
-        {
-            return Err(ConfigError::SubMillisecond);
-        }
         Ok(c)
     }
 }

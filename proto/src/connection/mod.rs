@@ -156,6 +156,8 @@ pub struct Connection {
     resume_window: Duration,
     peer_settings: Settings,
     pending: Option<Pending>,
+    /// Server: the heartbeat (interval, timeout) announced in WELCOME.
+    welcome_heartbeat: (Duration, Duration),
     heartbeat: Option<Heartbeat>,
     rtt: RttStats,
 }
@@ -213,6 +215,7 @@ impl Connection {
             resume_window: Duration::ZERO,
             peer_settings: Settings::default(),
             pending: None,
+            welcome_heartbeat: (Duration::ZERO, Duration::ZERO),
             heartbeat: None,
             rtt: RttStats::default(),
         }
@@ -402,7 +405,14 @@ impl Connection {
         let id = admission.id();
         self.connection_id = Some(id);
         self.resume_window = admission.resume_window;
+        let heartbeat = admission.heartbeat.unwrap_or((
+            self.config.heartbeat_interval(),
+            self.config.heartbeat_timeout(),
+        ));
+        self.welcome_heartbeat = heartbeat;
         let mut settings = self.config.settings();
+        settings.heartbeat_interval_ms = Some(config::millis(heartbeat.0));
+        settings.heartbeat_timeout_ms = Some(config::millis(heartbeat.1));
         settings.resume_window_ms = Some(config::millis(admission.resume_window));
         if let Some(pending) = &mut self.pending {
             pending.resumed = admission.resumed;
@@ -488,9 +498,8 @@ impl Connection {
                 let (metadata, resumed) =
                     pending.map_or((Bytes::new(), false), |p| (p.metadata, p.resumed));
                 let id = self.connection_id.unwrap_or_default();
-                let heartbeat = self.config.heartbeat_interval();
-                let timeout = self.config.heartbeat_timeout();
-                self.establish(heartbeat, timeout, now);
+                let (interval, timeout) = self.welcome_heartbeat;
+                self.establish(interval, timeout, now);
                 self.events.push_back(if resumed {
                     Event::Resumed { id, metadata }
                 } else {

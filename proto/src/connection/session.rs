@@ -32,6 +32,7 @@ pub struct Admission {
     pub(super) resumed: bool,
     pub(super) replaces_live: bool,
     pub(super) resume_window: Duration,
+    pub(super) heartbeat: Option<(Duration, Duration)>,
 }
 
 impl Admission {
@@ -46,7 +47,31 @@ impl Admission {
             resumed: false,
             replaces_live: false,
             resume_window: Duration::ZERO,
+            heartbeat: None,
         }
+    }
+
+    /// Sets this connection's heartbeat instead of the server config's, for example to
+    /// honour the client's proposal in [`HelloInfo::settings`](super::HelloInfo::settings)
+    /// (spec/protocol.md §7.4). A zero interval turns the heartbeat off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tether_proto::connection::Admission;
+    /// let mut rng = |buf: &mut [u8]| buf.fill(9);
+    /// let ok = Admission::fresh(&mut rng).with_heartbeat(Duration::from_secs(5), Duration::from_secs(12));
+    /// assert!(ok.is_ok());
+    /// let bad = Admission::fresh(&mut rng).with_heartbeat(Duration::from_secs(5), Duration::from_secs(5));
+    /// assert!(bad.is_err());
+    /// ```
+    pub fn with_heartbeat(
+        mut self,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<Self, super::ConfigError> {
+        super::config::check_heartbeat(interval, timeout)?;
+        self.heartbeat = Some((interval, timeout));
+        Ok(self)
     }
 
     /// The connection id.
@@ -220,6 +245,7 @@ impl SessionStore {
                 resumed: false,
                 replaces_live: false,
                 resume_window: self.window,
+                heartbeat: None,
             });
         }
         Err(StoreError)
@@ -268,6 +294,7 @@ impl SessionStore {
             resumed: true,
             replaces_live,
             resume_window: self.window,
+            heartbeat: None,
         })
     }
 

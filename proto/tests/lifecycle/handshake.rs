@@ -422,3 +422,54 @@ fn stream_frames_pass_through_once_established() {
         matches!(Frame::decode(reset, &Limits::default()), Ok(Frame::Reset(r)) if r.stream_id.value() == 3)
     );
 }
+
+#[test]
+fn server_application_may_set_the_heartbeat_per_connection() {
+    let mut pair = Pair::default_configs();
+    pair.heartbeat_override = Some((Duration::from_secs(2), Duration::from_secs(5)));
+    pair.handshake();
+    let want = Some((Duration::from_secs(2), Duration::from_secs(5)));
+    assert_eq!(pair.client.conn.heartbeat(), want);
+    assert_eq!(pair.server.conn.heartbeat(), want);
+
+    // A zero interval turns it off on both sides: no probes, no deadline, no death.
+    let mut pair = Pair::default_configs();
+    pair.heartbeat_override = Some((Duration::ZERO, Duration::from_secs(5)));
+    pair.handshake();
+    assert_eq!(pair.client.conn.heartbeat(), None);
+    assert_eq!(pair.server.conn.poll_timeout(), None);
+    pair.run_for(Duration::from_secs(3600));
+    assert!(pair.client.conn.is_established() && pair.server.conn.is_established());
+    assert_eq!(
+        pair.client
+            .count(|e| matches!(e, Event::PingReceived { .. })),
+        0
+    );
+}
+
+#[test]
+fn spurious_timeouts_do_nothing() {
+    let mut pair = Pair::default_configs();
+    pair.to_server.latency = Duration::from_millis(3);
+    pair.handshake();
+    for peer in [&mut pair.client, &mut pair.server] {
+        let deadline = peer.conn.poll_timeout().unwrap();
+        for early in [
+            Duration::ZERO,
+            Duration::from_millis(1),
+            Duration::from_secs(9),
+        ] {
+            peer.conn.handle_timeout(pair.now + early);
+            peer.conn.handle_timeout(pair.now + early);
+            assert_eq!(peer.conn.poll_transmit(), None);
+            assert_eq!(peer.conn.poll_event(), None);
+            assert_eq!(peer.conn.poll_timeout(), Some(deadline));
+        }
+    }
+    // Before the handshake too.
+    let now = std::time::Instant::now();
+    let mut s = Connection::server(Arc::new(Config::default()), now);
+    s.handle_timeout(now + Duration::from_millis(9_999));
+    assert_eq!((s.poll_transmit(), s.poll_event()), (None, None));
+    assert_eq!(s.state(), State::AwaitingHello);
+}

@@ -95,6 +95,8 @@ pub struct Pair {
     pub to_client: Link,
     pub store: SessionStore,
     pub decision: Decision,
+    /// A per-connection heartbeat the simulated server application imposes at accept.
+    pub heartbeat_override: Option<(Duration, Duration)>,
     /// The session of the current server connection.
     pub session: Option<SessionHandle>,
     pub rng: TestRng,
@@ -124,6 +126,7 @@ impl Pair {
             to_client: Link::default(),
             store: SessionStore::new(SessionStore::DEFAULT_RESUME_WINDOW),
             decision: Decision::Accept,
+            heartbeat_override: None,
             session: None,
             rng: rng(seed),
             client_config,
@@ -216,6 +219,12 @@ impl Pair {
                     .store
                     .admit(hello.resume.as_ref(), hello.metadata, &mut rng, now)
                     .expect("fresh ids");
+                let admission = match self.heartbeat_override {
+                    Some((interval, timeout)) => admission
+                        .with_heartbeat(interval, timeout)
+                        .expect("valid heartbeat"),
+                    None => admission,
+                };
                 self.session = Some(admission.session());
                 self.server
                     .conn
