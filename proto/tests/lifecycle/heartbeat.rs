@@ -217,3 +217,42 @@ fn lossy_links_never_break_the_rules() {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Any heartbeat whose interval plus round trip fits inside the timeout keeps an idle
+    /// connection alive (spec/protocol.md §8.3), on either carrier, for 20 timeouts.
+    #[test]
+    fn any_fitting_heartbeat_keeps_the_connection(
+        interval_ms in 1u64..5_000,
+        slack_ms in 2u64..5_000,
+        latency_permille in 0u64..1000,
+        client_frames: bool,
+        server_frames: bool,
+    ) {
+        let interval = Duration::from_millis(interval_ms);
+        let timeout = Duration::from_millis(interval_ms + slack_ms);
+        // One-way latency strictly below half the slack: probe + answer arrive in time.
+        let latency = Duration::from_millis((slack_ms - 1) / 2 * latency_permille / 1000);
+        let carrier = |frames| if frames { Carrier::Frame } else { Carrier::WebSocket };
+        let client = Config::builder().carrier(carrier(client_frames)).build().unwrap();
+        let server = Config::builder()
+            .heartbeat(interval, timeout)
+            .carrier(carrier(server_frames))
+            .build()
+            .unwrap();
+        let mut pair = Pair::new(client, server, interval_ms);
+        pair.to_server.latency = latency;
+        pair.to_client.latency = latency;
+        pair.handshake();
+        pair.run_for(timeout * 20);
+        proptest::prop_assert!(pair.client.conn.is_established(), "{:?}", pair.client.last_event());
+        proptest::prop_assert!(pair.server.conn.is_established(), "{:?}", pair.server.last_event());
+        // RTT samples need the answer before four newer probes replace the probe
+        // (spec/lifecycle.md §8.2: the reference remembers 4).
+        if latency * 2 < interval * 4 {
+            proptest::prop_assert!(pair.client.conn.rtt().or(pair.server.conn.rtt()).is_some());
+        }
+    }
+}

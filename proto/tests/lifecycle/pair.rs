@@ -326,7 +326,7 @@ impl Pair {
 
     pub fn handshake(&mut self) {
         assert!(
-            self.run_until(Duration::from_secs(1), |p| p.client.conn.is_established()
+            self.run_until(Duration::from_secs(9), |p| p.client.conn.is_established()
                 && p.server.conn.is_established()),
             "handshake did not complete: client {:?}, server {:?}",
             self.client.events,
