@@ -14,7 +14,11 @@ use tether_proto::{Resume, ResumeToken};
 
 fuzz_target!(|input: (bool, Option<[u8; 16]>, Vec<Op>)| {
     let (frames, resume, ops) = input;
-    let carrier = if frames { Carrier::Frame } else { Carrier::WebSocket };
+    let carrier = if frames {
+        Carrier::Frame
+    } else {
+        Carrier::WebSocket
+    };
     let config = Config::builder()
         .carrier(carrier)
         .heartbeat(Duration::from_millis(50), Duration::from_millis(120))

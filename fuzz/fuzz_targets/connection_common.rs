@@ -13,9 +13,21 @@ pub enum Op {
     /// Raw bytes as a binary message.
     Binary(Vec<u8>),
     /// A well-formed HELLO.
-    Hello { versions: Vec<u16>, resume: Option<([u8; 16], [u8; 16])>, interval: u16, json: bool },
+    Hello {
+        versions: Vec<u16>,
+        resume: Option<([u8; 16], [u8; 16])>,
+        interval: u16,
+        json: bool,
+    },
     /// A well-formed WELCOME.
-    Welcome { version: u16, id: [u8; 16], resumed: bool, interval: u16, timeout: u16, window: u16 },
+    Welcome {
+        version: u16,
+        id: [u8; 16],
+        resumed: bool,
+        interval: u16,
+        timeout: u16,
+        window: u16,
+    },
     Ack,
     PingFrame(Vec<u8>),
     /// A PONG frame echoing the machine's last probe (or these bytes).
@@ -59,7 +71,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(conn: Connection, now: Instant) -> Self {
-        let mut h = Harness { conn, now, last_probe: Bytes::new(), terminal: 0 };
+        let mut h = Harness {
+            conn,
+            now,
+            last_probe: Bytes::new(),
+            terminal: 0,
+        };
         h.drain();
         h
     }
@@ -68,7 +85,12 @@ impl Harness {
         let now = self.now;
         let msg = match op {
             Op::Binary(b) => Some(WsMessage::Binary(Bytes::from(b))),
-            Op::Hello { mut versions, resume, interval, json } => {
+            Op::Hello {
+                mut versions,
+                resume,
+                interval,
+                json,
+            } => {
                 versions.truncate(16);
                 if versions.is_empty() {
                     versions.push(1);
@@ -79,11 +101,21 @@ impl Harness {
                         connection_id: uuid::Uuid::from_bytes(id),
                         token: ResumeToken::from_bytes(token),
                     }),
-                    settings: Settings { heartbeat_interval_ms: Some(interval.into()), ..Settings::default() },
+                    settings: Settings {
+                        heartbeat_interval_ms: Some(interval.into()),
+                        ..Settings::default()
+                    },
                     metadata: Bytes::from_static(if json { b"{\"k\":[1,2]}" } else { b"" }),
                 })))
             }
-            Op::Welcome { version, id, resumed, interval, timeout, window } => Some(encode(&Frame::Welcome(Welcome {
+            Op::Welcome {
+                version,
+                id,
+                resumed,
+                interval,
+                timeout,
+                window,
+            } => Some(encode(&Frame::Welcome(Welcome {
                 version,
                 connection_id: uuid::Uuid::from_bytes(id),
                 resume_token: ResumeToken::from_bytes(id),
@@ -97,11 +129,15 @@ impl Harness {
             }))),
             Op::Ack => Some(encode(&Frame::Ack)),
             Op::PingFrame(p) => Some(encode(&Frame::Ping(Ping(cut(p))))),
-            Op::PongFrame(p) => Some(encode(&Frame::Pong(Pong(p.map_or(self.last_probe.clone(), cut))))),
+            Op::PongFrame(p) => Some(encode(&Frame::Pong(Pong(
+                p.map_or(self.last_probe.clone(), cut),
+            )))),
             Op::Text(t) => Some(WsMessage::Text(Bytes::from(t))),
             Op::WsPing(p) => Some(WsMessage::Ping(cut(p))),
             Op::WsPong(p) => Some(WsMessage::Pong(p.map_or(self.last_probe.clone(), cut))),
-            Op::Close(code) => Some(WsMessage::Close(code.map(|c| CloseFrame::new(CloseCode::from_u(c), "bye")))),
+            Op::Close(code) => Some(WsMessage::Close(
+                code.map(|c| CloseFrame::new(CloseCode::from_u(c), "bye")),
+            )),
             Op::Advance(ms) => {
                 self.now += Duration::from_millis(ms.into());
                 self.conn.handle_timeout(self.now);
@@ -162,12 +198,17 @@ impl Harness {
         for _ in 0..16 {
             match self.conn.poll_transmit() {
                 Some(WsMessage::Ping(p)) => self.last_probe = p,
-                Some(WsMessage::Binary(b)) if b.first() == Some(&0x09) => self.last_probe = b.slice(8..),
+                Some(WsMessage::Binary(b)) if b.first() == Some(&0x09) => {
+                    self.last_probe = b.slice(8..)
+                }
                 Some(_) => {}
                 None => break,
             }
         }
-        assert!(self.conn.poll_transmit().is_none(), "one input queued more than 16 messages");
+        assert!(
+            self.conn.poll_transmit().is_none(),
+            "one input queued more than 16 messages"
+        );
         for _ in 0..16 {
             match self.conn.poll_event() {
                 Some(Event::Closed { .. } | Event::Failure { .. }) => self.terminal += 1,
@@ -175,14 +216,20 @@ impl Harness {
                 None => break,
             }
         }
-        assert!(self.conn.poll_event().is_none(), "one input queued more than 16 events");
+        assert!(
+            self.conn.poll_event().is_none(),
+            "one input queued more than 16 events"
+        );
         assert!(self.terminal <= 1, "two terminal events");
         assert_eq!(self.terminal == 1, self.conn.is_closed());
         if self.conn.is_closed() {
             assert_eq!(self.conn.poll_timeout(), None);
         } else if self.conn.state() != State::Established || self.conn.heartbeat().is_some() {
             // Only an established connection without heartbeat may wait forever.
-            assert!(self.conn.poll_timeout().is_some(), "a live connection has a deadline");
+            assert!(
+                self.conn.poll_timeout().is_some(),
+                "a live connection has a deadline"
+            );
         }
     }
 }
