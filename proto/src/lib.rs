@@ -36,6 +36,7 @@
 
 pub mod backoff;
 mod codes;
+pub mod connection;
 pub mod demo;
 pub mod frame;
 pub mod head;
@@ -43,6 +44,7 @@ mod limits;
 pub mod streams;
 
 pub use codes::{CloseCode, ResetCode};
+pub use connection::{Connection, ConnectionError, SessionStore, WsMessage};
 pub use frame::{
     Data, Frame, FrameError, FrameType, GoAway, Head, Headers, Hello, Ping, Pong, Reaction, Reset,
     Resume, ResumeToken, Settings, StreamId, Welcome, WindowUpdate,

@@ -1,0 +1,235 @@
+//! Shared by the connection fuzz targets: operations that a peer, the clock and the
+//! embedder can apply to one `Connection`, with structured frames so the fuzzer gets past
+//! the handshake, and the invariants checked after each operation.
+
+use arbitrary::Arbitrary;
+use bytes::{Bytes, BytesMut};
+use std::time::{Duration, Instant};
+use tether_proto::connection::{Admission, CloseFrame, Connection, Event, State, WsMessage};
+use tether_proto::{CloseCode, Frame, Hello, Ping, Pong, Resume, ResumeToken, Settings, Welcome};
+
+#[derive(Arbitrary, Debug)]
+pub enum Op {
+    /// Raw bytes as a binary message.
+    Binary(Vec<u8>),
+    /// A well-formed HELLO.
+    Hello {
+        versions: Vec<u16>,
+        resume: Option<([u8; 16], [u8; 16])>,
+        interval: u16,
+        json: bool,
+    },
+    /// A well-formed WELCOME.
+    Welcome {
+        version: u16,
+        id: [u8; 16],
+        resumed: bool,
+        interval: u16,
+        timeout: u16,
+        window: u16,
+    },
+    Ack,
+    PingFrame(Vec<u8>),
+    /// A PONG frame echoing the machine's last probe (or these bytes).
+    PongFrame(Option<Vec<u8>>),
+    Text(Vec<u8>),
+    WsPing(Vec<u8>),
+    /// A WebSocket pong echoing the machine's last probe (or these bytes).
+    WsPong(Option<Vec<u8>>),
+    Close(Option<u16>),
+    /// Advance the clock by this many milliseconds and fire timers.
+    Advance(u16),
+    /// Jump to the machine's next deadline.
+    Deadline,
+    /// Embedder: accept (server).
+    Accept([u8; 32]),
+    /// Embedder: reject / close with this code.
+    LocalClose(u16),
+    /// Embedder: send a stream frame.
+    SendData(u32, Vec<u8>),
+    TransportLost,
+}
+
+fn encode(frame: &Frame) -> WsMessage {
+    let mut buf = BytesMut::new();
+    frame.encode(&mut buf);
+    WsMessage::Binary(buf.freeze())
+}
+
+fn cut(v: Vec<u8>) -> Bytes {
+    let mut v = v;
+    v.truncate(125);
+    Bytes::from(v)
+}
+
+pub struct Harness {
+    pub conn: Connection,
+    pub now: Instant,
+    last_probe: Bytes,
+    terminal: usize,
+}
+
+impl Harness {
+    pub fn new(conn: Connection, now: Instant) -> Self {
+        let mut h = Harness {
+            conn,
+            now,
+            last_probe: Bytes::new(),
+            terminal: 0,
+        };
+        h.drain();
+        h
+    }
+
+    pub fn apply(&mut self, op: Op) {
+        let now = self.now;
+        let msg = match op {
+            Op::Binary(b) => Some(WsMessage::Binary(Bytes::from(b))),
+            Op::Hello {
+                mut versions,
+                resume,
+                interval,
+                json,
+            } => {
+                versions.truncate(16);
+                if versions.is_empty() {
+                    versions.push(1);
+                }
+                Some(encode(&Frame::Hello(Hello {
+                    versions,
+                    resume: resume.map(|(id, token)| Resume {
+                        connection_id: uuid::Uuid::from_bytes(id),
+                        token: ResumeToken::from_bytes(token),
+                    }),
+                    settings: Settings {
+                        heartbeat_interval_ms: Some(interval.into()),
+                        ..Settings::default()
+                    },
+                    metadata: Bytes::from_static(if json { b"{\"k\":[1,2]}" } else { b"" }),
+                })))
+            }
+            Op::Welcome {
+                version,
+                id,
+                resumed,
+                interval,
+                timeout,
+                window,
+            } => Some(encode(&Frame::Welcome(Welcome {
+                version,
+                connection_id: uuid::Uuid::from_bytes(id),
+                resume_token: ResumeToken::from_bytes(id),
+                resumed,
+                settings: Settings {
+                    heartbeat_interval_ms: Some(interval.into()),
+                    heartbeat_timeout_ms: Some(u32::from(timeout).max(1)),
+                    resume_window_ms: Some(window.into()),
+                    ..Settings::default()
+                },
+            }))),
+            Op::Ack => Some(encode(&Frame::Ack)),
+            Op::PingFrame(p) => Some(encode(&Frame::Ping(Ping(cut(p))))),
+            Op::PongFrame(p) => Some(encode(&Frame::Pong(Pong(
+                p.map_or(self.last_probe.clone(), cut),
+            )))),
+            Op::Text(t) => Some(WsMessage::Text(Bytes::from(t))),
+            Op::WsPing(p) => Some(WsMessage::Ping(cut(p))),
+            Op::WsPong(p) => Some(WsMessage::Pong(p.map_or(self.last_probe.clone(), cut))),
+            Op::Close(code) => Some(WsMessage::Close(
+                code.map(|c| CloseFrame::new(CloseCode::from_u(c), "bye")),
+            )),
+            Op::Advance(ms) => {
+                self.now += Duration::from_millis(ms.into());
+                self.conn.handle_timeout(self.now);
+                None
+            }
+            Op::Deadline => {
+                if let Some(t) = self.conn.poll_timeout() {
+                    assert!(!self.conn.is_closed(), "a closed connection has no timers");
+                    self.now = self.now.max(t);
+                    self.conn.handle_timeout(self.now);
+                }
+                None
+            }
+            Op::Accept(bytes) => {
+                let mut i = 0;
+                let mut rng = |buf: &mut [u8]| {
+                    for b in buf {
+                        *b = bytes[i % 32];
+                        i += 1;
+                    }
+                };
+                let deciding = self.conn.state() == State::AwaitingDecision;
+                let ok = self.conn.accept(Admission::fresh(&mut rng), now).is_ok();
+                assert_eq!(ok, deciding);
+                assert!(!ok || self.conn.state() == State::AwaitingAck);
+                None
+            }
+            Op::LocalClose(code) => {
+                self.conn.close(CloseCode::from_u(code), "local", now);
+                assert!(self.conn.is_closed());
+                None
+            }
+            Op::SendData(stream, payload) => {
+                let frame = Frame::Data(tether_proto::Data {
+                    stream_id: tether_proto::StreamId::new(stream | 1),
+                    end_stream: false,
+                    payload: Bytes::from(payload),
+                });
+                let ok = self.conn.send_frame(&frame).is_ok();
+                assert_eq!(ok, self.conn.is_established());
+                None
+            }
+            Op::TransportLost => {
+                self.conn.handle_transport_lost(now);
+                assert!(self.conn.is_closed());
+                None
+            }
+        };
+        if let Some(msg) = msg {
+            self.conn.handle_message(msg, now);
+        }
+        self.drain();
+    }
+
+    /// Drains outputs (bounded: one input never queues more than a few) and checks the
+    /// invariants.
+    fn drain(&mut self) {
+        for _ in 0..16 {
+            match self.conn.poll_transmit() {
+                Some(WsMessage::Ping(p)) => self.last_probe = p,
+                Some(WsMessage::Binary(b)) if b.first() == Some(&0x09) => {
+                    self.last_probe = b.slice(8..)
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert!(
+            self.conn.poll_transmit().is_none(),
+            "one input queued more than 16 messages"
+        );
+        for _ in 0..16 {
+            match self.conn.poll_event() {
+                Some(Event::Closed { .. } | Event::Failure { .. }) => self.terminal += 1,
+                Some(_) => assert_eq!(self.terminal, 0, "an event after the terminal one"),
+                None => break,
+            }
+        }
+        assert!(
+            self.conn.poll_event().is_none(),
+            "one input queued more than 16 events"
+        );
+        assert!(self.terminal <= 1, "two terminal events");
+        assert_eq!(self.terminal == 1, self.conn.is_closed());
+        if self.conn.is_closed() {
+            assert_eq!(self.conn.poll_timeout(), None);
+        } else if self.conn.state() != State::Established || self.conn.heartbeat().is_some() {
+            // Only an established connection without heartbeat may wait forever.
+            assert!(
+                self.conn.poll_timeout().is_some(),
+                "a live connection has a deadline"
+            );
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! What a [`Connection`](super::Connection) reports: events, and why it ended.
+
+use bytes::Bytes;
+use std::fmt;
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::Carrier;
+use crate::{CloseCode, Frame, FrameError, FrameType, Resume, Settings};
+
+/// Which side ended a connection or caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Initiator {
+    /// This side: the embedder asked, or the machine detected a fault and closed.
+    Local,
+    /// The other side: it sent a close frame, or its transport went away.
+    Peer,
+}
+
+/// Where a connection is in its lifecycle (spec/protocol.md §7.2, whose state diagram
+/// names these states).
+///
+/// ```text
+///   client                          server
+///
+///   AwaitingWelcome                 AwaitingHello
+///        |  WELCOME / send ACK           |  HELLO / report HelloReceived
+///        v                               v
+///   Established                     AwaitingDecision
+///                                        |  accept / send WELCOME
+///                                        v
+///                                   AwaitingAck
+///                                        |  ACK
+///                                        v
+///                                   Established
+///
+///   any state --(error, timeout, close, reject)--> Closed
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Server: waiting for the client's HELLO.
+    AwaitingHello,
+    /// Server: a HELLO arrived; waiting for the embedder to accept or reject it.
+    AwaitingDecision,
+    /// Server: WELCOME sent; waiting for the client's ACK.
+    AwaitingAck,
+    /// Client: HELLO sent; waiting for WELCOME.
+    AwaitingWelcome,
+    /// The handshake is complete.
+    Established,
+    /// The connection is over; the machine ignores all input.
+    Closed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::AwaitingHello => "awaiting HELLO",
+            State::AwaitingDecision => "awaiting the accept decision",
+            State::AwaitingAck => "awaiting ACK",
+            State::AwaitingWelcome => "awaiting WELCOME",
+            State::Established => "established",
+            State::Closed => "closed",
+        })
+    }
+}
+
+/// A HELLO the server's embedder must accept or reject (spec/protocol.md §7.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloInfo {
+    /// The version the connection will speak: the highest both sides support.
+    pub version: u16,
+    /// The session the client asks to resume, if any. Pass it to
+    /// [`SessionStore::admit`](super::SessionStore::admit).
+    pub resume: Option<Resume>,
+    /// The client's settings (its receive limits and heartbeat proposal).
+    pub settings: Settings,
+    /// The client's metadata: one JSON value, or empty.
+    pub metadata: Bytes,
+}
+
+impl HelloInfo {
+    /// The metadata as a JSON value (`Null` when there is none).
+    pub fn metadata_json(&self) -> serde_json::Value {
+        if self.metadata.is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&self.metadata).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Something the embedder learns from a connection, drained with
+/// [`Connection::poll_event`](super::Connection::poll_event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Server: a client said HELLO. Answer with
+    /// [`accept`](super::Connection::accept) or [`reject`](super::Connection::reject)
+    /// before the handshake timeout.
+    HelloReceived(HelloInfo),
+    /// Server: a new session is established (the client's ACK arrived).
+    Received {
+        /// The connection id.
+        id: Uuid,
+        /// The client's metadata.
+        metadata: Bytes,
+    },
+    /// Server: a session was resumed and is established again (the ACK arrived).
+    Resumed {
+        /// The connection id: the same as before the drop.
+        id: Uuid,
+        /// The client's metadata, from its latest HELLO.
+        metadata: Bytes,
+    },
+    /// Client: the handshake is complete.
+    Established {
+        /// The connection id.
+        id: Uuid,
+        /// Whether the server continued the session the client asked to resume.
+        resumed: bool,
+    },
+    /// A heartbeat probe arrived (a WebSocket ping or a PING frame); it is answered as
+    /// [`PongResponder`](super::PongResponder) says.
+    PingReceived {
+        /// How it came.
+        carrier: Carrier,
+        /// Its payload.
+        payload: Bytes,
+    },
+    /// A pong arrived (a WebSocket pong or a PONG frame).
+    PongReceived {
+        /// How it came.
+        carrier: Carrier,
+        /// Its payload.
+        payload: Bytes,
+        /// The round trip, when it answers one of this side's recent probes.
+        rtt: Option<Duration>,
+    },
+    /// Established: a frame for the stream layer (HEADERS, DATA, RESET, WINDOW_UPDATE,
+    /// GOAWAY).
+    Frame(Frame),
+    /// The connection ended in an orderly way: the embedder closed or rejected it, or the
+    /// peer sent a close frame with a non-error code (1000, 1001, 1005 or 4500–4999).
+    /// Always the last event.
+    Closed {
+        /// The close code (1005 when the peer's close frame had none).
+        code: CloseCode,
+        /// The close reason.
+        reason: String,
+        /// Who closed.
+        initiator: Initiator,
+    },
+    /// The connection failed. Always the last event.
+    Failure {
+        /// What went wrong.
+        error: ConnectionError,
+    },
+}
+
+/// Why a connection failed (spec/protocol.md §7.6, §8.3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The handshake did not complete in time; this side closed with HANDSHAKE_TIMEOUT.
+    #[error("handshake not complete after {0:?}")]
+    HandshakeTimeout(Duration),
+    /// Nothing arrived for the heartbeat timeout; this side closed with HEARTBEAT_TIMEOUT.
+    #[error("no inbound traffic for {0:?}: peer presumed dead")]
+    HeartbeatTimeout(Duration),
+    /// The peer sent a message that is not a valid frame; this side closed with the code of
+    /// the error's [`reaction`](FrameError::reaction).
+    #[error("peer sent an invalid frame: {0}")]
+    InvalidFrame(FrameError),
+    /// The peer sent a frame its state does not allow; this side closed with
+    /// PROTOCOL_ERROR.
+    #[error("peer sent {frame} while {state}")]
+    UnexpectedFrame {
+        /// The frame's type.
+        frame: FrameType,
+        /// This side's state when it arrived.
+        state: State,
+    },
+    /// The peer sent a text message; this side closed with UNSUPPORTED_DATA.
+    #[error("peer sent a text message")]
+    TextMessage,
+    /// No protocol version in common; this side closed with UNSUPPORTED_VERSION.
+    #[error("no protocol version in common (peer: {peer:?})")]
+    UnsupportedVersion {
+        /// The peer's version(s).
+        peer: Vec<u16>,
+    },
+    /// The server's WELCOME is inconsistent (settings that cannot work, or a resumed
+    /// session other than the one asked for); this side closed with PROTOCOL_ERROR.
+    #[error("invalid WELCOME: {0}")]
+    InvalidWelcome(&'static str),
+    /// The peer closed with an error code (for a client, REJECTED means the server's
+    /// application refused the HELLO).
+    #[error("peer closed with {code}: {reason:?}")]
+    PeerClosed {
+        /// The peer's close code.
+        code: CloseCode,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The transport ended without a close frame
+    /// ([`Connection::handle_transport_lost`](super::Connection::handle_transport_lost)).
+    #[error("transport lost without a close frame")]
+    TransportLost,
+}
+
+impl ConnectionError {
+    /// Which side ended the connection: `Local` when this machine detected the fault and
+    /// sent a close frame, `Peer` when the peer closed or its transport went away.
+    pub fn initiator(&self) -> Initiator {
+        match self {
+            ConnectionError::PeerClosed { .. } | ConnectionError::TransportLost => Initiator::Peer,
+            _ => Initiator::Local,
+        }
+    }
+
+    /// The close code on the wire: the one this side sent, or the one the peer sent
+    /// (`None` for a lost transport).
+    pub fn close_code(&self) -> Option<CloseCode> {
+        Some(match self {
+            ConnectionError::HandshakeTimeout(_) => CloseCode::HANDSHAKE_TIMEOUT,
+            ConnectionError::HeartbeatTimeout(_) => CloseCode::HEARTBEAT_TIMEOUT,
+            ConnectionError::InvalidFrame(e) => match e.reaction() {
+                crate::Reaction::Close(code) => code,
+                _ => CloseCode::PROTOCOL_ERROR,
+            },
+            ConnectionError::UnexpectedFrame { .. } | ConnectionError::InvalidWelcome(_) => {
+                CloseCode::PROTOCOL_ERROR
+            }
+            ConnectionError::TextMessage => CloseCode::UNSUPPORTED_DATA,
+            ConnectionError::UnsupportedVersion { .. } => CloseCode::UNSUPPORTED_VERSION,
+            ConnectionError::PeerClosed { code, .. } => *code,
+            ConnectionError::TransportLost => return None,
+        })
+    }
+}
+
+/// A mutator called in a state that does not allow it (a bug in the embedder, reported
+/// instead of panicking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} is not allowed while {state}")]
+pub struct StateError {
+    /// The operation.
+    pub operation: &'static str,
+    /// The connection's state.
+    pub state: State,
+}
+
+/// The code a close frame reports when it carries none (RFC 6455 §7.1.5).
+pub(super) const NO_STATUS: CloseCode = CloseCode::from_u(1005);
+
+/// Whether a peer's close code ends the connection in an orderly way (§7.7).
+pub(super) fn is_orderly(code: CloseCode) -> bool {
+    code == CloseCode::NORMAL
+        || code == CloseCode::GOING_AWAY
+        || code == NO_STATUS
+        || code.is_application()
+}

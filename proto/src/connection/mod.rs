@@ -1,0 +1,689 @@
+//! The connection lifecycle: handshake, heartbeat and session resume
+//! (spec/protocol.md §7, §8, §9).
+//!
+//! A [`Connection`] is one side of one WebSocket: a sans-IO state machine that consumes
+//! [`WsMessage`]s and time, and produces `WsMessage`s, [`Event`]s and deadlines. It never
+//! reads a clock or a socket, and draws no randomness of its own.
+//!
+//! # The contract
+//!
+//! The API splits as in quinn-proto:
+//!
+//! - getters: [`state`](Connection::state), [`connection_id`](Connection::connection_id),
+//!   [`rtt`](Connection::rtt), …;
+//! - inputs: [`handle_message`](Connection::handle_message),
+//!   [`handle_timeout`](Connection::handle_timeout),
+//!   [`handle_transport_lost`](Connection::handle_transport_lost);
+//! - mutators: [`accept`](Connection::accept), [`reject`](Connection::reject),
+//!   [`close`](Connection::close), [`send_frame`](Connection::send_frame);
+//! - outputs: [`poll_transmit`](Connection::poll_transmit),
+//!   [`poll_event`](Connection::poll_event), [`poll_timeout`](Connection::poll_timeout).
+//!
+//! After every input or mutator, drain `poll_transmit` until `None` (send them all, then
+//! flush once), drain `poll_event` until `None`, then re-arm the timer from
+//! `poll_timeout`. Call `handle_timeout(now)` when that deadline passes; an early or
+//! repeated call does nothing. `now` must never go backwards by much (a monotonic clock).
+//!
+//! # The run loop
+//!
+//! A server in one function, with the I/O elided (each connection has its own machine;
+//! the [`SessionStore`] is shared by the server):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//! use tether_proto::connection::{Config, Connection, Event, SessionStore, WsMessage};
+//!
+//! fn drive(
+//!     conn: &mut Connection,
+//!     store: &mut SessionStore,
+//!     rng: &mut impl FnMut(&mut [u8]),
+//!     inbound: Option<WsMessage>,
+//!     now: Instant,
+//!     send: &mut Vec<WsMessage>,
+//! ) -> Option<Instant> {
+//!     match inbound {
+//!         Some(msg) => conn.handle_message(msg, now),
+//!         None => conn.handle_timeout(now),
+//!     }
+//!     // Events may call for mutations, which may queue more output: loop until quiet.
+//!     while let Some(event) = conn.poll_event() {
+//!         match event {
+//!             Event::HelloReceived(hello) => {
+//!                 // Authenticate `hello.metadata` here; `reject` instead to refuse.
+//!                 match store.admit(hello.resume.as_ref(), hello.metadata, rng, now) {
+//!                     Ok(admission) => conn.accept(admission, now).unwrap(),
+//!                     Err(_) => conn.reject(tether_proto::CloseCode::INTERNAL_ERROR, "", now),
+//!                 }
+//!             }
+//!             Event::Received { id, .. } => println!("{id} connected"),
+//!             Event::Failure { error } => println!("failed: {error}"),
+//!             _ => {}
+//!         }
+//!     }
+//!     while let Some(msg) = conn.poll_transmit() {
+//!         send.push(msg); // feed the WebSocket sink; flush once after the loop
+//!     }
+//!     conn.poll_timeout()
+//! }
+//!
+//! let config = Arc::new(Config::default());
+//! let t0 = Instant::now();
+//! let mut server = Connection::server(config.clone(), t0);
+//! let mut client = Connection::client(config, "{\"user\":\"ada\"}".into(), None, t0)?;
+//! let mut store = SessionStore::new(Duration::from_secs(30));
+//! let mut rng = |buf: &mut [u8]| buf.fill(0x42); // a CSPRNG in production
+//!
+//! let hello = client.poll_transmit().unwrap();
+//! let mut to_client = Vec::new();
+//! drive(&mut server, &mut store, &mut rng, Some(hello), t0, &mut to_client);
+//! for msg in to_client.drain(..) {
+//!     client.handle_message(msg, t0);
+//! }
+//! let ack = client.poll_transmit().unwrap();
+//! drive(&mut server, &mut store, &mut rng, Some(ack), t0, &mut to_client);
+//! assert!(server.is_established() && client.is_established());
+//! assert_eq!(server.connection_id(), client.connection_id());
+//! # Ok::<(), tether_proto::connection::ConfigError>(())
+//! ```
+
+mod backoff;
+mod config;
+mod event;
+mod heartbeat;
+mod message;
+mod random;
+mod session;
+mod timer;
+
+pub use backoff::{Backoff, BackoffConfig, GiveUpReason, Retry, RetryPolicy};
+pub use config::{
+    Carrier, Config, ConfigBuilder, ConfigError, PongResponder, HEARTBEAT_SEQ_LEN,
+    MAX_HEARTBEAT_APP_DATA,
+};
+pub use event::{ConnectionError, Event, HelloInfo, Initiator, State, StateError};
+pub use heartbeat::RttStats;
+pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
+pub use random::RandomSource;
+pub use session::{Admission, SessionHandle, SessionStore, StoreError};
+
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+use crate::{
+    CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, Reset, Resume, Settings, Welcome,
+};
+use event::{is_orderly, NO_STATUS};
+use heartbeat::Heartbeat;
+use timer::{Timer, TimerTable};
+
+/// Which end of the WebSocket a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Side {
+    /// Opened the WebSocket; sends HELLO.
+    Client,
+    /// Accepted the WebSocket; answers with WELCOME.
+    Server,
+}
+
+/// What the server remembers between HELLO and ACK.
+#[derive(Debug)]
+struct Pending {
+    metadata: Bytes,
+    resumed: bool,
+}
+
+/// One side of a Tether connection's lifecycle (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Connection {
+    config: Arc<Config>,
+    side: Side,
+    state: State,
+    timers: TimerTable,
+    transmits: VecDeque<WsMessage>,
+    events: VecDeque<Event>,
+    /// Reused to encode frames; each message is split off it.
+    buf: BytesMut,
+    version: Option<u16>,
+    connection_id: Option<Uuid>,
+    /// Client: the session it asked to resume; then the ticket for the next reconnect.
+    resume: Option<Resume>,
+    /// Announced RESUME_WINDOW_MS (server: sent; client: received).
+    resume_window: Duration,
+    peer_settings: Settings,
+    pending: Option<Pending>,
+    /// Server: the heartbeat (interval, timeout) announced in WELCOME.
+    welcome_heartbeat: (Duration, Duration),
+    heartbeat: Option<Heartbeat>,
+    rtt: RttStats,
+}
+
+impl Connection {
+    /// A client connection, whose HELLO is queued at once. `metadata` is one JSON value
+    /// (or empty); `resume` is the ticket of the session to resume, from a previous
+    /// connection's [`resume_ticket`](Connection::resume_ticket).
+    pub fn client(
+        config: Arc<Config>,
+        metadata: Bytes,
+        resume: Option<Resume>,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        if metadata.len() > config.limits().max_metadata_size as usize {
+            return Err(ConfigError::Metadata("larger than max_metadata_size"));
+        }
+        if !metadata.is_empty()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&metadata).is_err()
+        {
+            return Err(ConfigError::Metadata("not one JSON value"));
+        }
+        let hello = Frame::Hello(Hello {
+            versions: config.versions().to_vec(),
+            resume,
+            settings: config.settings(),
+            metadata,
+        });
+        let mut conn = Connection::new(config, Side::Client, State::AwaitingWelcome, now);
+        conn.resume = resume;
+        conn.send(&hello);
+        Ok(conn)
+    }
+
+    /// A server connection, waiting for the client's HELLO.
+    pub fn server(config: Arc<Config>, now: Instant) -> Self {
+        Connection::new(config, Side::Server, State::AwaitingHello, now)
+    }
+
+    fn new(config: Arc<Config>, side: Side, state: State, now: Instant) -> Self {
+        let mut timers = TimerTable::default();
+        // spec/protocol.md §7.5
+        timers.set(Timer::Handshake, now + config.handshake_timeout());
+        Connection {
+            config,
+            side,
+            state,
+            timers,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            buf: BytesMut::new(),
+            version: None,
+            connection_id: None,
+            resume: None,
+            resume_window: Duration::ZERO,
+            peer_settings: Settings::default(),
+            pending: None,
+            welcome_heartbeat: (Duration::ZERO, Duration::ZERO),
+            heartbeat: None,
+            rtt: RttStats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// Client or server.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the handshake is complete and the connection not closed.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// Whether the connection is over.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The connection id, once the server chose it (server: at `accept`; client: at
+    /// WELCOME).
+    pub fn connection_id(&self) -> Option<Uuid> {
+        self.connection_id
+    }
+
+    /// The negotiated protocol version.
+    pub fn version(&self) -> Option<u16> {
+        self.version
+    }
+
+    /// Client: what to present to resume this session on the next connection (`None`
+    /// before WELCOME, or when the server does not keep sessions).
+    pub fn resume_ticket(&self) -> Option<Resume> {
+        match self.side {
+            Side::Client if !self.resume_window.is_zero() && self.connection_id.is_some() => {
+                self.resume
+            }
+            _ => None,
+        }
+    }
+
+    /// How long the server keeps this session resumable after a failure.
+    pub fn resume_window(&self) -> Duration {
+        self.resume_window
+    }
+
+    /// The settings the peer announced (its receive limits and heartbeat values).
+    pub fn peer_settings(&self) -> &Settings {
+        &self.peer_settings
+    }
+
+    /// The peer's receive limits, with the defaults for settings it did not send; frames
+    /// sent to it must fit them (spec/protocol.md §7.4).
+    pub fn peer_limits(&self) -> Limits {
+        let d = Limits::default();
+        let s = &self.peer_settings;
+        Limits {
+            max_frame_payload: s.max_frame_payload.unwrap_or(d.max_frame_payload),
+            max_head_size: s.max_head_size.unwrap_or(d.max_head_size),
+            max_header_count: s
+                .max_header_count
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(d.max_header_count),
+            max_metadata_size: d.max_metadata_size,
+        }
+    }
+
+    /// The heartbeat in force: `(interval, timeout)`, `None` when there is none (before
+    /// the handshake completes, or when the interval is zero).
+    pub fn heartbeat(&self) -> Option<(Duration, Duration)> {
+        self.heartbeat.as_ref().map(|h| (h.interval, h.timeout))
+    }
+
+    /// Smoothed round-trip time from heartbeat probes (RFC 6298).
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt.smoothed
+    }
+
+    /// All round-trip statistics.
+    pub fn rtt_stats(&self) -> RttStats {
+        self.rtt
+    }
+
+    // ---- outputs ----
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<WsMessage> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline at which [`handle_timeout`](Self::handle_timeout) must be
+    /// called, `None` when no timer runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_timeout()
+    }
+
+    // ---- inputs ----
+
+    /// One message received from the WebSocket.
+    pub fn handle_message(&mut self, msg: WsMessage, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.on_inbound(now);
+        match msg {
+            WsMessage::Binary(bytes) => match Frame::decode(bytes, self.config.limits()) {
+                Ok(frame) => self.on_frame(frame, now),
+                Err(error) => match error.reaction() {
+                    // spec/protocol.md §3.5: a stream error resets the stream only; before
+                    // the handshake there are no streams.
+                    Reaction::Reset(stream_id, code) if self.state == State::Established => {
+                        self.send(&Frame::Reset(Reset { stream_id, code }));
+                    }
+                    _ => self.fail(ConnectionError::InvalidFrame(error)),
+                },
+            },
+            WsMessage::Text(_) => self.fail(ConnectionError::TextMessage),
+            WsMessage::Ping(payload) => {
+                if self.config.pong_responder() == PongResponder::Machine {
+                    self.transmits.push_back(WsMessage::Pong(payload.clone()));
+                }
+                self.events.push_back(Event::PingReceived {
+                    carrier: Carrier::WebSocket,
+                    payload,
+                });
+            }
+            WsMessage::Pong(payload) => self.on_pong(Carrier::WebSocket, payload, now),
+            WsMessage::Close(frame) => self.on_close(frame),
+        }
+    }
+
+    /// Timers due at `now` fire; a call before any deadline does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.timers.is_expired(Timer::Handshake, now) {
+            let timeout = self.config.handshake_timeout();
+            return self.fail(ConnectionError::HandshakeTimeout(timeout));
+        }
+        if self.timers.is_expired(Timer::Idle, now) {
+            let timeout = self
+                .heartbeat
+                .as_ref()
+                .map_or(Duration::ZERO, |h| h.timeout);
+            return self.fail(ConnectionError::HeartbeatTimeout(timeout));
+        }
+        if self.timers.is_expired(Timer::Probe, now) {
+            self.send_probe(now);
+        }
+    }
+
+    /// The transport ended without a close frame (reset, EOF, I/O error).
+    pub fn handle_transport_lost(&mut self, _now: Instant) {
+        if self.state != State::Closed {
+            self.terminate(Event::Failure {
+                error: ConnectionError::TransportLost,
+            });
+        }
+    }
+
+    // ---- mutators ----
+
+    /// Server: accepts the pending HELLO with the identity `admission` gives (from
+    /// [`SessionStore::admit`] or [`Admission::fresh`]), and sends WELCOME.
+    pub fn accept(&mut self, admission: Admission, _now: Instant) -> Result<(), StateError> {
+        if self.state != State::AwaitingDecision {
+            return Err(StateError {
+                operation: "accept",
+                state: self.state,
+            });
+        }
+        let version = self.version.unwrap_or(crate::PROTOCOL_VERSION);
+        let id = admission.id();
+        self.connection_id = Some(id);
+        self.resume_window = admission.resume_window;
+        let heartbeat = admission.heartbeat.unwrap_or((
+            self.config.heartbeat_interval(),
+            self.config.heartbeat_timeout(),
+        ));
+        self.welcome_heartbeat = heartbeat;
+        let mut settings = self.config.settings();
+        settings.heartbeat_interval_ms = Some(config::millis(heartbeat.0));
+        settings.heartbeat_timeout_ms = Some(config::millis(heartbeat.1));
+        settings.resume_window_ms = Some(config::millis(admission.resume_window));
+        if let Some(pending) = &mut self.pending {
+            pending.resumed = admission.resumed;
+        }
+        self.send(&Frame::Welcome(Welcome {
+            version,
+            connection_id: id,
+            resume_token: admission.token,
+            resumed: admission.resumed,
+            settings,
+        }));
+        self.state = State::AwaitingAck;
+        Ok(())
+    }
+
+    /// Server: refuses the pending HELLO, closing with `code` (normally
+    /// [`CloseCode::REJECTED`] or an application code) and `reason`. Reports
+    /// [`Event::Closed`]. Does nothing once closed.
+    pub fn reject(&mut self, code: CloseCode, reason: &str, now: Instant) {
+        self.close(code, reason, now);
+    }
+
+    /// Closes the connection with `code` and `reason` (cut to 123 bytes): queues the close
+    /// frame and reports [`Event::Closed`]. Does nothing once closed.
+    pub fn close(&mut self, code: CloseCode, reason: &str, _now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        let frame = CloseFrame::new(code, reason);
+        let event = Event::Closed {
+            code,
+            reason: frame.reason.clone(),
+            initiator: Initiator::Local,
+        };
+        self.transmits.push_back(WsMessage::Close(Some(frame)));
+        self.terminate(event);
+    }
+
+    /// Established: queues a frame of the stream layer (HEADERS, DATA, RESET,
+    /// WINDOW_UPDATE, GOAWAY). Handshake and heartbeat frames are the machine's own.
+    pub fn send_frame(&mut self, frame: &Frame) -> Result<(), StateError> {
+        let allowed = !matches!(
+            frame,
+            Frame::Hello(_) | Frame::Welcome(_) | Frame::Ack | Frame::Ping(_) | Frame::Pong(_)
+        );
+        if !allowed {
+            return Err(StateError {
+                operation: "send_frame of a handshake or heartbeat frame",
+                state: self.state,
+            });
+        }
+        if self.state != State::Established {
+            return Err(StateError {
+                operation: "send_frame",
+                state: self.state,
+            });
+        }
+        self.send(frame);
+        Ok(())
+    }
+
+    // ---- internals ----
+
+    fn send(&mut self, frame: &Frame) {
+        frame.encode(&mut self.buf);
+        self.transmits
+            .push_back(WsMessage::Binary(self.buf.split().freeze()));
+    }
+
+    /// Any inbound message proves the peer alive (spec/protocol.md §8.3).
+    fn on_inbound(&mut self, now: Instant) {
+        if let Some(hb) = &self.heartbeat {
+            self.timers.set(Timer::Idle, now + hb.timeout);
+            self.timers.set(Timer::Probe, now + hb.interval);
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant) {
+        match (self.state, frame) {
+            (State::AwaitingHello, Frame::Hello(hello)) => self.on_hello(hello),
+            (State::AwaitingAck, Frame::Ack) => {
+                let pending = self.pending.take();
+                let (metadata, resumed) =
+                    pending.map_or((Bytes::new(), false), |p| (p.metadata, p.resumed));
+                let id = self.connection_id.unwrap_or_default();
+                let (interval, timeout) = self.welcome_heartbeat;
+                self.establish(interval, timeout, now);
+                self.events.push_back(if resumed {
+                    Event::Resumed { id, metadata }
+                } else {
+                    Event::Received { id, metadata }
+                });
+            }
+            (State::AwaitingWelcome, Frame::Welcome(welcome)) => self.on_welcome(welcome, now),
+            (State::Established, Frame::Ping(Ping(payload))) => {
+                self.send(&Frame::Pong(Pong(payload.clone())));
+                self.events.push_back(Event::PingReceived {
+                    carrier: Carrier::Frame,
+                    payload,
+                });
+            }
+            (State::Established, Frame::Pong(Pong(payload))) => {
+                self.on_pong(Carrier::Frame, payload, now)
+            }
+            (State::Established, frame)
+                if !matches!(frame, Frame::Hello(_) | Frame::Welcome(_) | Frame::Ack) =>
+            {
+                self.events.push_back(Event::Frame(frame))
+            }
+            (state, frame) => self.fail(ConnectionError::UnexpectedFrame {
+                frame: frame.frame_type(),
+                state,
+            }),
+        }
+    }
+
+    /// spec/protocol.md §7.3
+    fn on_hello(&mut self, hello: Hello) {
+        let Some(version) = highest_common(self.config.versions(), &hello.versions) else {
+            return self.fail(ConnectionError::UnsupportedVersion {
+                peer: hello.versions,
+            });
+        };
+        self.version = Some(version);
+        self.peer_settings = hello.settings;
+        self.pending = Some(Pending {
+            metadata: hello.metadata.clone(),
+            resumed: false,
+        });
+        self.state = State::AwaitingDecision;
+        self.events.push_back(Event::HelloReceived(HelloInfo {
+            version,
+            resume: hello.resume,
+            settings: hello.settings,
+            metadata: hello.metadata,
+        }));
+    }
+
+    /// spec/protocol.md §7.3, §7.4
+    fn on_welcome(&mut self, welcome: Welcome, now: Instant) {
+        if !self.config.versions().contains(&welcome.version) {
+            return self.fail(ConnectionError::UnsupportedVersion {
+                peer: vec![welcome.version],
+            });
+        }
+        if welcome.resumed && self.resume.map(|r| r.connection_id) != Some(welcome.connection_id) {
+            return self.fail(ConnectionError::InvalidWelcome(
+                "resumed a session the client did not ask for",
+            ));
+        }
+        let s = welcome.settings;
+        let interval = Duration::from_millis(s.heartbeat_interval_ms.unwrap_or(0).into());
+        let timeout = s
+            .heartbeat_timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()));
+        let timeout = match timeout {
+            Some(t) if t > interval => t,
+            _ if interval.is_zero() => Duration::ZERO,
+            _ => {
+                return self.fail(ConnectionError::InvalidWelcome(
+                    "heartbeat timeout missing or not longer than the interval",
+                ))
+            }
+        };
+        self.version = Some(welcome.version);
+        self.connection_id = Some(welcome.connection_id);
+        self.peer_settings = s;
+        self.resume_window = Duration::from_millis(s.resume_window_ms.unwrap_or(0).into());
+        self.resume = Some(Resume {
+            connection_id: welcome.connection_id,
+            token: welcome.resume_token,
+        });
+        self.send(&Frame::Ack);
+        self.establish(interval, timeout, now);
+        self.events.push_back(Event::Established {
+            id: welcome.connection_id,
+            resumed: welcome.resumed,
+        });
+    }
+
+    /// spec/protocol.md §8.2
+    fn establish(&mut self, interval: Duration, timeout: Duration, now: Instant) {
+        tracing::debug!(
+            side = ?self.side,
+            id = ?self.connection_id,
+            version = ?self.version,
+            ?interval,
+            ?timeout,
+            "connection established"
+        );
+        self.state = State::Established;
+        self.timers.stop(Timer::Handshake);
+        if interval.is_zero() {
+            return;
+        }
+        let hb = Heartbeat::new(
+            interval,
+            timeout,
+            self.config.carrier(),
+            self.config.heartbeat_app_data().clone(),
+        );
+        self.heartbeat = Some(hb);
+        self.on_inbound(now);
+    }
+
+    fn send_probe(&mut self, now: Instant) {
+        let Some(hb) = &mut self.heartbeat else {
+            return self.timers.stop(Timer::Probe);
+        };
+        let payload = hb.probe(now);
+        let carrier = hb.carrier();
+        self.timers.set(Timer::Probe, now + hb.interval);
+        match carrier {
+            Carrier::Frame => self.send(&Frame::Ping(Ping(payload))),
+            _ => self.transmits.push_back(WsMessage::Ping(payload)),
+        }
+    }
+
+    fn on_pong(&mut self, carrier: Carrier, payload: Bytes, now: Instant) {
+        let rtt = self
+            .heartbeat
+            .as_mut()
+            .and_then(|hb| hb.on_pong(&payload, now));
+        if let Some(sample) = rtt {
+            self.rtt.update(sample);
+        }
+        self.events.push_back(Event::PongReceived {
+            carrier,
+            payload,
+            rtt,
+        });
+    }
+
+    /// spec/protocol.md §7.7
+    fn on_close(&mut self, frame: Option<CloseFrame>) {
+        let (code, reason) = frame.map_or((NO_STATUS, String::new()), |f| (f.code, f.reason));
+        let event = if is_orderly(code) {
+            Event::Closed {
+                code,
+                reason,
+                initiator: Initiator::Peer,
+            }
+        } else {
+            Event::Failure {
+                error: ConnectionError::PeerClosed { code, reason },
+            }
+        };
+        self.terminate(event);
+    }
+
+    /// Closes because of `error`, detected here: sends its close code.
+    fn fail(&mut self, error: ConnectionError) {
+        if let Some(code) = error.close_code() {
+            let reason = error.to_string();
+            self.transmits
+                .push_back(WsMessage::Close(Some(CloseFrame::new(code, &reason))));
+        }
+        self.terminate(Event::Failure { error });
+    }
+
+    fn terminate(&mut self, event: Event) {
+        tracing::debug!(side = ?self.side, id = ?self.connection_id, ?event, "connection ended");
+        self.state = State::Closed;
+        self.timers.stop_all();
+        self.heartbeat = None;
+        self.pending = None;
+        self.events.push_back(event);
+    }
+}
+
+/// The highest version in both lists (spec/protocol.md §7.3).
+fn highest_common(ours: &[u16], theirs: &[u16]) -> Option<u16> {
+    theirs.iter().copied().filter(|v| ours.contains(v)).max()
+}

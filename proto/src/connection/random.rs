@@ -1,0 +1,34 @@
+//! Where the machines get their randomness: from the caller (spec/protocol.md §7.3).
+
+/// A source of random bytes, supplied by the embedder.
+///
+/// Connection ids and resume tokens are drawn from it, so in production it must be a
+/// cryptographically secure generator (the OS's, e.g. through `getrandom` or
+/// `rand::rngs::OsRng`): a resume token is a bearer secret. Tests pass a seeded
+/// generator to be deterministic.
+///
+/// Any `FnMut(&mut [u8])` is a source:
+///
+/// ```
+/// use tether_proto::connection::RandomSource;
+/// let mut counter = 0u8;
+/// let mut source = |buf: &mut [u8]| {
+///     for b in buf {
+///         counter = counter.wrapping_add(1);
+///         *b = counter;
+///     }
+/// };
+/// let mut buf = [0; 3];
+/// source.fill(&mut buf);
+/// assert_eq!(buf, [1, 2, 3]);
+/// ```
+pub trait RandomSource {
+    /// Fills `buf` with random bytes.
+    fn fill(&mut self, buf: &mut [u8]);
+}
+
+impl<F: FnMut(&mut [u8])> RandomSource for F {
+    fn fill(&mut self, buf: &mut [u8]) {
+        self(buf)
+    }
+}

@@ -1,0 +1,475 @@
+//! spec/protocol.md §7: the handshake and each of its failures.
+
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use std::time::Duration;
+use tether_proto::connection::{
+    Config, Connection, ConnectionError, Event, Initiator, State, WsMessage,
+};
+use tether_proto::{CloseCode, Frame, Hello, Limits, Settings};
+
+use crate::pair::{Decision, Pair};
+
+fn encode(frame: &Frame) -> WsMessage {
+    let mut buf = BytesMut::new();
+    frame.encode(&mut buf);
+    WsMessage::Binary(buf.freeze())
+}
+
+fn hello(versions: Vec<u16>, metadata: &'static [u8]) -> WsMessage {
+    encode(&Frame::Hello(Hello {
+        versions,
+        resume: None,
+        settings: Settings::default(),
+        metadata: Bytes::from_static(metadata),
+    }))
+}
+
+/// The close frame a machine queued last, and its terminal event.
+fn closed_with(conn: &mut Connection) -> (CloseCode, Event) {
+    let mut close = None;
+    while let Some(msg) = conn.poll_transmit() {
+        if let WsMessage::Close(Some(frame)) = msg {
+            close = Some(frame.code);
+        }
+    }
+    let mut last = None;
+    while let Some(e) = conn.poll_event() {
+        last = Some(e);
+    }
+    assert_eq!(conn.state(), State::Closed);
+    (
+        close.expect("a close frame"),
+        last.expect("a terminal event"),
+    )
+}
+
+fn server() -> Connection {
+    Connection::server(Arc::new(Config::default()), std::time::Instant::now())
+}
+
+#[test]
+fn handshake_establishes_both_sides_with_one_id() {
+    let mut pair = Pair::default_configs();
+    pair.handshake();
+    let id = pair.server.conn.connection_id().unwrap();
+    assert_eq!(pair.client.conn.connection_id(), Some(id));
+    assert_eq!(id.get_version_num(), 4);
+    assert_eq!(pair.client.conn.version(), Some(1));
+    assert!(
+        matches!(&pair.server.events[0], Event::HelloReceived(h) if h.metadata_json()["user"] == "ada")
+    );
+    assert!(
+        matches!(&pair.server.events[1], Event::Received { id: i, metadata } if *i == id && &metadata[..] == b"{\"user\":\"ada\"}")
+    );
+    assert_eq!(
+        pair.client.events,
+        vec![Event::Established { id, resumed: false }]
+    );
+    // Negotiated: the server's heartbeat, each side's limits.
+    assert_eq!(
+        pair.client.conn.heartbeat(),
+        Some((Duration::from_secs(10), Duration::from_secs(30)))
+    );
+    assert_eq!(pair.client.conn.peer_limits(), Limits::default());
+    assert_eq!(pair.client.conn.resume_window(), Duration::from_secs(30));
+    assert!(pair.client.conn.resume_ticket().is_some());
+    // The handshake timer is gone; the heartbeat's run.
+    assert_eq!(
+        pair.client.conn.poll_timeout(),
+        Some(pair.now + Duration::from_secs(10))
+    );
+}
+
+#[test]
+fn server_heartbeat_settings_are_final() {
+    let client = Config::builder()
+        .heartbeat(Duration::from_secs(1), Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let server = Config::builder()
+        .heartbeat(Duration::from_secs(4), Duration::from_secs(9))
+        .build()
+        .unwrap();
+    let mut pair = Pair::new(client, server, 1);
+    pair.handshake();
+    let want = Some((Duration::from_secs(4), Duration::from_secs(9)));
+    assert_eq!(pair.client.conn.heartbeat(), want);
+    assert_eq!(pair.server.conn.heartbeat(), want);
+    // The server saw the client's proposal.
+    let Event::HelloReceived(h) = &pair.server.events[0] else {
+        panic!()
+    };
+    assert_eq!(h.settings.heartbeat_interval_ms, Some(1000));
+}
+
+#[test]
+fn silent_client_hits_the_handshake_timeout() {
+    let mut pair = Pair::default_configs();
+    pair.to_server.black_hole = true;
+    pair.run_for(Duration::from_secs(20));
+    for peer in [&pair.client, &pair.server] {
+        assert_eq!(
+            peer.last_event(),
+            Some(&Event::Failure {
+                error: ConnectionError::HandshakeTimeout(Duration::from_secs(10))
+            })
+        );
+    }
+    assert!(pair.server.conn.is_closed() && pair.client.conn.is_closed());
+}
+
+#[test]
+fn undecided_server_times_out_too() {
+    let mut pair = Pair::default_configs();
+    pair.decision = Decision::Ignore;
+    pair.run_for(Duration::from_secs(9));
+    assert_eq!(pair.server.conn.state(), State::AwaitingDecision);
+    pair.run_for(Duration::from_secs(2));
+    assert_eq!(pair.elapsed(), Duration::from_secs(11));
+    let want = Event::Failure {
+        error: ConnectionError::HandshakeTimeout(Duration::from_secs(10)),
+    };
+    assert_eq!(pair.server.last_event(), Some(&want));
+    // The client learns it from the server's close frame or its own timer, both at 10 s.
+    assert!(matches!(
+        pair.client.last_event(),
+        Some(Event::Failure { .. })
+    ));
+}
+
+#[test]
+fn rejection_is_closed_locally_and_a_failure_remotely() {
+    let mut pair = Pair::default_configs();
+    pair.decision = Decision::Reject(CloseCode::REJECTED, "bad credentials");
+    pair.run_for(Duration::from_secs(1));
+    assert_eq!(
+        pair.server.last_event(),
+        Some(&Event::Closed {
+            code: CloseCode::REJECTED,
+            reason: "bad credentials".into(),
+            initiator: Initiator::Local
+        })
+    );
+    let Some(Event::Failure { error }) = pair.client.last_event() else {
+        panic!("{:?}", pair.client.events)
+    };
+    assert_eq!(
+        error,
+        &ConnectionError::PeerClosed {
+            code: CloseCode::REJECTED,
+            reason: "bad credentials".into()
+        }
+    );
+    assert_eq!(error.initiator(), Initiator::Peer);
+    assert!(pair.client.conn.resume_ticket().is_none());
+}
+
+#[test]
+fn no_common_version_closes_with_4001() {
+    let mut s = server();
+    s.handle_message(hello(vec![7, 9], b""), std::time::Instant::now());
+    let (code, event) = closed_with(&mut s);
+    assert_eq!(code, CloseCode::UNSUPPORTED_VERSION);
+    assert_eq!(
+        event,
+        Event::Failure {
+            error: ConnectionError::UnsupportedVersion { peer: vec![7, 9] }
+        }
+    );
+
+    // [1, 2, 4] and [3, 2, 1] settle on the highest in common, whatever the order.
+    let c2 = Config::builder().versions(&[1, 2, 4]).build().unwrap();
+    let s2 = Config::builder().versions(&[3, 2, 1]).build().unwrap();
+    let mut pair = Pair::new(c2, s2, 1);
+    pair.handshake();
+    assert_eq!(pair.server.conn.version(), Some(2));
+    assert_eq!(pair.client.conn.version(), Some(2));
+}
+
+#[test]
+fn client_refuses_a_version_it_did_not_offer() {
+    let now = std::time::Instant::now();
+    let c = Config::builder().versions(&[1]).build().unwrap();
+    let s = Config::builder().versions(&[1, 2]).build().unwrap();
+    let mut client = Connection::client(Arc::new(c), Bytes::new(), None, now).unwrap();
+    let mut server = Connection::server(Arc::new(s), now);
+    // A faulty server: hand it a HELLO claiming version 2.
+    server.handle_message(hello(vec![2], b""), now);
+    let Some(Event::HelloReceived(_)) = server.poll_event() else {
+        panic!()
+    };
+    server
+        .accept(
+            tether_proto::connection::Admission::fresh(&mut |b: &mut [u8]| b.fill(3)),
+            now,
+        )
+        .unwrap();
+    let welcome = server.poll_transmit().unwrap();
+    let _hello = client.poll_transmit();
+    client.handle_message(welcome, now);
+    let (code, _) = closed_with(&mut client);
+    assert_eq!(code, CloseCode::UNSUPPORTED_VERSION);
+}
+
+#[test]
+fn wrong_frames_for_the_state_are_protocol_errors() {
+    let now = std::time::Instant::now();
+    // Server waiting for HELLO gets an ACK.
+    let mut s = server();
+    s.handle_message(encode(&Frame::Ack), now);
+    let (code, event) = closed_with(&mut s);
+    assert_eq!(code, CloseCode::PROTOCOL_ERROR);
+    assert!(matches!(
+        event,
+        Event::Failure {
+            error: ConnectionError::UnexpectedFrame {
+                state: State::AwaitingHello,
+                ..
+            }
+        }
+    ));
+
+    // Server waiting for the embedder gets a PING frame.
+    let mut s = server();
+    s.handle_message(hello(vec![1], b""), now);
+    s.handle_message(encode(&Frame::Ping(tether_proto::Ping(Bytes::new()))), now);
+    let (code, _) = closed_with(&mut s);
+    assert_eq!(code, CloseCode::PROTOCOL_ERROR);
+    assert_eq!(
+        s.accept(
+            tether_proto::connection::Admission::fresh(&mut |b: &mut [u8]| b.fill(1)),
+            now
+        )
+        .unwrap_err()
+        .state,
+        State::Closed
+    );
+
+    // Client waiting for WELCOME gets a HELLO.
+    let mut c = Connection::client(Arc::new(Config::default()), Bytes::new(), None, now).unwrap();
+    c.handle_message(hello(vec![1], b""), now);
+    let (code, _) = closed_with(&mut c);
+    assert_eq!(code, CloseCode::PROTOCOL_ERROR);
+
+    // An established server gets a second HELLO.
+    let mut pair = Pair::default_configs();
+    pair.handshake();
+    pair.server
+        .conn
+        .handle_message(hello(vec![1], b""), pair.now);
+    let (code, _) = closed_with(&mut pair.server.conn);
+    assert_eq!(code, CloseCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn text_messages_close_with_1003_in_every_state() {
+    let now = std::time::Instant::now();
+    let mut s = server();
+    s.handle_message(WsMessage::Text(Bytes::from_static(b"{}")), now);
+    let (code, event) = closed_with(&mut s);
+    assert_eq!(code, CloseCode::UNSUPPORTED_DATA);
+    assert_eq!(
+        event,
+        Event::Failure {
+            error: ConnectionError::TextMessage
+        }
+    );
+
+    let mut pair = Pair::default_configs();
+    pair.handshake();
+    pair.client
+        .conn
+        .handle_message(WsMessage::Text(Bytes::new()), pair.now);
+    let (code, _) = closed_with(&mut pair.client.conn);
+    assert_eq!(code, CloseCode::UNSUPPORTED_DATA);
+}
+
+#[test]
+fn bad_or_oversize_metadata_closes_with_4004() {
+    let now = std::time::Instant::now();
+    let mut s = server();
+    s.handle_message(hello(vec![1], b"{not json"), now);
+    let (code, event) = closed_with(&mut s);
+    assert_eq!(code, CloseCode::INVALID_METADATA);
+    assert!(matches!(
+        event,
+        Event::Failure {
+            error: ConnectionError::InvalidFrame(_)
+        }
+    ));
+
+    let small = Limits {
+        max_metadata_size: 8,
+        ..Limits::default()
+    };
+    let mut s = Connection::server(
+        Arc::new(Config::builder().limits(small).build().unwrap()),
+        now,
+    );
+    s.handle_message(hello(vec![1], b"\"123456789\""), now);
+    assert_eq!(closed_with(&mut s).0, CloseCode::INVALID_METADATA);
+
+    // A client refuses to send what a server would refuse.
+    let c = Arc::new(Config::default());
+    assert!(Connection::client(c.clone(), Bytes::from_static(b"{x"), None, now).is_err());
+    assert!(Connection::client(c, Bytes::from(vec![b' '; 9000]), None, now).is_err());
+}
+
+#[test]
+fn garbage_and_oversize_messages_close_never_panic() {
+    let now = std::time::Instant::now();
+    for bytes in [
+        &b""[..],
+        b"\x01",
+        b"\xff\0\0\0\0\0\0\0",
+        b"\x01\0\0\0\0\0\0\0\x00",
+    ] {
+        let mut s = server();
+        s.handle_message(WsMessage::Binary(Bytes::copy_from_slice(bytes)), now);
+        assert_eq!(
+            closed_with(&mut s).0,
+            CloseCode::PROTOCOL_ERROR,
+            "{bytes:?}"
+        );
+    }
+    let mut s = server();
+    s.handle_message(WsMessage::Binary(Bytes::from(vec![5u8; 70_000])), now);
+    assert_eq!(closed_with(&mut s).0, CloseCode::MESSAGE_TOO_BIG);
+}
+
+#[test]
+fn peer_close_during_handshake_is_reported() {
+    let now = std::time::Instant::now();
+    let mut s = server();
+    s.handle_message(WsMessage::Close(None), now);
+    assert_eq!(
+        s.poll_event(),
+        Some(Event::Closed {
+            code: CloseCode::from_u(1005),
+            reason: String::new(),
+            initiator: Initiator::Peer
+        })
+    );
+    assert_eq!(
+        s.poll_transmit(),
+        None,
+        "the WebSocket library answers close frames"
+    );
+    // Input after the end is ignored.
+    s.handle_message(hello(vec![1], b""), now);
+    s.handle_timeout(now + Duration::from_secs(60));
+    assert_eq!(
+        (s.poll_event(), s.poll_transmit(), s.poll_timeout()),
+        (None, None, None)
+    );
+}
+
+#[test]
+fn local_close_is_orderly_and_idempotent() {
+    let mut pair = Pair::default_configs();
+    pair.handshake();
+    let now = pair.now;
+    pair.client.conn.close(CloseCode::NORMAL, "bye", now);
+    pair.client.conn.close(CloseCode::GOING_AWAY, "again", now);
+    pair.drive();
+    assert_eq!(
+        pair.client.last_event(),
+        Some(&Event::Closed {
+            code: CloseCode::NORMAL,
+            reason: "bye".into(),
+            initiator: Initiator::Local
+        })
+    );
+    assert_eq!(
+        pair.server.last_event(),
+        Some(&Event::Closed {
+            code: CloseCode::NORMAL,
+            reason: "bye".into(),
+            initiator: Initiator::Peer
+        })
+    );
+    assert_eq!(pair.client.count(|e| matches!(e, Event::Closed { .. })), 1);
+}
+
+#[test]
+fn stream_frames_pass_through_once_established() {
+    let mut pair = Pair::default_configs();
+    let frame = Frame::Data(tether_proto::Data {
+        stream_id: tether_proto::StreamId::new(1),
+        end_stream: true,
+        payload: Bytes::from_static(b"hi"),
+    });
+    assert!(
+        pair.client.conn.send_frame(&frame).is_err(),
+        "not before the handshake"
+    );
+    pair.handshake();
+    pair.client.conn.send_frame(&frame).unwrap();
+    assert!(pair.client.conn.send_frame(&Frame::Ack).is_err());
+    pair.drive();
+    assert_eq!(pair.server.last_event(), Some(&Event::Frame(frame)));
+    // A stream-level decode error resets the stream and keeps the connection.
+    let bad = Bytes::from_static(b"\x07\0\0\0\0\0\0\x03\0\0\0\0"); // WINDOW_UPDATE +0 on stream 3
+    pair.server
+        .conn
+        .handle_message(WsMessage::Binary(bad), pair.now);
+    assert!(pair.server.conn.is_established());
+    let Some(WsMessage::Binary(reset)) = pair.server.conn.poll_transmit() else {
+        panic!()
+    };
+    assert!(
+        matches!(Frame::decode(reset, &Limits::default()), Ok(Frame::Reset(r)) if r.stream_id.value() == 3)
+    );
+}
+
+#[test]
+fn server_application_may_set_the_heartbeat_per_connection() {
+    let mut pair = Pair::default_configs();
+    pair.heartbeat_override = Some((Duration::from_secs(2), Duration::from_secs(5)));
+    pair.handshake();
+    let want = Some((Duration::from_secs(2), Duration::from_secs(5)));
+    assert_eq!(pair.client.conn.heartbeat(), want);
+    assert_eq!(pair.server.conn.heartbeat(), want);
+
+    // A zero interval turns it off on both sides: no probes, no deadline, no death.
+    let mut pair = Pair::default_configs();
+    pair.heartbeat_override = Some((Duration::ZERO, Duration::from_secs(5)));
+    pair.handshake();
+    assert_eq!(pair.client.conn.heartbeat(), None);
+    assert_eq!(pair.server.conn.poll_timeout(), None);
+    pair.run_for(Duration::from_secs(3600));
+    assert!(pair.client.conn.is_established() && pair.server.conn.is_established());
+    assert_eq!(
+        pair.client
+            .count(|e| matches!(e, Event::PingReceived { .. })),
+        0
+    );
+}
+
+#[test]
+fn spurious_timeouts_do_nothing() {
+    let mut pair = Pair::default_configs();
+    pair.to_server.latency = Duration::from_millis(3);
+    pair.handshake();
+    for peer in [&mut pair.client, &mut pair.server] {
+        let deadline = peer.conn.poll_timeout().unwrap();
+        for early in [
+            Duration::ZERO,
+            Duration::from_millis(1),
+            Duration::from_secs(9),
+        ] {
+            peer.conn.handle_timeout(pair.now + early);
+            peer.conn.handle_timeout(pair.now + early);
+            assert_eq!(peer.conn.poll_transmit(), None);
+            assert_eq!(peer.conn.poll_event(), None);
+            assert_eq!(peer.conn.poll_timeout(), Some(deadline));
+        }
+    }
+    // Before the handshake too.
+    let now = std::time::Instant::now();
+    let mut s = Connection::server(Arc::new(Config::default()), now);
+    s.handle_timeout(now + Duration::from_millis(9_999));
+    assert_eq!((s.poll_transmit(), s.poll_event()), (None, None));
+    assert_eq!(s.state(), State::AwaitingHello);
+}

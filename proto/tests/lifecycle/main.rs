@@ -1,0 +1,7 @@
+//! Two-peer tests of the connection lifecycle in virtual time (spec/protocol.md §7-§9).
+
+mod handshake;
+mod heartbeat;
+mod pair;
+mod resume;
+mod vectors;
