@@ -47,7 +47,7 @@
 //!     ..BackoffConfig::default()
 //! };
 //! let mut backoff = Backoff::new(config);
-//! let mut rng = || 0u64; // any `FnMut() -> u64` is a random source
+//! let mut rng = |buf: &mut [u8]| buf.fill(0); // any `FnMut(&mut [u8])` is a random source
 //! let now = Instant::now(); // the caller reads the clock, never the machine
 //! assert_eq!(backoff.next_delay(now, &mut rng), Some(Duration::from_millis(500)));
 //! assert_eq!(backoff.next_delay(now, &mut rng), Some(Duration::from_millis(750)));
@@ -55,18 +55,42 @@
 
 use std::time::{Duration, Instant};
 
-/// A source of uniformly distributed 64-bit values, supplied by the caller.
-///
-/// Implemented for every `FnMut() -> u64`, so a closure over the caller's RNG will do. `proto`
-/// never reaches for a global RNG.
-pub trait RandomSource {
-    /// Returns the next uniformly distributed value.
-    fn next_u64(&mut self) -> u64;
+use crate::{CloseCode, RandomSource};
+
+/// Whether a client should reconnect after a connection ended with a close code
+/// (spec/protocol.md §6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryPolicy {
+    /// Reconnect with the usual backoff.
+    Retry,
+    /// Reconnect, but only after the longest delay (the server asked to slow down).
+    RetrySlowly,
+    /// Do not reconnect: the peer meant it, or retrying would fail the same way.
+    Fatal,
 }
 
-impl<F: FnMut() -> u64> RandomSource for F {
-    fn next_u64(&mut self) -> u64 {
-        self()
+impl RetryPolicy {
+    /// The policy for a connection that ended with `code` (`None`: the transport was lost
+    /// without a close frame, which is retried). Codes the table does not name, including
+    /// the application range, are retried.
+    pub fn for_close_code(code: Option<CloseCode>) -> Self {
+        let Some(code) = code else {
+            return RetryPolicy::Retry;
+        };
+        match code {
+            CloseCode::ENHANCE_YOUR_CALM => RetryPolicy::RetrySlowly,
+            CloseCode::NORMAL
+            | CloseCode::UNSUPPORTED_DATA
+            | CloseCode::MESSAGE_TOO_BIG
+            | CloseCode::PROTOCOL_ERROR
+            | CloseCode::UNSUPPORTED_VERSION
+            | CloseCode::REJECTED
+            | CloseCode::INVALID_METADATA
+            | CloseCode::FLOW_CONTROL_ERROR
+            | CloseCode::SESSION_REPLACED => RetryPolicy::Fatal,
+            _ => RetryPolicy::Retry,
+        }
     }
 }
 
@@ -235,6 +259,36 @@ fn unit(rng: &mut impl RandomSource) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_policy_follows_the_spec_table() {
+        use super::RetryPolicy::*;
+        let p = |c: Option<CloseCode>| RetryPolicy::for_close_code(c);
+        assert_eq!(p(None), Retry, "a lost transport is retried");
+        for c in [
+            CloseCode::GOING_AWAY,
+            CloseCode::HANDSHAKE_TIMEOUT,
+            CloseCode::HEARTBEAT_TIMEOUT,
+            CloseCode::INTERNAL_ERROR,
+        ] {
+            assert_eq!(p(Some(c)), Retry, "{c}");
+        }
+        for c in [
+            CloseCode::NORMAL,
+            CloseCode::REJECTED,
+            CloseCode::UNSUPPORTED_VERSION,
+            CloseCode::SESSION_REPLACED,
+            CloseCode::PROTOCOL_ERROR,
+        ] {
+            assert_eq!(p(Some(c)), Fatal, "{c}");
+        }
+        assert_eq!(p(Some(CloseCode::ENHANCE_YOUR_CALM)), RetrySlowly);
+        assert_eq!(
+            p(Some(CloseCode::from_u(4600))),
+            Retry,
+            "application codes are retried"
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 
@@ -246,13 +300,16 @@ mod tests {
     }
 
     /// SplitMix64, a fixed-seed source for tests.
-    fn seeded(mut state: u64) -> impl FnMut() -> u64 {
-        move || {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+    fn seeded(mut state: u64) -> impl FnMut(&mut [u8]) {
+        move |buf: &mut [u8]| {
+            for chunk in buf.chunks_mut(8) {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                let z = z ^ (z >> 31);
+                chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+            }
         }
     }
 
@@ -260,7 +317,7 @@ mod tests {
     fn sequence_without_jitter_grows_then_caps() {
         let mut b = Backoff::new(no_jitter());
         let now = Instant::now();
-        let mut rng = || 0;
+        let mut rng = |b: &mut [u8]| b.fill(0);
         let got: Vec<u128> = (0..12)
             .map(|_| b.next_delay(now, &mut rng).unwrap().as_millis())
             .collect();
@@ -278,11 +335,11 @@ mod tests {
             ..no_jitter()
         });
         let now = Instant::now();
-        assert!(b.next_delay(now, &mut || 0).is_some());
-        assert!(b.next_delay(now, &mut || 0).is_some());
-        assert_eq!(b.next_delay(now, &mut || 0), None);
+        assert!(b.next_delay(now, &mut |b: &mut [u8]| b.fill(0)).is_some());
+        assert!(b.next_delay(now, &mut |b: &mut [u8]| b.fill(0)).is_some());
+        assert_eq!(b.next_delay(now, &mut |b: &mut [u8]| b.fill(0)), None);
         b.reset();
-        assert!(b.next_delay(now, &mut || 0).is_some());
+        assert!(b.next_delay(now, &mut |b: &mut [u8]| b.fill(0)).is_some());
     }
 
     #[test]
@@ -293,25 +350,25 @@ mod tests {
         });
         let t0 = Instant::now();
         assert_eq!(
-            b.next_delay(t0, &mut || 0),
+            b.next_delay(t0, &mut |b: &mut [u8]| b.fill(0)),
             Some(Duration::from_millis(500))
         );
         let t1 = t0 + Duration::from_millis(500);
         assert_eq!(
-            b.next_delay(t1, &mut || 0),
+            b.next_delay(t1, &mut |b: &mut [u8]| b.fill(0)),
             Some(Duration::from_millis(750))
         );
         // 1.25 s elapsed + 1.125 s > 2 s.
         let t2 = t1 + Duration::from_millis(750);
-        assert_eq!(b.next_delay(t2, &mut || 0), None);
+        assert_eq!(b.next_delay(t2, &mut |b: &mut [u8]| b.fill(0)), None);
     }
 
     #[test]
     fn stable_connection_resets_short_one_does_not() {
         let mut b = Backoff::new(no_jitter());
         let t0 = Instant::now();
-        b.next_delay(t0, &mut || 0);
-        b.next_delay(t0, &mut || 0);
+        b.next_delay(t0, &mut |b: &mut [u8]| b.fill(0));
+        b.next_delay(t0, &mut |b: &mut [u8]| b.fill(0));
         b.handle_connected(t0);
         b.handle_disconnected(t0 + Duration::from_secs(1));
         assert_eq!(b.attempt(), 2, "a short connection keeps the sequence");
@@ -319,7 +376,7 @@ mod tests {
         b.handle_disconnected(t0 + Duration::from_secs(10));
         assert_eq!(b.attempt(), 0, "a stable connection resets it");
         assert_eq!(
-            b.next_delay(t0, &mut || 0),
+            b.next_delay(t0, &mut |b: &mut [u8]| b.fill(0)),
             Some(Duration::from_millis(500))
         );
     }
@@ -347,7 +404,7 @@ mod tests {
             let mut rng = seeded(seed);
             let now = Instant::now();
             for _ in 0..attempts {
-                let base = plain.next_delay(now, &mut || 0).unwrap().as_secs_f64();
+                let base = plain.next_delay(now, &mut |b: &mut [u8]| b.fill(0)).unwrap().as_secs_f64();
                 let d = b.next_delay(now, &mut rng).unwrap().as_secs_f64();
                 prop_assert!(d <= config.max_delay.as_secs_f64());
                 let (low, high) = if full { (0.0, base) } else { (base * (1.0 - r), base * (1.0 + r)) };

@@ -41,6 +41,7 @@ pub mod demo;
 pub mod frame;
 pub mod head;
 mod limits;
+mod random;
 pub mod streams;
 
 pub use codes::{CloseCode, ResetCode};
@@ -51,6 +52,7 @@ pub use frame::{
 };
 pub use head::{HeadError, RequestHead, ResponseHead};
 pub use limits::{Limits, LimitsError};
+pub use random::RandomSource;
 
 /// The protocol version this crate speaks (spec/protocol.md §2.2).
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -366,9 +366,11 @@ impl<H: Handler> Runner<H> {
         // Jitter source: SipHash keyed by std's per-process random keys over a counter.
         let keys = RandomState::new();
         let mut counter = 0u64;
-        let mut rng = move || {
-            counter = counter.wrapping_add(1);
-            keys.hash_one(counter)
+        let mut rng = move |buf: &mut [u8]| {
+            for chunk in buf.chunks_mut(8) {
+                counter = counter.wrapping_add(1);
+                chunk.copy_from_slice(&keys.hash_one(counter).to_le_bytes()[..chunk.len()]);
+            }
         };
         loop {
             let next = self.drive(&mut ws, &mut out_rx).await;

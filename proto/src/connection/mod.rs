@@ -87,16 +87,14 @@
 //! # Ok::<(), tether_proto::connection::ConfigError>(())
 //! ```
 
-mod backoff;
 mod config;
 mod event;
 mod heartbeat;
 mod message;
-mod random;
 mod session;
 mod timer;
 
-pub use backoff::{Backoff, BackoffConfig, GiveUpReason, Retry, RetryPolicy};
+pub use crate::RandomSource;
 pub use config::{
     Carrier, Config, ConfigBuilder, ConfigError, PongResponder, HEARTBEAT_SEQ_LEN,
     MAX_HEARTBEAT_APP_DATA,
@@ -104,7 +102,6 @@ pub use config::{
 pub use event::{ConnectionError, Event, HelloInfo, Initiator, State, StateError};
 pub use heartbeat::RttStats;
 pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
-pub use random::RandomSource;
 pub use session::{Admission, SessionHandle, SessionStore, StoreError};
 
 use bytes::{Bytes, BytesMut};

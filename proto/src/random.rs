@@ -1,4 +1,7 @@
 //! Where the machines get their randomness: from the caller (spec/protocol.md §7.3).
+//!
+//! One trait for every machine: connection ids and resume tokens (which need a
+//! cryptographically secure source) and reconnect jitter (which does not) alike.
 
 /// A source of random bytes, supplied by the embedder.
 ///
@@ -10,7 +13,7 @@
 /// Any `FnMut(&mut [u8])` is a source:
 ///
 /// ```
-/// use tether_proto::connection::RandomSource;
+/// use tether_proto::RandomSource;
 /// let mut counter = 0u8;
 /// let mut source = |buf: &mut [u8]| {
 ///     for b in buf {
@@ -25,6 +28,13 @@
 pub trait RandomSource {
     /// Fills `buf` with random bytes.
     fn fill(&mut self, buf: &mut [u8]);
+
+    /// A uniformly distributed 64-bit value drawn from [`fill`](Self::fill).
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0; 8];
+        self.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
 }
 
 impl<F: FnMut(&mut [u8])> RandomSource for F {
