@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates handshake.json: scripted handshake exchanges (spec/lifecycle.md §7.8).
+"""Generates handshake.json: scripted handshake exchanges (spec/protocol.md §7.8).
 
 Written from the spec text alone (frame layouts of protocol.md §3.4, settings §3.6, the
 lifecycle rules of §7), independently of the Rust implementation, which loads the file in
@@ -211,7 +211,7 @@ scripts = [
 ]
 
 DESCRIPTION = (
-    "Scripted handshakes against one endpoint (spec/lifecycle.md §7.8). Each script creates a "
+    "Scripted handshakes against one endpoint (spec/protocol.md §7.8). Each script creates a "
     "`role` endpoint at time 0 with `config` (the settings it announces are exactly the config "
     "keys that are settings, plus resume_window_ms = 0 for a server without sessions), and for "
     "a client `metadata` and an optional `resume` (hex id and token). Steps run in order; each "

@@ -21,9 +21,11 @@ use super::FrameError;
 /// means "not sent"; the handshake section says which default then applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Settings {
-    /// 0x01 HEARTBEAT_INTERVAL_MS: how often the sender probes (0 = it does not).
+    /// 0x01 HEARTBEAT_INTERVAL_MS: how often each side probes (0 = no heartbeat); the
+    /// WELCOME's value applies to both sides (spec/protocol.md §7.4).
     pub heartbeat_interval_ms: Option<u32>,
-    /// 0x02 HEARTBEAT_TIMEOUT_MS: silence after which the sender declares the peer dead.
+    /// 0x02 HEARTBEAT_TIMEOUT_MS: silence after which a side declares its peer dead; the
+    /// WELCOME's value applies to both sides (spec/protocol.md §7.4).
     pub heartbeat_timeout_ms: Option<u32>,
     /// 0x03 HEARTBEAT_CARRIER: 0 = WebSocket ping/pong, 1 = PING/PONG frames.
     pub heartbeat_carrier: Option<u32>,

@@ -250,7 +250,7 @@ proptest::proptest! {
         proptest::prop_assert!(pair.client.conn.is_established(), "{:?}", pair.client.last_event());
         proptest::prop_assert!(pair.server.conn.is_established(), "{:?}", pair.server.last_event());
         // RTT samples need the answer before four newer probes replace the probe
-        // (spec/lifecycle.md §8.2: the reference remembers 4).
+        // (spec/protocol.md §8.2: the reference remembers 4).
         if latency * 2 < interval * 4 {
             proptest::prop_assert!(pair.client.conn.rtt().or(pair.server.conn.rtt()).is_some());
         }

@@ -1,4 +1,4 @@
-//! Runs the scripted handshakes of spec/vectors/handshake.json (spec/lifecycle.md §7.8).
+//! Runs the scripted handshakes of spec/vectors/handshake.json (spec/protocol.md §7.8).
 
 use bytes::Bytes;
 use serde_json::Value;
