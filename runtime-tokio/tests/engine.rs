@@ -334,3 +334,48 @@ async fn gives_up_after_max_attempts_and_ends() {
     let err = engine.connection().send(Message::text("late")).unwrap_err();
     assert_eq!(err, tether_tokio::engine::SendError::NotConnected);
 }
+
+#[tokio::test]
+async fn extra_headers_reach_the_server() {
+    use tether_tokio::bindings::{Binding, BindingConfig, BindingServer, Text};
+    use tether_tokio::upgrade::AllowedOrigins;
+    let config = BindingConfig::builder()
+        .allowed_origins(AllowedOrigins::List(vec!["https://app.example".into()]))
+        .build()
+        .unwrap();
+    let server = BindingServer::bind::<Text, _, _>(
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        |mut b: Binding<Text>| async move {
+            let origin = b.request.headers.get("origin").cloned();
+            let _ = b.sender.send(format!("{origin:?}")).await;
+            while b.receiver.recv().await.is_some() {}
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut wrong = EngineConfig::new(url.clone());
+    wrong
+        .headers
+        .insert("origin", "https://evil.example".parse().unwrap());
+    match Engine::start(wrong, Recorder(tx)).await {
+        Err(EngineError::Connect(WsError::Http(resp))) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut right = EngineConfig::new(url);
+    right
+        .headers
+        .insert("origin", "https://app.example".parse().unwrap());
+    let engine = Engine::start(right, Recorder(tx)).await.unwrap();
+    assert_eq!(next(&mut rx).await, Event::Open { restarting: false });
+    assert_eq!(
+        next(&mut rx).await,
+        Event::Message(r#"Some("https://app.example")"#.into())
+    );
+    engine.stop(GUARD).await.unwrap();
+}
