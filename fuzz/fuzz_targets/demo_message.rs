@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
             answers += 1;
             assert!(answers <= 2, "at most an answer and a heartbeat");
             let value: serde_json::Value = serde_json::from_str(&answer).expect("answer is JSON");
-            assert!(value.get("type").and_then(|t| t.as_str()).is_some(), "{answer}");
+            assert!(
+                value.get("type").and_then(|t| t.as_str()).is_some(),
+                "{answer}"
+            );
             DemoMessage::from_json(answer.as_bytes()).expect("answer is a schema message");
         }
         if expect_answer {

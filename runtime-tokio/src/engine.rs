@@ -52,6 +52,7 @@ use tether_proto::backoff::{Backoff, BackoffConfig};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 pub use tokio_tungstenite::tungstenite::Error as WsError;
@@ -176,6 +177,8 @@ pub enum SendError {
 pub struct EngineConfig {
     /// `ws://` URL to dial (`wss://` needs a TLS feature of tokio-tungstenite, not enabled).
     pub url: String,
+    /// Extra headers of the upgrade request (authorization, origin, sub-protocols...).
+    pub headers: http::HeaderMap,
     /// Dial + handshake + `on_open` of one attempt (default 10 s).
     pub open_timeout: Duration,
     /// One burst of writes (default 10 s); a timeout restarts the connection.
@@ -196,6 +199,7 @@ impl EngineConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            headers: http::HeaderMap::new(),
             open_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             backoff: BackoffConfig::default(),
@@ -325,8 +329,15 @@ async fn open<H: Handler>(
     restarting: bool,
 ) -> Result<(Ws, mpsc::Receiver<Message>), EngineError> {
     let ws_config = crate::upgrade::ws_config(config.max_message_size);
-    let dial =
-        tokio_tungstenite::connect_async_with_config(config.url.as_str(), Some(ws_config), true);
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(EngineError::Connect)?;
+    for (name, value) in &config.headers {
+        request.headers_mut().append(name, value.clone());
+    }
+    let dial = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
     let mut ws = match tokio::time::timeout(config.open_timeout, dial).await {
         Err(_) => return Err(EngineError::OpenTimeout(config.open_timeout)),
         Ok(Err(e)) => return Err(EngineError::Connect(e)),
@@ -431,6 +442,9 @@ impl<H: Handler> Runner<H> {
 
     /// Runs one open connection until it ends; calls `on_close` exactly once.
     async fn drive(&mut self, ws: &mut Ws, out_rx: &mut mpsc::Receiver<Message>) -> Next {
+        // The Connection handle holds the sender while the connection is up, so the queue only
+        // closes after this function; the flag keeps a closed queue from spinning the loop.
+        let mut outbound_open = true;
         loop {
             tokio::select! {
                 message = ws.next() => match message {
@@ -470,8 +484,11 @@ impl<H: Handler> Runner<H> {
                         return Next::Restart;
                     }
                 },
-                out = out_rx.recv() => {
-                    let Some(first) = out else { continue };
+                out = out_rx.recv(), if outbound_open => {
+                    let Some(first) = out else {
+                        outbound_open = false;
+                        continue;
+                    };
                     let burst = async {
                         ws.feed(first).await?;
                         while let Ok(more) = out_rx.try_recv() {

@@ -343,3 +343,23 @@ async fn shutdown_closes_bindings_with_1001() {
     server.shutdown(GUARD).await.unwrap();
     assert_eq!(client.await.unwrap(), (1001, "server shutdown".into()));
 }
+
+#[tokio::test]
+async fn write_timeout_drops_a_client_that_does_not_read() {
+    let config = BindingConfig::builder()
+        .write_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let (server, mut outcomes) = serve::<Text, _, _>(config, |b: Binding<Text>| async move {
+        // Flood until the socket buffers are full and a write times out.
+        let chunk = "x".repeat(60 * 1024);
+        while b.sender.send(chunk.clone()).await.is_ok() {}
+    })
+    .await;
+    let not_reading = connect(&server).await;
+    assert_eq!(
+        outcome(&mut outcomes).await,
+        Disconnect::Error(BindingError::WriteTimeout(Duration::from_millis(300)))
+    );
+    drop(not_reading);
+}

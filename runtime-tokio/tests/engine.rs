@@ -36,7 +36,7 @@ enum Event {
     },
 }
 
-/// Records every callback; exits on the text "exit".
+/// Records every callback; exits on a message containing "exit", restarts on "restart".
 struct Recorder(mpsc::UnboundedSender<Event>);
 
 impl Handler for Recorder {
@@ -49,13 +49,15 @@ impl Handler for Recorder {
             .into_text()
             .map(|t| t.to_string())
             .unwrap_or_default();
-        let exit = text.contains("\"exit\"");
-        let _ = self.0.send(Event::Message(text));
-        if exit {
+        let control = if text.contains("\"exit\"") {
             Control::Exit
+        } else if text.contains("restart") {
+            Control::Restart
         } else {
             Control::Continue
-        }
+        };
+        let _ = self.0.send(Event::Message(text));
+        control
     }
     fn on_read_error(&mut self, _: &Connection, _: &WsError) -> Control {
         let _ = self.0.send(Event::ReadError);
@@ -333,4 +335,114 @@ async fn gives_up_after_max_attempts_and_ends() {
     tokio::time::timeout(GUARD, engine.closed()).await.unwrap();
     let err = engine.connection().send(Message::text("late")).unwrap_err();
     assert_eq!(err, tether_tokio::engine::SendError::NotConnected);
+}
+
+#[tokio::test]
+async fn extra_headers_reach_the_server() {
+    use tether_tokio::bindings::{Binding, BindingConfig, BindingServer, Text};
+    use tether_tokio::upgrade::AllowedOrigins;
+    let config = BindingConfig::builder()
+        .allowed_origins(AllowedOrigins::List(vec!["https://app.example".into()]))
+        .build()
+        .unwrap();
+    let server = BindingServer::bind::<Text, _, _>(
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        |mut b: Binding<Text>| async move {
+            let origin = b.request.headers.get("origin").cloned();
+            let _ = b.sender.send(format!("{origin:?}")).await;
+            while b.receiver.recv().await.is_some() {}
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut wrong = EngineConfig::new(url.clone());
+    wrong
+        .headers
+        .insert("origin", "https://evil.example".parse().unwrap());
+    match Engine::start(wrong, Recorder(tx)).await {
+        Err(EngineError::Connect(WsError::Http(resp))) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut right = EngineConfig::new(url);
+    right
+        .headers
+        .insert("origin", "https://app.example".parse().unwrap());
+    let engine = Engine::start(right, Recorder(tx)).await.unwrap();
+    assert_eq!(next(&mut rx).await, Event::Open { restarting: false });
+    assert_eq!(
+        next(&mut rx).await,
+        Event::Message(r#"Some("https://app.example")"#.into())
+    );
+    engine.stop(GUARD).await.unwrap();
+}
+
+#[tokio::test]
+async fn handler_restart_reconnects_with_restarting_true() {
+    let server = demo("127.0.0.1:0").await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let config = EngineConfig {
+        backoff: fast_backoff(),
+        ..EngineConfig::new(format!("ws://{}/", server.local_addr()))
+    };
+    let engine = Engine::start(config, Recorder(tx)).await.unwrap();
+    assert_eq!(next(&mut rx).await, Event::Open { restarting: false });
+    engine
+        .connection()
+        .send_text(r#"{"type":"echo_request","echo":"please restart"}"#)
+        .unwrap();
+    assert!(matches!(next(&mut rx).await, Event::Message(m) if m.contains("please restart")));
+    assert_eq!(
+        next(&mut rx).await,
+        Event::Close {
+            initiator: Initiator::Client,
+            code: None
+        }
+    );
+    assert_eq!(
+        next_lifecycle(&mut rx).await,
+        Event::Open { restarting: true }
+    );
+    engine.stop(GUARD).await.unwrap();
+    server.shutdown(GUARD).await.unwrap();
+}
+
+#[tokio::test]
+async fn pending_request_fails_fast_when_the_connection_drops() {
+    // A server that reads one message and then drops the TCP connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let (s, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+        let _ = ws.next().await;
+        drop(ws);
+        // Refuse reconnections quietly: keep the listener closed.
+        drop(listener);
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let config = EngineConfig {
+        backoff: fast_backoff(),
+        ..EngineConfig::new(format!("ws://{addr}/"))
+    };
+    let client = RequestClient::start(config, Recorder(tx)).await.unwrap();
+    assert_eq!(next(&mut rx).await, Event::Open { restarting: false });
+    let started = std::time::Instant::now();
+    let err = client
+        .request(&json!({"type": "never answered"}), GUARD)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RequestError::Disconnected), "{err:?}");
+    assert!(started.elapsed() < GUARD / 2, "failed fast, not by timeout");
+    assert!(matches!(
+        next_lifecycle(&mut rx).await,
+        Event::ReadError | Event::Close { .. }
+    ));
+    client.stop(GUARD).await.unwrap();
 }

@@ -281,3 +281,74 @@ proptest! {
         }
     }
 }
+
+#[derive(Debug, Clone)]
+enum Op {
+    Subscribe,
+    Unsubscribe,
+    Echo,
+    Advance(u64),
+    Timeout,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        Just(Op::Subscribe),
+        Just(Op::Unsubscribe),
+        Just(Op::Echo),
+        (0u64..12_000).prop_map(Op::Advance),
+        Just(Op::Timeout),
+    ]
+}
+
+proptest! {
+    /// The session against a one-flag model with a virtual clock: answers, heartbeats only while
+    /// subscribed, the timer set exactly while subscribed, never more than one interval ahead.
+    #[test]
+    fn session_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(5);
+        let mut m = DemoSession::new(DemoConfig { heartbeat_interval: interval }, t0, SystemTime::UNIX_EPOCH);
+        let mut now = t0;
+        let mut subscribed = false;
+        for op in ops {
+            let out: Vec<Value> = {
+                match op {
+                    Op::Subscribe => m.handle_message(br#"{"type":"subscribe_request","topic":"heartbeat"}"#, now),
+                    Op::Unsubscribe => m.handle_message(br#"{"type":"unsubscribe_request","topic":"heartbeat"}"#, now),
+                    Op::Echo => m.handle_message(br#"{"type":"echo_request","echo":"e"}"#, now),
+                    Op::Advance(ms) => now += Duration::from_millis(ms),
+                    Op::Timeout => m.handle_timeout(now),
+                }
+                std::iter::from_fn(|| m.poll_message())
+                    .map(|s| serde_json::from_str(&s).unwrap())
+                    .collect()
+            };
+            let heartbeats = out.iter().filter(|v| v["type"] == "heartbeat").count();
+            match op {
+                Op::Subscribe => {
+                    let ok = out[0]["status"] == "OK";
+                    prop_assert_eq!(ok, !subscribed);
+                    prop_assert_eq!(heartbeats, usize::from(ok));
+                    subscribed = true;
+                }
+                Op::Unsubscribe => {
+                    prop_assert_eq!(out[0]["status"] == "OK", subscribed);
+                    prop_assert_eq!(heartbeats, 0);
+                    subscribed = false;
+                }
+                Op::Echo => prop_assert_eq!(&out[0]["data"]["echo"], "e"),
+                Op::Advance(_) => prop_assert!(out.is_empty()),
+                Op::Timeout => {
+                    prop_assert!(heartbeats <= 1);
+                    prop_assert!(subscribed || heartbeats == 0);
+                    if let Some(next) = m.poll_timeout() {
+                        prop_assert!(next > now && next <= now + interval);
+                    }
+                }
+            }
+            prop_assert_eq!(m.poll_timeout().is_some(), subscribed);
+            prop_assert_eq!(m.is_subscribed(), subscribed);
+        }
+    }
+}
