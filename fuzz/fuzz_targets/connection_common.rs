@@ -171,13 +171,22 @@ impl Harness {
                 None
             }
             Op::SendData(stream, payload) => {
-                let frame = Frame::Data(tether_proto::Data {
-                    stream_id: tether_proto::StreamId::new(stream | 1),
-                    end_stream: false,
-                    payload: Bytes::from(payload),
-                });
-                let ok = self.conn.send_frame(&frame).is_ok();
-                assert_eq!(ok, self.conn.is_established());
+                // Through the stream layer: open a request (or answer/continue one).
+                let established = self.conn.is_established();
+                match self.conn.streams() {
+                    Some(streams) => {
+                        let head = tether_proto::RequestHead::new(
+                            http::Method::POST,
+                            http::Uri::from_static("/fuzz"),
+                        );
+                        let id = match streams.open(head, false, None, now) {
+                            Ok(id) => id,
+                            Err(_) => tether_proto::StreamId::new(stream),
+                        };
+                        let _ = streams.send_data(id, Bytes::from(payload), stream & 1 == 0);
+                    }
+                    None => assert!(!established, "an established connection has streams"),
+                }
                 None
             }
             Op::TransportLost => {
