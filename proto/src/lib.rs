@@ -59,3 +59,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 /// The WebSocket subprotocol name negotiated with `Sec-WebSocket-Protocol` (§2).
 pub const SUBPROTOCOL: &str = "tether.v1";
+
+/// The README's Rust examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
