@@ -42,6 +42,7 @@ pub mod frame;
 pub mod head;
 mod limits;
 mod random;
+mod side;
 pub mod streams;
 
 pub use codes::{CloseCode, ResetCode};
@@ -53,6 +54,7 @@ pub use frame::{
 pub use head::{HeadError, RequestHead, ResponseHead};
 pub use limits::{Limits, LimitsError};
 pub use random::RandomSource;
+pub use side::{Initiator, Side};
 
 /// The protocol version this crate speaks (spec/protocol.md §2.2).
 pub const PROTOCOL_VERSION: u16 = 1;

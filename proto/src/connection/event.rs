@@ -6,17 +6,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::Carrier;
+use crate::Initiator;
 use crate::{CloseCode, FrameError, FrameType, Resume, Settings};
-
-/// Which side ended a connection or caused an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Initiator {
-    /// This side: the embedder asked, or the machine detected a fault and closed.
-    Local,
-    /// The other side: it sent a close frame, or its transport went away.
-    Peer,
-}
 
 /// Where a connection is in its lifecycle (spec/protocol.md §7.2, whose state diagram
 /// names these states).

@@ -95,11 +95,12 @@ mod session;
 mod timer;
 
 pub use crate::RandomSource;
+pub use crate::{Initiator, Side};
 pub use config::{
     Carrier, Config, ConfigBuilder, ConfigError, PongResponder, HEARTBEAT_SEQ_LEN,
     MAX_HEARTBEAT_APP_DATA,
 };
-pub use event::{ConnectionError, Event, HelloInfo, Initiator, State, StateError};
+pub use event::{ConnectionError, Event, HelloInfo, State, StateError};
 pub use heartbeat::RttStats;
 pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
 pub use session::{Admission, SessionHandle, SessionStore, StoreError};
@@ -115,16 +116,6 @@ use crate::{CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, Resume, Setti
 use event::{is_orderly, NO_STATUS};
 use heartbeat::Heartbeat;
 use timer::{Timer, TimerTable};
-
-/// Which end of the WebSocket a connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Side {
-    /// Opened the WebSocket; sends HELLO.
-    Client,
-    /// Accepted the WebSocket; answers with WELCOME.
-    Server,
-}
 
 /// What the server remembers between HELLO and ACK.
 #[derive(Debug)]

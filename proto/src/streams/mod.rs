@@ -60,7 +60,7 @@ use crate::{
 /// when the request was sent (spec/protocol.md §10.6).
 pub const TIMEOUT_HEADER: &str = "tether-timeout";
 
-pub use crate::connection::Side;
+pub use crate::{Initiator, Side};
 
 /// Local limits and policies of the stream layer (spec/protocol.md §10.8).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,15 +130,6 @@ impl Default for PeerLimits {
             initial_connection_window: c.initial_connection_window,
         }
     }
-}
-
-/// Who ended a stream or a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Initiator {
-    /// This endpoint.
-    Local,
-    /// The other endpoint.
-    Peer,
 }
 
 /// How a stream ended. Every stream ends exactly once, with a
