@@ -367,6 +367,27 @@ impl Streams {
         }
     }
 
+    /// Whether `id` belongs to a stream that existed at some point (opened by us, or by the
+    /// peer at or below the highest id it used): frames for it may still be in flight
+    /// after it closed (§10.2).
+    fn was_ever_opened(&self, id: StreamId) -> bool {
+        if self.is_local(id) {
+            self.was_opened_locally(id)
+        } else {
+            id.value() <= self.last_peer
+        }
+    }
+
+    /// A frame for a stream that is not open: ignored if the stream existed (§10.2),
+    /// a connection error if it never did (§10.1).
+    fn ignore_if_closed(&self, id: StreamId, what: &'static str) -> Result<(), StreamsError> {
+        if self.was_ever_opened(id) {
+            Ok(())
+        } else {
+            Err(violation(CloseCode::PROTOCOL_ERROR, what))
+        }
+    }
+
     /// Whether a local id was handed out by `open` (so a frame for it is about a stream
     /// that existed).
     fn was_opened_locally(&self, id: StreamId) -> bool {
@@ -574,11 +595,7 @@ impl Streams {
         self.conn_recv_window -= len;
         let max_body = self.config.max_body_size;
         let Some(s) = self.streams.get_mut(&id) else {
-            let seen = if self.is_local(id) {
-                self.was_opened_locally(id)
-            } else {
-                id.value() <= self.last_peer
-            };
+            let seen = self.was_ever_opened(id);
             if !seen {
                 return Err(violation(
                     CloseCode::PROTOCOL_ERROR,
@@ -639,19 +656,7 @@ impl Streams {
         self.count_churn(now)?;
         let id = r.stream_id;
         let Some(s) = self.streams.get(&id) else {
-            let seen = if self.is_local(id) {
-                self.was_opened_locally(id)
-            } else {
-                id.value() <= self.last_peer
-            };
-            return if seen {
-                Ok(())
-            } else {
-                Err(violation(
-                    CloseCode::PROTOCOL_ERROR,
-                    "RESET on a stream that was never opened",
-                ))
-            };
+            return self.ignore_if_closed(id, "RESET on a stream that was never opened");
         };
         let outcome = if r.code == ResetCode::REFUSED_STREAM && self.is_local(id) {
             Outcome::Refused
@@ -682,19 +687,7 @@ impl Streams {
         }
         let id = w.stream_id;
         let Some(s) = self.streams.get_mut(&id) else {
-            let seen = if self.is_local(id) {
-                self.was_opened_locally(id)
-            } else {
-                id.value() <= self.last_peer
-            };
-            return if seen {
-                Ok(())
-            } else {
-                Err(violation(
-                    CloseCode::PROTOCOL_ERROR,
-                    "WINDOW_UPDATE on a stream that was never opened",
-                ))
-            };
+            return self.ignore_if_closed(id, "WINDOW_UPDATE on a stream that was never opened");
         };
         s.send_window += inc;
         if s.send_window > i64::from(MAX_INCREMENT) {
