@@ -8,11 +8,18 @@
 
 mod acceptor;
 pub mod bindings;
+pub mod client;
 mod closing;
 pub mod demo_server;
 pub mod echo_server;
 pub mod engine;
+pub mod events;
+mod link;
 pub mod request;
+pub mod server;
+pub mod tls;
 pub mod upgrade;
 
 pub use acceptor::StopError;
+pub use events::EventStream;
+pub use link::SUBPROTOCOL;
