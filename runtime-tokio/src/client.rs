@@ -51,7 +51,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::events::{EventStream, Publisher, DEFAULT_EVENT_CAPACITY};
+use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_EVENT_CAPACITY};
 use crate::link::{self, Input, Io};
 use crate::server::conn_random as os_random;
 
@@ -212,7 +212,7 @@ enum Command {
 pub struct Client {
     commands: mpsc::Sender<Command>,
     current: watch::Receiver<Option<Uuid>>,
-    events: Publisher<ClientEvent>,
+    events: Subscriber<ClientEvent>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -251,7 +251,7 @@ impl Client {
             Client {
                 commands,
                 current,
-                events,
+                events: events.subscriber(),
                 task: Mutex::new(Some(task)),
             },
             stream,
@@ -263,7 +263,8 @@ impl Client {
         *self.current.borrow()
     }
 
-    /// Another stream of events, from now on.
+    /// Another stream of events, from now on. Every stream ends when the client is done
+    /// (closed, or a fatal close code, or the back-off gave up).
     pub fn events(&self) -> EventStream<ClientEvent> {
         self.events.subscribe()
     }

@@ -79,6 +79,29 @@ impl<T: Clone> Publisher<T> {
     pub(crate) fn subscribe(&self) -> EventStream<T> {
         EventStream::new(self.tx.subscribe())
     }
+
+    /// A handle that can subscribe without keeping the streams open.
+    pub(crate) fn subscriber(&self) -> Subscriber<T> {
+        Subscriber {
+            tx: self.tx.downgrade(),
+        }
+    }
+}
+
+/// Subscribes while the publisher lives; streams end when it is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber<T> {
+    tx: broadcast::WeakSender<T>,
+}
+
+impl<T: Clone> Subscriber<T> {
+    pub(crate) fn subscribe(&self) -> EventStream<T> {
+        match self.tx.upgrade() {
+            Some(tx) => EventStream::new(tx.subscribe()),
+            // The publisher is gone: a stream that ends at once.
+            None => EventStream::new(broadcast::channel(1).1),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod echo_server;
 pub mod engine;
 pub mod events;
 mod link;
+pub mod relay;
 pub mod request;
 pub mod server;
 pub mod tls;
