@@ -239,6 +239,46 @@ async fn half_open_connection_is_detected_by_heartbeat() {
 }
 
 #[tokio::test]
+async fn server_detects_a_client_that_went_silent() {
+    let mut config = server_config();
+    config.connection = heartbeat_config(100, 300);
+    let (server, mut sev) = Server::bind(config).await.unwrap();
+    let relay = Relay::start(server.local_addr()).await.unwrap();
+    let mut cconfig = client_config("");
+    cconfig.reconnect = false;
+    let (client, mut cev) =
+        Client::connect(&format!("ws://{}/", relay.local_addr()), cconfig).unwrap();
+    let id = connected(&mut cev).await;
+    next(&mut sev, "Received", |e| {
+        matches!(e, ServerEvent::Received { .. })
+    })
+    .await;
+    relay.stall_upstream(true);
+    let stalled = Instant::now();
+    let ev = next(&mut sev, "Failure", |e| {
+        matches!(e, ServerEvent::Failure { .. })
+    })
+    .await;
+    let elapsed = stalled.elapsed();
+    let ServerEvent::Failure { id: fid, error } = ev else {
+        unreachable!()
+    };
+    assert_eq!(fid, id);
+    assert!(
+        matches!(error, ConnectionError::HeartbeatTimeout(_)),
+        "{error:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(400 + 600),
+        "detected after {elapsed:?}"
+    );
+    // The failed session stays resumable, but is no longer a live connection.
+    assert!(!server.contains(&id));
+    drop(client);
+    server.shutdown(GUARD).await.unwrap();
+}
+
+#[tokio::test]
 async fn client_reconnects_after_server_restart_on_the_same_port() {
     let (server, _sev) = Server::bind(server_config()).await.unwrap();
     let addr = server.local_addr();

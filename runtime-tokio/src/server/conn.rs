@@ -236,6 +236,8 @@ impl Task<'_> {
                     store.remove(session);
                 }
                 if let Some(id) = self.id {
+                    // Out of the registry before anyone hears of the end.
+                    shared.registry.remove(id, self.serial);
                     shared.events.publish(ServerEvent::Closed {
                         id,
                         code,
@@ -252,6 +254,7 @@ impl Task<'_> {
                     store.detach(session, Instant::now());
                 }
                 if let Some(id) = self.id {
+                    shared.registry.remove(id, self.serial);
                     shared.events.publish(ServerEvent::Failure { id, error });
                 }
             }
