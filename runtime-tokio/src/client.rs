@@ -234,7 +234,7 @@ impl Client {
         let (events, stream) = Publisher::new(config.event_capacity);
         let (commands, rx) = mpsc::channel(4);
         let (current_tx, current) = watch::channel(None);
-        let span = tracing::info_span!("tether_client", url = %url);
+        let span = tracing::info_span!("tether_client", url = %url, id = tracing::field::Empty);
         let task = tokio::spawn(
             Runner {
                 target,

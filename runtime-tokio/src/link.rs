@@ -92,6 +92,7 @@ pub(crate) async fn next_input<S, C>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut commands_open = true;
     loop {
         let deadline = conn.poll_timeout();
         if matches!(deadline, Some(d) if Instant::now() >= d) {
@@ -107,10 +108,10 @@ where
                 None => return Input::TransportLost(None),
             },
             () = sleep_until(deadline), if deadline.is_some() => continue,
-            cmd = commands.recv() => match cmd {
+            cmd = commands.recv(), if commands_open => match cmd {
                 Some(cmd) => return Input::Command(cmd),
                 // Every handle is gone: nobody can ask anything any more; keep serving.
-                None => std::future::pending::<()>().await,
+                None => commands_open = false,
             },
         }
     }

@@ -180,6 +180,39 @@ async fn rejected_hello_is_fatal_for_the_client() {
     server.shutdown(GUARD).await.unwrap();
 }
 
+#[tokio::test]
+async fn a_hook_that_does_not_answer_ends_in_handshake_timeout() {
+    let mut config = server_config();
+    config.connection = Arc::new(
+        Config::builder()
+            .handshake_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    );
+    let hook = |_req: HelloRequest| std::future::pending::<Decision>();
+    let (server, mut sev) = Server::bind_with_hook(config, hook).await.unwrap();
+    let mut cconfig = client_config("");
+    cconfig.reconnect = false;
+    let (_client, mut cev) =
+        Client::connect(&format!("ws://{}/", server.local_addr()), cconfig).unwrap();
+    let ev = next(&mut cev, "Failure", |e| {
+        matches!(e, ClientEvent::Failure { .. })
+    })
+    .await;
+    let ClientEvent::Failure { error, .. } = ev else {
+        unreachable!()
+    };
+    assert_eq!(
+        error.close_code(),
+        Some(CloseCode::HANDSHAKE_TIMEOUT),
+        "{error:?}"
+    );
+    // No id was ever given: the server reports nothing and registers nothing.
+    assert!(sev.try_recv().is_none());
+    assert_eq!(server.connection_count(), 0);
+    server.shutdown(GUARD).await.unwrap();
+}
+
 fn heartbeat_config(interval_ms: u64, timeout_ms: u64) -> Arc<Config> {
     Arc::new(
         Config::builder()
