@@ -52,7 +52,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_EVENT_CAPACITY};
-use crate::link::{self, Input, Io};
+use crate::link::{self, Ending, Input, Io};
 use crate::server::conn_random as os_random;
 
 /// Configuration of a [`Client`].
@@ -399,6 +399,8 @@ struct SessionEnd {
     code: Option<CloseCode>,
     /// The embedder closed: do not reconnect.
     local: bool,
+    /// The connection failed (rather than closed in an orderly way).
+    failed: bool,
 }
 
 struct Runner {
@@ -430,7 +432,11 @@ impl Runner {
                     let code = error.close_code();
                     self.events
                         .publish(ClientEvent::Failure { id: None, error });
-                    SessionEnd { code, local: false }
+                    SessionEnd {
+                        code,
+                        local: false,
+                        failed: true,
+                    }
                 }
                 Err(_) => {
                     tracing::info!("connect timed out");
@@ -441,6 +447,7 @@ impl Runner {
                     SessionEnd {
                         code: None,
                         local: false,
+                        failed: true,
                     }
                 }
             };
@@ -496,6 +503,7 @@ impl Runner {
                 return SessionEnd {
                     code: None,
                     local: true,
+                    failed: true,
                 };
             }
         };
@@ -503,6 +511,7 @@ impl Runner {
         let mut end = SessionEnd {
             code: None,
             local: false,
+            failed: false,
         };
         let mut lost = false;
         let mut input = None;
@@ -543,7 +552,12 @@ impl Runner {
             }
             input = Some(link::next_input(&mut ws, &conn, &mut self.commands).await);
         }
-        link::finish(&mut ws, lost).await;
+        let ending = match (lost, end.failed) {
+            (true, _) => Ending::Lost,
+            (false, true) => Ending::Failed,
+            (false, false) => Ending::Orderly,
+        };
+        link::finish(&mut ws, ending).await;
         if let Some(ticket) = conn.resume_ticket() {
             self.ticket = Some(ticket);
         }
@@ -610,6 +624,8 @@ impl Runner {
             Event::Failure { error } => {
                 tracing::info!(%error, "failed");
                 end.code = error.close_code();
+                // A peer that sent a close frame is alive: let tungstenite echo it.
+                end.failed = error.initiator() == Initiator::Local;
                 self.events.publish(ClientEvent::Failure {
                     id: *id,
                     error: error.into(),

@@ -157,13 +157,28 @@ where
     }
 }
 
-/// Ends the WebSocket after the machine closed: waits (bounded) for the peer's answer to
-/// our close frame, or lets tungstenite send its echo of the peer's.
-pub(crate) async fn finish<S>(ws: &mut WebSocketStream<S>, lost: bool)
+/// How a connection's transport ended, for [`finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// An orderly close, or the peer's close frame: complete the closing handshake
+    /// (bounded).
+    Orderly,
+    /// This side detected a failure (heartbeat timeout, bad frame): its close frame is
+    /// flushed, and a peer presumed dead or broken is not waited for.
+    Failed,
+    /// The socket is gone.
+    Lost,
+}
+
+/// Ends the WebSocket after the machine closed. After an orderly close it waits (at most
+/// [`closing::CLOSE_TIMEOUT`]) for the peer's answer to our close frame, or lets
+/// tungstenite send its echo of the peer's; after a failure it drops the socket at once,
+/// so a client reconnects without waiting on a dead peer.
+pub(crate) async fn finish<S>(ws: &mut WebSocketStream<S>, ending: Ending)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if !lost {
+    if ending == Ending::Orderly {
         closing::close_reply(ws).await;
     }
 }

@@ -268,6 +268,7 @@ async fn half_open_connection_is_detected_by_heartbeat() {
     })
     .await;
     drop(client);
+    relay.cut();
     server.shutdown(GUARD).await.unwrap();
 }
 
@@ -308,6 +309,7 @@ async fn server_detects_a_client_that_went_silent() {
     // The failed session stays resumable, but is no longer a live connection.
     assert!(!server.contains(&id));
     drop(client);
+    relay.cut();
     server.shutdown(GUARD).await.unwrap();
 }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::registry::Command;
 use super::{Decision, HelloHook, HelloRequest, ServerEvent, Shared};
 use crate::acceptor::{Command as Broadcast, LiveGuard};
-use crate::link::{self, Input};
+use crate::link::{self, Ending, Input};
 use crate::upgrade::{self, RequestInfo, ServerStream};
 
 /// Fills `buf` from the operating system's CSPRNG (connection ids and resume tokens).
@@ -77,6 +77,7 @@ struct Task<'a> {
     commands: mpsc::Sender<Command>,
     session: Option<SessionHandle>,
     id: Option<Uuid>,
+    failed: bool,
 }
 
 async fn run(
@@ -95,6 +96,7 @@ async fn run(
         commands: tx,
         session: None,
         id: None,
+        failed: false,
     };
     let mut lost = false;
     let mut broadcast_open = true;
@@ -151,7 +153,12 @@ async fn run(
             break;
         }
     }
-    link::finish(&mut ws, lost).await;
+    let ending = match (lost, task.failed) {
+        (true, _) => Ending::Lost,
+        (false, true) => Ending::Failed,
+        (false, false) => Ending::Orderly,
+    };
+    link::finish(&mut ws, ending).await;
     if let Some(id) = task.id {
         shared.registry.remove(id, task.serial);
     }
@@ -248,6 +255,8 @@ impl Task<'_> {
             }
             Event::Failure { error } => {
                 tracing::info!(%error, "failed");
+                // A peer that sent a close frame is alive: let tungstenite echo it.
+                self.failed = error.initiator() == tether_proto::connection::Initiator::Local;
                 if let Some(session) = self.session {
                     let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
                     store.handle_timeout(Instant::now());
