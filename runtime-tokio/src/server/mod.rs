@@ -165,6 +165,25 @@ where
     }
 }
 
+/// A [`HelloHook`] from a synchronous check.
+///
+/// ```
+/// use tether_proto::CloseCode;
+/// use tether_tokio::server::{sync_hook, Decision};
+///
+/// let hook = sync_hook(|req| match req.hello.metadata_json()["token"].as_str() {
+///     Some("secret") => Decision::Accept,
+///     _ => Decision::reject(CloseCode::REJECTED, "bad token"),
+/// });
+/// # let _ = hook;
+/// ```
+pub fn sync_hook<F>(check: F) -> impl HelloHook
+where
+    F: Fn(&HelloRequest) -> Decision + Send + Sync + 'static,
+{
+    move |request: HelloRequest| std::future::ready(check(&request))
+}
+
 /// What happens to the server's connections. Only connections that completed the
 /// handshake have events; failed upgrades and handshakes are traced at `debug`.
 #[derive(Debug, Clone)]
