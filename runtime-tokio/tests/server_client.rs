@@ -522,3 +522,89 @@ async fn a_server_that_does_not_speak_tether_v1_is_refused() {
         .is_none());
     server.shutdown(GUARD).await.unwrap();
 }
+
+/// A hand-driven client machine over tungstenite, to present a chosen resume ticket.
+async fn raw_client(
+    addr: std::net::SocketAddr,
+    resume: Option<tether_proto::Resume>,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tether_proto::Connection,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "tether.v1".parse().unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    let config = Arc::new(Config::default());
+    let mut conn =
+        tether_proto::Connection::client(config, bytes::Bytes::new(), resume, Instant::now())
+            .unwrap();
+    tokio::time::timeout(GUARD, async {
+        while !conn.is_established() {
+            while let Some(tether_proto::WsMessage::Binary(b)) = conn.poll_transmit() {
+                ws.send(Message::Binary(b)).await.unwrap();
+            }
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    conn.handle_message(tether_proto::WsMessage::Binary(b), Instant::now())
+                }
+                Some(Ok(_)) => {}
+                other => panic!("handshake: {other:?}"),
+            }
+            while let Some(tether_proto::WsMessage::Binary(b)) = conn.poll_transmit() {
+                ws.send(Message::Binary(b)).await.unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    (ws, conn)
+}
+
+#[tokio::test]
+async fn resuming_a_live_session_replaces_the_old_connection() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (server, mut sev) = Server::bind(server_config()).await.unwrap();
+    let (mut old_ws, old) = raw_client(server.local_addr(), None).await;
+    let id = old.connection_id().unwrap();
+    next(&mut sev, "Received", |e| {
+        matches!(e, ServerEvent::Received { .. })
+    })
+    .await;
+    let ticket = old.resume_ticket().expect("resumable");
+
+    let (new_ws, new) = raw_client(server.local_addr(), Some(ticket)).await;
+    assert_eq!(new.connection_id(), Some(id));
+    next(
+        &mut sev,
+        "Resumed",
+        |e| matches!(e, ServerEvent::Resumed { id: r, .. } if *r == id),
+    )
+    .await;
+    // The old transport is closed with SESSION_REPLACED.
+    let close = tokio::time::timeout(GUARD, async {
+        loop {
+            match old_ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap()
+    .expect("a close frame");
+    assert_eq!(u16::from(close.code), CloseCode::SESSION_REPLACED.value());
+    // The registry names the new transport: the id is still live.
+    assert_eq!(server.ids(), vec![id]);
+    drop((old_ws, new_ws));
+    server.shutdown(GUARD).await.unwrap();
+}
