@@ -605,6 +605,23 @@ async fn resuming_a_live_session_replaces_the_old_connection() {
     assert_eq!(u16::from(close.code), CloseCode::SESSION_REPLACED.value());
     // The registry names the new transport: the id is still live.
     assert_eq!(server.ids(), vec![id]);
-    drop((old_ws, new_ws));
+    // The stale transport's end is not reported; the live one's is.
+    drop(old_ws);
+    let mut new_ws = new_ws;
+    let _ = new_ws
+        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        }))
+        .await;
+    let ev = next(&mut sev, "Closed", |e| {
+        matches!(e, ServerEvent::Closed { .. } | ServerEvent::Failure { .. })
+    })
+    .await;
+    assert!(
+        matches!(ev, ServerEvent::Closed { id: c, code: CloseCode::NORMAL, .. } if c == id),
+        "{ev:?}"
+    );
+    drop(new_ws);
     server.shutdown(GUARD).await.unwrap();
 }

@@ -242,9 +242,7 @@ impl Task<'_> {
                     let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
                     store.remove(session);
                 }
-                if let Some(id) = self.id {
-                    // Out of the registry before anyone hears of the end.
-                    shared.registry.remove(id, self.serial);
+                if let Some(id) = self.live_id() {
                     shared.events.publish(ServerEvent::Closed {
                         id,
                         code,
@@ -262,12 +260,25 @@ impl Task<'_> {
                     store.handle_timeout(Instant::now());
                     store.detach(session, Instant::now());
                 }
-                if let Some(id) = self.id {
-                    shared.registry.remove(id, self.serial);
+                if let Some(id) = self.live_id() {
                     shared.events.publish(ServerEvent::Failure { id, error });
                 }
             }
             other => tracing::debug!(event = ?other, "unhandled event"),
+        }
+    }
+
+    /// At the end: takes the connection out of the registry (before anyone hears of the
+    /// end) and returns its id, or `None` when there is nothing to report: no handshake, or
+    /// the session already resumed on a newer transport (its consumer saw `Resumed`; a
+    /// `Closed` for the stale transport would read as the session's end).
+    fn live_id(&self) -> Option<Uuid> {
+        let id = self.id?;
+        if self.shared.registry.remove(id, self.serial) {
+            Some(id)
+        } else {
+            tracing::debug!("stale transport of a resumed session ended");
+            None
         }
     }
 

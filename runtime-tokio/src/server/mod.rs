@@ -185,7 +185,10 @@ where
 }
 
 /// What happens to the server's connections. Only connections that completed the
-/// handshake have events; failed upgrades and handshakes are traced at `debug`.
+/// handshake have events; failed upgrades and handshakes are traced at `debug`. When a
+/// session resumes on a new transport while the old one is still open (the server had not
+/// noticed the drop), the old one is closed with SESSION_REPLACED (4009) and its end is
+/// *not* reported: the session lives on, as the `Resumed` event said.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ServerEvent {

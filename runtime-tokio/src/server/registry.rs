@@ -63,11 +63,15 @@ impl Registry {
         self.lock().insert(id, entry).map(|old| old.commands)
     }
 
-    /// Removes `id` if task `serial` still holds it.
-    pub(crate) fn remove(&self, id: Uuid, serial: u64) {
+    /// Removes `id` if task `serial` still holds it; false when another task (a resume)
+    /// took the id over.
+    pub(crate) fn remove(&self, id: Uuid, serial: u64) -> bool {
         let mut map = self.lock();
         if map.get(&id).is_some_and(|e| e.serial == serial) {
             map.remove(&id);
+            true
+        } else {
+            false
         }
     }
 
