@@ -2,7 +2,8 @@
 //! handshake with an accept/reject hook, heartbeat, session resume, a registry of live
 //! connections and a bounded event stream.
 //!
-//! Each accepted socket gets one task that owns its [`Connection`] machine and loops:
+//! Each accepted socket gets one task that owns its
+//! [`Connection`](tether_proto::connection::Connection) machine and loops:
 //! wait for a message, the machine's deadline or a command → hand it to the machine →
 //! drain its events (asking the [`HelloHook`] when a HELLO arrives) → feed every queued
 //! message to the socket and flush once. The runtime holds no protocol rule.
