@@ -90,6 +90,7 @@ impl DemoServer {
             origins: AllowedOrigins::Any,
             handshake_timeout: config.handshake_timeout,
             ws_config: upgrade::ws_config(config.max_message_size),
+            subprotocol: None,
         });
         let running = Running::spawn(listener, move |stream, peer, commands, live| {
             serve(stream, peer, config.clone(), policy.clone(), commands, live)

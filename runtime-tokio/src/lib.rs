@@ -3,16 +3,47 @@
 //! The tokio + tungstenite runtime for [Tether](https://docs.rs/tether-proto): it drives the
 //! sans-IO machines of `tether-proto` over real sockets. One task per connection owns the
 //! machine; this crate holds no protocol rule of its own.
+//!
+//! A [`server::Server`] and a [`client::Client`] on loopback (this example runs):
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use tether_tokio::client::{Client, ClientConfig, ClientEvent};
+//! use tether_tokio::server::{Server, ServerConfig, ServerEvent};
+//!
+//! let (server, mut server_events) = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?)).await?;
+//! let url = format!("ws://{}/", server.local_addr());
+//! let (client, mut events) = Client::connect(&url, ClientConfig::new(r#"{"user":"ada"}"#))?;
+//!
+//! let Some(ClientEvent::Connected { id, handshake }) = events.recv().await else { panic!() };
+//! assert!(handshake.heartbeat.is_some());
+//! let Some(ServerEvent::Received { id: seen, .. }) = server_events.recv().await else { panic!() };
+//! assert_eq!(seen, id);
+//! assert_eq!(server.find(|meta| meta["user"] == "ada"), vec![id]);
+//!
+//! client.close().await;
+//! server.shutdown(std::time::Duration::from_secs(5)).await?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 mod acceptor;
 pub mod bindings;
+pub mod client;
 mod closing;
 pub mod demo_server;
 pub mod echo_server;
 pub mod engine;
+pub mod events;
+mod link;
+pub mod relay;
 pub mod request;
+pub mod server;
+pub mod tls;
 pub mod upgrade;
 
 pub use acceptor::StopError;
+pub use events::EventStream;
+pub use link::SUBPROTOCOL;

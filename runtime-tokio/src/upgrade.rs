@@ -15,7 +15,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -93,6 +93,8 @@ pub(crate) struct AcceptPolicy {
     pub(crate) origins: AllowedOrigins,
     pub(crate) handshake_timeout: Duration,
     pub(crate) ws_config: WebSocketConfig,
+    /// The subprotocol to select; a request that does not offer it gets 400.
+    pub(crate) subprotocol: Option<&'static str>,
 }
 
 /// A WebSocket config sized for many connections: small read/write buffers (they grow with a
@@ -109,19 +111,23 @@ pub(crate) fn ws_config(max_message_size: usize) -> WebSocketConfig {
 type Pending = Arc<Mutex<Option<(OnUpgrade, RequestInfo)>>>;
 
 /// Runs the HTTP/1 handshake on `stream` and returns the WebSocket, or the reason it failed.
-pub(crate) async fn accept(
-    stream: TcpStream,
+pub(crate) async fn accept<S>(
+    stream: S,
     peer: SocketAddr,
     policy: &AcceptPolicy,
-) -> Result<(ServerStream, RequestInfo), AcceptError> {
+) -> Result<(ServerStream, RequestInfo), AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let pending: Pending = Arc::new(Mutex::new(None));
     let rejected: Arc<Mutex<Option<StatusCode>>> = Arc::new(Mutex::new(None));
     let service = {
         let pending = pending.clone();
         let rejected = rejected.clone();
         let origins = policy.origins.clone();
+        let subprotocol = policy.subprotocol;
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let response = match check(&req, &origins) {
+            let response = match check(&req, &origins, subprotocol) {
                 Ok(accept_key) => {
                     let info = RequestInfo {
                         peer,
@@ -132,7 +138,7 @@ pub(crate) async fn accept(
                     if let Ok(mut slot) = pending.lock() {
                         *slot = Some((on_upgrade, info));
                     }
-                    switching(accept_key)
+                    switching(accept_key, subprotocol)
                 }
                 Err((status, body)) => {
                     if let Ok(mut slot) = rejected.lock() {
@@ -180,6 +186,7 @@ pub(crate) async fn accept(
 fn check(
     req: &Request<Incoming>,
     origins: &AllowedOrigins,
+    subprotocol: Option<&'static str>,
 ) -> Result<String, (StatusCode, &'static str)> {
     let headers = req.headers();
     if req.method() != Method::GET {
@@ -214,13 +221,22 @@ fn check(
             "only WebSocket version 13 is supported\n",
         ));
     }
+    if let Some(protocol) = subprotocol {
+        // spec/protocol.md §2.1: a Tether client offers the subprotocol.
+        if !has_token(header::SEC_WEBSOCKET_PROTOCOL, protocol) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "this endpoint speaks the tether.v1 WebSocket subprotocol\n",
+            ));
+        }
+    }
     match headers.get(header::SEC_WEBSOCKET_KEY) {
         Some(key) if !key.is_empty() => Ok(derive_accept_key(key.as_bytes())),
         _ => Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n")),
     }
 }
 
-fn switching(accept_key: String) -> Response<Full<Bytes>> {
+fn switching(accept_key: String, subprotocol: Option<&'static str>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -228,6 +244,12 @@ fn switching(accept_key: String) -> Response<Full<Bytes>> {
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(v) = HeaderValue::from_str(&accept_key) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(protocol) = subprotocol {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
     }
     response
 }

@@ -18,6 +18,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The end-to-end demo: a Tether server and client on loopback, in one process.
+    ///
+    /// Shows the handshake (connection id, negotiated heartbeat and limits), a few heartbeat
+    /// round-trip times, then cuts the client's TCP connection (through an in-process relay)
+    /// and shows the client resume the same session, closes cleanly and prints a summary.
+    /// Takes about two seconds; exits 0 on success.
+    Demo(cmd::demo::Args),
+    /// Run a Tether server.
+    ///
+    /// Prints one line per connection event: `received <id> <metadata>`, `resumed <id>`,
+    /// `closed <id> <code> <reason>`, `failure <id> <reason>`. Every path accepts Tether
+    /// connections (subprotocol tether.v1); a disallowed Origin gets 403, a non-GET 405, a
+    /// plain HTTP request 400. SIGINT or SIGTERM closes every client with 1001 and exits 0.
+    Server(cmd::server::Args),
+    /// Connect to a Tether server and stay connected.
+    ///
+    /// Prints its events: `connected <id>`, `reconnecting attempt=N delay=D`, `resumed <id>`,
+    /// `closed <id> <code> <reason>`, `failure <id> <reason>`. Reconnects with jittered
+    /// back-off and resumes its session; a fatal close code (such as 4003, rejected) ends it
+    /// with exit code 1. SIGINT or SIGTERM closes with 1000 and exits 0.
+    Client(cmd::client::Args),
     /// Serve the demo WebSocket schema (wire-compatible with the Go demowsserver).
     ///
     /// Every path accepts WebSocket connections that speak plain JSON text messages: echo_request,
@@ -49,6 +70,9 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
         Some(command) => match command {
+            Command::Demo(args) => cmd::demo::run(args),
+            Command::Server(args) => cmd::server::run(args),
+            Command::Client(args) => cmd::client::run(args),
             Command::DemoServer(args) => cmd::demo_server::run(args),
             Command::DemoClient(args) => cmd::demo_client::run(args),
             Command::EchoServer(args) => cmd::echo_server::run(args),

@@ -201,6 +201,7 @@ impl BindingServer {
             origins: config.allowed_origins.clone(),
             handshake_timeout: config.handshake_timeout,
             ws_config: upgrade::ws_config(config.max_message_size),
+            subprotocol: None,
         });
         let config = Arc::new(config);
         let handler = Arc::new(handler);

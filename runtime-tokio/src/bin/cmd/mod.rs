@@ -1,6 +1,10 @@
 //! The subcommands of `tether`, one module each.
 
+pub(crate) mod client;
 mod common;
+pub(crate) mod demo;
 pub(crate) mod demo_client;
 pub(crate) mod demo_server;
 pub(crate) mod echo_server;
+mod lifecycle;
+pub(crate) mod server;

@@ -1,0 +1,98 @@
+//! `tether client`.
+
+use std::process::ExitCode;
+
+use tether_tokio::client::{Client, ClientConfig, ClientEvent};
+
+use super::common::{runtime, shutdown_signal};
+use super::lifecycle::{client_line, Timing};
+
+/// Arguments of `tether client` (documented on the subcommand).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Server URL, ws://HOST:PORT/PATH or wss://….
+    url: String,
+    /// Metadata sent in the HELLO: one JSON value.
+    #[arg(long, default_value = "null")]
+    metadata: String,
+    #[command(flatten)]
+    timing: Timing,
+    /// PEM file of the CA certificate(s) to trust for wss://.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Print every heartbeat round-trip time.
+    #[arg(long)]
+    print_rtt: bool,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&args.metadata) {
+        eprintln!("error: --metadata is not JSON: {e}");
+        return ExitCode::from(2);
+    }
+    let mut config = ClientConfig::new(args.metadata.clone());
+    match args.timing.config() {
+        Ok(c) => config.connection = c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(ca) = &args.tls_ca {
+        match tether_tokio::tls::roots_from_pem_file(ca).and_then(tether_tokio::tls::client_config)
+        {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let (client, mut events) = match Client::connect(&args.url, config) {
+            Ok(ok) => ok,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        let mut failed = false;
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => {
+                        print(&event, args.print_rtt);
+                        failed = matches!(event, ClientEvent::Failure { .. });
+                    }
+                    // The client ended by itself: a fatal close code or back-off exhausted.
+                    None if failed => return ExitCode::FAILURE,
+                    None => return ExitCode::SUCCESS,
+                },
+                () = &mut signal => {
+                    client.close().await;
+                    while let Some(event) = events.recv().await {
+                        print(&event, false);
+                    }
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+    })
+}
+
+fn print(event: &ClientEvent, print_rtt: bool) {
+    match (client_line(event), event) {
+        (Some(line), _) => println!("{line}"),
+        (None, ClientEvent::Rtt { rtt, .. }) if print_rtt => println!("rtt {rtt:?}"),
+        _ => {}
+    }
+}

@@ -1,0 +1,95 @@
+//! `tether server`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tether_tokio::server::{Server, ServerConfig};
+use tether_tokio::upgrade::AllowedOrigins;
+
+use super::common::{parse_duration, runtime, shutdown_signal};
+use super::lifecycle::{server_line, Timing};
+
+/// Arguments of `tether server` (documented on the subcommand).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to listen on; every path accepts Tether connections.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    timing: Timing,
+    /// How long a dropped connection's session can be resumed (0s turns resume off).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    resume_window: Duration,
+    /// An Origin allowed to connect (repeatable); without any, every origin is allowed.
+    /// Others get HTTP 403.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+    /// TLS certificate chain (PEM); with --tls-key, serves wss://.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// How long shutdown waits for clients to finish their closing handshake.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let connection = match args.timing.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = ServerConfig::new(args.listen);
+    config.connection = connection;
+    config.resume_window = args.resume_window;
+    if !args.allowed_origins.is_empty() {
+        config.allowed_origins = AllowedOrigins::List(args.allowed_origins.clone());
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match tether_tokio::tls::server_config_from_pem_files(cert, key) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let (server, mut events) = match Server::bind(config).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("listening {scheme}://{}/", server.local_addr());
+        let printer = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                println!("{}", server_line(&event));
+            }
+        });
+        shutdown_signal().await;
+        let clients = server.connection_count();
+        let result = server.shutdown(args.shutdown_timeout).await;
+        // Let the printer show the last `closed` lines.
+        let _ = tokio::time::timeout(Duration::from_millis(200), printer).await;
+        match result {
+            Ok(()) => println!("shut down ({clients} connection(s) closed with 1001)"),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,637 @@
+//! A Tether client over real sockets: dials `ws://` or `wss://`, runs the handshake and
+//! heartbeat, and reconnects with back-off, resuming its session, until closed.
+//!
+//! One task owns the [`Connection`] machine of the current transport and loops like the
+//! server's (see [`crate::server`]). When a connection ends, the close code decides
+//! ([`RetryPolicy::for_close_code`]): a fatal one (a rejected HELLO, 4003; a normal close,
+//! 1000; …) ends the client, anything else waits for the next [`Backoff`] delay and dials
+//! again, presenting the resume ticket of the last session. The [`Client`] handle stays
+//! valid across reconnects.
+//!
+//! Stream frames are logged at `debug` and dropped until the stream layer (issue 4) is
+//! wired in.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tether_tokio::client::{Client, ClientConfig, ClientEvent};
+//!
+//! let config = ClientConfig::new(r#"{"device":"sensor-7"}"#);
+//! let (client, mut events) = Client::connect("ws://127.0.0.1:9000/", config)?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         ClientEvent::Connected { id, .. } => {
+//!             println!("connected {id}");
+//!             break;
+//!         }
+//!         ClientEvent::Reconnecting { attempt, delay } => println!("retry {attempt} in {delay:?}"),
+//!         other => println!("{other:?}"),
+//!     }
+//! }
+//! client.close().await;
+//! # Ok(()) }
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use tether_proto::backoff::{Backoff, BackoffConfig, RetryPolicy};
+use tether_proto::connection::{
+    Config, ConfigError, Connection, ConnectionError, Event, Initiator,
+};
+use tether_proto::Resume;
+use tether_proto::{CloseCode, Settings};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_EVENT_CAPACITY};
+use crate::link::{self, Ending, Input, Io};
+use crate::server::conn_random as os_random;
+
+/// Configuration of a [`Client`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Metadata sent in every HELLO: one JSON value, or empty.
+    pub metadata: Bytes,
+    /// Connection settings: handshake timeout, proposed heartbeat, limits.
+    pub connection: Arc<Config>,
+    /// Reconnect delays (default [`BackoffConfig::default`]).
+    pub backoff: BackoffConfig,
+    /// Reconnect when a connection ends with a retryable code (default true).
+    pub reconnect: bool,
+    /// TLS for `wss://` URLs (see [`crate::tls::client_config`]); required for them.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Time for TCP connect, TLS and the HTTP upgrade of one attempt (default 10 s).
+    pub connect_timeout: Duration,
+    /// Time one burst of writes may take before the transport counts as lost (10 s).
+    pub write_timeout: Duration,
+    /// Events an [`EventStream`] holds for a slow consumer (default 1024).
+    pub event_capacity: usize,
+}
+
+impl ClientConfig {
+    /// Defaults, with `metadata` (a JSON text, or empty).
+    pub fn new(metadata: impl Into<Bytes>) -> Self {
+        Self {
+            metadata: metadata.into(),
+            connection: Arc::new(Config::default()),
+            backoff: BackoffConfig::default(),
+            reconnect: true,
+            tls: None,
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: link::WRITE_TIMEOUT,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+        }
+    }
+}
+
+/// What the handshake settled, reported with [`ClientEvent::Connected`] and
+/// [`ClientEvent::Resumed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Handshake {
+    /// The protocol version spoken.
+    pub version: Option<u16>,
+    /// The heartbeat in force, `(interval, timeout)`.
+    pub heartbeat: Option<(Duration, Duration)>,
+    /// How long the server keeps the session resumable after a drop.
+    pub resume_window: Duration,
+    /// The settings the server announced in WELCOME.
+    pub server_settings: Settings,
+}
+
+/// What happens to a [`Client`]. After a `Closed` or `Failure`, either a `Reconnecting`
+/// follows or the client is done (the stream then ends).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A new session is established.
+    Connected {
+        /// The connection id.
+        id: Uuid,
+        /// The negotiated values.
+        handshake: Handshake,
+    },
+    /// The previous session was resumed on a new transport: same id.
+    Resumed {
+        /// The connection id.
+        id: Uuid,
+        /// The negotiated values.
+        handshake: Handshake,
+    },
+    /// A heartbeat round trip completed.
+    Rtt {
+        /// The sample.
+        rtt: Duration,
+        /// The smoothed RTT after it.
+        smoothed: Option<Duration>,
+    },
+    /// The next attempt is in `delay`.
+    Reconnecting {
+        /// Attempt number since the last stable connection, from 1.
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+    },
+    /// The connection ended in an orderly way.
+    Closed {
+        /// The connection id, when the handshake had completed.
+        id: Option<Uuid>,
+        /// The close code.
+        code: CloseCode,
+        /// The close reason.
+        reason: String,
+        /// Who closed.
+        initiator: Initiator,
+    },
+    /// A connection attempt or a connection failed.
+    Failure {
+        /// The connection id, when the handshake had completed.
+        id: Option<Uuid>,
+        /// What went wrong.
+        error: ClientError,
+    },
+}
+
+/// Why a client could not connect or stay connected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not a `ws://` or `wss://` URL with a host.
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
+    /// A `wss://` URL without [`ClientConfig::tls`], or a TLS failure.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The configuration or metadata is unusable.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// TCP connect or the WebSocket upgrade failed.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// The server did not select the `tether.v1` subprotocol (closed with 1002).
+    #[error("server did not select the tether.v1 subprotocol")]
+    Subprotocol,
+    /// TCP connect, TLS and upgrade did not complete in time.
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The connection failed (the machine's verdict, with its close code).
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The back-off's limits were reached.
+    #[error("gave up reconnecting")]
+    GaveUp,
+}
+
+impl ClientError {
+    /// The close code behind the error, when there is one.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            ClientError::Connection(e) => e.close_code(),
+            ClientError::Subprotocol => Some(CloseCode::WEBSOCKET_PROTOCOL_ERROR),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Command {
+    Close(CloseCode, String),
+}
+
+/// A connected (or reconnecting) client; see the [module docs](self).
+#[derive(Debug)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    current: watch::Receiver<Option<Uuid>>,
+    events: Subscriber<ClientEvent>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Client {
+    /// Starts connecting to `url` (`ws://` or `wss://`) and returns at once with the
+    /// handle and the event stream. Must be called inside a tokio runtime.
+    pub fn connect(
+        url: &str,
+        config: ClientConfig,
+    ) -> Result<(Client, EventStream<ClientEvent>), ClientError> {
+        let target = Target::parse(url, &config)?;
+        // Checks the metadata now rather than on every attempt.
+        Connection::client(
+            config.connection.clone(),
+            config.metadata.clone(),
+            None,
+            Instant::now(),
+        )?;
+        let (events, stream) = Publisher::new(config.event_capacity);
+        let (commands, rx) = mpsc::channel(4);
+        let (current_tx, current) = watch::channel(None);
+        let span = tracing::info_span!("tether_client", url = %url, id = tracing::field::Empty);
+        let task = tokio::spawn(
+            Runner {
+                target,
+                config,
+                events: events.clone(),
+                commands: rx,
+                current: current_tx,
+                ticket: None,
+            }
+            .run()
+            .instrument(span),
+        );
+        Ok((
+            Client {
+                commands,
+                current,
+                events: events.subscriber(),
+                task: Mutex::new(Some(task)),
+            },
+            stream,
+        ))
+    }
+
+    /// The id of the established connection, `None` while (re)connecting or after the end.
+    pub fn connection_id(&self) -> Option<Uuid> {
+        *self.current.borrow()
+    }
+
+    /// Another stream of events, from now on. Every stream ends when the client is done
+    /// (closed, or a fatal close code, or the back-off gave up).
+    pub fn events(&self) -> EventStream<ClientEvent> {
+        self.events.subscribe()
+    }
+
+    /// Closes with 1000 and stops reconnecting; waits (at most a few seconds) for the
+    /// closing handshake.
+    pub async fn close(&self) {
+        self.close_with(CloseCode::NORMAL, "client closed").await;
+    }
+
+    /// Closes with `code` and `reason` and stops reconnecting.
+    pub async fn close_with(&self, code: CloseCode, reason: &str) {
+        let _ = self
+            .commands
+            .send(Command::Close(code, reason.to_owned()))
+            .await;
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut task) = task {
+            let limit = crate::closing::CLOSE_TIMEOUT + Duration::from_secs(1);
+            if tokio::time::timeout(limit, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// Where to dial.
+#[derive(Clone)]
+struct Target {
+    request: Request,
+    host: String,
+    port: u16,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+}
+
+impl Target {
+    fn parse(url: &str, config: &ClientConfig) -> Result<Self, ClientError> {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ClientError::InvalidUrl(format!("{url}: {e}")))?;
+        request.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(link::SUBPROTOCOL),
+        );
+        let uri = request.uri().clone();
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => {
+                return Err(ClientError::InvalidUrl(format!(
+                    "{url}: expected ws:// or wss://"
+                )))
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::InvalidUrl(format!("{url}: no host")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tls = if secure {
+            let tls = config
+                .tls
+                .clone()
+                .ok_or_else(|| ClientError::Tls("wss:// needs ClientConfig::tls".into()))?;
+            let name = rustls_pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| ClientError::Tls(format!("server name {host}: {e}")))?;
+            Some((tokio_rustls::TlsConnector::from(tls), name))
+        } else {
+            None
+        };
+        Ok(Target {
+            request,
+            host,
+            port,
+            tls,
+        })
+    }
+
+    async fn dial(
+        &self,
+        config: &ClientConfig,
+    ) -> Result<WebSocketStream<Box<dyn Io>>, ClientError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| ClientError::Connect(format!("{}:{}: {e}", self.host, self.port)))?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match &self.tls {
+            Some((connector, name)) => Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| ClientError::Tls(e.to_string()))?,
+            ),
+            None => Box::new(tcp),
+        };
+        let ws_config = link::ws_config(&config.connection);
+        let (mut ws, response) =
+            tokio_tungstenite::client_async_with_config(self.request.clone(), io, Some(ws_config))
+                .await
+                .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let selected = response.headers().get(SEC_WEBSOCKET_PROTOCOL);
+        if selected.map(HeaderValue::as_bytes) != Some(link::SUBPROTOCOL.as_bytes()) {
+            // spec/protocol.md §2.1
+            let _ = ws
+                .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                    code: 1002.into(),
+                    reason: "tether.v1 not selected".into(),
+                }))
+                .await;
+            return Err(ClientError::Subprotocol);
+        }
+        Ok(ws)
+    }
+}
+
+/// How one session ended.
+struct SessionEnd {
+    /// The close code that decides about reconnecting (`None`: transport lost).
+    code: Option<CloseCode>,
+    /// The embedder closed: do not reconnect.
+    local: bool,
+    /// The connection failed (rather than closed in an orderly way).
+    failed: bool,
+}
+
+struct Runner {
+    target: Target,
+    config: ClientConfig,
+    events: Publisher<ClientEvent>,
+    commands: mpsc::Receiver<Command>,
+    current: watch::Sender<Option<Uuid>>,
+    ticket: Option<Resume>,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        let mut backoff = Backoff::new(self.config.backoff.clone());
+        loop {
+            tracing::debug!(resume = self.ticket.is_some(), "dialing");
+            let timeout = self.config.connect_timeout;
+            let dialed = tokio::select! {
+                dialed = tokio::time::timeout(timeout, self.target.dial(&self.config)) => dialed,
+                cmd = self.commands.recv() => {
+                    tracing::info!(?cmd, "closed while connecting");
+                    return;
+                }
+            };
+            let end = match dialed {
+                Ok(Ok(ws)) => self.session(ws, &mut backoff).await,
+                Ok(Err(error)) => {
+                    tracing::info!(%error, "connect failed");
+                    let code = error.close_code();
+                    self.events
+                        .publish(ClientEvent::Failure { id: None, error });
+                    SessionEnd {
+                        code,
+                        local: false,
+                        failed: true,
+                    }
+                }
+                Err(_) => {
+                    tracing::info!("connect timed out");
+                    self.events.publish(ClientEvent::Failure {
+                        id: None,
+                        error: ClientError::ConnectTimeout(timeout),
+                    });
+                    SessionEnd {
+                        code: None,
+                        local: false,
+                        failed: true,
+                    }
+                }
+            };
+            if end.local || !self.config.reconnect {
+                return;
+            }
+            let policy = RetryPolicy::for_close_code(end.code);
+            if policy == RetryPolicy::Fatal {
+                tracing::info!(code = ?end.code, "fatal close code: not reconnecting");
+                return;
+            }
+            let Some(mut delay) = backoff.next_delay(Instant::now(), &mut os_random) else {
+                tracing::info!("back-off exhausted: giving up");
+                self.events.publish(ClientEvent::Failure {
+                    id: None,
+                    error: ClientError::GaveUp,
+                });
+                return;
+            };
+            if policy == RetryPolicy::RetrySlowly {
+                delay = backoff.config().max_delay;
+            }
+            let attempt = backoff.attempt();
+            tracing::info!(attempt, ?delay, "reconnecting");
+            self.events
+                .publish(ClientEvent::Reconnecting { attempt, delay });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = self.commands.recv() => return,
+            }
+        }
+    }
+
+    async fn session(
+        &mut self,
+        mut ws: WebSocketStream<Box<dyn Io>>,
+        backoff: &mut Backoff,
+    ) -> SessionEnd {
+        let now = Instant::now();
+        let mut conn = match Connection::client(
+            self.config.connection.clone(),
+            self.config.metadata.clone(),
+            self.ticket,
+            now,
+        ) {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Checked in `connect`; unreachable unless the config changed.
+                self.events.publish(ClientEvent::Failure {
+                    id: None,
+                    error: e.into(),
+                });
+                return SessionEnd {
+                    code: None,
+                    local: true,
+                    failed: true,
+                };
+            }
+        };
+        let mut id = None;
+        let mut end = SessionEnd {
+            code: None,
+            local: false,
+            failed: false,
+        };
+        let mut lost = false;
+        let mut input = None;
+        loop {
+            let now = Instant::now();
+            match input.take() {
+                None => {} // the HELLO is already queued
+                Some(Input::Message(msg)) => conn.handle_message(msg, now),
+                Some(Input::Timeout) => conn.handle_timeout(now),
+                Some(Input::TransportLost(error)) => {
+                    tracing::debug!(?error, "transport lost");
+                    lost = true;
+                    conn.handle_transport_lost(now);
+                }
+                Some(Input::Command(Command::Close(code, reason))) => {
+                    end.local = true;
+                    conn.close(code, &reason, now);
+                }
+            }
+            loop {
+                while let Some(event) = conn.poll_event() {
+                    self.on_event(&conn, event, &mut id, &mut end, backoff);
+                }
+                match link::flush(&mut ws, &mut conn, self.config.write_timeout).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!("write failed: {e}");
+                        lost = true;
+                        if conn.is_closed() {
+                            break;
+                        }
+                        conn.handle_transport_lost(Instant::now());
+                    }
+                }
+            }
+            if conn.is_closed() {
+                break;
+            }
+            input = Some(link::next_input(&mut ws, &conn, &mut self.commands).await);
+        }
+        let ending = match (lost, end.failed) {
+            (true, _) => Ending::Lost,
+            (false, true) => Ending::Failed,
+            (false, false) => Ending::Orderly,
+        };
+        link::finish(&mut ws, ending).await;
+        if let Some(ticket) = conn.resume_ticket() {
+            self.ticket = Some(ticket);
+        }
+        if id.is_some() {
+            backoff.handle_disconnected(Instant::now());
+        }
+        let _ = self.current.send(None);
+        end
+    }
+
+    fn on_event(
+        &mut self,
+        conn: &Connection,
+        event: Event,
+        id: &mut Option<Uuid>,
+        end: &mut SessionEnd,
+        backoff: &mut Backoff,
+    ) {
+        match event {
+            Event::Established { id: new, resumed } => {
+                tracing::Span::current().record("id", tracing::field::display(new));
+                tracing::info!(id = %new, resumed, "established");
+                *id = Some(new);
+                self.ticket = conn.resume_ticket();
+                backoff.handle_connected(Instant::now());
+                let _ = self.current.send(Some(new));
+                let handshake = Handshake {
+                    version: conn.version(),
+                    heartbeat: conn.heartbeat(),
+                    resume_window: conn.resume_window(),
+                    server_settings: *conn.peer_settings(),
+                };
+                self.events.publish(if resumed {
+                    ClientEvent::Resumed { id: new, handshake }
+                } else {
+                    ClientEvent::Connected { id: new, handshake }
+                });
+            }
+            Event::PongReceived { rtt: Some(rtt), .. } => {
+                tracing::trace!(?rtt, "heartbeat");
+                self.events.publish(ClientEvent::Rtt {
+                    rtt,
+                    smoothed: conn.rtt(),
+                });
+            }
+            Event::PongReceived { .. } | Event::PingReceived { .. } => {}
+            Event::Frame(frame) => {
+                tracing::debug!(frame_type = ?frame.frame_type(), "stream frame dropped (no stream layer yet)");
+            }
+            Event::Closed {
+                code,
+                reason,
+                initiator,
+            } => {
+                tracing::info!(%code, %reason, ?initiator, "closed");
+                end.code = Some(code);
+                self.events.publish(ClientEvent::Closed {
+                    id: *id,
+                    code,
+                    reason,
+                    initiator,
+                });
+            }
+            Event::Failure { error } => {
+                tracing::info!(%error, "failed");
+                end.code = error.close_code();
+                // A peer that sent a close frame is alive: let tungstenite echo it.
+                end.failed = error.initiator() == Initiator::Local;
+                self.events.publish(ClientEvent::Failure {
+                    id: *id,
+                    error: error.into(),
+                });
+            }
+            other => tracing::debug!(event = ?other, "unhandled event"),
+        }
+    }
+}

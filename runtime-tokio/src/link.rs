@@ -1,0 +1,206 @@
+//! The glue between one tungstenite WebSocket and one [`Connection`] machine, shared by the
+//! [server](crate::server) and the [client](crate::client): message conversion, the wait for
+//! the next input, and the write burst (feed every queued message, flush once).
+//!
+//! Nothing here knows a protocol rule: the machine decides, this module only carries.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tether_proto::connection::{CloseFrame, Connection, WsMessage};
+use tether_proto::CloseCode;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::closing;
+
+/// The WebSocket subprotocol of Tether v1 (spec/protocol.md §2.1).
+pub const SUBPROTOCOL: &str = "tether.v1";
+
+/// Default time one burst of writes may take before the transport is declared lost.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A byte stream a connection can run over (TCP, TLS over TCP, an upgraded hyper
+/// connection).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// The WebSocket config of a Tether connection: small buffers (they grow for a large
+/// message and shrink back) and one Tether frame per message, at most the frame header
+/// (8 bytes) plus the largest payload the machine accepts.
+pub(crate) fn ws_config(conn_config: &tether_proto::connection::Config) -> WebSocketConfig {
+    let max = 8 + conn_config.limits().max_frame_payload as usize;
+    crate::upgrade::ws_config(max)
+}
+
+/// What woke the run loop.
+#[derive(Debug)]
+pub(crate) enum Input<C> {
+    /// A message from the peer.
+    Message(WsMessage),
+    /// The machine's deadline passed (checked against the clock, not trusted from the timer).
+    Timeout,
+    /// The socket ended or failed without a close frame.
+    TransportLost(Option<WsError>),
+    /// A command from the embedder (close, shutdown).
+    Command(C),
+}
+
+/// Converts a tungstenite message; `None` for a raw frame, which a reader never yields.
+pub(crate) fn from_ws(msg: Message) -> Option<WsMessage> {
+    Some(match msg {
+        Message::Binary(b) => WsMessage::Binary(b),
+        Message::Text(t) => WsMessage::Text(t.into()),
+        Message::Ping(p) => WsMessage::Ping(p),
+        Message::Pong(p) => WsMessage::Pong(p),
+        Message::Close(frame) => WsMessage::Close(
+            frame.map(|f| CloseFrame::new(CloseCode::from_u(u16::from(f.code)), f.reason.as_str())),
+        ),
+        Message::Frame(_) => return None,
+    })
+}
+
+/// Converts a machine message for tungstenite.
+pub(crate) fn to_ws(msg: WsMessage) -> Option<Message> {
+    Some(match msg {
+        WsMessage::Binary(b) => Message::Binary(b),
+        WsMessage::Ping(p) => Message::Ping(p),
+        WsMessage::Pong(p) => Message::Pong(p),
+        WsMessage::Close(frame) => Message::Close(frame.map(|f| WsCloseFrame {
+            code: WsCloseCode::from(f.code.value()),
+            reason: f.reason.into(),
+        })),
+        // The machine never sends text; anything new is skipped rather than guessed.
+        _ => return None,
+    })
+}
+
+/// Waits for the next input: a message, the machine's deadline, or a command.
+///
+/// The sleep only wakes the loop; whether the deadline passed is checked against the
+/// clock, so a late or early wake-up can neither starve nor fire a timer twice
+/// (STYLE.md, "timer starvation").
+pub(crate) async fn next_input<S, C>(
+    ws: &mut WebSocketStream<S>,
+    conn: &Connection,
+    commands: &mut tokio::sync::mpsc::Receiver<C>,
+) -> Input<C>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut commands_open = true;
+    loop {
+        let deadline = conn.poll_timeout();
+        if matches!(deadline, Some(d) if Instant::now() >= d) {
+            return Input::Timeout;
+        }
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(msg)) => match from_ws(msg) {
+                    Some(msg) => return Input::Message(msg),
+                    None => continue,
+                },
+                Some(Err(e)) => return Input::TransportLost(Some(e)),
+                None => return Input::TransportLost(None),
+            },
+            () = sleep_until(deadline), if deadline.is_some() => continue,
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(cmd) => return Input::Command(cmd),
+                // Every handle is gone: nobody can ask anything any more; keep serving.
+                None => commands_open = false,
+            },
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feeds every queued message of the machine into the sink and flushes once. Returns
+/// whether a close frame was among them.
+pub(crate) async fn flush<S>(
+    ws: &mut WebSocketStream<S>,
+    conn: &mut Connection,
+    write_timeout: Duration,
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let burst = async {
+        let mut fed = false;
+        let mut closed = false;
+        while let Some(msg) = conn.poll_transmit() {
+            let Some(msg) = to_ws(msg) else { continue };
+            closed |= matches!(msg, Message::Close(_));
+            ws.feed(msg).await?;
+            fed = true;
+        }
+        if fed {
+            ws.flush().await?;
+        }
+        Ok(closed)
+    };
+    match tokio::time::timeout(write_timeout, burst).await {
+        Ok(result) => result,
+        Err(_) => Err(WsError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "write timed out",
+        ))),
+    }
+}
+
+/// How a connection's transport ended, for [`finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// An orderly close, or the peer's close frame: complete the closing handshake
+    /// (bounded).
+    Orderly,
+    /// This side detected a failure (heartbeat timeout, bad frame): its close frame is
+    /// flushed, and a peer presumed dead or broken is not waited for.
+    Failed,
+    /// The socket is gone.
+    Lost,
+}
+
+/// Ends the WebSocket after the machine closed. After an orderly close it waits (at most
+/// [`closing::CLOSE_TIMEOUT`]) for the peer's answer to our close frame, or lets
+/// tungstenite send its echo of the peer's; after a failure it drops the socket at once,
+/// so a client reconnects without waiting on a dead peer.
+pub(crate) async fn finish<S>(ws: &mut WebSocketStream<S>, ending: Ending)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if ending == Ending::Orderly {
+        closing::close_reply(ws).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn messages_round_trip() {
+        let close = WsMessage::Close(Some(CloseFrame::new(CloseCode::REJECTED, "no")));
+        for msg in [
+            WsMessage::Binary(Bytes::from_static(b"\x01\x02")),
+            WsMessage::Ping(Bytes::from_static(b"p")),
+            WsMessage::Pong(Bytes::from_static(b"q")),
+            WsMessage::Close(None),
+            close,
+        ] {
+            let back = from_ws(to_ws(msg.clone()).unwrap()).unwrap();
+            assert_eq!(back, msg);
+        }
+        assert_eq!(to_ws(WsMessage::Text(Bytes::from_static(b"x"))), None);
+    }
+}

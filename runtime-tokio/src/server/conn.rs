@@ -1,0 +1,320 @@
+//! One server connection: TLS, upgrade, then the run loop around its machine.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tether_proto::connection::{Connection, Event, SessionHandle};
+use tether_proto::CloseCode;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::registry::Command;
+use super::{Decision, HelloHook, HelloRequest, ServerEvent, Shared};
+use crate::acceptor::{Command as Broadcast, LiveGuard};
+use crate::link::{self, Ending, Input};
+use crate::upgrade::{self, RequestInfo, ServerStream};
+
+/// Fills `buf` from the operating system's CSPRNG (connection ids and resume tokens).
+pub(crate) fn conn_random(buf: &mut [u8]) {
+    if let Err(e) = getrandom::fill(buf) {
+        // No safe fallback exists for session secrets; the OS source never fails on the
+        // platforms tokio supports.
+        panic!("the operating system's random source failed: {e}");
+    }
+}
+
+pub(super) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    hook: Arc<dyn HelloHook>,
+    broadcast: watch::Receiver<Broadcast>,
+    live: Arc<AtomicUsize>,
+) {
+    let span = tracing::info_span!("tether_conn", %peer, id = tracing::field::Empty);
+    async move {
+        let upgraded = match &shared.tls {
+            Some(tls) => {
+                let timeout = shared.config.upgrade_timeout;
+                match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => upgrade::accept(stream, peer, &shared.policy).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+            None => upgrade::accept(stream, peer, &shared.policy).await,
+        };
+        let (ws, info) = match upgraded {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::debug!("upgrade failed: {e}");
+                return;
+            }
+        };
+        tracing::debug!(path = %info.uri, "WebSocket open");
+        let _live = LiveGuard::new(&live);
+        run(ws, info, &shared, hook.as_ref(), broadcast).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// The per-connection state the run loop keeps beside the machine.
+struct Task<'a> {
+    shared: &'a Shared,
+    info: RequestInfo,
+    serial: u64,
+    commands: mpsc::Sender<Command>,
+    session: Option<SessionHandle>,
+    id: Option<Uuid>,
+    failed: bool,
+}
+
+async fn run(
+    mut ws: ServerStream,
+    info: RequestInfo,
+    shared: &Shared,
+    hook: &dyn HelloHook,
+    mut broadcast: watch::Receiver<Broadcast>,
+) {
+    let mut conn = Connection::server(shared.config.connection.clone(), Instant::now());
+    let (tx, mut rx) = mpsc::channel(4);
+    let mut task = Task {
+        shared,
+        info,
+        serial: shared.serial.fetch_add(1, Ordering::Relaxed),
+        commands: tx,
+        session: None,
+        id: None,
+        failed: false,
+    };
+    let mut lost = false;
+    let mut broadcast_open = true;
+    loop {
+        let input = tokio::select! {
+            changed = broadcast.changed(), if broadcast_open => {
+                let (code, reason) = match changed {
+                    Ok(()) => broadcast
+                        .borrow_and_update()
+                        .close
+                        .clone()
+                        .map(|(code, reason)| (CloseCode::from_u(code), reason))
+                        .unwrap_or((CloseCode::GOING_AWAY, String::new())),
+                    Err(_) => {
+                        broadcast_open = false;
+                        (CloseCode::GOING_AWAY, "server stopped".to_owned())
+                    }
+                };
+                Input::Command(Command::Close(code, reason))
+            }
+            input = link::next_input(&mut ws, &conn, &mut rx) => input,
+        };
+        let now = Instant::now();
+        match input {
+            Input::Message(msg) => conn.handle_message(msg, now),
+            Input::Timeout => conn.handle_timeout(now),
+            Input::TransportLost(error) => {
+                tracing::debug!(?error, "transport lost");
+                lost = true;
+                conn.handle_transport_lost(now);
+            }
+            Input::Command(Command::Close(code, reason)) => {
+                tracing::debug!(%code, %reason, "closing on request");
+                conn.close(code, &reason, now);
+            }
+        }
+        loop {
+            while let Some(event) = conn.poll_event() {
+                task.on_event(&mut conn, event, hook).await;
+            }
+            match link::flush(&mut ws, &mut conn, shared.config.write_timeout).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!("write failed: {e}");
+                    lost = true;
+                    if conn.is_closed() {
+                        break;
+                    }
+                    conn.handle_transport_lost(Instant::now());
+                }
+            }
+        }
+        if conn.is_closed() {
+            break;
+        }
+    }
+    let ending = match (lost, task.failed) {
+        (true, _) => Ending::Lost,
+        (false, true) => Ending::Failed,
+        (false, false) => Ending::Orderly,
+    };
+    link::finish(&mut ws, ending).await;
+    if let Some(id) = task.id {
+        shared.registry.remove(id, task.serial);
+    }
+    tracing::debug!("connection task done");
+}
+
+impl Task<'_> {
+    async fn on_event(&mut self, conn: &mut Connection, event: Event, hook: &dyn HelloHook) {
+        let shared = self.shared;
+        match event {
+            Event::HelloReceived(hello) => {
+                tracing::debug!(
+                    version = hello.version,
+                    resume = hello.resume.is_some(),
+                    "HELLO"
+                );
+                let request = HelloRequest {
+                    hello: hello.clone(),
+                    remote_addr: self.info.peer,
+                    uri: self.info.uri.clone(),
+                    headers: self.info.headers.clone(),
+                };
+                let decision = hook.decide(request);
+                let decision = match conn.poll_timeout() {
+                    Some(deadline) => tokio::time::timeout_at(deadline.into(), decision)
+                        .await
+                        .ok(),
+                    None => Some(decision.await),
+                };
+                let now = Instant::now();
+                match decision {
+                    None => conn.handle_timeout(now),
+                    Some(Decision::Reject { code, reason }) => {
+                        tracing::info!(%code, %reason, "HELLO rejected");
+                        conn.reject(code, &reason, now);
+                    }
+                    Some(Decision::Accept) => {
+                        let admission = {
+                            let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+                            store.handle_timeout(now);
+                            while let Some(expired) = store.poll_expired() {
+                                tracing::debug!(id = %expired, "session expired");
+                            }
+                            store.admit(
+                                hello.resume.as_ref(),
+                                hello.metadata,
+                                &mut conn_random,
+                                now,
+                            )
+                        };
+                        match admission {
+                            Ok(admission) => {
+                                self.session = Some(admission.session());
+                                if let Err(e) = conn.accept(admission, now) {
+                                    tracing::warn!("accept: {e}");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!("no session: {e}");
+                                conn.reject(CloseCode::INTERNAL_ERROR, "no session id", now);
+                            }
+                        }
+                    }
+                }
+            }
+            Event::Received { id, metadata } => self.established(id, metadata, false),
+            Event::Resumed { id, metadata } => self.established(id, metadata, true),
+            Event::Frame(frame) => {
+                // Issue 4 wires the stream layer in; until then stream frames are dropped.
+                tracing::debug!(frame_type = ?frame.frame_type(), "stream frame dropped (no stream layer yet)");
+            }
+            Event::PingReceived { .. } => tracing::trace!("ping"),
+            Event::PongReceived { rtt, .. } => tracing::trace!(?rtt, "pong"),
+            Event::Closed {
+                code,
+                reason,
+                initiator,
+            } => {
+                tracing::info!(%code, %reason, ?initiator, "closed");
+                if let Some(session) = self.session {
+                    let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+                    store.remove(session);
+                }
+                if let Some(id) = self.live_id() {
+                    shared.events.publish(ServerEvent::Closed {
+                        id,
+                        code,
+                        reason,
+                        initiator,
+                    });
+                }
+            }
+            Event::Failure { error } => {
+                tracing::info!(%error, "failed");
+                // A peer that sent a close frame is alive: let tungstenite echo it.
+                self.failed = error.initiator() == tether_proto::connection::Initiator::Local;
+                if let Some(session) = self.session {
+                    let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+                    store.handle_timeout(Instant::now());
+                    store.detach(session, Instant::now());
+                }
+                if let Some(id) = self.live_id() {
+                    shared.events.publish(ServerEvent::Failure { id, error });
+                }
+            }
+            other => tracing::debug!(event = ?other, "unhandled event"),
+        }
+    }
+
+    /// At the end: takes the connection out of the registry (before anyone hears of the
+    /// end) and returns its id, or `None` when there is nothing to report: no handshake, or
+    /// the session already resumed on a newer transport (its consumer saw `Resumed`; a
+    /// `Closed` for the stale transport would read as the session's end).
+    fn live_id(&self) -> Option<Uuid> {
+        let id = self.id?;
+        if self.shared.registry.remove(id, self.serial) {
+            Some(id)
+        } else {
+            tracing::debug!("stale transport of a resumed session ended");
+            None
+        }
+    }
+
+    /// The handshake completed: register the connection and report it.
+    fn established(&mut self, id: Uuid, metadata: bytes::Bytes, resumed: bool) {
+        tracing::Span::current().record("id", tracing::field::display(id));
+        tracing::info!(resumed, "established");
+        self.id = Some(id);
+        let remote_addr = self.info.peer;
+        let replaced = self.shared.registry.insert(
+            id,
+            self.serial,
+            metadata.clone(),
+            remote_addr,
+            self.commands.clone(),
+        );
+        if let Some(old) = replaced {
+            // spec/protocol.md §9: the session moved to this transport.
+            let _ = old.try_send(Command::Close(
+                CloseCode::SESSION_REPLACED,
+                "session resumed on a new connection".to_owned(),
+            ));
+        }
+        let event = if resumed {
+            ServerEvent::Resumed {
+                id,
+                metadata,
+                remote_addr,
+            }
+        } else {
+            ServerEvent::Received {
+                id,
+                metadata,
+                remote_addr,
+            }
+        };
+        self.shared.events.publish(event);
+    }
+}

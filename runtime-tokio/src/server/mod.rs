@@ -1,0 +1,390 @@
+//! A Tether server over real sockets: WebSocket upgrade (optionally over TLS), the
+//! handshake with an accept/reject hook, heartbeat, session resume, a registry of live
+//! connections and a bounded event stream.
+//!
+//! Each accepted socket gets one task that owns its
+//! [`Connection`](tether_proto::connection::Connection) machine and loops:
+//! wait for a message, the machine's deadline or a command → hand it to the machine →
+//! drain its events (asking the [`HelloHook`] when a HELLO arrives) → feed every queued
+//! message to the socket and flush once. The runtime holds no protocol rule.
+//!
+//! Stream frames (HEADERS, DATA, …) arriving on an established connection are logged at
+//! `debug` and dropped: the stream layer (issue 4) is not wired in yet.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tether_tokio::server::{Decision, Server, ServerConfig, ServerEvent};
+//! use tether_proto::CloseCode;
+//!
+//! let config = ServerConfig::new("127.0.0.1:9000".parse()?);
+//! let (server, mut events) = Server::bind_with_hook(config, |req: tether_tokio::server::HelloRequest| async move {
+//!     // Authenticate here: `req.hello.metadata_json()`, `req.remote_addr`, `req.headers`.
+//!     if req.hello.metadata_json()["token"] == "secret" {
+//!         Decision::Accept
+//!     } else {
+//!         Decision::reject(CloseCode::REJECTED, "bad token")
+//!     }
+//! })
+//! .await?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         ServerEvent::Received { id, .. } => println!("received {id}"),
+//!         ServerEvent::Closed { id, code, .. } => println!("closed {id} {code}"),
+//!         _ => {}
+//!     }
+//! }
+//! server.shutdown(std::time::Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+
+pub(crate) mod conn;
+pub(crate) use conn::conn_random;
+mod registry;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Uri};
+use tether_proto::connection::{Config, ConnectionError, HelloInfo, Initiator, SessionStore};
+use tether_proto::CloseCode;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::acceptor::{Running, StopError};
+use crate::events::{EventStream, Publisher, DEFAULT_EVENT_CAPACITY};
+use crate::upgrade::{AcceptPolicy, AllowedOrigins};
+use registry::{Command, Registry};
+
+/// Close code sent to every client by [`Server::shutdown`].
+pub const SHUTDOWN_CODE: CloseCode = CloseCode::GOING_AWAY;
+
+/// Configuration of a [`Server`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on; every path accepts WebSocket upgrades.
+    pub listen: SocketAddr,
+    /// The connection settings: limits, handshake timeout, heartbeat (imposed on clients).
+    pub connection: Arc<Config>,
+    /// How long a failed connection's session stays resumable (default 30 s; zero turns
+    /// resume off).
+    pub resume_window: Duration,
+    /// Sessions kept for resume at most (default 10 000); past it the oldest is dropped.
+    pub max_detached_sessions: usize,
+    /// Which `Origin`s may connect; others get 403 (default: any).
+    pub allowed_origins: AllowedOrigins,
+    /// TLS: serve `wss://` (see [`crate::tls`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Time for the TLS handshake and the HTTP upgrade together (default 10 s).
+    pub upgrade_timeout: Duration,
+    /// Time one burst of writes may take before the transport counts as lost (10 s).
+    pub write_timeout: Duration,
+    /// Events an [`EventStream`] holds for a slow consumer (default 1024).
+    pub event_capacity: usize,
+}
+
+impl ServerConfig {
+    /// Defaults, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            connection: Arc::new(Config::default()),
+            resume_window: Duration::from_secs(30),
+            max_detached_sessions: 10_000,
+            allowed_origins: AllowedOrigins::Any,
+            tls: None,
+            upgrade_timeout: Duration::from_secs(10),
+            write_timeout: crate::link::WRITE_TIMEOUT,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+        }
+    }
+}
+
+/// What the [`HelloHook`] decides about a HELLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Accept: the server sends WELCOME (a resumed session keeps its id).
+    Accept,
+    /// Refuse with this close code (usually [`CloseCode::REJECTED`], 4003) and reason.
+    Reject {
+        /// The close code.
+        code: CloseCode,
+        /// The reason (cut to 123 bytes).
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// A rejection.
+    pub fn reject(code: CloseCode, reason: impl Into<String>) -> Self {
+        Decision::Reject {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A HELLO to decide on, with where it came from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HelloRequest {
+    /// The HELLO: metadata, resume ticket, client settings.
+    pub hello: HelloInfo,
+    /// The client's address.
+    pub remote_addr: SocketAddr,
+    /// The upgrade request's target.
+    pub uri: Uri,
+    /// The upgrade request's headers (cookies, authorization…).
+    pub headers: HeaderMap,
+}
+
+/// A boxed decision future.
+pub type DecisionFuture = Pin<Box<dyn Future<Output = Decision> + Send>>;
+
+/// Decides on every HELLO. Any `Fn(HelloRequest) -> impl Future<Output = Decision>` is one;
+/// a synchronous check returns `std::future::ready(decision)`. It must answer before the
+/// handshake timeout, or the connection closes with HANDSHAKE_TIMEOUT (4002).
+pub trait HelloHook: Send + Sync + 'static {
+    /// The decision for `request`.
+    fn decide(&self, request: HelloRequest) -> DecisionFuture;
+}
+
+impl<F, Fut> HelloHook for F
+where
+    F: Fn(HelloRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Decision> + Send + 'static,
+{
+    fn decide(&self, request: HelloRequest) -> DecisionFuture {
+        Box::pin(self(request))
+    }
+}
+
+/// A [`HelloHook`] from a synchronous check.
+///
+/// ```
+/// use tether_proto::CloseCode;
+/// use tether_tokio::server::{sync_hook, Decision};
+///
+/// let hook = sync_hook(|req| match req.hello.metadata_json()["token"].as_str() {
+///     Some("secret") => Decision::Accept,
+///     _ => Decision::reject(CloseCode::REJECTED, "bad token"),
+/// });
+/// # let _ = hook;
+/// ```
+pub fn sync_hook<F>(check: F) -> impl HelloHook
+where
+    F: Fn(&HelloRequest) -> Decision + Send + Sync + 'static,
+{
+    move |request: HelloRequest| std::future::ready(check(&request))
+}
+
+/// What happens to the server's connections. Only connections that completed the
+/// handshake have events; failed upgrades and handshakes are traced at `debug`. When a
+/// session resumes on a new transport while the old one is still open (the server had not
+/// noticed the drop), the old one is closed with SESSION_REPLACED (4009) and its end is
+/// *not* reported: the session lives on, as the `Resumed` event said.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A new session is established.
+    Received {
+        /// The connection id.
+        id: Uuid,
+        /// The client's metadata (JSON, or empty).
+        metadata: Bytes,
+        /// The client's address.
+        remote_addr: SocketAddr,
+    },
+    /// A session was resumed on a new transport: same id as before the drop.
+    Resumed {
+        /// The connection id.
+        id: Uuid,
+        /// The client's metadata, from its latest HELLO.
+        metadata: Bytes,
+        /// The client's new address.
+        remote_addr: SocketAddr,
+    },
+    /// The connection ended in an orderly way; its session is forgotten.
+    Closed {
+        /// The connection id.
+        id: Uuid,
+        /// The close code.
+        code: CloseCode,
+        /// The close reason.
+        reason: String,
+        /// Who closed.
+        initiator: Initiator,
+    },
+    /// The connection failed; its session stays resumable for the resume window.
+    Failure {
+        /// The connection id.
+        id: Uuid,
+        /// What went wrong.
+        error: ConnectionError,
+    },
+}
+
+struct Shared {
+    config: ServerConfig,
+    policy: AcceptPolicy,
+    registry: Registry,
+    store: Mutex<SessionStore>,
+    events: Publisher<ServerEvent>,
+    serial: AtomicU64,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running Tether server (see the [module docs](self)). Dropping it without
+/// [`shutdown`](Self::shutdown) stops accepting and closes every connection with 1001.
+pub struct Server {
+    running: Running,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.running.local_addr())
+            .field("connections", &self.shared.registry.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds `config.listen` and accepts every HELLO.
+    pub async fn bind(config: ServerConfig) -> io::Result<(Server, EventStream<ServerEvent>)> {
+        Self::bind_with_hook(config, |_req: HelloRequest| {
+            std::future::ready(Decision::Accept)
+        })
+        .await
+    }
+
+    /// Binds `config.listen`; `hook` decides on every HELLO. Returns the server and a
+    /// stream of its events (more with [`events`](Self::events)).
+    pub async fn bind_with_hook(
+        config: ServerConfig,
+        hook: impl HelloHook,
+    ) -> io::Result<(Server, EventStream<ServerEvent>)> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Self::from_listener(listener, config, hook)
+    }
+
+    /// Starts on an already bound listener (`config.listen` is ignored).
+    pub fn from_listener(
+        listener: TcpListener,
+        config: ServerConfig,
+        hook: impl HelloHook,
+    ) -> io::Result<(Server, EventStream<ServerEvent>)> {
+        let (events, stream) = Publisher::new(config.event_capacity);
+        let policy = AcceptPolicy {
+            origins: config.allowed_origins.clone(),
+            handshake_timeout: config.upgrade_timeout,
+            ws_config: crate::link::ws_config(&config.connection),
+            subprotocol: Some(crate::link::SUBPROTOCOL),
+        };
+        let store = SessionStore::new(config.resume_window)
+            .with_max_detached(config.max_detached_sessions.max(1));
+        let shared = Arc::new(Shared {
+            tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            config,
+            policy,
+            registry: Registry::default(),
+            store: Mutex::new(store),
+            events,
+            serial: AtomicU64::new(0),
+        });
+        let hook: Arc<dyn HelloHook> = Arc::new(hook);
+        let running = {
+            let shared = shared.clone();
+            Running::spawn(listener, move |stream, peer, commands, live| {
+                conn::serve(stream, peer, shared.clone(), hook.clone(), commands, live)
+            })?
+        };
+        tracing::info!(addr = %running.local_addr(), tls = shared.tls.is_some(), "tether server listening");
+        Ok((Server { running, shared }, stream))
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.running.local_addr()
+    }
+
+    /// Another stream of events, from now on.
+    pub fn events(&self) -> EventStream<ServerEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Ids of the established connections.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.shared.registry.ids()
+    }
+
+    /// Number of established connections.
+    pub fn connection_count(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Whether `id` is an established connection.
+    pub fn contains(&self, id: &Uuid) -> bool {
+        self.shared.registry.contains(id)
+    }
+
+    /// The metadata of connection `id` (`None` for an unknown id).
+    pub fn metadata(&self, id: &Uuid) -> Option<Bytes> {
+        self.shared.registry.metadata(id)
+    }
+
+    /// The remote address of connection `id` (`None` for an unknown id).
+    pub fn remote_addr(&self, id: &Uuid) -> Option<SocketAddr> {
+        self.shared.registry.remote_addr(id)
+    }
+
+    /// Ids of the connections whose metadata (parsed as JSON; `Null` when empty) matches.
+    ///
+    /// ```no_run
+    /// # fn f(server: &tether_tokio::server::Server) {
+    /// let adas = server.find(|meta| meta["user"] == "ada");
+    /// # }
+    /// ```
+    pub fn find(&self, pred: impl FnMut(&serde_json::Value) -> bool) -> Vec<Uuid> {
+        self.shared.registry.find(pred)
+    }
+
+    /// Closes connection `id` with `code` and `reason`; false for an unknown id.
+    pub fn close(&self, id: &Uuid, code: CloseCode, reason: &str) -> bool {
+        self.shared
+            .registry
+            .send(id, Command::Close(code, reason.to_owned()))
+    }
+
+    /// Closes every established connection; returns how many. New ones are still accepted.
+    pub fn close_all(&self, code: CloseCode, reason: &str) -> usize {
+        self.shared
+            .registry
+            .send_all(&Command::Close(code, reason.to_owned()))
+    }
+
+    /// Stops accepting, closes every connection with 1001 "server shutdown" and waits up
+    /// to `timeout` for the closing handshakes; connections still open then are dropped.
+    pub async fn shutdown(self, timeout: Duration) -> Result<(), StopError> {
+        tracing::info!(addr = %self.local_addr(), "tether server shutting down");
+        self.running
+            .stop(SHUTDOWN_CODE.value(), "server shutdown", timeout)
+            .await
+    }
+}

@@ -1,0 +1,131 @@
+//! `tether demo`, `tether server` and `tether client` as processes.
+#![cfg(unix)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const GUARD: Duration = Duration::from_secs(15);
+
+fn tether(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tether")
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
+    tokio::time::timeout(GUARD, async {
+        loop {
+            match lines.next_line().await.unwrap() {
+                Some(line) if line.starts_with(prefix) => return line,
+                Some(_) => {}
+                None => panic!("output ended before a line starting with {prefix:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"))
+}
+
+fn stdout(child: &mut Child) -> Lines<BufReader<ChildStdout>> {
+    BufReader::new(child.stdout.take().unwrap()).lines()
+}
+
+#[tokio::test]
+async fn demo_exits_zero_quickly_and_resumes_the_same_id() {
+    let started = Instant::now();
+    let output = tokio::time::timeout(
+        GUARD,
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("demo")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("demo ran longer than 15 s")
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(started.elapsed() < GUARD);
+    assert!(text.contains("same id: yes"), "{text}");
+    assert!(text.contains("client events    connected 1"), "{text}");
+}
+
+#[tokio::test]
+async fn server_and_client_print_their_events() {
+    let mut server = tether(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--heartbeat-interval",
+        "200ms",
+        "--heartbeat-timeout",
+        "1s",
+        "--allowed-origin",
+        "https://app.example",
+    ]);
+    let mut slines = stdout(&mut server);
+    let listening = line_with(&mut slines, "listening ").await;
+    let url = listening.trim_start_matches("listening ").to_owned();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+
+    let mut client = tether(&["client", &url, "--metadata", r#"{"user":"ada"}"#]);
+    let mut clines = stdout(&mut client);
+    let connected = line_with(&mut clines, "connected ").await;
+    let id = connected.trim_start_matches("connected ").to_owned();
+    let received = line_with(&mut slines, "received ").await;
+    assert!(
+        received.starts_with(&format!("received {id} {{\"user\":\"ada\"}}")),
+        "{received}"
+    );
+
+    sigterm(&client);
+    let closed = line_with(&mut clines, "closed ").await;
+    assert!(closed.starts_with(&format!("closed {id} 1000")), "{closed}");
+    let status = tokio::time::timeout(GUARD, client.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let closed = line_with(&mut slines, "closed ").await;
+    assert!(closed.starts_with(&format!("closed {id} 1000")), "{closed}");
+
+    sigterm(&server);
+    let status = tokio::time::timeout(GUARD, server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn client_with_invalid_metadata_is_a_usage_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["client", "ws://127.0.0.1:1/", "--metadata", "{not json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not JSON"));
+}
