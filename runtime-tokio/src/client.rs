@@ -533,7 +533,7 @@ impl Runner {
             }
             loop {
                 while let Some(event) = conn.poll_event() {
-                    self.on_event(&conn, event, &mut id, &mut end, backoff);
+                    self.on_event(&mut conn, event, &mut id, &mut end, backoff);
                 }
                 match link::flush(&mut ws, &mut conn, self.config.write_timeout).await {
                     Ok(_) => break,
@@ -570,7 +570,7 @@ impl Runner {
 
     fn on_event(
         &mut self,
-        conn: &Connection,
+        conn: &mut Connection,
         event: Event,
         id: &mut Option<Uuid>,
         end: &mut SessionEnd,
@@ -604,9 +604,7 @@ impl Runner {
                 });
             }
             Event::PongReceived { .. } | Event::PingReceived { .. } => {}
-            Event::Frame(frame) => {
-                tracing::debug!(frame_type = ?frame.frame_type(), "stream frame dropped (no stream layer yet)");
-            }
+            Event::Stream(event) => crate::unserved::on_stream_event(conn, event),
             Event::Closed {
                 code,
                 reason,

@@ -42,6 +42,7 @@ pub mod relay;
 pub mod request;
 pub mod server;
 pub mod tls;
+mod unserved;
 pub mod upgrade;
 
 pub use acceptor::StopError;

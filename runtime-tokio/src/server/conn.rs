@@ -226,10 +226,7 @@ impl Task<'_> {
             }
             Event::Received { id, metadata } => self.established(id, metadata, false),
             Event::Resumed { id, metadata } => self.established(id, metadata, true),
-            Event::Frame(frame) => {
-                // Issue 4 wires the stream layer in; until then stream frames are dropped.
-                tracing::debug!(frame_type = ?frame.frame_type(), "stream frame dropped (no stream layer yet)");
-            }
+            Event::Stream(event) => crate::unserved::on_stream_event(conn, event),
             Event::PingReceived { .. } => tracing::trace!("ping"),
             Event::PongReceived { rtt, .. } => tracing::trace!(?rtt, "pong"),
             Event::Closed {
