@@ -8,8 +8,9 @@
 //! again, presenting the resume ticket of the last session. The [`Client`] handle stays
 //! valid across reconnects.
 //!
-//! Stream frames are logged at `debug` and dropped until the stream layer (issue 4) is
-//! wired in.
+//! The stream layer (spec/protocol.md §10) runs inside each connection's machine from the
+//! handshake on. No HTTP service can be attached yet, so a request from the peer is answered
+//! at once with `501 Not Implemented` (and its body consumed) rather than left to time out.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

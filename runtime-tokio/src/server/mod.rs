@@ -8,8 +8,9 @@
 //! drain its events (asking the [`HelloHook`] when a HELLO arrives) → feed every queued
 //! message to the socket and flush once. The runtime holds no protocol rule.
 //!
-//! Stream frames (HEADERS, DATA, …) arriving on an established connection are logged at
-//! `debug` and dropped: the stream layer (issue 4) is not wired in yet.
+//! The stream layer (spec/protocol.md §10) runs inside each connection's machine from the
+//! handshake on. No HTTP service can be attached yet, so a request from the peer is answered
+//! at once with `501 Not Implemented` (and its body consumed) rather than left to time out.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
