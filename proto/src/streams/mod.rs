@@ -426,14 +426,7 @@ impl Streams {
         now: Instant,
     ) -> Result<(), StreamsError> {
         if self.streams.contains_key(&id) {
-            self.reset_stream(
-                id,
-                code,
-                Outcome::Reset {
-                    code,
-                    initiator: Initiator::Local,
-                },
-            );
+            self.reset_locally(id, code);
             return Ok(());
         }
         if !self.is_local(id) && id.value() > self.last_peer {
@@ -571,14 +564,7 @@ impl Streams {
             (_, Recv::Done) => ResetCode::STREAM_CLOSED,
             _ => ResetCode::PROTOCOL_ERROR,
         };
-        self.reset_stream(
-            id,
-            code,
-            Outcome::Reset {
-                code,
-                initiator: Initiator::Local,
-            },
-        );
+        self.reset_locally(id, code);
         Ok(())
     }
 
@@ -641,14 +627,7 @@ impl Streams {
             // These bytes were never accounted to the stream: give them back here.
             self.release_connection(len, false)?;
         }
-        self.reset_stream(
-            id,
-            code,
-            Outcome::Reset {
-                code,
-                initiator: Initiator::Local,
-            },
-        );
+        self.reset_locally(id, code);
         Ok(())
     }
 
@@ -692,14 +671,7 @@ impl Streams {
         s.send_window += inc;
         if s.send_window > i64::from(MAX_INCREMENT) {
             let code = ResetCode::FLOW_CONTROL_ERROR;
-            self.reset_stream(
-                id,
-                code,
-                Outcome::Reset {
-                    code,
-                    initiator: Initiator::Local,
-                },
-            );
+            self.reset_locally(id, code);
             return Ok(());
         }
         self.make_ready(id);
@@ -888,14 +860,7 @@ impl Streams {
     /// ignored: the stream may have ended meanwhile.
     pub fn reset(&mut self, id: StreamId, code: ResetCode) {
         if self.streams.contains_key(&id) {
-            self.reset_stream(
-                id,
-                code,
-                Outcome::Reset {
-                    code,
-                    initiator: Initiator::Local,
-                },
-            );
+            self.reset_locally(id, code);
         }
     }
 
@@ -1084,6 +1049,18 @@ impl Streams {
             self.control.push_back(frame);
         }
         Ok(())
+    }
+
+    /// Resets a stream on our own initiative (a local decision or a rule the peer broke).
+    fn reset_locally(&mut self, id: StreamId, code: ResetCode) {
+        self.reset_stream(
+            id,
+            code,
+            Outcome::Reset {
+                code,
+                initiator: Initiator::Local,
+            },
+        );
     }
 
     fn reset_stream(&mut self, id: StreamId, code: ResetCode, outcome: Outcome) {
