@@ -6,7 +6,6 @@
 //! for the header-only paths that is the payload a forwarding writer moves by reference.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -89,9 +88,7 @@ fn data_frame(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = tether_benches::criterion();
     targets = data_frame
 }
 criterion_main!(benches);

@@ -10,7 +10,6 @@
 //! Throughput is the body size.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tether_benches::envelope::{self, EnvelopeCodec};
@@ -43,9 +42,7 @@ fn envelope_vs_tether(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = tether_benches::criterion();
     targets = envelope_vs_tether
 }
 criterion_main!(benches);

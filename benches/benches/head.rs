@@ -7,7 +7,6 @@
 //! `http::Uri` and `http::HeaderMap`.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -78,9 +77,7 @@ fn head(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = tether_benches::criterion();
     targets = head
 }
 criterion_main!(benches);

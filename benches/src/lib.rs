@@ -337,6 +337,14 @@ pub mod tether {
     }
 }
 
+/// The criterion settings every bench here uses: short warm-up and measurement, so the
+/// whole suite runs in a few minutes on a 2-core machine (compare ratios within a run).
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,8 @@ pub struct Harness {
     pub now: Instant,
     last_probe: Bytes,
     terminal: usize,
+    /// Streams open after the previous input: each may end (one event) on the next one.
+    open_streams: usize,
 }
 
 impl Harness {
@@ -76,6 +78,7 @@ impl Harness {
             now,
             last_probe: Bytes::new(),
             terminal: 0,
+            open_streams: 0,
         };
         h.drain();
         h
@@ -171,13 +174,22 @@ impl Harness {
                 None
             }
             Op::SendData(stream, payload) => {
-                let frame = Frame::Data(tether_proto::Data {
-                    stream_id: tether_proto::StreamId::new(stream | 1),
-                    end_stream: false,
-                    payload: Bytes::from(payload),
-                });
-                let ok = self.conn.send_frame(&frame).is_ok();
-                assert_eq!(ok, self.conn.is_established());
+                // Through the stream layer: open a request (or answer/continue one).
+                let established = self.conn.is_established();
+                match self.conn.streams() {
+                    Some(streams) => {
+                        let head = tether_proto::RequestHead::new(
+                            http::Method::POST,
+                            http::Uri::from_static("/fuzz"),
+                        );
+                        let id = match streams.open(head, false, None, now) {
+                            Ok(id) => id,
+                            Err(_) => tether_proto::StreamId::new(stream),
+                        };
+                        let _ = streams.send_data(id, Bytes::from(payload), stream & 1 == 0);
+                    }
+                    None => assert!(!established, "an established connection has streams"),
+                }
                 None
             }
             Op::TransportLost => {
@@ -192,9 +204,10 @@ impl Harness {
         self.drain();
     }
 
-    /// Drains outputs (bounded: one input never queues more than a few) and checks the
-    /// invariants.
+    /// Drains outputs (bounded: one input never queues more than a few, plus one event
+    /// per stream that was open) and checks the invariants.
     fn drain(&mut self) {
+        let bound = 16 + self.open_streams;
         for _ in 0..16 {
             match self.conn.poll_transmit() {
                 Some(WsMessage::Ping(p)) => self.last_probe = p,
@@ -209,7 +222,7 @@ impl Harness {
             self.conn.poll_transmit().is_none(),
             "one input queued more than 16 messages"
         );
-        for _ in 0..16 {
+        for _ in 0..bound {
             match self.conn.poll_event() {
                 Some(Event::Closed { .. } | Event::Failure { .. }) => self.terminal += 1,
                 Some(_) => assert_eq!(self.terminal, 0, "an event after the terminal one"),
@@ -218,8 +231,9 @@ impl Harness {
         }
         assert!(
             self.conn.poll_event().is_none(),
-            "one input queued more than 16 events"
+            "one input queued more than {bound} events"
         );
+        self.open_streams = self.conn.streams().map_or(0, |s| s.open_streams());
         assert!(self.terminal <= 1, "two terminal events");
         assert_eq!(self.terminal == 1, self.conn.is_closed());
         if self.conn.is_closed() {

@@ -10,6 +10,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 
+use std::mem::MaybeUninit;
+
 use crate::Limits;
 
 /// The head of a request: method, target and header fields (spec/protocol.md §4.1).
@@ -77,27 +79,35 @@ impl RequestHead {
     /// Parses a request head that fills `src` exactly (spec/protocol.md §4.1).
     pub fn decode(src: &Bytes, limits: &Limits) -> Result<Self, HeadError> {
         check_size(src, limits)?;
-        with_header_buf(limits, |buf| {
-            let mut req = httparse::Request::new(buf);
-            let n = complete(req.parse(src))?;
-            if n != src.len() {
-                return Err(HeadError::TrailingBytes);
-            }
-            if req.version != Some(1) {
-                return Err(HeadError::UnsupportedVersion);
-            }
-            let method = req.method.unwrap_or_default();
-            let method =
-                Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::InvalidMethod)?;
-            let path = req.path.unwrap_or_default();
-            let uri = Uri::from_maybe_shared(src.slice_ref(path.as_bytes()))
-                .map_err(|_| HeadError::InvalidUri)?;
-            let headers = collect_fields(src, req.headers)?;
-            Ok(RequestHead {
-                method,
-                uri,
-                headers,
-            })
+        let max = usize::from(limits.max_header_count);
+        // Uninitialised slots: nothing is written for fields the head does not have.
+        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
+        let mut heap = Vec::new();
+        let slots = if max <= STACK_FIELDS {
+            &mut stack[..max]
+        } else {
+            heap.resize_with(max, MaybeUninit::uninit);
+            &mut heap[..]
+        };
+        let mut req = httparse::Request::new(&mut []);
+        let n =
+            complete(req.parse_with_uninit_headers(src, slots)).map_err(|e| too_many(e, limits))?;
+        if n != src.len() {
+            return Err(HeadError::TrailingBytes);
+        }
+        if req.version != Some(1) {
+            return Err(HeadError::UnsupportedVersion);
+        }
+        let method = req.method.unwrap_or_default();
+        let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::InvalidMethod)?;
+        let path = req.path.unwrap_or_default();
+        let uri = Uri::from_maybe_shared(src.slice_ref(path.as_bytes()))
+            .map_err(|_| HeadError::InvalidUri)?;
+        let headers = collect_fields(src, req.headers)?;
+        Ok(RequestHead {
+            method,
+            uri,
+            headers,
         })
     }
 }
@@ -363,25 +373,34 @@ fn check_size(src: &Bytes, limits: &Limits) -> Result<(), HeadError> {
 
 /// Field slots kept on the stack up to this count; larger limits take one allocation.
 const STACK_FIELDS: usize = 128;
+/// Slots tried first where httparse needs initialised slots (responses, trailers): most
+/// heads have far fewer fields, and initialising 128 slots costs more than parsing.
+const FIRST_TRY_FIELDS: usize = 32;
 
 fn with_header_buf<'b, T>(
     limits: &Limits,
-    f: impl FnOnce(&mut [httparse::Header<'b>]) -> Result<T, HeadError>,
+    f: impl Fn(&mut [httparse::Header<'b>]) -> Result<T, HeadError>,
 ) -> Result<T, HeadError> {
     let max = usize::from(limits.max_header_count);
-    let result = if max <= STACK_FIELDS {
-        let mut buf = [httparse::EMPTY_HEADER; STACK_FIELDS];
-        f(&mut buf[..max])
-    } else {
-        let mut buf = vec![httparse::EMPTY_HEADER; max];
-        f(&mut buf)
+    let first = max.min(FIRST_TRY_FIELDS);
+    let mut buf = [httparse::EMPTY_HEADER; FIRST_TRY_FIELDS];
+    let result = match f(&mut buf[..first]) {
+        Err(HeadError::Syntax(httparse::Error::TooManyHeaders)) if max > first => {
+            let mut buf = vec![httparse::EMPTY_HEADER; max];
+            f(&mut buf)
+        }
+        other => other,
     };
-    result.map_err(|e| match e {
+    result.map_err(|e| too_many(e, limits))
+}
+
+fn too_many(e: HeadError, limits: &Limits) -> HeadError {
+    match e {
         HeadError::Syntax(httparse::Error::TooManyHeaders) => HeadError::TooManyHeaders {
             max: limits.max_header_count,
         },
         e => e,
-    })
+    }
 }
 
 fn complete<T>(r: Result<httparse::Status<T>, httparse::Error>) -> Result<T, HeadError> {
@@ -612,6 +631,35 @@ mod tests {
             ..limits()
         };
         assert!(RequestHead::decode(&raw, &l).is_ok());
+    }
+
+    #[test]
+    fn heads_with_more_fields_than_the_first_try_still_parse() {
+        let mut head = ResponseHead::new(StatusCode::OK);
+        for i in 0..(FIRST_TRY_FIELDS + 8) {
+            head.headers.append(
+                HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+                HeaderValue::from(i),
+            );
+        }
+        let mut out = BytesMut::new();
+        head.encode(&mut out);
+        let out = out.freeze();
+        assert_eq!(ResponseHead::decode(&out, &limits()).unwrap(), head);
+        let l = Limits {
+            max_header_count: 33,
+            ..limits()
+        };
+        assert_eq!(
+            ResponseHead::decode(&out, &l),
+            Err(HeadError::TooManyHeaders { max: 33 })
+        );
+        let mut trailers = BytesMut::new();
+        encode_trailers(&head.headers, &mut trailers);
+        assert_eq!(
+            decode_trailers(&trailers.freeze(), &limits()).unwrap(),
+            head.headers
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod frame;
 pub mod head;
 mod limits;
 mod random;
+mod side;
 pub mod streams;
 
 pub use codes::{CloseCode, ResetCode};
@@ -53,9 +54,15 @@ pub use frame::{
 pub use head::{HeadError, RequestHead, ResponseHead};
 pub use limits::{Limits, LimitsError};
 pub use random::RandomSource;
+pub use side::{Initiator, Side};
 
 /// The protocol version this crate speaks (spec/protocol.md §2.2).
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// The WebSocket subprotocol name negotiated with `Sec-WebSocket-Protocol` (§2).
 pub const SUBPROTOCOL: &str = "tether.v1";
+
+/// The README's Rust examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -8,8 +8,8 @@
 //! again, presenting the resume ticket of the last session. The [`Client`] handle stays
 //! valid across reconnects.
 //!
-//! Stream frames are logged at `debug` and dropped until the stream layer (issue 4) is
-//! wired in.
+//! Stream events (`Event::Stream`) are logged at `debug` and dropped until request
+//! handlers are wired in (issue 4).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -604,8 +604,10 @@ impl Runner {
                 });
             }
             Event::PongReceived { .. } | Event::PingReceived { .. } => {}
-            Event::Frame(frame) => {
-                tracing::debug!(frame_type = ?frame.frame_type(), "stream frame dropped (no stream layer yet)");
+            Event::Stream(event) => {
+                // Issue 4 wires the stream layer to handlers; until then its events are
+                // logged and dropped.
+                tracing::debug!(?event, "stream event dropped (no stream handler yet)");
             }
             Event::Closed {
                 code,

@@ -16,6 +16,9 @@ SETTING_IDS = {
     "max_frame_payload": 0x04,
     "max_head_size": 0x05,
     "max_header_count": 0x06,
+    "max_concurrent_streams": 0x07,
+    "initial_stream_window": 0x08,
+    "initial_connection_window": 0x09,
     "resume_window_ms": 0x0A,
 }
 
@@ -71,6 +74,9 @@ CONFIG = {
     "max_head_size": 16384,
     "max_header_count": 100,
     "max_metadata_size": 8192,
+    "max_concurrent_streams": 128,
+    "initial_stream_window": 262144,
+    "initial_connection_window": 1048576,
 }
 ANNOUNCED = {k: CONFIG[k] for k in SETTING_IDS if k in CONFIG}
 SERVER_ANNOUNCED = dict(ANNOUNCED, resume_window_ms=0)

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use std::time::Duration;
 
 use crate::frame::{SettingError, MAX_PING_PAYLOAD, MAX_VERSIONS};
+use crate::streams::StreamsConfig;
 use crate::{Limits, LimitsError, Settings, PROTOCOL_VERSION};
 
 /// Length of the sequence number that starts every heartbeat payload (spec/protocol.md §8.2).
@@ -88,6 +89,7 @@ pub struct Config {
     carrier: Carrier,
     app_data: Bytes,
     pong_responder: PongResponder,
+    streams: StreamsConfig,
 }
 
 impl Config {
@@ -110,6 +112,7 @@ impl Config {
                 carrier: Carrier::WebSocket,
                 app_data: Bytes::new(),
                 pong_responder: PongResponder::Transport,
+                streams: StreamsConfig::default(),
             },
         }
     }
@@ -154,6 +157,11 @@ impl Config {
         self.pong_responder
     }
 
+    /// The stream layer's limits and policies (spec/protocol.md §10.8).
+    pub fn streams(&self) -> &StreamsConfig {
+        &self.streams
+    }
+
     /// The settings block this side announces in HELLO or WELCOME (spec/protocol.md §7.4).
     pub(super) fn settings(&self) -> Settings {
         Settings {
@@ -163,6 +171,9 @@ impl Config {
             max_frame_payload: Some(self.limits.max_frame_payload),
             max_head_size: Some(self.limits.max_head_size),
             max_header_count: Some(u32::from(self.limits.max_header_count)),
+            max_concurrent_streams: Some(self.streams.max_concurrent_streams),
+            initial_stream_window: Some(self.streams.initial_stream_window),
+            initial_connection_window: Some(self.streams.initial_connection_window),
             ..Settings::default()
         }
     }
@@ -255,6 +266,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Limits and policies of the stream layer (default [`StreamsConfig::default`]);
+    /// its concurrency and window limits are announced in the handshake (§10.8).
+    pub fn streams(mut self, streams: StreamsConfig) -> Self {
+        self.config.streams = streams;
+        self
+    }
+
     /// Checks the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.config;
@@ -269,6 +287,9 @@ impl ConfigBuilder {
             return Err(ConfigError::AppDataTooLong(c.app_data.len()));
         }
         check_heartbeat(c.heartbeat_interval, c.heartbeat_timeout)?;
+        if c.streams.max_send_buffer == 0 {
+            return Err(ConfigError::ZeroSendBuffer);
+        }
         c.settings().validate()?;
         Ok(c)
     }
@@ -287,6 +308,9 @@ pub enum ConfigError {
     /// The version list is empty or longer than 16.
     #[error("a config must list 1 to 16 protocol versions, not {0}")]
     VersionCount(usize),
+    /// The stream layer's send buffer is zero (nothing could ever be sent).
+    #[error("the per-stream send buffer must not be zero")]
+    ZeroSendBuffer,
     /// The handshake timeout is zero.
     #[error("the handshake timeout must not be zero")]
     ZeroHandshakeTimeout,

@@ -6,17 +6,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::Carrier;
-use crate::{CloseCode, Frame, FrameError, FrameType, Resume, Settings};
-
-/// Which side ended a connection or caused an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Initiator {
-    /// This side: the embedder asked, or the machine detected a fault and closed.
-    Local,
-    /// The other side: it sent a close frame, or its transport went away.
-    Peer,
-}
+use crate::Initiator;
+use crate::{CloseCode, FrameError, FrameType, Resume, Settings};
 
 /// Where a connection is in its lifecycle (spec/protocol.md §7.2, whose state diagram
 /// names these states).
@@ -138,9 +129,11 @@ pub enum Event {
         /// The round trip, when it answers one of this side's recent probes.
         rtt: Option<Duration>,
     },
-    /// Established: a frame for the stream layer (HEADERS, DATA, RESET, WINDOW_UPDATE,
-    /// GOAWAY).
-    Frame(Frame),
+    /// Established: something happened on a stream (a request arrived, a response, body
+    /// data, a stream ended…). See [`StreamEvent`](crate::streams::StreamEvent); the stream
+    /// layer itself is reached through
+    /// [`Connection::streams`](super::Connection::streams).
+    Stream(crate::streams::StreamEvent),
     /// The connection ended in an orderly way: the embedder closed or rejected it, or the
     /// peer sent a close frame with a non-error code (1000, 1001, 1005 or 4500–4999).
     /// Always the last event.
@@ -208,6 +201,9 @@ pub enum ConnectionError {
     /// ([`Connection::handle_transport_lost`](super::Connection::handle_transport_lost)).
     #[error("transport lost without a close frame")]
     TransportLost,
+    /// The peer broke a rule of the stream layer that closes the connection (§10).
+    #[error("stream layer: {0}")]
+    StreamLayer(crate::streams::StreamsError),
 }
 
 impl ConnectionError {
@@ -236,6 +232,7 @@ impl ConnectionError {
             ConnectionError::TextMessage => CloseCode::UNSUPPORTED_DATA,
             ConnectionError::UnsupportedVersion { .. } => CloseCode::UNSUPPORTED_VERSION,
             ConnectionError::PeerClosed { code, .. } => *code,
+            ConnectionError::StreamLayer(e) => e.code,
             ConnectionError::TransportLost => return None,
         })
     }

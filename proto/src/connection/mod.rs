@@ -95,11 +95,12 @@ mod session;
 mod timer;
 
 pub use crate::RandomSource;
+pub use crate::{Initiator, Side};
 pub use config::{
     Carrier, Config, ConfigBuilder, ConfigError, PongResponder, HEARTBEAT_SEQ_LEN,
     MAX_HEARTBEAT_APP_DATA,
 };
-pub use event::{ConnectionError, Event, HelloInfo, Initiator, State, StateError};
+pub use event::{ConnectionError, Event, HelloInfo, State, StateError};
 pub use heartbeat::RttStats;
 pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
 pub use session::{Admission, SessionHandle, SessionStore, StoreError};
@@ -110,22 +111,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::{
-    CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, Reset, Resume, Settings, Welcome,
-};
+use crate::streams::{PeerLimits, Streams};
+use crate::{CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, Resume, Settings, Welcome};
 use event::{is_orderly, NO_STATUS};
 use heartbeat::Heartbeat;
 use timer::{Timer, TimerTable};
-
-/// Which end of the WebSocket a connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Side {
-    /// Opened the WebSocket; sends HELLO.
-    Client,
-    /// Accepted the WebSocket; answers with WELCOME.
-    Server,
-}
 
 /// What the server remembers between HELLO and ACK.
 #[derive(Debug)]
@@ -157,6 +147,8 @@ pub struct Connection {
     welcome_heartbeat: (Duration, Duration),
     heartbeat: Option<Heartbeat>,
     rtt: RttStats,
+    /// The stream layer, from establishment until the connection ends (§10).
+    streams: Option<Streams>,
 }
 
 impl Connection {
@@ -215,6 +207,7 @@ impl Connection {
             welcome_heartbeat: (Duration::ZERO, Duration::ZERO),
             heartbeat: None,
             rtt: RttStats::default(),
+            streams: None,
         }
     }
 
@@ -306,20 +299,42 @@ impl Connection {
 
     // ---- outputs ----
 
-    /// The next message to send.
+    /// The next message to send. The machine's own messages (handshake, heartbeat,
+    /// close) come first; then the stream layer's frames, encoded one at a time as they
+    /// are polled, so a writer that stops polling holds the stream layer back instead of
+    /// letting frames pile up here.
     pub fn poll_transmit(&mut self) -> Option<WsMessage> {
-        self.transmits.pop_front()
+        if let Some(msg) = self.transmits.pop_front() {
+            return Some(msg);
+        }
+        let frame = self.streams.as_mut()?.poll_transmit()?;
+        frame.encode(&mut self.buf);
+        Some(WsMessage::Binary(self.buf.split().freeze()))
     }
 
-    /// The next event.
+    /// The next event: the machine's own, then the stream layer's as [`Event::Stream`].
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        self.streams.as_mut()?.poll_event().map(Event::Stream)
     }
 
     /// The earliest deadline at which [`handle_timeout`](Self::handle_timeout) must be
     /// called, `None` when no timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_timeout()
+        let own = self.timers.next_timeout();
+        let streams = self.streams.as_ref().and_then(Streams::poll_timeout);
+        match (own, streams) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The stream layer, once established (`None` before and after): open requests,
+    /// answer the peer's, send bodies and resets through it (spec/protocol.md §10).
+    pub fn streams(&mut self) -> Option<&mut Streams> {
+        self.streams.as_mut()
     }
 
     // ---- inputs ----
@@ -336,8 +351,14 @@ impl Connection {
                 Err(error) => match error.reaction() {
                     // spec/protocol.md §3.5: a stream error resets the stream only; before
                     // the handshake there are no streams.
-                    Reaction::Reset(stream_id, code) if self.state == State::Established => {
-                        self.send(&Frame::Reset(Reset { stream_id, code }));
+                    Reaction::Reset(stream_id, code) if self.streams.is_some() => {
+                        if let Some(Err(e)) = self
+                            .streams
+                            .as_mut()
+                            .map(|s| s.handle_stream_error(stream_id, code, now))
+                        {
+                            self.fail(ConnectionError::StreamLayer(e));
+                        }
                     }
                     _ => self.fail(ConnectionError::InvalidFrame(error)),
                 },
@@ -375,6 +396,9 @@ impl Connection {
         }
         if self.timers.is_expired(Timer::Probe, now) {
             self.send_probe(now);
+        }
+        if let Some(streams) = &mut self.streams {
+            streams.handle_timeout(now);
         }
     }
 
@@ -448,29 +472,6 @@ impl Connection {
         self.terminate(event);
     }
 
-    /// Established: queues a frame of the stream layer (HEADERS, DATA, RESET,
-    /// WINDOW_UPDATE, GOAWAY). Handshake and heartbeat frames are the machine's own.
-    pub fn send_frame(&mut self, frame: &Frame) -> Result<(), StateError> {
-        let allowed = !matches!(
-            frame,
-            Frame::Hello(_) | Frame::Welcome(_) | Frame::Ack | Frame::Ping(_) | Frame::Pong(_)
-        );
-        if !allowed {
-            return Err(StateError {
-                operation: "send_frame of a handshake or heartbeat frame",
-                state: self.state,
-            });
-        }
-        if self.state != State::Established {
-            return Err(StateError {
-                operation: "send_frame",
-                state: self.state,
-            });
-        }
-        self.send(frame);
-        Ok(())
-    }
-
     // ---- internals ----
 
     fn send(&mut self, frame: &Frame) {
@@ -517,7 +518,10 @@ impl Connection {
             (State::Established, frame)
                 if !matches!(frame, Frame::Hello(_) | Frame::Welcome(_) | Frame::Ack) =>
             {
-                self.events.push_back(Event::Frame(frame))
+                // spec/protocol.md §10: HEADERS, DATA, RESET, WINDOW_UPDATE, GOAWAY.
+                if let Some(Err(e)) = self.streams.as_mut().map(|s| s.handle_frame(frame, now)) {
+                    self.fail(ConnectionError::StreamLayer(e));
+                }
             }
             (state, frame) => self.fail(ConnectionError::UnexpectedFrame {
                 frame: frame.frame_type(),
@@ -602,6 +606,23 @@ impl Connection {
         );
         self.state = State::Established;
         self.timers.stop(Timer::Handshake);
+        // spec/protocol.md §7.4, §10.8: what the peer announced bounds what we send;
+        // absent settings mean the defaults.
+        let defaults = PeerLimits::default();
+        let p = &self.peer_settings;
+        let peer = PeerLimits {
+            max_frame_payload: p.max_frame_payload.unwrap_or(defaults.max_frame_payload),
+            max_concurrent_streams: p
+                .max_concurrent_streams
+                .unwrap_or(defaults.max_concurrent_streams),
+            initial_stream_window: p
+                .initial_stream_window
+                .unwrap_or(defaults.initial_stream_window),
+            initial_connection_window: p
+                .initial_connection_window
+                .unwrap_or(defaults.initial_connection_window),
+        };
+        self.streams = Some(Streams::new(self.side, self.config.streams().clone(), peer));
         if interval.is_zero() {
             return;
         }
@@ -676,6 +697,14 @@ impl Connection {
         self.timers.stop_all();
         self.heartbeat = None;
         self.pending = None;
+        // Every open stream ends with "connection lost" before the connection's own end
+        // is reported (spec/protocol.md §10.5).
+        if let Some(mut streams) = self.streams.take() {
+            streams.handle_connection_lost();
+            while let Some(e) = streams.poll_event() {
+                self.events.push_back(Event::Stream(e));
+            }
+        }
         self.events.push_back(event);
     }
 }

@@ -60,17 +60,10 @@ use crate::{
 /// when the request was sent (spec/protocol.md §10.6).
 pub const TIMEOUT_HEADER: &str = "tether-timeout";
 
-/// Which end of the connection this machine is (decides stream id parity, §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The endpoint that opened the WebSocket: opens odd stream ids.
-    Client,
-    /// The endpoint that accepted it: opens even stream ids.
-    Server,
-}
+pub use crate::{Initiator, Side};
 
-/// Local limits and policies of the stream layer (spec/protocol.md §10.7).
-#[derive(Debug, Clone)]
+/// Local limits and policies of the stream layer (spec/protocol.md §10.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamsConfig {
     /// Most streams the peer may have open toward us; more are refused with
     /// REFUSED_STREAM. Announced as MAX_CONCURRENT_STREAMS. Default 128.
@@ -113,7 +106,7 @@ impl Default for StreamsConfig {
     }
 }
 
-/// What the peer announced in the handshake that the stream layer must respect.
+/// What the peer announced in the handshake that the stream layer must respect (§7.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerLimits {
     /// Largest DATA payload the peer accepts.
@@ -127,7 +120,7 @@ pub struct PeerLimits {
 }
 
 impl Default for PeerLimits {
-    /// The values a peer that sent no setting is assumed to have (spec/protocol.md §10.7).
+    /// The values a peer that sent no setting is assumed to have (spec/protocol.md §10.8).
     fn default() -> Self {
         let c = StreamsConfig::default();
         PeerLimits {
@@ -137,15 +130,6 @@ impl Default for PeerLimits {
             initial_connection_window: c.initial_connection_window,
         }
     }
-}
-
-/// Who ended a stream or a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Initiator {
-    /// This endpoint.
-    Local,
-    /// The other endpoint.
-    Peer,
 }
 
 /// How a stream ended. Every stream ends exactly once, with a
@@ -274,18 +258,19 @@ pub enum SendError {
     },
 }
 
-/// A rule broken badly enough that the whole connection must close.
+/// A rule broken badly enough that the whole connection must close (the connection
+/// machine closes with `code`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason} (close {code})")]
-pub struct ConnectionError {
+pub struct StreamsError {
     /// The close code to send.
     pub code: CloseCode,
     /// What happened, for logs and the close frame's reason.
     pub reason: &'static str,
 }
 
-fn violation(code: CloseCode, reason: &'static str) -> ConnectionError {
-    ConnectionError { code, reason }
+fn violation(code: CloseCode, reason: &'static str) -> StreamsError {
+    StreamsError { code, reason }
 }
 
 /// The stream layer of one connection (spec/protocol.md §10).
@@ -382,6 +367,27 @@ impl Streams {
         }
     }
 
+    /// Whether `id` belongs to a stream that existed at some point (opened by us, or by the
+    /// peer at or below the highest id it used): frames for it may still be in flight
+    /// after it closed (§10.2).
+    fn was_ever_opened(&self, id: StreamId) -> bool {
+        if self.is_local(id) {
+            self.was_opened_locally(id)
+        } else {
+            id.value() <= self.last_peer
+        }
+    }
+
+    /// A frame for a stream that is not open: ignored if the stream existed (§10.2),
+    /// a connection error if it never did (§10.1).
+    fn ignore_if_closed(&self, id: StreamId, what: &'static str) -> Result<(), StreamsError> {
+        if self.was_ever_opened(id) {
+            Ok(())
+        } else {
+            Err(violation(CloseCode::PROTOCOL_ERROR, what))
+        }
+    }
+
     /// Whether a local id was handed out by `open` (so a frame for it is about a stream
     /// that existed).
     fn was_opened_locally(&self, id: StreamId) -> bool {
@@ -397,7 +403,7 @@ impl Streams {
     /// Takes one received stream-layer frame (HEADERS, DATA, RESET, WINDOW_UPDATE,
     /// GOAWAY); other frames are ignored. `Err` means the connection must close with the
     /// given code; stream-level problems are handled here (RESET queued, event emitted).
-    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ConnectionError> {
+    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), StreamsError> {
         match frame {
             Frame::Headers(h) => self.recv_headers(h, now),
             Frame::Data(d) => self.recv_data(d),
@@ -418,7 +424,7 @@ impl Streams {
         id: StreamId,
         code: ResetCode,
         now: Instant,
-    ) -> Result<(), ConnectionError> {
+    ) -> Result<(), StreamsError> {
         if self.streams.contains_key(&id) {
             self.reset_stream(
                 id,
@@ -441,7 +447,7 @@ impl Streams {
         }))
     }
 
-    fn recv_headers(&mut self, h: Headers, now: Instant) -> Result<(), ConnectionError> {
+    fn recv_headers(&mut self, h: Headers, now: Instant) -> Result<(), StreamsError> {
         let id = h.stream_id;
         if self.streams.contains_key(&id) {
             return self.recv_headers_on_open(h);
@@ -516,7 +522,7 @@ impl Streams {
         Ok(())
     }
 
-    fn recv_headers_on_open(&mut self, h: Headers) -> Result<(), ConnectionError> {
+    fn recv_headers_on_open(&mut self, h: Headers) -> Result<(), StreamsError> {
         let id = h.stream_id;
         let local = self.is_local(id);
         let Some(s) = self.streams.get_mut(&id) else {
@@ -576,7 +582,7 @@ impl Streams {
         Ok(())
     }
 
-    fn recv_data(&mut self, d: Data) -> Result<(), ConnectionError> {
+    fn recv_data(&mut self, d: Data) -> Result<(), StreamsError> {
         let id = d.stream_id;
         // Bounded by max_frame_payload (<= 16 MiB), so it fits.
         let len = d.payload.len() as u32;
@@ -589,11 +595,7 @@ impl Streams {
         self.conn_recv_window -= len;
         let max_body = self.config.max_body_size;
         let Some(s) = self.streams.get_mut(&id) else {
-            let seen = if self.is_local(id) {
-                self.was_opened_locally(id)
-            } else {
-                id.value() <= self.last_peer
-            };
+            let seen = self.was_ever_opened(id);
             if !seen {
                 return Err(violation(
                     CloseCode::PROTOCOL_ERROR,
@@ -650,23 +652,11 @@ impl Streams {
         Ok(())
     }
 
-    fn recv_reset(&mut self, r: Reset, now: Instant) -> Result<(), ConnectionError> {
+    fn recv_reset(&mut self, r: Reset, now: Instant) -> Result<(), StreamsError> {
         self.count_churn(now)?;
         let id = r.stream_id;
         let Some(s) = self.streams.get(&id) else {
-            let seen = if self.is_local(id) {
-                self.was_opened_locally(id)
-            } else {
-                id.value() <= self.last_peer
-            };
-            return if seen {
-                Ok(())
-            } else {
-                Err(violation(
-                    CloseCode::PROTOCOL_ERROR,
-                    "RESET on a stream that was never opened",
-                ))
-            };
+            return self.ignore_if_closed(id, "RESET on a stream that was never opened");
         };
         let outcome = if r.code == ResetCode::REFUSED_STREAM && self.is_local(id) {
             Outcome::Refused
@@ -683,7 +673,7 @@ impl Streams {
         Ok(())
     }
 
-    fn recv_window_update(&mut self, w: WindowUpdate) -> Result<(), ConnectionError> {
+    fn recv_window_update(&mut self, w: WindowUpdate) -> Result<(), StreamsError> {
         let inc = i64::from(w.increment);
         if w.stream_id.is_zero() {
             self.conn_send_window += inc;
@@ -697,19 +687,7 @@ impl Streams {
         }
         let id = w.stream_id;
         let Some(s) = self.streams.get_mut(&id) else {
-            let seen = if self.is_local(id) {
-                self.was_opened_locally(id)
-            } else {
-                id.value() <= self.last_peer
-            };
-            return if seen {
-                Ok(())
-            } else {
-                Err(violation(
-                    CloseCode::PROTOCOL_ERROR,
-                    "WINDOW_UPDATE on a stream that was never opened",
-                ))
-            };
+            return self.ignore_if_closed(id, "WINDOW_UPDATE on a stream that was never opened");
         };
         s.send_window += inc;
         if s.send_window > i64::from(MAX_INCREMENT) {
@@ -1059,7 +1037,7 @@ impl Streams {
     }
 
     /// Queues a frame the peer's behaviour made necessary, within the reply budget.
-    fn reply(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+    fn reply(&mut self, frame: Frame) -> Result<(), StreamsError> {
         if self.control.len() >= self.config.max_queued_replies {
             return Err(violation(
                 CloseCode::ENHANCE_YOUR_CALM,
@@ -1070,7 +1048,7 @@ impl Streams {
         Ok(())
     }
 
-    fn count_churn(&mut self, now: Instant) -> Result<(), ConnectionError> {
+    fn count_churn(&mut self, now: Instant) -> Result<(), StreamsError> {
         let fresh = self
             .churn_since
             .is_none_or(|since| now.saturating_duration_since(since) >= self.config.churn_window);
@@ -1089,7 +1067,7 @@ impl Streams {
     }
 
     /// Gives `n` received connection-window bytes back to the peer (batched).
-    fn release_connection(&mut self, n: u32, is_reply: bool) -> Result<(), ConnectionError> {
+    fn release_connection(&mut self, n: u32, is_reply: bool) -> Result<(), StreamsError> {
         self.conn_release_pending += n;
         if self.conn_release_pending >= self.config.initial_connection_window / 2
             && self.conn_release_pending > 0

@@ -32,7 +32,7 @@ struct Peer {
     events: Vec<StreamEvent>,
     /// Whether this peer's application releases received bytes at once.
     auto_release: bool,
-    error: Option<ConnectionError>,
+    error: Option<StreamsError>,
 }
 
 struct Pair {

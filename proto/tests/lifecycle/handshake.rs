@@ -393,37 +393,6 @@ fn local_close_is_orderly_and_idempotent() {
 }
 
 #[test]
-fn stream_frames_pass_through_once_established() {
-    let mut pair = Pair::default_configs();
-    let frame = Frame::Data(tether_proto::Data {
-        stream_id: tether_proto::StreamId::new(1),
-        end_stream: true,
-        payload: Bytes::from_static(b"hi"),
-    });
-    assert!(
-        pair.client.conn.send_frame(&frame).is_err(),
-        "not before the handshake"
-    );
-    pair.handshake();
-    pair.client.conn.send_frame(&frame).unwrap();
-    assert!(pair.client.conn.send_frame(&Frame::Ack).is_err());
-    pair.drive();
-    assert_eq!(pair.server.last_event(), Some(&Event::Frame(frame)));
-    // A stream-level decode error resets the stream and keeps the connection.
-    let bad = Bytes::from_static(b"\x07\0\0\0\0\0\0\x03\0\0\0\0"); // WINDOW_UPDATE +0 on stream 3
-    pair.server
-        .conn
-        .handle_message(WsMessage::Binary(bad), pair.now);
-    assert!(pair.server.conn.is_established());
-    let Some(WsMessage::Binary(reset)) = pair.server.conn.poll_transmit() else {
-        panic!()
-    };
-    assert!(
-        matches!(Frame::decode(reset, &Limits::default()), Ok(Frame::Reset(r)) if r.stream_id.value() == 3)
-    );
-}
-
-#[test]
 fn server_application_may_set_the_heartbeat_per_connection() {
     let mut pair = Pair::default_configs();
     pair.heartbeat_override = Some((Duration::from_secs(2), Duration::from_secs(5)));

@@ -4,4 +4,5 @@ mod handshake;
 mod heartbeat;
 mod pair;
 mod resume;
+mod streams;
 mod vectors;

@@ -33,6 +33,12 @@ fn config(c: &Value) -> Config {
             max_header_count: n("max_header_count") as u16,
             max_metadata_size: n("max_metadata_size") as u32,
         })
+        .streams(tether_proto::streams::StreamsConfig {
+            max_concurrent_streams: n("max_concurrent_streams") as u32,
+            initial_stream_window: n("initial_stream_window") as u32,
+            initial_connection_window: n("initial_connection_window") as u32,
+            ..Default::default()
+        })
         .build()
         .expect("vector config is valid")
 }
@@ -64,7 +70,7 @@ fn event_name(e: &Event) -> &'static str {
         Event::Established { .. } => "established",
         Event::PingReceived { .. } => "ping_received",
         Event::PongReceived { .. } => "pong_received",
-        Event::Frame(_) => "frame",
+        Event::Stream(_) => "stream",
         Event::Closed { .. } => "closed",
         Event::Failure { .. } => "failure",
         _ => "other",

@@ -226,9 +226,10 @@ impl Task<'_> {
             }
             Event::Received { id, metadata } => self.established(id, metadata, false),
             Event::Resumed { id, metadata } => self.established(id, metadata, true),
-            Event::Frame(frame) => {
-                // Issue 4 wires the stream layer in; until then stream frames are dropped.
-                tracing::debug!(frame_type = ?frame.frame_type(), "stream frame dropped (no stream layer yet)");
+            Event::Stream(event) => {
+                // Issue 4 wires the stream layer to handlers; until then its events are
+                // logged and dropped.
+                tracing::debug!(?event, "stream event dropped (no stream handler yet)");
             }
             Event::PingReceived { .. } => tracing::trace!("ping"),
             Event::PongReceived { rtt, .. } => tracing::trace!(?rtt, "pong"),

@@ -8,8 +8,8 @@
 //! drain its events (asking the [`HelloHook`] when a HELLO arrives) → feed every queued
 //! message to the socket and flush once. The runtime holds no protocol rule.
 //!
-//! Stream frames (HEADERS, DATA, …) arriving on an established connection are logged at
-//! `debug` and dropped: the stream layer (issue 4) is not wired in yet.
+//! Stream events (`Event::Stream`: requests, responses, body data from the machine's stream
+//! layer) are logged at `debug` and dropped: wiring them to request handlers is issue 4.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

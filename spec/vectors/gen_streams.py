@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Writes spec/vectors/streams.json: scripted exchanges with one stream layer (§10).
+
+Written from spec/protocol.md alone, independently of the Rust code. Run:
+python3 spec/vectors/gen_streams.py
+"""
+import json
+import pathlib
+import struct
+
+HEADERS, DATA, RESET, WINDOW_UPDATE, GOAWAY = 4, 5, 6, 7, 8
+END_STREAM, RESPONSE, TRAILERS = 0x01, 0x02, 0x04
+CODES = dict(NO_ERROR=0, PROTOCOL_ERROR=1, INTERNAL_ERROR=2, FLOW_CONTROL_ERROR=3,
+             REFUSED_STREAM=4, CANCEL=5, TIMEOUT=6, HEAD_TOO_LARGE=7, BODY_TOO_LARGE=8,
+             STREAM_CLOSED=9, ENHANCE_YOUR_CALM=10)
+
+
+def frame(ty, flags, sid, payload=b""):
+    return (struct.pack(">BBHI", ty, flags, 0, sid) + payload).hex()
+
+
+def request(sid, method="GET", target="/", fields=(), end=True):
+    text = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields) + "\r\n"
+    return frame(HEADERS, END_STREAM if end else 0, sid, text.encode())
+
+
+def response(sid, status, reason, fields=(), end=True):
+    text = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields) + "\r\n"
+    return frame(HEADERS, RESPONSE | (END_STREAM if end else 0), sid, text.encode())
+
+
+def trailers(sid, fields):
+    text = "".join(f"{n}: {v}\r\n" for n, v in fields) + "\r\n"
+    return frame(HEADERS, TRAILERS | END_STREAM, sid, text.encode())
+
+
+def data(sid, payload, end=False):
+    return frame(DATA, END_STREAM if end else 0, sid, payload)
+
+
+def reset(sid, code):
+    return frame(RESET, 0, sid, struct.pack(">I", CODES[code]))
+
+
+def window_update(sid, inc):
+    return frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", inc))
+
+
+def goaway(last, code, reason=b""):
+    return frame(GOAWAY, 0, 0, struct.pack(">II", last, CODES[code]) + reason)
+
+
+DEFAULT = {"max_concurrent_streams": 128, "initial_stream_window": 262144,
+           "initial_connection_window": 1048576, "max_body_size": None,
+           "peer_max_frame_payload": 65536, "peer_max_concurrent_streams": 128,
+           "peer_initial_stream_window": 262144, "peer_initial_connection_window": 1048576}
+
+
+def script(name, role, steps, doc, **config):
+    c = dict(DEFAULT)
+    c.update(config)
+    return {"name": name, "doc": doc, "role": role, "config": c, "steps": steps}
+
+
+def step(action, send=(), events=(), close=None):
+    s = dict(action)
+    s["send"] = list(send)
+    s["events"] = list(events)
+    if close is not None:
+        s["close"] = close
+    return s
+
+
+def recv(hexframe):
+    return {"recv": hexframe}
+
+
+S = []
+S.append(script("request_then_response", "server", [
+    step(recv(request(1, "GET", "/status")), events=[["request", 1, "GET", "/status", True]]),
+    step({"respond": [1, 204, True]}, send=[response(1, 204, "No Content")],
+         events=[["closed", 1, "finished"]]),
+], "§10.1, §10.2: a request opens a stream; the final response with END_STREAM finishes it"))
+S.append(script("request_body_and_response_body", "server", [
+    step(recv(request(1, "POST", "/items", [("content-length", "3")], end=False)),
+         events=[["request", 1, "POST", "/items", False]]),
+    step(recv(data(1, b"abc", end=True)), events=[["data", 1, 3, True]]),
+    step({"respond": [1, 200, False]}, send=[response(1, 200, "OK", end=False)]),
+    step({"send_data": [1, "6f6b", True]}, send=[data(1, b"ok", end=True)],
+         events=[["closed", 1, "finished"]]),
+], "§10.2, §10.4"))
+S.append(script("refused_over_concurrency_limit", "server", [
+    step(recv(request(1)), events=[["request", 1, "GET", "/", True]]),
+    step(recv(request(3)), send=[reset(3, "REFUSED_STREAM")]),
+], "§10.1: over MAX_CONCURRENT_STREAMS the stream is refused, safe to retry",
+    max_concurrent_streams=1))
+S.append(script("stream_id_going_backwards", "server", [
+    step(recv(request(5)), events=[["request", 5, "GET", "/", True]]),
+    step(recv(request(3)), send=[reset(3, "STREAM_CLOSED")]),
+], "§10.1: a request on an id at or below the highest used is for a closed stream"))
+S.append(script("data_on_idle_stream", "server", [
+    step(recv(data(1, b"x")), close=4000),
+], "§10.1: DATA on a stream never opened closes the connection"))
+S.append(script("request_on_own_parity", "server", [
+    step(recv(request(2)), close=4000),
+], "§10.1: a server never receives a request on an even id"))
+S.append(script("response_on_idle_stream", "client", [
+    step(recv(response(2, 200, "OK")), close=4000),
+], "§10.1: a peer stream must open with a request head"))
+S.append(script("stream_window_exceeded", "server", [
+    step(recv(request(1, "POST", end=False)), events=[["request", 1, "POST", "/", False]]),
+    step(recv(data(1, b"12345")), send=[reset(1, "FLOW_CONTROL_ERROR")],
+         events=[["closed", 1, "reset", CODES["FLOW_CONTROL_ERROR"], "local"]]),
+], "§10.3: DATA beyond the stream window resets that stream", initial_stream_window=4))
+S.append(script("connection_window_exceeded", "server", [
+    step(recv(request(1, "POST", end=False)), events=[["request", 1, "POST", "/", False]]),
+    step(recv(data(1, b"123456789")), close=4006),
+], "§10.3: DATA beyond the connection window closes with 4006", initial_connection_window=8))
+S.append(script("window_update_after_consumption", "server", [
+    step(recv(request(1, "POST", end=False)), events=[["request", 1, "POST", "/", False]]),
+    step(recv(data(1, b"abcd")), events=[["data", 1, 4, False]]),
+    step({"release": [1, 3]}),
+    step({"release": [1, 1]}, send=[window_update(1, 4)]),
+    step(recv(data(1, b"efgh")), events=[["data", 1, 4, False]]),
+    step({"release": [1, 4]}, send=[window_update(1, 4), window_update(0, 8)]),
+], "§10.3: credit goes back as bytes are consumed, once half a window is due",
+    initial_stream_window=8, initial_connection_window=16))
+S.append(script("connection_window_overflow", "server", [
+    step(recv(window_update(0, 0x7FFFFFFF)), close=4006),
+], "§10.3: a window above 2^31-1 closes with 4006"))
+S.append(script("content_length_mismatch", "server", [
+    step(recv(request(1, "PUT", "/", [("content-length", "2")], end=False)),
+         events=[["request", 1, "PUT", "/", False]]),
+    step(recv(data(1, b"abc")), send=[reset(1, "PROTOCOL_ERROR")],
+         events=[["closed", 1, "reset", CODES["PROTOCOL_ERROR"], "local"]]),
+], "§10.4"))
+S.append(script("body_too_large", "server", [
+    step(recv(request(1, "POST", end=False)), events=[["request", 1, "POST", "/", False]]),
+    step(recv(data(1, b"abcdef")), send=[reset(1, "BODY_TOO_LARGE")],
+         events=[["closed", 1, "reset", CODES["BODY_TOO_LARGE"], "local"]]),
+], "§10.8: the optional body limit", max_body_size=5))
+S.append(script("deadline_from_the_request", "server", [
+    step(recv(request(1, "GET", "/slow", [("tether-timeout", "100")])),
+         events=[["request", 1, "GET", "/slow", True]]),
+    step({"advance_ms": 99}),
+    step({"advance_ms": 1}, send=[reset(1, "TIMEOUT")], events=[["closed", 1, "timed_out"]]),
+], "§10.6: the responder stops when the caller's deadline has passed"))
+S.append(script("malformed_deadline", "server", [
+    step(recv(request(1, "GET", "/", [("tether-timeout", "1.5s")])), send=[reset(1, "PROTOCOL_ERROR")]),
+], "§10.6: tether-timeout is 1 to 10 digits"))
+S.append(script("goaway_refuses_later_streams", "server", [
+    step(recv(request(1)), events=[["request", 1, "GET", "/", True]]),
+    step({"go_away": "NO_ERROR"}, send=[goaway(1, "NO_ERROR")]),
+    step(recv(request(3)), send=[reset(3, "REFUSED_STREAM")]),
+    step({"respond": [1, 200, True]}, send=[response(1, 200, "OK")], events=[["closed", 1, "finished"]]),
+], "§10.7"))
+S.append(script("peer_cancels", "server", [
+    step(recv(request(1, "POST", end=False)), events=[["request", 1, "POST", "/", False]]),
+    step(recv(reset(1, "CANCEL")), events=[["closed", 1, "reset", CODES["CANCEL"], "peer"]]),
+    step(recv(data(1, b"late"))),
+], "§10.2, §10.5: frames in flight after a reset are expected and ignored"))
+S.append(script("client_request_refused", "client", [
+    step({"open": ["GET", "/", True, None]}, send=[request(1)]),
+    step(recv(reset(1, "REFUSED_STREAM")), events=[["closed", 1, "refused"]]),
+], "§10.5: REFUSED_STREAM means safe to retry"))
+S.append(script("client_goaway_refuses_in_flight", "client", [
+    step({"open": ["GET", "/a", True, None]}, send=[request(1, "GET", "/a")]),
+    step({"open": ["GET", "/b", True, None]}, send=[request(3, "GET", "/b")]),
+    step(recv(goaway(1, "NO_ERROR")), events=[["closed", 3, "refused"], ["goaway", 1, 0]]),
+    step(recv(response(1, 200, "OK")), events=[["response", 1, 200, True], ["closed", 1, "finished"]]),
+], "§10.7: streams above the last stream id are refused; the others complete"))
+S.append(script("client_deadline", "client", [
+    step({"open": ["GET", "/slow", True, 250]},
+         send=[request(1, "GET", "/slow", [("tether-timeout", "250")])]),
+    step({"advance_ms": 250}, send=[reset(1, "TIMEOUT")], events=[["closed", 1, "timed_out"]]),
+], "§10.6: the requester sends its deadline and resets at it"))
+S.append(script("client_data_respects_both_windows", "client", [
+    step({"open": ["POST", "/a", False, None]}, send=[request(1, "POST", "/a", end=False)]),
+    step({"open": ["POST", "/b", False, None]}, send=[request(3, "POST", "/b", end=False)]),
+    # Stream window 6, frames of 4: 4 + 2, then stream 1 waits for its window.
+    step({"send_data": [1, "0101010101010101", True]}, send=[data(1, b"\x01" * 4), data(1, b"\x01" * 2)]),
+    # Connection window 10 - 6 = 4 left: one frame of stream 3, then everything waits.
+    step({"send_data": [3, "0303030303030303", True]}, send=[data(3, b"\x03" * 4)]),
+    step(recv(window_update(0, 4)), send=[data(3, b"\x03" * 2)]),
+    step(recv(window_update(1, 4)), send=[data(1, b"\x01" * 2, end=True)]),
+    # Stream 3 gets window but the connection has none left.
+    step(recv(window_update(3, 4))),
+    step(recv(window_update(0, 10)), send=[data(3, b"\x03" * 2, end=True)]),
+], "§10.3: DATA in frames of at most the peer's MAX_FRAME_PAYLOAD, within the stream's and the connection's windows",
+    peer_max_frame_payload=4, peer_initial_stream_window=6, peer_initial_connection_window=10))
+S.append(script("client_trailers", "client", [
+    step({"open": ["GET", "/rpc", True, None]}, send=[request(1, "GET", "/rpc")]),
+    step(recv(response(1, 200, "OK", end=False)), events=[["response", 1, 200, False]]),
+    step(recv(trailers(1, [("grpc-status", "0")])), events=[["trailers", 1], ["closed", 1, "finished"]]),
+], "§4.4: trailers end the direction"))
+
+doc = {
+    "description": (
+        "Scripted exchanges with one stream layer (spec/protocol.md §10). Each script creates a "
+        "`role` endpoint (client opens odd stream ids, server even) with `config`: its own "
+        "max_concurrent_streams, initial_stream_window, initial_connection_window, max_body_size "
+        "(null = none), and what the peer announced (peer_*). Other limits are the defaults of §10.8. "
+        "Steps run in order; each does one thing: `recv` (a frame as hex), `open` ([method, path, "
+        "end_stream, timeout_ms or null]), `respond` ([stream, status, end_stream]), `send_data` "
+        "([stream, hex, end_stream]), `release` ([stream, bytes consumed]), `go_away` (code name), or "
+        "`advance_ms`. After the step the endpoint must have sent exactly `send` (frames as hex, in "
+        "order) and reported exactly `events`: [request, id, method, path, end_stream], [response, "
+        "id, status, end_stream], [data, id, length, end_stream], [trailers, id], [goaway, "
+        "last_stream_id, code], [closed, id, finished|refused|timed_out|connection_lost], or [closed, "
+        "id, reset, code, local|peer]. With `close`, the step instead makes the endpoint close the "
+        "connection with that code."),
+    "generated_by": "spec/vectors/gen_streams.py",
+    "scripts": S,
+}
+out = pathlib.Path(__file__).with_name("streams.json")
+out.write_text(json.dumps(doc, indent=1) + "\n")
+print(f"{out}: {len(S)} scripts")
