@@ -18,8 +18,9 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::closing;
 
-/// The WebSocket subprotocol of Tether v1 (spec/protocol.md §2.1).
-pub const SUBPROTOCOL: &str = "tether.v1";
+/// The WebSocket subprotocol of Tether v1 (spec/protocol.md §2.1), offered by the client
+/// and selected by the server.
+pub use tether_proto::SUBPROTOCOL;
 
 /// Default time one burst of writes may take before the transport is declared lost.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
