@@ -2,36 +2,18 @@
 //! with 1001; demo-client prints, and reconnects when the server restarts.
 #![cfg(unix)]
 
+mod common;
+
+use common::{sigterm, GUARD};
+
 use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tether_tokio::demo_server::{DemoServer, DemoServerConfig};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::process::{ChildStderr, ChildStdout};
 use tokio_tungstenite::tungstenite::Message;
-
-const GUARD: Duration = Duration::from_secs(15);
-
-fn tether(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn tether")
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
     lines: &mut Lines<R>,
@@ -51,7 +33,7 @@ async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
 
 #[tokio::test]
 async fn demo_server_sigterm_closes_clients_with_1001_and_exits_0() {
-    let mut child = tether(&["demo-server", "--listen", "127.0.0.1:0"]);
+    let mut child = common::tether(&["demo-server", "--listen", "127.0.0.1:0"], Stdio::piped());
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = line_with(&mut out, "listening on").await;
     let url = line.rsplit(' ').next().unwrap().to_owned();
@@ -96,14 +78,17 @@ async fn demo_client_prints_and_reconnects_after_server_restart() {
     let server = DemoServer::start(config.clone()).await.unwrap();
     let addr = server.local_addr();
     let url = format!("ws://{addr}/");
-    let mut child = tether(&[
-        "demo-client",
-        &url,
-        "--echo",
-        "hi",
-        "--max-reconnect-delay",
-        "200ms",
-    ]);
+    let mut child = common::tether(
+        &[
+            "demo-client",
+            &url,
+            "--echo",
+            "hi",
+            "--max-reconnect-delay",
+            "200ms",
+        ],
+        Stdio::piped(),
+    );
     let mut out: Lines<BufReader<ChildStdout>> =
         BufReader::new(child.stdout.take().unwrap()).lines();
     let mut err: Lines<BufReader<ChildStderr>> =

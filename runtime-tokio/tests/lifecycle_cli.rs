@@ -1,33 +1,15 @@
 //! `tether demo`, `tether server` and `tether client` as processes.
 #![cfg(unix)]
 
+mod common;
+
+use common::{sigterm, GUARD};
+
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-
-const GUARD: Duration = Duration::from_secs(15);
-
-fn tether(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn tether")
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 async fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
     tokio::time::timeout(GUARD, async {
@@ -74,23 +56,29 @@ async fn demo_exits_zero_quickly_and_resumes_the_same_id() {
 
 #[tokio::test]
 async fn server_and_client_print_their_events() {
-    let mut server = tether(&[
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--heartbeat-interval",
-        "200ms",
-        "--heartbeat-timeout",
-        "1s",
-        "--allowed-origin",
-        "https://app.example",
-    ]);
+    let mut server = common::tether(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "200ms",
+            "--heartbeat-timeout",
+            "1s",
+            "--allowed-origin",
+            "https://app.example",
+        ],
+        Stdio::inherit(),
+    );
     let mut slines = stdout(&mut server);
     let listening = line_with(&mut slines, "listening ").await;
     let url = listening.trim_start_matches("listening ").to_owned();
     assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
 
-    let mut client = tether(&["client", &url, "--metadata", r#"{"user":"ada"}"#]);
+    let mut client = common::tether(
+        &["client", &url, "--metadata", r#"{"user":"ada"}"#],
+        Stdio::inherit(),
+    );
     let mut clines = stdout(&mut client);
     let connected = line_with(&mut clines, "connected ").await;
     let id = connected.trim_start_matches("connected ").to_owned();
