@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 
-use super::common::{runtime, shutdown_signal};
+use super::common::{block_on, shutdown_signal};
 use super::lifecycle::{client_line, Timing};
 
 /// Arguments of `tether client` (documented on the subcommand).
@@ -48,14 +48,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         }
     }
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
+    block_on(async move {
         let (client, mut events) = match Client::connect(&args.url, config) {
             Ok(ok) => ok,
             Err(e) => {

@@ -35,10 +35,21 @@ pub(crate) async fn shutdown_signal() {
 }
 
 /// A tokio runtime for a subcommand.
-pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs a subcommand's future on a new multi-threaded tokio runtime; a runtime that cannot
+/// start is reported and fails the command.
+pub(crate) fn block_on(
+    run: impl std::future::Future<Output = std::process::ExitCode>,
+) -> std::process::ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
+    {
+        Ok(rt) => rt.block_on(run),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Parses a size in bytes, greater than zero.

@@ -14,7 +14,7 @@ use tether_tokio::relay::Relay;
 use tether_tokio::server::{Server, ServerConfig, ServerEvent};
 use tether_tokio::EventStream;
 
-use super::common::runtime;
+use super::common::block_on;
 use super::lifecycle::{client_line, round_ms, server_line};
 
 /// Arguments of `tether demo` (documented on the subcommand).
@@ -30,20 +30,15 @@ const STEP: Duration = Duration::from_secs(5);
 const METADATA: &str = r#"{"device":"demo-sensor","firmware":"1.4.2"}"#;
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+    block_on(async move {
+        match demo(args.rtts).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("\ndemo failed: {e}");
+                ExitCode::FAILURE
+            }
         }
-    };
-    match rt.block_on(demo(args.rtts)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("\ndemo failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// The events one side produced, for the summary.

@@ -9,7 +9,7 @@ use tether_tokio::engine::{
 };
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use super::common::{parse_duration, runtime, shutdown_signal};
+use super::common::{block_on, parse_duration, shutdown_signal};
 
 /// Arguments of `tether demo-client` (documented on the subcommand).
 #[derive(Debug, clap::Args)]
@@ -101,14 +101,7 @@ impl Handler for Printer {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
+    block_on(async move {
         let mut config = EngineConfig::new(args.url.clone());
         config.open_timeout = args.open_timeout;
         config.backoff.max_delay = args.max_reconnect_delay;

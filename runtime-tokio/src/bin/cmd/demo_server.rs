@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tether_tokio::demo_server::{DemoServer, DemoServerConfig, DEFAULT_MAX_MESSAGE_SIZE};
 
-use super::common::{parse_duration, parse_size, runtime, shutdown_signal};
+use super::common::{block_on, parse_duration, parse_size, shutdown_signal};
 
 /// Arguments of `tether demo-server` (documented on the subcommand).
 #[derive(Debug, clap::Args)]
@@ -26,14 +26,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
+    block_on(async move {
         let config = DemoServerConfig {
             listen: args.listen,
             heartbeat_interval: args.heartbeat_interval,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tether_tokio::echo_server::{self, DEFAULT_MAX_MESSAGE_SIZE};
 
-use super::common::{parse_duration, parse_size, runtime, shutdown_signal};
+use super::common::{block_on, parse_duration, parse_size, shutdown_signal};
 
 /// Arguments of `tether echo-server` (documented on the subcommand).
 #[derive(Debug, clap::Args)]
@@ -30,14 +30,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
+    block_on(async move {
         let server = match echo_server::start(args.listen, config).await {
             Ok(server) => server,
             Err(e) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tether_tokio::server::{Server, ServerConfig};
 use tether_tokio::upgrade::AllowedOrigins;
 
-use super::common::{parse_duration, runtime, shutdown_signal};
+use super::common::{block_on, parse_duration, shutdown_signal};
 use super::lifecycle::{server_line, Timing};
 
 /// Arguments of `tether server` (documented on the subcommand).
@@ -60,14 +60,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
     }
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
+    block_on(async move {
         let (server, mut events) = match Server::bind(config).await {
             Ok(ok) => ok,
             Err(e) => {
