@@ -245,7 +245,9 @@ impl Connection {
     }
 
     /// Client: what to present to resume this session on the next connection (`None`
-    /// before WELCOME, or when the server does not keep sessions).
+    /// before WELCOME, or when the server does not keep sessions). It stays available after
+    /// the connection has ended, which is when a reconnecting client reads it
+    /// (spec/protocol.md §9.2).
     pub fn resume_ticket(&self) -> Option<Resume> {
         match self.side {
             Side::Client if !self.resume_window.is_zero() && self.connection_id.is_some() => {

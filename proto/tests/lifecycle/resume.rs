@@ -22,6 +22,12 @@ fn established_and_cut() -> (Pair, Resume) {
         })
     );
     assert_eq!(pair.store.detached_len(), 1);
+    assert!(pair.client.conn.is_closed());
+    assert_eq!(
+        pair.client.conn.resume_ticket(),
+        Some(ticket),
+        "the ticket outlives the connection: a reconnecting client reads it after the end"
+    );
     (pair, ticket)
 }
 
