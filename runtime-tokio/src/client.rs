@@ -423,7 +423,7 @@ impl Runner {
                 dialed = tokio::time::timeout(timeout, self.target.dial(&self.config)) => dialed,
                 cmd = self.commands.recv() => {
                     tracing::info!(?cmd, "closed while connecting");
-                    return;
+                    return self.closed_while_idle(cmd);
                 }
             };
             let end = match dialed {
@@ -477,8 +477,21 @@ impl Runner {
                 .publish(ClientEvent::Reconnecting { attempt, delay });
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                _ = self.commands.recv() => return,
+                cmd = self.commands.recv() => return self.closed_while_idle(cmd),
             }
+        }
+    }
+
+    /// `close()` while no connection is up (dialing, or waiting to reconnect): there is
+    /// no peer to tell, but the application still hears that the client ended, once.
+    fn closed_while_idle(&self, cmd: Option<Command>) {
+        if let Some(Command::Close(code, reason)) = cmd {
+            self.events.publish(ClientEvent::Closed {
+                id: None,
+                code,
+                reason,
+                initiator: Initiator::Local,
+            });
         }
     }
 

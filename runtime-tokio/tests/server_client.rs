@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tether_proto::backoff::{BackoffConfig, Jitter};
 use tether_proto::connection::{Config, ConnectionError};
-use tether_proto::CloseCode;
+use tether_proto::{CloseCode, Initiator};
 use tether_tokio::client::{Client, ClientConfig, ClientError, ClientEvent};
 use tether_tokio::relay::Relay;
 use tether_tokio::server::{sync_hook, Decision, HelloRequest, Server, ServerConfig, ServerEvent};
@@ -624,4 +624,51 @@ async fn resuming_a_live_session_replaces_the_old_connection() {
     );
     drop(new_ws);
     server.shutdown(GUARD).await.unwrap();
+}
+
+#[tokio::test]
+async fn close_while_reconnecting_still_reports_closed() {
+    // Nothing listens on this port: every dial fails and the client keeps retrying.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (client, mut events) =
+        Client::connect(&format!("ws://{addr}/"), client_config("{}")).unwrap();
+    next(&mut events, "a reconnect attempt", |e| {
+        matches!(e, ClientEvent::Reconnecting { .. })
+    })
+    .await;
+    client.close_with(CloseCode::from_u(4501), "bye").await;
+    let closed = next(&mut events, "closed", |e| {
+        matches!(e, ClientEvent::Closed { .. })
+    })
+    .await;
+    let ClientEvent::Closed {
+        id,
+        code,
+        initiator,
+        ..
+    } = closed
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (id, code, initiator),
+        (None, CloseCode::from_u(4501), Initiator::Local)
+    );
+    // Exactly once, and the stream then ends.
+    let rest: Vec<ClientEvent> = tokio::time::timeout(GUARD, async {
+        let mut rest = vec![];
+        while let Some(e) = events.recv().await {
+            rest.push(e);
+        }
+        rest
+    })
+    .await
+    .expect("the event stream ends with the client");
+    assert!(
+        !rest.iter().any(|e| matches!(e, ClientEvent::Closed { .. })),
+        "{rest:?}"
+    );
 }
