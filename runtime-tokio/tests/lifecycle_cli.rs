@@ -74,6 +74,13 @@ async fn server_and_client_print_their_events() {
     let listening = line_with(&mut slines, "listening ").await;
     let url = listening.trim_start_matches("listening ").to_owned();
     assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    // --allowed-origin: a browser from elsewhere is refused before the upgrade.
+    let addr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert_eq!(upgrade_status(&addr, "https://evil.example").await, 403);
+    assert_eq!(upgrade_status(&addr, "https://app.example").await, 101);
 
     let mut client = common::tether(
         &["client", &url, "--metadata", r#"{"user":"ada"}"#],
@@ -116,4 +123,27 @@ async fn client_with_invalid_metadata_is_a_usage_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not JSON"));
+}
+
+/// Sends a WebSocket upgrade request offering `tether.v1` with `origin` and returns the
+/// response's status code.
+async fn upgrade_status(addr: &str, origin: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: tether.v1\r\nOrigin: {origin}\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0; 12];
+    tokio::time::timeout(GUARD, tcp.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let line = String::from_utf8_lossy(&head);
+    line.trim_start_matches("HTTP/1.1 ")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("status line {line:?}"))
 }
