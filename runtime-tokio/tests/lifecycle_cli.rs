@@ -147,3 +147,57 @@ async fn upgrade_status(addr: &str, origin: &str) -> u16 {
         .parse()
         .unwrap_or_else(|_| panic!("status line {line:?}"))
 }
+
+#[tokio::test]
+async fn server_and_client_speak_wss_with_the_tls_flags() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("tether-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+
+    let mut server = common::tether(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert_arg,
+            "--tls-key",
+            key_arg,
+        ],
+        Stdio::inherit(),
+    );
+    let mut slines = stdout(&mut server);
+    let listening = line_with(&mut slines, "listening ").await;
+    let url = listening.trim_start_matches("listening ").to_owned();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+    // The certificate names localhost.
+    let url = url.replace("127.0.0.1", "localhost");
+
+    let mut client = common::tether(&["client", &url, "--tls-ca", cert_arg], Stdio::inherit());
+    let mut clines = stdout(&mut client);
+    let connected = line_with(&mut clines, "connected ").await;
+    let id = connected.trim_start_matches("connected ").to_owned();
+    let received = line_with(&mut slines, "received ").await;
+    assert!(
+        received.starts_with(&format!("received {id}")),
+        "{received}"
+    );
+
+    sigterm(&client);
+    assert!(tokio::time::timeout(GUARD, client.wait())
+        .await
+        .unwrap()
+        .unwrap()
+        .success());
+    sigterm(&server);
+    assert!(tokio::time::timeout(GUARD, server.wait())
+        .await
+        .unwrap()
+        .unwrap()
+        .success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
