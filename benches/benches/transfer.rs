@@ -51,7 +51,7 @@ impl Pair {
         };
         pair.pump(&mut |_, _| {});
         pair.server
-            .accept(Admission::fresh(&mut rng), now)
+            .accept(Admission::fresh(&mut rng).expect("random"), now)
             .expect("accept");
         pair.pump(&mut |_, _| {});
         assert!(pair.client.is_established() && pair.server.is_established());

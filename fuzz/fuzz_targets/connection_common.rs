@@ -163,7 +163,7 @@ impl Harness {
                     }
                 };
                 let deciding = self.conn.state() == State::AwaitingDecision;
-                let ok = self.conn.accept(Admission::fresh(&mut rng), now).is_ok();
+                let ok = self.conn.accept(Admission::fresh(&mut rng).expect("a closure source cannot fail"), now).is_ok();
                 assert_eq!(ok, deciding);
                 assert!(!ok || self.conn.state() == State::AwaitingAck);
                 None

@@ -253,8 +253,13 @@ impl Backoff {
 }
 
 /// A uniform value in `[0, 1)` from the top 53 bits of a random `u64`.
+/// A uniform value in [0, 1); 0.5 (the nominal delay) if the source fails, since jitter
+/// only spreads reconnects out and is not worth failing over.
 fn unit(rng: &mut impl RandomSource) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    match rng.next_u64() {
+        Ok(v) => (v >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    }
 }
 
 #[cfg(test)]

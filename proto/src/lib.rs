@@ -53,7 +53,7 @@ pub use frame::{
 };
 pub use head::{HeadError, RequestHead, ResponseHead};
 pub use limits::{Limits, LimitsError};
-pub use random::RandomSource;
+pub use random::{RandomError, RandomSource};
 pub use side::{Initiator, Side};
 
 /// The protocol version this crate speaks (spec/protocol.md §2.2).

@@ -22,23 +22,34 @@
 ///     }
 /// };
 /// let mut buf = [0; 3];
-/// source.fill(&mut buf);
+/// source.fill(&mut buf)?;
 /// assert_eq!(buf, [1, 2, 3]);
+/// # Ok::<(), tether_proto::RandomError>(())
 /// ```
+///
+/// A source that can fail (the operating system's) implements the trait on its own type
+/// and returns [`RandomError`]; the machines then refuse what needed the randomness (a
+/// server rejects the HELLO with 4008 INTERNAL_ERROR) instead of panicking.
 pub trait RandomSource {
     /// Fills `buf` with random bytes.
-    fn fill(&mut self, buf: &mut [u8]);
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomError>;
 
     /// A uniformly distributed 64-bit value drawn from [`fill`](Self::fill).
-    fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> Result<u64, RandomError> {
         let mut b = [0; 8];
-        self.fill(&mut b);
-        u64::from_le_bytes(b)
+        self.fill(&mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
 }
 
 impl<F: FnMut(&mut [u8])> RandomSource for F {
-    fn fill(&mut self, buf: &mut [u8]) {
-        self(buf)
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomError> {
+        self(buf);
+        Ok(())
     }
 }
+
+/// The random source could not produce bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the random source failed: {0}")]
+pub struct RandomError(pub String);

@@ -54,7 +54,7 @@ use uuid::Uuid;
 
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_EVENT_CAPACITY};
 use crate::link::{self, Ending, Input, Io};
-use crate::server::conn_random as os_random;
+use crate::server::OsRandom;
 
 /// Configuration of a [`Client`].
 #[derive(Debug, Clone)]
@@ -460,7 +460,7 @@ impl Runner {
                 tracing::info!(code = ?end.code, "fatal close code: not reconnecting");
                 return;
             }
-            let Some(mut delay) = backoff.next_delay(Instant::now(), &mut os_random) else {
+            let Some(mut delay) = backoff.next_delay(Instant::now(), &mut OsRandom) else {
                 tracing::info!("back-off exhausted: giving up");
                 self.events.publish(ClientEvent::Failure {
                     id: None,

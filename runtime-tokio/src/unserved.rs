@@ -96,7 +96,9 @@ mod tests {
                 n
             })
         };
-        server.accept(Admission::fresh(&mut rng), now).unwrap();
+        server
+            .accept(Admission::fresh(&mut rng).unwrap(), now)
+            .unwrap();
         pump(&mut client, &mut server, now, &mut seen);
         let streams = client.streams().unwrap();
         let id = streams

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use super::RandomSource;
+use crate::{RandomError, RandomSource};
 use crate::{Resume, ResumeToken};
 
 /// Names one connection's hold on a session. Sessions outlive connections; the handle's
@@ -39,16 +39,16 @@ impl Admission {
     /// A new session that cannot be resumed (RESUME_WINDOW_MS = 0), for servers without a
     /// [`SessionStore`]. The id is a UUID v4 made of 16 bytes from `rng`, the token another
     /// 16 (spec/protocol.md §7.3).
-    pub fn fresh(rng: &mut impl RandomSource) -> Self {
-        let (id, token) = draw_identity(rng);
-        Admission {
+    pub fn fresh(rng: &mut impl RandomSource) -> Result<Self, RandomError> {
+        let (id, token) = draw_identity(rng)?;
+        Ok(Admission {
             handle: SessionHandle { id, generation: 0 },
             token,
             resumed: false,
             replaces_live: false,
             resume_window: Duration::ZERO,
             heartbeat: None,
-        }
+        })
     }
 
     /// Sets this connection's heartbeat instead of the server config's, for example to
@@ -59,10 +59,11 @@ impl Admission {
     /// use std::time::Duration;
     /// use tether_proto::connection::Admission;
     /// let mut rng = |buf: &mut [u8]| buf.fill(9);
-    /// let ok = Admission::fresh(&mut rng).with_heartbeat(Duration::from_secs(5), Duration::from_secs(12));
+    /// let ok = Admission::fresh(&mut rng)?.with_heartbeat(Duration::from_secs(5), Duration::from_secs(12));
     /// assert!(ok.is_ok());
-    /// let bad = Admission::fresh(&mut rng).with_heartbeat(Duration::from_secs(5), Duration::from_secs(5));
+    /// let bad = Admission::fresh(&mut rng)?.with_heartbeat(Duration::from_secs(5), Duration::from_secs(5));
     /// assert!(bad.is_err());
+    /// # Ok::<(), tether_proto::RandomError>(())
     /// ```
     pub fn with_heartbeat(
         mut self,
@@ -102,15 +103,19 @@ impl Admission {
     }
 }
 
-fn draw_identity(rng: &mut impl RandomSource) -> (Uuid, ResumeToken) {
+fn draw_identity(rng: &mut impl RandomSource) -> Result<(Uuid, ResumeToken), RandomError> {
     let mut id = [0; 16];
-    rng.fill(&mut id);
-    let mut token = [0; 16];
-    rng.fill(&mut token);
-    (
+    rng.fill(&mut id)?;
+    Ok((
         uuid::Builder::from_random_bytes(id).into_uuid(),
-        ResumeToken::from_bytes(token),
-    )
+        draw_token(rng)?,
+    ))
+}
+
+fn draw_token(rng: &mut impl RandomSource) -> Result<ResumeToken, RandomError> {
+    let mut token = [0; 16];
+    rng.fill(&mut token)?;
+    Ok(ResumeToken::from_bytes(token))
 }
 
 #[derive(Debug)]
@@ -152,10 +157,17 @@ pub struct SessionStore {
     next_generation: u64,
 }
 
-/// The store could not draw an unused id (the random source repeats itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("random source produced only connection ids already in use")]
-pub struct StoreError;
+/// Why the store could not admit a connection (the server rejects it with 4008).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The random source produced only connection ids already in use.
+    #[error("random source produced only connection ids already in use")]
+    IdsExhausted,
+    /// The random source failed.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
 
 impl SessionStore {
     /// Default resume window: 30 s (spec/protocol.md §9.1).
@@ -219,13 +231,13 @@ impl SessionStore {
         now: Instant,
     ) -> Result<Admission, StoreError> {
         if let Some(resume) = resume {
-            if let Some(admission) = self.try_resume(resume, &metadata, rng, now) {
+            if let Some(admission) = self.try_resume(resume, &metadata, rng, now)? {
                 return Ok(admission);
             }
         }
         // A v4 id has 122 random bits: a repeat means a broken random source.
         for _ in 0..4 {
-            let (id, token) = draw_identity(rng);
+            let (id, token) = draw_identity(rng)?;
             if self.sessions.contains_key(&id) {
                 continue;
             }
@@ -248,7 +260,7 @@ impl SessionStore {
                 heartbeat: None,
             });
         }
-        Err(StoreError)
+        Err(StoreError::IdsExhausted)
     }
 
     fn try_resume(
@@ -257,27 +269,30 @@ impl SessionStore {
         metadata: &Bytes,
         rng: &mut impl RandomSource,
         now: Instant,
-    ) -> Option<Admission> {
+    ) -> Result<Option<Admission>, RandomError> {
         let id = resume.connection_id;
-        let entry = self.sessions.get(&id)?;
+        let Some(entry) = self.sessions.get(&id) else {
+            return Ok(None);
+        };
         if let Some(deadline) = entry.detached_until {
             if deadline <= now {
                 // Expired, whether or not handle_timeout ran yet.
                 self.expiry.remove(&(deadline, id));
                 self.sessions.remove(&id);
                 self.expired.push_back(id);
-                return None;
+                return Ok(None);
             }
         }
         // ResumeToken's equality is constant-time.
         if entry.token != resume.token {
-            return None;
+            return Ok(None);
         }
+        // Drawn before anything changes, so a failing source leaves the session as it was.
+        let token = draw_token(rng)?;
         let generation = self.bump();
-        let mut token = [0; 16];
-        rng.fill(&mut token);
-        let token = ResumeToken::from_bytes(token);
-        let entry = self.sessions.get_mut(&id)?;
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return Ok(None);
+        };
         let replaces_live = match entry.detached_until.take() {
             Some(deadline) => {
                 self.expiry.remove(&(deadline, id));
@@ -288,14 +303,14 @@ impl SessionStore {
         entry.token = token;
         entry.generation = generation;
         entry.metadata = metadata.clone();
-        Some(Admission {
+        Ok(Some(Admission {
             handle: SessionHandle { id, generation },
             token,
             resumed: true,
             replaces_live,
             resume_window: self.window,
             heartbeat: None,
-        })
+        }))
     }
 
     fn bump(&mut self) -> u64 {
@@ -383,7 +398,7 @@ mod tests {
     #[test]
     fn ids_are_v4_and_tokens_separate() {
         let mut rng = counter_rng();
-        let a = Admission::fresh(&mut rng);
+        let a = Admission::fresh(&mut rng).unwrap();
         assert_eq!(a.id().get_version_num(), 4);
         assert_ne!(&a.token.as_bytes()[..], &a.id().as_bytes()[..]);
         assert_eq!(a.resume_window(), Duration::ZERO);
@@ -473,7 +488,42 @@ mod tests {
         store.admit(None, Bytes::new(), &mut rng, t0).unwrap();
         assert_eq!(
             store.admit(None, Bytes::new(), &mut rng, t0),
-            Err(StoreError)
+            Err(StoreError::IdsExhausted)
         );
+    }
+
+    /// A source that fails, like an operating system's CSPRNG that cannot be read.
+    struct Broken;
+
+    impl RandomSource for Broken {
+        fn fill(&mut self, _: &mut [u8]) -> Result<(), RandomError> {
+            Err(RandomError("entropy source unavailable".into()))
+        }
+    }
+
+    #[test]
+    fn a_failing_source_is_an_error_not_a_panic_and_changes_nothing() {
+        let mut store = SessionStore::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        assert!(matches!(Admission::fresh(&mut Broken), Err(RandomError(_))));
+        assert!(matches!(
+            store.admit(None, Bytes::new(), &mut Broken, t0),
+            Err(StoreError::Random(_))
+        ));
+        // A resume with a valid token needs a new token: failing leaves the session as it was.
+        let mut rng = counter_rng();
+        let first = store.admit(None, Bytes::new(), &mut rng, t0).unwrap();
+        let ticket = Resume {
+            connection_id: first.id(),
+            token: first.token,
+        };
+        store.detach(first.session(), t0);
+        assert!(store
+            .admit(Some(&ticket), Bytes::new(), &mut Broken, t0)
+            .is_err());
+        let again = store
+            .admit(Some(&ticket), Bytes::new(), &mut rng, t0)
+            .unwrap();
+        assert!(again.is_resumed(), "the old token still resumes");
     }
 }

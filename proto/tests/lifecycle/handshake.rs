@@ -201,7 +201,7 @@ fn client_refuses_a_version_it_did_not_offer() {
     };
     server
         .accept(
-            tether_proto::connection::Admission::fresh(&mut |b: &mut [u8]| b.fill(3)),
+            tether_proto::connection::Admission::fresh(&mut |b: &mut [u8]| b.fill(3)).unwrap(),
             now,
         )
         .unwrap();
@@ -238,7 +238,7 @@ fn wrong_frames_for_the_state_are_protocol_errors() {
     assert_eq!(code, CloseCode::PROTOCOL_ERROR);
     assert_eq!(
         s.accept(
-            tether_proto::connection::Admission::fresh(&mut |b: &mut [u8]| b.fill(1)),
+            tether_proto::connection::Admission::fresh(&mut |b: &mut [u8]| b.fill(1)).unwrap(),
             now
         )
         .unwrap_err()

@@ -124,7 +124,8 @@ fn run(script: &Value) {
                 buf.iter_mut()
                     .for_each(|b| *b = random.next().expect("enough random bytes"))
             };
-            conn.accept(Admission::fresh(&mut rng), now).expect(&at);
+            conn.accept(Admission::fresh(&mut rng).expect(&at), now)
+                .expect(&at);
         } else if let Some(code) = step.get("reject") {
             conn.reject(
                 CloseCode::from_u(code.as_u64().unwrap() as u16),

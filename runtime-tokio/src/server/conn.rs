@@ -18,12 +18,15 @@ use crate::acceptor::{Command as Broadcast, LiveGuard};
 use crate::link::{self, Ending, Input};
 use crate::upgrade::{self, RequestInfo, ServerStream};
 
-/// Fills `buf` from the operating system's CSPRNG (connection ids and resume tokens).
-pub(crate) fn conn_random(buf: &mut [u8]) {
-    if let Err(e) = getrandom::fill(buf) {
-        // No safe fallback exists for session secrets; the OS source never fails on the
-        // platforms tokio supports.
-        panic!("the operating system's random source failed: {e}");
+/// The operating system's CSPRNG: connection ids, resume tokens and reconnect jitter.
+/// If it fails, the HELLO that needed it is rejected with 4008 (and jitter falls back to
+/// the nominal delay): never a panic.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OsRandom;
+
+impl tether_proto::RandomSource for OsRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), tether_proto::RandomError> {
+        getrandom::fill(buf).map_err(|e| tether_proto::RandomError(e.to_string()))
     }
 }
 
@@ -202,12 +205,7 @@ impl Task<'_> {
                             while let Some(expired) = store.poll_expired() {
                                 tracing::debug!(id = %expired, "session expired");
                             }
-                            store.admit(
-                                hello.resume.as_ref(),
-                                hello.metadata,
-                                &mut conn_random,
-                                now,
-                            )
+                            store.admit(hello.resume.as_ref(), hello.metadata, &mut OsRandom, now)
                         };
                         match admission {
                             Ok(admission) => {

@@ -39,7 +39,7 @@
 //! ```
 
 pub(crate) mod conn;
-pub(crate) use conn::conn_random;
+pub(crate) use conn::OsRandom;
 mod registry;
 
 use std::future::Future;
