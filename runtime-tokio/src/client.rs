@@ -52,7 +52,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_EVENT_CAPACITY};
+use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
 use crate::link::{self, Ending, Input, Io};
 use crate::server::OsRandom;
 
@@ -74,7 +74,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Time one burst of writes may take before the transport counts as lost (10 s).
     pub write_timeout: Duration,
-    /// Events an [`EventStream`] holds for a slow consumer (default 1024).
+    /// Events an [`EventStream`] holds for a slow consumer (default 64; the ring is
+    /// allocated up front, so this is memory per client).
     pub event_capacity: usize,
 }
 
@@ -89,7 +90,7 @@ impl ClientConfig {
             tls: None,
             connect_timeout: Duration::from_secs(10),
             write_timeout: link::WRITE_TIMEOUT,
-            event_capacity: DEFAULT_EVENT_CAPACITY,
+            event_capacity: DEFAULT_CLIENT_EVENT_CAPACITY,
         }
     }
 }

@@ -8,8 +8,14 @@
 
 use tokio::sync::broadcast;
 
-/// Default number of events an [`EventStream`] holds for a slow consumer.
+/// Default number of events an [`EventStream`] holds for a slow consumer: a server's one
+/// stream carries every connection's events.
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
+
+/// Default for a client's own stream: lifecycle events and one RTT sample per heartbeat.
+/// Kept small because the ring is allocated up front, per client: at 1,024 entries it was
+/// about 185 KiB of every idle connection (benches/RESULTS.md, idle connections).
+pub const DEFAULT_CLIENT_EVENT_CAPACITY: usize = 64;
 
 /// A stream of events of a server or client; see the [module docs](self) for what happens
 /// when the consumer falls behind.
