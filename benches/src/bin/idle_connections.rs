@@ -114,10 +114,7 @@ fn print_top_mappings() {
                 .parse()
                 .unwrap_or(0);
             maps.push((kib, name.clone()));
-        } else if line.contains('-') && !line.contains(':')
-            || line.split_whitespace().count() >= 5
-                && line.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
-        {
+        } else if is_mapping_header(line) {
             name = line.to_owned();
         }
     }
