@@ -53,7 +53,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
-use crate::link::{self, Ending, Input, Io};
+use crate::link::{self, Burst, Ending, Input, Io};
 use crate::server::OsRandom;
 
 /// Configuration of a [`Client`].
@@ -550,15 +550,13 @@ impl Runner {
                 while let Some(event) = conn.poll_event() {
                     self.on_event(&mut conn, event, &mut id, &mut end, backoff);
                 }
-                match link::flush(&mut ws, &mut conn, self.config.write_timeout).await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::debug!("write failed: {e}");
+                match link::write_burst(&mut ws, &mut conn, self.config.write_timeout).await {
+                    Burst::Written => break,
+                    Burst::Lost { more_events } => {
                         lost = true;
-                        if conn.is_closed() {
+                        if !more_events {
                             break;
                         }
-                        conn.handle_transport_lost(Instant::now());
                     }
                 }
             }
@@ -567,12 +565,7 @@ impl Runner {
             }
             input = Some(link::next_input(&mut ws, &conn, &mut self.commands).await);
         }
-        let ending = match (lost, end.failed) {
-            (true, _) => Ending::Lost,
-            (false, true) => Ending::Failed,
-            (false, false) => Ending::Orderly,
-        };
-        link::finish(&mut ws, ending).await;
+        link::finish(&mut ws, Ending::of(lost, end.failed)).await;
         if let Some(ticket) = conn.resume_ticket() {
             self.ticket = Some(ticket);
         }

@@ -158,6 +158,42 @@ where
     }
 }
 
+/// What writing one burst did, from [`write_burst`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Burst {
+    /// Everything queued was written and flushed.
+    Written,
+    /// The write failed: the transport is lost. If the machine was still open it has been
+    /// told, and has new events to drain (then the caller writes again).
+    Lost {
+        /// Whether the machine produced events about the loss.
+        more_events: bool,
+    },
+}
+
+/// Writes the machine's queued messages as one burst ([`flush`]); a failed write makes
+/// the transport lost, which the machine is told about unless it had already ended.
+pub(crate) async fn write_burst<S>(
+    ws: &mut WebSocketStream<S>,
+    conn: &mut Connection,
+    write_timeout: Duration,
+) -> Burst
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match flush(ws, conn, write_timeout).await {
+        Ok(_) => Burst::Written,
+        Err(e) => {
+            tracing::debug!("write failed: {e}");
+            let open = !conn.is_closed();
+            if open {
+                conn.handle_transport_lost(std::time::Instant::now());
+            }
+            Burst::Lost { more_events: open }
+        }
+    }
+}
+
 /// How a connection's transport ended, for [`finish`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ending {
@@ -169,6 +205,17 @@ pub(crate) enum Ending {
     Failed,
     /// The socket is gone.
     Lost,
+}
+
+impl Ending {
+    /// From what the run loop saw: a lost transport wins over a failure.
+    pub(crate) fn of(lost: bool, failed: bool) -> Self {
+        match (lost, failed) {
+            (true, _) => Ending::Lost,
+            (false, true) => Ending::Failed,
+            (false, false) => Ending::Orderly,
+        }
+    }
 }
 
 /// Ends the WebSocket after the machine closed. After an orderly close it waits (at most

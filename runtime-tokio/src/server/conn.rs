@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::registry::Command;
 use super::{Decision, HelloHook, HelloRequest, ServerEvent, Shared};
 use crate::acceptor::{Command as Broadcast, LiveGuard};
-use crate::link::{self, Ending, Input};
+use crate::link::{self, Burst, Ending, Input};
 use crate::upgrade::{self, RequestInfo, ServerStream};
 
 /// The operating system's CSPRNG: connection ids, resume tokens and reconnect jitter.
@@ -140,15 +140,13 @@ async fn run(
             while let Some(event) = conn.poll_event() {
                 task.on_event(&mut conn, event, hook).await;
             }
-            match link::flush(&mut ws, &mut conn, shared.config.write_timeout).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::debug!("write failed: {e}");
+            match link::write_burst(&mut ws, &mut conn, shared.config.write_timeout).await {
+                Burst::Written => break,
+                Burst::Lost { more_events } => {
                     lost = true;
-                    if conn.is_closed() {
+                    if !more_events {
                         break;
                     }
-                    conn.handle_transport_lost(Instant::now());
                 }
             }
         }
@@ -156,12 +154,7 @@ async fn run(
             break;
         }
     }
-    let ending = match (lost, task.failed) {
-        (true, _) => Ending::Lost,
-        (false, true) => Ending::Failed,
-        (false, false) => Ending::Orderly,
-    };
-    link::finish(&mut ws, ending).await;
+    link::finish(&mut ws, Ending::of(lost, task.failed)).await;
     if let Some(id) = task.id {
         shared.registry.remove(id, task.serial);
     }
