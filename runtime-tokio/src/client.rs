@@ -54,7 +54,10 @@ use uuid::Uuid;
 
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
 use crate::link::{self, Burst, Ending, Input, Io};
+use crate::rest::{BoxError, ConnectionInfo, Driver, LinkHandle, Peer, RestConfig, SharedService};
 use crate::server::OsRandom;
+use std::sync::atomic::AtomicUsize;
+use tether_proto::Side;
 
 /// Configuration of a [`Client`].
 #[derive(Debug, Clone)]
@@ -77,6 +80,9 @@ pub struct ClientConfig {
     /// Events an [`EventStream`] holds for a slow consumer (default 64; the ring is
     /// allocated up front, so this is memory per client).
     pub event_capacity: usize,
+    /// How requests to the server behave (timeouts, waiting while reconnecting, queue
+    /// bound): see [`Client::peer`].
+    pub rest: RestConfig,
 }
 
 impl ClientConfig {
@@ -91,6 +97,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             write_timeout: link::WRITE_TIMEOUT,
             event_capacity: DEFAULT_CLIENT_EVENT_CAPACITY,
+            rest: RestConfig::default(),
         }
     }
 }
@@ -214,6 +221,10 @@ enum Command {
 pub struct Client {
     commands: mpsc::Sender<Command>,
     current: watch::Receiver<Option<Uuid>>,
+    link: watch::Receiver<Option<LinkHandle>>,
+    service: SharedService,
+    rest: RestConfig,
+    waiting: Arc<AtomicUsize>,
     events: Subscriber<ClientEvent>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -236,6 +247,9 @@ impl Client {
         let (events, stream) = Publisher::new(config.event_capacity);
         let (commands, rx) = mpsc::channel(4);
         let (current_tx, current) = watch::channel(None);
+        let (link_tx, link) = watch::channel(None);
+        let service = SharedService::default();
+        let rest = config.rest.clone();
         let span = tracing::info_span!("tether_client", url = %url, id = tracing::field::Empty);
         let task = tokio::spawn(
             Runner {
@@ -245,6 +259,9 @@ impl Client {
                 commands: rx,
                 current: current_tx,
                 ticket: None,
+                link: link_tx,
+                service: service.clone(),
+                sessions: 0,
             }
             .run()
             .instrument(span),
@@ -253,6 +270,10 @@ impl Client {
             Client {
                 commands,
                 current,
+                link,
+                service,
+                rest,
+                waiting: Arc::default(),
                 events: events.subscriber(),
                 task: Mutex::new(Some(task)),
             },
@@ -263,6 +284,35 @@ impl Client {
     /// The id of the established connection, `None` while (re)connecting or after the end.
     pub fn connection_id(&self) -> Option<Uuid> {
         *self.current.borrow()
+    }
+
+    /// Calls the server's HTTP API (see [`Peer`]). The peer outlives reconnects: requests
+    /// made while the client reconnects wait for the connection, for at most
+    /// [`RestConfig::connect_wait`](crate::rest::RestConfig::connect_wait).
+    pub fn peer(&self) -> Peer {
+        Peer::client(self.link.clone(), self.rest.clone(), self.waiting.clone())
+    }
+
+    /// Serves the server's requests with `service` (an axum `Router` works as it is), on
+    /// this and every later connection; it replaces any earlier service. Each request
+    /// carries a [`ConnectionInfo`](crate::rest::ConnectionInfo) in its extensions. Until
+    /// a service is set, requests are answered `501 Not Implemented`; set it right after
+    /// [`connect`](Self::connect) (before the handshake can complete) to serve from the
+    /// first request on. See [`crate::rest`].
+    pub fn serve<S, B>(&self, service: S)
+    where
+        S: tower::Service<http::Request<crate::rest::Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: bytes::Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        self.service.set(service);
     }
 
     /// Another stream of events, from now on. Every stream ends when the client is done
@@ -412,6 +462,11 @@ struct Runner {
     commands: mpsc::Receiver<Command>,
     current: watch::Sender<Option<Uuid>>,
     ticket: Option<Resume>,
+    /// Where callers find the current connection.
+    link: watch::Sender<Option<LinkHandle>>,
+    service: SharedService,
+    /// Sessions started, to tell a caller's connection from the next one.
+    sessions: u64,
 }
 
 impl Runner {
@@ -528,6 +583,8 @@ impl Runner {
             local: false,
             failed: false,
         };
+        self.sessions += 1;
+        let mut driver = Driver::new(self.config.rest.clone(), self.service.clone());
         let mut lost = false;
         let mut input = None;
         loop {
@@ -545,10 +602,13 @@ impl Runner {
                     end.local = true;
                     conn.close(code, &reason, now);
                 }
+                Some(Input::Stream(cmd)) => {
+                    link::on_stream_commands(&mut driver, &mut conn, cmd, now);
+                }
             }
             loop {
                 while let Some(event) = conn.poll_event() {
-                    self.on_event(&mut conn, event, &mut id, &mut end, backoff);
+                    self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff);
                 }
                 match link::write_burst(&mut ws, &mut conn, self.config.write_timeout).await {
                     Burst::Written => break,
@@ -563,8 +623,12 @@ impl Runner {
             if conn.is_closed() {
                 break;
             }
-            input = Some(link::next_input(&mut ws, &conn, &mut self.commands).await);
+            input = Some(link::next_input(&mut ws, &conn, &mut self.commands, &mut driver).await);
         }
+        // Callers wait for the next connection from now on; what this one still holds is
+        // answered (requests never sent go back to their callers, to be sent again).
+        self.link.send_replace(None);
+        driver.finish();
         link::finish(&mut ws, Ending::of(lost, end.failed)).await;
         if let Some(ticket) = conn.resume_ticket() {
             self.ticket = Some(ticket);
@@ -579,6 +643,7 @@ impl Runner {
     fn on_event(
         &mut self,
         conn: &mut Connection,
+        driver: &mut Driver,
         event: Event,
         id: &mut Option<Uuid>,
         end: &mut SessionEnd,
@@ -592,6 +657,17 @@ impl Runner {
                 self.ticket = conn.resume_ticket();
                 backoff.handle_connected(Instant::now());
                 let _ = self.current.send(Some(new));
+                driver.set_info(ConnectionInfo {
+                    id: new,
+                    side: Side::Client,
+                    metadata: self.config.metadata.clone(),
+                    remote_addr: None,
+                });
+                self.link.send_replace(Some(LinkHandle {
+                    id: new,
+                    serial: self.sessions,
+                    commands: driver.sender(),
+                }));
                 let handshake = Handshake {
                     version: conn.version(),
                     heartbeat: conn.heartbeat(),
@@ -612,7 +688,7 @@ impl Runner {
                 });
             }
             Event::PongReceived { .. } | Event::PingReceived { .. } => {}
-            Event::Stream(event) => crate::unserved::on_stream_event(conn, event),
+            Event::Stream(event) => driver.on_event(conn, event, Instant::now()),
             Event::Closed {
                 code,
                 reason,

@@ -40,6 +40,7 @@ pub mod events;
 mod link;
 pub mod relay;
 pub mod request;
+pub mod rest;
 pub mod server;
 pub mod tls;
 mod unserved;

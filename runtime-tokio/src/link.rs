@@ -17,6 +17,28 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::closing;
+use crate::rest::Driver;
+
+/// Most commands of the HTTP side handled in one go before the write burst: enough to
+/// batch a burst of small requests into one flush, few enough not to delay the heartbeat.
+const COMMAND_BATCH: usize = 256;
+
+/// Hands one command of the HTTP side to the driver, and then those already waiting (up
+/// to [`COMMAND_BATCH`]), so that their frames leave in one write burst.
+pub(crate) fn on_stream_commands(
+    driver: &mut Driver,
+    conn: &mut Connection,
+    first: crate::rest::driver::Command,
+    now: Instant,
+) {
+    driver.on_command(conn, first, now);
+    for _ in 1..COMMAND_BATCH {
+        match driver.try_recv() {
+            Some(cmd) => driver.on_command(conn, cmd, now),
+            None => break,
+        }
+    }
+}
 
 /// The WebSocket subprotocol of Tether v1 (spec/protocol.md §2.1), offered by the client
 /// and selected by the server.
@@ -49,6 +71,8 @@ pub(crate) enum Input<C> {
     TransportLost(Option<WsError>),
     /// A command from the embedder (close, shutdown).
     Command(C),
+    /// A command from the connection's HTTP side (a request to open, body bytes, …).
+    Stream(crate::rest::driver::Command),
 }
 
 /// Converts a tungstenite message; `None` for a raw frame, which a reader never yields.
@@ -89,6 +113,7 @@ pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<S>,
     conn: &Connection,
     commands: &mut tokio::sync::mpsc::Receiver<C>,
+    driver: &mut Driver,
 ) -> Input<C>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -114,6 +139,7 @@ where
                 // Every handle is gone: nobody can ask anything any more; keep serving.
                 None => commands_open = false,
             },
+            cmd = driver.recv() => return Input::Stream(cmd),
         }
     }
 }

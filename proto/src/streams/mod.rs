@@ -354,6 +354,23 @@ impl Streams {
         self.streams.get(&id).map_or(0, |s| s.queued_bytes)
     }
 
+    /// Whether [`open`](Self::open) would open a stream now; `Err` says why not. Lets a
+    /// caller keep a request queued without building its head first: after
+    /// [`OpenError::Blocked`], as after a blocked `open`, a [`StreamEvent::CanOpen`] follows
+    /// when a stream frees up.
+    pub fn can_open(&mut self) -> Result<(), OpenError> {
+        if self.sent_goaway.is_some() || self.recv_goaway.is_some() {
+            Err(OpenError::GoingAway)
+        } else if self.next_local.is_none() {
+            Err(OpenError::Exhausted)
+        } else if self.local_open >= self.peer.max_concurrent_streams {
+            self.open_blocked = true;
+            Err(OpenError::Blocked)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Whether a GOAWAY was sent or received and no stream is left: the connection can
     /// be closed with 1000.
     pub fn is_drained(&self) -> bool {

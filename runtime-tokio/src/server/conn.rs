@@ -16,7 +16,9 @@ use super::registry::Command;
 use super::{Decision, HelloHook, HelloRequest, ServerEvent, Shared};
 use crate::acceptor::{Command as Broadcast, LiveGuard};
 use crate::link::{self, Burst, Ending, Input};
+use crate::rest::{ConnectionInfo, Driver, LinkHandle};
 use crate::upgrade::{self, RequestInfo, ServerStream};
+use tether_proto::Side;
 
 /// The operating system's CSPRNG: connection ids, resume tokens and reconnect jitter.
 /// If it fails, the HELLO that needed it is rejected with 4008 (and jitter falls back to
@@ -101,6 +103,7 @@ async fn run(
         id: None,
         failed: false,
     };
+    let mut driver = Driver::new(shared.config.rest.clone(), shared.service.clone());
     let mut lost = false;
     let mut broadcast_open = true;
     loop {
@@ -120,7 +123,7 @@ async fn run(
                 };
                 Input::Command(Command::Close(code, reason))
             }
-            input = link::next_input(&mut ws, &conn, &mut rx) => input,
+            input = link::next_input(&mut ws, &conn, &mut rx, &mut driver) => input,
         };
         let now = Instant::now();
         match input {
@@ -135,10 +138,11 @@ async fn run(
                 tracing::debug!(%code, %reason, "closing on request");
                 conn.close(code, &reason, now);
             }
+            Input::Stream(cmd) => link::on_stream_commands(&mut driver, &mut conn, cmd, now),
         }
         loop {
             while let Some(event) = conn.poll_event() {
-                task.on_event(&mut conn, event, hook).await;
+                task.on_event(&mut conn, &mut driver, event, hook).await;
             }
             match link::write_burst(&mut ws, &mut conn, shared.config.write_timeout).await {
                 Burst::Written => break,
@@ -154,6 +158,7 @@ async fn run(
             break;
         }
     }
+    driver.finish();
     link::finish(&mut ws, Ending::of(lost, task.failed)).await;
     if let Some(id) = task.id {
         shared.registry.remove(id, task.serial);
@@ -162,7 +167,13 @@ async fn run(
 }
 
 impl Task<'_> {
-    async fn on_event(&mut self, conn: &mut Connection, event: Event, hook: &dyn HelloHook) {
+    async fn on_event(
+        &mut self,
+        conn: &mut Connection,
+        driver: &mut Driver,
+        event: Event,
+        hook: &dyn HelloHook,
+    ) {
         let shared = self.shared;
         match event {
             Event::HelloReceived(hello) => {
@@ -215,9 +226,9 @@ impl Task<'_> {
                     }
                 }
             }
-            Event::Received { id, metadata } => self.established(id, metadata, false),
-            Event::Resumed { id, metadata } => self.established(id, metadata, true),
-            Event::Stream(event) => crate::unserved::on_stream_event(conn, event),
+            Event::Received { id, metadata } => self.established(driver, id, metadata, false),
+            Event::Resumed { id, metadata } => self.established(driver, id, metadata, true),
+            Event::Stream(event) => driver.on_event(conn, event, Instant::now()),
             Event::PingReceived { .. } => tracing::trace!("ping"),
             Event::PongReceived { rtt, .. } => tracing::trace!(?rtt, "pong"),
             Event::Closed {
@@ -271,17 +282,35 @@ impl Task<'_> {
     }
 
     /// The handshake completed: register the connection and report it.
-    fn established(&mut self, id: Uuid, metadata: bytes::Bytes, resumed: bool) {
+    fn established(
+        &mut self,
+        driver: &mut Driver,
+        id: Uuid,
+        metadata: bytes::Bytes,
+        resumed: bool,
+    ) {
         tracing::Span::current().record("id", tracing::field::display(id));
         tracing::info!(resumed, "established");
         self.id = Some(id);
         let remote_addr = self.info.peer;
+        driver.set_info(ConnectionInfo {
+            id,
+            side: Side::Server,
+            metadata: metadata.clone(),
+            remote_addr: Some(remote_addr),
+        });
+        let link = LinkHandle {
+            id,
+            serial: self.serial,
+            commands: driver.sender(),
+        };
         let replaced = self.shared.registry.insert(
             id,
             self.serial,
             metadata.clone(),
             remote_addr,
             self.commands.clone(),
+            link,
         );
         if let Some(old) = replaced {
             // spec/protocol.md §9: the session moved to this transport.

@@ -40,7 +40,7 @@
 
 pub(crate) mod conn;
 pub(crate) use conn::OsRandom;
-mod registry;
+pub(crate) mod registry;
 
 use std::future::Future;
 use std::io;
@@ -59,6 +59,7 @@ use uuid::Uuid;
 
 use crate::acceptor::{Running, StopError};
 use crate::events::{EventStream, Publisher, DEFAULT_EVENT_CAPACITY};
+use crate::rest::{BoxError, Peer, RestConfig, SharedService};
 use crate::upgrade::{AcceptPolicy, AllowedOrigins};
 use registry::{Command, Registry};
 
@@ -88,6 +89,8 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Events an [`EventStream`] holds for a slow consumer (default 1024).
     pub event_capacity: usize,
+    /// How requests to clients behave (timeouts, queue bound): see [`Server::peer`].
+    pub rest: RestConfig,
 }
 
 impl ServerConfig {
@@ -103,6 +106,7 @@ impl ServerConfig {
             upgrade_timeout: Duration::from_secs(10),
             write_timeout: crate::link::WRITE_TIMEOUT,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            rest: RestConfig::default(),
         }
     }
 }
@@ -240,6 +244,7 @@ struct Shared {
     events: Publisher<ServerEvent>,
     serial: AtomicU64,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    service: SharedService,
 }
 
 impl std::fmt::Debug for Shared {
@@ -308,6 +313,7 @@ impl Server {
             store: Mutex::new(store),
             events,
             serial: AtomicU64::new(0),
+            service: SharedService::default(),
         });
         let hook: Arc<dyn HelloHook> = Arc::new(hook);
         let running = {
@@ -364,6 +370,41 @@ impl Server {
     /// ```
     pub fn find(&self, pred: impl FnMut(&serde_json::Value) -> bool) -> Vec<Uuid> {
         self.shared.registry.find(pred)
+    }
+
+    /// Calls the HTTP API of client `id` (see [`Peer`]); `None` for an id that is not
+    /// connected now. The peer stays bound to the id: if the client drops and resumes its
+    /// session, requests go to the new transport; while it is away they fail with
+    /// [`RequestError::NotConnected`](crate::rest::RequestError::NotConnected).
+    pub fn peer(&self, id: &Uuid) -> Option<Peer> {
+        self.shared.registry.contains(id).then(|| {
+            Peer::server(
+                self.shared.registry.clone(),
+                *id,
+                self.shared.config.rest.clone(),
+            )
+        })
+    }
+
+    /// Serves the clients' requests with `service` (an axum `Router` works as it is), on
+    /// every connection, from now on; it replaces any earlier service. Each request carries
+    /// a [`ConnectionInfo`](crate::rest::ConnectionInfo) (id, HELLO metadata, address) in
+    /// its extensions. Until a service is set, requests are answered
+    /// `501 Not Implemented`. See [`crate::rest`].
+    pub fn serve<S, B>(&self, service: S)
+    where
+        S: tower::Service<http::Request<crate::rest::Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: bytes::Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        self.shared.service.set(service);
     }
 
     /// Closes connection `id` with `code` and `reason`; false for an unknown id.

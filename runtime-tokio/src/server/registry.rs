@@ -9,6 +9,8 @@ use tether_proto::CloseCode;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::rest::LinkHandle;
+
 /// A command to one connection task.
 #[derive(Debug, Clone)]
 pub(crate) enum Command {
@@ -23,6 +25,8 @@ struct Entry {
     metadata_json: serde_json::Value,
     remote_addr: SocketAddr,
     commands: mpsc::Sender<Command>,
+    /// The way in for requests to this client.
+    link: LinkHandle,
 }
 
 /// Established connections, shared by the server handle and the connection tasks.
@@ -47,6 +51,7 @@ impl Registry {
         metadata: Bytes,
         remote_addr: SocketAddr,
         commands: mpsc::Sender<Command>,
+        link: LinkHandle,
     ) -> Option<mpsc::Sender<Command>> {
         let metadata_json = if metadata.is_empty() {
             serde_json::Value::Null
@@ -59,6 +64,7 @@ impl Registry {
             metadata_json,
             remote_addr,
             commands,
+            link,
         };
         self.lock().insert(id, entry).map(|old| old.commands)
     }
@@ -89,6 +95,11 @@ impl Registry {
 
     pub(crate) fn metadata(&self, id: &Uuid) -> Option<Bytes> {
         self.lock().get(id).map(|e| e.metadata.clone())
+    }
+
+    /// The request channel of connection `id`.
+    pub(crate) fn link(&self, id: &Uuid) -> Option<LinkHandle> {
+        self.lock().get(id).map(|e| e.link.clone())
     }
 
     pub(crate) fn remote_addr(&self, id: &Uuid) -> Option<SocketAddr> {

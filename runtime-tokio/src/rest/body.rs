@@ -1,0 +1,255 @@
+//! [`Body`]: the body of a request a service receives, or of a response a [`Peer`] returns.
+//!
+//! [`Peer`]: super::Peer
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::{Frame, SizeHint};
+use tether_proto::{Initiator, ResetCode, StreamId};
+use tokio::sync::mpsc;
+
+use super::driver::{Command, CommandSender};
+use super::BoxError;
+
+/// Why a body arriving over Tether did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The stream was reset (the sender gave up or failed, or this end cancelled).
+    #[error("stream reset by the {} side: {code}", side(*initiator))]
+    Reset {
+        /// The reset code.
+        code: ResetCode,
+        /// Who reset it.
+        initiator: Initiator,
+    },
+    /// The request's deadline passed.
+    #[error("the request's deadline passed")]
+    TimedOut,
+    /// The connection was lost before the body was complete.
+    #[error("connection lost before the body was complete")]
+    ConnectionLost,
+}
+
+fn side(initiator: Initiator) -> &'static str {
+    match initiator {
+        Initiator::Local => "local",
+        _ => "remote",
+    }
+}
+
+/// What the connection task pushes into a streaming body.
+pub(crate) type Chunk = Result<Frame<Bytes>, BodyError>;
+
+/// The body of a request a service receives over Tether, or of a response a [`Peer`]
+/// returns. It streams: each DATA frame becomes a frame of this body as it arrives, the
+/// bytes still in the received message (no copy), and reading it is what gives the
+/// sender more flow-control window, so a slow reader slows the writer down
+/// (spec/protocol.md §10.4). Dropping it before the end cancels the response (on the
+/// calling side) or discards the rest of the request (on the serving side).
+///
+/// It is also the simple body to send: `Body::from("text")`, `Body::from(bytes)`,
+/// [`Body::empty`].
+///
+/// [`Peer`]: super::Peer
+pub struct Body {
+    kind: Kind,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Stream(Incoming),
+}
+
+struct Incoming {
+    id: StreamId,
+    rx: mpsc::UnboundedReceiver<Chunk>,
+    commands: CommandSender,
+    /// Bytes still to come according to `content-length`, when it was given.
+    remaining: Option<u64>,
+    ended: bool,
+}
+
+impl Body {
+    /// A body with no bytes.
+    pub fn empty() -> Self {
+        Body {
+            kind: Kind::Full(None),
+        }
+    }
+
+    /// A body arriving on stream `id` of a connection task.
+    pub(crate) fn incoming(
+        id: StreamId,
+        rx: mpsc::UnboundedReceiver<Chunk>,
+        commands: CommandSender,
+        content_length: Option<u64>,
+    ) -> Self {
+        Body {
+            kind: Kind::Stream(Incoming {
+                id,
+                rx,
+                commands,
+                remaining: content_length,
+                ended: false,
+            }),
+        }
+    }
+
+    /// Reads the whole body into one buffer, failing once it exceeds `limit` bytes (the
+    /// rest of the body is then cancelled).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use tether_tokio::rest::Body;
+    /// let bytes = Body::from("hello").collect_limited(1024).await?;
+    /// assert_eq!(&bytes[..], b"hello");
+    /// assert!(Body::from("hello").collect_limited(4).await.is_err());
+    /// # Ok::<(), tether_tokio::rest::BoxError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn collect_limited(self, limit: usize) -> Result<Bytes, BoxError> {
+        let limited = http_body_util::Limited::new(self, limit);
+        let collected = http_body_util::BodyExt::collect(limited).await?;
+        Ok(collected.to_bytes())
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Full(b) => f
+                .debug_struct("Body")
+                .field("len", &b.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Kind::Stream(s) => f
+                .debug_struct("Body")
+                .field("stream", &s.id)
+                .field("ended", &s.ended)
+                .finish(),
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Body {
+            kind: Kind::Full((!b.is_empty()).then_some(b)),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes::from(v).into()
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Bytes::from(s).into()
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Self {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(s: &'static [u8]) -> Self {
+        Bytes::from_static(s).into()
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let s = match &mut self.kind {
+            Kind::Full(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Stream(s) => s,
+        };
+        if s.ended {
+            return Poll::Ready(None);
+        }
+        match s.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                s.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                s.ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    // The application has the bytes: the peer may send as many again.
+                    let n = data.remaining();
+                    if let Some(r) = &mut s.remaining {
+                        *r = r.saturating_sub(n as u64);
+                    }
+                    let _ = s.commands.send(Command::Release {
+                        id: s.id,
+                        n: u32::try_from(n).unwrap_or(u32::MAX),
+                    });
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Stream(s) => s.ended || (s.rx.is_closed() && s.rx.is_empty()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Stream(s) => match s.remaining {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        let Kind::Stream(s) = &mut self.kind else {
+            return;
+        };
+        if s.ended {
+            return;
+        }
+        // Bytes received but never read still hold window: give it back with the news.
+        s.rx.close();
+        let mut unread = 0u64;
+        while let Ok(chunk) = s.rx.try_recv() {
+            if let Ok(frame) = chunk {
+                unread += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+        }
+        let _ = s.commands.send(Command::BodyDropped {
+            id: s.id,
+            unread: u32::try_from(unread).unwrap_or(u32::MAX),
+        });
+    }
+}

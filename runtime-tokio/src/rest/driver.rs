@@ -1,0 +1,609 @@
+//! The HTTP side of one connection task: turns the stream layer's events into requests
+//! for the local service and responses for waiting callers, and the commands of bodies,
+//! handlers and callers into calls on the [`Streams`] machine.
+//!
+//! Everything reaches the task through one channel of [`Command`]s. It is unbounded, but
+//! every kind of command is bounded by something else: opens by
+//! [`RestConfig::max_queued_requests`] and the peer's stream limit, DATA chunks by one
+//! unacknowledged chunk per stream (a pump waits for its ack before reading on, and the
+//! ack comes once the machine has room), releases by the bytes the flow-control windows let
+//! in, resets and drops by the number of streams.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tether_proto::connection::Connection;
+use tether_proto::streams::{OpenError, SendError, StreamEvent};
+use tether_proto::{RequestHead, ResetCode, ResponseHead, StreamId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tower::ServiceExt;
+
+use super::body::Chunk;
+use super::{Body, BoxBody, ConnectionInfo, RequestError, RestConfig, ServiceSlot};
+
+/// The sending half of a connection task's command channel.
+pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
+
+/// What bodies, handlers and callers ask of a connection task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Open a stream for a request (queued while the peer's stream limit is reached).
+    Open(Box<Open>),
+    /// Queue body bytes on a stream; `ack` is answered once the machine took them.
+    Data {
+        id: StreamId,
+        chunk: Bytes,
+        end: bool,
+        ack: oneshot::Sender<()>,
+    },
+    /// Queue trailers, which end our direction of the stream.
+    Trailers {
+        id: StreamId,
+        trailers: HeaderMap,
+        ack: oneshot::Sender<()>,
+    },
+    /// Send the response head of a request we serve.
+    Respond {
+        id: StreamId,
+        head: ResponseHead,
+        end: bool,
+    },
+    /// The application read `n` bytes of a received body.
+    Release { id: StreamId, n: u32 },
+    /// A received body was dropped before its end, with `unread` bytes never read.
+    BodyDropped { id: StreamId, unread: u32 },
+    /// Reset a stream.
+    Reset { id: StreamId, code: ResetCode },
+}
+
+/// A request waiting to be opened.
+#[derive(Debug)]
+pub(crate) struct Open {
+    pub(crate) request: Request<BoxBody>,
+    pub(crate) timeout: Option<Duration>,
+    /// Set to the stream id once opened, so a caller that gives up can cancel it.
+    pub(crate) opened: Arc<AtomicU32>,
+    pub(crate) reply: oneshot::Sender<Result<Response<Body>, Failed>>,
+}
+
+/// Why an [`Open`] got no response.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// It was never sent (the connection ended or went away first): the request is handed
+    /// back so the caller can send it on the next connection.
+    Unsent(Box<Request<BoxBody>>),
+    /// It failed.
+    Error(RequestError),
+}
+
+/// What the task keeps for one open stream.
+#[derive(Default)]
+struct Slot {
+    /// Where the received body goes (the response body of our request, or the request
+    /// body of a request we serve).
+    body: Option<mpsc::UnboundedSender<Chunk>>,
+    /// The caller waiting for the response head.
+    reply: Option<oneshot::Sender<Result<Response<Body>, Failed>>>,
+    /// The timeout of our request, for its error.
+    timeout: Option<Duration>,
+    /// A chunk the machine refused (its send queue was full), sent again on `Writable`.
+    pending: Option<(Bytes, bool, oneshot::Sender<()>)>,
+    /// The body pump and the service call working for this stream.
+    tasks: Vec<AbortHandle>,
+    /// The received body is unwanted: release whatever arrives.
+    discard: bool,
+}
+
+/// The HTTP side of one connection task (see the module docs).
+pub(crate) struct Driver {
+    tx: CommandSender,
+    rx: mpsc::UnboundedReceiver<Command>,
+    slots: HashMap<StreamId, Slot>,
+    queued: VecDeque<Box<Open>>,
+    config: RestConfig,
+    service: Arc<ServiceSlot>,
+    info: Option<ConnectionInfo>,
+}
+
+impl Driver {
+    pub(crate) fn new(config: RestConfig, service: Arc<ServiceSlot>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Driver {
+            tx,
+            rx,
+            slots: HashMap::new(),
+            queued: VecDeque::new(),
+            config,
+            service,
+            info: None,
+        }
+    }
+
+    /// A sender for callers of this connection.
+    pub(crate) fn sender(&self) -> CommandSender {
+        self.tx.clone()
+    }
+
+    /// The handshake completed: who the connection is, for served requests.
+    pub(crate) fn set_info(&mut self, info: ConnectionInfo) {
+        self.info = Some(info);
+    }
+
+    /// The next command (never ends: the driver holds a sender itself).
+    pub(crate) async fn recv(&mut self) -> Command {
+        match self.rx.recv().await {
+            Some(cmd) => cmd,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A command that is already waiting, to batch a burst before writing.
+    pub(crate) fn try_recv(&mut self) -> Option<Command> {
+        self.rx.try_recv().ok()
+    }
+
+    // ---- commands
+
+    pub(crate) fn on_command(&mut self, conn: &mut Connection, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Open(open) => {
+                if self.queued.is_empty() {
+                    self.open(conn, open, now);
+                } else if self.queued.len() >= self.config.max_queued_requests {
+                    let _ = open.reply.send(Err(Failed::Error(RequestError::QueueFull)));
+                } else {
+                    self.queued.push_back(open);
+                }
+            }
+            Command::Data {
+                id,
+                chunk,
+                end,
+                ack,
+            } => self.send_data(conn, id, chunk, end, ack),
+            Command::Trailers { id, trailers, ack } => {
+                let Some(streams) = conn.streams() else {
+                    return;
+                };
+                match streams.send_trailers(id, trailers) {
+                    Ok(()) => {
+                        let _ = ack.send(());
+                    }
+                    Err(e) => tracing::debug!(%id, "trailers not sent: {e}"),
+                }
+            }
+            Command::Respond { id, head, end } => {
+                let Some(streams) = conn.streams() else {
+                    return;
+                };
+                if let Err(e) = streams.send_response(id, head, end) {
+                    tracing::debug!(%id, "response not sent: {e}");
+                }
+            }
+            Command::Release { id, n } => {
+                if let Some(streams) = conn.streams() {
+                    streams.release_capacity(id, n);
+                }
+            }
+            Command::BodyDropped { id, unread } => {
+                let local = id_is_local(conn, id);
+                let Some(streams) = conn.streams() else {
+                    return;
+                };
+                streams.release_capacity(id, unread);
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return;
+                };
+                slot.body = None;
+                if local {
+                    // The caller dropped the response body: nobody wants the rest.
+                    streams.reset(id, ResetCode::CANCEL);
+                } else {
+                    // The handler did not read the whole request: its response still goes
+                    // out; the rest of the request body is consumed and dropped so the
+                    // peer is not stuck on flow control.
+                    slot.discard = true;
+                }
+            }
+            Command::Reset { id, code } => {
+                if let Some(streams) = conn.streams() {
+                    streams.reset(id, code);
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, conn: &mut Connection, open: Box<Open>, now: Instant) {
+        if open.reply.is_closed() {
+            return; // the caller gave up while it waited
+        }
+        let Some(streams) = conn.streams() else {
+            let _ = open.reply.send(Err(Failed::Unsent(Box::new(open.request))));
+            return;
+        };
+        match streams.can_open() {
+            Ok(()) => {}
+            Err(OpenError::Blocked) => {
+                self.queued.push_front(open);
+                return;
+            }
+            Err(OpenError::GoingAway) => {
+                let _ = open.reply.send(Err(Failed::Unsent(Box::new(open.request))));
+                return;
+            }
+            Err(_) => {
+                let _ = open.reply.send(Err(Failed::Error(RequestError::Refused)));
+                return;
+            }
+        }
+        let Open {
+            request,
+            timeout,
+            opened,
+            reply,
+        } = *open;
+        let (parts, body) = request.into_parts();
+        let end = body.is_end_stream();
+        let head = RequestHead {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+        };
+        let id = match streams.open(head, end, timeout, now) {
+            Ok(id) => id,
+            Err(e) => {
+                // can_open said yes; nothing else can refuse.
+                let _ = reply.send(Err(Failed::Error(RequestError::InvalidRequest(
+                    e.to_string(),
+                ))));
+                return;
+            }
+        };
+        opened.store(id.value(), Ordering::Release);
+        let mut slot = Slot {
+            reply: Some(reply),
+            timeout,
+            ..Slot::default()
+        };
+        if !end {
+            let task = tokio::spawn(pump(id, body, self.tx.clone(), ResetCode::CANCEL));
+            slot.tasks.push(task.abort_handle());
+        }
+        self.slots.insert(id, slot);
+    }
+
+    fn open_queued(&mut self, conn: &mut Connection, now: Instant) {
+        while let Some(open) = self.queued.pop_front() {
+            let before = self.queued.len();
+            self.open(conn, open, now);
+            if self.queued.len() > before {
+                return; // blocked again: it went back to the front
+            }
+        }
+    }
+
+    fn send_data(
+        &mut self,
+        conn: &mut Connection,
+        id: StreamId,
+        chunk: Bytes,
+        end: bool,
+        ack: oneshot::Sender<()>,
+    ) {
+        let Some(streams) = conn.streams() else {
+            return;
+        };
+        match streams.send_data(id, chunk, end) {
+            Ok(()) => {
+                let _ = ack.send(());
+            }
+            Err(SendError::Blocked { data, .. }) => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.pending = Some((data, end, ack));
+                }
+            }
+            // The stream ended meanwhile: dropping the ack stops the pump.
+            Err(e) => tracing::trace!(%id, "data not sent: {e}"),
+        }
+    }
+
+    // ---- events of the stream layer
+
+    pub(crate) fn on_event(&mut self, conn: &mut Connection, event: StreamEvent, now: Instant) {
+        match event {
+            StreamEvent::Request {
+                id,
+                head,
+                end_stream,
+            } => self.serve(conn, id, head, end_stream),
+            StreamEvent::Response {
+                id,
+                head,
+                end_stream,
+            } => {
+                if head.status.is_informational() {
+                    return; // a final head follows
+                }
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return;
+                };
+                let Some(reply) = slot.reply.take() else {
+                    return;
+                };
+                let content_length = tether_proto::head::content_length(&head.headers);
+                let body = if end_stream {
+                    Body::empty()
+                } else {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    slot.body = Some(tx);
+                    Body::incoming(id, rx, self.tx.clone(), content_length)
+                };
+                let mut response = Response::new(body);
+                *response.status_mut() = head.status;
+                *response.headers_mut() = head.headers;
+                *response.version_mut() = Version::HTTP_11;
+                if let Some(info) = &self.info {
+                    response.extensions_mut().insert(info.clone());
+                }
+                if reply.send(Ok(response)).is_err() {
+                    // The caller is gone; the body it never saw is dropped with the
+                    // response and cancels the stream.
+                    tracing::trace!(%id, "response for a caller that gave up");
+                }
+            }
+            StreamEvent::Data {
+                id,
+                data,
+                end_stream,
+            } => {
+                let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                let slot = self.slots.get_mut(&id);
+                let delivered = match slot {
+                    Some(slot) if !slot.discard => match &slot.body {
+                        Some(_) if data.is_empty() => true,
+                        Some(tx) => tx.send(Ok(http_body::Frame::data(data))).is_ok(),
+                        None => false,
+                    },
+                    _ => false,
+                };
+                if let (Some(slot), true) = (self.slots.get_mut(&id), end_stream) {
+                    slot.body = None; // the body ends
+                }
+                if !delivered && n > 0 {
+                    if let Some(streams) = conn.streams() {
+                        streams.release_capacity(id, n);
+                    }
+                }
+            }
+            StreamEvent::Trailers { id, trailers } => {
+                if let Some(tx) = self.slots.get_mut(&id).and_then(|s| s.body.take()) {
+                    let _ = tx.send(Ok(http_body::Frame::trailers(trailers)));
+                }
+            }
+            StreamEvent::Writable { id } => {
+                let pending = self.slots.get_mut(&id).and_then(|s| s.pending.take());
+                if let Some((data, end, ack)) = pending {
+                    self.send_data(conn, id, data, end, ack);
+                }
+            }
+            StreamEvent::CanOpen => self.open_queued(conn, now),
+            StreamEvent::GoAway { .. } => {
+                // No new streams on this connection: what waits goes back to its caller
+                // (a client sends it again on its next connection).
+                for open in self.queued.drain(..) {
+                    let _ = open.reply.send(Err(Failed::Unsent(Box::new(open.request))));
+                }
+            }
+            StreamEvent::Closed { id, outcome } => {
+                let Some(mut slot) = self.slots.remove(&id) else {
+                    return;
+                };
+                for task in slot.tasks.drain(..) {
+                    task.abort();
+                }
+                if let Some(error) = super::BodyError::from_outcome(&outcome) {
+                    if let Some(tx) = slot.body.take() {
+                        let _ = tx.send(Err(error));
+                    }
+                }
+                if let Some(reply) = slot.reply.take() {
+                    let error = RequestError::from_outcome(outcome, slot.timeout);
+                    let _ = reply.send(Err(Failed::Error(error)));
+                }
+            }
+            other => tracing::trace!(?other, "stream event"),
+        }
+    }
+
+    /// A request from the peer: hand it to the service (or answer 501 without one).
+    fn serve(&mut self, conn: &mut Connection, id: StreamId, head: RequestHead, end_stream: bool) {
+        let Some(service) = self.service.get() else {
+            let event = StreamEvent::Request {
+                id,
+                head,
+                end_stream,
+            };
+            crate::unserved::on_stream_event(conn, event);
+            return;
+        };
+        let mut slot = Slot::default();
+        let content_length = tether_proto::head::content_length(&head.headers);
+        let body = if end_stream {
+            Body::empty()
+        } else {
+            let (tx, rx) = mpsc::unbounded_channel();
+            slot.body = Some(tx);
+            Body::incoming(id, rx, self.tx.clone(), content_length)
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = head.method;
+        *request.uri_mut() = head.uri;
+        *request.headers_mut() = head.headers;
+        *request.version_mut() = Version::HTTP_11;
+        if let Some(info) = &self.info {
+            request.extensions_mut().insert(info.clone());
+        }
+        let tx = self.tx.clone();
+        let task = tokio::spawn(async move {
+            // If the service panics (or this task is aborted), the guard resets the
+            // stream so the caller hears of it at once.
+            let guard = ResetOnDrop {
+                id,
+                tx: tx.clone(),
+                armed: true,
+            };
+            let response = match service.oneshot(request).await {
+                Ok(response) => response,
+                Err(e) => {
+                    tracing::warn!(%id, "service failed: {e}");
+                    text_response(StatusCode::INTERNAL_SERVER_ERROR, "service failed\n")
+                }
+            };
+            let (parts, body) = response.into_parts();
+            let end = body.is_end_stream();
+            let head = ResponseHead {
+                status: parts.status,
+                headers: parts.headers,
+            };
+            let _ = tx.send(Command::Respond { id, head, end });
+            guard.disarm();
+            if !end {
+                pump(id, body, tx, ResetCode::INTERNAL_ERROR).await;
+            }
+        });
+        slot.tasks.push(task.abort_handle());
+        self.slots.insert(id, slot);
+    }
+
+    /// The connection is over: every caller still waiting hears of it, and every body and
+    /// handler of this connection stops. Requests never sent are handed back.
+    pub(crate) fn finish(&mut self) {
+        self.rx.close();
+        while let Ok(cmd) = self.rx.try_recv() {
+            if let Command::Open(open) = cmd {
+                self.queued.push_back(open);
+            }
+        }
+        for open in self.queued.drain(..) {
+            let _ = open.reply.send(Err(Failed::Unsent(Box::new(open.request))));
+        }
+        for (_, mut slot) in self.slots.drain() {
+            for task in slot.tasks.drain(..) {
+                task.abort();
+            }
+            if let Some(tx) = slot.body.take() {
+                let _ = tx.send(Err(super::BodyError::ConnectionLost));
+            }
+            if let Some(reply) = slot.reply.take() {
+                let _ = reply.send(Err(Failed::Error(RequestError::ConnectionLost)));
+            }
+        }
+    }
+}
+
+fn id_is_local(conn: &Connection, id: StreamId) -> bool {
+    match conn.side() {
+        tether_proto::Side::Client => id.is_client_initiated(),
+        _ => id.is_server_initiated(),
+    }
+}
+
+/// A short `text/plain` response.
+pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<BoxBody> {
+    let mut response = Response::new(
+        http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Resets its stream when dropped armed (the handler panicked or was aborted).
+struct ResetOnDrop {
+    id: StreamId,
+    tx: CommandSender,
+    armed: bool,
+}
+
+impl ResetOnDrop {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.tx.send(Command::Reset {
+                id: self.id,
+                code: ResetCode::INTERNAL_ERROR,
+            });
+        }
+    }
+}
+
+/// Sends a body on stream `id`, one chunk at a time: each chunk waits for the task to take
+/// it into the machine, which takes it only while the stream's send queue has room, so the
+/// peer's flow-control windows hold the body back. A body that fails resets the stream
+/// with `on_error`.
+pub(crate) async fn pump(id: StreamId, mut body: BoxBody, tx: CommandSender, on_error: ResetCode) {
+    loop {
+        match body.frame().await {
+            None => {
+                let _ = data(&tx, id, Bytes::new(), true).await;
+                return;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut chunk) => {
+                    let end = body.is_end_stream();
+                    if !chunk.has_remaining() && !end {
+                        continue;
+                    }
+                    let chunk = chunk.copy_to_bytes(chunk.remaining());
+                    if data(&tx, id, chunk, end).await.is_err() || end {
+                        return;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let (ack, done) = oneshot::channel();
+                        let sent = tx.send(Command::Trailers { id, trailers, ack });
+                        if sent.is_ok() {
+                            let _ = done.await;
+                        }
+                    }
+                    return;
+                }
+            },
+            Some(Err(e)) => {
+                tracing::debug!(%id, "body failed: {e}");
+                let _ = tx.send(Command::Reset { id, code: on_error });
+                return;
+            }
+        }
+    }
+}
+
+async fn data(tx: &CommandSender, id: StreamId, chunk: Bytes, end: bool) -> Result<(), ()> {
+    let (ack, done) = oneshot::channel();
+    tx.send(Command::Data {
+        id,
+        chunk,
+        end,
+        ack,
+    })
+    .map_err(|_| ())?;
+    done.await.map_err(|_| ())
+}

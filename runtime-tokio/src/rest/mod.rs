@@ -1,0 +1,188 @@
+//! REST over the connection, in both directions: call the peer's HTTP API with a [`Peer`]
+//! (a [`tower::Service`]), and serve yours with `serve` on the [`Client`] or the
+//! [`Server`]. Any `tower::Service<http::Request<Body>>` serves, an axum `Router` as it is.
+//!
+//! Each request is one stream of the connection (spec/protocol.md §10): many run at once,
+//! bodies stream both ways in DATA frames under flow control (a slow reader slows the
+//! writer; nothing buffers without bound), and the heartbeat is never stuck behind them.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use axum::{routing::get, Extension, Router};
+//! use tether_tokio::client::{Client, ClientConfig, ClientEvent};
+//! use tether_tokio::rest::{Body, ConnectionInfo};
+//! use tether_tokio::server::{Server, ServerConfig, ServerEvent};
+//!
+//! // The server serves an API to its clients...
+//! let (server, mut server_events) = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?)).await?;
+//! server.serve(Router::new().route(
+//!     "/whoami",
+//!     get(|Extension(conn): Extension<ConnectionInfo>| async move { conn.id.to_string() }),
+//! ));
+//! // ...and the client, behind its NAT, serves one to the server.
+//! let url = format!("ws://{}/", server.local_addr());
+//! let (client, mut events) = Client::connect(&url, ClientConfig::new(r#"{"device":"d-7"}"#))?;
+//! client.serve(Router::new().route("/temperature", get(|| async { "21.5" })));
+//!
+//! let Some(ServerEvent::Received { id, .. }) = server_events.recv().await else { panic!() };
+//! // The server calls the device...
+//! let device = server.peer(&id).expect("connected");
+//! let response = device.request(http::Request::get("/temperature").body(Body::empty())?).await?;
+//! assert_eq!(response.into_body().collect_limited(1024).await?, "21.5");
+//! // ...and the device calls the server, over the same connection.
+//! let response = client.peer().request(http::Request::get("/whoami").body(Body::empty())?).await?;
+//! assert_eq!(response.into_body().collect_limited(1024).await?, id.to_string());
+//!
+//! client.close().await;
+//! server.shutdown(std::time::Duration::from_secs(5)).await?;
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! [`Client`]: crate::client::Client
+//! [`Server`]: crate::server::Server
+
+mod body;
+pub(crate) mod driver;
+mod error;
+mod peer;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use tether_proto::Side;
+use tower::util::BoxCloneSyncService;
+use uuid::Uuid;
+
+pub use body::{Body, BodyError};
+pub use error::RequestError;
+pub use peer::{Peer, ResponseFuture};
+
+/// A boxed error, as services and bodies return them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body of any type, boxed (what a request or response body becomes on its way out).
+pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Boxes any body whose chunks are a `Buf` (a `Bytes` passes through without a copy).
+pub(crate) fn box_body<B>(body: B) -> BoxBody
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    body.map_frame(|frame| frame.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+        .map_err(Into::into)
+        .boxed_unsync()
+}
+
+/// Who the connection is. Every request a service receives carries one in its
+/// extensions (with axum: `Extension<ConnectionInfo>`), and so does every response a
+/// [`Peer`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The connection id (the same on both ends, and across resumes).
+    pub id: Uuid,
+    /// Which end this is.
+    pub side: Side,
+    /// The client's HELLO metadata (a JSON text, or empty).
+    pub metadata: Bytes,
+    /// The other end's address, when known.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// A per-request timeout, overriding [`RestConfig::request_timeout`]: put it in the
+/// request's extensions.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut request = http::Request::get("/slow").body(tether_tokio::rest::Body::empty()).unwrap();
+/// request.extensions_mut().insert(tether_tokio::rest::Timeout(Duration::from_secs(120)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Duration);
+
+/// How requests to the peer behave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestConfig {
+    /// Time a whole exchange may take (waiting for a connection, the response head and
+    /// both bodies). It travels with the request (`tether-timeout`, spec/protocol.md
+    /// §10.6) so the callee stops working when the caller stops waiting. `None`: no limit.
+    /// Default 30 s.
+    pub request_timeout: Option<Duration>,
+    /// How long a client's request waits for a connection while it (re)connects before it
+    /// fails with [`RequestError::NotConnected`]. Default 10 s.
+    pub connect_wait: Duration,
+    /// Requests that may wait (for a connection, or for a free stream when the peer's
+    /// concurrency limit is reached) before more fail with [`RequestError::QueueFull`].
+    /// Default 1024.
+    pub max_queued_requests: usize,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig {
+            request_timeout: Some(Duration::from_secs(30)),
+            connect_wait: Duration::from_secs(10),
+            max_queued_requests: 1024,
+        }
+    }
+}
+
+/// The service the peer's requests go to, once there is one.
+pub(crate) type BoxService = BoxCloneSyncService<Request<Body>, Response<BoxBody>, BoxError>;
+
+/// Where a handle keeps its service for its connection tasks.
+#[derive(Default)]
+pub(crate) struct ServiceSlot(RwLock<Option<BoxService>>);
+
+impl std::fmt::Debug for ServiceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ServiceSlot")
+            .field(&self.get().is_some())
+            .finish()
+    }
+}
+
+impl ServiceSlot {
+    pub(crate) fn set<S, B>(&self, service: S)
+    where
+        S: tower::Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        use tower::ServiceExt;
+        let service = service
+            .map_response(|response: Response<B>| response.map(box_body))
+            .map_err(Into::into);
+        let boxed = BoxCloneSyncService::new(service);
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(boxed);
+    }
+
+    pub(crate) fn get(&self) -> Option<BoxService> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One connection's way in for callers: its command channel, and which connection of
+/// the handle it is (a client's sessions come and go).
+#[derive(Debug, Clone)]
+pub(crate) struct LinkHandle {
+    pub(crate) id: Uuid,
+    pub(crate) serial: u64,
+    pub(crate) commands: driver::CommandSender,
+}
+
+pub(crate) use driver::Driver;
+
+/// A shared, cheaply cloned [`ServiceSlot`].
+pub(crate) type SharedService = Arc<ServiceSlot>;
