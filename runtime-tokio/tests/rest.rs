@@ -1,0 +1,348 @@
+//! REST over real sockets: an axum `Router` served on each end and called from the other
+//! through the tower `Service`, many requests at once in both directions, and 100 MiB
+//! streamed each way with bounded memory.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body as AxumBody;
+use axum::extract::Path;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tether_tokio::client::{Client, ClientConfig, ClientEvent};
+use tether_tokio::events::EventStream;
+use tether_tokio::rest::{Body, ConnectionInfo, Peer};
+use tether_tokio::server::{Server, ServerConfig, ServerEvent};
+use tower::{Service, ServiceExt};
+
+const GUARD: Duration = Duration::from_secs(30);
+
+async fn connected(events: &mut EventStream<ClientEvent>) -> uuid::Uuid {
+    loop {
+        match tokio::time::timeout(GUARD, events.recv()).await {
+            Ok(Some(ClientEvent::Connected { id, .. })) => return id,
+            Ok(Some(_)) => continue,
+            other => panic!("no Connected event: {other:?}"),
+        }
+    }
+}
+
+/// A server and a connected client, each serving `router`-like APIs set by the caller.
+async fn pair(
+    server_api: Router,
+    client_api: Router,
+    metadata: &str,
+) -> (Server, Client, uuid::Uuid) {
+    let (server, mut server_events) =
+        Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
+    server.serve(server_api);
+    let url = format!("ws://{}/", server.local_addr());
+    let (client, mut events) =
+        Client::connect(&url, ClientConfig::new(metadata.to_owned())).unwrap();
+    client.serve(client_api);
+    let id = connected(&mut events).await;
+    // The server registers the connection when it sees it established.
+    match tokio::time::timeout(GUARD, server_events.recv()).await {
+        Ok(Some(ServerEvent::Received { id: seen, .. })) => assert_eq!(seen, id),
+        other => panic!("no Received event: {other:?}"),
+    }
+    (server, client, id)
+}
+
+/// The API both ends serve in these tests: who is calling, an echo, a counter of bytes.
+fn api(name: &'static str) -> Router {
+    Router::new()
+        .route(
+            "/who",
+            get(
+                move |Extension(conn): Extension<ConnectionInfo>| async move {
+                    format!(
+                        "{name} {} {:?} {}",
+                        conn.id,
+                        conn.side,
+                        String::from_utf8_lossy(&conn.metadata)
+                    )
+                },
+            ),
+        )
+        .route(
+            "/echo",
+            post(|body: AxumBody| async move { AxumBody::new(body) }),
+        )
+        .route(
+            "/items/{n}",
+            get(|Path(n): Path<u32>| async move {
+                (
+                    StatusCode::CREATED,
+                    [("x-item", n.to_string())],
+                    format!("item {n}"),
+                )
+            }),
+        )
+}
+
+async fn text(response: http::Response<Body>) -> String {
+    let bytes = response.into_body().collect_limited(1 << 20).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn an_axum_router_on_each_end_is_called_from_the_other() {
+    let (server, client, id) = pair(api("server"), api("client"), r#"{"device":"d-7"}"#).await;
+    let device: Peer = server.peer(&id).expect("connected");
+    assert_eq!(device.connection_id(), Some(id));
+
+    // The server calls the client's API, through tower's `Service` interface.
+    let mut svc = device.clone();
+    let response = ServiceExt::<Request<Body>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(Request::get("/who").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        text(response).await,
+        format!(r#"client {id} Client {{"device":"d-7"}}"#)
+    );
+
+    // And the client calls the server's, on the same connection.
+    let response = client
+        .peer()
+        .oneshot(Request::get("/who").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let info = response
+        .extensions()
+        .get::<ConnectionInfo>()
+        .cloned()
+        .unwrap();
+    assert_eq!(info.id, id);
+    assert_eq!(
+        text(response).await,
+        format!(r#"server {id} Server {{"device":"d-7"}}"#)
+    );
+
+    // Status, headers and body pass through; unknown routes are the router's 404.
+    let response = device
+        .request(Request::get("/items/42").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["x-item"], "42");
+    assert_eq!(text(response).await, "item 42");
+    let response = client
+        .peer()
+        .request(Request::get("/nope").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // A request body of any `http_body::Body` type (here axum's) is echoed back.
+    let response = device
+        .request(Request::post("/echo").body(AxumBody::from("ping")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, "ping");
+
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn many_requests_at_once_in_both_directions() {
+    const N: usize = 500;
+    let (server, client, id) = pair(api("server"), api("client"), "{}").await;
+    let device = server.peer(&id).unwrap();
+    let to_server = client.peer();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (peer, who) = if i % 2 == 0 {
+            (device.clone(), "client")
+        } else {
+            (to_server.clone(), "server")
+        };
+        calls.spawn(async move {
+            let body = format!("{who} {i} ").repeat(i % 50 + 1);
+            let response = peer
+                .request(
+                    Request::post("/echo")
+                        .body(Body::from(body.clone()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(text(response).await, body);
+        });
+    }
+    let mut done = 0;
+    while let Some(result) = tokio::time::timeout(GUARD, calls.join_next())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+        done += 1;
+    }
+    assert_eq!(done, N);
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A body of `remaining` bytes made of one repeated 64 KiB chunk: nothing is allocated
+/// per chunk, so the test measures what Tether buffers, not what the producer holds.
+struct Repeat {
+    chunk: Bytes,
+    remaining: u64,
+    produced: Arc<AtomicU64>,
+}
+
+impl http_body::Body for Repeat {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64) as usize;
+        self.remaining -= n as u64;
+        self.produced.fetch_add(n as u64, Ordering::Relaxed);
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
+fn repeat(len: u64, produced: Arc<AtomicU64>) -> Repeat {
+    Repeat {
+        chunk: Bytes::from(vec![0x5a; 64 * 1024]),
+        remaining: len,
+        produced,
+    }
+}
+
+/// Reads a body slowly (a pause every MiB), checking that the producer never runs more
+/// than `max_ahead` bytes ahead of the reader. Returns the bytes read.
+async fn read_slowly<B>(body: B, produced: &AtomicU64, max_ahead: u64) -> u64
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut body = body;
+    let mut read = 0u64;
+    let mut next_pause = 1 << 20;
+    let mut worst = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        if let Some(data) = frame.data_ref() {
+            assert!(data.iter().all(|&b| b == 0x5a));
+            read += data.len() as u64;
+        }
+        let ahead = produced.load(Ordering::Relaxed).saturating_sub(read);
+        worst = worst.max(ahead);
+        assert!(
+            ahead <= max_ahead,
+            "the writer ran {ahead} bytes ahead of the reader"
+        );
+        if read >= next_pause {
+            next_pause += 1 << 20;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    eprintln!("read {read} bytes; the writer was at most {worst} bytes ahead");
+    read
+}
+
+/// Peak resident memory of this process (each nextest test is a process of its own).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// 100 MiB each way, read slowly on the receiving end: the flow-control windows hold the
+/// writer back (at most windows + send buffers + one chunk ahead), and the process never
+/// holds more than a few MiB of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_body_each_way_with_bounded_memory() {
+    const LEN: u64 = 100 << 20;
+    // Stream window 256 KiB + connection window 1 MiB (receiver side) + send buffer
+    // 256 KiB + the chunk in flight, with slack for frames in the socket buffers.
+    const MAX_AHEAD: u64 = 1 << 20;
+    let uploaded = Arc::new(AtomicU64::new(0));
+    let produced_up = Arc::new(AtomicU64::new(0));
+    let server_api = {
+        let uploaded = uploaded.clone();
+        let produced_up = produced_up.clone();
+        Router::new().route(
+            "/upload",
+            post(move |body: AxumBody| async move {
+                let n = read_slowly(body, &produced_up, MAX_AHEAD).await;
+                uploaded.store(n, Ordering::Relaxed);
+                n.to_string()
+            }),
+        )
+    };
+    let produced_down = Arc::new(AtomicU64::new(0));
+    let client_api = {
+        let produced_down = produced_down.clone();
+        Router::new().route(
+            "/download",
+            get(move || async move { AxumBody::new(repeat(LEN, produced_down)) }),
+        )
+    };
+    let (server, client, id) = pair(server_api, client_api, "{}").await;
+    let baseline = peak_rss();
+
+    // Client → server upload.
+    let response = client
+        .peer()
+        .with_timeout(Some(Duration::from_secs(120)))
+        .request(
+            Request::post("/upload")
+                .body(repeat(LEN, produced_up))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, LEN.to_string());
+    assert_eq!(uploaded.load(Ordering::Relaxed), LEN);
+
+    // Server ← client download (the server calls the client).
+    let response = server
+        .peer(&id)
+        .unwrap()
+        .with_timeout(Some(Duration::from_secs(120)))
+        .request(Request::get("/download").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let read = read_slowly(response.into_body(), &produced_down, MAX_AHEAD).await;
+    assert_eq!(read, LEN);
+
+    let grown = peak_rss().saturating_sub(baseline);
+    eprintln!("peak resident memory grew by {} KiB", grown / 1024);
+    assert!(
+        grown < 16 << 20,
+        "moving 200 MiB grew peak memory by {} MiB",
+        grown >> 20
+    );
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}
