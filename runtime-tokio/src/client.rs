@@ -321,8 +321,9 @@ impl Client {
         self.events.subscribe()
     }
 
-    /// Closes with 1000 and stops reconnecting; waits (at most a few seconds) for the
-    /// closing handshake.
+    /// Closes with 1000 and stops reconnecting. Requests in flight (both ways) may finish
+    /// first, for at most [`RestConfig::drain_timeout`]; then waits (at most a few
+    /// seconds) for the closing handshake.
     pub async fn close(&self) {
         self.close_with(CloseCode::NORMAL, "client closed").await;
     }
@@ -587,6 +588,7 @@ impl Runner {
         let mut driver = Driver::new(self.config.rest.clone(), self.service.clone());
         let mut lost = false;
         let mut input = None;
+        let mut drain: Option<link::Drain> = None;
         loop {
             let now = Instant::now();
             match input.take() {
@@ -600,7 +602,10 @@ impl Runner {
                 }
                 Some(Input::Command(Command::Close(code, reason))) => {
                     end.local = true;
-                    conn.close(code, &reason, now);
+                    // Callers wait for the next connection (there is none: they fail).
+                    self.link.send_replace(None);
+                    let drain_for = self.config.rest.drain_timeout;
+                    drain = link::begin_close(&mut conn, &mut driver, code, reason, drain_for, now);
                 }
                 Some(Input::Stream(cmd)) => {
                     link::on_stream_commands(&mut driver, &mut conn, cmd, now);
@@ -611,7 +616,10 @@ impl Runner {
                     self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff);
                 }
                 match link::write_burst(&mut ws, &mut conn, self.config.write_timeout).await {
-                    Burst::Written => break,
+                    Burst::Written => match &drain {
+                        Some(d) if d.close_if_done(&mut conn, Instant::now()) => drain = None,
+                        _ => break,
+                    },
                     Burst::Lost { more_events } => {
                         lost = true;
                         if !more_events {
@@ -623,7 +631,16 @@ impl Runner {
             if conn.is_closed() {
                 break;
             }
-            input = Some(link::next_input(&mut ws, &conn, &mut self.commands, &mut driver).await);
+            input = Some(
+                link::next_input_until(
+                    &mut ws,
+                    &conn,
+                    &mut self.commands,
+                    &mut driver,
+                    drain.as_ref(),
+                )
+                .await,
+            );
         }
         // Callers wait for the next connection from now on; what this one still holds is
         // answered (requests never sent go back to their callers, to be sent again).

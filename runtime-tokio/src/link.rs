@@ -184,6 +184,80 @@ where
     }
 }
 
+/// A graceful close in progress (spec/protocol.md §10.7): GOAWAY is sent, no new stream
+/// is opened or accepted, and the connection closes once the streams in flight are done,
+/// or when the drain time is up.
+#[derive(Debug)]
+pub(crate) struct Drain {
+    code: CloseCode,
+    reason: String,
+    /// When the connection closes even with streams left.
+    pub(crate) deadline: Instant,
+}
+
+/// Closes `conn` with `code`. A normal close (1000, 1001) of a connection with requests in
+/// flight drains first: GOAWAY now, the close when they are done (see [`Drain`]).
+/// Anything else, or nothing in flight, closes at once.
+pub(crate) fn begin_close(
+    conn: &mut Connection,
+    driver: &mut Driver,
+    code: CloseCode,
+    reason: String,
+    drain_for: Duration,
+    now: Instant,
+) -> Option<Drain> {
+    let graceful = code == CloseCode::NORMAL || code == CloseCode::GOING_AWAY;
+    if graceful && !drain_for.is_zero() {
+        if let Some(streams) = conn.streams() {
+            if streams.open_streams() > 0 {
+                tracing::debug!(open = streams.open_streams(), "draining before close");
+                streams.go_away(tether_proto::ResetCode::NO_ERROR, &reason);
+                driver.going_away();
+                return Some(Drain {
+                    code,
+                    reason,
+                    deadline: now + drain_for,
+                });
+            }
+        }
+    }
+    conn.close(code, &reason, now);
+    None
+}
+
+impl Drain {
+    /// Closes the connection if the drain is over; returns whether it did.
+    pub(crate) fn close_if_done(&self, conn: &mut Connection, now: Instant) -> bool {
+        let done = conn.streams().is_none_or(|s| s.open_streams() == 0);
+        if done || now >= self.deadline {
+            conn.close(self.code, &self.reason, now);
+            return true;
+        }
+        false
+    }
+}
+
+/// [`next_input`], bounded by a drain's deadline (which then counts as a timeout).
+pub(crate) async fn next_input_until<S, C>(
+    ws: &mut WebSocketStream<S>,
+    conn: &Connection,
+    commands: &mut tokio::sync::mpsc::Receiver<C>,
+    driver: &mut Driver,
+    drain: Option<&Drain>,
+) -> Input<C>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match drain {
+        Some(d) => {
+            tokio::time::timeout_at(d.deadline.into(), next_input(ws, conn, commands, driver))
+                .await
+                .unwrap_or(Input::Timeout)
+        }
+        None => next_input(ws, conn, commands, driver).await,
+    }
+}
+
 /// What writing one burst did, from [`write_burst`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Burst {

@@ -346,3 +346,98 @@ async fn a_100_mib_body_each_way_with_bounded_memory() {
     client.close().await;
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A server shutting down sends GOAWAY and lets the requests in flight finish, both the
+/// ones it serves and the ones it made, before it closes with 1001.
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        "done"
+    };
+    let (server, client, id) = pair(
+        Router::new().route("/slow", get(slow)),
+        Router::new().route("/slow", get(slow)),
+        "{}",
+    )
+    .await;
+    let mut events = client.events();
+    let to_server = client.peer();
+    let up = tokio::spawn(async move {
+        to_server
+            .request(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+    });
+    let device = server.peer(&id).unwrap();
+    let down = tokio::spawn(async move {
+        device
+            .request(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "shutdown did not wait"
+    );
+    for call in [up, down] {
+        let response = call.await.unwrap().expect("a request in flight completes");
+        assert_eq!(text(response).await, "done");
+    }
+    loop {
+        match tokio::time::timeout(GUARD, events.recv()).await.unwrap() {
+            Some(ClientEvent::Closed { code, .. }) => {
+                assert_eq!(code, tether_proto::CloseCode::GOING_AWAY);
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("no Closed event"),
+        }
+    }
+    client.close().await;
+}
+
+/// `Client::close` with a request of the server in flight: it completes, then the client
+/// closes with 1000.
+#[tokio::test]
+async fn client_close_lets_the_servers_request_finish() {
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        "done"
+    };
+    let (server, client, id) =
+        pair(Router::new(), Router::new().route("/slow", get(slow)), "{}").await;
+    let mut server_events = server.events();
+    let device = server.peer(&id).unwrap();
+    let call = tokio::spawn(async move {
+        device
+            .request(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.close().await;
+    let response = call
+        .await
+        .unwrap()
+        .expect("the request in flight completes");
+    assert_eq!(text(response).await, "done");
+    match tokio::time::timeout(GUARD, server_events.recv())
+        .await
+        .unwrap()
+    {
+        Some(ServerEvent::Closed { code, .. }) => assert_eq!(code, tether_proto::CloseCode::NORMAL),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    // After the close, the client's requests fail at once, and say so.
+    let error = client
+        .peer()
+        .request(Request::get("/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, tether_tokio::rest::RequestError::Closed),
+        "{error:?}"
+    );
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}

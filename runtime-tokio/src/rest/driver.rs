@@ -394,13 +394,8 @@ impl Driver {
                 }
             }
             StreamEvent::CanOpen => self.open_queued(conn, now),
-            StreamEvent::GoAway { .. } => {
-                // No new streams on this connection: what waits goes back to its caller
-                // (a client sends it again on its next connection).
-                for open in self.queued.drain(..) {
-                    let _ = open.reply.send(Err(Failed::Unsent(Box::new(open.request))));
-                }
-            }
+            // No new streams on this connection: what waits goes back to its caller.
+            StreamEvent::GoAway { .. } => self.going_away(),
             StreamEvent::Closed { id, outcome } => {
                 let Some(mut slot) = self.slots.remove(&id) else {
                     return;
@@ -480,6 +475,14 @@ impl Driver {
         });
         slot.tasks.push(task.abort_handle());
         self.slots.insert(id, slot);
+    }
+
+    /// This end sent GOAWAY: requests still waiting for a stream go back to their callers
+    /// (a client's are sent again on its next connection).
+    pub(crate) fn going_away(&mut self) {
+        for open in self.queued.drain(..) {
+            let _ = open.reply.send(Err(Failed::Unsent(Box::new(open.request))));
+        }
     }
 
     /// The connection is over: every caller still waiting hears of it, and every body and

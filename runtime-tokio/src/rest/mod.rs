@@ -123,6 +123,15 @@ pub struct RestConfig {
     /// concurrency limit is reached) before more fail with [`RequestError::QueueFull`].
     /// Default 1024.
     pub max_queued_requests: usize,
+    /// On a graceful close ([`Client::close`], [`Server::shutdown`], [`Server::close`]
+    /// with 1000 or 1001), how long requests in flight may still take: GOAWAY tells the
+    /// peer to open no new stream, and the connection closes when the last one is done or
+    /// this time is up. Zero closes at once. Default 5 s.
+    ///
+    /// [`Client::close`]: crate::client::Client::close
+    /// [`Server::shutdown`]: crate::server::Server::shutdown
+    /// [`Server::close`]: crate::server::Server::close
+    pub drain_timeout: Duration,
 }
 
 impl Default for RestConfig {
@@ -131,6 +140,7 @@ impl Default for RestConfig {
             request_timeout: Some(Duration::from_secs(30)),
             connect_wait: Duration::from_secs(10),
             max_queued_requests: 1024,
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -106,6 +106,7 @@ async fn run(
     let mut driver = Driver::new(shared.config.rest.clone(), shared.service.clone());
     let mut lost = false;
     let mut broadcast_open = true;
+    let mut drain: Option<link::Drain> = None;
     loop {
         let input = tokio::select! {
             changed = broadcast.changed(), if broadcast_open => {
@@ -123,7 +124,7 @@ async fn run(
                 };
                 Input::Command(Command::Close(code, reason))
             }
-            input = link::next_input(&mut ws, &conn, &mut rx, &mut driver) => input,
+            input = link::next_input_until(&mut ws, &conn, &mut rx, &mut driver, drain.as_ref()) => input,
         };
         let now = Instant::now();
         match input {
@@ -136,7 +137,12 @@ async fn run(
             }
             Input::Command(Command::Close(code, reason)) => {
                 tracing::debug!(%code, %reason, "closing on request");
-                conn.close(code, &reason, now);
+                if drain.is_none() {
+                    let drain_for = shared.config.rest.drain_timeout;
+                    drain = link::begin_close(&mut conn, &mut driver, code, reason, drain_for, now);
+                } else if code != CloseCode::GOING_AWAY && code != CloseCode::NORMAL {
+                    conn.close(code, &reason, now); // e.g. the session moved on: now
+                }
             }
             Input::Stream(cmd) => link::on_stream_commands(&mut driver, &mut conn, cmd, now),
         }
@@ -145,7 +151,10 @@ async fn run(
                 task.on_event(&mut conn, &mut driver, event, hook).await;
             }
             match link::write_burst(&mut ws, &mut conn, shared.config.write_timeout).await {
-                Burst::Written => break,
+                Burst::Written => match &drain {
+                    Some(d) if d.close_if_done(&mut conn, Instant::now()) => drain = None,
+                    _ => break,
+                },
                 Burst::Lost { more_events } => {
                     lost = true;
                     if !more_events {
