@@ -147,6 +147,15 @@ async fn an_axum_router_on_each_end_is_called_from_the_other() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
+    // HEAD: the headers of the GET, content-length included, and no body (§10.4).
+    let response = device
+        .request(Request::head("/items/7").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["content-length"], "6");
+    assert_eq!(text(response).await, "");
+
     // A request body of any `http_body::Body` type (here axum's) is echoed back.
     let response = device
         .request(Request::post("/echo").body(AxumBody::from("ping")).unwrap())

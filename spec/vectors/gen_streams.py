@@ -194,6 +194,20 @@ S.append(script("client_trailers", "client", [
     step(recv(trailers(1, [("grpc-status", "0")])), events=[["trailers", 1], ["closed", 1, "finished"]]),
 ], "§4.4: trailers end the direction"))
 
+S.append(script("client_responses_without_content", "client", [
+    step({"open": ["HEAD", "/file", True, None]}, send=[request(1, "HEAD", "/file")]),
+    step(recv(response(1, 200, "OK", [("content-length", "1234")])),
+         events=[["response", 1, 200, True], ["closed", 1, "finished"]]),
+    step({"open": ["GET", "/file", True, None]}, send=[request(3, "GET", "/file")]),
+    step(recv(response(3, 304, "Not Modified", [("content-length", "1234")])),
+         events=[["response", 3, 304, True], ["closed", 3, "finished"]]),
+    step({"open": ["HEAD", "/file", True, None]}, send=[request(5, "HEAD", "/file")]),
+    step(recv(response(5, 200, "OK", [("content-length", "3")], end=False)),
+         events=[["response", 5, 200, False]]),
+    step(recv(data(5, b"abc", end=True)), send=[reset(5, "PROTOCOL_ERROR")],
+         events=[["closed", 5, "reset", CODES["PROTOCOL_ERROR"], "local"]]),
+], "§10.4: a response to HEAD, a 204 and a 304 have no content whatever their content-length"))
+
 doc = {
     "description": (
         "Scripted exchanges with one stream layer (spec/protocol.md §10). Each script creates a "

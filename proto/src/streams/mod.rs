@@ -552,7 +552,16 @@ impl Streams {
                         return Ok(());
                     }
                 } else {
-                    s.expected_len = head::content_length(&head.headers);
+                    // A response to HEAD, and a 204 or 304, has no content: its
+                    // content-length describes the resource, not DATA (§10.4).
+                    let no_content = s.head_request
+                        || head.status == http::StatusCode::NO_CONTENT
+                        || head.status == http::StatusCode::NOT_MODIFIED;
+                    s.expected_len = if no_content {
+                        Some(0)
+                    } else {
+                        head::content_length(&head.headers)
+                    };
                     if h.end_stream && s.expected_len.is_some_and(|n| n != 0) {
                         ResetCode::PROTOCOL_ERROR
                     } else {
@@ -773,6 +782,7 @@ impl Streams {
             self.peer.initial_stream_window,
             self.config.initial_stream_window,
         );
+        stream.head_request = head.method == http::Method::HEAD;
         if let Some(t) = timeout {
             let ms = t.as_millis().clamp(1, u128::from(MAX_TIMEOUT_MS));
             head.headers

@@ -74,6 +74,9 @@ pub(crate) struct Stream {
     /// Body bytes received so far.
     pub(crate) recv_bytes: u64,
     /// The `content-length` the peer announced, if any.
+    /// The request was HEAD: its response has no content whatever its `content-length`
+    /// (spec/protocol.md §10.4).
+    pub(crate) head_request: bool,
     pub(crate) expected_len: Option<u64>,
 }
 
@@ -94,6 +97,7 @@ impl Stream {
             deadline: None,
             recv_bytes: 0,
             expected_len: None,
+            head_request: false,
         }
     }
 
