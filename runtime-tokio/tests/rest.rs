@@ -450,3 +450,41 @@ async fn client_close_lets_the_servers_request_finish() {
     );
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A handler that answers without reading the request body (413 for a 1 GiB upload): the
+/// caller gets the whole response and its upload stops soon after (RESET NO_ERROR once the
+/// response is complete), rather than pushing the whole GiB through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_upload_stops_once_the_response_is_complete() {
+    let server_api = Router::new().route(
+        "/upload",
+        post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, "too large") }),
+    );
+    let (server, client, _id) = pair(server_api, Router::new(), "{}").await;
+    let produced = Arc::new(AtomicU64::new(0));
+    let response = client
+        .peer()
+        .request(
+            Request::post("/upload")
+                .body(repeat(1 << 30, produced.clone()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(text(response).await, "too large");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = produced.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(produced.load(Ordering::Relaxed), sent, "the upload goes on");
+    assert!(sent < 64 << 20, "{sent} bytes uploaded for nothing");
+    // The connection is fine for the next request.
+    let response = client
+        .peer()
+        .request(Request::post("/upload").body(Body::from("x")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -914,6 +914,23 @@ impl Streams {
         let _ = self.release_connection(n, false);
     }
 
+    /// The application wants no more of the peer's data on `id` (a handler answered
+    /// without reading the whole request body). Once our own direction has been sent in
+    /// full, the stream is reset with `code` (NO_ERROR for a complete response,
+    /// spec/protocol.md §6.1), which tells the peer to stop sending; at once if it already
+    /// has been. Until then the caller keeps releasing what arrives. Nothing happens if the
+    /// peer's direction is already complete, or for an unknown stream.
+    pub fn stop_receiving(&mut self, id: StreamId, code: ResetCode) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.recv == Recv::Done {
+            return;
+        }
+        s.stop_after_send = Some(code);
+        self.maybe_finish(id);
+    }
+
     /// Starts a graceful shutdown: GOAWAY tells the peer the last of its streams we will
     /// process; later ones are refused. Streams already open run to completion.
     pub fn go_away(&mut self, code: ResetCode, reason: &str) {
@@ -1099,8 +1116,14 @@ impl Streams {
     }
 
     fn maybe_finish(&mut self, id: StreamId) {
-        if self.streams.get(&id).is_some_and(Stream::is_finished) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        if s.is_finished() {
             self.close(id, Outcome::Finished);
+        } else if let (Send::Done, Some(code)) = (s.send, s.stop_after_send) {
+            // Our direction is complete and the rest of the peer's is unwanted.
+            self.reset_locally(id, code);
         }
     }
 

@@ -77,6 +77,9 @@ pub(crate) struct Stream {
     /// The request was HEAD: its response has no content whatever its `content-length`
     /// (spec/protocol.md §10.4).
     pub(crate) head_request: bool,
+    /// The application wants no more of the peer's data: once our direction is complete,
+    /// the stream is reset with this code (see `Streams::stop_receiving`).
+    pub(crate) stop_after_send: Option<crate::ResetCode>,
     pub(crate) expected_len: Option<u64>,
 }
 
@@ -98,6 +101,7 @@ impl Stream {
             recv_bytes: 0,
             expected_len: None,
             head_request: false,
+            stop_after_send: None,
         }
     }
 

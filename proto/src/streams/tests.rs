@@ -189,6 +189,56 @@ fn request_and_response_with_bodies() {
     );
 }
 
+/// A responder that wants no more of the request body answers in full, then resets with
+/// NO_ERROR: the response arrives whole and complete, the upload stops, nothing is left.
+#[test]
+fn stop_receiving_resets_after_the_response_is_complete() {
+    let mut p = Pair::default();
+    let id = p.client.s.open(get("/upload"), false, None, p.now).unwrap();
+    p.client.s.send_data(id, pattern(id, 1000), false).unwrap();
+    p.pump();
+    assert_eq!(requests(&p.server.events), vec![id]);
+    p.server.s.stop_receiving(id, ResetCode::NO_ERROR);
+    // The response is still to be sent: nothing is reset yet.
+    assert_eq!(p.server.s.open_streams(), 1);
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::PAYLOAD_TOO_LARGE), false)
+        .unwrap();
+    p.server
+        .s
+        .send_data(id, Bytes::from_static(b"too big"), true)
+        .unwrap();
+    p.pump();
+    assert_eq!(body_of(&p.client.events, id), b"too big");
+    assert!(p.client.events.iter().any(|e| matches!(
+        e,
+        StreamEvent::Data { id: i, end_stream: true, .. } if *i == id
+    )));
+    // For the requester the exchange is complete (§10.5: NO_ERROR after the whole
+    // response); the responder reports the reset it sent.
+    assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
+    let reset = Outcome::Reset {
+        code: ResetCode::NO_ERROR,
+        initiator: Initiator::Local,
+    };
+    assert_eq!(outcomes(&p.server.events)[&id], vec![reset]);
+    assert_eq!(
+        (p.client.s.open_streams(), p.server.s.open_streams()),
+        (0, 0)
+    );
+    // After the request body completed, there is nothing to stop.
+    let id = p.client.s.open(get("/b"), true, None, p.now).unwrap();
+    p.pump();
+    p.server.s.stop_receiving(id, ResetCode::NO_ERROR);
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::OK), true)
+        .unwrap();
+    p.pump();
+    assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
+}
+
 /// 1,000 concurrent streams, half opened by each side, random body sizes both ways; every
 /// stream finishes exactly once on each side with the right bytes, and no state is left.
 #[test]

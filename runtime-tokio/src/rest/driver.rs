@@ -207,9 +207,10 @@ impl Driver {
                     streams.reset(id, ResetCode::CANCEL);
                 } else {
                     // The handler did not read the whole request: its response still goes
-                    // out; the rest of the request body is consumed and dropped so the
-                    // peer is not stuck on flow control.
+                    // out, then the stream is reset with NO_ERROR so the peer stops
+                    // sending; until then what arrives is released and dropped.
                     slot.discard = true;
+                    streams.stop_receiving(id, ResetCode::NO_ERROR);
                 }
             }
             Command::Reset { id, code } => {
