@@ -255,6 +255,57 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// The established connections of a [`Server`], as a cheap, cloneable handle that stays
+/// valid while the server runs (see [`Server::connections`]). Once the server is shut
+/// down it lists none.
+///
+/// ```no_run
+/// # fn f(server: &tether_tokio::server::Server) {
+/// let connections = server.connections();
+/// tokio::spawn(async move {
+///     for id in connections.ids() {
+///         if let Some(peer) = connections.peer(&id) {
+///             let _ = peer; // call the client's API
+///         }
+///     }
+/// });
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Connections {
+    registry: Registry,
+    rest: RestConfig,
+}
+
+impl Connections {
+    /// Ids of the established connections.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.registry.ids()
+    }
+
+    /// Number of established connections.
+    pub fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Whether no connection is established.
+    pub fn is_empty(&self) -> bool {
+        self.registry.len() == 0
+    }
+
+    /// Whether `id` is an established connection.
+    pub fn contains(&self, id: &Uuid) -> bool {
+        self.registry.contains(id)
+    }
+
+    /// Calls the HTTP API of client `id`, as [`Server::peer`] does.
+    pub fn peer(&self, id: &Uuid) -> Option<Peer> {
+        self.registry
+            .contains(id)
+            .then(|| Peer::server(self.registry.clone(), *id, self.rest.clone()))
+    }
+}
+
 /// A running Tether server (see the [module docs](self)). Dropping it without
 /// [`shutdown`](Self::shutdown) stops accepting and closes every connection with 1001.
 pub struct Server {
@@ -377,13 +428,16 @@ impl Server {
     /// session, requests go to the new transport; while it is away they fail with
     /// [`RequestError::NotConnected`](crate::rest::RequestError::NotConnected).
     pub fn peer(&self, id: &Uuid) -> Option<Peer> {
-        self.shared.registry.contains(id).then(|| {
-            Peer::server(
-                self.shared.registry.clone(),
-                *id,
-                self.shared.config.rest.clone(),
-            )
-        })
+        self.connections().peer(id)
+    }
+
+    /// A cheap, cloneable handle on the established connections, for tasks that call
+    /// clients without holding the `Server` (such as an HTTP [gateway](crate::gateway)).
+    pub fn connections(&self) -> Connections {
+        Connections {
+            registry: self.shared.registry.clone(),
+            rest: self.shared.config.rest.clone(),
+        }
     }
 
     /// Serves the clients' requests with `service` (an axum `Router` works as it is), on
