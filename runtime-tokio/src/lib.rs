@@ -37,6 +37,7 @@ pub mod demo_server;
 pub mod echo_server;
 pub mod engine;
 pub mod events;
+pub mod gateway;
 mod link;
 pub mod relay;
 pub mod request;

@@ -1,0 +1,949 @@
+//! A reverse tunnel for plain HTTP: the two halves that put an ordinary HTTP server on one
+//! end of a Tether connection within reach of ordinary HTTP clients on the other end.
+//!
+//! - [`Upstream`] is a [`tower::Service`] to give to `serve` ([`Client::serve`] or
+//!   [`Server::serve`]): every request that arrives from the peer is sent on to a local
+//!   HTTP server (`http://127.0.0.1:8080/api` …) and its response streamed back.
+//! - [`Gateway`] is a local HTTP/1.1 listener: every request it accepts is sent to the
+//!   peer through a [`Peer`] and the peer's response streamed back. On a server, the
+//!   request header `Tether-Connection: <id>` picks the client (or the only connected
+//!   one is used); see [`Target`].
+//!
+//! Together, a device behind NAT that runs `tether client … --upstream http://127.0.0.1:80`
+//! is reachable as `http://gateway-host:8080/` on the server that runs
+//! `tether server … --gateway 0.0.0.0:8080`, and the same works the other way round.
+//!
+//! Both halves behave as an HTTP gateway should (RFC 9110 §7.6): bodies stream in both
+//! directions without being buffered whole, the hop-by-hop fields are removed
+//! ([`strip_hop_by_hop`]), the upstream gets its own `Host`, and every failure becomes one
+//! status with a one-line `text/plain` body ([`GatewayError`]): 502 when the peer or the
+//! upstream cannot be reached or is lost mid-request, 503 when there is no connection to
+//! send on, 504 when the answer takes too long, 400/404 when the target is unclear.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use axum::{routing::get, Router};
+//! use http_body_util::{BodyExt, Empty};
+//! use hyper_util::client::legacy::Client as HttpClient;
+//! use hyper_util::rt::TokioExecutor;
+//! use tether_tokio::client::{Client, ClientConfig, ClientEvent};
+//! use tether_tokio::gateway::{Gateway, Target, Upstream};
+//! use tether_tokio::server::{Server, ServerConfig};
+//!
+//! // A device's local web app, reachable only on its loopback...
+//! let app = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let app_url = format!("http://{}/app", app.local_addr()?);
+//! tokio::spawn(async move {
+//!     let router = Router::new().route("/app/status", get(|| async { "all good" }));
+//!     axum::serve(app, router).await
+//! });
+//!
+//! // ...is served to the Tether server by the device's client...
+//! let (server, _) = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?)).await?;
+//! let (client, mut events) =
+//!     Client::connect(&format!("ws://{}/", server.local_addr()), ClientConfig::new("{}"))?;
+//! client.serve(Upstream::new(&app_url)?);
+//! let Some(ClientEvent::Connected { id, .. }) = events.recv().await else { panic!() };
+//! # while !server.contains(&id) { tokio::time::sleep(std::time::Duration::from_millis(5)).await }
+//!
+//! // ...and the server opens a local HTTP gateway to it.
+//! let gateway = Gateway::bind("127.0.0.1:0".parse()?, Target::Server(server.connections())).await?;
+//! let http = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+//! let uri = format!("http://{}/status", gateway.local_addr()).parse()?;
+//! let response = http.get(uri).await?;
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.headers()["tether-connection"], id.to_string());
+//! assert_eq!(response.into_body().collect().await?.to_bytes(), "all good");
+//!
+//! gateway.shutdown(std::time::Duration::from_secs(5)).await?;
+//! client.close().await;
+//! server.shutdown(std::time::Duration::from_secs(5)).await?;
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! [`Client::serve`]: crate::client::Client::serve
+//! [`Server::serve`]: crate::server::Server::serve
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tether_proto::streams::TIMEOUT_HEADER;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::acceptor::{Command, LiveGuard, Running, StopError};
+use crate::rest::{box_body, Body, BoxError, ConnectionInfo, Peer, RequestError};
+use crate::server::Connections;
+
+/// `Tether-Connection`: on a request to a server's gateway, the id of the client to send
+/// it to (removed before forwarding); on every response from a gateway, the id of the
+/// connection that answered.
+pub const CONNECTION_HEADER: HeaderName = HeaderName::from_static("tether-connection");
+
+/// The fields that describe one transport hop (RFC 9110 §7.6.1, §11.7), besides those a
+/// `Connection` field names. `Proxy-Authenticate` and `Proxy-Authorization` are included:
+/// the tunnel does no proxy authentication, and proxy credentials must not travel on to
+/// an origin server.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Removes the hop-by-hop fields from a message a gateway forwards (RFC 9110 §7.6.1):
+/// every field named in a `Connection` field, then `Connection`, `Keep-Alive`,
+/// `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate` and
+/// `Proxy-Authorization`. Tokens of `Connection` that are not field names are ignored.
+///
+/// ```
+/// use http::HeaderMap;
+/// let mut headers = HeaderMap::new();
+/// headers.insert("connection", "keep-alive, X-Trace".parse().unwrap());
+/// headers.insert("keep-alive", "timeout=5".parse().unwrap());
+/// headers.insert("x-trace", "1".parse().unwrap());
+/// headers.insert("accept", "*/*".parse().unwrap());
+/// tether_tokio::gateway::strip_hop_by_hop(&mut headers);
+/// assert_eq!(headers.len(), 1);
+/// assert_eq!(headers["accept"], "*/*");
+/// ```
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// [`strip_hop_by_hop`] for a request, keeping `TE: trailers` when the client said it
+/// accepts trailers (the one `TE` value a Tether head may carry, spec/protocol.md §4.3).
+fn strip_request_hops(headers: &mut HeaderMap) {
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| {
+            let coding = token.split(';').next().unwrap_or("").trim();
+            coding.eq_ignore_ascii_case("trailers")
+        });
+    strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Why a gateway answered the request itself instead of forwarding the answer. Each
+/// becomes a response with [`status`](Self::status) and the message as a one-line
+/// `text/plain` body.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// A server's gateway, no client connected (503).
+    #[error("no Tether client is connected")]
+    NoClient,
+    /// A server's gateway, `Tether-Connection` names a client that is not connected (404).
+    #[error("no Tether client is connected with id {0}")]
+    UnknownConnection(Uuid),
+    /// `Tether-Connection` is not one connection id (400).
+    #[error("malformed Tether-Connection header: expected one connection id (a UUID)")]
+    MalformedConnectionId,
+    /// A server's gateway, several clients connected and no `Tether-Connection` (400).
+    #[error(
+        "{0} Tether clients are connected: choose one with the request header \
+         `Tether-Connection: <id>` (`tether server` prints each id on its `received` line)"
+    )]
+    Ambiguous(usize),
+    /// The method cannot be carried (CONNECT: there is no tunnel inside a stream) (501).
+    #[error("{0} is not supported through a Tether gateway")]
+    UnsupportedMethod(Method),
+    /// The request target is not origin-form (`/path?query`) (400).
+    #[error("the request target must be a path (origin-form), not {0:?}")]
+    UnsupportedTarget(String),
+    /// The call to the peer failed (see [`RequestError`]): 503 when it was never sent
+    /// (not connected, refused, queue full), 504 on its timeout, 502 when the connection
+    /// was lost or the stream reset mid-request, 400 when the request itself was at fault.
+    #[error("Tether request failed: {0}")]
+    Request(#[from] RequestError),
+    /// The upstream HTTP server could not be reached (502).
+    #[error("upstream {url} unreachable: {reason}")]
+    UpstreamUnreachable {
+        /// The upstream URL.
+        url: String,
+        /// Why (the connect error).
+        reason: String,
+    },
+    /// The upstream HTTP server failed to answer (502).
+    #[error("upstream {url} failed: {reason}")]
+    UpstreamFailed {
+        /// The upstream URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The upstream HTTP server did not send its response head in time (504).
+    #[error("upstream {url} did not answer within {}", humantime::format_duration(*timeout))]
+    UpstreamTimedOut {
+        /// The upstream URL.
+        url: String,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+}
+
+impl GatewayError {
+    /// The status of the response that reports this error.
+    ///
+    /// ```
+    /// use tether_tokio::gateway::GatewayError;
+    /// use tether_tokio::rest::RequestError;
+    /// assert_eq!(GatewayError::NoClient.status(), 503);
+    /// assert_eq!(GatewayError::Request(RequestError::ConnectionLost).status(), 502);
+    /// ```
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NoClient => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UnknownConnection(_) => StatusCode::NOT_FOUND,
+            GatewayError::MalformedConnectionId
+            | GatewayError::Ambiguous(_)
+            | GatewayError::UnsupportedTarget(_) => StatusCode::BAD_REQUEST,
+            GatewayError::UnsupportedMethod(_) => StatusCode::NOT_IMPLEMENTED,
+            GatewayError::Request(e) => match e {
+                RequestError::NotConnected
+                | RequestError::Closed
+                | RequestError::QueueFull
+                | RequestError::Refused => StatusCode::SERVICE_UNAVAILABLE,
+                RequestError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+                RequestError::InvalidRequest(_) | RequestError::Body(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::UpstreamTimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The response that reports this error: [`status`](Self::status), `text/plain`,
+    /// one line (`"<code> <reason>: <message>\n"`).
+    ///
+    /// ```
+    /// use tether_tokio::gateway::GatewayError;
+    /// let response = GatewayError::Ambiguous(2).to_response::<String>();
+    /// assert_eq!(response.status(), 400);
+    /// assert!(response.body().starts_with("400 Bad Request: 2 Tether clients are connected"));
+    /// assert_eq!(response.body().lines().count(), 1);
+    /// ```
+    pub fn to_response<B: From<String>>(&self) -> Response<B> {
+        let status = self.status();
+        // Messages are one line; a reason from a lower layer could hold a line break.
+        let message = self.to_string().replace(['\r', '\n'], " ");
+        let text = format!(
+            "{} {}: {message}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut response = Response::new(B::from(text));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+/// The way requests are sent to the peer: a [`Peer`] to use for every request, or a
+/// server's connections from which each request picks one. It is the part of a
+/// [`Gateway`] that differs between the two ends; it is also a [`tower::Service`] (each
+/// call forwards one request, and failures become error responses, so it never fails).
+///
+/// On a server ([`Target::Server`]), per request:
+///
+/// | request | goes to / answer |
+/// |---|---|
+/// | `Tether-Connection: <id>`, connected | client `<id>` (the header is removed) |
+/// | `Tether-Connection: <id>`, not connected | 404 |
+/// | `Tether-Connection` not one UUID | 400 |
+/// | no `Tether-Connection`, one client connected | that client |
+/// | no `Tether-Connection`, none connected | 503 |
+/// | no `Tether-Connection`, several connected | 400, saying how to choose |
+///
+/// ```
+/// use tether_tokio::gateway::{GatewayError, Target};
+/// # async fn f(server: tether_tokio::server::Server) {
+/// let target = Target::Server(server.connections());
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("tether-connection", "not-a-uuid".parse().unwrap());
+/// assert!(matches!(target.select(&headers), Err(GatewayError::MalformedConnectionId)));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Always this peer; on a client, [`Client::peer`](crate::client::Client::peer)
+    /// (a request waits for a reconnection up to `RestConfig::connect_wait`, then 503).
+    /// A `Tether-Connection` request field is removed and otherwise ignored.
+    Peer(Peer),
+    /// One of a server's clients, chosen per request as in the table above.
+    Server(Connections),
+}
+
+impl Target {
+    /// The peer a request with these `headers` goes to.
+    pub fn select(&self, headers: &HeaderMap) -> Result<Peer, GatewayError> {
+        let connections = match self {
+            Target::Peer(peer) => return Ok(peer.clone()),
+            Target::Server(connections) => connections,
+        };
+        let mut named = headers.get_all(CONNECTION_HEADER).iter();
+        match (named.next(), named.next()) {
+            (Some(value), None) => {
+                let id = value
+                    .to_str()
+                    .ok()
+                    .and_then(|s| Uuid::try_parse(s.trim()).ok())
+                    .ok_or(GatewayError::MalformedConnectionId)?;
+                connections
+                    .peer(&id)
+                    .ok_or(GatewayError::UnknownConnection(id))
+            }
+            (Some(_), Some(_)) => Err(GatewayError::MalformedConnectionId),
+            (None, _) => match connections.ids()[..] {
+                [] => Err(GatewayError::NoClient),
+                // It may leave between the two calls.
+                [id] => connections.peer(&id).ok_or(GatewayError::NoClient),
+                ref ids => Err(GatewayError::Ambiguous(ids.len())),
+            },
+        }
+    }
+
+    /// Forwards one request to the peer it selects and returns the peer's response (its
+    /// body streaming), or the error response of a [`GatewayError`].
+    ///
+    /// On the way: `Tether-Connection`, `tether-timeout` and the hop-by-hop fields are
+    /// removed from the request and `Via: 1.1 tether` is added; the request target
+    /// becomes origin-form. The hop-by-hop fields are removed from the response and
+    /// `Tether-Connection: <id>` tells which connection answered.
+    pub async fn forward<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        match self.try_forward(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::debug!(error = %e, "gateway request failed");
+                e.to_response()
+            }
+        }
+    }
+
+    async fn try_forward<B>(&self, request: Request<B>) -> Result<Response<Body>, GatewayError>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = request.into_parts();
+        if parts.method == Method::CONNECT {
+            return Err(GatewayError::UnsupportedMethod(parts.method));
+        }
+        let peer = self.select(&parts.headers)?;
+        parts.uri = origin_form(&parts.uri)?;
+        parts.headers.remove(CONNECTION_HEADER);
+        parts.headers.remove(TIMEOUT_HEADER);
+        strip_request_hops(&mut parts.headers);
+        parts
+            .headers
+            .append(header::VIA, HeaderValue::from_static("1.1 tether"));
+        parts.version = Version::HTTP_11;
+        parts.extensions = Extensions::new();
+        let mut response = peer.request(Request::from_parts(parts, body)).await?;
+        strip_hop_by_hop(response.headers_mut());
+        let answered = response
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|info| info.id)
+            .or_else(|| peer.connection_id());
+        if let Some(id) = answered {
+            let value = HeaderValue::from_str(&id.to_string()).expect("a UUID is a field value");
+            response.headers_mut().insert(CONNECTION_HEADER, value);
+        }
+        Ok(response)
+    }
+}
+
+/// The origin-form (`/path?query`) of a request target; absolute-form keeps its path and
+/// query, and authority-form or `*` are refused.
+fn origin_form(uri: &Uri) -> Result<Uri, GatewayError> {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => Ok(Uri::from(pq.clone())),
+        None if uri.authority().is_some() && uri.scheme().is_some() => Ok(Uri::from_static("/")),
+        _ => Err(GatewayError::UnsupportedTarget(uri.to_string())),
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Target
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let target = self.clone();
+        Box::pin(async move { Ok(target.forward(request).await) })
+    }
+}
+
+/// How long a gateway connection may take to send a request head (slow clients are cut).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A local HTTP/1.1 listener that forwards every request to the peer chosen by its
+/// [`Target`] and streams the answer back (see the [module docs](self)). One task per TCP
+/// connection, keep-alive, a 30 s limit on reading a request head.
+/// [`shutdown`](Self::shutdown) stops accepting, lets requests in flight finish and
+/// closes idle connections.
+#[derive(Debug)]
+pub struct Gateway {
+    running: Running,
+}
+
+impl Gateway {
+    /// Listens on `addr` and forwards to `target`.
+    pub async fn bind(addr: SocketAddr, target: Target) -> io::Result<Gateway> {
+        Self::from_listener(TcpListener::bind(addr).await?, target)
+    }
+
+    /// Forwards the requests of an already bound listener to `target`.
+    pub fn from_listener(listener: TcpListener, target: Target) -> io::Result<Gateway> {
+        let running = Running::spawn(listener, move |stream, remote, commands, live| {
+            serve_connection(stream, remote, target.clone(), commands, live)
+        })?;
+        tracing::info!(addr = %running.local_addr(), "tether gateway listening");
+        Ok(Gateway { running })
+    }
+
+    /// The address the gateway listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.running.local_addr()
+    }
+
+    /// Number of open HTTP connections.
+    pub fn connection_count(&self) -> usize {
+        self.running.connection_count()
+    }
+
+    /// Stops accepting, lets the requests in flight finish (their responses included) and
+    /// closes every connection; after `timeout` the ones still open are dropped.
+    pub async fn shutdown(self, timeout: Duration) -> Result<(), StopError> {
+        // The close code and reason are for WebSocket connections; HTTP ones just stop.
+        self.running.stop(1001, "gateway shutdown", timeout).await
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    target: Target,
+    mut commands: watch::Receiver<Command>,
+    live: Arc<AtomicUsize>,
+) {
+    let _live = LiveGuard::new(&live);
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let target = target.clone();
+        async move { Ok::<_, Infallible>(target.forward(request).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let stopping = async {
+        loop {
+            if commands.changed().await.is_err() || commands.borrow_and_update().stopping {
+                return;
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stopping => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%remote, error = %e, "gateway connection ended with an error");
+    }
+}
+
+/// The body of the responses an [`Upstream`] returns: the upstream's, streaming, or a
+/// short error text.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The request body type of the upstream HTTP client.
+type OutBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Why an upstream URL is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamUrlError {
+    /// Not a URL.
+    #[error("invalid upstream URL: {0}")]
+    Invalid(#[from] http::uri::InvalidUri),
+    /// Not `http://HOST[:PORT][/BASE-PATH]`.
+    #[error("the upstream URL must look like http://HOST[:PORT][/BASE-PATH]: {0}")]
+    Unsupported(&'static str),
+}
+
+/// A [`tower::Service`] that sends every request on to an HTTP server and returns its
+/// response: give it to [`Client::serve`](crate::client::Client::serve) or
+/// [`Server::serve`](crate::server::Server::serve) to put a local web server within the
+/// peer's reach.
+///
+/// - The URL is `http://HOST[:PORT][/BASE-PATH]`; the base path is put in front of each
+///   request's path, and the query is kept: with `http://127.0.0.1:8080/api`, a request
+///   for `/v1/items?page=2` goes to `http://127.0.0.1:8080/api/v1/items?page=2`.
+/// - `Host` is the URL's; the hop-by-hop fields ([`strip_hop_by_hop`]) and
+///   `tether-timeout` are removed from the request, the hop-by-hop fields from the
+///   response. Status, other fields and both bodies pass through, streaming.
+/// - Failures are answered with one-line `text/plain` bodies: 502 when the server cannot
+///   be reached (connection refused, name not resolved) or fails mid-answer, 504 when its
+///   response head does not arrive within the [timeout](Self::with_timeout) (30 s by
+///   default), 501 for CONNECT.
+///
+/// ```no_run
+/// # fn f(client: &tether_tokio::client::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tether_tokio::gateway::Upstream;
+/// let upstream = Upstream::new("http://127.0.0.1:8080/api")?.with_timeout(Some(Duration::from_secs(60)));
+/// client.serve(upstream);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<UpstreamInner>,
+    timeout: Option<Duration>,
+}
+
+struct UpstreamInner {
+    url: String,
+    authority: Authority,
+    host: HeaderValue,
+    /// The base path without its trailing `/` (empty for the root).
+    base: String,
+    client: HttpClient<HttpConnector, OutBody>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("url", &self.inner.url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default time for an upstream's response head.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time to establish a TCP connection to the upstream.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Upstream {
+    /// An upstream at `url` (`http://HOST[:PORT][/BASE-PATH]`; no query, no user info).
+    /// Must be called within a tokio runtime only when requests are made.
+    ///
+    /// ```
+    /// use tether_tokio::gateway::Upstream;
+    /// assert!(Upstream::new("http://127.0.0.1:8080/api").is_ok());
+    /// assert!(Upstream::new("https://example.com/").is_err()); // http:// only
+    /// assert!(Upstream::new("http://example.com/?q=1").is_err());
+    /// ```
+    pub fn new(url: &str) -> Result<Upstream, UpstreamUrlError> {
+        let uri: Uri = url.parse()?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(UpstreamUrlError::Unsupported("only http:// is supported"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or(UpstreamUrlError::Unsupported("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(UpstreamUrlError::Unsupported("user info is not supported"));
+        }
+        if authority.host().is_empty() {
+            return Err(UpstreamUrlError::Unsupported("no host"));
+        }
+        if uri.query().is_some() {
+            return Err(UpstreamUrlError::Unsupported("no query allowed"));
+        }
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| UpstreamUrlError::Unsupported("invalid host"))?;
+        let base = uri.path().trim_end_matches('/').to_owned();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
+        let client = HttpClient::builder(TokioExecutor::new()).build(connector);
+        Ok(Upstream {
+            inner: Arc::new(UpstreamInner {
+                url: format!("http://{authority}{base}/"),
+                authority,
+                host,
+                base,
+                client,
+            }),
+            timeout: Some(UPSTREAM_TIMEOUT),
+        })
+    }
+
+    /// The same upstream with another time limit for the response head (`None`: none).
+    /// The body may take longer: the caller's own timeout limits the whole exchange.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The upstream URL, normalised (`http://HOST[:PORT][/BASE-PATH]/`).
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The URL a request for `target` goes to: the base path, then the target's path and
+    /// query.
+    fn target_uri(&self, target: &Uri) -> Result<Uri, GatewayError> {
+        let pq = match target.path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') => pq.as_str(),
+            None if target.authority().is_some() && target.scheme().is_some() => "/",
+            _ => return Err(GatewayError::UnsupportedTarget(target.to_string())),
+        };
+        let path = PathAndQuery::try_from(format!("{}{pq}", self.inner.base))
+            .map_err(|_| GatewayError::UnsupportedTarget(target.to_string()))?;
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.inner.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| GatewayError::UnsupportedTarget(target.to_string()))
+    }
+
+    /// Sends one request upstream; failures become error responses.
+    pub async fn proxy<B>(&self, request: Request<B>) -> Response<UpstreamBody>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        match self.try_proxy(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::debug!(error = %e, "upstream request failed");
+                e.to_response::<Full<Bytes>>()
+                    .map(|body| body.map_err(|never| match never {}).boxed_unsync())
+            }
+        }
+    }
+
+    async fn try_proxy<B>(
+        &self,
+        request: Request<B>,
+    ) -> Result<Response<UpstreamBody>, GatewayError>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = request.into_parts();
+        if parts.method == Method::CONNECT {
+            return Err(GatewayError::UnsupportedMethod(parts.method));
+        }
+        parts.uri = self.target_uri(&parts.uri)?;
+        strip_request_hops(&mut parts.headers);
+        parts.headers.remove(TIMEOUT_HEADER);
+        parts.headers.insert(header::HOST, self.inner.host.clone());
+        parts.version = Version::HTTP_11;
+        parts.extensions = Extensions::new();
+        let call = self
+            .inner
+            .client
+            .request(Request::from_parts(parts, box_body(body)));
+        let result = match self.timeout {
+            Some(timeout) => tokio::time::timeout(timeout, call).await.map_err(|_| {
+                GatewayError::UpstreamTimedOut {
+                    url: self.inner.url.clone(),
+                    timeout,
+                }
+            })?,
+            None => call.await,
+        };
+        let mut response = result.map_err(|e| {
+            let url = self.inner.url.clone();
+            let reason = error_chain(&e);
+            if e.is_connect() {
+                GatewayError::UpstreamUnreachable { url, reason }
+            } else {
+                GatewayError::UpstreamFailed { url, reason }
+            }
+        })?;
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+    }
+}
+
+/// An error and its sources, on one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+impl<B> tower::Service<Request<B>> for Upstream
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<UpstreamBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let upstream = self.clone();
+        Box::pin(async move { Ok(upstream.proxy(request).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_go() {
+        let mut h = headers(&[
+            ("connection", "close, X-Foo"),
+            ("connection", " x-bar ,,bad token"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic xyz"),
+            ("proxy-authenticate", "Basic"),
+            ("x-foo", "1"),
+            ("x-bar", "2"),
+            ("x-baz", "3"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "x-baz"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_on_requests_only_as_trailers() {
+        let mut h = headers(&[("te", "gzip, trailers;q=1"), ("connection", "TE")]);
+        strip_request_hops(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["te"], "trailers");
+        let mut h = headers(&[("te", "deflate")]);
+        strip_request_hops(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn non_text_connection_values_are_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-a\xff").unwrap(),
+        );
+        h.insert("x-a", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let up = Upstream::new("http://127.0.0.1:8080/api/").unwrap();
+        assert_eq!(up.url(), "http://127.0.0.1:8080/api/");
+        let t = |s: &str| up.target_uri(&s.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            t("/v1/items?page=2&x=%20").unwrap(),
+            "http://127.0.0.1:8080/api/v1/items?page=2&x=%20"
+        );
+        assert_eq!(t("/").unwrap(), "http://127.0.0.1:8080/api/");
+        assert_eq!(
+            t("http://elsewhere/x?y").unwrap(),
+            "http://127.0.0.1:8080/api/x?y"
+        );
+        assert!(matches!(t("*"), Err(GatewayError::UnsupportedTarget(_))));
+        assert!(matches!(
+            t("example.com:443"),
+            Err(GatewayError::UnsupportedTarget(_))
+        ));
+
+        let root = Upstream::new("http://localhost").unwrap();
+        assert_eq!(root.url(), "http://localhost/");
+        assert_eq!(root.inner.host, "localhost");
+        assert_eq!(
+            root.target_uri(&"/a/b?c=d".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "http://localhost/a/b?c=d"
+        );
+
+        for bad in [
+            "127.0.0.1:8080",
+            "https://h/",
+            "ftp://h/",
+            "http://h/?q",
+            "http://u:p@h/",
+            "/path",
+            "not a url",
+        ] {
+            assert!(Upstream::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origin_forms() {
+        let o = |s: &str| origin_form(&s.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(o("/a?b").unwrap(), "/a?b");
+        assert_eq!(o("http://h/a?b").unwrap(), "/a?b");
+        assert_eq!(o("http://h").unwrap(), "/");
+        assert!(o("*").is_err());
+        assert!(o("h:443").is_err());
+    }
+
+    #[test]
+    fn error_statuses_and_bodies() {
+        use RequestError as R;
+        let cases: Vec<(GatewayError, u16)> = vec![
+            (GatewayError::NoClient, 503),
+            (GatewayError::UnknownConnection(Uuid::nil()), 404),
+            (GatewayError::MalformedConnectionId, 400),
+            (GatewayError::Ambiguous(3), 400),
+            (GatewayError::UnsupportedMethod(Method::CONNECT), 501),
+            (GatewayError::UnsupportedTarget("*".into()), 400),
+            (R::NotConnected.into(), 503),
+            (R::Closed.into(), 503),
+            (R::QueueFull.into(), 503),
+            (R::Refused.into(), 503),
+            (R::TimedOut(Duration::from_secs(1)).into(), 504),
+            (R::ConnectionLost.into(), 502),
+            (
+                R::Reset {
+                    code: tether_proto::ResetCode::INTERNAL_ERROR,
+                    initiator: tether_proto::Initiator::Peer,
+                }
+                .into(),
+                502,
+            ),
+            (R::InvalidRequest("x".into()).into(), 400),
+            (
+                GatewayError::UpstreamUnreachable {
+                    url: "http://h/".into(),
+                    reason: "refused\nsecond line".into(),
+                },
+                502,
+            ),
+            (
+                GatewayError::UpstreamFailed {
+                    url: "http://h/".into(),
+                    reason: "x".into(),
+                },
+                502,
+            ),
+            (
+                GatewayError::UpstreamTimedOut {
+                    url: "http://h/".into(),
+                    timeout: Duration::from_millis(1500),
+                },
+                504,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status(), status, "{error}");
+            let response = error.to_response::<String>();
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "text/plain; charset=utf-8"
+            );
+            let body = response.body();
+            assert!(body.starts_with(&format!("{status} ")), "{body}");
+            assert!(body.ends_with('\n'));
+            assert_eq!(body.matches('\n').count(), 1, "{body:?}");
+        }
+        let timed_out = GatewayError::UpstreamTimedOut {
+            url: "http://h/".into(),
+            timeout: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            "upstream http://h/ did not answer within 1s 500ms"
+        );
+    }
+}
