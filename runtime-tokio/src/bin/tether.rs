@@ -31,6 +31,21 @@ enum Command {
     /// `closed <id> <code> <reason>`, `failure <id> <reason>`. Every path accepts Tether
     /// connections (subprotocol tether.v1); a disallowed Origin gets 403, a non-GET 405, a
     /// plain HTTP request 400. SIGINT or SIGTERM closes every client with 1001 and exits 0.
+    ///
+    /// HTTP tunnel: with --gateway ADDR, plain HTTP requests to ADDR are carried to a
+    /// connected client (chosen with the header `Tether-Connection: <id>`, or the only one)
+    /// and answered by that client's --upstream; with --upstream URL, the clients' requests
+    /// go to the HTTP server at URL. Errors are one-line text: 503 no client connected, 404
+    /// unknown id, 400 malformed id or several clients and no header, 502 client lost or
+    /// upstream unreachable, 504 timeout.
+    ///
+    /// Example: reach the web UI a device serves on its own loopback:
+    ///
+    ///   server$ tether server --listen 0.0.0.0:9000 --gateway 127.0.0.1:8080
+    ///
+    ///   device$ tether client ws://server:9000/ --upstream http://127.0.0.1:80
+    ///
+    ///   server$ curl http://127.0.0.1:8080/status
     Server(cmd::server::Args),
     /// Connect to a Tether server and stay connected.
     ///
@@ -38,6 +53,19 @@ enum Command {
     /// `closed <id> <code> <reason>`, `failure <id> <reason>`. Reconnects with jittered
     /// back-off and resumes its session; a fatal close code (such as 4003, rejected) ends it
     /// with exit code 1. SIGINT or SIGTERM closes with 1000 and exits 0.
+    ///
+    /// HTTP tunnel: with --upstream URL, the server's requests go to the HTTP server at URL
+    /// (a device exposes its local web server without opening a port); with --gateway ADDR,
+    /// plain HTTP requests to ADDR go to the server (and are answered by its --upstream),
+    /// waiting for a reconnection up to 10 s (then 503).
+    ///
+    /// Example: call the server's internal API from the device's side:
+    ///
+    ///   server$ tether server --listen 0.0.0.0:9000 --upstream http://127.0.0.1:3000/api
+    ///
+    ///   device$ tether client ws://server:9000/ --gateway 127.0.0.1:8080
+    ///
+    ///   device$ curl http://127.0.0.1:8080/v1/jobs    # reaches http://127.0.0.1:3000/api/v1/jobs
     Client(cmd::client::Args),
     /// Serve the demo WebSocket schema (wire-compatible with the Go demowsserver).
     ///

@@ -1,11 +1,14 @@
 //! `tether client`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 
 use super::common::{block_on, shutdown_signal};
 use super::lifecycle::{client_line, Timing};
+use super::tunnel::{self, Tunnel};
+use tether_tokio::gateway::Target;
 
 /// Arguments of `tether client` (documented on the subcommand).
 #[derive(Debug, clap::Args)]
@@ -23,6 +26,8 @@ pub(crate) struct Args {
     /// Print every heartbeat round-trip time.
     #[arg(long)]
     print_rtt: bool,
+    #[command(flatten)]
+    tunnel: Tunnel,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -38,6 +43,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    config.rest = args.tunnel.rest_config(config.rest);
     if let Some(ca) = &args.tls_ca {
         match tether_tokio::tls::roots_from_pem_file(ca).and_then(tether_tokio::tls::client_config)
         {
@@ -56,6 +62,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if let Some(upstream) = args.tunnel.upstream() {
+            client.serve(upstream);
+        }
+        let gateway = match args.tunnel.gateway(Target::Peer(client.peer())).await {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                eprintln!("error: {e}");
+                client.close().await;
+                return ExitCode::FAILURE;
+            }
+        };
         let signal = shutdown_signal();
         tokio::pin!(signal);
         let mut failed = false;
@@ -67,10 +84,14 @@ pub(crate) fn run(args: Args) -> ExitCode {
                         failed = matches!(event, ClientEvent::Failure { .. });
                     }
                     // The client ended by itself: a fatal close code or back-off exhausted.
-                    None if failed => return ExitCode::FAILURE,
-                    None => return ExitCode::SUCCESS,
+                    None => {
+                        tunnel::stop(gateway, SHORT_STOP).await;
+                        return if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+                    }
                 },
                 () = &mut signal => {
+                    // Requests in flight through the gateway finish first.
+                    tunnel::stop(gateway, STOP_TIMEOUT).await;
                     client.close().await;
                     while let Some(event) = events.recv().await {
                         print(&event, false);
@@ -81,6 +102,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
     })
 }
+
+/// How long a stop lets gateway requests in flight finish.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The same once the connection is gone for good (requests cannot succeed any more).
+const SHORT_STOP: Duration = Duration::from_millis(200);
 
 fn print(event: &ClientEvent, print_rtt: bool) {
     match (client_line(event), event) {

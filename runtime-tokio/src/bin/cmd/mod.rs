@@ -8,3 +8,4 @@ pub(crate) mod demo_server;
 pub(crate) mod echo_server;
 mod lifecycle;
 pub(crate) mod server;
+mod tunnel;

@@ -9,6 +9,8 @@ use tether_tokio::upgrade::AllowedOrigins;
 
 use super::common::{block_on, parse_duration, shutdown_signal};
 use super::lifecycle::{server_line, Timing};
+use super::tunnel::{self, Tunnel};
+use tether_tokio::gateway::Target;
 
 /// Arguments of `tether server` (documented on the subcommand).
 #[derive(Debug, clap::Args)]
@@ -34,6 +36,8 @@ pub(crate) struct Args {
     /// How long shutdown waits for clients to finish their closing handshake.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    #[command(flatten)]
+    tunnel: Tunnel,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -47,6 +51,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let mut config = ServerConfig::new(args.listen);
     config.connection = connection;
     config.resume_window = args.resume_window;
+    config.rest = args.tunnel.rest_config(config.rest);
     if !args.allowed_origins.is_empty() {
         config.allowed_origins = AllowedOrigins::List(args.allowed_origins.clone());
     }
@@ -69,12 +74,29 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         };
         println!("listening {scheme}://{}/", server.local_addr());
+        if let Some(upstream) = args.tunnel.upstream() {
+            server.serve(upstream);
+        }
+        let gateway = match args
+            .tunnel
+            .gateway(Target::Server(server.connections()))
+            .await
+        {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                eprintln!("error: {e}");
+                let _ = server.shutdown(args.shutdown_timeout).await;
+                return ExitCode::FAILURE;
+            }
+        };
         let printer = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 println!("{}", server_line(&event));
             }
         });
         shutdown_signal().await;
+        // Requests in flight through the gateway finish first, while clients are connected.
+        tunnel::stop(gateway, args.shutdown_timeout).await;
         let clients = server.connection_count();
         let result = server.shutdown(args.shutdown_timeout).await;
         // Let the printer show the last `closed` lines.
