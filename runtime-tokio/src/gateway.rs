@@ -86,6 +86,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tether_proto::streams::TIMEOUT_HEADER;
+use tether_proto::ResetCode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -189,7 +190,8 @@ pub enum GatewayError {
     #[error("the request target must be a path (origin-form), not {0:?}")]
     UnsupportedTarget(String),
     /// The call to the peer failed (see [`RequestError`]): 503 when it was never sent
-    /// (not connected, refused, queue full), 504 on its timeout, 502 when the connection
+    /// (not connected, refused, queue full), 504 on its timeout (or a reset with
+    /// TIMEOUT), 502 when the connection
     /// was lost or the stream reset mid-request, 400 when the request itself was at fault.
     #[error("Tether request failed: {0}")]
     Request(#[from] RequestError),
@@ -241,7 +243,11 @@ impl GatewayError {
                 | RequestError::Closed
                 | RequestError::QueueFull
                 | RequestError::Refused => StatusCode::SERVICE_UNAVAILABLE,
+                // The callee's copy of the deadline may pass first: it resets with TIMEOUT.
                 RequestError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+                RequestError::Reset { code, .. } if *code == ResetCode::TIMEOUT => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
                 RequestError::InvalidRequest(_) | RequestError::Body(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::BAD_GATEWAY,
             },
@@ -893,6 +899,14 @@ mod tests {
             (R::Refused.into(), 503),
             (R::TimedOut(Duration::from_secs(1)).into(), 504),
             (R::ConnectionLost.into(), 502),
+            (
+                R::Reset {
+                    code: ResetCode::TIMEOUT,
+                    initiator: tether_proto::Initiator::Peer,
+                }
+                .into(),
+                504,
+            ),
             (
                 R::Reset {
                     code: tether_proto::ResetCode::INTERNAL_ERROR,
