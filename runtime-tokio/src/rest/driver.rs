@@ -177,6 +177,11 @@ impl Driver {
                     Ok(()) => {
                         let _ = ack.send(());
                     }
+                    Err(e @ SendError::HeadTooLarge { .. }) => {
+                        // spec/protocol.md §4.5: reset rather than send what the peer refuses.
+                        tracing::warn!(%id, "{e}: stream reset");
+                        streams.reset(id, ResetCode::INTERNAL_ERROR);
+                    }
                     Err(e) => tracing::debug!(%id, "trailers not sent: {e}"),
                 }
             }
@@ -184,8 +189,14 @@ impl Driver {
                 let Some(streams) = conn.streams() else {
                     return;
                 };
-                if let Err(e) = streams.send_response(id, *head, end) {
-                    tracing::debug!(%id, "response not sent: {e}");
+                match streams.send_response(id, *head, end) {
+                    Ok(()) => {}
+                    Err(e @ SendError::HeadTooLarge { .. }) => {
+                        // spec/protocol.md §4.5: reset rather than send what the peer refuses.
+                        tracing::warn!(%id, "{e}: stream reset");
+                        streams.reset(id, ResetCode::INTERNAL_ERROR);
+                    }
+                    Err(e) => tracing::debug!(%id, "response not sent: {e}"),
                 }
             }
             Command::Release { id, n } => {
@@ -261,7 +272,7 @@ impl Driver {
         let id = match streams.open(head, end, timeout, now) {
             Ok(id) => id,
             Err(e) => {
-                // can_open said yes; nothing else can refuse.
+                // can_open said yes: only the head's size can refuse it now (§4.5).
                 let _ = reply.send(Err(Failed::Error(RequestError::InvalidRequest(
                     e.to_string(),
                 ))));
