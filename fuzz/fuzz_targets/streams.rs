@@ -40,6 +40,8 @@ fn limits(c: &StreamsConfig) -> PeerLimits {
         max_concurrent_streams: c.max_concurrent_streams,
         initial_stream_window: c.initial_stream_window,
         initial_connection_window: c.initial_connection_window,
+        max_head_size: 1024,
+        max_header_count: 100,
     }
 }
 

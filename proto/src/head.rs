@@ -64,6 +64,14 @@ impl RequestHead {
         req
     }
 
+    /// The size of the encoded head: exactly what [`encode`](Self::encode) writes.
+    pub fn encoded_size(&self) -> EncodedSize {
+        let target = RequestTarget::of(&self.uri);
+        let mut size = encoded_fields(&self.headers);
+        size.bytes += self.method.as_str().len() + 1 + target.len() + " HTTP/1.1\r\n".len();
+        size
+    }
+
     /// Appends the encoded head to `dst`, dropping connection-specific fields (§4.3).
     pub fn encode(&self, dst: &mut BytesMut) {
         let target = RequestTarget::of(&self.uri);
@@ -135,6 +143,14 @@ impl ResponseHead {
         *res.status_mut() = self.status;
         *res.headers_mut() = self.headers;
         res
+    }
+
+    /// The size of the encoded head: exactly what [`encode`](Self::encode) writes.
+    pub fn encoded_size(&self) -> EncodedSize {
+        let reason = self.status.canonical_reason().unwrap_or("");
+        let mut size = encoded_fields(&self.headers);
+        size.bytes += "HTTP/1.1 000 \r\n".len() + reason.len();
+        size
     }
 
     /// Appends the encoded head to `dst`, dropping connection-specific fields (§4.3).
@@ -299,6 +315,47 @@ fn headers_len(headers: &HeaderMap) -> usize {
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum()
+}
+
+/// The size and number of the fields [`encode_fields`] writes (the final empty line
+/// included in the size).
+fn encoded_fields(headers: &HeaderMap) -> EncodedSize {
+    let nominating = headers.contains_key(header::CONNECTION).then_some(headers);
+    let mut size = EncodedSize {
+        bytes: 2,
+        fields: 0,
+    };
+    for (name, value) in headers {
+        if is_dropped_on_encode(name, value, nominating) {
+            continue;
+        }
+        size.bytes += name.as_str().len() + value.len() + 4;
+        size.fields += 1;
+    }
+    size
+}
+
+/// What an encoded head takes: its bytes and its field lines, to check against the
+/// receiver's `max_head_size` and `max_header_count` before sending (§4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodedSize {
+    /// Bytes of the encoded head.
+    pub bytes: usize,
+    /// Field lines in it.
+    pub fields: usize,
+}
+
+impl EncodedSize {
+    /// Whether a receiver with `limits` accepts a head of this size.
+    pub fn fits(&self, limits: &Limits) -> bool {
+        self.bytes <= limits.max_head_size as usize
+            && self.fields <= usize::from(limits.max_header_count)
+    }
+}
+
+/// The size of `trailers` once encoded.
+pub fn trailers_encoded_size(trailers: &HeaderMap) -> EncodedSize {
+    encoded_fields(trailers)
 }
 
 fn encode_fields(headers: &HeaderMap, dst: &mut BytesMut) {

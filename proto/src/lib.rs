@@ -51,7 +51,7 @@ pub use frame::{
     Data, Frame, FrameError, FrameType, GoAway, Head, Headers, Hello, Ping, Pong, Reaction, Reset,
     Resume, ResumeToken, Settings, StreamId, Welcome, WindowUpdate,
 };
-pub use head::{HeadError, RequestHead, ResponseHead};
+pub use head::{EncodedSize, HeadError, RequestHead, ResponseHead};
 pub use limits::{Limits, LimitsError};
 pub use random::{RandomError, RandomSource};
 pub use side::{Initiator, Side};

@@ -202,6 +202,36 @@ proptest! {
         prop_assert_eq!(decoded, Ok(f));
     }
 
+    /// `encoded_size` is exactly what `encode` writes (so a head can be checked against
+    /// the peer's limits before it is sent), connection-specific fields included.
+    #[test]
+    fn encoded_size_is_exact(h in head(), hop in any::<bool>()) {
+        let mut h = h;
+        if hop {
+            let headers = match &mut h {
+                Head::Request(r) => &mut r.headers,
+                Head::Response(r) => &mut r.headers,
+                Head::Trailers(t) => t,
+            };
+            headers.insert("connection", HeaderValue::from_static("x-hop, close"));
+            headers.insert("x-hop", HeaderValue::from_static("1"));
+            headers.insert("keep-alive", HeaderValue::from_static("5"));
+            headers.insert("te", HeaderValue::from_static("trailers"));
+        }
+        let mut buf = BytesMut::new();
+        let (size, start_line) = match &h {
+            Head::Request(r) => { r.encode(&mut buf); (r.encoded_size(), 1) }
+            Head::Response(r) => { r.encode(&mut buf); (r.encoded_size(), 1) }
+            Head::Trailers(t) => {
+                tether_proto::head::encode_trailers(t, &mut buf);
+                (tether_proto::head::trailers_encoded_size(t), 0)
+            }
+        };
+        prop_assert_eq!(size.bytes, buf.len());
+        let lines = buf.windows(2).filter(|w| w == b"\r\n").count();
+        prop_assert_eq!(size.fields, lines - 1 - start_line);
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(msg in bytes(512)) {
         let _ = Frame::decode(msg, &Limits::default());

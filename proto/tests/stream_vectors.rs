@@ -86,6 +86,7 @@ fn run(script: &Value) {
         max_concurrent_streams: n(&c["peer_max_concurrent_streams"]) as u32,
         initial_stream_window: n(&c["peer_initial_stream_window"]) as u32,
         initial_connection_window: n(&c["peer_initial_connection_window"]) as u32,
+        ..PeerLimits::default()
     };
     let side = if script["role"] == "client" {
         Side::Client

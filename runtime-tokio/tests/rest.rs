@@ -488,3 +488,53 @@ async fn an_unread_upload_stops_once_the_response_is_complete() {
     client.close().await;
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A head larger than the peer accepts fails that one request (before anything is sent)
+/// or resets that one response; the connection and every other request carry on.
+#[tokio::test]
+async fn an_oversized_head_costs_one_request_not_the_connection() {
+    let big = "v".repeat(20 * 1024); // over the default MAX_HEAD_SIZE of 16 KiB
+    let server_api = {
+        let big = big.clone();
+        Router::new().route("/small", get(|| async { "ok" })).route(
+            "/big",
+            get(move || async move { ([("x-big", big)], "never") }),
+        )
+    };
+    let (server, client, _id) = pair(server_api, Router::new(), "{}").await;
+    let peer = client.peer();
+    let error = peer
+        .request(
+            Request::get("/small")
+                .header("x-big", big.as_str())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, tether_tokio::rest::RequestError::InvalidRequest(_)),
+        "{error:?}"
+    );
+    let error = peer
+        .request(Request::get("/big").body(Body::empty()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            tether_tokio::rest::RequestError::Reset {
+                code: tether_proto::ResetCode::INTERNAL_ERROR,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let response = peer
+        .request(Request::get("/small").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, "ok");
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -623,6 +623,8 @@ impl Connection {
             initial_connection_window: p
                 .initial_connection_window
                 .unwrap_or(defaults.initial_connection_window),
+            max_head_size: self.peer_limits().max_head_size,
+            max_header_count: self.peer_limits().max_header_count,
         };
         self.streams = Some(Streams::new(self.side, self.config.streams().clone(), peer));
         if interval.is_zero() {

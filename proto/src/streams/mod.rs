@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use self::stream::{Recv, Send, Stream};
 use crate::frame::MAX_INCREMENT;
-use crate::head::{self, RequestHead, ResponseHead};
+use crate::head::{self, EncodedSize, RequestHead, ResponseHead};
 use crate::{
     CloseCode, Data, Frame, GoAway, Head, Headers, Reset, ResetCode, StreamId, WindowUpdate,
 };
@@ -117,6 +117,10 @@ pub struct PeerLimits {
     pub initial_stream_window: u32,
     /// The peer's connection receive window.
     pub initial_connection_window: u32,
+    /// Largest head (request, response or trailers) the peer accepts, in bytes.
+    pub max_head_size: u32,
+    /// Most field lines per head the peer accepts.
+    pub max_header_count: u16,
 }
 
 impl Default for PeerLimits {
@@ -128,6 +132,8 @@ impl Default for PeerLimits {
             max_concurrent_streams: c.max_concurrent_streams,
             initial_stream_window: c.initial_stream_window,
             initial_connection_window: c.initial_connection_window,
+            max_head_size: crate::Limits::default().max_head_size,
+            max_header_count: crate::Limits::default().max_header_count,
         }
     }
 }
@@ -234,6 +240,10 @@ pub enum OpenError {
     /// Stream ids of this side are used up: reconnect.
     #[error("stream identifiers are exhausted")]
     Exhausted,
+    /// The request head is larger than the peer accepts (its MAX_HEAD_SIZE or
+    /// MAX_HEADER_COUNT, §4.5): nothing was sent.
+    #[error("head of {} bytes and {} fields exceeds the peer's limits", .0.bytes, .0.fields)]
+    HeadTooLarge(EncodedSize),
 }
 
 /// Why a send on a stream was not accepted.
@@ -247,6 +257,15 @@ pub enum SendError {
     /// anything after END_STREAM, a response on a stream we opened).
     #[error("stream {0} is not in a state that allows this")]
     InvalidState(StreamId),
+    /// The head is larger than the peer accepts (§4.5): nothing was sent; the stream is
+    /// unchanged.
+    #[error("stream {id}: head of {} bytes and {} fields exceeds the peer's limits", .size.bytes, .size.fields)]
+    HeadTooLarge {
+        /// The stream.
+        id: StreamId,
+        /// The head's size.
+        size: EncodedSize,
+    },
     /// The send queue is full: the data is handed back; retry after
     /// [`StreamEvent::Writable`].
     #[error("stream {id} send buffer is full")]
@@ -775,6 +794,15 @@ impl Streams {
             return Err(OpenError::Blocked);
         }
         let id = StreamId::new(self.next_local.ok_or(OpenError::Exhausted)?);
+        // The deadline field is added below: count it in.
+        let mut size = head.encoded_size();
+        if timeout.is_some() && !head.headers.contains_key(TIMEOUT_HEADER) {
+            size.bytes += TIMEOUT_HEADER.len() + MAX_TIMEOUT_DIGITS + 4;
+            size.fields += 1;
+        }
+        if !size.fits(&peer_head_limits(&self.peer)) {
+            return Err(OpenError::HeadTooLarge(size));
+        }
         self.next_local = id.value().checked_add(2);
         let mut stream = Stream::new(
             if end_stream { Send::Done } else { Send::Open },
@@ -819,6 +847,10 @@ impl Streams {
             .ok_or(SendError::UnknownStream(id))?;
         if s.send != Send::Idle {
             return Err(SendError::InvalidState(id));
+        }
+        let size = head.encoded_size();
+        if !size.fits(&peer_head_limits(&self.peer)) {
+            return Err(SendError::HeadTooLarge { id, size });
         }
         if head.status.is_informational() {
             if end_stream || head.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -876,6 +908,10 @@ impl Streams {
             .ok_or(SendError::UnknownStream(id))?;
         if s.send != Send::Open {
             return Err(SendError::InvalidState(id));
+        }
+        let size = head::trailers_encoded_size(&trailers);
+        if !size.fits(&peer_head_limits(&self.peer)) {
+            return Err(SendError::HeadTooLarge { id, size });
         }
         s.trailers = Some(trailers);
         s.send = Send::Ending;
@@ -1161,6 +1197,17 @@ impl Streams {
 
 /// The largest `tether-timeout` value, about 115 days.
 const MAX_TIMEOUT_MS: u64 = 9_999_999_999;
+/// Its digits.
+const MAX_TIMEOUT_DIGITS: usize = 10;
+
+/// The peer's head limits, as [`crate::Limits`] for [`EncodedSize::fits`].
+fn peer_head_limits(peer: &PeerLimits) -> crate::Limits {
+    crate::Limits {
+        max_head_size: peer.max_head_size,
+        max_header_count: peer.max_header_count,
+        ..crate::Limits::default()
+    }
+}
 
 /// Parses a `tether-timeout` value: 1 to 10 decimal digits of milliseconds.
 fn parse_timeout(v: Option<&HeaderValue>) -> Result<Option<Duration>, ()> {

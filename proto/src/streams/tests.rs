@@ -52,6 +52,7 @@ impl Pair {
             max_concurrent_streams: c.max_concurrent_streams,
             initial_stream_window: c.initial_stream_window,
             initial_connection_window: c.initial_connection_window,
+            ..PeerLimits::default()
         };
         let (cl, sl) = (limits(&client), limits(&server));
         Pair {
@@ -231,6 +232,60 @@ fn stop_receiving_resets_after_the_response_is_complete() {
     let id = p.client.s.open(get("/b"), true, None, p.now).unwrap();
     p.pump();
     p.server.s.stop_receiving(id, ResetCode::NO_ERROR);
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::OK), true)
+        .unwrap();
+    p.pump();
+    assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
+}
+
+/// A head the peer would refuse (over its MAX_HEAD_SIZE or MAX_HEADER_COUNT) is refused
+/// here, before anything is sent: one oversized request cannot cost the whole connection.
+#[test]
+fn heads_over_the_peers_limits_are_refused_before_sending() {
+    let mut p = Pair::default();
+    p.client.s.peer.max_head_size = 300;
+    p.client.s.peer.max_header_count = 4;
+    p.server.s.peer.max_head_size = 300;
+    let mut big = get("/big");
+    big.headers
+        .insert("x-big", HeaderValue::from_str(&"b".repeat(400)).unwrap());
+    let err = p.client.s.open(big, true, None, p.now).unwrap_err();
+    assert!(matches!(err, OpenError::HeadTooLarge(size) if size.bytes > 400));
+    let mut many = get("/many");
+    for i in 0..5 {
+        many.headers.append(
+            http::header::HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+            HeaderValue::from_static("1"),
+        );
+    }
+    assert!(matches!(
+        p.client.s.open(many, true, None, p.now),
+        Err(OpenError::HeadTooLarge(size)) if size.fields == 5
+    ));
+    // The deadline field counts: a head that fits only without it is refused with it.
+    let mut edge = get("/edge");
+    let fill = 300 - edge.encoded_size().bytes - "x-fill: \r\n".len();
+    edge.headers
+        .insert("x-fill", HeaderValue::from_str(&"f".repeat(fill)).unwrap());
+    assert_eq!(edge.encoded_size().bytes, 300);
+    assert!(p
+        .client
+        .s
+        .open(edge.clone(), true, Some(Duration::from_secs(1)), p.now)
+        .is_err());
+    let id = p.client.s.open(edge, true, None, p.now).unwrap();
+    p.pump();
+    assert_eq!(requests(&p.server.events), vec![id]);
+    // A response head too large for the requester: refused, the stream unchanged.
+    let mut res = ResponseHead::new(StatusCode::OK);
+    res.headers
+        .insert("x-big", HeaderValue::from_str(&"b".repeat(400)).unwrap());
+    assert!(matches!(
+        p.server.s.send_response(id, res, true),
+        Err(SendError::HeadTooLarge { .. })
+    ));
     p.server
         .s
         .send_response(id, ResponseHead::new(StatusCode::OK), true)

@@ -31,7 +31,8 @@ use super::{Body, BoxBody, ConnectionInfo, RequestError, RestConfig, ServiceSlot
 /// The sending half of a connection task's command channel.
 pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
 
-/// What bodies, handlers and callers ask of a connection task.
+/// What bodies, handlers and callers ask of a connection task. Large payloads are boxed:
+/// the channel allocates its slots in blocks, one block per idle connection.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Open a stream for a request (queued while the peer's stream limit is reached).
@@ -46,13 +47,13 @@ pub(crate) enum Command {
     /// Queue trailers, which end our direction of the stream.
     Trailers {
         id: StreamId,
-        trailers: HeaderMap,
+        trailers: Box<HeaderMap>,
         ack: oneshot::Sender<()>,
     },
     /// Send the response head of a request we serve.
     Respond {
         id: StreamId,
-        head: ResponseHead,
+        head: Box<ResponseHead>,
         end: bool,
     },
     /// The application read `n` bytes of a received body.
@@ -172,9 +173,14 @@ impl Driver {
                 let Some(streams) = conn.streams() else {
                     return;
                 };
-                match streams.send_trailers(id, trailers) {
+                match streams.send_trailers(id, *trailers) {
                     Ok(()) => {
                         let _ = ack.send(());
+                    }
+                    Err(e @ SendError::HeadTooLarge { .. }) => {
+                        // spec/protocol.md §4.5: reset rather than send what the peer refuses.
+                        tracing::warn!(%id, "{e}: stream reset");
+                        streams.reset(id, ResetCode::INTERNAL_ERROR);
                     }
                     Err(e) => tracing::debug!(%id, "trailers not sent: {e}"),
                 }
@@ -183,8 +189,14 @@ impl Driver {
                 let Some(streams) = conn.streams() else {
                     return;
                 };
-                if let Err(e) = streams.send_response(id, head, end) {
-                    tracing::debug!(%id, "response not sent: {e}");
+                match streams.send_response(id, *head, end) {
+                    Ok(()) => {}
+                    Err(e @ SendError::HeadTooLarge { .. }) => {
+                        // spec/protocol.md §4.5: reset rather than send what the peer refuses.
+                        tracing::warn!(%id, "{e}: stream reset");
+                        streams.reset(id, ResetCode::INTERNAL_ERROR);
+                    }
+                    Err(e) => tracing::debug!(%id, "response not sent: {e}"),
                 }
             }
             Command::Release { id, n } => {
@@ -260,7 +272,7 @@ impl Driver {
         let id = match streams.open(head, end, timeout, now) {
             Ok(id) => id,
             Err(e) => {
-                // can_open said yes; nothing else can refuse.
+                // can_open said yes: only the head's size can refuse it now (§4.5).
                 let _ = reply.send(Err(Failed::Error(RequestError::InvalidRequest(
                     e.to_string(),
                 ))));
@@ -464,10 +476,10 @@ impl Driver {
             };
             let (parts, body) = response.into_parts();
             let end = body.is_end_stream();
-            let head = ResponseHead {
+            let head = Box::new(ResponseHead {
                 status: parts.status,
                 headers: parts.headers,
-            };
+            });
             let _ = tx.send(Command::Respond { id, head, end });
             guard.disarm();
             if !end {
@@ -583,6 +595,7 @@ pub(crate) async fn pump(id: StreamId, mut body: BoxBody, tx: CommandSender, on_
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
                         let (ack, done) = oneshot::channel();
+                        let trailers = Box::new(trailers);
                         let sent = tx.send(Command::Trailers { id, trailers, ack });
                         if sent.is_ok() {
                             let _ = done.await;
@@ -610,4 +623,14 @@ async fn data(tx: &CommandSender, id: StreamId, chunk: Bytes, end: bool) -> Resu
     })
     .map_err(|_| ())?;
     done.await.map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The command channel's first block (32 slots) is allocated for every connection,
+    /// idle or not: keep a command small.
+    #[test]
+    fn commands_stay_small() {
+        assert!(std::mem::size_of::<super::Command>() <= 56);
+    }
 }
