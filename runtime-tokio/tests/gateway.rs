@@ -526,6 +526,21 @@ async fn choosing_the_client() {
         assert_eq!(response.headers()["tether-connection"], id.to_string());
     }
 
+    // A head larger than the peer accepts (16 KiB by default) is refused before sending,
+    // and the connection carries on.
+    let big = "x".repeat(20 * 1024);
+    assert_error(
+        error_of(
+            &gateway,
+            "/seen",
+            &[("tether-connection", &ida.to_string()), ("x-big", &big)],
+        )
+        .await,
+        400,
+        "invalid request",
+    )
+    .await;
+
     // A client that left is unknown.
     b.close().await;
     let started = Instant::now();
