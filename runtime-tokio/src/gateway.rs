@@ -248,6 +248,7 @@ impl GatewayError {
                 RequestError::Reset { code, .. } if *code == ResetCode::TIMEOUT => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
+                RequestError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 RequestError::InvalidRequest(_) | RequestError::Body(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::BAD_GATEWAY,
             },
@@ -916,6 +917,14 @@ mod tests {
                 502,
             ),
             (R::InvalidRequest("x".into()).into(), 400),
+            (
+                R::HeadTooLarge {
+                    bytes: 20_000,
+                    fields: 3,
+                }
+                .into(),
+                431,
+            ),
             (
                 GatewayError::UpstreamUnreachable {
                     url: "http://h/".into(),

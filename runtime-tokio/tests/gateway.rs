@@ -536,8 +536,8 @@ async fn choosing_the_client() {
             &[("tether-connection", &ida.to_string()), ("x-big", &big)],
         )
         .await,
-        400,
-        "invalid request",
+        431,
+        "request head of",
     )
     .await;
 

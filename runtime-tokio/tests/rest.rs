@@ -513,7 +513,7 @@ async fn an_oversized_head_costs_one_request_not_the_connection() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, tether_tokio::rest::RequestError::InvalidRequest(_)),
+        matches!(error, tether_tokio::rest::RequestError::HeadTooLarge { bytes, .. } if bytes > 20 * 1024),
         "{error:?}"
     );
     let error = peer

@@ -273,9 +273,14 @@ impl Driver {
             Ok(id) => id,
             Err(e) => {
                 // can_open said yes: only the head's size can refuse it now (§4.5).
-                let _ = reply.send(Err(Failed::Error(RequestError::InvalidRequest(
-                    e.to_string(),
-                ))));
+                let error = match e {
+                    OpenError::HeadTooLarge(size) => RequestError::HeadTooLarge {
+                        bytes: size.bytes,
+                        fields: size.fields,
+                    },
+                    other => RequestError::InvalidRequest(other.to_string()),
+                };
+                let _ = reply.send(Err(Failed::Error(error)));
                 return;
             }
         };

@@ -44,6 +44,15 @@ pub enum RequestError {
     /// processed.
     #[error("connection lost with the request in flight; it may or may not have been processed")]
     ConnectionLost,
+    /// The request head is larger than the peer accepts (its MAX_HEAD_SIZE or
+    /// MAX_HEADER_COUNT, spec/protocol.md §4.5). Never sent.
+    #[error("request head of {bytes} bytes and {fields} fields exceeds the peer's limits")]
+    HeadTooLarge {
+        /// Bytes of the encoded head.
+        bytes: usize,
+        /// Its field lines.
+        fields: usize,
+    },
     /// The request cannot be sent as it is.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -62,6 +71,7 @@ impl RequestError {
                 | RequestError::Closed
                 | RequestError::QueueFull
                 | RequestError::Refused
+                | RequestError::HeadTooLarge { .. }
         )
     }
 
@@ -70,6 +80,10 @@ impl RequestError {
         match outcome {
             Outcome::Refused => RequestError::Refused,
             Outcome::Reset { code, .. } if code.is_safe_to_retry() => RequestError::Refused,
+            // Both ends run the deadline (§10.6): whichever fires first, it is a timeout.
+            Outcome::Reset { code, .. } if code == ResetCode::TIMEOUT && timeout.is_some() => {
+                RequestError::TimedOut(timeout.unwrap_or_default())
+            }
             Outcome::Reset { code, initiator } => RequestError::Reset { code, initiator },
             Outcome::TimedOut => RequestError::TimedOut(timeout.unwrap_or_default()),
             _ => RequestError::ConnectionLost,
