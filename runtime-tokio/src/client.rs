@@ -9,8 +9,10 @@
 //! valid across reconnects.
 //!
 //! The stream layer (spec/protocol.md §10) runs inside each connection's machine from the
-//! handshake on. No HTTP service can be attached yet, so a request from the peer is answered
-//! at once with `501 Not Implemented` (and its body consumed) rather than left to time out.
+//! handshake on: [`Client::peer`] calls the server's HTTP API and [`Client::serve`] serves
+//! one to it, over every connection of the client (see [`crate::rest`]). Only while no
+//! service is attached is a request from the server answered at once with
+//! `501 Not Implemented` (and its body consumed) rather than left to time out.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -295,7 +297,7 @@ impl Client {
 
     /// Serves the server's requests with `service` (an axum `Router` works as it is), on
     /// this and every later connection; it replaces any earlier service. Each request
-    /// carries a [`ConnectionInfo`](crate::rest::ConnectionInfo) in its extensions. Until
+    /// carries a [`ConnectionInfo`] in its extensions. Until
     /// a service is set, requests are answered `501 Not Implemented`; set it right after
     /// [`connect`](Self::connect) (before the handshake can complete) to serve from the
     /// first request on. See [`crate::rest`].

@@ -52,6 +52,71 @@ async fn demo_exits_zero_quickly_and_resumes_the_same_id() {
     assert!(started.elapsed() < GUARD);
     assert!(text.contains("same id: yes"), "{text}");
     assert!(text.contains("client events    connected 1"), "{text}");
+    // REST both ways: one call each, many at once, a streamed body each way, and calls
+    // that still work after the cut (one of them made while the client reconnected).
+    let id = line_after(&text, "  connection id    ");
+    let id = id.split(' ').next().unwrap();
+    for expected in [
+        "  server -> client GET /status   200 {\"device\":\"demo-sensor\",\"uptime_ms\":"
+            .to_owned(),
+        format!("  client -> server GET /time     200 {{\"connection\":\"{id}\",\"unix_ms\":"),
+        "  server -> client POST /echo    1000 at once: all 200, every body back".to_owned(),
+        "  client -> server POST /upload  1000 at once: all 200, every count right".to_owned(),
+        "  server -> client POST /echo    16 MiB streamed there and back, checked".to_owned(),
+        "  client -> server POST /upload  16 MiB streamed, count and sum right".to_owned(),
+        "  client -> server GET /time     made while reconnecting: 200 after ".to_owned(),
+        "  server -> client GET /status   after the resume, same Peer: 200 ".to_owned(),
+        "  rest requests    1000 at once each way: server->client ".to_owned(),
+        "  rest streams     16 MiB each: echo ".to_owned(),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&expected)),
+            "no line starting with {expected:?} in\n{text}"
+        );
+    }
+    // The order tells the story: REST before the cut, the waiting call after the resume.
+    let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s:?} missing"));
+    assert!(at("\nrest  ") < at("\ntransport cut"));
+    assert!(at("resumed ") < at("made while reconnecting"));
+    assert!(at("made while reconnecting") < at("\nclose"));
+}
+
+#[tokio::test]
+async fn demo_with_fewer_requests_and_a_smaller_body_says_so() {
+    let output = tokio::time::timeout(
+        GUARD,
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["demo", "--rtts", "1", "--requests", "7", "--body-mib", "1"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("demo ran longer than 15 s")
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("POST /echo    7 at once: all 200"), "{text}");
+    assert!(text.contains("POST /upload  1 MiB streamed"), "{text}");
+    assert!(
+        text.contains("rest requests    7 at once each way"),
+        "{text}"
+    );
+    assert!(text.contains("heartbeat rtt    n=1 "), "{text}");
+    // Out of range: a usage error, before anything runs.
+    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["demo", "--requests", "1001"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// The rest of the line that starts with `prefix`.
+fn line_after<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in\n{text}"))
 }
 
 #[tokio::test]

@@ -20,10 +20,16 @@ struct Cli {
 enum Command {
     /// The end-to-end demo: a Tether server and client on loopback, in one process.
     ///
-    /// Shows the handshake (connection id, negotiated heartbeat and limits), a few heartbeat
-    /// round-trip times, then cuts the client's TCP connection (through an in-process relay)
-    /// and shows the client resume the same session, closes cleanly and prints a summary.
-    /// Takes about two seconds; exits 0 on success.
+    /// Shows the handshake (connection id, negotiated heartbeat and limits) and a few
+    /// heartbeat round-trip times. Then REST both ways over the one connection: the client
+    /// serves `GET /status` and `POST /echo` (the body streamed back), the server serves
+    /// `GET /time` and `POST /upload` (bytes counted and summed); the demo makes one call
+    /// each way, `--requests` calls at once in each direction (requests/s) and streams a
+    /// `--body-mib` body each way (MiB/s). Then it cuts the client's TCP connection
+    /// (through an in-process relay), shows the client resume the same session, a call made
+    /// while it reconnected complete and the server's call still work; closes cleanly and
+    /// prints a summary. Every answer is checked (status and body): any mismatch or failure
+    /// prints `demo failed: ...` and exits 1. Takes about two seconds; exits 0 on success.
     Demo(cmd::demo::Args),
     /// Run a Tether server.
     ///

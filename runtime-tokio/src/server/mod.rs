@@ -9,8 +9,10 @@
 //! message to the socket and flush once. The runtime holds no protocol rule.
 //!
 //! The stream layer (spec/protocol.md §10) runs inside each connection's machine from the
-//! handshake on. No HTTP service can be attached yet, so a request from the peer is answered
-//! at once with `501 Not Implemented` (and its body consumed) rather than left to time out.
+//! handshake on: [`Server::peer`] calls one client's HTTP API and [`Server::serve`] serves
+//! one to every client (see [`crate::rest`]). Only while no service is attached is a
+//! request from a client answered at once with `501 Not Implemented` (and its body
+//! consumed) rather than left to time out.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

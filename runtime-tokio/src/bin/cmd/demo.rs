@@ -1,5 +1,6 @@
 //! `tether demo`: server and client on loopback in one process; handshake, heartbeat,
-//! a real TCP cut and a resume, then a clean close and a summary.
+//! REST calls both ways (one each, many at once, a large streamed body each way), a real
+//! TCP cut and a resume with requests still working, then a clean close and a summary.
 
 use std::fmt::Debug;
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use tether_tokio::server::{Server, ServerConfig, ServerEvent};
 use tether_tokio::EventStream;
 
 use super::common::block_on;
+use super::demo_rest as rest;
 use super::lifecycle::{client_line, round_ms, server_line};
 
 /// Arguments of `tether demo` (documented on the subcommand).
@@ -23,15 +25,24 @@ pub(crate) struct Args {
     /// Heartbeat round trips to show before cutting the transport.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
     rtts: u32,
+    /// Concurrent requests in each direction (all started at once; at most 1000, within
+    /// the default queue of 1024 waiting requests).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    requests: u32,
+    /// Size of the body streamed each way, in MiB.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    body_mib: u32,
 }
 
 /// Each step must finish within this (a failure guard; the whole demo takes about 2 s).
 const STEP: Duration = Duration::from_secs(5);
 const METADATA: &str = r#"{"device":"demo-sensor","firmware":"1.4.2"}"#;
+/// The device name the client's `GET /status` reports.
+const DEVICE: &str = "demo-sensor";
 
 pub(crate) fn run(args: Args) -> ExitCode {
     block_on(async move {
-        match demo(args.rtts).await {
+        match demo(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("\ndemo failed: {e}");
@@ -70,7 +81,12 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn demo(rtts: u32) -> Result<(), String> {
+async fn demo(args: Args) -> Result<(), String> {
+    let Args {
+        rtts,
+        requests,
+        body_mib,
+    } = args;
     let started = Instant::now();
     let interval = Duration::from_millis(200);
     let timeout = Duration::from_secs(1);
@@ -89,6 +105,7 @@ async fn demo(rtts: u32) -> Result<(), String> {
     let (server, sev) = Server::bind(config)
         .await
         .map_err(|e| format!("bind: {e}"))?;
+    server.serve(rest::server_api());
     let mut sev = Seen {
         stream: sev,
         log: Vec::new(),
@@ -117,6 +134,8 @@ async fn demo(rtts: u32) -> Result<(), String> {
         ..BackoffConfig::default()
     };
     let (client, cev) = Client::connect(&url, cconfig).map_err(|e| e.to_string())?;
+    // Served from the first request on (set before the handshake can complete).
+    client.serve(rest::client_api(DEVICE));
     let mut cev = Seen {
         stream: cev,
         log: Vec::new(),
@@ -187,7 +206,62 @@ async fn demo(rtts: u32) -> Result<(), String> {
         }
     }
 
-    // 3. Cut the transport.
+    // 3. REST both ways over the one connection.
+    let device = server
+        .peer(&id)
+        .ok_or_else(|| format!("server.peer({id}): not connected"))?;
+    let upstream = client.peer();
+    println!("\nrest  (HTTP both ways over the one connection; each request is a stream)");
+    println!("  client serves    GET /status, POST /echo (streams the request body back)");
+    println!("  server serves    GET /time, POST /upload (counts and sums the bytes)");
+    let t = Instant::now();
+    let status = rest::status(&device, DEVICE).await?;
+    println!(
+        "  server -> client GET /status   200 {status}  ({})",
+        ms(t.elapsed())
+    );
+    let t = Instant::now();
+    let time = rest::time(&upstream, id).await?;
+    println!(
+        "  client -> server GET /time     200 {time}  ({})",
+        ms(t.elapsed())
+    );
+    let calls = requests as usize;
+    let down = rest::echoes(&device, calls).await?;
+    measured(
+        "server -> client",
+        "POST /echo",
+        &format!("{calls} at once: all 200, every body back"),
+        down,
+        format!("{:.0} req/s", per_sec(calls as f64, down)),
+    );
+    let up = rest::uploads(&upstream, calls).await?;
+    measured(
+        "client -> server",
+        "POST /upload",
+        &format!("{calls} at once: all 200, every count right"),
+        up,
+        format!("{:.0} req/s", per_sec(calls as f64, up)),
+    );
+    let len = u64::from(body_mib) << 20;
+    let echo = rest::stream_echo(&device, len).await?;
+    measured(
+        "server -> client",
+        "POST /echo",
+        &format!("{body_mib} MiB streamed there and back, checked"),
+        echo,
+        format!("{:.1} MiB/s each way", per_sec(f64::from(body_mib), echo)),
+    );
+    let upload = rest::stream_upload(&upstream, len).await?;
+    measured(
+        "client -> server",
+        "POST /upload",
+        &format!("{body_mib} MiB streamed, count and sum right"),
+        upload,
+        format!("{:.1} MiB/s", per_sec(f64::from(body_mib), upload)),
+    );
+
+    // 4. Cut the transport.
     println!("\ntransport cut  (the relay closes both TCP sockets)");
     let cut = Instant::now();
     relay.cut();
@@ -206,6 +280,17 @@ async fn demo(rtts: u32) -> Result<(), String> {
         "  client   {}",
         client_line(&reconnecting).unwrap_or_default()
     );
+    // A request made now waits for the connection (RestConfig::connect_wait) and goes
+    // out once the client is back.
+    let waiting = {
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            rest::time(&upstream, id)
+                .await
+                .map(|time| (time, t.elapsed()))
+        })
+    };
     let back = cev
         .until("Resumed", |e| {
             matches!(
@@ -245,8 +330,21 @@ async fn demo(rtts: u32) -> Result<(), String> {
     if resumed_id != id {
         return Err("the client resumed under another id".into());
     }
+    let (time, waited) = waiting
+        .await
+        .map_err(|e| format!("the waiting request's task failed: {e}"))??;
+    println!(
+        "  client -> server GET /time     made while reconnecting: 200 after {}  {time}",
+        ms(waited)
+    );
+    let t = Instant::now();
+    let status = rest::status(&device, DEVICE).await?;
+    println!(
+        "  server -> client GET /status   after the resume, same Peer: 200 {status}  ({})",
+        ms(t.elapsed())
+    );
 
-    // 4. Close.
+    // 5. Close.
     println!("\nclose");
     client.close_with(CloseCode::NORMAL, "demo finished").await;
     let closed = cev
@@ -262,7 +360,7 @@ async fn demo(rtts: u32) -> Result<(), String> {
         .await
         .map_err(|e| format!("shutdown: {e}"))?;
 
-    // 5. Summary.
+    // 6. Summary.
     samples.sort();
     let total: Duration = samples.iter().sum();
     let n = samples.len().max(1) as u32;
@@ -280,6 +378,16 @@ async fn demo(rtts: u32) -> Result<(), String> {
         ms(total / n)
     );
     println!(
+        "  rest requests    {calls} at once each way: server->client {:.0} req/s, client->server {:.0} req/s",
+        per_sec(calls as f64, down),
+        per_sec(calls as f64, up)
+    );
+    println!(
+        "  rest streams     {body_mib} MiB each: echo {:.1} MiB/s each way, upload {:.1} MiB/s",
+        per_sec(f64::from(body_mib), echo),
+        per_sec(f64::from(body_mib), upload)
+    );
+    println!(
         "  client events    {}",
         count(&cev.log, |e| client_line(e)
             .map_or("rtt".into(), |l| first_word(&l)))
@@ -293,6 +401,18 @@ async fn demo(rtts: u32) -> Result<(), String> {
         humantime::format_duration(round_ms(started.elapsed()))
     );
     Ok(())
+}
+
+/// One measured REST line: `  server -> client POST /echo    <what>   <time>  <rate>`.
+fn measured(direction: &str, route: &str, what: &str, took: Duration, rate: String) {
+    println!(
+        "  {direction} {route:<13} {what:<44} {:>10}  {rate}",
+        ms(took)
+    );
+}
+
+fn per_sec(amount: f64, took: Duration) -> f64 {
+    amount / took.as_secs_f64().max(1e-9)
 }
 
 fn opt(v: Option<u32>) -> String {

@@ -4,6 +4,7 @@ pub(crate) mod client;
 mod common;
 pub(crate) mod demo;
 pub(crate) mod demo_client;
+mod demo_rest;
 pub(crate) mod demo_server;
 pub(crate) mod echo_server;
 mod lifecycle;
