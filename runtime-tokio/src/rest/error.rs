@@ -96,6 +96,8 @@ impl BodyError {
     pub(crate) fn from_outcome(outcome: &Outcome) -> Option<Self> {
         match outcome {
             Outcome::Finished => None,
+            // The other end's copy of the deadline fired first (§10.6).
+            Outcome::Reset { code, .. } if *code == ResetCode::TIMEOUT => Some(BodyError::TimedOut),
             Outcome::Reset { code, initiator } => Some(BodyError::Reset {
                 code: *code,
                 initiator: *initiator,
