@@ -452,8 +452,8 @@ impl Driver {
         }
         let tx = self.tx.clone();
         let task = tokio::spawn(async move {
-            // If the service panics (or this task is aborted), the guard resets the
-            // stream so the caller hears of it at once.
+            // If the service or its response body panics (or this task is aborted), the
+            // guard resets the stream so the caller hears of it at once.
             let guard = ResetOnDrop {
                 id,
                 tx: tx.clone(),
@@ -473,10 +473,11 @@ impl Driver {
                 headers: parts.headers,
             };
             let _ = tx.send(Command::Respond { id, head, end });
-            guard.disarm();
             if !end {
+                // Still armed: a response body that panics resets the stream too.
                 pump(id, body, tx, ResetCode::INTERNAL_ERROR).await;
             }
+            guard.disarm();
         });
         slot.tasks.push(task.abort_handle());
         self.slots.insert(id, slot);
