@@ -26,7 +26,7 @@ use tokio::task::AbortHandle;
 use tower::ServiceExt;
 
 use super::body::Chunk;
-use super::{Body, BoxBody, ConnectionInfo, RequestError, RestConfig, ServiceSlot};
+use super::{Body, BoxBody, BoxError, ConnectionInfo, RequestError, RestConfig, ServiceSlot};
 
 /// The sending half of a connection task's command channel.
 pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
@@ -61,6 +61,13 @@ pub(crate) enum Command {
     BodyDropped { id: StreamId, unread: u32 },
     /// Reset a stream.
     Reset { id: StreamId, code: ResetCode },
+    /// A body we were sending failed: reset the stream with `code`; a caller still waiting
+    /// for the response head gets [`RequestError::Body`].
+    BodyFailed {
+        id: StreamId,
+        code: ResetCode,
+        error: BoxError,
+    },
 }
 
 /// A request waiting to be opened.
@@ -99,6 +106,8 @@ struct Slot {
     tasks: Vec<AbortHandle>,
     /// The received body is unwanted: release whatever arrives.
     discard: bool,
+    /// Why our request body failed, for the caller (the stream is being reset).
+    body_error: Option<BoxError>,
 }
 
 /// The HTTP side of one connection task (see the module docs).
@@ -213,6 +222,14 @@ impl Driver {
                 }
             }
             Command::Reset { id, code } => {
+                if let Some(streams) = conn.streams() {
+                    streams.reset(id, code);
+                }
+            }
+            Command::BodyFailed { id, code, error } => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.body_error = Some(error);
+                }
                 if let Some(streams) = conn.streams() {
                     streams.reset(id, code);
                 }
@@ -414,7 +431,10 @@ impl Driver {
                     }
                 }
                 if let Some(reply) = slot.reply.take() {
-                    let error = RequestError::from_outcome(outcome, slot.timeout);
+                    let error = match slot.body_error.take() {
+                        Some(error) => RequestError::Body(error),
+                        None => RequestError::from_outcome(outcome, slot.timeout),
+                    };
                     let _ = reply.send(Err(Failed::Error(error)));
                 }
             }
@@ -558,7 +578,7 @@ impl Drop for ResetOnDrop {
 /// Sends a body on stream `id`, one chunk at a time: each chunk waits for the task to take
 /// it into the machine, which takes it only while the stream's send queue has room, so the
 /// peer's flow-control windows hold the body back. A body that fails resets the stream
-/// with `on_error`.
+/// with `on_error` (and a caller still waiting for the response head gets the error).
 pub(crate) async fn pump(id: StreamId, mut body: BoxBody, tx: CommandSender, on_error: ResetCode) {
     loop {
         match body.frame().await {
@@ -588,9 +608,13 @@ pub(crate) async fn pump(id: StreamId, mut body: BoxBody, tx: CommandSender, on_
                     return;
                 }
             },
-            Some(Err(e)) => {
-                tracing::debug!(%id, "body failed: {e}");
-                let _ = tx.send(Command::Reset { id, code: on_error });
+            Some(Err(error)) => {
+                tracing::debug!(%id, "body failed: {error}");
+                let _ = tx.send(Command::BodyFailed {
+                    id,
+                    code: on_error,
+                    error,
+                });
                 return;
             }
         }
