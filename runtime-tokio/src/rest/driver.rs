@@ -26,7 +26,7 @@ use tokio::task::AbortHandle;
 use tower::ServiceExt;
 
 use super::body::Chunk;
-use super::{Body, BoxBody, ConnectionInfo, RequestError, RestConfig, ServiceSlot};
+use super::{Body, BoxBody, BoxError, ConnectionInfo, RequestError, RestConfig, ServiceSlot};
 
 /// The sending half of a connection task's command channel.
 pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
@@ -62,6 +62,13 @@ pub(crate) enum Command {
     BodyDropped { id: StreamId, unread: u32 },
     /// Reset a stream.
     Reset { id: StreamId, code: ResetCode },
+    /// A body we were sending failed: reset the stream with `code`; a caller still waiting
+    /// for the response head gets [`RequestError::Body`].
+    BodyFailed {
+        id: StreamId,
+        code: ResetCode,
+        error: BoxError,
+    },
 }
 
 /// A request waiting to be opened.
@@ -100,6 +107,8 @@ struct Slot {
     tasks: Vec<AbortHandle>,
     /// The received body is unwanted: release whatever arrives.
     discard: bool,
+    /// Why our request body failed, for the caller (the stream is being reset).
+    body_error: Option<BoxError>,
 }
 
 /// The HTTP side of one connection task (see the module docs).
@@ -226,6 +235,14 @@ impl Driver {
                 }
             }
             Command::Reset { id, code } => {
+                if let Some(streams) = conn.streams() {
+                    streams.reset(id, code);
+                }
+            }
+            Command::BodyFailed { id, code, error } => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.body_error = Some(error);
+                }
                 if let Some(streams) = conn.streams() {
                     streams.reset(id, code);
                 }
@@ -427,7 +444,10 @@ impl Driver {
                     }
                 }
                 if let Some(reply) = slot.reply.take() {
-                    let error = RequestError::from_outcome(outcome, slot.timeout);
+                    let error = match slot.body_error.take() {
+                        Some(error) => RequestError::Body(error),
+                        None => RequestError::from_outcome(outcome, slot.timeout),
+                    };
                     let _ = reply.send(Err(Failed::Error(error)));
                 }
             }
@@ -465,8 +485,8 @@ impl Driver {
         }
         let tx = self.tx.clone();
         let task = tokio::spawn(async move {
-            // If the service panics (or this task is aborted), the guard resets the
-            // stream so the caller hears of it at once.
+            // If the service or its response body panics (or this task is aborted), the
+            // guard resets the stream so the caller hears of it at once.
             let guard = ResetOnDrop {
                 id,
                 tx: tx.clone(),
@@ -486,10 +506,11 @@ impl Driver {
                 headers: parts.headers,
             });
             let _ = tx.send(Command::Respond { id, head, end });
-            guard.disarm();
             if !end {
+                // Still armed: a response body that panics resets the stream too.
                 pump(id, body, tx, ResetCode::INTERNAL_ERROR).await;
             }
+            guard.disarm();
         });
         slot.tasks.push(task.abort_handle());
         self.slots.insert(id, slot);
@@ -578,7 +599,7 @@ impl Drop for ResetOnDrop {
 /// Sends a body on stream `id`, one chunk at a time: each chunk waits for the task to take
 /// it into the machine, which takes it only while the stream's send queue has room, so the
 /// peer's flow-control windows hold the body back. A body that fails resets the stream
-/// with `on_error`.
+/// with `on_error` (and a caller still waiting for the response head gets the error).
 pub(crate) async fn pump(id: StreamId, mut body: BoxBody, tx: CommandSender, on_error: ResetCode) {
     loop {
         match body.frame().await {
@@ -609,9 +630,13 @@ pub(crate) async fn pump(id: StreamId, mut body: BoxBody, tx: CommandSender, on_
                     return;
                 }
             },
-            Some(Err(e)) => {
-                tracing::debug!(%id, "body failed: {e}");
-                let _ = tx.send(Command::Reset { id, code: on_error });
+            Some(Err(error)) => {
+                tracing::debug!(%id, "body failed: {error}");
+                let _ = tx.send(Command::BodyFailed {
+                    id,
+                    code: on_error,
+                    error,
+                });
                 return;
             }
         }

@@ -186,6 +186,11 @@ impl Peer {
                 }
                 Ok(Err(Failed::Error(e))) => {
                     guard.disarm();
+                    // The stream was opened with what was left of the timeout; the error
+                    // reports the request's own.
+                    if let RequestError::TimedOut(_) = e {
+                        return Err(RequestError::TimedOut(timeout.unwrap_or_default()));
+                    }
                     return Err(e);
                 }
                 Ok(Err(Failed::Unsent(back))) => {
