@@ -78,6 +78,8 @@ fn api(name: &'static str) -> Router {
             "/echo",
             post(|body: AxumBody| async move { AxumBody::new(body) }),
         )
+        // Reads the whole request body before answering.
+        .route("/collect", post(|body: Bytes| async move { body }))
         .route(
             "/items/{n}",
             get(|Path(n): Path<u32>| async move {
@@ -535,6 +537,68 @@ async fn an_oversized_head_costs_one_request_not_the_connection() {
         .await
         .unwrap();
     assert_eq!(text(response).await, "ok");
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A request body that panics while it is being sent resets the stream at once: the caller
+/// hears of it in well under its 30 s timeout, and the connection carries on.
+#[tokio::test]
+async fn a_request_body_that_panics_resets_the_stream_at_once() {
+    struct Panics(bool);
+    impl http_body::Body for Panics {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.0 {
+                panic!("body panics (expected by the test)");
+            }
+            self.0 = true;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first")))))
+        }
+    }
+    let (server, client, _id) = pair(api("server"), Router::new(), "{}").await;
+    let response = client
+        .peer()
+        .request(
+            Request::post("/collect")
+                .body(Body::from("before"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, "before");
+    let started = std::time::Instant::now();
+    let error = client
+        .peer()
+        .request(Request::post("/collect").body(Panics(false)).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            error,
+            tether_tokio::rest::RequestError::Reset {
+                code: tether_proto::ResetCode::CANCEL,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_safe_to_retry());
+    let response = client
+        .peer()
+        .request(Request::post("/collect").body(Body::from("again")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, "again");
     client.close().await;
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }

@@ -490,6 +490,7 @@ impl Driver {
             let guard = ResetOnDrop {
                 id,
                 tx: tx.clone(),
+                code: ResetCode::INTERNAL_ERROR,
                 armed: true,
             };
             let response = match service.oneshot(request).await {
@@ -576,6 +577,7 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
 struct ResetOnDrop {
     id: StreamId,
     tx: CommandSender,
+    code: ResetCode,
     armed: bool,
 }
 
@@ -590,7 +592,7 @@ impl Drop for ResetOnDrop {
         if self.armed {
             let _ = self.tx.send(Command::Reset {
                 id: self.id,
-                code: ResetCode::INTERNAL_ERROR,
+                code: self.code,
             });
         }
     }
@@ -600,11 +602,24 @@ impl Drop for ResetOnDrop {
 /// it into the machine, which takes it only while the stream's send queue has room, so the
 /// peer's flow-control windows hold the body back. A body that fails resets the stream
 /// with `on_error` (and a caller still waiting for the response head gets the error).
-pub(crate) async fn pump(id: StreamId, mut body: BoxBody, tx: CommandSender, on_error: ResetCode) {
+pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, on_error: ResetCode) {
+    // A body that panics (or a pump aborted with its stream still open) resets the stream,
+    // so the other end hears of it at once rather than at its deadline.
+    let guard = ResetOnDrop {
+        id,
+        tx: tx.clone(),
+        code: on_error,
+        armed: true,
+    };
+    pump_frames(id, body, &tx, on_error).await;
+    guard.disarm();
+}
+
+async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, on_error: ResetCode) {
     loop {
         match body.frame().await {
             None => {
-                let _ = data(&tx, id, Bytes::new(), true).await;
+                let _ = data(tx, id, Bytes::new(), true).await;
                 return;
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -614,7 +629,7 @@ pub(crate) async fn pump(id: StreamId, mut body: BoxBody, tx: CommandSender, on_
                         continue;
                     }
                     let chunk = chunk.copy_to_bytes(chunk.remaining());
-                    if data(&tx, id, chunk, end).await.is_err() || end {
+                    if data(tx, id, chunk, end).await.is_err() || end {
                         return;
                     }
                 }
