@@ -372,14 +372,7 @@ impl Driver {
                 let Some(reply) = slot.reply.take() else {
                     return;
                 };
-                let content_length = tether_proto::head::content_length(&head.headers);
-                let body = if end_stream {
-                    Body::empty()
-                } else {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    slot.body = Some(tx);
-                    Body::incoming(id, rx, self.tx.clone(), content_length)
-                };
+                let body = incoming(slot, id, end_stream, &head.headers, &self.tx);
                 let mut response = Response::new(body);
                 *response.status_mut() = head.status;
                 *response.headers_mut() = head.headers;
@@ -467,14 +460,7 @@ impl Driver {
             return;
         };
         let mut slot = Slot::default();
-        let content_length = tether_proto::head::content_length(&head.headers);
-        let body = if end_stream {
-            Body::empty()
-        } else {
-            let (tx, rx) = mpsc::unbounded_channel();
-            slot.body = Some(tx);
-            Body::incoming(id, rx, self.tx.clone(), content_length)
-        };
+        let body = incoming(&mut slot, id, end_stream, &head.headers, &self.tx);
         let mut request = Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
@@ -549,6 +535,24 @@ impl Driver {
             }
         }
     }
+}
+
+/// The body arriving on stream `id` (request or response alike): empty after
+/// END_STREAM, else fed through `slot` as DATA frames arrive.
+fn incoming(
+    slot: &mut Slot,
+    id: StreamId,
+    end_stream: bool,
+    headers: &HeaderMap,
+    commands: &CommandSender,
+) -> Body {
+    if end_stream {
+        return Body::empty();
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    slot.body = Some(tx);
+    let content_length = tether_proto::head::content_length(headers);
+    Body::incoming(id, rx, commands.clone(), content_length)
 }
 
 fn id_is_local(conn: &Connection, id: StreamId) -> bool {
