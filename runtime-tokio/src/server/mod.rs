@@ -479,6 +479,8 @@ impl Server {
 
     /// Stops accepting, closes every connection with 1001 "server shutdown" and waits up
     /// to `timeout` for the closing handshakes; connections still open then are dropped.
+    /// A connection with requests in flight first drains them (GOAWAY, for at most
+    /// [`RestConfig::drain_timeout`]): give `timeout` room for that.
     pub async fn shutdown(self, timeout: Duration) -> Result<(), StopError> {
         tracing::info!(addr = %self.local_addr(), "tether server shutting down");
         self.running

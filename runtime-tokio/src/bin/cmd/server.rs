@@ -33,7 +33,9 @@ pub(crate) struct Args {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
-    /// How long shutdown waits for clients to finish their closing handshake.
+    /// How long shutdown waits for requests in flight to finish (new ones are refused with
+    /// GOAWAY) and for the clients' closing handshakes; connections still open then are
+    /// dropped.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
     #[command(flatten)]
@@ -52,6 +54,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
     config.connection = connection;
     config.resume_window = args.resume_window;
     config.rest = args.tunnel.rest_config(config.rest);
+    // Requests in flight drain within the shutdown time, leaving a second for the close.
+    config.rest.drain_timeout = args.shutdown_timeout.saturating_sub(Duration::from_secs(1));
     if !args.allowed_origins.is_empty() {
         config.allowed_origins = AllowedOrigins::List(args.allowed_origins.clone());
     }
