@@ -20,8 +20,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-/// The WebSocket stream of an accepted server connection.
-pub type ServerStream = WebSocketStream<TokioIo<Upgraded>>;
+use crate::read_ahead::ReadAhead;
+
+/// The WebSocket stream of an accepted server connection (reading ahead while a large
+/// message streams in, see [`ReadAhead`]).
+pub(crate) type ServerStream = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
 
 /// Which `Origin` headers may open a WebSocket. A request without `Origin` (a non-browser
 /// client) is always allowed: the check protects browsers' users from cross-site pages.
@@ -174,7 +177,7 @@ where
         Ok(result) => result?,
     };
     let ws = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
+        ReadAhead::new(TokioIo::new(upgraded)),
         Role::Server,
         Some(policy.ws_config),
     )
