@@ -11,8 +11,10 @@
 //! completely, more is probably waiting, so it switches to reading [`CHUNK`] bytes at a
 //! time into its own buffer and hands them out from there: one system call per chunk
 //! instead of one per 4 KiB, for one extra copy within the process (much cheaper than the
-//! system calls it saves). The buffer is freed when the socket has nothing more to read
-//! and the last read was small, so an idle connection holds none.
+//! system calls it saves). The buffer is freed when the socket runs dry twice without a
+//! large read in between (the traffic is no longer bulk), so an idle connection holds none:
+//! at the latest its next heartbeat frees it. Keeping it across the short gaps of a bulk
+//! transfer matters: freeing and allocating it per gap costs page faults.
 
 use std::io;
 use std::pin::Pin;
@@ -23,9 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes asked of the socket in one read while in read-ahead mode.
 pub(crate) const CHUNK: usize = 128 * 1024;
 
-/// A read shorter than this, followed by an empty socket, ends read-ahead mode and frees
-/// the buffer: the traffic is no longer bulk.
-const SMALL_READ: usize = CHUNK / 8;
+/// A read at least this large counts as bulk traffic and keeps the buffer for the next
+/// time the socket runs dry.
+const LARGE_READ: usize = CHUNK / 8;
 
 /// A byte stream that reads ahead in [`CHUNK`]s while data is streaming in (see the module
 /// docs). Writes pass straight through. Every WebSocket of a Tether connection, client and
@@ -38,6 +40,8 @@ pub(crate) struct ReadAhead<S> {
     buf: Vec<u8>,
     pos: usize,
     end: usize,
+    /// Whether a large read happened since the socket last ran dry.
+    bulk: bool,
 }
 
 impl<S> ReadAhead<S> {
@@ -47,6 +51,7 @@ impl<S> ReadAhead<S> {
             buf: Vec::new(),
             pos: 0,
             end: 0,
+            bulk: false,
         }
     }
 
@@ -80,6 +85,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
                 if wanted > 0 && got == wanted && wanted < CHUNK {
                     // The caller's buffer was too small for what is waiting: read ahead.
                     this.buf = vec![0; CHUNK];
+                    this.bulk = true;
                 }
             }
             return result;
@@ -87,7 +93,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         let mut ahead = ReadBuf::new(&mut this.buf);
         match Pin::new(&mut this.inner).poll_read(cx, &mut ahead) {
             Poll::Pending => {
-                if this.end < SMALL_READ {
+                if !std::mem::take(&mut this.bulk) {
                     this.buf = Vec::new();
                     this.pos = 0;
                     this.end = 0;
@@ -97,6 +103,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) => {
                 let got = ahead.filled().len();
+                this.bulk |= got >= LARGE_READ;
                 let n = got.min(out.remaining());
                 out.put_slice(&this.buf[..n]);
                 this.pos = n;
@@ -219,10 +226,11 @@ mod tests {
             assert_eq!(drain_small(&mut r), pattern(300, seed));
             assert_eq!(r.buffer_capacity(), 0);
         }
-        // A bulk burst allocates it; a small message after it (the heartbeat of an idle
-        // connection) frees it again.
+        // A bulk burst allocates it and keeps it while the socket is dry; a small message
+        // after it (the heartbeat of an idle connection) frees it again.
         r.inner.queue.push_back(pattern(CHUNK * 3 + 5, 1));
         assert_eq!(drain_small(&mut r), pattern(CHUNK * 3 + 5, 1));
+        assert_eq!(r.buffer_capacity(), CHUNK);
         r.inner.queue.push_back(pattern(40, 2));
         assert_eq!(drain_small(&mut r), pattern(40, 2));
         assert_eq!(r.buffer_capacity(), 0);

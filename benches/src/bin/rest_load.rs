@@ -4,15 +4,15 @@
 //!
 //! ```text
 //! rest_load [--concurrency C] [--requests N] [--body-mib M] [--rounds R] [--window-kib W]
-//!           [--only small|large|tether-large]
+//!           [--only small|large|tether-large|http1-large]
 //! ```
 //!
 //! Defaults: C = 64, N = 20,000, M = 64, R = 3, and Tether's default configuration.
 //! `--window-kib W` sets Tether's stream window and send buffer to W KiB and its
 //! connection window to 4 W KiB on both ends (default 256 KiB, 256 KiB and 1 MiB), to see
 //! how much of the large-body rate is flow control. `--only` runs one part: `small`, `large`
-//! (the three large-body measurements), or `tether-large` (only Tether's two large-body
-//! transfers, no HTTP/1.1 traffic, e.g. under a profiler).
+//! (the three large-body measurements), `tether-large` (only Tether's two large-body
+//! transfers, e.g. under a profiler) or `http1-large` (only the HTTP/1.1 one).
 //!
 //! Measured, each round, in this order:
 //!
@@ -74,6 +74,7 @@ enum Only {
     Small,
     Large,
     TetherLarge,
+    Http1Large,
 }
 
 impl Only {
@@ -84,7 +85,7 @@ impl Only {
         matches!(self, Only::All | Only::Large | Only::TetherLarge)
     }
     fn http1_large(self) -> bool {
-        matches!(self, Only::All | Only::Large)
+        matches!(self, Only::All | Only::Large | Only::Http1Large)
     }
 }
 
@@ -105,7 +106,12 @@ fn args() -> Result<Args, String> {
                 "small" => Only::Small,
                 "large" => Only::Large,
                 "tether-large" => Only::TetherLarge,
-                other => return Err(format!("--only: small, large or tether-large, not {other}")),
+                "http1-large" => Only::Http1Large,
+                other => {
+                    return Err(format!(
+                        "--only: small, large, tether-large or http1-large, not {other}"
+                    ))
+                }
             };
             continue;
         }
@@ -140,7 +146,7 @@ fn args() -> Result<Args, String> {
 async fn main() -> Result<(), Error> {
     let args = args().map_err(|e| {
         format!(
-            "{e}\nusage: rest_load [--concurrency C] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|large|tether-large]"
+            "{e}\nusage: rest_load [--concurrency C] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|large|tether-large|http1-large]"
         )
     })?;
     let (c, n, mib) = (args.concurrency, args.requests, args.body_mib);
