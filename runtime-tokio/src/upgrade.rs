@@ -100,8 +100,14 @@ pub(crate) struct AcceptPolicy {
     pub(crate) subprotocol: Option<&'static str>,
 }
 
-/// A WebSocket config sized for many connections: small read/write buffers (they grow with a
-/// large message and shrink back), and `max_message_size` as both message and frame limit.
+/// A WebSocket config sized for many connections: small read/write buffers, and
+/// `max_message_size` as both message and frame limit.
+///
+/// tungstenite (0.30) grows both buffers to hold a large message and never shrinks them:
+/// a connection that once carried a 64 KiB frame keeps about that much on each side until
+/// it closes (an idle connection that never did stays small). The 4 KiB read buffer also caps
+/// each read at 4 KiB; [`ReadAhead`] takes the system calls that would cost off the hot
+/// path.
 pub(crate) fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
