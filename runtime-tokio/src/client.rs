@@ -56,6 +56,7 @@ use uuid::Uuid;
 
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
 use crate::link::{self, Burst, Ending, Input, Io};
+use crate::read_ahead::ReadAhead;
 use crate::rest::{BoxError, ConnectionInfo, Driver, LinkHandle, Peer, RestConfig, SharedService};
 use crate::server::OsRandom;
 use std::sync::atomic::AtomicUsize;
@@ -428,6 +429,7 @@ impl Target {
             ),
             None => Box::new(tcp),
         };
+        let io: Box<dyn Io> = Box::new(ReadAhead::new(io));
         let ws_config = link::ws_config(&config.connection);
         let (mut ws, response) =
             tokio_tungstenite::client_async_with_config(self.request.clone(), io, Some(ws_config))

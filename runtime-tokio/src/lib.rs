@@ -39,6 +39,7 @@ pub mod engine;
 pub mod events;
 pub mod gateway;
 mod link;
+mod read_ahead;
 pub mod relay;
 pub mod request;
 pub mod rest;

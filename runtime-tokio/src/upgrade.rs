@@ -20,8 +20,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-/// The WebSocket stream of an accepted server connection.
-pub type ServerStream = WebSocketStream<TokioIo<Upgraded>>;
+use crate::read_ahead::ReadAhead;
+
+/// The WebSocket stream of an accepted server connection (reading ahead while a large
+/// message streams in, see [`ReadAhead`]).
+pub(crate) type ServerStream = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
 
 /// Which `Origin` headers may open a WebSocket. A request without `Origin` (a non-browser
 /// client) is always allowed: the check protects browsers' users from cross-site pages.
@@ -97,8 +100,14 @@ pub(crate) struct AcceptPolicy {
     pub(crate) subprotocol: Option<&'static str>,
 }
 
-/// A WebSocket config sized for many connections: small read/write buffers (they grow with a
-/// large message and shrink back), and `max_message_size` as both message and frame limit.
+/// A WebSocket config sized for many connections: small read/write buffers, and
+/// `max_message_size` as both message and frame limit.
+///
+/// tungstenite (0.30) grows both buffers to hold a large message and never shrinks them:
+/// a connection that once carried a 64 KiB frame keeps about that much on each side until
+/// it closes (an idle connection that never did stays small). The 4 KiB read buffer also caps
+/// each read at 4 KiB; [`ReadAhead`] takes the system calls that would cost off the hot
+/// path.
 pub(crate) fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
@@ -174,7 +183,7 @@ where
         Ok(result) => result?,
     };
     let ws = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
+        ReadAhead::new(TokioIo::new(upgraded)),
         Role::Server,
         Some(policy.ws_config),
     )

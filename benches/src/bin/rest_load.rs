@@ -4,12 +4,15 @@
 //!
 //! ```text
 //! rest_load [--concurrency C] [--requests N] [--body-mib M] [--rounds R] [--window-kib W]
+//!           [--only small|large|tether-large|http1-large]
 //! ```
 //!
 //! Defaults: C = 64, N = 20,000, M = 64, R = 3, and Tether's default configuration.
 //! `--window-kib W` sets Tether's stream window and send buffer to W KiB and its
 //! connection window to 4 W KiB on both ends (default 256 KiB, 256 KiB and 1 MiB), to see
-//! how much of the large-body rate is flow control.
+//! how much of the large-body rate is flow control. `--only` runs one part: `small`, `large`
+//! (the three large-body measurements), `tether-large` (only Tether's two large-body
+//! transfers, e.g. under a profiler) or `http1-large` (only the HTTP/1.1 one).
 //!
 //! Measured, each round, in this order:
 //!
@@ -61,6 +64,29 @@ struct Args {
     body_mib: u64,
     rounds: usize,
     window_kib: Option<u32>,
+    only: Only,
+}
+
+/// Which measurements run (`--only`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Only {
+    All,
+    Small,
+    Large,
+    TetherLarge,
+    Http1Large,
+}
+
+impl Only {
+    fn small(self) -> bool {
+        matches!(self, Only::All | Only::Small)
+    }
+    fn large(self) -> bool {
+        matches!(self, Only::All | Only::Large | Only::TetherLarge)
+    }
+    fn http1_large(self) -> bool {
+        matches!(self, Only::All | Only::Large | Only::Http1Large)
+    }
 }
 
 fn args() -> Result<Args, String> {
@@ -70,10 +96,25 @@ fn args() -> Result<Args, String> {
         body_mib: 64,
         rounds: 3,
         window_kib: None,
+        only: Only::All,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        if flag == "--only" {
+            a.only = match value.as_str() {
+                "small" => Only::Small,
+                "large" => Only::Large,
+                "tether-large" => Only::TetherLarge,
+                "http1-large" => Only::Http1Large,
+                other => {
+                    return Err(format!(
+                        "--only: small, large, tether-large or http1-large, not {other}"
+                    ))
+                }
+            };
+            continue;
+        }
         let n: usize = value
             .parse()
             .ok()
@@ -105,7 +146,7 @@ fn args() -> Result<Args, String> {
 async fn main() -> Result<(), Error> {
     let args = args().map_err(|e| {
         format!(
-            "{e}\nusage: rest_load [--concurrency C] [--requests N] [--body-mib M] [--rounds R] [--window-kib W]"
+            "{e}\nusage: rest_load [--concurrency C] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|large|tether-large|http1-large]"
         )
     })?;
     let (c, n, mib) = (args.concurrency, args.requests, args.body_mib);
@@ -118,25 +159,41 @@ async fn main() -> Result<(), Error> {
     );
 
     // Warm-up: connections, allocator, caches.
+    let only = args.only;
     let warm = (n / 10).max(c);
-    tether_small(&tether.device, c, warm).await?;
-    tether_small(&tether.upstream, c, warm).await?;
-    http1_small(&mut http1.conns, warm).await?;
-    tether_large(&tether.upstream, (mib << 20) / 4).await?;
-    http1_large(&mut http1.large, (mib << 20) / 4).await?;
+    if only.small() {
+        tether_small(&tether.device, c, warm).await?;
+        tether_small(&tether.upstream, c, warm).await?;
+        http1_small(&mut http1.conns, warm).await?;
+    }
+    if only.large() {
+        tether_large(&tether.upstream, (mib << 20) / 4).await?;
+    }
+    if only.http1_large() {
+        http1_large(&mut http1.large, (mib << 20) / 4).await?;
+    }
 
+    // A measurement left out by `--only` is NaN, printed as such.
     let mut rows: Vec<[f64; 6]> = Vec::new();
     for round in 1..=args.rounds {
-        let s2c = rate(n as f64, tether_small(&tether.device, c, n).await?);
-        let c2s = rate(n as f64, tether_small(&tether.upstream, c, n).await?);
-        let h = rate(n as f64, http1_small(&mut http1.conns, n).await?);
-        let big_c2s = rate(mib as f64, tether_large(&tether.upstream, mib << 20).await?);
-        let big_s2c = rate(mib as f64, tether_large(&tether.device, mib << 20).await?);
-        let big_h = rate(mib as f64, http1_large(&mut http1.large, mib << 20).await?);
+        let mut row = [f64::NAN; 6];
+        if only.small() {
+            row[0] = rate(n as f64, tether_small(&tether.device, c, n).await?);
+            row[1] = rate(n as f64, tether_small(&tether.upstream, c, n).await?);
+            row[2] = rate(n as f64, http1_small(&mut http1.conns, n).await?);
+        }
+        if only.large() {
+            row[3] = rate(mib as f64, tether_large(&tether.upstream, mib << 20).await?);
+            row[4] = rate(mib as f64, tether_large(&tether.device, mib << 20).await?);
+        }
+        if only.http1_large() {
+            row[5] = rate(mib as f64, http1_large(&mut http1.large, mib << 20).await?);
+        }
+        let [s2c, c2s, h, big_c2s, big_s2c, big_h] = row;
         println!(
             "round {round}: small req/s  tether s->c {s2c:.0}  tether c->s {c2s:.0}  http/1.1 {h:.0}   |   {mib} MiB body MiB/s  tether c->s {big_c2s:.0}  tether s->c {big_s2c:.0}  http/1.1 {big_h:.0}"
         );
-        rows.push([s2c, c2s, h, big_c2s, big_s2c, big_h]);
+        rows.push(row);
     }
     // Rates are medians over the rounds; ratios are medians of each round's own ratio
     // (the two transports measured seconds apart), which the machine's load moves less.
