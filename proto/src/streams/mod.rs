@@ -687,6 +687,9 @@ impl Streams {
         } else if r.code == ResetCode::NO_ERROR && s.recv == Recv::Done {
             // The peer has answered completely and needs no more of our body.
             Outcome::Finished
+        } else if r.code == ResetCode::TIMEOUT && s.deadline.is_some() {
+            // Both ends run the deadline (§10.6): whichever copy fired first, it passed.
+            Outcome::TimedOut
         } else {
             Outcome::Reset {
                 code: r.code,

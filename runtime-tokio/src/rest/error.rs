@@ -80,10 +80,6 @@ impl RequestError {
         match outcome {
             Outcome::Refused => RequestError::Refused,
             Outcome::Reset { code, .. } if code.is_safe_to_retry() => RequestError::Refused,
-            // Both ends run the deadline (§10.6): whichever fires first, it is a timeout.
-            Outcome::Reset { code, .. } if code == ResetCode::TIMEOUT && timeout.is_some() => {
-                RequestError::TimedOut(timeout.unwrap_or_default())
-            }
             Outcome::Reset { code, initiator } => RequestError::Reset { code, initiator },
             Outcome::TimedOut => RequestError::TimedOut(timeout.unwrap_or_default()),
             _ => RequestError::ConnectionLost,
@@ -96,8 +92,6 @@ impl BodyError {
     pub(crate) fn from_outcome(outcome: &Outcome) -> Option<Self> {
         match outcome {
             Outcome::Finished => None,
-            // The other end's copy of the deadline fired first (§10.6).
-            Outcome::Reset { code, .. } if *code == ResetCode::TIMEOUT => Some(BodyError::TimedOut),
             Outcome::Reset { code, initiator } => Some(BodyError::Reset {
                 code: *code,
                 initiator: *initiator,
