@@ -55,7 +55,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
-use crate::link::{self, Burst, Ending, Input, Io};
+use crate::link::{self, Ending, Input, Io};
 use crate::read_ahead::ReadAhead;
 use crate::rest::{BoxError, ConnectionInfo, Driver, LinkHandle, Peer, RestConfig, SharedService};
 use crate::server::OsRandom;
@@ -619,17 +619,16 @@ impl Runner {
                 while let Some(event) = conn.poll_event() {
                     self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff);
                 }
-                match link::write_burst(&mut ws, &mut conn, self.config.write_timeout).await {
-                    Burst::Written => match &drain {
-                        Some(d) if d.close_if_done(&mut conn, Instant::now()) => drain = None,
-                        _ => break,
-                    },
-                    Burst::Lost { more_events } => {
-                        lost = true;
-                        if !more_events {
-                            break;
-                        }
-                    }
+                let again = link::write_step(
+                    &mut ws,
+                    &mut conn,
+                    self.config.write_timeout,
+                    &mut drain,
+                    &mut lost,
+                )
+                .await;
+                if !again {
+                    break;
                 }
             }
             if conn.is_closed() {

@@ -228,7 +228,8 @@ pub(crate) fn begin_close(
 impl Drain {
     /// Closes the connection if the drain is over; returns whether it did.
     pub(crate) fn close_if_done(&self, conn: &mut Connection, now: Instant) -> bool {
-        let done = conn.streams().is_none_or(|s| s.open_streams() == 0);
+        // GOAWAY was sent, so the machine knows when the drain is over (§10.7).
+        let done = conn.streams().is_none_or(|s| s.is_drained());
         if done || now >= self.deadline {
             conn.close(self.code, &self.reason, now);
             return true;
@@ -260,7 +261,7 @@ where
 
 /// What writing one burst did, from [`write_burst`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Burst {
+enum Burst {
     /// Everything queued was written and flushed.
     Written,
     /// The write failed: the transport is lost. If the machine was still open it has been
@@ -273,7 +274,7 @@ pub(crate) enum Burst {
 
 /// Writes the machine's queued messages as one burst ([`flush`]); a failed write makes
 /// the transport lost, which the machine is told about unless it had already ended.
-pub(crate) async fn write_burst<S>(
+async fn write_burst<S>(
     ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
     write_timeout: Duration,
@@ -290,6 +291,35 @@ where
                 conn.handle_transport_lost(std::time::Instant::now());
             }
             Burst::Lost { more_events: open }
+        }
+    }
+}
+
+/// One write step of a run loop: writes the burst ([`write_burst`]); if a drain is in
+/// progress and over, closes the connection. Returns whether the machine has new events
+/// to handle before the loop writes again (the close, or the loss of the transport);
+/// a failed write sets `lost`.
+pub(crate) async fn write_step<S>(
+    ws: &mut WebSocketStream<S>,
+    conn: &mut Connection,
+    write_timeout: Duration,
+    drain: &mut Option<Drain>,
+    lost: &mut bool,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match write_burst(ws, conn, write_timeout).await {
+        Burst::Written => match drain {
+            Some(d) if d.close_if_done(conn, Instant::now()) => {
+                *drain = None;
+                true
+            }
+            _ => false,
+        },
+        Burst::Lost { more_events } => {
+            *lost = true;
+            more_events
         }
     }
 }

@@ -1,60 +1,60 @@
-//! What a connection does with stream events while no HTTP service is attached to it.
+//! What a connection does with requests while no HTTP service is attached to it.
 //!
 //! The stream layer runs from the handshake on (spec/protocol.md §10), so a peer may send
 //! requests before this end serves anything. They are answered at once with
-//! `501 Not Implemented` instead of being left to time out, and any request body is
-//! consumed so that the peer's flow-control windows never stall.
+//! `501 Not Implemented` instead of being left to time out; a request body is released as
+//! it arrives (the peer's windows never stall) and stopped once the 501 is out.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use tether_proto::connection::Connection;
-use tether_proto::streams::StreamEvent;
-use tether_proto::ResponseHead;
+use tether_proto::{RequestHead, ResponseHead, StreamId};
 
 const BODY: &[u8] = b"no HTTP service is attached to this end of the Tether connection\n";
 
-/// Handles one stream event on a connection that serves nothing.
-pub(crate) fn on_stream_event(conn: &mut Connection, event: StreamEvent) {
+/// Answers request `id` with 501 (the driver calls this when no service is attached).
+pub(crate) fn refuse(conn: &mut Connection, id: StreamId, head: &RequestHead) {
     let Some(streams) = conn.streams() else {
         return;
     };
-    match event {
-        StreamEvent::Request { id, head, .. } => {
-            tracing::debug!(%id, method = %head.method, uri = %head.uri, "request refused: no service attached (501)");
-            let mut res = ResponseHead::new(StatusCode::NOT_IMPLEMENTED);
-            res.headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            res.headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(BODY.len()));
-            let sent = streams
-                .send_response(id, res, false)
-                .and_then(|()| streams.send_data(id, Bytes::from_static(BODY), true));
-            if let Err(e) = sent {
-                tracing::debug!(%id, "could not answer: {e}");
-            }
-        }
-        StreamEvent::Data { id, data, .. } => {
-            // Consume and drop: the window goes back to the peer.
-            streams.release_capacity(id, u32::try_from(data.len()).unwrap_or(u32::MAX));
-        }
-        other => tracing::trace!(?other, "stream event"),
+    tracing::debug!(%id, method = %head.method, uri = %head.uri, "request refused: no service attached (501)");
+    let mut res = ResponseHead::new(StatusCode::NOT_IMPLEMENTED);
+    res.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res.headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(BODY.len()));
+    let sent = streams
+        .send_response(id, res, false)
+        .and_then(|()| streams.send_data(id, Bytes::from_static(BODY), true));
+    if let Err(e) = sent {
+        tracing::debug!(%id, "could not answer: {e}");
     }
+    // The rest of a request body is not wanted: once the 501 is out, the stream is reset
+    // with NO_ERROR so the peer stops sending (§10.5).
+    streams.stop_receiving(id, tether_proto::ResetCode::NO_ERROR);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rest::{Driver, RestConfig};
     use http::{Method, Uri};
     use std::sync::Arc;
     use std::time::Instant;
     use tether_proto::connection::{Admission, Config, Event};
-    use tether_proto::streams::Outcome;
+    use tether_proto::streams::{Outcome, StreamEvent};
     use tether_proto::RequestHead;
 
     /// Moves messages both ways; the server side serves nothing.
-    fn pump(client: &mut Connection, server: &mut Connection, now: Instant, seen: &mut Vec<Event>) {
+    fn pump(
+        client: &mut Connection,
+        server: &mut Connection,
+        driver: &mut Driver,
+        now: Instant,
+        seen: &mut Vec<Event>,
+    ) {
         loop {
             let mut moved = false;
             while let Some(m) = client.poll_transmit() {
@@ -67,7 +67,7 @@ mod tests {
             }
             while let Some(e) = server.poll_event() {
                 if let Event::Stream(e) = e {
-                    on_stream_event(server, e);
+                    driver.on_event(server, e, now);
                 }
                 moved = true;
             }
@@ -88,7 +88,9 @@ mod tests {
         let mut client = Connection::client(config.clone(), Bytes::new(), None, now).unwrap();
         let mut server = Connection::server(config, now);
         let mut seen = vec![];
-        pump(&mut client, &mut server, now, &mut seen);
+        // The connection's HTTP side, with no service attached.
+        let mut driver = Driver::new(RestConfig::default(), Arc::default());
+        pump(&mut client, &mut server, &mut driver, now, &mut seen);
         let mut n = 0u8;
         let mut rng = |b: &mut [u8]| {
             b.fill_with(|| {
@@ -99,7 +101,7 @@ mod tests {
         server
             .accept(Admission::fresh(&mut rng).unwrap(), now)
             .unwrap();
-        pump(&mut client, &mut server, now, &mut seen);
+        pump(&mut client, &mut server, &mut driver, now, &mut seen);
         let streams = client.streams().unwrap();
         let id = streams
             .open(
@@ -115,7 +117,7 @@ mod tests {
             .send_data(id, Bytes::from(vec![0; 600 * 1024]), true)
             .ok();
         for _ in 0..10 {
-            pump(&mut client, &mut server, now, &mut seen);
+            pump(&mut client, &mut server, &mut driver, now, &mut seen);
             let _ = client.streams().unwrap().send_data(id, Bytes::new(), true);
         }
         let status = seen.iter().find_map(|e| match e {

@@ -105,8 +105,6 @@ struct Slot {
     pending: Option<(Bytes, bool, oneshot::Sender<()>)>,
     /// The body pump and the service call working for this stream.
     tasks: Vec<AbortHandle>,
-    /// The received body is unwanted: release whatever arrives.
-    discard: bool,
     /// Why our request body failed, for the caller (the stream is being reset).
     body_error: Option<BoxError>,
 }
@@ -230,7 +228,6 @@ impl Driver {
                     // The handler did not read the whole request: its response still goes
                     // out, then the stream is reset with NO_ERROR so the peer stops
                     // sending; until then what arrives is released and dropped.
-                    slot.discard = true;
                     streams.stop_receiving(id, ResetCode::NO_ERROR);
                 }
             }
@@ -392,18 +389,16 @@ impl Driver {
                 end_stream,
             } => {
                 let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                let slot = self.slots.get_mut(&id);
-                let delivered = match slot {
-                    Some(slot) if !slot.discard => match &slot.body {
-                        Some(_) if data.is_empty() => true,
-                        Some(tx) => tx.send(Ok(http_body::Frame::data(data))).is_ok(),
-                        None => false,
-                    },
-                    _ => false,
-                };
-                if let (Some(slot), true) = (self.slots.get_mut(&id), end_stream) {
-                    slot.body = None; // the body ends
+                let mut delivered = false;
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    if let (Some(tx), true) = (&slot.body, n > 0) {
+                        delivered = tx.send(Ok(http_body::Frame::data(data))).is_ok();
+                    }
+                    if end_stream {
+                        slot.body = None; // the body ends
+                    }
                 }
+                // Nobody reads it (no service, a dropped body): the window goes back now.
                 if !delivered && n > 0 {
                     if let Some(streams) = conn.streams() {
                         streams.release_capacity(id, n);
@@ -451,12 +446,8 @@ impl Driver {
     /// A request from the peer: hand it to the service (or answer 501 without one).
     fn serve(&mut self, conn: &mut Connection, id: StreamId, head: RequestHead, end_stream: bool) {
         let Some(service) = self.service.get() else {
-            let event = StreamEvent::Request {
-                id,
-                head,
-                end_stream,
-            };
-            crate::unserved::on_stream_event(conn, event);
+            // Its body, if any, is released as it arrives (no slot reads it).
+            crate::unserved::refuse(conn, id, &head);
             return;
         };
         let mut slot = Slot::default();

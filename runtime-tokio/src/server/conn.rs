@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::registry::Command;
 use super::{Decision, HelloHook, HelloRequest, ServerEvent, Shared};
 use crate::acceptor::{Command as Broadcast, LiveGuard};
-use crate::link::{self, Burst, Ending, Input};
+use crate::link::{self, Ending, Input};
 use crate::rest::{ConnectionInfo, Driver, LinkHandle};
 use crate::upgrade::{self, RequestInfo, ServerStream};
 use tether_proto::Side;
@@ -150,17 +150,16 @@ async fn run(
             while let Some(event) = conn.poll_event() {
                 task.on_event(&mut conn, &mut driver, event, hook).await;
             }
-            match link::write_burst(&mut ws, &mut conn, shared.config.write_timeout).await {
-                Burst::Written => match &drain {
-                    Some(d) if d.close_if_done(&mut conn, Instant::now()) => drain = None,
-                    _ => break,
-                },
-                Burst::Lost { more_events } => {
-                    lost = true;
-                    if !more_events {
-                        break;
-                    }
-                }
+            let again = link::write_step(
+                &mut ws,
+                &mut conn,
+                shared.config.write_timeout,
+                &mut drain,
+                &mut lost,
+            )
+            .await;
+            if !again {
+                break;
             }
         }
         if conn.is_closed() {
