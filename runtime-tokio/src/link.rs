@@ -297,8 +297,10 @@ where
 
 /// One write step of a run loop: writes the burst ([`write_burst`]); if a drain is in
 /// progress and over, closes the connection. Returns whether the machine has new events
-/// to handle before the loop writes again (the close, or the loss of the transport);
-/// a failed write sets `lost`.
+/// to handle before the loop writes again: the close, the loss of the transport, or what
+/// the burst itself raised (a stream whose send queue drained is writable again: its
+/// sender must hear of it now, not at the next unrelated input). A failed write sets
+/// `lost`.
 pub(crate) async fn write_step<S>(
     ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
@@ -315,7 +317,7 @@ where
                 *drain = None;
                 true
             }
-            _ => false,
+            _ => conn.has_events(),
         },
         Burst::Lost { more_events } => {
             *lost = true;

@@ -19,9 +19,11 @@
 //! - outputs: [`poll_transmit`](Connection::poll_transmit),
 //!   [`poll_event`](Connection::poll_event), [`poll_timeout`](Connection::poll_timeout).
 //!
-//! After every input or mutator, drain `poll_transmit` until `None` (send them all, then
-//! flush once), drain `poll_event` until `None`, then re-arm the timer from
-//! `poll_timeout`. Call `handle_timeout(now)` when that deadline passes; an early or
+//! After every input or mutator, drain `poll_event` until `None` (handling an event may
+//! call mutators), then `poll_transmit` until `None` (send them all, then flush once).
+//! Transmitting can raise new events (a stream's send queue drained: it is writable
+//! again), so repeat both until [`has_events`](Connection::has_events) is false and
+//! nothing is left to send; only then re-arm the timer from `poll_timeout` and wait. Call `handle_timeout(now)` when that deadline passes; an early or
 //! repeated call does nothing. `now` must never go backwards by much (a monotonic clock).
 //!
 //! # The run loop
@@ -46,23 +48,29 @@
 //!         Some(msg) => conn.handle_message(msg, now),
 //!         None => conn.handle_timeout(now),
 //!     }
-//!     // Events may call for mutations, which may queue more output: loop until quiet.
-//!     while let Some(event) = conn.poll_event() {
-//!         match event {
-//!             Event::HelloReceived(hello) => {
-//!                 // Authenticate `hello.metadata` here; `reject` instead to refuse.
-//!                 match store.admit(hello.resume.as_ref(), hello.metadata, rng, now) {
-//!                     Ok(admission) => conn.accept(admission, now).unwrap(),
-//!                     Err(_) => conn.reject(tether_proto::CloseCode::INTERNAL_ERROR, "", now),
+//!     // Events may call for mutations, which may queue more output, and sending may
+//!     // raise events (a stream became writable): loop until both are quiet.
+//!     loop {
+//!         while let Some(event) = conn.poll_event() {
+//!             match event {
+//!                 Event::HelloReceived(hello) => {
+//!                     // Authenticate `hello.metadata` here; `reject` instead to refuse.
+//!                     match store.admit(hello.resume.as_ref(), hello.metadata, rng, now) {
+//!                         Ok(admission) => conn.accept(admission, now).unwrap(),
+//!                         Err(_) => conn.reject(tether_proto::CloseCode::INTERNAL_ERROR, "", now),
+//!                     }
 //!                 }
+//!                 Event::Received { id, .. } => println!("{id} connected"),
+//!                 Event::Failure { error } => println!("failed: {error}"),
+//!                 _ => {}
 //!             }
-//!             Event::Received { id, .. } => println!("{id} connected"),
-//!             Event::Failure { error } => println!("failed: {error}"),
-//!             _ => {}
 //!         }
-//!     }
-//!     while let Some(msg) = conn.poll_transmit() {
-//!         send.push(msg); // feed the WebSocket sink; flush once after the loop
+//!         while let Some(msg) = conn.poll_transmit() {
+//!             send.push(msg); // feed the WebSocket sink; flush once after the loop
+//!         }
+//!         if !conn.has_events() {
+//!             break;
+//!         }
 //!     }
 //!     conn.poll_timeout()
 //! }
@@ -312,6 +320,18 @@ impl Connection {
         let frame = self.streams.as_mut()?.poll_transmit()?;
         frame.encode(&mut self.buf);
         Some(WsMessage::Binary(self.buf.split().freeze()))
+    }
+
+    /// Whether [`poll_event`](Self::poll_event) has something.
+    ///
+    /// Transmitting can raise events: [`poll_transmit`](Self::poll_transmit) hands out the
+    /// stream layer's DATA, and a stream whose send queue drains becomes writable
+    /// ([`StreamEvent::Writable`](crate::streams::StreamEvent::Writable)), the cue for its
+    /// sender to queue more. A driver that waits for input while such an event sits here
+    /// stalls the body until some unrelated input arrives (spec/protocol.md §10.3): after
+    /// a burst of writes, check this and drain events again until both queues are empty.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty() || self.streams.as_ref().is_some_and(Streams::has_events)
     }
 
     /// The next event: the machine's own, then the stream layer's as [`Event::Stream`].

@@ -1061,6 +1061,14 @@ impl Streams {
         None
     }
 
+    /// Whether [`poll_event`](Self::poll_event) has something. [`poll_transmit`](Self::poll_transmit)
+    /// can queue events too (a stream whose send queue drained becomes
+    /// [`Writable`](StreamEvent::Writable)), so a driver drains events again after
+    /// transmitting, until both are empty.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event, or `None`.
     pub fn poll_event(&mut self) -> Option<StreamEvent> {
         self.events.pop_front()
