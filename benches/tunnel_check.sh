@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The CLI tunnel as a user first runs it, with tools we did not write: `tether server` and
+# `tether client` as processes, `python3 -m http.server` (and nginx, when installed) as the
+# upstream, curl as the caller. Each way through the tunnel, RUNS downloads of a SIZE_MIB
+# file, every one checked by sha256 and timed; and a POST of the same size echoed back by a
+# small python upstream. Exits 1 on the first incomplete, wrong or slow (under MIN_MIBS
+# MiB/s) transfer.
+#
+#   bash benches/tunnel_check.sh            # 64 MiB, 20 runs each way, >= 100 MiB/s
+#   RUNS=3 SIZE_MIB=16 bash benches/tunnel_check.sh
+#
+# Needs: a release build of `tether` (built here if missing), python3, curl; nginx optional
+# (`apt-get install nginx-light`). Only loopback addresses are used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-20}
+SIZE_MIB=${SIZE_MIB:-64}
+MIN_MIBS=${MIN_MIBS:-100}
+BASE=${BASE_PORT:-21100} # below the ephemeral range, so no outgoing connection holds one
+TETHER=${TETHER:-target/release/tether}
+
+[ -x "$TETHER" ] || cargo build --release -q -p tether-tokio --bin tether
+for tool in python3 curl sha256sum; do
+  command -v "$tool" >/dev/null || { echo "tunnel_check: needs $tool" >&2; exit 2; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/www"
+head -c "$((SIZE_MIB << 20))" /dev/urandom >"$work/www/file"
+want=$(sha256sum <"$work/www/file" | cut -d' ' -f1)
+chmod -R a+rX "$work" # nginx's workers run unprivileged
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "tunnel_check: nothing listens on port $1" >&2
+  return 1
+}
+
+# python3 -m http.server for GET; a few lines of http.server for POST echo.
+(cd "$work/www" && exec python3 -m http.server "$((BASE + 1))" --bind 127.0.0.1 >/dev/null 2>&1) &
+pids+=($!)
+cat >"$work/echo.py" <<'EOF'
+import http.server, sys
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        n = int(self.headers["Content-Length"])
+        self.send_response(200)
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        left = n
+        while left:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            self.wfile.write(chunk)
+            left -= len(chunk)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+EOF
+python3 "$work/echo.py" "$((BASE + 2))" &
+pids+=($!)
+
+wait_port "$((BASE + 1))"
+wait_port "$((BASE + 2))"
+upstreams=("python:$((BASE + 1))")
+if command -v nginx >/dev/null; then
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx;
+  scgi_temp_path $work/nginx;
+  server { listen 127.0.0.1:$((BASE + 3)); root $work/www; }
+}
+EOF
+  nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+  pids+=($!)
+  wait_port "$((BASE + 3))"
+  upstreams+=("nginx:$((BASE + 3))")
+else
+  echo "tunnel_check: nginx not installed, python upstream only"
+fi
+
+fail=0
+# One pair of tether processes per direction and upstream:
+#   server-gateway: curl -> server --gateway -> client --upstream -> upstream
+#   client-gateway: curl -> client --gateway -> server --upstream -> upstream
+port=$((BASE + 10))
+for up in "${upstreams[@]}"; do
+  name=${up%%:*}
+  upport=${up##*:}
+  for direction in server-gateway client-gateway; do
+    for kind in get post; do
+      if [ "$kind" = get ]; then target="http://127.0.0.1:$upport"; else target="http://127.0.0.1:$((BASE + 2))"; fi
+      [ "$kind" = post ] && [ "$name" != python ] && continue
+      listen=$port gw=$((port + 1)); port=$((port + 2))
+      if [ "$direction" = server-gateway ]; then
+        "$TETHER" server --listen "127.0.0.1:$listen" --gateway "127.0.0.1:$gw" >/dev/null 2>&1 &
+        pids+=($!)
+        wait_port "$listen"
+        "$TETHER" client "ws://127.0.0.1:$listen/" --upstream "$target" >/dev/null 2>&1 &
+        pids+=($!)
+      else
+        "$TETHER" server --listen "127.0.0.1:$listen" --upstream "$target" >/dev/null 2>&1 &
+        pids+=($!)
+        wait_port "$listen"
+        "$TETHER" client "ws://127.0.0.1:$listen/" --gateway "127.0.0.1:$gw" >/dev/null 2>&1 &
+        pids+=($!)
+      fi
+      wait_port "$gw"
+      # The client connects after its gateway listens: wait until a request goes through.
+      for _ in $(seq 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$gw/nothing-here" || true)
+        [ "$code" != 503 ] && [ "$code" != 000 ] && break
+        sleep 0.1
+      done
+      slowest=0
+      total=0
+      for run in $(seq "$RUNS"); do
+        if [ "$kind" = get ]; then
+          out=$(curl -s --max-time 60 -o "$work/got" -w '%{http_code} %{size_download} %{time_total}' "http://127.0.0.1:$gw/file") || true
+        else
+          out=$(curl -s --max-time 60 -o "$work/got" -w '%{http_code} %{size_download} %{time_total}' \
+            -H 'Content-Type: application/octet-stream' --data-binary "@$work/www/file" "http://127.0.0.1:$gw/echo") || true
+        fi
+        read -r status size secs <<<"${out:-000 0 0}"
+        got=$(sha256sum <"$work/got" | cut -d' ' -f1)
+        mibs=$(python3 -c "print(f'{$size / 1048576 / max($secs, 1e-9):.0f}')")
+        if [ "$status" != 200 ] || [ "$got" != "$want" ] || [ "$mibs" -lt "$MIN_MIBS" ]; then
+          echo "FAIL $name $direction $kind run $run: status $status, $size bytes in ${secs}s ($mibs MiB/s), sha256 ${got:0:12} (want ${want:0:12})"
+          fail=1
+        fi
+        total=$((total + mibs))
+        if [ "$slowest" = 0 ] || [ "$mibs" -lt "$slowest" ]; then slowest=$mibs; fi
+      done
+      echo "$name $direction $kind: $RUNS x $SIZE_MIB MiB, sha256 checked, mean $((total / RUNS)) MiB/s, slowest $slowest MiB/s"
+      # Stop this pair before the next one.
+      kill "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
+      wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
+      unset 'pids[-1]' 'pids[-1]'
+    done
+  done
+done
+exit $fail
