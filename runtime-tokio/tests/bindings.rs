@@ -206,20 +206,24 @@ async fn client_close_is_reported() {
 
 #[tokio::test]
 async fn silent_peer_times_out_and_live_peer_does_not() {
+    // A pong wait a healthy peer meets on a loaded machine too.
+    const PONG_WAIT: Duration = Duration::from_secs(1);
     let config = BindingConfig::builder()
-        .pong_wait(Duration::from_millis(300))
-        .ping_period(Duration::from_millis(100))
+        .pong_wait(PONG_WAIT)
+        .ping_period(PONG_WAIT / 4)
         .build()
         .unwrap();
     let (server, mut outcomes) = serve::<Text, _, _>(config, echo).await;
 
-    // A client that reads (and so answers pings) outlives several pong waits.
-    let mut live = connect(&server).await;
-    // Read for three pong waits and at least three pings (counted as they come, so a
+    // A client that never reads never answers: dropped after the pong wait...
+    let silent = connect(&server).await;
+    // ...while a client that reads (and so answers pings) outlives several pong waits:
+    // it reads for three pong waits and at least three pings (counted as they come, so a
     // loaded machine only makes this slower).
+    let mut live = connect(&server).await;
     let mut pings = 0;
     let start = tokio::time::Instant::now();
-    let until = start + Duration::from_millis(900);
+    let until = start + PONG_WAIT * 3;
     loop {
         let now = tokio::time::Instant::now();
         if pings >= 3 && now >= until {
@@ -236,15 +240,13 @@ async fn silent_peer_times_out_and_live_peer_does_not() {
             Ok(other) => panic!("the live peer was dropped: {other:?}"),
         }
     }
-    live.send(Message::text("still here")).await.unwrap();
-    assert_eq!(recv(&mut live).await, Message::text("still here"));
-
-    // A client that never reads never answers: dropped after the pong wait.
-    let silent = connect(&server).await;
     assert_eq!(
         outcome(&mut outcomes).await,
-        Disconnect::Error(BindingError::PongTimeout(Duration::from_millis(300)))
+        Disconnect::Error(BindingError::PongTimeout(PONG_WAIT))
     );
+    live.send(Message::text("still here")).await.unwrap();
+    assert_eq!(recv(&mut live).await, Message::text("still here"));
+    assert!(outcomes.try_recv().is_err(), "the live peer was dropped");
     drop(silent);
 }
 
