@@ -20,7 +20,10 @@ use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 use tether_tokio::events::EventStream;
 use tether_tokio::rest::{Body, ConnectionInfo, Peer};
 use tether_tokio::server::{Server, ServerConfig, ServerEvent};
+use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
+
+mod common;
 
 const GUARD: Duration = Duration::from_secs(30);
 
@@ -215,6 +218,8 @@ struct Repeat {
     chunk: Bytes,
     remaining: u64,
     produced: Arc<AtomicU64>,
+    /// Dropped with the body: its receiver hears that the body can produce no more.
+    _dropped: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl http_body::Body for Repeat {
@@ -244,6 +249,7 @@ fn repeat(len: u64, produced: Arc<AtomicU64>) -> Repeat {
         chunk: Bytes::from(vec![0x5a; 64 * 1024]),
         remaining: len,
         produced,
+        _dropped: None,
     }
 }
 
@@ -279,7 +285,7 @@ where
     read
 }
 
-/// Peak resident memory of this process (each nextest test is a process of its own).
+/// Peak resident memory of this process (see [`common::in_a_process_of_its_own`]).
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -289,9 +295,21 @@ fn peak_rss() -> u64 {
 
 /// 100 MiB each way, read slowly on the receiving end: the flow-control windows hold the
 /// writer back (at most windows + send buffers + one chunk ahead), and the process never
-/// holds more than a few MiB of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_100_mib_body_each_way_with_bounded_memory() {
+/// holds more than a few MiB of it. Peak memory is a property of the whole process, so the
+/// transfer runs in a process of its own (under `cargo test` as under `cargo nextest`).
+#[test]
+fn a_100_mib_body_each_way_with_bounded_memory() {
+    if common::in_a_process_of_its_own("a_100_mib_body_each_way_with_bounded_memory") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(move_100_mib_each_way_with_bounded_memory());
+    }
+}
+
+async fn move_100_mib_each_way_with_bounded_memory() {
     const LEN: u64 = 100 << 20;
     // Stream window 256 KiB + connection window 1 MiB (receiver side) + send buffer
     // 256 KiB + the chunk in flight, with slack for frames in the socket buffers.
@@ -358,17 +376,73 @@ async fn a_100_mib_body_each_way_with_bounded_memory() {
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// A handler held until the test lets it answer: `arrived` counts the requests that reached
+/// it, `release` lets them answer "done".
+#[derive(Clone)]
+struct Held {
+    arrived: Arc<Semaphore>,
+    release: Arc<Semaphore>,
+}
+
+impl Held {
+    fn new() -> Self {
+        Held {
+            arrived: Arc::new(Semaphore::new(0)),
+            release: Arc::new(Semaphore::new(0)),
+        }
+    }
+
+    fn route(&self) -> axum::routing::MethodRouter {
+        let held = self.clone();
+        get(move || async move {
+            held.arrived.add_permits(1);
+            held.release.acquire().await.unwrap().forget();
+            "done"
+        })
+    }
+
+    /// Waits until `n` requests are in the handler.
+    async fn arrivals(&self, n: u32) {
+        tokio::time::timeout(GUARD, self.arrived.acquire_many(n))
+            .await
+            .expect("the requests reach the handler")
+            .unwrap()
+            .forget();
+    }
+}
+
+/// Waits until the server's connection has sent or received GOAWAY: a new request of the
+/// server's is then not sent (`NotConnected`, once this end sent GOAWAY) or refused
+/// (`Refused`, once the peer did), while before it is answered.
+async fn wait_for_goaway(device: &Peer) {
+    let started = std::time::Instant::now();
+    loop {
+        match device
+            .request(Request::get("/quick").body(Body::empty()).unwrap())
+            .await
+        {
+            Ok(response) => assert_eq!(text(response).await, "quick"),
+            Err(
+                tether_tokio::rest::RequestError::NotConnected
+                | tether_tokio::rest::RequestError::Refused,
+            ) => return,
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < GUARD, "no GOAWAY");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A server shutting down sends GOAWAY and lets the requests in flight finish, both the
 /// ones it serves and the ones it made, before it closes with 1001.
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish() {
-    let slow = || async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        "done"
-    };
+    let held = Held::new();
     let (server, client, id) = pair(
-        Router::new().route("/slow", get(slow)),
-        Router::new().route("/slow", get(slow)),
+        Router::new().route("/slow", held.route()),
+        Router::new()
+            .route("/slow", held.route())
+            .route("/quick", get(|| async { "quick" })),
         "{}",
     )
     .await;
@@ -380,22 +454,28 @@ async fn shutdown_lets_requests_in_flight_finish() {
             .await
     });
     let device = server.peer(&id).unwrap();
+    let probe = device.clone();
     let down = tokio::spawn(async move {
         device
             .request(Request::get("/slow").body(Body::empty()).unwrap())
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = std::time::Instant::now();
-    server.shutdown(Duration::from_secs(5)).await.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(150),
-        "shutdown did not wait"
-    );
+    // Both requests are in their handlers, which answer only when released.
+    held.arrivals(2).await;
+    let stopping = tokio::spawn(server.shutdown(Duration::from_secs(5)));
+    // The shutdown has begun (GOAWAY), and waits for the two held requests.
+    wait_for_goaway(&probe).await;
+    assert!(!stopping.is_finished(), "shutdown did not wait");
+    held.release.add_permits(2);
     for call in [up, down] {
         let response = call.await.unwrap().expect("a request in flight completes");
         assert_eq!(text(response).await, "done");
     }
+    tokio::time::timeout(GUARD, stopping)
+        .await
+        .expect("shutdown ends once the requests are done")
+        .unwrap()
+        .unwrap();
     loop {
         match tokio::time::timeout(GUARD, events.recv()).await.unwrap() {
             Some(ClientEvent::Closed { code, .. }) => {
@@ -413,21 +493,38 @@ async fn shutdown_lets_requests_in_flight_finish() {
 /// closes with 1000.
 #[tokio::test]
 async fn client_close_lets_the_servers_request_finish() {
-    let slow = || async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        "done"
-    };
-    let (server, client, id) =
-        pair(Router::new(), Router::new().route("/slow", get(slow)), "{}").await;
+    let held = Held::new();
+    let (server, client, id) = pair(
+        Router::new(),
+        Router::new()
+            .route("/slow", held.route())
+            .route("/quick", get(|| async { "quick" })),
+        "{}",
+    )
+    .await;
     let mut server_events = server.events();
     let device = server.peer(&id).unwrap();
+    let probe = device.clone();
     let call = tokio::spawn(async move {
         device
             .request(Request::get("/slow").body(Body::empty()).unwrap())
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    client.close().await;
+    held.arrivals(1).await;
+    let closed = std::sync::atomic::AtomicBool::new(false);
+    tokio::join!(
+        async {
+            client.close().await;
+            closed.store(true, Ordering::SeqCst);
+        },
+        async {
+            // The client has begun to close (its GOAWAY reached the server) and waits
+            // for the held request.
+            wait_for_goaway(&probe).await;
+            assert!(!closed.load(Ordering::SeqCst), "the close did not wait");
+            held.release.add_permits(1);
+        }
+    );
     let response = call
         .await
         .unwrap()
@@ -464,21 +561,24 @@ async fn an_unread_upload_stops_once_the_response_is_complete() {
     );
     let (server, client, _id) = pair(server_api, Router::new(), "{}").await;
     let produced = Arc::new(AtomicU64::new(0));
+    let (dropped, body_gone) = tokio::sync::oneshot::channel();
+    let upload = Repeat {
+        _dropped: Some(dropped),
+        ..repeat(1 << 30, produced.clone())
+    };
     let response = client
         .peer()
-        .request(
-            Request::post("/upload")
-                .body(repeat(1 << 30, produced.clone()))
-                .unwrap(),
-        )
+        .request(Request::post("/upload").body(upload).unwrap())
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(text(response).await, "too large");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The upload stops: the request body is dropped (so it cannot produce any more), long
+    // before all of it was sent.
+    let _ = tokio::time::timeout(GUARD, body_gone)
+        .await
+        .expect("the unread upload goes on");
     let sent = produced.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(produced.load(Ordering::Relaxed), sent, "the upload goes on");
     assert!(sent < 64 << 20, "{sent} bytes uploaded for nothing");
     // The connection is fine for the next request.
     let response = client

@@ -1,4 +1,5 @@
-//! Helpers shared by the tests that run the `tether` binary as a process.
+//! Helpers shared by the tests: running the `tether` binary as a process, and running one
+//! test in a process of its own.
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::process::Stdio;
@@ -29,4 +30,39 @@ pub fn sigterm(child: &Child) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// The variable that tells a re-executed test binary which test is the one it runs alone.
+const ALONE: &str = "TETHER_TEST_ALONE";
+
+/// For a test that measures the whole process (its peak resident memory): `cargo test` runs
+/// the tests of a binary as threads of one process, so the test re-executes its own binary
+/// with `--exact name` and runs the measured part there, with no other test beside it.
+///
+/// Returns `true` in that child, where the caller runs the measured part; in the test
+/// runner's process it runs the child, checks that the child ran exactly that one test and
+/// passed, and returns `false`.
+pub fn in_a_process_of_its_own(name: &str) -> bool {
+    if std::env::var_os(ALONE).is_some_and(|v| v == name) {
+        return true;
+    }
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(ALONE, name)
+        .stdin(Stdio::null())
+        .output()
+        .expect("re-run the test binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("--- {name}, in a process of its own ---\n{stdout}{stderr}---");
+    assert!(
+        output.status.success(),
+        "{name} failed in its own process ({})",
+        output.status
+    );
+    assert!(
+        stdout.contains("test result: ok. 1 passed;"),
+        "the child process did not run {name}"
+    );
+    false
 }
