@@ -73,12 +73,11 @@ pub struct HelloInfo {
 }
 
 impl HelloInfo {
-    /// The metadata as a JSON value (`Null` when there is none).
+    /// The metadata as a JSON value (`Null` when there is none). The machine accepted it
+    /// with [`parse_metadata`](crate::frame::parse_metadata), so this is the value the
+    /// client sent (spec/protocol.md §3.4.1).
     pub fn metadata_json(&self) -> serde_json::Value {
-        if self.metadata.is_empty() {
-            return serde_json::Value::Null;
-        }
-        serde_json::from_slice(&self.metadata).unwrap_or(serde_json::Value::Null)
+        crate::frame::parse_metadata(&self.metadata).unwrap_or(serde_json::Value::Null)
     }
 }
 

@@ -173,10 +173,10 @@ impl Connection {
         if metadata.len() > config.limits().max_metadata_size as usize {
             return Err(ConfigError::Metadata("larger than max_metadata_size"));
         }
-        if !metadata.is_empty()
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&metadata).is_err()
-        {
-            return Err(ConfigError::Metadata("not one JSON value"));
+        if crate::frame::parse_metadata(&metadata).is_none() {
+            return Err(ConfigError::Metadata(
+                "not one JSON value (spec/protocol.md §3.4.1)",
+            ));
         }
         let hello = Frame::Hello(Hello {
             versions: config.versions().to_vec(),
