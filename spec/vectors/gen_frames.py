@@ -305,6 +305,17 @@ bad("headers_response_flag_on_request", frame("HEADERS", 0x02, 1, request_text("
 bad("headers_status_below_100", frame("HEADERS", 0x02, 1, head("HTTP/1.1 099 Low\r\n\r\n")), "invalid_status", reset(1, "PROTOCOL_ERROR"))
 bad("headers_trailers_without_end_stream", frame("HEADERS", 0x04, 1, head("\r\n")), "conflicting_flags", reset(1, "PROTOCOL_ERROR"))
 bad("headers_response_and_trailers", frame("HEADERS", 0x07, 1, head("\r\n")), "conflicting_flags", reset(1, "PROTOCOL_ERROR"))
+# §4: every line ends in CRLF; a bare LF anywhere is malformed.
+bad("headers_bare_lf_request_line", frame("HEADERS", 1, 1, head("GET / HTTP/1.1\nhost: a\r\n\r\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"))
+bad("headers_bare_lf_field_line", frame("HEADERS", 1, 1, head("GET / HTTP/1.1\r\nhost: a\n\r\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"))
+bad("headers_bare_lf_empty_line", frame("HEADERS", 1, 1, head("GET / HTTP/1.1\r\nhost: a\r\n\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"))
+bad("headers_bare_lf_response", frame("HEADERS", 0x03, 2, head("HTTP/1.1 200 OK\nx: 1\n\n")),
+    "head_syntax", reset(2, "PROTOCOL_ERROR"))
+bad("headers_bare_lf_trailers", frame("HEADERS", 0x05, 1, head("x: 1\n\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"))
 bad("headers_garbage", frame("HEADERS", 0, 9, bytes([0xff, 0x00, 0x13, 0x37]) * 4), "head_syntax", reset(9, "PROTOCOL_ERROR"))
 
 defaults = {"max_frame_payload": 65536, "max_head_size": 16384, "max_header_count": 100,
