@@ -441,3 +441,47 @@ async fn client_closes_1002_on_a_reserved_opcode() {
 async fn client_closes_1002_on_a_fragmented_control_frame() {
     client_gets(frame(false, false, PING, false, b"abc", 3), 1002).await;
 }
+
+// ---- the upgrade (RFC 6455 §4.2.1) ----
+
+/// Sends an upgrade request (request line `GET / {version}`, then `keys` as
+/// Sec-WebSocket-Key lines) and returns the status line of the answer.
+async fn upgrade_status(addr: SocketAddr, version: &str, keys: &[&str]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "GET / {version}\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tether.v1\r\n"
+    );
+    for key in keys {
+        req.push_str(&format!("Sec-WebSocket-Key: {key}\r\n"));
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Raw::new(tcp, true);
+    let head = tokio::time::timeout(GUARD, raw.read_head()).await.unwrap();
+    head.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn upgrade_with_a_bad_key_or_http_1_0_is_400() {
+    let (server, _events) = server().await;
+    let addr = server.local_addr();
+    let good = "dGhlIHNhbXBsZSBub25jZQ==";
+    assert!(upgrade_status(addr, "HTTP/1.1", &[good])
+        .await
+        .starts_with("HTTP/1.1 101"));
+    let long = "A".repeat(1000);
+    for keys in [
+        vec!["abc"],
+        vec!["!!!!!!!!!!!!!!!!!!!!!!=="],
+        vec!["dGhlIHNhbXBsZSBub25jZQ"],
+        vec![long.as_str()],
+        vec![good, good],
+        vec![],
+    ] {
+        let status = upgrade_status(addr, "HTTP/1.1", &keys).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{keys:?}: {status}");
+    }
+    let status = upgrade_status(addr, "HTTP/1.0", &[good]).await;
+    assert!(status.contains(" 400 "), "HTTP/1.0: {status}");
+}
