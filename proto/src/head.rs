@@ -87,6 +87,7 @@ impl RequestHead {
     /// Parses a request head that fills `src` exactly (spec/protocol.md §4.1).
     pub fn decode(src: &Bytes, limits: &Limits) -> Result<Self, HeadError> {
         check_size(src, limits)?;
+        check_crlf(src)?;
         let max = usize::from(limits.max_header_count);
         // Uninitialised slots: nothing is written for fields the head does not have.
         let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
@@ -169,6 +170,7 @@ impl ResponseHead {
     /// Parses a response head that fills `src` exactly (spec/protocol.md §4.2).
     pub fn decode(src: &Bytes, limits: &Limits) -> Result<Self, HeadError> {
         check_size(src, limits)?;
+        check_crlf(src)?;
         with_header_buf(limits, |buf| {
             let mut res = httparse::Response::new(buf);
             let n = complete(res.parse(src))?;
@@ -195,6 +197,7 @@ pub fn encode_trailers(trailers: &HeaderMap, dst: &mut BytesMut) {
 /// Parses trailer fields that fill `src` exactly (spec/protocol.md §4.4).
 pub fn decode_trailers(src: &Bytes, limits: &Limits) -> Result<HeaderMap, HeadError> {
     check_size(src, limits)?;
+    check_crlf(src)?;
     with_header_buf(limits, |buf| {
         let (n, fields) = complete(httparse::parse_headers(src, buf))?;
         if n != src.len() {
@@ -428,6 +431,20 @@ fn check_size(src: &Bytes, limits: &Limits) -> Result<(), HeadError> {
     Ok(())
 }
 
+/// Every line of a head ends in CRLF (spec/protocol.md §4). httparse, like RFC 9112 §2.2
+/// allows a recipient to, also accepts a bare LF; Tether does not, so that what one
+/// receiver forwards no other reads differently.
+fn check_crlf(src: &[u8]) -> Result<(), HeadError> {
+    let bare = src.first() == Some(&b'\n')
+        || src
+            .windows(2)
+            .any(|w| matches!(w, [prev, b'\n'] if *prev != b'\r'));
+    if bare {
+        return Err(HeadError::Syntax(httparse::Error::NewLine));
+    }
+    Ok(())
+}
+
 /// Field slots kept on the stack up to this count; larger limits take one allocation.
 const STACK_FIELDS: usize = 128;
 /// Slots tried first where httparse needs initialised slots (responses, trailers): most
@@ -592,6 +609,28 @@ mod tests {
             req(b"POST / HTTP/1.1\r\nte: gzip\r\n\r\n"),
             Err(HeadError::ConnectionSpecificHeader)
         );
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_refused() {
+        // spec/protocol.md §4: CRLF only; httparse alone accepts each of these.
+        let bare = HeadError::Syntax(httparse::Error::NewLine);
+        for raw in [
+            &b"GET / HTTP/1.1\n\n"[..],
+            b"GET /a HTTP/1.1\r\nhost: x\n\r\n",
+            b"GET /a HTTP/1.1\r\nhost: x\r\n\n",
+            b"GET /a HTTP/1.1\nhost: x\r\n\r\n",
+        ] {
+            let src = Bytes::from_static(raw);
+            assert_eq!(RequestHead::decode(&src, &limits()), Err(bare), "{raw:?}");
+        }
+        let src = Bytes::from_static(b"HTTP/1.1 200 OK\r\nx: 1\n\r\n");
+        assert_eq!(ResponseHead::decode(&src, &limits()), Err(bare));
+        for raw in [&b"\n"[..], b"x: 1\n\r\n"] {
+            let src = Bytes::from_static(raw);
+            assert_eq!(decode_trailers(&src, &limits()), Err(bare), "{raw:?}");
+        }
+        assert!(req(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").is_ok());
     }
 
     #[test]

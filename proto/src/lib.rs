@@ -48,8 +48,8 @@ pub mod streams;
 pub use codes::{CloseCode, ResetCode};
 pub use connection::{Connection, ConnectionError, SessionStore, WsMessage};
 pub use frame::{
-    Data, Frame, FrameError, FrameType, GoAway, Head, Headers, Hello, Ping, Pong, Reaction, Reset,
-    Resume, ResumeToken, Settings, StreamId, Welcome, WindowUpdate,
+    parse_metadata, Data, Frame, FrameError, FrameType, GoAway, Head, Headers, Hello, Ping, Pong,
+    Reaction, Reset, Resume, ResumeToken, Settings, StreamId, Welcome, WindowUpdate,
 };
 pub use head::{EncodedSize, HeadError, RequestHead, ResponseHead};
 pub use limits::{Limits, LimitsError};

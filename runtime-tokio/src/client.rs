@@ -591,6 +591,7 @@ impl Runner {
         self.sessions += 1;
         let mut driver = Driver::new(self.config.rest.clone(), self.service.clone());
         let mut lost = false;
+        let mut violated = false;
         let mut input = None;
         let mut drain: Option<link::Drain> = None;
         loop {
@@ -603,6 +604,11 @@ impl Runner {
                     tracing::debug!(?error, "transport lost");
                     lost = true;
                     conn.handle_transport_lost(now);
+                }
+                Some(Input::Violation(kind, error)) => {
+                    tracing::debug!(%error, "WebSocket violation");
+                    violated = true;
+                    conn.handle_websocket_error(kind, now);
                 }
                 Some(Input::Command(Command::Close(code, reason))) => {
                     end.local = true;
@@ -649,7 +655,7 @@ impl Runner {
         // answered (requests never sent go back to their callers, to be sent again).
         self.link.send_replace(None);
         driver.finish();
-        link::finish(&mut ws, Ending::of(lost, end.failed)).await;
+        link::finish(&mut ws, Ending::of(lost, end.failed, violated)).await;
         if let Some(ticket) = conn.resume_ticket() {
             self.ticket = Some(ticket);
         }

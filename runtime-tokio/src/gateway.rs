@@ -189,6 +189,10 @@ pub enum GatewayError {
     /// The request target is not origin-form (`/path?query`) (400).
     #[error("the request target must be a path (origin-form), not {0:?}")]
     UnsupportedTarget(String),
+    /// The path hides a dot segment behind an encoded or back slash (`..%2f`, `%2e%2e%5c`,
+    /// `..\`), which an upstream may read as a step out of the base path (400).
+    #[error("the request path hides a dot segment: {0:?}")]
+    HiddenDotSegment(String),
     /// The call to the peer failed (see [`RequestError`]): 503 when it was never sent
     /// (not connected, refused, queue full), 504 on its timeout (or a reset with
     /// TIMEOUT), 502 when the connection
@@ -236,7 +240,8 @@ impl GatewayError {
             GatewayError::UnknownConnection(_) => StatusCode::NOT_FOUND,
             GatewayError::MalformedConnectionId
             | GatewayError::Ambiguous(_)
-            | GatewayError::UnsupportedTarget(_) => StatusCode::BAD_REQUEST,
+            | GatewayError::UnsupportedTarget(_)
+            | GatewayError::HiddenDotSegment(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnsupportedMethod(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::Request(e) => match e {
                 RequestError::NotConnected
@@ -548,7 +553,10 @@ pub enum UpstreamUrlError {
 ///
 /// - The URL is `http://HOST[:PORT][/BASE-PATH]`; the base path is put in front of each
 ///   request's path, and the query is kept: with `http://127.0.0.1:8080/api`, a request
-///   for `/v1/items?page=2` goes to `http://127.0.0.1:8080/api/v1/items?page=2`.
+///   for `/v1/items?page=2` goes to `http://127.0.0.1:8080/api/v1/items?page=2`. Dot
+///   segments of the path (`/../x`, `/%2e%2e/x`) are removed first (RFC 3986 §5.2.4), so
+///   no request leaves the base path; one hidden behind an encoded slash or a backslash
+///   (`/..%2fx`) is refused with 400.
 /// - `Host` is the URL's; the hop-by-hop fields ([`strip_hop_by_hop`]) and
 ///   `tether-timeout` are removed from the request, the hop-by-hop fields from the
 ///   response. Status, other fields and both bodies pass through, streaming.
@@ -654,15 +662,21 @@ impl Upstream {
         &self.inner.url
     }
 
-    /// The URL a request for `target` goes to: the base path, then the target's path and
-    /// query.
+    /// The URL a request for `target` goes to: the base path, then the target's path with
+    /// its dot segments removed ([`remove_dot_segments`]: no request leaves the base path)
+    /// and its query.
     fn target_uri(&self, target: &Uri) -> Result<Uri, GatewayError> {
         let pq = match target.path_and_query() {
-            Some(pq) if pq.as_str().starts_with('/') => pq.as_str(),
-            None if target.authority().is_some() && target.scheme().is_some() => "/",
+            Some(pq) if pq.as_str().starts_with('/') => pq,
+            None if target.authority().is_some() && target.scheme().is_some() => {
+                &PathAndQuery::from_static("/")
+            }
             _ => return Err(GatewayError::UnsupportedTarget(target.to_string())),
         };
-        let path = PathAndQuery::try_from(format!("{}{pq}", self.inner.base))
+        let path = remove_dot_segments(pq.path())
+            .ok_or_else(|| GatewayError::HiddenDotSegment(pq.path().to_owned()))?;
+        let query = pq.query().map_or(String::new(), |q| format!("?{q}"));
+        let path = PathAndQuery::try_from(format!("{}{path}{query}", self.inner.base))
             .map_err(|_| GatewayError::UnsupportedTarget(target.to_string()))?;
         Uri::builder()
             .scheme(Scheme::HTTP)
@@ -733,6 +747,59 @@ impl Upstream {
         strip_hop_by_hop(response.headers_mut());
         Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
     }
+}
+
+/// RFC 3986 §5.2.4 on an absolute path, where a segment that is `.` or `..` once its
+/// percent-encoded dots (`%2e`, RFC 3986 §6.2.2.2) are decoded counts as a dot segment:
+/// the result never climbs above `/`. `None` for a segment that would be a dot segment to
+/// an upstream that also splits on an encoded slash (`%2f`), a backslash or an encoded one
+/// (`%5c`): such a path is refused rather than guessed at.
+fn remove_dot_segments(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.into_iter().enumerate() {
+        let dots = decode_ci(segment, &[("%2e", ".")]);
+        if dots == "." || dots == ".." {
+            if dots == ".." {
+                out.pop();
+            }
+            if i == last {
+                out.push(""); // "/a/b/.." is "/a/", as in RFC 3986
+            }
+            continue;
+        }
+        let split = decode_ci(&dots, &[("%2f", "/"), ("%5c", "/")]).replace('\\', "/");
+        if split.split('/').any(|part| part == "." || part == "..") {
+            return None;
+        }
+        out.push(segment);
+    }
+    Some(format!("/{}", out.join("/")))
+}
+
+/// `s` with each of `pairs`' percent-encodings (matched ASCII case-insensitively) replaced.
+fn decode_ci(s: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    'outer: while !rest.is_empty() {
+        for (encoded, decoded) in pairs {
+            if rest.len() >= 3
+                && rest.is_char_boundary(3)
+                && rest[..3].eq_ignore_ascii_case(encoded)
+            {
+                out.push_str(decoded);
+                rest = &rest[3..];
+                continue 'outer;
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
 }
 
 /// An error and its sources, on one line.
@@ -875,6 +942,44 @@ mod tests {
     }
 
     #[test]
+    fn no_request_leaves_the_base_path() {
+        let up = Upstream::new("http://h/api").unwrap();
+        let t = |s: &str| up.target_uri(&s.parse().unwrap()).map(|u| u.to_string());
+        for (target, want) in [
+            ("/../secret", "http://h/api/secret"),
+            ("/%2e%2e/secret", "http://h/api/secret"),
+            ("/%2E%2e/%2e/secret?x=/../y", "http://h/api/secret?x=/../y"),
+            ("/a/b/../../../secret", "http://h/api/secret"),
+            ("/a/./b/.", "http://h/api/a/b/"),
+            ("/a/b/..", "http://h/api/a/"),
+            ("/..", "http://h/api/"),
+            ("/a//b", "http://h/api/a//b"),
+            ("/a..b/...", "http://h/api/a..b/..."),
+            ("/a%2fb", "http://h/api/a%2fb"),
+            ("http://x/../secret", "http://h/api/secret"),
+        ] {
+            assert_eq!(t(target).unwrap(), want, "{target}");
+        }
+        for hidden in [
+            "/..%2fsecret",
+            "/%2e%2e%2Fsecret",
+            "/a/..%5csecret",
+            "/x%2f..%2f..%2fsecret",
+        ] {
+            assert!(
+                matches!(
+                    up.target_uri(&hidden.parse().unwrap()),
+                    Err(GatewayError::HiddenDotSegment(_))
+                ),
+                "{hidden}"
+            );
+        }
+        // A backslash is not valid in a URI, but the check does not rely on that.
+        assert_eq!(remove_dot_segments("/a/..\\secret"), None);
+        assert_eq!(remove_dot_segments("/a/b\\c").as_deref(), Some("/a/b\\c"));
+    }
+
+    #[test]
     fn origin_forms() {
         let o = |s: &str| origin_form(&s.parse().unwrap()).map(|u| u.to_string());
         assert_eq!(o("/a?b").unwrap(), "/a?b");
@@ -894,6 +999,7 @@ mod tests {
             (GatewayError::Ambiguous(3), 400),
             (GatewayError::UnsupportedMethod(Method::CONNECT), 501),
             (GatewayError::UnsupportedTarget("*".into()), 400),
+            (GatewayError::HiddenDotSegment("/..%2f".into()), 400),
             (R::NotConnected.into(), 503),
             (R::Closed.into(), 503),
             (R::QueueFull.into(), 503),

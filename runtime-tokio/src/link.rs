@@ -7,9 +7,12 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tether_proto::connection::{CloseFrame, Connection, WsMessage};
+use tether_proto::connection::{CloseFrame, Connection, WebSocketError, WsMessage};
 use tether_proto::CloseCode;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -69,6 +72,8 @@ pub(crate) enum Input<C> {
     Timeout,
     /// The socket ended or failed without a close frame.
     TransportLost(Option<WsError>),
+    /// The WebSocket layer refused what the peer sent (the machine picks the close code).
+    Violation(WebSocketError, WsError),
     /// A command from the embedder (close, shutdown).
     Command(C),
     /// A command from the connection's HTTP side (a request to open, body bytes, …).
@@ -130,7 +135,10 @@ where
                     Some(msg) => return Input::Message(msg),
                     None => continue,
                 },
-                Some(Err(e)) => return Input::TransportLost(Some(e)),
+                Some(Err(e)) => return match violation(&e) {
+                    Some(kind) => Input::Violation(kind, e),
+                    None => Input::TransportLost(Some(e)),
+                },
                 None => return Input::TransportLost(None),
             },
             () = sleep_until(deadline), if deadline.is_some() => continue,
@@ -141,6 +149,18 @@ where
             },
             cmd = driver.recv() => return Input::Stream(cmd),
         }
+    }
+}
+
+/// The peer's fault behind a read error of tungstenite, if it is one (the socket is then
+/// still there and can carry our close frame); `None` when the transport itself is gone.
+pub(crate) fn violation(err: &WsError) -> Option<WebSocketError> {
+    match err {
+        WsError::Capacity(_) => Some(WebSocketError::MessageTooBig),
+        WsError::Utf8(_) => Some(WebSocketError::InvalidText),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some(WebSocketError::Protocol),
+        _ => None,
     }
 }
 
@@ -335,17 +355,24 @@ pub(crate) enum Ending {
     /// This side detected a failure (heartbeat timeout, bad frame): its close frame is
     /// flushed, and a peer presumed dead or broken is not waited for.
     Failed,
+    /// The peer broke the WebSocket layer (an oversized message, a framing violation):
+    /// our close frame is flushed, then the write side is shut and what the peer still
+    /// sends is discarded for a bounded time, so that closing a socket with unread bytes
+    /// (which resets the connection) cannot destroy the close frame in flight.
+    Violation,
     /// The socket is gone.
     Lost,
 }
 
 impl Ending {
-    /// From what the run loop saw: a lost transport wins over a failure.
-    pub(crate) fn of(lost: bool, failed: bool) -> Self {
-        match (lost, failed) {
-            (true, _) => Ending::Lost,
-            (false, true) => Ending::Failed,
-            (false, false) => Ending::Orderly,
+    /// From what the run loop saw: a lost transport wins over a failure, a WebSocket
+    /// violation over any other failure.
+    pub(crate) fn of(lost: bool, failed: bool, violated: bool) -> Self {
+        match (lost, failed, violated) {
+            (true, _, _) => Ending::Lost,
+            (false, _, true) => Ending::Violation,
+            (false, true, false) => Ending::Failed,
+            (false, false, false) => Ending::Orderly,
         }
     }
 }
@@ -358,8 +385,19 @@ pub(crate) async fn finish<S>(ws: &mut WebSocketStream<S>, ending: Ending)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if ending == Ending::Orderly {
-        closing::close_reply(ws).await;
+    match ending {
+        Ending::Orderly => closing::close_reply(ws).await,
+        Ending::Violation => {
+            // The framing is broken: read raw bytes, not messages.
+            let io = ws.get_mut();
+            let _ = tokio::time::timeout(closing::CLOSE_TIMEOUT, async {
+                let _ = io.shutdown().await;
+                let mut sink = [0u8; 4096];
+                while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        }
+        Ending::Failed | Ending::Lost => {}
     }
 }
 

@@ -214,6 +214,13 @@ fn check(
                 .unwrap_or(false)
         })
     };
+    // RFC 6455 §4.1, §4.2.1: an HTTP/1.1 (or later) GET.
+    if req.version() < http::Version::HTTP_11 {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs HTTP/1.1\n",
+        ));
+    }
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
         return Err((
             StatusCode::BAD_REQUEST,
@@ -239,10 +246,23 @@ fn check(
             ));
         }
     }
-    match headers.get(header::SEC_WEBSOCKET_KEY) {
-        Some(key) if !key.is_empty() => Ok(derive_accept_key(key.as_bytes())),
-        _ => Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n")),
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    match (keys.next(), keys.next()) {
+        (Some(key), None) if is_websocket_key(key.as_bytes()) => {
+            Ok(derive_accept_key(key.as_bytes()))
+        }
+        _ => Err((
+            StatusCode::BAD_REQUEST,
+            "expected one Sec-WebSocket-Key: 16 bytes in base64\n",
+        )),
     }
+}
+
+/// RFC 6455 §4.2.1 item 5: the key is the base64 encoding (RFC 4648 §4, padded) of 16
+/// bytes: 22 characters of the alphabet, then `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    matches!(key.split_at_checked(22), Some((data, b"==")) if data.iter().all(is_b64))
 }
 
 fn switching(accept_key: String, subprotocol: Option<&'static str>) -> Response<Full<Bytes>> {
@@ -295,6 +315,25 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn websocket_keys() {
+        assert!(is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_websocket_key(b"AAAAAAAAAAAAAAAAAAAA+/=="));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+            b"dGhlIHNhbXBsZSBub25jZQAA",
+            b"dGhlIHNhbXBsZSBub25j!Q==",
+            b"dGhlIHNhbXBsZSBub25jZ-==",
+            b"dGhlIHNhbXBsZSBub25jZQ==dGhlIHNhbXBsZSBub25jZQ==",
+        ] {
+            assert!(!is_websocket_key(bad), "{bad:?}");
+        }
+        assert!(!is_websocket_key(&[b'A'; 1000]));
     }
 
     #[test]

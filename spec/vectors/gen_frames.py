@@ -104,6 +104,13 @@ f, p = hello([1], resume=(CONN_ID, TOKEN), metadata=b"null")
 ok("hello_resume", frame("HELLO", f, 0, p),
    {"type": "HELLO", "versions": [1], "resume": {"connection_id": CONN_ID, "token": TOKEN.hex()},
     "settings": {}, "metadata": "null"})
+# §3.4.1: the deepest nesting allowed (64), a surrogate pair, a number that underflows.
+for name, md in [("hello_metadata_depth_64", b"[" * 64 + b"]" * 64),
+                 ("hello_metadata_surrogate_pair", b'"\\ud83d\\ude00"'),
+                 ("hello_metadata_number_underflow", b'{"t":1e-99999}')]:
+    f, p = hello([1], metadata=md)
+    ok(name, frame("HELLO", f, 0, p),
+       {"type": "HELLO", "versions": [1], "resume": None, "settings": {}, "metadata": md.decode()})
 f, p = hello([1], sets=[(0x7f00, 9), ("RESUME_WINDOW_MS", 30000)])
 f2, p2 = hello([1], sets=[("RESUME_WINDOW_MS", 30000)])
 ok("hello_unknown_setting_skipped", frame("HELLO", f, 0, p),
@@ -255,6 +262,14 @@ f, p = hello([1], resume=(CONN_ID, TOKEN))
 bad("hello_resume_token_truncated", frame("HELLO", f, 0, p[:3 + 16 + 8]), "truncated_payload", close(4000))
 bad("hello_metadata_not_json", frame("HELLO", 0, 0, hello([1], metadata=b'{"a":')[1]), "metadata_not_json", close(4004))
 bad("hello_metadata_two_values", frame("HELLO", 0, 0, hello([1], metadata=b'1 2')[1]), "metadata_not_json", close(4004))
+# §3.4.1: what RFC 8259 leaves open, Tether refuses.
+for name, md in [("hello_metadata_invalid_utf8_in_string", b'"\xff\xfe"'),
+                 ("hello_metadata_lone_surrogate", b'"\\ud800"'),
+                 ("hello_metadata_number_overflow", b'1e99999'),
+                 ("hello_metadata_depth_65", b"[" * 65 + b"]" * 65),
+                 ("hello_metadata_byte_order_mark", b'\xef\xbb\xbf{}'),
+                 ("hello_metadata_nan", b'NaN')]:
+    bad(name, frame("HELLO", 0, 0, hello([1], metadata=md)[1]), "metadata_not_json", close(4004))
 bad("hello_metadata_too_large", frame("HELLO", 0, 0, hello([1], metadata=b'"' + b"a" * 30 + b'"')[1]),
     "metadata_too_large", close(4004), limits={"max_metadata_size": 16})
 bad("hello_duplicate_setting", frame("HELLO", 0, 0, hello([1], sets=[("HEARTBEAT_TIMEOUT_MS", 1), ("HEARTBEAT_TIMEOUT_MS", 2)])[1]),
@@ -290,6 +305,17 @@ bad("headers_response_flag_on_request", frame("HEADERS", 0x02, 1, request_text("
 bad("headers_status_below_100", frame("HEADERS", 0x02, 1, head("HTTP/1.1 099 Low\r\n\r\n")), "invalid_status", reset(1, "PROTOCOL_ERROR"))
 bad("headers_trailers_without_end_stream", frame("HEADERS", 0x04, 1, head("\r\n")), "conflicting_flags", reset(1, "PROTOCOL_ERROR"))
 bad("headers_response_and_trailers", frame("HEADERS", 0x07, 1, head("\r\n")), "conflicting_flags", reset(1, "PROTOCOL_ERROR"))
+# §4: every line ends in CRLF; a bare LF anywhere is malformed.
+bad("headers_bare_lf_request_line", frame("HEADERS", 1, 1, head("GET / HTTP/1.1\nhost: a\r\n\r\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"))
+bad("headers_bare_lf_field_line", frame("HEADERS", 1, 1, head("GET / HTTP/1.1\r\nhost: a\n\r\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"))
+bad("headers_bare_lf_empty_line", frame("HEADERS", 1, 1, head("GET / HTTP/1.1\r\nhost: a\r\n\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"))
+bad("headers_bare_lf_response", frame("HEADERS", 0x03, 2, head("HTTP/1.1 200 OK\nx: 1\n\n")),
+    "head_syntax", reset(2, "PROTOCOL_ERROR"))
+bad("headers_bare_lf_trailers", frame("HEADERS", 0x05, 1, head("x: 1\n\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"))
 bad("headers_garbage", frame("HEADERS", 0, 9, bytes([0xff, 0x00, 0x13, 0x37]) * 4), "head_syntax", reset(9, "PROTOCOL_ERROR"))
 
 defaults = {"max_frame_payload": 65536, "max_head_size": 16384, "max_header_count": 100,

@@ -153,6 +153,12 @@ scripts = [
     server("server_metadata_not_json", [
         recv(binary(hello([1], {}, b"{user")), events=["failure"], close=4004),
     ], doc="§3.4.1, §7.6"),
+    server("server_metadata_invalid_utf8", [
+        recv(binary(hello([1], {}, b'{"user":"\xff\xfe"}')), events=["failure"], close=4004),
+    ], doc="§3.4.1: bytes that are not UTF-8 inside a JSON string"),
+    server("server_metadata_too_deep", [
+        recv(binary(hello([1], {}, b"[" * 65 + b"]" * 65)), events=["failure"], close=4004),
+    ], doc="§3.4.1: arrays nested 65 deep, one more than allowed"),
     server("server_metadata_too_large", [
         recv(binary(hello([1], {}, b'"' + b"a" * 62 + b'"')), events=["failure"], close=4004),
     ], config=cfg(max_metadata_size=63), doc="§3.4.1, §7.6: 64 bytes over a limit of 63"),

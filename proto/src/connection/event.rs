@@ -73,12 +73,11 @@ pub struct HelloInfo {
 }
 
 impl HelloInfo {
-    /// The metadata as a JSON value (`Null` when there is none).
+    /// The metadata as a JSON value (`Null` when there is none). The machine accepted it
+    /// with [`parse_metadata`](crate::frame::parse_metadata), so this is the value the
+    /// client sent (spec/protocol.md §3.4.1).
     pub fn metadata_json(&self) -> serde_json::Value {
-        if self.metadata.is_empty() {
-            return serde_json::Value::Null;
-        }
-        serde_json::from_slice(&self.metadata).unwrap_or(serde_json::Value::Null)
+        crate::frame::parse_metadata(&self.metadata).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -204,6 +203,44 @@ pub enum ConnectionError {
     /// The peer broke a rule of the stream layer that closes the connection (§10).
     #[error("stream layer: {0}")]
     StreamLayer(crate::streams::StreamsError),
+    /// The WebSocket layer below the machine refused what the peer sent
+    /// ([`Connection::handle_websocket_error`](super::Connection::handle_websocket_error));
+    /// this side closed with the error's code (1009, 1003 or 1002).
+    #[error("peer broke the WebSocket layer: {0}")]
+    WebSocket(WebSocketError),
+}
+
+/// A fault the WebSocket layer found in what the peer sent, before any message reached
+/// the machine (spec/protocol.md §2.3; RFC 6455 §5.2, §5.5, §7.4.1). The runtime
+/// translates its WebSocket library's read error into one of these; the machine decides
+/// the close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebSocketError {
+    /// A message (or the frame announcing it) longer than 8 + `max_frame_payload` bytes:
+    /// closes with 1009 MESSAGE_TOO_BIG (§2.3, §5).
+    #[error("message larger than 8 + max_frame_payload bytes")]
+    MessageTooBig,
+    /// A text message that is not UTF-8: a text message all the same, closes with 1003
+    /// UNSUPPORTED_DATA (§2.3).
+    #[error("text message that is not UTF-8")]
+    InvalidText,
+    /// A violation of RFC 6455 framing (reserved bits set, an unmasked client frame, a
+    /// masked server frame, an unknown opcode, a fragmented or oversized control frame, a
+    /// continuation out of place): closes with 1002 WEBSOCKET_PROTOCOL_ERROR (§6.2).
+    #[error("WebSocket protocol violation")]
+    Protocol,
+}
+
+impl WebSocketError {
+    /// The close code this side sends (spec/protocol.md §2.3, §6.2).
+    pub fn close_code(self) -> CloseCode {
+        match self {
+            WebSocketError::MessageTooBig => CloseCode::MESSAGE_TOO_BIG,
+            WebSocketError::InvalidText => CloseCode::UNSUPPORTED_DATA,
+            WebSocketError::Protocol => CloseCode::WEBSOCKET_PROTOCOL_ERROR,
+        }
+    }
 }
 
 impl ConnectionError {
@@ -233,8 +270,18 @@ impl ConnectionError {
             ConnectionError::UnsupportedVersion { .. } => CloseCode::UNSUPPORTED_VERSION,
             ConnectionError::PeerClosed { code, .. } => *code,
             ConnectionError::StreamLayer(e) => e.code,
+            ConnectionError::WebSocket(e) => e.close_code(),
             ConnectionError::TransportLost => return None,
         })
+    }
+
+    /// Whether the session survives this failure as a detached, resumable session
+    /// (spec/protocol.md §9.1): yes after a lost transport or a close code whose retry
+    /// column in §6.2 says yes; no after a code that tells the client not to retry
+    /// (1009, 4000, …), since the client will not resume it (§9.2).
+    pub fn keeps_session(&self) -> bool {
+        crate::backoff::RetryPolicy::for_close_code(self.close_code())
+            != crate::backoff::RetryPolicy::Fatal
     }
 }
 

@@ -13,7 +13,8 @@
 //!   [`rtt`](Connection::rtt), …;
 //! - inputs: [`handle_message`](Connection::handle_message),
 //!   [`handle_timeout`](Connection::handle_timeout),
-//!   [`handle_transport_lost`](Connection::handle_transport_lost);
+//!   [`handle_transport_lost`](Connection::handle_transport_lost),
+//!   [`handle_websocket_error`](Connection::handle_websocket_error);
 //! - mutators: [`accept`](Connection::accept), [`reject`](Connection::reject),
 //!   [`close`](Connection::close), [`send_frame`](Connection::send_frame);
 //! - outputs: [`poll_transmit`](Connection::poll_transmit),
@@ -108,7 +109,7 @@ pub use config::{
     Carrier, Config, ConfigBuilder, ConfigError, PongResponder, HEARTBEAT_SEQ_LEN,
     MAX_HEARTBEAT_APP_DATA,
 };
-pub use event::{ConnectionError, Event, HelloInfo, State, StateError};
+pub use event::{ConnectionError, Event, HelloInfo, State, StateError, WebSocketError};
 pub use heartbeat::RttStats;
 pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
 pub use session::{Admission, SessionHandle, SessionStore, StoreError};
@@ -172,10 +173,10 @@ impl Connection {
         if metadata.len() > config.limits().max_metadata_size as usize {
             return Err(ConfigError::Metadata("larger than max_metadata_size"));
         }
-        if !metadata.is_empty()
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&metadata).is_err()
-        {
-            return Err(ConfigError::Metadata("not one JSON value"));
+        if crate::frame::parse_metadata(&metadata).is_none() {
+            return Err(ConfigError::Metadata(
+                "not one JSON value (spec/protocol.md §3.4.1)",
+            ));
         }
         let hello = Frame::Hello(Hello {
             versions: config.versions().to_vec(),
@@ -430,6 +431,16 @@ impl Connection {
             self.terminate(Event::Failure {
                 error: ConnectionError::TransportLost,
             });
+        }
+    }
+
+    /// The WebSocket layer refused what the peer sent (an oversized message, a framing
+    /// violation): closes with the error's code and reports a failure this side initiated
+    /// (spec/protocol.md §2.3, §7.7). The close frame is queued like any other; the
+    /// runtime writes it before it drops the transport. Does nothing once closed.
+    pub fn handle_websocket_error(&mut self, error: WebSocketError, _now: Instant) {
+        if self.state != State::Closed {
+            self.fail(ConnectionError::WebSocket(error));
         }
     }
 

@@ -16,6 +16,55 @@ pub(crate) const HELLO_RESUME: u8 = 0x01;
 pub(crate) const WELCOME_RESUMED: u8 = 0x01;
 /// The most versions a HELLO may list.
 pub const MAX_VERSIONS: u8 = 16;
+/// How deep arrays and objects may nest in HELLO metadata (`[[]]` is 2 deep;
+/// spec/protocol.md §3.4.1).
+pub const MAX_METADATA_DEPTH: usize = 64;
+
+/// Parses HELLO metadata as spec/protocol.md §3.4.1 defines it: exactly one JSON value
+/// (RFC 8259) in UTF-8, arrays and objects nested at most [`MAX_METADATA_DEPTH`] deep,
+/// no number whose magnitude is too large for an IEEE 754 double, no `\u` escape that is
+/// a lone surrogate. Empty metadata is `Null`; anything else that breaks a rule is
+/// `None` (the receiver closes with 4004). What passes here is exactly what decodes, so
+/// the value an application reads is never silently different from what was sent.
+pub fn parse_metadata(bytes: &[u8]) -> Option<serde_json::Value> {
+    if bytes.is_empty() {
+        return Some(serde_json::Value::Null);
+    }
+    if nesting_depth(bytes) > MAX_METADATA_DEPTH {
+        return None;
+    }
+    // serde_json checks UTF-8 (also inside strings), refuses lone surrogates and numbers
+    // out of range, and its own recursion limit (128) lies beyond ours.
+    serde_json::from_slice(bytes).ok()
+}
+
+/// The deepest nesting of `[`/`{` outside strings. Exact for valid JSON; for anything else
+/// the parser refuses the text anyway.
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
 
 /// The 128-bit secret that lets a client resume its session (spec/protocol.md §3.4.2).
 ///
@@ -115,7 +164,7 @@ impl Hello {
                 max: limits.max_metadata_size,
             });
         }
-        if !rest.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(rest).is_err() {
+        if parse_metadata(rest).is_none() {
             return Err(FrameError::MetadataNotJson);
         }
         let metadata = payload.slice_ref(rest);
@@ -127,13 +176,11 @@ impl Hello {
         })
     }
 
-    /// The metadata parsed as a JSON value (`Null` when there is none).
+    /// The metadata parsed as a JSON value (`Null` when there is none). A decoded HELLO
+    /// always has metadata that [`parse_metadata`] accepts; only a `Hello` built by hand
+    /// with invalid metadata yields `Null` here.
     pub fn metadata_json(&self) -> serde_json::Value {
-        if self.metadata.is_empty() {
-            return serde_json::Value::Null;
-        }
-        // Checked at decode time; a `Hello` built by hand with bad JSON yields `Null`.
-        serde_json::from_slice(&self.metadata).unwrap_or(serde_json::Value::Null)
+        parse_metadata(&self.metadata).unwrap_or(serde_json::Value::Null)
     }
 
     pub(crate) fn encode(&self, dst: &mut BytesMut) {
@@ -218,5 +265,75 @@ impl Welcome {
         dst.put_slice(self.connection_id.as_bytes());
         dst.put_slice(self.resume_token.as_bytes());
         self.settings.encode(dst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut v = vec![b'['; depth];
+        v.extend(std::iter::repeat_n(b']', depth));
+        v
+    }
+
+    #[test]
+    fn metadata_that_decodes_is_exactly_what_parses() {
+        // spec/protocol.md §3.4.1: each of these was accepted while `metadata_json()`
+        // returned Null (issue 9).
+        for bad in [
+            &b"\"\xff\xfe\""[..],
+            b"{\"k\":\"\xc3\"}",
+            b"\"\\ud800\"",
+            b"\"\\udc00x\"",
+            b"1e99999",
+            b"-1e99999",
+            b"[1e400]",
+            b"\xef\xbb\xbf{}",
+            b"1 2",
+            b"NaN",
+        ] {
+            assert_eq!(
+                parse_metadata(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(parse_metadata(&nested(MAX_METADATA_DEPTH + 1)), None);
+        assert_eq!(parse_metadata(&nested(4096)), None);
+        let mut objects = b"{\"a\":".repeat(MAX_METADATA_DEPTH + 1);
+        objects.extend(b"1");
+        objects.extend(b"}".repeat(MAX_METADATA_DEPTH + 1));
+        assert_eq!(parse_metadata(&objects), None);
+
+        for good in [
+            &b""[..],
+            b"null",
+            b" {\"user\":\"ada\"} ",
+            b"\"\\ud83d\\ude00\"",
+            b"\"\xc3\xa9\"",
+            b"1e308",
+            b"1e-99999",
+            b"18446744073709551616",
+            b"\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"",
+            b"[\"\\\"[\"]",
+        ] {
+            assert!(
+                parse_metadata(good).is_some(),
+                "{}",
+                String::from_utf8_lossy(good)
+            );
+        }
+        let deepest = nested(MAX_METADATA_DEPTH);
+        assert!(parse_metadata(&deepest).is_some());
+        let hello = Hello {
+            versions: vec![1],
+            resume: None,
+            settings: Settings::default(),
+            metadata: Bytes::from(deepest),
+        };
+        assert_ne!(hello.metadata_json(), serde_json::Value::Null);
     }
 }

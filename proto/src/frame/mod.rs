@@ -34,7 +34,9 @@ mod window_update;
 pub use data::Data;
 pub use error::{FrameError, Reaction};
 pub use go_away::GoAway;
-pub use handshake::{Hello, Resume, ResumeToken, Welcome, MAX_VERSIONS};
+pub use handshake::{
+    parse_metadata, Hello, Resume, ResumeToken, Welcome, MAX_METADATA_DEPTH, MAX_VERSIONS,
+};
 pub use headers::{Head, Headers};
 pub use ping::{Ping, Pong, MAX_PING_PAYLOAD};
 pub use reset::Reset;

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
 use tether_proto::connection::{
-    Config, Connection, ConnectionError, Event, Initiator, State, WsMessage,
+    Config, Connection, ConnectionError, Event, Initiator, State, WebSocketError, WsMessage,
 };
 use tether_proto::{CloseCode, Frame, Hello, Limits, Settings};
 
@@ -336,6 +336,46 @@ fn garbage_and_oversize_messages_close_never_panic() {
     let mut s = server();
     s.handle_message(WsMessage::Binary(Bytes::from(vec![5u8; 70_000])), now);
     assert_eq!(closed_with(&mut s).0, CloseCode::MESSAGE_TOO_BIG);
+}
+
+#[test]
+fn websocket_layer_errors_close_with_their_code_as_local_failures() {
+    // spec/protocol.md §2.3: 1009 and 1002 are sent, not a dropped transport.
+    let now = std::time::Instant::now();
+    for (error, want, keeps_session) in [
+        (
+            WebSocketError::MessageTooBig,
+            CloseCode::MESSAGE_TOO_BIG,
+            false,
+        ),
+        (
+            WebSocketError::Protocol,
+            CloseCode::WEBSOCKET_PROTOCOL_ERROR,
+            true,
+        ),
+        (
+            WebSocketError::InvalidText,
+            CloseCode::UNSUPPORTED_DATA,
+            false,
+        ),
+    ] {
+        let mut s = server();
+        s.handle_websocket_error(error, now);
+        let (code, event) = closed_with(&mut s);
+        assert_eq!(code, want);
+        let Event::Failure { error: e } = event else {
+            panic!("{event:?}")
+        };
+        assert_eq!(e, ConnectionError::WebSocket(error));
+        assert_eq!(e.initiator(), Initiator::Local);
+        assert_eq!(e.close_code(), Some(want));
+        // spec/protocol.md §9.1: a code the client must not retry ends the session.
+        assert_eq!(e.keeps_session(), keeps_session);
+        // Once closed, a second error does nothing.
+        s.handle_websocket_error(error, now);
+        assert!(s.poll_transmit().is_none() && s.poll_event().is_none());
+    }
+    assert!(ConnectionError::TransportLost.keeps_session());
 }
 
 #[test]

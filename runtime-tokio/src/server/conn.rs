@@ -105,6 +105,7 @@ async fn run(
     };
     let mut driver = Driver::new(shared.config.rest.clone(), shared.service.clone());
     let mut lost = false;
+    let mut violated = false;
     let mut broadcast_open = true;
     let mut drain: Option<link::Drain> = None;
     loop {
@@ -134,6 +135,11 @@ async fn run(
                 tracing::debug!(?error, "transport lost");
                 lost = true;
                 conn.handle_transport_lost(now);
+            }
+            Input::Violation(kind, error) => {
+                tracing::debug!(%error, "WebSocket violation");
+                violated = true;
+                conn.handle_websocket_error(kind, now);
             }
             Input::Command(Command::Close(code, reason)) => {
                 tracing::debug!(%code, %reason, "closing on request");
@@ -167,7 +173,7 @@ async fn run(
         }
     }
     driver.finish();
-    link::finish(&mut ws, Ending::of(lost, task.failed)).await;
+    link::finish(&mut ws, Ending::of(lost, task.failed, violated)).await;
     if let Some(id) = task.id {
         shared.registry.remove(id, task.serial);
     }
@@ -265,7 +271,13 @@ impl Task<'_> {
                 if let Some(session) = self.session {
                     let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
                     store.handle_timeout(Instant::now());
-                    store.detach(session, Instant::now());
+                    // spec/protocol.md §9.1: a code that tells the client not to retry
+                    // (1009, 4000, …) ends the session; anything else detaches it.
+                    if error.keeps_session() {
+                        store.detach(session, Instant::now());
+                    } else {
+                        store.remove(session);
+                    }
                 }
                 if let Some(id) = self.live_id() {
                     shared.events.publish(ServerEvent::Failure { id, error });

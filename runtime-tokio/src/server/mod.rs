@@ -229,7 +229,9 @@ pub enum ServerEvent {
         /// Who closed.
         initiator: Initiator,
     },
-    /// The connection failed; its session stays resumable for the resume window.
+    /// The connection failed; its session stays resumable for the resume window, unless
+    /// the close code tells the client not to retry
+    /// ([`ConnectionError::keeps_session`], spec/protocol.md §9.1).
     Failure {
         /// The connection id.
         id: Uuid,

@@ -35,17 +35,72 @@ impl Timing {
     }
 }
 
+/// The metadata for an event line: a JSON text's tabs and line breaks between tokens become
+/// spaces (the value is the same, and stays on one line); inside strings JSON allows no raw
+/// control character, and what else is unsafe to print [`one_line`] escapes.
 fn text(bytes: &[u8]) -> String {
     if bytes.is_empty() {
-        "null".to_owned()
-    } else {
-        String::from_utf8_lossy(bytes).into_owned()
+        return "null".to_owned();
     }
+    let (mut in_string, mut escaped) = (false, false);
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| {
+            if in_string {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => in_string = false,
+                    _ => {}
+                }
+                return c;
+            }
+            match c {
+                '"' => in_string = true,
+                '\t' | '\r' | '\n' => return ' ',
+                _ => {}
+            }
+            c
+        })
+        .collect()
+}
+
+/// Whether printing `c` raw could break or disguise an event line: control characters (C0,
+/// DEL, C1: line breaks, terminal escapes), bidirectional controls (which reorder what a
+/// terminal shows), line and paragraph separators, and invisible format characters.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// One event, one line: every character [`is_unsafe`] is written as a JSON escape
+/// (`\u000d`), which inside the metadata's strings keeps it valid JSON with the same
+/// value. The peer controls metadata and reasons; what it sends must not forge lines or
+/// hide text in the log (spec/protocol.md §11).
+fn one_line(line: String) -> String {
+    if !line.chars().any(is_unsafe) {
+        return line;
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if is_unsafe(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `received <id> <metadata>`, `resumed <id>`, `closed <id> <code> <reason>`,
-/// `failure <id> <reason>`.
+/// `failure <id> <reason>`: always one line ([`one_line`]).
 pub(crate) fn server_line(event: &ServerEvent) -> String {
+    one_line(server_line_raw(event))
+}
+
+fn server_line_raw(event: &ServerEvent) -> String {
     match event {
         ServerEvent::Received {
             id,
@@ -64,8 +119,12 @@ pub(crate) fn server_line(event: &ServerEvent) -> String {
 }
 
 /// `connected <id>`, `reconnecting attempt=N delay=…`, `resumed <id>`, `closed …`,
-/// `failure …`; `None` for RTT samples.
+/// `failure …`, each one line ([`one_line`]); `None` for RTT samples.
 pub(crate) fn client_line(event: &ClientEvent) -> Option<String> {
+    client_line_raw(event).map(one_line)
+}
+
+fn client_line_raw(event: &ClientEvent) -> Option<String> {
     let opt = |id: &Option<uuid::Uuid>| id.map_or_else(|| "-".to_owned(), |id| id.to_string());
     Some(match event {
         ClientEvent::Connected { id, .. } => format!("connected {id}"),
@@ -86,4 +145,55 @@ pub(crate) fn client_line(event: &ClientEvent) -> Option<String> {
 /// Whole milliseconds (for printing).
 pub(crate) fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn received(metadata: &'static [u8]) -> String {
+        server_line(&ServerEvent::Received {
+            id: uuid::Uuid::nil(),
+            metadata: Bytes::from_static(metadata),
+            remote_addr: "127.0.0.1:1".parse().unwrap(),
+        })
+    }
+
+    #[test]
+    fn one_event_is_one_line_whatever_the_metadata() {
+        let prefix = "received 00000000-0000-0000-0000-000000000000 ";
+        // Line breaks between JSON tokens: spaces, the value unchanged.
+        let line = received(b"{\"a\":\r\n1,\r\n\"b\":\t2}");
+        assert_eq!(
+            line,
+            format!("{prefix}{{\"a\":  1,  \"b\": 2}} from=127.0.0.1:1")
+        );
+        // Bidi, C1, DEL and separators inside strings: JSON escapes, still the same value.
+        let line = received("{\"u\":\"a\u{202e}b\u{85}c\u{7f}d\u{2028}e\"}".as_bytes());
+        assert_eq!(
+            line,
+            format!("{prefix}{{\"u\":\"a\\u202eb\\u0085c\\u007fd\\u2028e\"}} from=127.0.0.1:1")
+        );
+        let json = line
+            .strip_prefix(prefix)
+            .unwrap()
+            .strip_suffix(" from=127.0.0.1:1");
+        let value: serde_json::Value = serde_json::from_str(json.unwrap()).unwrap();
+        assert_eq!(value["u"], "a\u{202e}b\u{85}c\u{7f}d\u{2028}e");
+        // Not JSON at all (never accepted by the machine, but printed safely anyway).
+        let line = received(b"x\r\nreceived forged\x1b[2J");
+        assert!(!line.contains(['\r', '\n', '\x1b']), "{line}");
+        assert_eq!(received(b""), format!("{prefix}null from=127.0.0.1:1"));
+    }
+
+    #[test]
+    fn reasons_and_errors_stay_on_one_line() {
+        let line = client_line(&ClientEvent::Failure {
+            id: None,
+            error: tether_tokio::client::ClientError::Connect("a\r\nb\u{202e}".into()),
+        })
+        .unwrap();
+        assert_eq!(line, "failure - connect failed: a\\u000d\\u000ab\\u202e");
+    }
 }
