@@ -611,7 +611,9 @@ mod tests {
         assert_eq!(back.id(), real.id());
         // It left the detached set, so there is room for one new session again.
         assert!(!store.is_full());
-        assert!(store.admit(None, Bytes::new(), &mut rng, t0 + ms(29_000)).is_ok());
+        assert!(store
+            .admit(None, Bytes::new(), &mut rng, t0 + ms(29_000))
+            .is_ok());
     }
 
     #[test]

@@ -44,7 +44,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// `received <id> <metadata>`, `resumed <id>`, `closed <id> <code> <reason>`,
-/// `failure <id> <reason>`.
+/// `failure <id> <reason>`, `expired <id>`.
 pub(crate) fn server_line(event: &ServerEvent) -> String {
     match event {
         ServerEvent::Received {
@@ -59,6 +59,7 @@ pub(crate) fn server_line(event: &ServerEvent) -> String {
             id, code, reason, ..
         } => format!("closed {id} {} {reason:?}", code.value()),
         ServerEvent::Failure { id, error } => format!("failure {id} {error}"),
+        ServerEvent::Expired { id } => format!("expired {id}"),
         other => format!("event {other:?}"),
     }
 }
