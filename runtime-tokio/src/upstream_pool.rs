@@ -194,9 +194,9 @@ struct Held {
     _slot: OwnedSemaphorePermit,
 }
 
-/// An upstream response body. At its end the connection goes back to the pool and then
-/// the slot is released; dropped before its end, both are dropped (the connection
-/// closes).
+/// An upstream response body. At its end (its last frame, or `None`) the connection goes
+/// back to the pool and then the slot is released; dropped before its end, both are
+/// dropped (the connection closes).
 #[derive(Debug)]
 pub(crate) struct PooledBody {
     body: Incoming,
@@ -214,6 +214,15 @@ impl PooledBody {
     }
 }
 
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Dropped at its end (a reader that did not ask past the last byte): reusable.
+        if self.body.is_end_stream() {
+            self.finish();
+        }
+    }
+}
+
 impl Body for PooledBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -227,6 +236,8 @@ impl Body for PooledBody {
         match &polled {
             Poll::Ready(None) => this.finish(),
             Poll::Ready(Some(Err(_))) => this.held = None,
+            // A reader that knows the length stops at the last byte: that is the end too.
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(),
             _ => {}
         }
         polled
