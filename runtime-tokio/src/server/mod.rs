@@ -233,7 +233,8 @@ pub enum ServerEvent {
         /// Who closed.
         initiator: Initiator,
     },
-    /// The connection failed; its session stays resumable for the resume window.
+    /// The connection failed; its session stays resumable for the resume window (unless
+    /// the session store was full: then [`Expired`](ServerEvent::Expired) follows at once).
     Failure {
         /// The connection id.
         id: Uuid,
