@@ -1,5 +1,6 @@
-//! The accept loop shared by the demo and echo servers: one task per connection, a broadcast
-//! "close your clients" command, and a graceful stop with a timeout.
+//! The accept loop shared by the Tether server, the gateway and the demo and echo servers:
+//! one task per connection, a backoff when accepting fails (out of file descriptors), a
+//! broadcast "close your clients" command, and a graceful stop with a timeout.
 
 use std::future::Future;
 use std::io;
