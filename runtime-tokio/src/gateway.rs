@@ -82,9 +82,7 @@ use http::{Extensions, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tether_proto::streams::TIMEOUT_HEADER;
 use tether_proto::ResetCode;
 use tokio::net::{TcpListener, TcpStream};
@@ -94,6 +92,7 @@ use uuid::Uuid;
 use crate::acceptor::{Command, LiveGuard, Running, StopError};
 use crate::rest::{box_body, Body, BoxError, ConnectionInfo, Peer, RequestError};
 use crate::server::Connections;
+use crate::upstream_pool::{Pool, PoolError};
 
 /// `Tether-Connection`: on a request to a server's gateway, the id of the client to send
 /// it to (removed before forwarding); on every response from a gateway, the id of the
@@ -215,6 +214,15 @@ pub enum GatewayError {
         /// What went wrong.
         reason: String,
     },
+    /// Every connection to the upstream HTTP server stayed in use until the request's
+    /// deadline (503; see [`Upstream::with_max_connections`]).
+    #[error("upstream {url} busy: all {max_connections} connections stayed in use")]
+    UpstreamBusy {
+        /// The upstream URL.
+        url: String,
+        /// The bound on connections to it.
+        max_connections: usize,
+    },
     /// The upstream HTTP server did not send its response head in time (504).
     #[error("upstream {url} did not answer within {}", humantime::format_duration(*timeout))]
     UpstreamTimedOut {
@@ -260,6 +268,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
+            GatewayError::UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -531,9 +540,6 @@ async fn serve_connection(
 /// short error text.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// The request body type of the upstream HTTP client.
-type OutBody = UnsyncBoxBody<Bytes, BoxError>;
-
 /// Why an upstream URL is not usable.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -563,7 +569,13 @@ pub enum UpstreamUrlError {
 /// - Failures are answered with one-line `text/plain` bodies: 502 when the server cannot
 ///   be reached (connection refused, name not resolved) or fails mid-answer, 504 when its
 ///   response head does not arrive within the [timeout](Self::with_timeout) (30 s by
-///   default), 501 for CONNECT.
+///   default), 503 when no connection to it became free within that time, 501 for
+///   CONNECT.
+/// - Connections to the server are kept alive and reused, and bounded (at most
+///   [`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS), or
+///   [`with_max_connections`](Self::with_max_connections)) across every stream and Tether
+///   connection this `Upstream` (and its clones) serves: requests beyond the bound wait
+///   for a free connection.
 ///
 /// ```no_run
 /// # fn f(client: &tether_tokio::client::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -585,7 +597,7 @@ struct UpstreamInner {
     host: HeaderValue,
     /// The base path without its trailing `/` (empty for the root).
     base: String,
-    client: HttpClient<HttpConnector, OutBody>,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -593,6 +605,7 @@ impl std::fmt::Debug for Upstream {
         f.debug_struct("Upstream")
             .field("url", &self.inner.url)
             .field("timeout", &self.timeout)
+            .field("max_connections", &self.inner.pool.max_connections())
             .finish_non_exhaustive()
     }
 }
@@ -604,6 +617,10 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Upstream {
+    /// Default bound on the connections to the upstream server (issue 9 item 5: one
+    /// connection per stream exhausted file descriptors).
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+
     /// An upstream at `url` (`http://HOST[:PORT][/BASE-PATH]`; no query, no user info).
     /// Must be called within a tokio runtime only when requests are made.
     ///
@@ -634,20 +651,47 @@ impl Upstream {
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| UpstreamUrlError::Unsupported("invalid host"))?;
         let base = uri.path().trim_end_matches('/').to_owned();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
-        let client = HttpClient::builder(TokioExecutor::new()).build(connector);
+        let pool = Self::pool(&authority, Self::DEFAULT_MAX_CONNECTIONS);
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
                 url: format!("http://{authority}{base}/"),
                 authority,
                 host,
                 base,
-                client,
+                pool,
             }),
             timeout: Some(UPSTREAM_TIMEOUT),
         })
+    }
+
+    fn pool(authority: &Authority, max: usize) -> Arc<Pool> {
+        let addr = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        Pool::new(addr, max, UPSTREAM_CONNECT_TIMEOUT)
+    }
+
+    /// The same upstream with its own pool of at most `max` connections (at least 1),
+    /// shared by its clones. A request that finds them all in use waits for one until its
+    /// [timeout](Self::with_timeout), then gets 503.
+    ///
+    /// ```
+    /// use tether_tokio::gateway::Upstream;
+    /// let upstream = Upstream::new("http://127.0.0.1:8080")?.with_max_connections(16);
+    /// # Ok::<(), tether_tokio::gateway::UpstreamUrlError>(())
+    /// ```
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        let inner = &self.inner;
+        self.inner = Arc::new(UpstreamInner {
+            url: inner.url.clone(),
+            authority: inner.authority.clone(),
+            host: inner.host.clone(),
+            base: inner.base.clone(),
+            pool: Self::pool(&inner.authority, max),
+        });
+        self
     }
 
     /// The same upstream with another time limit for the response head (`None`: none).
@@ -722,26 +766,33 @@ impl Upstream {
         parts.headers.insert(header::HOST, self.inner.host.clone());
         parts.version = Version::HTTP_11;
         parts.extensions = Extensions::new();
-        let call = self
+        // On the connection the request line carries the origin-form.
+        parts.uri = origin_form(&parts.uri)?;
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        let result = self
             .inner
-            .client
-            .request(Request::from_parts(parts, box_body(body)));
-        let result = match self.timeout {
-            Some(timeout) => tokio::time::timeout(timeout, call).await.map_err(|_| {
-                GatewayError::UpstreamTimedOut {
-                    url: self.inner.url.clone(),
-                    timeout,
-                }
-            })?,
-            None => call.await,
-        };
+            .pool
+            .send(Request::from_parts(parts, box_body(body)), deadline)
+            .await;
         let mut response = result.map_err(|e| {
             let url = self.inner.url.clone();
-            let reason = error_chain(&e);
-            if e.is_connect() {
-                GatewayError::UpstreamUnreachable { url, reason }
-            } else {
-                GatewayError::UpstreamFailed { url, reason }
+            match e {
+                PoolError::Busy => GatewayError::UpstreamBusy {
+                    url,
+                    max_connections: self.inner.pool.max_connections(),
+                },
+                PoolError::TimedOut => GatewayError::UpstreamTimedOut {
+                    url,
+                    timeout: self.timeout.unwrap_or_default(),
+                },
+                PoolError::Connect(e) => GatewayError::UpstreamUnreachable {
+                    url,
+                    reason: error_chain(&e),
+                },
+                PoolError::Failed(e) => GatewayError::UpstreamFailed {
+                    url,
+                    reason: error_chain(&e),
+                },
             }
         })?;
         strip_hop_by_hop(response.headers_mut());

@@ -47,6 +47,7 @@ pub mod server;
 pub mod tls;
 mod unserved;
 pub mod upgrade;
+pub(crate) mod upstream_pool;
 
 pub use acceptor::StopError;
 pub use events::EventStream;

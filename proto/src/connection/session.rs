@@ -129,7 +129,26 @@ struct Entry {
 
 /// The sessions of a server: live ones, and failed ones kept for the resume window
 /// (spec/protocol.md §9.1). Sans-IO like the connection: time comes in, expiry deadlines
-/// come out of [`poll_timeout`](SessionStore::poll_timeout).
+/// come out of [`poll_timeout`](SessionStore::poll_timeout), and the ids of sessions that
+/// can no longer be resumed out of [`poll_expired`](SessionStore::poll_expired). The
+/// embedder arms one timer for the whole store at `poll_timeout()` and calls
+/// [`handle_timeout`](SessionStore::handle_timeout) when it fires (and after every
+/// mutation re-reads `poll_timeout()`): expiry is driven by time, not by the next
+/// handshake.
+///
+/// **Capacity** (spec/protocol.md §9.1). At most
+/// [`max_detached`](SessionStore::with_max_detached) sessions are detached at once, and a
+/// detached session is never evicted before its window ends to make room for another:
+/// while the store is full, [`admit`](SessionStore::admit) refuses to create a *new*
+/// session ([`StoreError::Full`]; the server closes with 4007 ENHANCE_YOUR_CALM, which
+/// clients retry after a longer backoff), and a connection that fails while the store is
+/// full is not kept (its session is reported expired at once). Resuming a held session
+/// needs no room and always works. So a flood of throwaway handshakes can delay new
+/// sessions, but cannot take a session that an earlier client holds.
+///
+/// **Memory.** A detached session costs its metadata (copied out of the HELLO message into
+/// a buffer of its own) plus about 200 bytes of bookkeeping (the map entry, the expiry
+/// index); see `tests/session_memory.rs`.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -157,10 +176,16 @@ pub struct SessionStore {
     next_generation: u64,
 }
 
-/// Why the store could not admit a connection (the server rejects it with 4008).
+/// Why the store could not admit a connection (the server rejects it with 4008, or 4007
+/// for [`Full`](StoreError::Full)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The store holds as many detached sessions as it may: no new session is created, so
+    /// that none held is evicted (spec/protocol.md §9.1). Close with 4007
+    /// ENHANCE_YOUR_CALM: the client retries later.
+    #[error("session store full: {0} detached sessions are held")]
+    Full(usize),
     /// The random source produced only connection ids already in use.
     #[error("random source produced only connection ids already in use")]
     IdsExhausted,
@@ -187,9 +212,11 @@ impl SessionStore {
         }
     }
 
-    /// Bounds the number of detached sessions; past it, the one closest to expiry is
-    /// dropped first.
+    /// Bounds the number of detached sessions (at least 1). While that many are held, new
+    /// sessions are refused and a failing connection's session is not kept; held ones
+    /// are never evicted (see [capacity](SessionStore#capacity)).
     pub fn with_max_detached(mut self, max: usize) -> Self {
+        let max = max.max(1);
         self.max_detached = max;
         self
     }
@@ -214,6 +241,12 @@ impl SessionStore {
         self.expiry.len()
     }
 
+    /// Whether the store holds as many detached sessions as it may: [`admit`](Self::admit)
+    /// then refuses new sessions.
+    pub fn is_full(&self) -> bool {
+        self.expiry.len() >= self.max_detached
+    }
+
     /// The metadata of a session, from its latest accepted HELLO.
     pub fn metadata(&self, id: &Uuid) -> Option<&Bytes> {
         self.sessions.get(id).map(|e| &e.metadata)
@@ -222,7 +255,8 @@ impl SessionStore {
     /// Decides the identity of a connection whose HELLO the embedder accepts
     /// (spec/protocol.md §9.1). A `resume` naming a held session with the right token
     /// resumes it, with a new token; anything else (unknown id, wrong token, expired)
-    /// gets a new session: never another client's.
+    /// gets a new session: never another client's. A new session is refused with
+    /// [`StoreError::Full`] while the store [is full](Self::is_full).
     pub fn admit(
         &mut self,
         resume: Option<&Resume>,
@@ -235,6 +269,12 @@ impl SessionStore {
                 return Ok(admission);
             }
         }
+        if self.is_full() {
+            return Err(StoreError::Full(self.expiry.len()));
+        }
+        // The store's copy has a buffer of its own: a slice of the HELLO message would pin
+        // the whole read buffer it came from for as long as the session is held.
+        let metadata = Bytes::copy_from_slice(&metadata);
         // A v4 id has 122 random bits: a repeat means a broken random source.
         for _ in 0..4 {
             let (id, token) = draw_identity(rng)?;
@@ -302,7 +342,7 @@ impl SessionStore {
         };
         entry.token = token;
         entry.generation = generation;
-        entry.metadata = metadata.clone();
+        entry.metadata = Bytes::copy_from_slice(metadata);
         Ok(Some(Admission {
             handle: SessionHandle { id, generation },
             token,
@@ -320,7 +360,10 @@ impl SessionStore {
     }
 
     /// The session's connection failed: keep the session resumable until `now` plus the
-    /// window. Ignored (returns `false`) for a stale handle or an already detached session.
+    /// window, and return `true`. Ignored (returns `false`) for a stale handle or an
+    /// already detached session. When the store [is full](Self::is_full) the session is
+    /// not kept (the newest goes, never an earlier one): it is forgotten, reported by
+    /// [`poll_expired`](Self::poll_expired), and `false` is returned.
     pub fn detach(&mut self, session: SessionHandle, now: Instant) -> bool {
         if self.window.is_zero() {
             return self.remove(session);
@@ -331,15 +374,15 @@ impl SessionStore {
         if entry.generation != session.generation || entry.detached_until.is_some() {
             return false;
         }
+        if self.expiry.len() >= self.max_detached {
+            // spec/protocol.md §9.1: a full store keeps what it holds.
+            self.sessions.remove(&session.id);
+            self.expired.push_back(session.id);
+            return false;
+        }
         let deadline = now + self.window;
         entry.detached_until = Some(deadline);
         self.expiry.insert((deadline, session.id));
-        while self.expiry.len() > self.max_detached {
-            if let Some((_, id)) = self.expiry.pop_first() {
-                self.sessions.remove(&id);
-                self.expired.push_back(id);
-            }
-        }
         true
     }
 
@@ -363,7 +406,8 @@ impl SessionStore {
         self.expiry.first().map(|&(deadline, _)| deadline)
     }
 
-    /// Expires the detached sessions whose deadline is at or before `now`.
+    /// Expires the detached sessions whose deadline is at or before `now` (a spurious call
+    /// is a no-op). Costs O(log n) per expired session, nothing per session still held.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(deadline, id)) = self.expiry.first() {
             if deadline > now {
@@ -375,7 +419,8 @@ impl SessionStore {
         }
     }
 
-    /// Ids of sessions that expired (or were evicted) and can no longer be resumed.
+    /// Ids of sessions that expired (or, failing while the store was full, were not kept)
+    /// and can no longer be resumed.
     pub fn poll_expired(&mut self) -> Option<Uuid> {
         self.expired.pop_front()
     }
@@ -391,6 +436,18 @@ mod tests {
             for b in buf {
                 n = n.wrapping_add(1);
                 *b = n;
+            }
+        }
+    }
+
+    /// A seeded generator with a long period (the counter repeats after 256 bytes).
+    fn seeded_rng(mut state: u64) -> impl FnMut(&mut [u8]) {
+        move |buf: &mut [u8]| {
+            for b in buf {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
             }
         }
     }
@@ -457,27 +514,120 @@ mod tests {
         assert!(!store.detach(b.session(), t0 + s(2)), "already detached");
         assert!(store.detach(a.session(), t0 + s(2)));
         assert_eq!(store.poll_timeout(), Some(t0 + s(31)));
-        // A third detached session evicts the one closest to expiry.
-        assert!(store.detach(c.session(), t0 + s(3)));
-        assert_eq!(store.poll_expired(), Some(b.id()));
+        // The store is full: the third failing session is not kept, the earlier ones are.
+        assert!(!store.detach(c.session(), t0 + s(3)));
+        assert_eq!(store.poll_expired(), Some(c.id()));
         assert_eq!(store.detached_len(), 2);
-        store.handle_timeout(t0 + s(31)); // spurious: nothing due
+        store.handle_timeout(t0 + s(30)); // spurious: nothing due
         assert_eq!(store.poll_expired(), None);
-        store.handle_timeout(t0 + s(32));
-        assert_eq!(store.poll_expired(), Some(a.id()));
+        store.handle_timeout(t0 + s(31));
+        assert_eq!(store.poll_expired(), Some(b.id()));
+        assert_eq!(store.poll_timeout(), Some(t0 + s(32)));
         // Expired but not yet collected: resuming it gives a fresh session.
         let ticket = Resume {
-            connection_id: c.id(),
-            token: c.token,
+            connection_id: a.id(),
+            token: a.token,
         };
         let d = store
             .admit(Some(&ticket), Bytes::new(), &mut rng, t0 + s(33))
             .unwrap();
         assert!(!d.is_resumed());
-        assert_eq!(store.poll_expired(), Some(c.id()));
+        assert_eq!(store.poll_expired(), Some(a.id()));
         assert_eq!(store.poll_timeout(), None);
         assert!(store.remove(d.session()));
         assert!(store.is_empty());
+    }
+
+    /// Issue 9 item 8: the deadline comes out of `poll_timeout`, and the timer alone
+    /// expires the session: no other handshake is needed.
+    #[test]
+    fn a_detached_session_expires_on_time_without_another_handshake() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut rng = counter_rng();
+        let mut store = SessionStore::new(ms(500));
+        let a = store.admit(None, Bytes::new(), &mut rng, t0).unwrap();
+        assert_eq!(store.poll_timeout(), None, "a live session has no deadline");
+        assert!(store.detach(a.session(), t0 + ms(100)));
+        let deadline = store.poll_timeout().unwrap();
+        assert_eq!(deadline, t0 + ms(600));
+        store.handle_timeout(deadline - ms(1));
+        assert_eq!(store.poll_expired(), None);
+        assert_eq!(store.detached_len(), 1);
+        store.handle_timeout(deadline);
+        assert_eq!(store.poll_expired(), Some(a.id()));
+        assert_eq!(store.poll_expired(), None);
+        assert_eq!(store.poll_timeout(), None);
+        assert!(store.is_empty());
+    }
+
+    /// Issue 9 item 8: strangers' throwaway handshakes beyond the cap do not evict an
+    /// earlier detached session; the new sessions are refused instead.
+    #[test]
+    fn a_full_store_refuses_new_sessions_and_keeps_the_earlier_ones() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut rng = seeded_rng(0x9e37_79b9_7f4a_7c15);
+        let mut store = SessionStore::new(Duration::from_secs(30)).with_max_detached(8);
+        let real = store
+            .admit(None, Bytes::from_static(b"{\"me\":1}"), &mut rng, t0)
+            .unwrap();
+        assert!(store.detach(real.session(), t0));
+        let (mut kept, mut refused) = (0, 0);
+        // Strangers that are live when the store fills up, then fail.
+        let live: Vec<_> = (0..4)
+            .map(|_| store.admit(None, Bytes::new(), &mut rng, t0).unwrap())
+            .collect();
+        for i in 0..100u64 {
+            let now = t0 + ms(i);
+            match store.admit(None, Bytes::new(), &mut rng, now) {
+                Ok(throwaway) => {
+                    if store.detach(throwaway.session(), now) {
+                        kept += 1;
+                    }
+                }
+                Err(StoreError::Full(n)) => {
+                    assert_eq!(n, 8);
+                    refused += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!((kept, refused), (7, 93));
+        assert!(store.is_full());
+        for stranger in &live {
+            assert!(!store.detach(stranger.session(), t0 + ms(200)), "not kept");
+        }
+        assert_eq!(store.detached_len(), 8);
+        // The real client comes back within its window: resumed, same id.
+        let ticket = Resume {
+            connection_id: real.id(),
+            token: real.token,
+        };
+        let back = store
+            .admit(Some(&ticket), Bytes::new(), &mut rng, t0 + ms(29_000))
+            .unwrap();
+        assert!(back.is_resumed());
+        assert_eq!(back.id(), real.id());
+        // It left the detached set, so there is room for one new session again.
+        assert!(!store.is_full());
+        assert!(store
+            .admit(None, Bytes::new(), &mut rng, t0 + ms(29_000))
+            .is_ok());
+    }
+
+    #[test]
+    fn the_store_keeps_a_compact_copy_of_the_metadata() {
+        let mut rng = counter_rng();
+        let mut store = SessionStore::new(Duration::from_secs(30));
+        let message = Bytes::from(vec![b'x'; 64 * 1024]);
+        let metadata = message.slice(100..110);
+        let a = store
+            .admit(None, metadata.clone(), &mut rng, Instant::now())
+            .unwrap();
+        let held = store.metadata(&a.id()).unwrap();
+        assert_eq!(held, &metadata);
+        assert_ne!(held.as_ptr(), metadata.as_ptr(), "a copy, not a view");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tether_proto::connection::{Connection, Event, SessionHandle};
+use tether_proto::connection::{Connection, Event, SessionHandle, StoreError};
 use tether_proto::CloseCode;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -217,20 +217,24 @@ impl Task<'_> {
                         conn.reject(code, &reason, now);
                     }
                     Some(Decision::Accept) => {
-                        let admission = {
-                            let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
-                            store.handle_timeout(now);
-                            while let Some(expired) = store.poll_expired() {
-                                tracing::debug!(id = %expired, "session expired");
-                            }
+                        let admission = shared.sessions(|store| {
                             store.admit(hello.resume.as_ref(), hello.metadata, &mut OsRandom, now)
-                        };
+                        });
                         match admission {
                             Ok(admission) => {
                                 self.session = Some(admission.session());
                                 if let Err(e) = conn.accept(admission, now) {
                                     tracing::warn!("accept: {e}");
                                 }
+                            }
+                            Err(StoreError::Full(held)) => {
+                                // spec/protocol.md §9.1: no held session is evicted.
+                                tracing::info!(held, "session store full: HELLO refused");
+                                conn.reject(
+                                    CloseCode::ENHANCE_YOUR_CALM,
+                                    "session store full; retry later",
+                                    now,
+                                );
                             }
                             Err(e) => {
                                 tracing::error!("no session: {e}");
@@ -252,8 +256,7 @@ impl Task<'_> {
             } => {
                 tracing::info!(%code, %reason, ?initiator, "closed");
                 if let Some(session) = self.session {
-                    let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
-                    store.remove(session);
+                    shared.sessions(|store| store.remove(session));
                 }
                 if let Some(id) = self.live_id() {
                     shared.events.publish(ServerEvent::Closed {
@@ -269,14 +272,13 @@ impl Task<'_> {
                 // A peer that sent a close frame is alive: let tungstenite echo it.
                 self.failed = error.initiator() == tether_proto::connection::Initiator::Local;
                 if let Some(session) = self.session {
-                    let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
-                    store.handle_timeout(Instant::now());
                     // spec/protocol.md §9.1: a code that tells the client not to retry
                     // (1009, 4000, …) ends the session; anything else detaches it.
+                    // Expiry is the store's timer task's job (server/mod.rs).
                     if error.keeps_session() {
-                        store.detach(session, Instant::now());
+                        shared.sessions(|store| store.detach(session, Instant::now()));
                     } else {
-                        store.remove(session);
+                        shared.sessions(|store| store.remove(session));
                     }
                 }
                 if let Some(id) = self.live_id() {

@@ -49,7 +49,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,6 +57,7 @@ use http::{HeaderMap, Uri};
 use tether_proto::connection::{Config, ConnectionError, HelloInfo, Initiator, SessionStore};
 use tether_proto::CloseCode;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::acceptor::{Running, StopError};
@@ -79,7 +80,10 @@ pub struct ServerConfig {
     /// How long a failed connection's session stays resumable (default 30 s; zero turns
     /// resume off).
     pub resume_window: Duration,
-    /// Sessions kept for resume at most (default 10 000); past it the oldest is dropped.
+    /// Detached sessions kept for resume at most (default 10 000). While that many are
+    /// held, a HELLO that needs a new session is closed with 4007 ENHANCE_YOUR_CALM and a
+    /// failing connection's session is not kept; held sessions are never evicted
+    /// (spec/protocol.md §9.1). Each costs its metadata plus about 200 bytes.
     pub max_detached_sessions: usize,
     /// Which `Origin`s may connect; others get 403 (default: any).
     pub allowed_origins: AllowedOrigins,
@@ -231,12 +235,20 @@ pub enum ServerEvent {
     },
     /// The connection failed; its session stays resumable for the resume window, unless
     /// the close code tells the client not to retry
-    /// ([`ConnectionError::keeps_session`], spec/protocol.md §9.1).
+    /// ([`ConnectionError::keeps_session`], spec/protocol.md §9.1), or the session store
+    /// was full (then [`Expired`](ServerEvent::Expired) follows at once).
     Failure {
         /// The connection id.
         id: Uuid,
         /// What went wrong.
         error: ConnectionError,
+    },
+    /// A detached session can no longer be resumed: its resume window ended (reported
+    /// when it ends, without waiting for another handshake), or it failed while the
+    /// session store was full (spec/protocol.md §9.1).
+    Expired {
+        /// The session's (and its last connection's) id.
+        id: Uuid,
     },
 }
 
@@ -245,10 +257,66 @@ struct Shared {
     policy: AcceptPolicy,
     registry: Registry,
     store: Mutex<SessionStore>,
+    /// Wakes the store's one expiry timer task after every change to the store.
+    store_changed: Arc<Notify>,
     events: Publisher<ServerEvent>,
     serial: AtomicU64,
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: SharedService,
+}
+
+impl Shared {
+    /// Runs `f` on the session store, then lets the expiry task re-arm its timer and
+    /// report what expired.
+    fn sessions<R>(&self, f: impl FnOnce(&mut SessionStore) -> R) -> R {
+        let result = f(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()));
+        self.store_changed.notify_one();
+        result
+    }
+
+    /// Expires what is due at `now`, reports it, and returns the next deadline.
+    fn expire_sessions(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        let mut expired = Vec::new();
+        let next = {
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            store.handle_timeout(now);
+            while let Some(id) = store.poll_expired() {
+                expired.push(id);
+            }
+            store.poll_timeout()
+        };
+        for id in expired {
+            tracing::info!(%id, "session expired");
+            self.events.publish(ServerEvent::Expired { id });
+        }
+        next
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The expiry task holds only a weak reference: wake it to find the server gone.
+        self.store_changed.notify_one();
+    }
+}
+
+/// The one timer of the session store (spec/protocol.md §9.1): sleeps until the store's
+/// earliest deadline or its next change, expires what is due and reports it. One task
+/// for all sessions; it ends when the server's state is dropped.
+async fn expire_sessions(shared: Weak<Shared>, changed: Arc<Notify>) {
+    loop {
+        let next = match shared.upgrade() {
+            Some(shared) => shared.expire_sessions(std::time::Instant::now()),
+            None => return,
+        };
+        match next {
+            Some(deadline) => tokio::select! {
+                () = tokio::time::sleep_until(deadline.into()) => {}
+                () = changed.notified() => {}
+            },
+            None => changed.notified().await,
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -360,7 +428,9 @@ impl Server {
         };
         let store = SessionStore::new(config.resume_window)
             .with_max_detached(config.max_detached_sessions.max(1));
+        let store_changed = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
+            store_changed: store_changed.clone(),
             tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             config,
             policy,
@@ -370,6 +440,7 @@ impl Server {
             serial: AtomicU64::new(0),
             service: SharedService::default(),
         });
+        tokio::spawn(expire_sessions(Arc::downgrade(&shared), store_changed));
         let hook: Arc<dyn HelloHook> = Arc::new(hook);
         let running = {
             let shared = shared.clone();

@@ -95,7 +95,7 @@ fn one_line(line: String) -> String {
 }
 
 /// `received <id> <metadata>`, `resumed <id>`, `closed <id> <code> <reason>`,
-/// `failure <id> <reason>`: always one line ([`one_line`]).
+/// `failure <id> <reason>`, `expired <id>`: always one line ([`one_line`]).
 pub(crate) fn server_line(event: &ServerEvent) -> String {
     one_line(server_line_raw(event))
 }
@@ -114,6 +114,7 @@ fn server_line_raw(event: &ServerEvent) -> String {
             id, code, reason, ..
         } => format!("closed {id} {} {reason:?}", code.value()),
         ServerEvent::Failure { id, error } => format!("failure {id} {error}"),
+        ServerEvent::Expired { id } => format!("expired {id}"),
         other => format!("event {other:?}"),
     }
 }

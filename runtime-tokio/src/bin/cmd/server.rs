@@ -23,6 +23,11 @@ pub(crate) struct Args {
     /// How long a dropped connection's session can be resumed (0s turns resume off).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     resume_window: Duration,
+    /// Dropped connections' sessions kept resumable at most; while that many are held, a
+    /// HELLO that needs a new session is closed with 4007 (clients retry later) and no
+    /// held session is evicted. Each costs its metadata plus about 200 bytes.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_detached_sessions: usize,
     /// An Origin allowed to connect (repeatable); without any, every origin is allowed.
     /// Others get HTTP 403.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
@@ -53,6 +58,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let mut config = ServerConfig::new(args.listen);
     config.connection = connection;
     config.resume_window = args.resume_window;
+    config.max_detached_sessions = args.max_detached_sessions;
     config.rest = args.tunnel.rest_config(config.rest);
     // Requests in flight drain within the shutdown time, leaving a second for the close.
     config.rest.drain_timeout = args.shutdown_timeout.saturating_sub(Duration::from_secs(1));

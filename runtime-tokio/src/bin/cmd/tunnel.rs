@@ -32,6 +32,21 @@ pub(crate) struct Tunnel {
     /// Time the --upstream server may take to send its response head (then 504).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) upstream_timeout: Duration,
+    /// Connections to the --upstream server at most, kept alive and shared by every
+    /// request; a request that finds them all in use waits for one until
+    /// --upstream-timeout, then gets 503.
+    #[arg(long, value_name = "N", default_value_t = Upstream::DEFAULT_MAX_CONNECTIONS,
+          value_parser = parse_max_connections)]
+    pub(crate) upstream_max_connections: usize,
+}
+
+fn parse_max_connections(n: &str) -> Result<usize, String> {
+    match n.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "expected a number of connections, at least 1: {n:?}"
+        )),
+    }
 }
 
 fn parse_upstream(url: &str) -> Result<Upstream, String> {
@@ -49,7 +64,11 @@ impl Tunnel {
     pub(crate) fn upstream(&self) -> Option<Upstream> {
         let upstream = self.upstream.clone()?;
         println!("upstream {}", upstream.url());
-        Some(upstream.with_timeout(Some(self.upstream_timeout)))
+        Some(
+            upstream
+                .with_timeout(Some(self.upstream_timeout))
+                .with_max_connections(self.upstream_max_connections),
+        )
     }
 
     /// Starts the gateway, if asked (and prints `gateway http://ADDR/`); `Err` carries the
