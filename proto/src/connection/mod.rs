@@ -99,6 +99,7 @@ mod config;
 mod event;
 mod heartbeat;
 mod message;
+mod probe_limit;
 mod session;
 mod timer;
 
@@ -111,6 +112,7 @@ pub use config::{
 pub use event::{ConnectionError, Event, HelloInfo, State, StateError};
 pub use heartbeat::RttStats;
 pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
+pub use probe_limit::{ProbeLimit, DEFAULT_MAX_PROBES, PROBE_WINDOW};
 pub use session::{Admission, SessionHandle, SessionStore, StoreError};
 
 use bytes::{Bytes, BytesMut};
@@ -155,6 +157,8 @@ pub struct Connection {
     welcome_heartbeat: (Duration, Duration),
     heartbeat: Option<Heartbeat>,
     rtt: RttStats,
+    /// The peer's probes in the current window (§8.5).
+    probes: ProbeLimit,
     /// The stream layer, from establishment until the connection ends (§10).
     streams: Option<Streams>,
 }
@@ -215,6 +219,7 @@ impl Connection {
             welcome_heartbeat: (Duration::ZERO, Duration::ZERO),
             heartbeat: None,
             rtt: RttStats::default(),
+            probes: ProbeLimit::default(),
             streams: None,
         }
     }
@@ -387,6 +392,9 @@ impl Connection {
             },
             WsMessage::Text(_) => self.fail(ConnectionError::TextMessage),
             WsMessage::Ping(payload) => {
+                if !self.allow_probe(now) {
+                    return;
+                }
                 if self.config.pong_responder() == PongResponder::Machine {
                     self.transmits.push_back(WsMessage::Pong(payload.clone()));
                 }
@@ -503,6 +511,23 @@ impl Connection {
     }
 
     /// Any inbound message proves the peer alive (spec/protocol.md §8.3).
+    /// Counts a probe from the peer; past the limit the connection fails with 4007 and the
+    /// probe is not answered (spec/protocol.md §8.5).
+    fn allow_probe(&mut self, now: Instant) -> bool {
+        let limit = probe_limit::effective_limit(
+            self.config.max_probes_per_window(),
+            self.heartbeat.as_ref().map(|h| h.interval),
+        );
+        if self.probes.record(limit, now) {
+            return true;
+        }
+        self.fail(ConnectionError::ProbeFlood {
+            limit,
+            window: PROBE_WINDOW,
+        });
+        false
+    }
+
     fn on_inbound(&mut self, now: Instant) {
         if let Some(hb) = &self.heartbeat {
             self.timers.set(Timer::Idle, now + hb.timeout);
@@ -528,6 +553,9 @@ impl Connection {
             }
             (State::AwaitingWelcome, Frame::Welcome(welcome)) => self.on_welcome(welcome, now),
             (State::Established, Frame::Ping(Ping(payload))) => {
+                if !self.allow_probe(now) {
+                    return;
+                }
                 self.send(&Frame::Pong(Pong(payload.clone())));
                 self.events.push_back(Event::PingReceived {
                     carrier: Carrier::Frame,
