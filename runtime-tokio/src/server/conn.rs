@@ -167,6 +167,10 @@ async fn run(
         }
     }
     driver.finish();
+    if task.failed && !lost {
+        // Our close frame must reach a peer that is still sending (a ping flood, §8.5).
+        crate::closing::linger(&mut ws).await;
+    }
     link::finish(&mut ws, Ending::of(lost, task.failed)).await;
     if let Some(id) = task.id {
         shared.registry.remove(id, task.serial);
