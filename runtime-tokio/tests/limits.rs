@@ -34,7 +34,11 @@ async fn raw_upgrade(addr: std::net::SocketAddr, subprotocol: Option<&str>) -> T
         head.push(byte[0]);
         assert!(head.len() < 4096);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     tcp
 }
 
@@ -113,4 +117,120 @@ async fn a_ping_flood_on_a_tether_connection_is_closed_with_4007() {
     assert_eq!(code, Some(4007));
     assert!(pongs <= tether_proto::connection::DEFAULT_MAX_PROBES as usize);
     server.shutdown(GUARD).await.unwrap();
+}
+
+/// Reads server frames until the connection ends; returns the opcodes seen (a close frame
+/// included, as 0x8).
+async fn read_until_end(read: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
+    let mut seen = Vec::new();
+    loop {
+        let mut head = [0u8; 2];
+        if read.read_exact(&mut head).await.is_err() {
+            return seen;
+        }
+        let len = match head[1] & 0x7f {
+            126 => u64::from(read.read_u16().await.unwrap()),
+            127 => read.read_u64().await.unwrap(),
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+        if read.read_exact(&mut payload).await.is_err() {
+            return seen;
+        }
+        seen.push(head[0] & 0x0f);
+    }
+}
+
+mod demo {
+    use super::*;
+    use tether_tokio::demo_server::{DemoServer, DemoServerConfig};
+
+    async fn server(pong_wait: Duration, ping_period: Duration) -> DemoServer {
+        DemoServer::start(DemoServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pong_wait,
+            ping_period,
+            ..DemoServerConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// spec/demo.md §1: a client that never answers the server's pings is dropped after the
+    /// pong wait, having been pinged first.
+    #[tokio::test]
+    async fn a_client_that_never_answers_pings_is_dropped_after_the_pong_wait() {
+        let server = server(Duration::from_millis(300), Duration::from_millis(100)).await;
+        let tcp = raw_upgrade(server.local_addr(), None).await;
+        let (mut read, _write) = tcp.into_split();
+        let seen = tokio::time::timeout(GUARD, read_until_end(&mut read))
+            .await
+            .expect("the silent client was not dropped");
+        assert!(seen.contains(&0x9), "no ping before the drop: {seen:?}");
+        assert!(
+            !seen.contains(&0x8),
+            "no closing handshake with a silent peer"
+        );
+        tokio::time::timeout(GUARD, async {
+            while server.connection_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        server.shutdown(GUARD).await.unwrap();
+    }
+
+    /// A client that answers pings (tungstenite does while reading) stays connected through
+    /// many pong waits of silence on its side.
+    #[tokio::test]
+    async fn a_client_that_answers_pings_stays() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+
+        let server = server(Duration::from_millis(300), Duration::from_millis(50)).await;
+        let url = format!("ws://{}/", server.local_addr());
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        // 20 pings at 50 ms: about three pong waits.
+        let mut pings = 0;
+        tokio::time::timeout(GUARD, async {
+            while pings < 20 {
+                match ws.next().await {
+                    Some(Ok(Message::Ping(_))) => pings += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        ws.send(Message::text(
+            r#"{"type":"echo_request","reqId":"1","echo":"hi"}"#,
+        ))
+        .await
+        .unwrap();
+        let answer = tokio::time::timeout(GUARD, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => return t.to_string(),
+                    Some(Ok(Message::Ping(_))) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(answer.contains(r#""echo":"hi""#), "{answer}");
+        server.shutdown(GUARD).await.unwrap();
+    }
+
+    /// spec/demo.md §1: a ping flood is closed with 1008.
+    #[tokio::test]
+    async fn a_ping_flood_is_closed_with_1008() {
+        let server = server(Duration::from_secs(60), Duration::from_secs(48)).await;
+        let tcp = raw_upgrade(server.local_addr(), None).await;
+        let (code, pongs) = flood_until_closed(tcp).await;
+        assert_eq!(code, Some(1008));
+        assert!(pongs <= 1_000);
+        server.shutdown(GUARD).await.unwrap();
+    }
 }

@@ -93,7 +93,10 @@ mod tests {
     fn a_short_heartbeat_interval_raises_the_limit() {
         assert_eq!(effective_limit(1_000, None), 1_000);
         assert_eq!(effective_limit(1_000, Some(Duration::from_secs(10))), 1_000);
-        assert_eq!(effective_limit(1_000, Some(Duration::from_millis(5))), 4_000);
+        assert_eq!(
+            effective_limit(1_000, Some(Duration::from_millis(5))),
+            4_000
+        );
         assert_eq!(effective_limit(10, Some(Duration::ZERO)), 10);
     }
 }
