@@ -234,3 +234,69 @@ mod demo {
         server.shutdown(GUARD).await.unwrap();
     }
 }
+
+mod echo {
+    use super::*;
+    use tether_tokio::echo_server;
+
+    /// A ping flood on the echo server is closed with 1008.
+    #[tokio::test]
+    async fn a_ping_flood_is_closed_with_1008() {
+        let config = echo_server::config(echo_server::DEFAULT_MAX_MESSAGE_SIZE).unwrap();
+        let server = echo_server::start("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
+        let tcp = raw_upgrade(server.local_addr(), None).await;
+        let (code, pongs) = flood_until_closed(tcp).await;
+        assert_eq!(code, Some(1008));
+        assert!(pongs <= 1_000);
+        server.shutdown(GUARD).await.unwrap();
+    }
+
+    /// The bytes being written toward clients are one budget for the whole server: while a
+    /// client that does not read holds it with the echo of a message larger than the socket
+    /// buffers take, another client's next message finds no room and is closed with 1013,
+    /// instead of the server buffering for both.
+    #[tokio::test]
+    async fn a_client_that_does_not_read_exhausts_the_budget_and_others_get_1013() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+
+        const BIG: usize = 24 * 1024 * 1024;
+        let config = echo_server::builder(32 * 1024 * 1024)
+            .buffer_budget(8 * 1024 * 1024)
+            .write_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let server = echo_server::start("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
+
+        // The non-reader: one binary frame of BIG bytes (mask key zero: payload as is).
+        let mut hog = raw_upgrade(server.local_addr(), None).await;
+        let mut frame = vec![0x82, 0x80 | 127];
+        frame.extend_from_slice(&(BIG as u64).to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.resize(frame.len() + BIG, b'x');
+        hog.write_all(&frame).await.unwrap();
+
+        // A reading client: echoes work until the hog's echo holds the budget, then 1013.
+        let url = format!("ws://{}/", server.local_addr());
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let code = tokio::time::timeout(GUARD, async {
+            loop {
+                ws.send(Message::text("hello")).await.unwrap();
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "hello"),
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    other => panic!("{other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the budget never ran out");
+        assert_eq!(code, Some(1013));
+        drop(hog);
+        server.shutdown(GUARD).await.unwrap();
+    }
+}
