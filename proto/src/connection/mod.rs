@@ -159,6 +159,9 @@ pub struct Connection {
     rtt: RttStats,
     /// The peer's probes in the current window (§8.5).
     probes: ProbeLimit,
+    /// WebSocket payload bytes in and out (metrics).
+    bytes_received: u64,
+    bytes_sent: u64,
     /// The stream layer, from establishment until the connection ends (§10).
     streams: Option<Streams>,
 }
@@ -220,6 +223,8 @@ impl Connection {
             heartbeat: None,
             rtt: RttStats::default(),
             probes: ProbeLimit::default(),
+            bytes_received: 0,
+            bytes_sent: 0,
             streams: None,
         }
     }
@@ -312,6 +317,18 @@ impl Connection {
         self.rtt
     }
 
+    /// Payload bytes of every WebSocket message handed to
+    /// [`handle_message`](Self::handle_message) so far (for metrics).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
+    /// Payload bytes of every WebSocket message [`poll_transmit`](Self::poll_transmit) has
+    /// handed out so far (for metrics).
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
     // ---- outputs ----
 
     /// The next message to send. The machine's own messages (handshake, heartbeat,
@@ -319,12 +336,16 @@ impl Connection {
     /// are polled, so a writer that stops polling holds the stream layer back instead of
     /// letting frames pile up here.
     pub fn poll_transmit(&mut self) -> Option<WsMessage> {
-        if let Some(msg) = self.transmits.pop_front() {
-            return Some(msg);
-        }
-        let frame = self.streams.as_mut()?.poll_transmit()?;
-        frame.encode(&mut self.buf);
-        Some(WsMessage::Binary(self.buf.split().freeze()))
+        let msg = match self.transmits.pop_front() {
+            Some(msg) => msg,
+            None => {
+                let frame = self.streams.as_mut()?.poll_transmit()?;
+                frame.encode(&mut self.buf);
+                WsMessage::Binary(self.buf.split().freeze())
+            }
+        };
+        self.bytes_sent += msg.payload_len() as u64;
+        Some(msg)
     }
 
     /// Whether [`poll_event`](Self::poll_event) has something.
@@ -371,6 +392,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
+        self.bytes_received += msg.payload_len() as u64;
         self.on_inbound(now);
         match msg {
             WsMessage::Binary(bytes) => match Frame::decode(bytes, self.config.limits()) {

@@ -16,6 +16,7 @@ use super::registry::Command;
 use super::{Decision, HelloHook, HelloRequest, ServerEvent, Shared};
 use crate::acceptor::{Command as Broadcast, LiveGuard};
 use crate::link::{self, Ending, Input};
+use crate::metrics::Meter;
 use crate::rest::{ConnectionInfo, Driver, LinkHandle};
 use crate::upgrade::{self, RequestInfo, ServerStream};
 use tether_proto::Side;
@@ -104,6 +105,8 @@ async fn run(
         failed: false,
     };
     let mut driver = Driver::new(shared.config.rest.clone(), shared.service.clone());
+    driver.set_metrics(shared.metrics.clone());
+    let mut meter = Meter::new(Some(shared.metrics.clone()));
     let mut lost = false;
     let mut broadcast_open = true;
     let mut drain: Option<link::Drain> = None;
@@ -148,6 +151,7 @@ async fn run(
         }
         loop {
             while let Some(event) = conn.poll_event() {
+                meter.on_event(&event);
                 task.on_event(&mut conn, &mut driver, event, hook).await;
             }
             let again = link::write_step(
@@ -158,6 +162,7 @@ async fn run(
                 &mut lost,
             )
             .await;
+            meter.update(&mut conn);
             if !again {
                 break;
             }

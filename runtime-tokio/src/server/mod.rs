@@ -61,6 +61,7 @@ use uuid::Uuid;
 
 use crate::acceptor::{Running, StopError};
 use crate::events::{EventStream, Publisher, DEFAULT_EVENT_CAPACITY};
+use crate::metrics::Metrics;
 use crate::rest::{BoxError, Peer, RestConfig, SharedService};
 use crate::upgrade::{AcceptPolicy, AllowedOrigins};
 use registry::{Command, Registry};
@@ -93,6 +94,10 @@ pub struct ServerConfig {
     pub event_capacity: usize,
     /// How requests to clients behave (timeouts, queue bound): see [`Server::peer`].
     pub rest: RestConfig,
+    /// Where the server records its metrics (see [`crate::metrics`]); `None` (the default):
+    /// a registry of its own, from [`Server::metrics`]. Give each server its own registry:
+    /// the detached-sessions gauge is one server's.
+    pub metrics: Option<Metrics>,
 }
 
 impl ServerConfig {
@@ -109,6 +114,7 @@ impl ServerConfig {
             write_timeout: crate::link::WRITE_TIMEOUT,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             rest: RestConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -247,6 +253,7 @@ struct Shared {
     serial: AtomicU64,
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: SharedService,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Shared {
@@ -356,6 +363,7 @@ impl Server {
             ws_config: crate::link::ws_config(&config.connection),
             subprotocol: Some(crate::link::SUBPROTOCOL),
         };
+        let metrics = config.metrics.clone().unwrap_or_default();
         let store = SessionStore::new(config.resume_window)
             .with_max_detached(config.max_detached_sessions.max(1));
         let shared = Arc::new(Shared {
@@ -367,6 +375,14 @@ impl Server {
             events,
             serial: AtomicU64::new(0),
             service: SharedService::default(),
+            metrics,
+        });
+        let weak = Arc::downgrade(&shared);
+        shared.metrics.on_scrape(move |m| {
+            if let Some(shared) = weak.upgrade() {
+                let store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+                m.set_detached_sessions(store.detached_len());
+            }
         });
         let hook: Arc<dyn HelloHook> = Arc::new(hook);
         let running = {
@@ -382,6 +398,12 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.running.local_addr()
+    }
+
+    /// The server's metrics (see [`crate::metrics`]): serve them with
+    /// [`MetricsServer`](crate::metrics::MetricsServer) or [`Metrics::encode`].
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics.clone()
     }
 
     /// Another stream of events, from now on.
