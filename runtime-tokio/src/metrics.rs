@@ -18,7 +18,8 @@
 //! | `tether_handshakes_total` | counter | `outcome`: accepted, resumed, rejected, failed |
 //! | `tether_streams_open` | gauge | streams open now, both directions |
 //! | `tether_requests_total` | counter | `direction`: served (a peer's request we answered), called (our request the peer answered); `class`: 1xx … 5xx |
-//! | `tether_resets_total` | counter | `direction`: sent, received; `code`: the RESET code's name |
+//! | `tether_resets_total` | counter | `direction`: sent, received; `code`: the RESET code's name (deadlines apart) |
+//! | `tether_stream_timeouts_total` | counter | streams whose deadline passed (spec/protocol.md §10.6) |
 //! | `tether_closes_total` | counter | `code`: close code (`none` for a transport lost without one); `initiator`: local, peer |
 //! | `tether_bytes_total` | counter | `direction`: sent, received (WebSocket payload bytes) |
 //! | `tether_buffered_bytes` | gauge | body bytes queued toward peers |
@@ -107,6 +108,7 @@ struct Inner {
     bytes: Family<DirectionLabel, Counter>,
     buffered: Gauge,
     limit_hits: Family<LimitLabel, Counter>,
+    timeouts: Counter,
     rtt: Histogram,
     /// Run before every encoding, to read values kept elsewhere (the session store).
     refreshers: Mutex<Vec<Refresher>>,
@@ -190,6 +192,12 @@ impl Metrics {
             "Connections this side closed with 4007 ENHANCE_YOUR_CALM, by limit",
             limit_hits.clone(),
         );
+        let timeouts = Counter::default();
+        registry.register(
+            "stream_timeouts",
+            "Streams whose deadline passed (whichever end's copy of it fired first)",
+            timeouts.clone(),
+        );
         let rtt = Histogram::new(exponential_buckets(0.000_5, 2.0, 16));
         registry.register(
             "heartbeat_rtt_seconds",
@@ -219,6 +227,7 @@ impl Metrics {
             bytes,
             buffered,
             limit_hits,
+            timeouts,
             rtt,
             refreshers: Mutex::new(Vec::new()),
         }))
@@ -368,7 +377,9 @@ impl Meter {
                     };
                     m.reset(direction, *code);
                 }
-                Outcome::TimedOut => m.reset("sent", ResetCode::TIMEOUT),
+                Outcome::TimedOut => {
+                    m.0.timeouts.inc();
+                }
                 _ => {}
             },
             _ => {}

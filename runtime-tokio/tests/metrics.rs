@@ -2,14 +2,16 @@
 //! requests each way, and `/metrics` scraped over HTTP.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use http::{Request, StatusCode};
+use tether_proto::connection::Config;
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 use tether_tokio::metrics::{Metrics, MetricsServer};
-use tether_tokio::rest::Body;
+use tether_tokio::rest::{Body, Timeout};
 use tether_tokio::server::{Server, ServerConfig, ServerEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -52,6 +54,24 @@ async fn scrape(addr: std::net::SocketAddr, path: &str) -> (String, String, Hash
     )
 }
 
+/// Scrapes until `done` says the samples are there (bounded by [`GUARD`]).
+async fn scrape_until(
+    addr: std::net::SocketAddr,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    tokio::time::timeout(GUARD, async {
+        loop {
+            let (_, _, samples) = scrape(addr, "/metrics").await;
+            if done(&samples) {
+                return samples;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the samples never showed")
+}
+
 fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     *samples
         .get(key)
@@ -60,11 +80,20 @@ fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
 
 #[tokio::test]
 async fn a_scrape_shows_connections_handshakes_requests_and_bytes() {
-    let (server, mut server_events) =
-        Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
-    server.serve(Router::new().route("/hi", get(|| async { "hi" })));
+    let mut server_config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    // A short heartbeat, so that round trips are measured while the test runs.
+    server_config.connection = Arc::new(
+        Config::builder()
+            .heartbeat(Duration::from_millis(50), Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    );
+    let (server, mut server_events) = Server::bind(server_config).await.unwrap();
+    server.serve(
+        Router::new()
+            .route("/hi", get(|| async { "hi" }))
+            .route("/never", get(std::future::pending::<&'static str>)),
+    );
     let exporter = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), server.metrics())
         .await
         .unwrap();
@@ -128,6 +157,7 @@ async fn a_scrape_shows_connections_handshakes_requests_and_bytes() {
         "tether_bytes counter",
         "tether_buffered_bytes gauge",
         "tether_limit_hits counter",
+        "tether_stream_timeouts counter",
         "tether_heartbeat_rtt_seconds histogram",
     ] {
         assert!(
@@ -172,6 +202,25 @@ async fn a_scrape_shows_connections_handshakes_requests_and_bytes() {
         text.contains(r#"tether_requests_total{direction="called",class="2xx"} 3"#),
         "{text}"
     );
+
+    // A request whose deadline passes: counted on both sides.
+    let mut request = Request::get("/never").body(Body::empty()).unwrap();
+    request
+        .extensions_mut()
+        .insert(Timeout(Duration::from_millis(100)));
+    assert!(client.peer().request(request).await.is_err());
+    let timeouts = "tether_stream_timeouts_total";
+    scrape_until(exporter.local_addr(), |s| s.get(timeouts) == Some(&1.0)).await;
+    assert!(client_metrics
+        .encode()
+        .contains("tether_stream_timeouts_total 1\n"));
+
+    // Heartbeat round trips fill the histogram.
+    let count = "tether_heartbeat_rtt_seconds_count";
+    scrape_until(exporter.local_addr(), |s| {
+        s.get(count).is_some_and(|&n| n > 0.0)
+    })
+    .await;
 
     // Other paths are 404.
     let (status, _, _) = scrape(exporter.local_addr(), "/").await;
