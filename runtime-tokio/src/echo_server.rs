@@ -6,7 +6,8 @@
 //! Memory: a connection holds at most one message being written, one in each channel and one
 //! in the handler (each at most `max_message_size`), and the bytes being written toward all
 //! clients together stay within the buffer budget (default 64 MiB): a message that finds no
-//! room in it within the write timeout closes its connection with 1013 (try again later). A
+//! room in it closes its connection with 1013 (try again later); a message still being
+//! received is outside the budget (at most `max_message_size` per connection). A
 //! client that does not read is dropped when its write times out (10 s). A client sending more
 //! than 1,000 pings per 10 s is closed with 1008.
 

@@ -87,9 +87,10 @@ impl BindingConfig {
     pub fn max_buffered_bytes(&self) -> usize {
         self.max_buffered_bytes
     }
-    /// Bytes being written toward clients, summed over every connection of the server. A
-    /// message that cannot get its share within the write timeout closes its connection with
-    /// 1013 (try again later).
+    /// Bytes held for clients, summed over every connection of the server: messages being
+    /// written toward them, and received messages the handler has not taken yet. A message
+    /// that finds no room closes its connection with 1013 (try again later). A message still
+    /// being received is outside it (at most `max_message_size` per connection).
     pub fn buffer_budget(&self) -> usize {
         self.buffer_budget
     }

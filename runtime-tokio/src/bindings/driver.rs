@@ -217,7 +217,11 @@ impl<C: Codec> Driver<C> {
     /// The budget has no room: closes with 1013 (try again later).
     async fn overloaded(&mut self) -> Disconnect {
         let frame = close_frame(CloseCode::Again, "server busy");
-        closing::close(&mut self.ws, Some(frame)).await;
+        // No closing handshake: reading the client's next messages to find its close frame
+        // would buffer them; the raw bytes are discarded instead.
+        let sent = self.ws.send(Message::Close(Some(frame)));
+        let _ = tokio::time::timeout(closing::CLOSE_TIMEOUT, sent).await;
+        closing::linger(&mut self.ws).await;
         Disconnect::Error(super::BindingError::Overloaded)
     }
 

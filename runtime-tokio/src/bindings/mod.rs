@@ -8,10 +8,10 @@
 //! bounds every write by `write_timeout`, closes with 1009 a message over
 //! `max_message_size` and with 1008 a client that sends more than `max_pings_per_window` pings
 //! per 10 s. Bytes being written toward clients are bounded per connection
-//! (`max_buffered_bytes` per write burst) and across the server (`buffer_budget`): a message
-//! that finds no room in the budget within the write timeout closes its connection with 1013;
-//! a client that does not read is dropped when its write times out (a close frame cannot
-//! overtake the bytes it does not read).
+//! (`max_buffered_bytes` per write burst), and together with received messages the handler
+//! has not taken yet, across the server (`buffer_budget`): a message that finds no room in
+//! the budget closes its connection with 1013; a client that does not read is dropped when
+//! its write times out (a close frame cannot overtake the bytes it does not read).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -113,8 +113,8 @@ pub enum BindingError {
     /// An item did not encode; closed with the codec's frame.
     #[error("item did not encode; closed with {}", u16::from(.0.code))]
     Encode(CloseFrame),
-    /// The server's buffer budget had no room for a message within the write timeout;
-    /// closed with 1013 (try again later).
+    /// The server's buffer budget had no room for a message; closed with 1013 (try again
+    /// later).
     #[error("buffer budget exhausted; closed with 1013")]
     Overloaded,
     /// The client sent more pings per 10 s than allowed; closed with 1008.
