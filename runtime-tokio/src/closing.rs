@@ -75,3 +75,13 @@ where
     })
     .await;
 }
+
+/// Closes a peer that misbehaves while it may still be sending (a ping flood, an exhausted
+/// budget): sends `frame`, then [`linger`]s instead of reading its messages until its close.
+pub(crate) async fn close_and_discard<S>(ws: &mut WebSocketStream<S>, frame: CloseFrame)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
+    linger(ws).await;
+}

@@ -227,7 +227,7 @@ async fn serve(
                         code: CloseCode::from(PING_FLOOD_CODE),
                         reason: "too many pings".into(),
                     };
-                    closing::close(&mut ws, Some(frame)).await;
+                    closing::close_and_discard(&mut ws, frame).await;
                     return;
                 }
                 // Pings are answered by tungstenite; a peer's close is answered by it too, and the

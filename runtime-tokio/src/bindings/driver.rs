@@ -98,7 +98,7 @@ impl<C: Codec> Driver<C> {
                             if !pings.record(self.config.max_pings, Instant::now().into_std()) =>
                         {
                             let frame = close_frame(CloseCode::Policy, "too many pings");
-                            closing::close(&mut self.ws, Some(frame)).await;
+                            closing::close_and_discard(&mut self.ws, frame).await;
                             return Disconnect::Error(super::BindingError::PingFlood(
                                 self.config.max_pings,
                             ));
@@ -219,9 +219,7 @@ impl<C: Codec> Driver<C> {
         let frame = close_frame(CloseCode::Again, "server busy");
         // No closing handshake: reading the client's next messages to find its close frame
         // would buffer them; the raw bytes are discarded instead.
-        let sent = self.ws.send(Message::Close(Some(frame)));
-        let _ = tokio::time::timeout(closing::CLOSE_TIMEOUT, sent).await;
-        closing::linger(&mut self.ws).await;
+        closing::close_and_discard(&mut self.ws, frame).await;
         Disconnect::Error(super::BindingError::Overloaded)
     }
 
