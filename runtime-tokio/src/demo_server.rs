@@ -219,29 +219,30 @@ async fn serve(
                 let now = Instant::now();
                 read_deadline = now + config.pong_wait;
                 match message {
-                Some(Ok(Message::Text(text))) => session.handle_message(text.as_bytes(), now),
-                Some(Ok(Message::Binary(bytes))) => session.handle_message(&bytes, now),
-                Some(Ok(Message::Ping(_))) if !pings.record(config.max_pings_per_window, now) => {
-                    tracing::debug!(%peer, "demo client flooded pings: closed with 1008");
-                    let frame = CloseFrame {
-                        code: CloseCode::from(PING_FLOOD_CODE),
-                        reason: "too many pings".into(),
-                    };
-                    closing::close_and_discard(&mut ws, frame).await;
-                    return;
-                }
-                // Pings are answered by tungstenite; a peer's close is answered by it too, and the
-                // stream then ends.
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(%peer, "demo read error: {e}");
-                    if let Some(frame) = closing::close_frame_for(&e) {
-                        closing::close(&mut ws, Some(frame)).await;
+                    Some(Ok(Message::Text(text))) => session.handle_message(text.as_bytes(), now),
+                    Some(Ok(Message::Binary(bytes))) => session.handle_message(&bytes, now),
+                    Some(Ok(Message::Ping(_))) if !pings.record(config.max_pings_per_window, now) => {
+                        tracing::debug!(%peer, "demo client flooded pings: closed with 1008");
+                        let frame = CloseFrame {
+                            code: CloseCode::from(PING_FLOOD_CODE),
+                            reason: "too many pings".into(),
+                        };
+                        closing::close_and_discard(&mut ws, frame).await;
+                        return;
                     }
-                    return;
+                    // Pings are answered by tungstenite; a peer's close is answered by it too, and the
+                    // stream then ends.
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(%peer, "demo read error: {e}");
+                        if let Some(frame) = closing::close_frame_for(&e) {
+                            closing::close(&mut ws, Some(frame)).await;
+                        }
+                        return;
+                    }
+                    None => return,
                 }
-                None => return,
-            }},
+            },
             () = sleep_until(deadline), if deadline.is_some() => {
                 // The session checks the deadline itself: an early wake-up is a no-op.
                 session.handle_timeout(Instant::now());
