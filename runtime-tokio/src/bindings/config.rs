@@ -259,6 +259,20 @@ mod tests {
                 .unwrap_err(),
             ConfigError::Zero("max message size")
         );
+        assert_eq!(
+            BindingConfig::builder()
+                .buffer_budget(0)
+                .build()
+                .unwrap_err(),
+            ConfigError::Zero("buffer budget")
+        );
+        assert_eq!(
+            BindingConfig::builder()
+                .buffer_budget(MAX_BUFFER_BUDGET + 1)
+                .build()
+                .unwrap_err(),
+            ConfigError::BudgetTooLarge(MAX_BUFFER_BUDGET + 1)
+        );
         let zero = BindingConfig::builder()
             .send_buffer(0)
             .recv_buffer(0)
