@@ -315,6 +315,8 @@ impl Metrics {
 #[derive(Debug, Default)]
 pub(crate) struct Meter {
     metrics: Option<Metrics>,
+    /// The byte counters, looked up once (they are bumped after every write step).
+    counters: Option<(Counter, Counter)>,
     established: bool,
     streams: i64,
     buffered: i64,
@@ -324,8 +326,13 @@ pub(crate) struct Meter {
 
 impl Meter {
     pub(crate) fn new(metrics: Option<Metrics>) -> Self {
+        let counters = metrics.as_ref().map(|m| {
+            let counter = |direction| m.0.bytes.get_or_create_owned(&DirectionLabel { direction });
+            (counter("sent"), counter("received"))
+        });
         Meter {
             metrics,
+            counters,
             ..Meter::default()
         }
     }
@@ -400,20 +407,12 @@ impl Meter {
     pub(crate) fn update(&mut self, conn: &mut Connection) {
         let Some(m) = &self.metrics else { return };
         let (sent, received) = (conn.bytes_sent(), conn.bytes_received());
-        if sent > self.sent {
-            let labels = DirectionLabel { direction: "sent" };
-            m.0.bytes.get_or_create(&labels).inc_by(sent - self.sent);
-            self.sent = sent;
+        if let Some((sent_total, received_total)) = &self.counters {
+            sent_total.inc_by(sent.saturating_sub(self.sent));
+            received_total.inc_by(received.saturating_sub(self.received));
         }
-        if received > self.received {
-            let labels = DirectionLabel {
-                direction: "received",
-            };
-            m.0.bytes
-                .get_or_create(&labels)
-                .inc_by(received - self.received);
-            self.received = received;
-        }
+        self.sent = sent;
+        self.received = received;
         let (streams, buffered) = conn.streams().map_or((0, 0), |s| {
             (
                 i64::try_from(s.open_streams()).unwrap_or(i64::MAX),
