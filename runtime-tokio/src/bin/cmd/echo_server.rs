@@ -18,8 +18,8 @@ pub(crate) struct Args {
     /// Largest incoming message in bytes; a larger one closes the connection with 1009.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_parser = parse_size)]
     max_message_size: usize,
-    /// Bytes being written toward all clients together; a message that finds no room within
-    /// the write timeout closes its connection with 1013.
+    /// Bytes held for all clients together (messages being written to them, received
+    /// messages not yet echoed); a message that finds no room closes its connection with 1013.
     #[arg(long, default_value_t = DEFAULT_BUFFER_BUDGET, value_parser = parse_size)]
     buffer_budget: usize,
     /// How long a write to a client may take before the client is dropped as a slow reader.
