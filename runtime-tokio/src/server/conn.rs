@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tether_proto::connection::{Connection, Event, SessionHandle};
+use tether_proto::connection::{Connection, ConnectionError, Event, Initiator, SessionHandle};
 use tether_proto::CloseCode;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -107,6 +107,7 @@ async fn run(
     let mut driver = Driver::new(shared.config.rest.clone(), shared.service.clone());
     driver.set_metrics(shared.metrics.clone());
     let mut meter = Meter::new(Some(shared.metrics.clone()));
+    let mut linger = false;
     let mut lost = false;
     let mut broadcast_open = true;
     let mut drain: Option<link::Drain> = None;
@@ -152,6 +153,9 @@ async fn run(
         loop {
             while let Some(event) = conn.poll_event() {
                 meter.on_event(&event);
+                if let Event::Failure { error } = &event {
+                    linger = peer_may_be_sending(error);
+                }
                 task.on_event(&mut conn, &mut driver, event, hook).await;
             }
             let again = link::write_step(
@@ -172,7 +176,7 @@ async fn run(
         }
     }
     driver.finish();
-    if task.failed && !lost {
+    if linger && !lost {
         // Our close frame must reach a peer that is still sending (a ping flood, §8.5).
         crate::closing::linger(&mut ws).await;
     }
@@ -181,6 +185,17 @@ async fn run(
         shared.registry.remove(id, task.serial);
     }
     tracing::debug!("connection task done");
+}
+
+/// Whether this side failed the connection while the peer may still be sending: then
+/// closing the socket with unread bytes would reset it and could destroy our close frame.
+/// A peer silent for a timeout has nothing in flight.
+fn peer_may_be_sending(error: &ConnectionError) -> bool {
+    error.initiator() == Initiator::Local
+        && !matches!(
+            error,
+            ConnectionError::HeartbeatTimeout(_) | ConnectionError::HandshakeTimeout(_)
+        )
 }
 
 impl Task<'_> {
