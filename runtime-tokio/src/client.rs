@@ -86,6 +86,9 @@ pub struct ClientConfig {
     /// How requests to the server behave (timeouts, waiting while reconnecting, queue
     /// bound): see [`Client::peer`].
     pub rest: RestConfig,
+    /// Where the client records its metrics (see [`crate::metrics`]); `None` (the
+    /// default): none are kept.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl ClientConfig {
@@ -101,6 +104,7 @@ impl ClientConfig {
             write_timeout: link::WRITE_TIMEOUT,
             event_capacity: DEFAULT_CLIENT_EVENT_CAPACITY,
             rest: RestConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -590,6 +594,10 @@ impl Runner {
         };
         self.sessions += 1;
         let mut driver = Driver::new(self.config.rest.clone(), self.service.clone());
+        if let Some(m) = &self.config.metrics {
+            driver.set_metrics(m.clone());
+        }
+        let mut meter = crate::metrics::Meter::new(self.config.metrics.clone());
         let mut lost = false;
         let mut violated = false;
         let mut input = None;
@@ -623,6 +631,7 @@ impl Runner {
             }
             loop {
                 while let Some(event) = conn.poll_event() {
+                    meter.on_event(&event);
                     self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff);
                 }
                 let again = link::write_step(
@@ -633,6 +642,7 @@ impl Runner {
                     &mut lost,
                 )
                 .await;
+                meter.update(&mut conn);
                 if !again {
                     break;
                 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -55,4 +55,33 @@ where
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
+}
+
+/// After a close frame this side sent because the peer misbehaved (the frame is flushed):
+/// shuts the write side and discards what the peer still sends, at most [`CLOSE_TIMEOUT`].
+/// Dropping a socket whose receive buffer holds unread bytes resets the connection, and a
+/// reset can destroy the close frame before the peer reads it (a peer flooding pings always
+/// has bytes in flight).
+pub(crate) async fn linger<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Raw bytes, not messages: the peer's framing may be what is broken.
+    let io = ws.get_mut();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = io.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// Closes a peer that misbehaves while it may still be sending (a ping flood, an exhausted
+/// budget): sends `frame`, then [`linger`]s instead of reading its messages until its close.
+pub(crate) async fn close_and_discard<S>(ws: &mut WebSocketStream<S>, frame: CloseFrame)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
+    linger(ws).await;
 }

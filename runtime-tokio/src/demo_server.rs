@@ -24,9 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
+use tether_proto::connection::ProbeLimit;
 use tether_proto::demo::{DemoConfig, DemoSession, DEFAULT_HEARTBEAT_INTERVAL};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::acceptor::{Command, LiveGuard, Running, StopError};
@@ -42,6 +45,20 @@ pub const SHUTDOWN_CODE: u16 = 1001;
 /// Close reason sent to every client when the server shuts down.
 pub const SHUTDOWN_REASON: &str = "server shutdown";
 
+/// Default pong wait: a client from which nothing (no message, no pong) arrives for this long
+/// is dropped (macaron sockets' `PongWait`, spec/demo.md §1).
+pub const DEFAULT_PONG_WAIT: Duration = Duration::from_secs(60);
+
+/// Default ping period: 8/10 of the pong wait (macaron sockets' `PingPeriod`).
+pub const DEFAULT_PING_PERIOD: Duration = Duration::from_secs(48);
+
+/// Default limit on pings a client may send per 10 s (spec/demo.md §1); one more closes the
+/// connection with [`PING_FLOOD_CODE`].
+pub const DEFAULT_MAX_PINGS: u32 = 1_000;
+
+/// Close code for a client that sends pings faster than allowed: 1008, policy violation.
+pub const PING_FLOOD_CODE: u16 = 1008;
+
 /// Configuration of a [`DemoServer`].
 #[derive(Debug, Clone)]
 pub struct DemoServerConfig {
@@ -55,6 +72,25 @@ pub struct DemoServerConfig {
     pub handshake_timeout: Duration,
     /// Time one burst of writes may take before the connection is dropped (default 10 s).
     pub write_timeout: Duration,
+    /// Longest silence (no message, no pong) before a client is dropped (default 60 s).
+    pub pong_wait: Duration,
+    /// Time between the server's pings (default 48 s). A value that is zero or not shorter than
+    /// `pong_wait` is replaced by 8/10 of `pong_wait`.
+    pub ping_period: Duration,
+    /// Most pings a client may send per 10 s; one more closes with 1008 (default 1,000).
+    pub max_pings_per_window: u32,
+}
+
+impl DemoServerConfig {
+    /// The ping period in force: `ping_period`, or 8/10 of `pong_wait` when that is not
+    /// shorter than the pong wait.
+    pub fn effective_ping_period(&self) -> Duration {
+        if self.ping_period.is_zero() || self.ping_period >= self.pong_wait {
+            (self.pong_wait * 8 / 10).max(Duration::from_millis(1))
+        } else {
+            self.ping_period
+        }
+    }
 }
 
 impl Default for DemoServerConfig {
@@ -65,6 +101,9 @@ impl Default for DemoServerConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            pong_wait: DEFAULT_PONG_WAIT,
+            ping_period: DEFAULT_PING_PERIOD,
+            max_pings_per_window: DEFAULT_MAX_PINGS,
         }
     }
 }
@@ -146,23 +185,63 @@ async fn serve(
         Instant::now(),
         SystemTime::now(),
     );
+    // spec/demo.md §1: a ping every ping period; nothing heard for the pong wait drops the
+    // client; a ping flood closes with 1008.
+    let ping_period = config.effective_ping_period();
+    let mut next_ping = Instant::now() + ping_period;
+    let mut read_deadline = Instant::now() + config.pong_wait;
+    let mut pings = ProbeLimit::default();
     loop {
-        let deadline = session.poll_timeout();
+        let now = Instant::now();
+        if now >= read_deadline {
+            // The client is gone or does not answer: no closing handshake to wait for.
+            tracing::debug!(%peer, "demo client silent for {:?}: dropped", config.pong_wait);
+            return;
+        }
+        if now >= next_ping {
+            next_ping = now + ping_period;
+            let sent = tokio::time::timeout(
+                config.write_timeout,
+                ws.send(Message::Ping(Default::default())),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::debug!(%peer, "demo ping failed");
+                return;
+            }
+        }
+        let deadline = [session.poll_timeout(), Some(next_ping), Some(read_deadline)]
+            .into_iter()
+            .flatten()
+            .min();
         tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(Message::Text(text))) => session.handle_message(text.as_bytes(), Instant::now()),
-                Some(Ok(Message::Binary(bytes))) => session.handle_message(&bytes, Instant::now()),
-                // Pings are answered by tungstenite; a peer's close is answered by it too, and the
-                // stream then ends.
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(%peer, "demo read error: {e}");
-                    if let Some(frame) = closing::close_frame_for(&e) {
-                        closing::close(&mut ws, Some(frame)).await;
+            message = ws.next() => {
+                let now = Instant::now();
+                read_deadline = now + config.pong_wait;
+                match message {
+                    Some(Ok(Message::Text(text))) => session.handle_message(text.as_bytes(), now),
+                    Some(Ok(Message::Binary(bytes))) => session.handle_message(&bytes, now),
+                    Some(Ok(Message::Ping(_))) if !pings.record(config.max_pings_per_window, now) => {
+                        tracing::debug!(%peer, "demo client flooded pings: closed with 1008");
+                        let frame = CloseFrame {
+                            code: CloseCode::from(PING_FLOOD_CODE),
+                            reason: "too many pings".into(),
+                        };
+                        closing::close_and_discard(&mut ws, frame).await;
+                        return;
                     }
-                    return;
+                    // Pings are answered by tungstenite; a peer's close is answered by it too, and the
+                    // stream then ends.
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(%peer, "demo read error: {e}");
+                        if let Some(frame) = closing::close_frame_for(&e) {
+                            closing::close(&mut ws, Some(frame)).await;
+                        }
+                        return;
+                    }
+                    None => return,
                 }
-                None => return,
             },
             () = sleep_until(deadline), if deadline.is_some() => {
                 // The session checks the deadline itself: an early wake-up is a no-op.

@@ -2,26 +2,45 @@
 //! echoed as text, binary as binary, fragmented messages are reassembled before the echo, and
 //! invalid UTF-8 (1007), protocol violations (1002) and oversize messages (1009) close the
 //! connection with their RFC 6455 codes. Used for WebSocket conformance runs of the runtime.
+//!
+//! Memory: a connection holds at most one message being written, one in each channel and one
+//! in the handler (each at most `max_message_size`), and the bytes being written toward all
+//! clients together stay within the buffer budget (default 64 MiB): a message that finds no
+//! room in it closes its connection with 1013 (try again later); a message still being
+//! received is outside the budget (at most `max_message_size` per connection). A
+//! client that does not read is dropped when its write times out (10 s). A client sending more
+//! than 1,000 pings per 10 s is closed with 1008.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::bindings::{Binding, BindingConfig, BindingServer, ConfigError, Raw};
+use crate::bindings::{
+    Binding, BindingConfig, BindingConfigBuilder, BindingServer, ConfigError, Raw,
+};
 use crate::upgrade::AllowedOrigins;
 
 /// Default max message size of the echo server: 16 MiB, enough for the usual conformance cases.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
-/// The binding options of the echo server: any origin, buffers of 16 messages, the given limit.
-pub fn config(max_message_size: usize) -> Result<BindingConfig, ConfigError> {
+/// Default time a write to a client may take before the client is dropped as a slow reader.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The binding options of the echo server: any origin, buffers of one message, one message per
+/// write burst, the default buffer budget, the given message limit.
+pub fn builder(max_message_size: usize) -> BindingConfigBuilder {
     BindingConfig::builder()
         .max_message_size(max_message_size)
+        .max_buffered_bytes(max_message_size)
         .allowed_origins(AllowedOrigins::Any)
-        .send_buffer(16)
-        .recv_buffer(16)
-        .write_timeout(Duration::from_secs(30))
-        .build()
+        .send_buffer(1)
+        .recv_buffer(1)
+        .write_timeout(DEFAULT_WRITE_TIMEOUT)
+}
+
+/// [`builder`] with its defaults, built.
+pub fn config(max_message_size: usize) -> Result<BindingConfig, ConfigError> {
+    builder(max_message_size).build()
 }
 
 /// Starts an echo server on `addr`.

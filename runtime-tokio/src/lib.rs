@@ -39,6 +39,7 @@ pub mod engine;
 pub mod events;
 pub mod gateway;
 mod link;
+pub mod metrics;
 mod read_ahead;
 pub mod relay;
 pub mod request;

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tether_proto::connection::{CloseFrame, Connection, WebSocketError, WsMessage};
 use tether_proto::CloseCode;
-use tokio::io::AsyncReadExt;
-use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -355,8 +353,9 @@ pub(crate) enum Ending {
     /// This side detected a failure (heartbeat timeout, bad frame): its close frame is
     /// flushed, and a peer presumed dead or broken is not waited for.
     Failed,
-    /// The peer broke the WebSocket layer (an oversized message, a framing violation):
-    /// our close frame is flushed, then the write side is shut and what the peer still
+    /// The peer broke the WebSocket layer (an oversized message, a framing violation), or
+    /// misbehaved while it may still be sending (a ping flood): our close frame is
+    /// flushed, then the write side is shut and what the peer still
     /// sends is discarded for a bounded time, so that closing a socket with unread bytes
     /// (which resets the connection) cannot destroy the close frame in flight.
     Violation,
@@ -387,16 +386,7 @@ where
 {
     match ending {
         Ending::Orderly => closing::close_reply(ws).await,
-        Ending::Violation => {
-            // The framing is broken: read raw bytes, not messages.
-            let io = ws.get_mut();
-            let _ = tokio::time::timeout(closing::CLOSE_TIMEOUT, async {
-                let _ = io.shutdown().await;
-                let mut sink = [0u8; 4096];
-                while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
-            })
-            .await;
-        }
+        Ending::Violation => closing::linger(ws).await,
         Ending::Failed | Ending::Lost => {}
     }
 }

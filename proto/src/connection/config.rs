@@ -90,6 +90,7 @@ pub struct Config {
     app_data: Bytes,
     pong_responder: PongResponder,
     streams: StreamsConfig,
+    max_probes: u32,
 }
 
 impl Config {
@@ -113,6 +114,7 @@ impl Config {
                 app_data: Bytes::new(),
                 pong_responder: PongResponder::Transport,
                 streams: StreamsConfig::default(),
+                max_probes: super::probe_limit::DEFAULT_MAX_PROBES,
             },
         }
     }
@@ -160,6 +162,12 @@ impl Config {
     /// The stream layer's limits and policies (spec/protocol.md §10.8).
     pub fn streams(&self) -> &StreamsConfig {
         &self.streams
+    }
+
+    /// Most probes (WebSocket Pings and PING frames) the peer may send per 10 s before this
+    /// side closes with 4007 (spec/protocol.md §8.5; default 1,000).
+    pub fn max_probes_per_window(&self) -> u32 {
+        self.max_probes
     }
 
     /// The settings block this side announces in HELLO or WELCOME (spec/protocol.md §7.4).
@@ -270,6 +278,14 @@ impl ConfigBuilder {
     /// its concurrency and window limits are announced in the handshake (§10.8).
     pub fn streams(mut self, streams: StreamsConfig) -> Self {
         self.config.streams = streams;
+        self
+    }
+
+    /// Most probes (WebSocket Pings and PING frames together) the peer may send per 10 s;
+    /// one more closes the connection with 4007 ENHANCE_YOUR_CALM (spec/protocol.md §8.5).
+    /// The machine raises it to twice what the negotiated heartbeat interval needs.
+    pub fn max_probes_per_window(mut self, max: u32) -> Self {
+        self.config.max_probes = max;
         self
     }
 

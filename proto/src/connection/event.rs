@@ -203,6 +203,15 @@ pub enum ConnectionError {
     /// The peer broke a rule of the stream layer that closes the connection (§10).
     #[error("stream layer: {0}")]
     StreamLayer(crate::streams::StreamsError),
+    /// The peer sent more probes (WebSocket Pings and PING frames) in one window than the
+    /// limit allows; this side closed with ENHANCE_YOUR_CALM (§8.5).
+    #[error("more than {limit} pings in {window:?}")]
+    ProbeFlood {
+        /// The limit in force.
+        limit: u32,
+        /// The window.
+        window: Duration,
+    },
     /// The WebSocket layer below the machine refused what the peer sent
     /// ([`Connection::handle_websocket_error`](super::Connection::handle_websocket_error));
     /// this side closed with the error's code (1009, 1003 or 1002).
@@ -270,6 +279,7 @@ impl ConnectionError {
             ConnectionError::UnsupportedVersion { .. } => CloseCode::UNSUPPORTED_VERSION,
             ConnectionError::PeerClosed { code, .. } => *code,
             ConnectionError::StreamLayer(e) => e.code,
+            ConnectionError::ProbeFlood { .. } => CloseCode::ENHANCE_YOUR_CALM,
             ConnectionError::WebSocket(e) => e.close_code(),
             ConnectionError::TransportLost => return None,
         })

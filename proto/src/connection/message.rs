@@ -25,6 +25,19 @@ pub enum WsMessage {
     Close(Option<CloseFrame>),
 }
 
+impl WsMessage {
+    /// The message's payload size in bytes (a close frame: its code and reason).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            WsMessage::Binary(b) | WsMessage::Text(b) | WsMessage::Ping(b) | WsMessage::Pong(b) => {
+                b.len()
+            }
+            WsMessage::Close(Some(f)) => 2 + f.reason.len(),
+            WsMessage::Close(None) => 0,
+        }
+    }
+}
+
 /// The status carried by a WebSocket close frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseFrame {

@@ -100,6 +100,7 @@ mod config;
 mod event;
 mod heartbeat;
 mod message;
+mod probe_limit;
 mod session;
 mod timer;
 
@@ -112,6 +113,7 @@ pub use config::{
 pub use event::{ConnectionError, Event, HelloInfo, State, StateError, WebSocketError};
 pub use heartbeat::RttStats;
 pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
+pub use probe_limit::{ProbeLimit, DEFAULT_MAX_PROBES, PROBE_WINDOW};
 pub use session::{Admission, SessionHandle, SessionStore, StoreError};
 
 use bytes::{Bytes, BytesMut};
@@ -156,6 +158,11 @@ pub struct Connection {
     welcome_heartbeat: (Duration, Duration),
     heartbeat: Option<Heartbeat>,
     rtt: RttStats,
+    /// The peer's probes in the current window (§8.5).
+    probes: ProbeLimit,
+    /// WebSocket payload bytes in and out (metrics).
+    bytes_received: u64,
+    bytes_sent: u64,
     /// The stream layer, from establishment until the connection ends (§10).
     streams: Option<Streams>,
 }
@@ -216,6 +223,9 @@ impl Connection {
             welcome_heartbeat: (Duration::ZERO, Duration::ZERO),
             heartbeat: None,
             rtt: RttStats::default(),
+            probes: ProbeLimit::default(),
+            bytes_received: 0,
+            bytes_sent: 0,
             streams: None,
         }
     }
@@ -308,6 +318,18 @@ impl Connection {
         self.rtt
     }
 
+    /// Payload bytes of every WebSocket message handed to
+    /// [`handle_message`](Self::handle_message) so far (for metrics).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
+    /// Payload bytes of every WebSocket message [`poll_transmit`](Self::poll_transmit) has
+    /// handed out so far (for metrics).
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
     // ---- outputs ----
 
     /// The next message to send. The machine's own messages (handshake, heartbeat,
@@ -315,12 +337,16 @@ impl Connection {
     /// are polled, so a writer that stops polling holds the stream layer back instead of
     /// letting frames pile up here.
     pub fn poll_transmit(&mut self) -> Option<WsMessage> {
-        if let Some(msg) = self.transmits.pop_front() {
-            return Some(msg);
-        }
-        let frame = self.streams.as_mut()?.poll_transmit()?;
-        frame.encode(&mut self.buf);
-        Some(WsMessage::Binary(self.buf.split().freeze()))
+        let msg = match self.transmits.pop_front() {
+            Some(msg) => msg,
+            None => {
+                let frame = self.streams.as_mut()?.poll_transmit()?;
+                frame.encode(&mut self.buf);
+                WsMessage::Binary(self.buf.split().freeze())
+            }
+        };
+        self.bytes_sent += msg.payload_len() as u64;
+        Some(msg)
     }
 
     /// Whether [`poll_event`](Self::poll_event) has something.
@@ -367,6 +393,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
+        self.bytes_received += msg.payload_len() as u64;
         self.on_inbound(now);
         match msg {
             WsMessage::Binary(bytes) => match Frame::decode(bytes, self.config.limits()) {
@@ -388,6 +415,9 @@ impl Connection {
             },
             WsMessage::Text(_) => self.fail(ConnectionError::TextMessage),
             WsMessage::Ping(payload) => {
+                if !self.allow_probe(now) {
+                    return;
+                }
                 if self.config.pong_responder() == PongResponder::Machine {
                     self.transmits.push_back(WsMessage::Pong(payload.clone()));
                 }
@@ -514,6 +544,23 @@ impl Connection {
     }
 
     /// Any inbound message proves the peer alive (spec/protocol.md §8.3).
+    /// Counts a probe from the peer; past the limit the connection fails with 4007 and the
+    /// probe is not answered (spec/protocol.md §8.5).
+    fn allow_probe(&mut self, now: Instant) -> bool {
+        let limit = probe_limit::effective_limit(
+            self.config.max_probes_per_window(),
+            self.heartbeat.as_ref().map(|h| h.interval),
+        );
+        if self.probes.record(limit, now) {
+            return true;
+        }
+        self.fail(ConnectionError::ProbeFlood {
+            limit,
+            window: PROBE_WINDOW,
+        });
+        false
+    }
+
     fn on_inbound(&mut self, now: Instant) {
         if let Some(hb) = &self.heartbeat {
             self.timers.set(Timer::Idle, now + hb.timeout);
@@ -539,6 +586,9 @@ impl Connection {
             }
             (State::AwaitingWelcome, Frame::Welcome(welcome)) => self.on_welcome(welcome, now),
             (State::Established, Frame::Ping(Ping(payload))) => {
+                if !self.allow_probe(now) {
+                    return;
+                }
                 self.send(&Frame::Pong(Pong(payload.clone())));
                 self.events.push_back(Event::PingReceived {
                     carrier: Carrier::Frame,

@@ -373,6 +373,12 @@ impl Streams {
         self.streams.get(&id).map_or(0, |s| s.queued_bytes)
     }
 
+    /// Body bytes queued for sending on all streams together (for metrics; a walk over the
+    /// open streams).
+    pub fn buffered_bytes(&self) -> usize {
+        self.streams.values().map(|s| s.queued_bytes).sum()
+    }
+
     /// Whether [`open`](Self::open) would open a stream now; `Err` says why not. Lets a
     /// caller keep a request queued without building its head first: after
     /// [`OpenError::Blocked`], as after a blocked `open`, a [`StreamEvent::CanOpen`] follows

@@ -256,3 +256,62 @@ proptest::proptest! {
         }
     }
 }
+
+/// spec/protocol.md §8.5: a peer that floods probes (WebSocket Pings or PING frames) is
+/// closed with 4007 at the first probe past the limit; a correct peer's probes never reach
+/// it.
+#[test]
+fn a_ping_flood_closes_with_4007_at_the_first_probe_past_the_limit() {
+    use bytes::Bytes;
+    use tether_proto::connection::{WsMessage, DEFAULT_MAX_PROBES, PROBE_WINDOW};
+    use tether_proto::{Frame, Ping};
+
+    for frame_carrier in [false, true] {
+        let mut pair = Pair::default_configs();
+        pair.handshake();
+        let now = pair.now;
+        let probe = |i: u32| {
+            if frame_carrier {
+                let mut buf = bytes::BytesMut::new();
+                Frame::Ping(Ping(Bytes::from(i.to_be_bytes().to_vec()))).encode(&mut buf);
+                WsMessage::Binary(buf.freeze())
+            } else {
+                WsMessage::Ping(Bytes::from(i.to_be_bytes().to_vec()))
+            }
+        };
+        // A window's worth at the limit, then a new window: all allowed.
+        for i in 0..DEFAULT_MAX_PROBES {
+            pair.server.conn.handle_message(probe(i), now);
+        }
+        let later = now + PROBE_WINDOW;
+        for i in 0..DEFAULT_MAX_PROBES {
+            pair.server.conn.handle_message(probe(i), later);
+        }
+        assert!(pair.server.conn.is_established());
+        while pair.server.conn.poll_transmit().is_some() {}
+        // One more in the second window closes.
+        pair.server.conn.handle_message(probe(0), later);
+        assert!(!pair.server.conn.is_established());
+        let mut close = None;
+        while let Some(m) = pair.server.conn.poll_transmit() {
+            assert!(
+                !matches!(m, WsMessage::Pong(_)),
+                "the probe past the limit is not answered"
+            );
+            if let WsMessage::Close(Some(f)) = m {
+                close = Some(f.code);
+            }
+        }
+        assert_eq!(close, Some(CloseCode::ENHANCE_YOUR_CALM));
+        let mut failure = None;
+        while let Some(e) = pair.server.conn.poll_event() {
+            if let Event::Failure { error } = e {
+                failure = Some(error);
+            }
+        }
+        assert!(
+            matches!(failure, Some(ConnectionError::ProbeFlood { limit, .. }) if limit == DEFAULT_MAX_PROBES),
+            "{failure:?}"
+        );
+    }
+}

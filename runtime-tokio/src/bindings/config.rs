@@ -18,7 +18,16 @@ pub struct BindingConfig {
     pub(crate) recv_buffer: usize,
     pub(crate) allowed_origins: AllowedOrigins,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) max_buffered_bytes: usize,
+    pub(crate) buffer_budget: usize,
+    pub(crate) max_pings: u32,
 }
+
+/// Default process-wide budget of bytes being written toward clients: 64 MiB.
+pub const DEFAULT_BUFFER_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Default most bytes one connection has being written toward its client: 1 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1024 * 1024;
 
 impl Default for BindingConfig {
     fn default() -> Self {
@@ -31,6 +40,9 @@ impl Default for BindingConfig {
             recv_buffer: 10,
             allowed_origins: AllowedOrigins::SameHost,
             handshake_timeout: Duration::from_secs(10),
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            buffer_budget: DEFAULT_BUFFER_BUDGET,
+            max_pings: tether_proto::connection::DEFAULT_MAX_PROBES,
         }
     }
 }
@@ -69,6 +81,23 @@ impl BindingConfig {
     pub fn allowed_origins(&self) -> &AllowedOrigins {
         &self.allowed_origins
     }
+    /// Most bytes one connection has being written toward its client at a time (one write
+    /// burst); further messages wait in the send channel. A single larger message is written
+    /// alone.
+    pub fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered_bytes
+    }
+    /// Bytes held for clients, summed over every connection of the server: messages being
+    /// written toward them, and received messages the handler has not taken yet. A message
+    /// that finds no room closes its connection with 1013 (try again later). A message still
+    /// being received is outside it (at most `max_message_size` per connection).
+    pub fn buffer_budget(&self) -> usize {
+        self.buffer_budget
+    }
+    /// Most pings a client may send per 10 s; one more closes with 1008 (default 1,000).
+    pub fn max_pings_per_window(&self) -> u32 {
+        self.max_pings
+    }
 }
 
 /// Invalid combination of binding options.
@@ -83,10 +112,16 @@ pub enum ConfigError {
         /// The pong wait.
         pong_wait: Duration,
     },
-    /// A timeout or period of zero.
+    /// A timeout, period or size of zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// A buffer budget over 4 GiB - 1.
+    #[error("buffer budget {0} exceeds {MAX_BUFFER_BUDGET} bytes")]
+    BudgetTooLarge(usize),
 }
+
+/// Largest [`BindingConfig::buffer_budget`]: 4 GiB - 1.
+pub const MAX_BUFFER_BUDGET: usize = u32::MAX as usize;
 
 /// Builder of [`BindingConfig`]; [`build`](Self::build) rejects invalid combinations.
 #[derive(Debug, Clone)]
@@ -145,6 +180,22 @@ impl BindingConfigBuilder {
         self
     }
 
+    /// See [`BindingConfig::max_buffered_bytes`].
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.0.max_buffered_bytes = bytes;
+        self
+    }
+    /// See [`BindingConfig::buffer_budget`].
+    pub fn buffer_budget(mut self, bytes: usize) -> Self {
+        self.0.buffer_budget = bytes;
+        self
+    }
+    /// See [`BindingConfig::max_pings_per_window`].
+    pub fn max_pings_per_window(mut self, pings: u32) -> Self {
+        self.0.max_pings = pings;
+        self
+    }
+
     /// Checks the combination.
     pub fn build(self) -> Result<BindingConfig, ConfigError> {
         let c = self.0;
@@ -158,8 +209,17 @@ impl BindingConfigBuilder {
                 return Err(ConfigError::Zero(name));
             }
         }
-        if c.max_message_size == 0 {
-            return Err(ConfigError::Zero("max message size"));
+        for (name, n) in [
+            ("max message size", c.max_message_size),
+            ("max buffered bytes", c.max_buffered_bytes),
+            ("buffer budget", c.buffer_budget),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if c.buffer_budget > MAX_BUFFER_BUDGET {
+            return Err(ConfigError::BudgetTooLarge(c.buffer_budget));
         }
         if c.ping_period >= c.pong_wait {
             return Err(ConfigError::PingPeriodNotBelowPongWait {
@@ -198,6 +258,20 @@ mod tests {
                 .build()
                 .unwrap_err(),
             ConfigError::Zero("max message size")
+        );
+        assert_eq!(
+            BindingConfig::builder()
+                .buffer_budget(0)
+                .build()
+                .unwrap_err(),
+            ConfigError::Zero("buffer budget")
+        );
+        assert_eq!(
+            BindingConfig::builder()
+                .buffer_budget(MAX_BUFFER_BUDGET + 1)
+                .build()
+                .unwrap_err(),
+            ConfigError::BudgetTooLarge(MAX_BUFFER_BUDGET + 1)
         );
         let zero = BindingConfig::builder()
             .send_buffer(0)

@@ -1,9 +1,12 @@
 //! The task that moves messages between one WebSocket and the binding's channels.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tether_proto::connection::ProbeLimit;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -23,6 +26,8 @@ pub(super) struct Driver<C: Codec> {
     pub(super) close_rx: mpsc::Receiver<CloseFrame>,
     pub(super) done: watch::Sender<Option<Disconnect>>,
     pub(super) server: Option<watch::Receiver<Command>>,
+    /// Bytes being written toward clients, shared by every connection of the server.
+    pub(super) budget: Arc<Semaphore>,
 }
 
 async fn server_command(server: &mut Option<watch::Receiver<Command>>) -> Option<CloseFrame> {
@@ -49,6 +54,9 @@ impl<C: Codec> Driver<C> {
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut read_deadline = Instant::now() + pong_wait;
+        let mut pings = ProbeLimit::default();
+        // Budget held by received messages still in the receive channel, oldest first.
+        let mut inbound: VecDeque<OwnedSemaphorePermit> = VecDeque::new();
         let mut permit: Option<mpsc::OwnedPermit<C::In>> = None;
         let mut receiver_gone = false;
         let mut sender_gone = false;
@@ -60,6 +68,7 @@ impl<C: Codec> Driver<C> {
                 closing::close(&mut self.ws, Some(frame.clone())).await;
                 return Disconnect::Local(frame);
             }
+            self.release_taken(&mut inbound, permit.is_some());
             let reading = permit.is_some() || receiver_gone;
             tokio::select! {
                 reserved = self.in_tx.clone().reserve_owned(), if !reading => match reserved {
@@ -85,14 +94,31 @@ impl<C: Codec> Driver<C> {
                             closing::close_reply(&mut self.ws).await;
                             return Disconnect::Peer(frame);
                         }
+                        Some(Ok(Message::Ping(_)))
+                            if !pings.record(self.config.max_pings, Instant::now().into_std()) =>
+                        {
+                            let frame = close_frame(CloseCode::Policy, "too many pings");
+                            closing::close_and_discard(&mut self.ws, frame).await;
+                            return Disconnect::Error(super::BindingError::PingFlood(
+                                self.config.max_pings,
+                            ));
+                        }
                         Some(Ok(_)) => continue, // ping (answered by tungstenite), pong
                         Some(Err(e)) => return self.read_failed(e).await,
                         None => return Disconnect::Peer(None),
+                    };
+                    // A received message holds its bytes of the budget until the handler
+                    // takes it; no room closes with 1013.
+                    let held = match permit.is_some().then(|| self.reserve(data_len(&data))) {
+                        Some(None) => return self.overloaded().await,
+                        Some(Some(held)) => Some(held),
+                        None => None,
                     };
                     match C::decode(data) {
                         Ok(item) => {
                             if let Some(p) = permit.take() {
                                 p.send(item);
+                                inbound.extend(held);
                             }
                         }
                         Err(frame) => {
@@ -107,6 +133,7 @@ impl<C: Codec> Driver<C> {
                 }
                 out = self.out_rx.recv(), if !sender_gone => match out {
                     Some(item) => {
+                        self.release_taken(&mut inbound, permit.is_some());
                         if let Err(outcome) = self.write_burst(item).await {
                             return outcome;
                         }
@@ -139,29 +166,78 @@ impl<C: Codec> Driver<C> {
         }
     }
 
-    /// Feeds `first` and whatever else is queued, then flushes once.
+    /// Feeds `first` and whatever else is queued (up to `max_buffered_bytes`), then flushes
+    /// once. Every message holds its bytes of the server's budget until the flush is done.
     async fn write_burst(&mut self, first: C::Out) -> Result<(), Disconnect> {
         let timeout = self.config.write_timeout;
-        let burst = async {
-            let mut next = Some(first);
-            while let Some(item) = next {
-                match C::encode(item) {
-                    Ok(message) => self.ws.feed(message).await?,
-                    Err(frame) => return Ok(Some(frame)),
+        let mut held: Vec<OwnedSemaphorePermit> = Vec::new();
+        let mut burst_bytes = 0usize;
+        let mut next = Some(first);
+        while let Some(item) = next {
+            let message = match C::encode(item) {
+                Ok(message) => message,
+                Err(frame) => {
+                    closing::close(&mut self.ws, Some(frame.clone())).await;
+                    return Err(Disconnect::Error(super::BindingError::Encode(frame)));
                 }
-                next = self.out_rx.try_recv().ok();
+            };
+            let len = message.len();
+            let mut permit = self.reserve(len);
+            if permit.is_none() && !held.is_empty() {
+                // Write out (and release) what this burst holds, then try again.
+                self.flush(timeout).await?;
+                held.clear();
+                permit = self.reserve(len);
             }
-            self.ws.flush().await?;
-            Ok::<_, WsError>(None)
-        };
-        match tokio::time::timeout(timeout, burst).await {
-            Ok(Ok(None)) => Ok(()),
-            Ok(Ok(Some(frame))) => {
-                closing::close(&mut self.ws, Some(frame.clone())).await;
-                Err(Disconnect::Error(super::BindingError::Encode(frame)))
+            let Some(permit) = permit else {
+                return Err(self.overloaded().await);
+            };
+            let fed = tokio::time::timeout(timeout, self.ws.feed(message)).await;
+            if let Some(outcome) = write_failed(fed, timeout) {
+                return Err(outcome);
             }
-            other => Err(write_failed(other.map(|r| r.map(|_| ())), timeout)
-                .unwrap_or(Disconnect::Peer(None))),
+            held.push(permit);
+            burst_bytes = burst_bytes.saturating_add(len);
+            next = if burst_bytes < self.config.max_buffered_bytes {
+                self.out_rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        self.flush(timeout).await
+    }
+
+    /// `len` bytes of the server's budget, if it has room (a message larger than the whole
+    /// budget takes all of it).
+    fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        let share = u32::try_from(len.min(self.config.buffer_budget)).unwrap_or(u32::MAX);
+        self.budget.clone().try_acquire_many_owned(share).ok()
+    }
+
+    /// The budget has no room: closes with 1013 (try again later).
+    async fn overloaded(&mut self) -> Disconnect {
+        let frame = close_frame(CloseCode::Again, "server busy");
+        // No closing handshake: reading the client's next messages to find its close frame
+        // would buffer them; the raw bytes are discarded instead.
+        closing::close_and_discard(&mut self.ws, frame).await;
+        Disconnect::Error(super::BindingError::Overloaded)
+    }
+
+    /// Releases the budget of received messages the handler has taken from the receive
+    /// channel (the oldest first: the channel is FIFO).
+    fn release_taken(&self, inbound: &mut VecDeque<OwnedSemaphorePermit>, reserved: bool) {
+        let free = self.in_tx.capacity() + usize::from(reserved);
+        let queued = self.in_tx.max_capacity().saturating_sub(free);
+        while inbound.len() > queued {
+            inbound.pop_front();
+        }
+    }
+
+    async fn flush(&mut self, timeout: Duration) -> Result<(), Disconnect> {
+        let flushed = tokio::time::timeout(timeout, self.ws.flush()).await;
+        match write_failed(flushed, timeout) {
+            Some(outcome) => Err(outcome),
+            None => Ok(()),
         }
     }
 
@@ -184,6 +260,13 @@ fn write_failed(
         Err(_) => Some(Disconnect::Error(super::BindingError::WriteTimeout(
             timeout,
         ))),
+    }
+}
+
+fn data_len(data: &Data) -> usize {
+    match data {
+        Data::Text(t) => t.len(),
+        Data::Binary(b) => b.len(),
     }
 }
 

@@ -5,8 +5,13 @@
 //! [`Codec`] ([`Json`], [`Text`], [`Binary`] or [`Raw`]), a [`CloseHandle`] to disconnect with a
 //! close code and to learn how the connection ended, and the [`RequestInfo`] of the upgrade.
 //! A driver task per connection pings every `ping_period`, drops a peer silent for `pong_wait`,
-//! bounds every write by `write_timeout`, and closes with 1009 a message over
-//! `max_message_size`.
+//! bounds every write by `write_timeout`, closes with 1009 a message over
+//! `max_message_size` and with 1008 a client that sends more than `max_pings_per_window` pings
+//! per 10 s. Bytes being written toward clients are bounded per connection
+//! (`max_buffered_bytes` per write burst), and together with received messages the handler
+//! has not taken yet, across the server (`buffer_budget`): a message that finds no room in
+//! the budget closes its connection with 1013; a client that does not read is dropped when
+//! its write times out (a close frame cannot overtake the bytes it does not read).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,7 +54,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 pub use codec::{Binary, Codec, Data, Json, Raw, Text};
-pub use config::{BindingConfig, BindingConfigBuilder, ConfigError};
+pub use config::{
+    BindingConfig, BindingConfigBuilder, ConfigError, DEFAULT_BUFFER_BUDGET,
+    DEFAULT_MAX_BUFFERED_BYTES, MAX_BUFFER_BUDGET,
+};
 
 use crate::acceptor::{LiveGuard, Running, StopError};
 use crate::upgrade::{self, AcceptPolicy, RequestInfo};
@@ -105,6 +113,13 @@ pub enum BindingError {
     /// An item did not encode; closed with the codec's frame.
     #[error("item did not encode; closed with {}", u16::from(.0.code))]
     Encode(CloseFrame),
+    /// The server's buffer budget had no room for a message; closed with 1013 (try again
+    /// later).
+    #[error("buffer budget exhausted; closed with 1013")]
+    Overloaded,
+    /// The client sent more pings per 10 s than allowed; closed with 1008.
+    #[error("more than {0} pings in 10 s; closed with 1008")]
+    PingFlood(u32),
     /// Transport failure.
     #[error("connection failed: {0}")]
     Io(String),
@@ -203,12 +218,15 @@ impl BindingServer {
             ws_config: upgrade::ws_config(config.max_message_size),
             subprotocol: None,
         });
+        // One budget for every connection of this server (bytes being written to clients).
+        let budget = Arc::new(tokio::sync::Semaphore::new(config.buffer_budget));
         let config = Arc::new(config);
         let handler = Arc::new(handler);
         let running = Running::spawn(listener, move |stream, peer, commands, live| {
             let policy = policy.clone();
             let config = config.clone();
             let handler = handler.clone();
+            let budget = budget.clone();
             async move {
                 let (ws, request) = match upgrade::accept(stream, peer, &policy).await {
                     Ok(accepted) => accepted,
@@ -230,6 +248,7 @@ impl BindingServer {
                     close_rx,
                     done,
                     server: Some(commands),
+                    budget,
                 };
                 let binding = Binding {
                     receiver,

@@ -118,6 +118,7 @@ pub(crate) struct Driver {
     config: RestConfig,
     service: Arc<ServiceSlot>,
     info: Option<ConnectionInfo>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Driver {
@@ -131,7 +132,13 @@ impl Driver {
             config,
             service,
             info: None,
+            metrics: None,
         }
+    }
+
+    /// Where served requests are counted (by status class).
+    pub(crate) fn set_metrics(&mut self, metrics: crate::metrics::Metrics) {
+        self.metrics = Some(metrics);
     }
 
     /// A sender for callers of this connection.
@@ -196,6 +203,11 @@ impl Driver {
                 let Some(streams) = conn.streams() else {
                     return;
                 };
+                if let Some(m) = &self.metrics {
+                    if head.status.as_u16() >= 200 {
+                        m.request("served", head.status);
+                    }
+                }
                 match streams.send_response(id, *head, end) {
                     Ok(()) => {}
                     Err(e @ SendError::HeadTooLarge { .. }) => {

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tether_proto::connection::{Connection, Event, SessionHandle, StoreError};
+use tether_proto::connection::{
+    Connection, ConnectionError, Event, Initiator, SessionHandle, StoreError,
+};
 use tether_proto::CloseCode;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -16,6 +18,7 @@ use super::registry::Command;
 use super::{Decision, HelloHook, HelloRequest, ServerEvent, Shared};
 use crate::acceptor::{Command as Broadcast, LiveGuard};
 use crate::link::{self, Ending, Input};
+use crate::metrics::Meter;
 use crate::rest::{ConnectionInfo, Driver, LinkHandle};
 use crate::upgrade::{self, RequestInfo, ServerStream};
 use tether_proto::Side;
@@ -104,6 +107,9 @@ async fn run(
         failed: false,
     };
     let mut driver = Driver::new(shared.config.rest.clone(), shared.service.clone());
+    driver.set_metrics(shared.metrics.clone());
+    let mut meter = Meter::new(Some(shared.metrics.clone()));
+    let mut linger = false;
     let mut lost = false;
     let mut violated = false;
     let mut broadcast_open = true;
@@ -154,6 +160,10 @@ async fn run(
         }
         loop {
             while let Some(event) = conn.poll_event() {
+                meter.on_event(&event);
+                if let Event::Failure { error } = &event {
+                    linger = peer_may_be_sending(error);
+                }
                 task.on_event(&mut conn, &mut driver, event, hook).await;
             }
             let again = link::write_step(
@@ -164,6 +174,7 @@ async fn run(
                 &mut lost,
             )
             .await;
+            meter.update(&mut conn);
             if !again {
                 break;
             }
@@ -173,11 +184,24 @@ async fn run(
         }
     }
     driver.finish();
-    link::finish(&mut ws, Ending::of(lost, task.failed, violated)).await;
+    // Our close frame must reach a peer that may still be sending (a broken frame, a ping
+    // flood, §2.3, §8.5): the ending discards its input instead of resetting it.
+    link::finish(&mut ws, Ending::of(lost, task.failed, violated || linger)).await;
     if let Some(id) = task.id {
         shared.registry.remove(id, task.serial);
     }
     tracing::debug!("connection task done");
+}
+
+/// Whether this side failed the connection while the peer may still be sending: then
+/// closing the socket with unread bytes would reset it and could destroy our close frame.
+/// A peer silent for a timeout has nothing in flight.
+fn peer_may_be_sending(error: &ConnectionError) -> bool {
+    error.initiator() == Initiator::Local
+        && !matches!(
+            error,
+            ConnectionError::HeartbeatTimeout(_) | ConnectionError::HandshakeTimeout(_)
+        )
 }
 
 impl Task<'_> {

@@ -62,6 +62,7 @@ use uuid::Uuid;
 
 use crate::acceptor::{Running, StopError};
 use crate::events::{EventStream, Publisher, DEFAULT_EVENT_CAPACITY};
+use crate::metrics::Metrics;
 use crate::rest::{BoxError, Peer, RestConfig, SharedService};
 use crate::upgrade::{AcceptPolicy, AllowedOrigins};
 use registry::{Command, Registry};
@@ -97,6 +98,10 @@ pub struct ServerConfig {
     pub event_capacity: usize,
     /// How requests to clients behave (timeouts, queue bound): see [`Server::peer`].
     pub rest: RestConfig,
+    /// Where the server records its metrics (see [`crate::metrics`]); `None` (the default):
+    /// a registry of its own, from [`Server::metrics`]. Give each server its own registry:
+    /// the detached-sessions gauge is one server's.
+    pub metrics: Option<Metrics>,
 }
 
 impl ServerConfig {
@@ -113,6 +118,7 @@ impl ServerConfig {
             write_timeout: crate::link::WRITE_TIMEOUT,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             rest: RestConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -263,6 +269,7 @@ struct Shared {
     serial: AtomicU64,
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: SharedService,
+    metrics: Metrics,
 }
 
 impl Shared {
@@ -426,6 +433,7 @@ impl Server {
             ws_config: crate::link::ws_config(&config.connection),
             subprotocol: Some(crate::link::SUBPROTOCOL),
         };
+        let metrics = config.metrics.clone().unwrap_or_default();
         let store = SessionStore::new(config.resume_window)
             .with_max_detached(config.max_detached_sessions.max(1));
         let store_changed = Arc::new(Notify::new());
@@ -439,6 +447,14 @@ impl Server {
             events,
             serial: AtomicU64::new(0),
             service: SharedService::default(),
+            metrics,
+        });
+        let weak = Arc::downgrade(&shared);
+        shared.metrics.on_scrape(move |m| {
+            if let Some(shared) = weak.upgrade() {
+                let store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+                m.set_detached_sessions(store.detached_len());
+            }
         });
         tokio::spawn(expire_sessions(Arc::downgrade(&shared), store_changed));
         let hook: Arc<dyn HelloHook> = Arc::new(hook);
@@ -455,6 +471,12 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.running.local_addr()
+    }
+
+    /// The server's metrics (see [`crate::metrics`]): serve them with
+    /// [`MetricsServer`](crate::metrics::MetricsServer) or [`Metrics::encode`].
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics.clone()
     }
 
     /// Another stream of events, from now on.

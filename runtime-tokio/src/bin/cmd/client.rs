@@ -26,6 +26,9 @@ pub(crate) struct Args {
     /// Print every heartbeat round-trip time.
     #[arg(long)]
     print_rtt: bool,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     tunnel: Tunnel,
 }
@@ -44,6 +47,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
     }
     config.rest = args.tunnel.rest_config(config.rest);
+    let metrics = args.metrics.map(|_| tether_tokio::metrics::Metrics::new());
+    config.metrics = metrics.clone();
     if let Some(ca) = &args.tls_ca {
         match tether_tokio::tls::roots_from_pem_file(ca).and_then(tether_tokio::tls::client_config)
         {
@@ -62,6 +67,14 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let _metrics =
+            match super::common::serve_metrics(args.metrics, metrics.unwrap_or_default()).await {
+                Ok(m) => m,
+                Err(code) => {
+                    client.close().await;
+                    return code;
+                }
+            };
         if let Some(upstream) = args.tunnel.upstream() {
             client.serve(upstream);
         }

@@ -60,3 +60,21 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
         Err(e) => Err(format!("{e}: expected a number of bytes, e.g. 1048576")),
     }
 }
+
+/// Serves `metrics` at `http://ADDR/metrics` when `--metrics ADDR` was given, and says where.
+pub(crate) async fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+    metrics: tether_tokio::metrics::Metrics,
+) -> Result<Option<tether_tokio::metrics::MetricsServer>, std::process::ExitCode> {
+    let Some(addr) = addr else { return Ok(None) };
+    match tether_tokio::metrics::MetricsServer::bind(addr, metrics).await {
+        Ok(server) => {
+            println!("metrics on http://{}/metrics", server.local_addr());
+            Ok(Some(server))
+        }
+        Err(e) => {
+            eprintln!("error: cannot serve metrics on {addr}: {e}");
+            Err(std::process::ExitCode::FAILURE)
+        }
+    }
+}

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether_tokio::demo_server::{DemoServer, DemoServerConfig, DEFAULT_MAX_MESSAGE_SIZE};
+use tether_tokio::demo_server::{
+    DemoServer, DemoServerConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PINGS,
+};
 
 use super::common::{block_on, parse_duration, parse_size, shutdown_signal};
 
@@ -20,6 +22,15 @@ pub(crate) struct Args {
     /// Largest incoming message in bytes; a larger one closes that connection with 1009.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_parser = parse_size)]
     max_message_size: usize,
+    /// Drop a client from which nothing (no message, no pong) arrives for this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pong_wait: Duration,
+    /// Time between the server's pings; must be shorter than --pong-wait.
+    #[arg(long, default_value = "48s", value_parser = parse_duration)]
+    ping_period: Duration,
+    /// Most pings a client may send per 10 s; one more closes it with 1008.
+    #[arg(long, default_value_t = DEFAULT_MAX_PINGS)]
+    max_pings: u32,
     /// How long shutdown waits for clients to finish their closing handshake.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
@@ -31,6 +42,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
             listen: args.listen,
             heartbeat_interval: args.heartbeat_interval,
             max_message_size: args.max_message_size,
+            pong_wait: args.pong_wait,
+            ping_period: args.ping_period,
+            max_pings_per_window: args.max_pings,
             ..DemoServerConfig::default()
         };
         let server = match DemoServer::start(config).await {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tether_tokio::bindings::DEFAULT_BUFFER_BUDGET;
 use tether_tokio::echo_server::{self, DEFAULT_MAX_MESSAGE_SIZE};
 
 use super::common::{block_on, parse_duration, parse_size, shutdown_signal};
@@ -17,13 +18,24 @@ pub(crate) struct Args {
     /// Largest incoming message in bytes; a larger one closes the connection with 1009.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_parser = parse_size)]
     max_message_size: usize,
+    /// Bytes held for all clients together (messages being written to them, received
+    /// messages not yet echoed); a message that finds no room closes its connection with 1013.
+    #[arg(long, default_value_t = DEFAULT_BUFFER_BUDGET, value_parser = parse_size)]
+    buffer_budget: usize,
+    /// How long a write to a client may take before the client is dropped as a slow reader.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    write_timeout: Duration,
     /// How long shutdown waits for clients to finish their closing handshake.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let config = match echo_server::config(args.max_message_size) {
+    let config = match echo_server::builder(args.max_message_size)
+        .buffer_budget(args.buffer_budget)
+        .write_timeout(args.write_timeout)
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -18,6 +18,9 @@ pub(crate) struct Args {
     /// Address to listen on; every path accepts Tether connections.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     #[command(flatten)]
     timing: Timing,
     /// How long a dropped connection's session can be resumed (0s turns resume off).
@@ -84,6 +87,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         };
         println!("listening {scheme}://{}/", server.local_addr());
+        let _metrics = match super::common::serve_metrics(args.metrics, server.metrics()).await {
+            Ok(m) => m,
+            Err(code) => {
+                let _ = server.shutdown(args.shutdown_timeout).await;
+                return code;
+            }
+        };
         if let Some(upstream) = args.tunnel.upstream() {
             server.serve(upstream);
         }
