@@ -52,6 +52,33 @@ pub(crate) fn block_on(
     }
 }
 
+/// Parses a size in bytes, greater than zero: a number, optionally followed by KiB, MiB or
+/// GiB (or K, M, G, same meaning), e.g. `65536`, `512KiB`, `64MiB`.
+pub(crate) fn parse_byte_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (examples: 65536, 512KiB, 64MiB)"
+            ))
+        }
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|e| format!("{e} (examples: 65536, 512KiB, 64MiB)"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("must be greater than zero".into()),
+        Some(n) => Ok(n),
+        None => Err("too large".into()),
+    }
+}
+
 /// Parses a size in bytes, greater than zero.
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
