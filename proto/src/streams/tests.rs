@@ -1006,3 +1006,6 @@ fn spec_flow_control_worked_example() {
     p.server.s.release_capacity(ids[2], 16_384);
     assert_eq!(p.server.s.poll_transmit(), Some(wu(StreamId::ZERO, 49_152)));
 }
+
+#[path = "tests_flow.rs"]
+mod flow;
