@@ -837,7 +837,9 @@ impl Streams {
                         // Queued at the last check too, and not a byte sent since.
                         self.reset_locally(id, ResetCode::ENHANCE_YOUR_CALM);
                     } else {
-                        let next = now + self.config.stall_timeout;
+                        // A fixed schedule, however late this call: a check that is
+                        // already due again is handled in this same loop.
+                        let next = at + self.config.stall_timeout;
                         s.stalled = true;
                         s.stall_check = Some(next);
                         self.timers.push(Reverse((next, id, Timer::Stall)));
