@@ -105,9 +105,10 @@ fn rss_kib(pid: u32) -> u64 {
 /// pings) and never grants credit. Counts response heads in `heads`.
 async fn attack(addr: SocketAddr, streams: usize, heads: Arc<AtomicUsize>) {
     let mut request = format!("ws://{addr}/").into_client_request().expect("url");
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", "tether.v1".parse().expect("value"));
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "tether.v1".parse().expect("value"),
+    );
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
         .await
@@ -147,7 +148,9 @@ async fn attack(addr: SocketAddr, streams: usize, heads: Arc<AtomicUsize>) {
             }
         }
         match ws.next().await {
-            Some(Ok(Message::Binary(b))) => conn.handle_message(WsMessage::Binary(b), Instant::now()),
+            Some(Ok(Message::Binary(b))) => {
+                conn.handle_message(WsMessage::Binary(b), Instant::now())
+            }
             Some(Ok(_)) => {}
             _ => return,
         }

@@ -1105,6 +1105,30 @@ impl Streams {
         }));
     }
 
+    /// Whether `id` takes data now, like [`is_writable`](Self::is_writable); if it does
+    /// not, a [`StreamEvent::Writable`] follows when it does. A sender asks before reading
+    /// its first chunk from the body's source, so that even that chunk is not read ahead
+    /// of the peer's credit and the shared limits (§10.3, §10.8).
+    pub fn poll_writable(&mut self, id: StreamId) -> bool {
+        let Some(s) = self.streams.get(&id) else {
+            return false;
+        };
+        if s.send != Send::Open {
+            return false;
+        }
+        if self.has_room(id) {
+            return true;
+        }
+        let stream_room = stream_has_room(s, self.config.max_send_buffer);
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.blocked = true;
+        }
+        if stream_room {
+            self.park(id);
+        }
+        false
+    }
+
     // ---- outputs
 
     /// The next frame to send, or `None`. Control frames go first, then DATA from the

@@ -37,6 +37,12 @@ pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
 pub(crate) enum Command {
     /// Open a stream for a request (queued while the peer's stream limit is reached).
     Open(Box<Open>),
+    /// A body pump is about to read its first chunk: `ack` is answered once the stream
+    /// takes data (spec/protocol.md §10.3).
+    Ready {
+        id: StreamId,
+        ack: oneshot::Sender<()>,
+    },
     /// Queue body bytes on a stream; `ack` is answered once the machine took them.
     Data {
         id: StreamId,
@@ -180,6 +186,16 @@ impl Driver {
                 end,
                 ack,
             } => self.send_data(conn, id, chunk, end, ack),
+            Command::Ready { id, ack } => {
+                let Some(streams) = conn.streams() else {
+                    return;
+                };
+                if streams.poll_writable(id) {
+                    let _ = ack.send(());
+                } else if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.ack = Some(ack); // answered on Writable; dropped if the stream ends
+                }
+            }
             Command::Trailers { id, trailers, ack } => {
                 let Some(streams) = conn.streams() else {
                     return;
@@ -627,6 +643,11 @@ pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, on_erro
 }
 
 async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, on_error: ResetCode) {
+    // Not even the first chunk is read before the stream has room for it.
+    let (ack, ready) = oneshot::channel();
+    if tx.send(Command::Ready { id, ack }).is_err() || ready.await.is_err() {
+        return;
+    }
     loop {
         match body.frame().await {
             None => {
