@@ -102,8 +102,9 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// One attacking connection: zero windows, `streams` GETs, reads (so tungstenite answers
-/// pings) and never grants credit. Counts response heads in `heads`.
-async fn attack(addr: SocketAddr, streams: usize, heads: Arc<AtomicUsize>) {
+/// pings) and never grants credit. Counts response heads, streams that ended (the server
+/// reset them) and connections that completed the handshake.
+async fn attack(addr: SocketAddr, streams: usize, counts: Arc<[AtomicUsize; 3]>) {
     let mut request = format!("ws://{addr}/").into_client_request().expect("url");
     request.headers_mut().insert(
         "sec-websocket-protocol",
@@ -127,6 +128,7 @@ async fn attack(addr: SocketAddr, streams: usize, heads: Arc<AtomicUsize>) {
     loop {
         if conn.is_established() && !opened {
             opened = true;
+            counts[2].fetch_add(1, Ordering::Relaxed);
             let s = conn.streams().expect("streams");
             for _ in 0..streams {
                 let head = RequestHead::new(Method::GET, Uri::from_static("/big"));
@@ -143,8 +145,14 @@ async fn attack(addr: SocketAddr, streams: usize, heads: Arc<AtomicUsize>) {
             }
         }
         while let Some(event) = conn.poll_event() {
-            if let Event::Stream(StreamEvent::Response { .. }) = event {
-                heads.fetch_add(1, Ordering::Relaxed);
+            match event {
+                Event::Stream(StreamEvent::Response { .. }) => {
+                    counts[0].fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Stream(StreamEvent::Closed { .. }) => {
+                    counts[1].fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
             }
         }
         match ws.next().await {
@@ -208,9 +216,9 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let baseline = rss_kib(pid);
     println!("tether server pid {pid}: baseline VmRSS {baseline} KiB");
-    let heads = Arc::new(AtomicUsize::new(0));
+    let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
     for _ in 0..connections {
-        tokio::spawn(attack(listen, streams, heads.clone()));
+        tokio::spawn(attack(listen, streams, counts.clone()));
     }
     let started = Instant::now();
     let mut peak = baseline;
@@ -219,10 +227,12 @@ async fn main() {
         let rss = rss_kib(pid);
         peak = peak.max(rss);
         println!(
-            "t={s:>3}s  VmRSS {rss:>8} KiB  (+{:>7} KiB, {:>6} KiB per connection)  response heads {}",
+            "t={s:>3}s  VmRSS {rss:>8} KiB  (+{:>7} KiB, {:>6} KiB per connection)  connected {}  heads {}  ended {}",
             rss.saturating_sub(baseline),
             rss.saturating_sub(baseline) / connections as u64,
-            heads.load(Ordering::Relaxed)
+            counts[2].load(Ordering::Relaxed),
+            counts[0].load(Ordering::Relaxed),
+            counts[1].load(Ordering::Relaxed)
         );
     }
     let grown = peak.saturating_sub(baseline);
