@@ -216,7 +216,11 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let baseline = rss_kib(pid);
     println!("tether server pid {pid}: baseline VmRSS {baseline} KiB");
-    let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let counts = Arc::new([
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ]);
     for _ in 0..connections {
         tokio::spawn(attack(listen, streams, counts.clone()));
     }
