@@ -9,6 +9,10 @@
 //! `/proc/<pid>/status`) before the attack and every second for SECONDS (default 10; keep
 //! it below the server's stall timeout, 30 s by default, to see the pinned state), and the
 //! growth per connection. Extra arguments after `--` go to `tether server`.
+//!
+//! With `ZERO_WINDOW_MODE=noread` the clients announce the default windows instead and,
+//! once their requests are out, never read their socket again (the other variant of the
+//! attack: the server can only notice at its heartbeat timeout).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -114,14 +118,17 @@ async fn attack(addr: SocketAddr, streams: usize, counts: Arc<[AtomicUsize; 3]>)
     let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
         .await
         .expect("upgrade");
-    let config = Config::builder()
-        .streams(StreamsConfig {
+    let no_read = std::env::var("ZERO_WINDOW_MODE").is_ok_and(|m| m == "noread");
+    let windows = if no_read {
+        StreamsConfig::default()
+    } else {
+        StreamsConfig {
             initial_stream_window: 0,
             initial_connection_window: 0,
             ..StreamsConfig::default()
-        })
-        .build()
-        .expect("config");
+        }
+    };
+    let config = Config::builder().streams(windows).build().expect("config");
     let mut conn =
         Connection::client(Arc::new(config), Bytes::new(), None, Instant::now()).expect("client");
     let mut opened = false;
@@ -143,6 +150,10 @@ async fn attack(addr: SocketAddr, streams: usize, counts: Arc<[AtomicUsize; 3]>)
                     return;
                 }
             }
+        }
+        if no_read && opened {
+            // Hold the socket open, never read it again.
+            std::future::pending::<()>().await;
         }
         while let Some(event) = conn.poll_event() {
             match event {
