@@ -87,3 +87,23 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
         Err(e) => Err(format!("{e}: expected a number of bytes, e.g. 1048576")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_byte_size;
+
+    #[test]
+    fn byte_sizes_take_binary_units() {
+        assert_eq!(parse_byte_size("65536"), Ok(65536));
+        assert_eq!(parse_byte_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_byte_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_byte_size("2g"), Ok(2 << 30));
+        assert!(parse_byte_size("0MiB").is_err());
+        assert!(
+            parse_byte_size("64MB").is_err(),
+            "decimal units are not guessed"
+        );
+        assert!(parse_byte_size("MiB").is_err());
+        assert!(parse_byte_size("99999999999999999999G").is_err());
+    }
+}
