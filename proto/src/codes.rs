@@ -75,8 +75,9 @@ codes!(ResetCode(u32) {
     BODY_TOO_LARGE = 0x8, "body too large";
     /// A frame arrived for a stream that is already closed.
     STREAM_CLOSED = 0x9, "stream already closed";
-    /// The sender is protecting itself from a peer that opens or resets too many streams.
-    ENHANCE_YOUR_CALM = 0xa, "too many streams opened or reset; slow down";
+    /// The sender is protecting itself from a peer that opens or resets too many streams,
+    /// or leaves the DATA queued toward it unread past the stall timeout (§10.8).
+    ENHANCE_YOUR_CALM = 0xa, "resource limit exceeded (streams opened or reset too fast, or data left unread); slow down";
 });
 
 impl ResetCode {

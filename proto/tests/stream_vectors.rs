@@ -79,6 +79,7 @@ fn run(script: &Value) {
         initial_stream_window: n(&c["initial_stream_window"]) as u32,
         initial_connection_window: n(&c["initial_connection_window"]) as u32,
         max_body_size: c["max_body_size"].as_u64(),
+        stall_timeout: Duration::from_millis(n(&c["stall_timeout_ms"])),
         ..StreamsConfig::default()
     };
     let peer = PeerLimits {

@@ -30,6 +30,12 @@ pub(crate) fn refuse(conn: &mut Connection, id: StreamId, head: &RequestHead) {
         .and_then(|()| streams.send_data(id, Bytes::from_static(BODY), true));
     if let Err(e) = sent {
         tracing::debug!(%id, "could not answer: {e}");
+        if let tether_proto::streams::SendError::Blocked { .. } = e {
+            // No room for even this short body (the send budget is used up): end the
+            // stream rather than leave the head without its body.
+            streams.reset(id, tether_proto::ResetCode::INTERNAL_ERROR);
+            return;
+        }
     }
     // The rest of a request body is not wanted: once the 501 is out, the stream is reset
     // with NO_ERROR so the peer stops sending (§10.5).

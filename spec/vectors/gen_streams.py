@@ -53,7 +53,8 @@ def goaway(last, code, reason=b""):
 DEFAULT = {"max_concurrent_streams": 128, "initial_stream_window": 262144,
            "initial_connection_window": 1048576, "max_body_size": None,
            "peer_max_frame_payload": 65536, "peer_max_concurrent_streams": 128,
-           "peer_initial_stream_window": 262144, "peer_initial_connection_window": 1048576}
+           "peer_initial_stream_window": 262144, "peer_initial_connection_window": 1048576,
+           "stall_timeout_ms": 30000}
 
 
 def script(name, role, steps, doc, **config):
@@ -208,18 +209,56 @@ S.append(script("client_responses_without_content", "client", [
          events=[["closed", 5, "reset", CODES["PROTOCOL_ERROR"], "local"]]),
 ], "§10.4: a response to HEAD, a 204 and a 304 have no content whatever their content-length"))
 
+# §10.8 stall timeout: DATA queued toward a peer that grants no credit for it.
+S.append(script("stalled_stream_is_reset", "server", [
+    step(recv(request(1, "GET", "/big")), events=[["request", 1, "GET", "/big", True]]),
+    step({"respond": [1, 200, False]}, send=[response(1, 200, "OK", end=False)]),
+    # No window at all: the bytes stay queued.
+    step({"send_data": [1, "61626364", False]}),
+    # Never before the stall timeout...
+    step({"advance_ms": 999}),
+    # ...and at the latest twice the stall timeout after the data stopped moving.
+    step({"advance_ms": 1001}, send=[reset(1, "ENHANCE_YOUR_CALM")],
+         events=[["closed", 1, "reset", CODES["ENHANCE_YOUR_CALM"], "local"]]),
+], "§10.8: DATA queued toward the peer that none of is sent for the stall timeout resets the stream",
+    peer_initial_stream_window=0, peer_initial_connection_window=0, stall_timeout_ms=1000))
+S.append(script("waiting_with_nothing_queued_is_not_stalled", "server", [
+    step(recv(request(1, "GET", "/poll")), events=[["request", 1, "GET", "/poll", True]]),
+    step({"advance_ms": 10000}),
+    step({"respond": [1, 200, False]}, send=[response(1, 200, "OK", end=False)]),
+    step({"advance_ms": 10000}),
+    step({"send_data": [1, "6f6b", True]}, send=[data(1, b"ok", end=True)],
+         events=[["closed", 1, "finished"]]),
+], "§10.8: a long poll or an idle event stream has nothing queued and is never stalled",
+    stall_timeout_ms=1000))
+S.append(script("slow_but_moving_is_not_stalled", "server", [
+    step(recv(request(1, "GET", "/slow")), events=[["request", 1, "GET", "/slow", True]]),
+    step({"respond": [1, 200, False]}, send=[response(1, 200, "OK", end=False)]),
+    step({"send_data": [1, "616263646566", False]}, send=[data(1, b"ab")]),
+    step({"advance_ms": 900}),
+    step(recv(window_update(1, 2)), send=[data(1, b"cd")]),
+    step({"advance_ms": 900}),
+    # The queue is empty: the stream takes data again (it had none of the peer's credit
+    # left since the first send_data, §10.3).
+    step(recv(window_update(1, 2)), send=[data(1, b"ef")], events=[["writable", 1]]),
+    step({"advance_ms": 5000}),
+], "§10.8: queued DATA that keeps moving, however slowly, is not stalled",
+    peer_initial_stream_window=2, stall_timeout_ms=1000))
+
 doc = {
     "description": (
         "Scripted exchanges with one stream layer (spec/protocol.md §10). Each script creates a "
         "`role` endpoint (client opens odd stream ids, server even) with `config`: its own "
         "max_concurrent_streams, initial_stream_window, initial_connection_window, max_body_size "
-        "(null = none), and what the peer announced (peer_*). Other limits are the defaults of §10.8. "
+        "(null = none), stall_timeout_ms, and what the peer announced (peer_*). Other limits are the "
+        "defaults of §10.8. "
         "Steps run in order; each does one thing: `recv` (a frame as hex), `open` ([method, path, "
         "end_stream, timeout_ms or null]), `respond` ([stream, status, end_stream]), `send_data` "
         "([stream, hex, end_stream]), `release` ([stream, bytes consumed]), `go_away` (code name), or "
         "`advance_ms`. After the step the endpoint must have sent exactly `send` (frames as hex, in "
         "order) and reported exactly `events`: [request, id, method, path, end_stream], [response, "
-        "id, status, end_stream], [data, id, length, end_stream], [trailers, id], [goaway, "
+        "id, status, end_stream], [data, id, length, end_stream], [trailers, id], [writable, id] (the stream takes body data again after "
+        "it had no room for more, §10.3), [goaway, "
         "last_stream_id, code], [closed, id, finished|refused|timed_out|connection_lost], or [closed, "
         "id, reset, code, local|peer]. With `close`, the step instead makes the endpoint close the "
         "connection with that code."),

@@ -303,8 +303,15 @@ impl ConfigBuilder {
             return Err(ConfigError::AppDataTooLong(c.app_data.len()));
         }
         check_heartbeat(c.heartbeat_interval, c.heartbeat_timeout)?;
-        if c.streams.max_send_buffer == 0 {
+        let st = &c.streams;
+        if st.max_send_buffer == 0
+            || st.max_connection_send_buffer == 0
+            || st.send_budget.limit() == 0
+        {
             return Err(ConfigError::ZeroSendBuffer);
+        }
+        if st.stall_timeout.is_zero() {
+            return Err(ConfigError::ZeroStallTimeout);
         }
         c.settings().validate()?;
         Ok(c)
@@ -324,9 +331,13 @@ pub enum ConfigError {
     /// The version list is empty or longer than 16.
     #[error("a config must list 1 to 16 protocol versions, not {0}")]
     VersionCount(usize),
-    /// The stream layer's send buffer is zero (nothing could ever be sent).
-    #[error("the per-stream send buffer must not be zero")]
+    /// A send limit of the stream layer (per stream, per connection or the process-wide
+    /// budget) is zero (nothing could ever be sent).
+    #[error("send buffers and the send budget must not be zero")]
     ZeroSendBuffer,
+    /// The stream layer's stall timeout is zero (every queued byte would be a stall).
+    #[error("the stall timeout must not be zero")]
+    ZeroStallTimeout,
     /// The handshake timeout is zero.
     #[error("the handshake timeout must not be zero")]
     ZeroHandshakeTimeout,

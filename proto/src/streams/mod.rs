@@ -39,6 +39,7 @@
 //! # Ok::<(), tether_proto::streams::OpenError>(())
 //! ```
 
+mod budget;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -60,7 +61,12 @@ use crate::{
 /// when the request was sent (spec/protocol.md §10.6).
 pub const TIMEOUT_HEADER: &str = "tether-timeout";
 
+pub use self::budget::SendBudget;
 pub use crate::{Initiator, Side};
+
+/// How often a machine whose streams wait for the process-wide [`SendBudget`] looks again
+/// (budget freed by other connections reaches it no other way).
+pub const BUDGET_RETRY: Duration = Duration::from_millis(20);
 
 /// Local limits and policies of the stream layer (spec/protocol.md §10.8).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +81,20 @@ pub struct StreamsConfig {
     /// Default 1 MiB.
     pub initial_connection_window: u32,
     /// Body bytes that may wait in one stream's send queue before `send_data` pushes back.
-    /// Default 256 KiB.
+    /// Default 256 KiB. Whatever this allows, a stream takes more only while its queue is
+    /// below the peer's window for it, or one chunk when the queue is empty (§10.3).
     pub max_send_buffer: usize,
+    /// Body bytes that may wait in the send queues of all streams of the connection
+    /// together; beyond it `send_data` pushes back. Default 1 MiB (§10.8).
+    pub max_connection_send_buffer: usize,
+    /// The process-wide budget of queued body bytes, shared by every connection whose
+    /// config holds a clone of it. Default: a fresh budget of 64 MiB (§10.8).
+    pub send_budget: SendBudget,
+    /// A stream whose queued bytes the peer takes none of for this long is reset with
+    /// ENHANCE_YOUR_CALM (checked once per period, so the reset comes between one and two
+    /// periods after the data stopped moving). A stream with nothing queued is never
+    /// stalled. Default 30 s (§10.8).
+    pub stall_timeout: Duration,
     /// Largest request or response body accepted (`None` = no limit). Default `None`.
     pub max_body_size: Option<u64>,
     /// Most RESET frames and refused streams tolerated from the peer per `churn_window`
@@ -98,6 +116,9 @@ impl Default for StreamsConfig {
             initial_stream_window: 256 * 1024,
             initial_connection_window: 1024 * 1024,
             max_send_buffer: 256 * 1024,
+            max_connection_send_buffer: 1024 * 1024,
+            send_budget: SendBudget::default(),
+            stall_timeout: Duration::from_secs(30),
             max_body_size: None,
             max_churn: 200,
             churn_window: Duration::from_secs(10),
@@ -292,6 +313,15 @@ fn violation(code: CloseCode, reason: &'static str) -> StreamsError {
     StreamsError { code, reason }
 }
 
+/// What an entry of the timer heap is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The stream's deadline (§10.6).
+    Deadline,
+    /// The stream's stall check (§10.8).
+    Stall,
+}
+
 /// The stream layer of one connection (spec/protocol.md §10).
 #[derive(Debug)]
 pub struct Streams {
@@ -313,11 +343,18 @@ pub struct Streams {
     /// Streams with something to send, in turn order.
     ready: VecDeque<StreamId>,
     events: VecDeque<StreamEvent>,
-    /// Stream deadlines; an entry whose stream is gone or has another deadline is stale
-    /// and skipped when it comes up.
-    timers: BinaryHeap<Reverse<(Instant, StreamId)>>,
+    /// Stream deadlines and stall checks; an entry whose stream is gone or has another
+    /// deadline (or check) is stale and skipped when it comes up.
+    timers: BinaryHeap<Reverse<(Instant, StreamId, Timer)>>,
     /// Entries of `timers` that still belong to an open stream.
-    live_deadlines: usize,
+    live_timers: usize,
+    /// Body bytes queued on all streams (each also held in `config.send_budget`).
+    conn_queued: usize,
+    /// Streams refused for lack of connection or process-wide room, woken in turn.
+    parked: VecDeque<StreamId>,
+    /// The latest `now` any input brought (for the budget retry and stall checks armed by
+    /// calls that carry no time).
+    clock: Option<Instant>,
     sent_goaway: Option<StreamId>,
     recv_goaway: Option<StreamId>,
     open_blocked: bool,
@@ -344,7 +381,10 @@ impl Streams {
             ready: VecDeque::new(),
             events: VecDeque::new(),
             timers: BinaryHeap::new(),
-            live_deadlines: 0,
+            live_timers: 0,
+            conn_queued: 0,
+            parked: VecDeque::new(),
+            clock: None,
             sent_goaway: None,
             recv_goaway: None,
             open_blocked: false,
@@ -373,10 +413,22 @@ impl Streams {
         self.streams.get(&id).map_or(0, |s| s.queued_bytes)
     }
 
-    /// Body bytes queued for sending on all streams together (for metrics; a walk over the
-    /// open streams).
+    /// Body bytes queued for sending on all streams together (at most
+    /// `max_connection_send_buffer` plus one chunk, §10.8).
     pub fn buffered_bytes(&self) -> usize {
-        self.streams.values().map(|s| s.queued_bytes).sum()
+        self.conn_queued
+    }
+
+    /// Whether `id` takes more data now. After a `send_data` that is accepted but leaves
+    /// the stream without room (its queue reached the peer's window for it, or the
+    /// connection's or the process's limit), this is `false` and a
+    /// [`StreamEvent::Writable`] follows when there is room again: a sender that waits for
+    /// it before reading its next chunk keeps the body where it is (the upstream, the
+    /// kernel) while the peer grants no credit (§10.3).
+    pub fn is_writable(&self, id: StreamId) -> bool {
+        self.streams
+            .get(&id)
+            .is_some_and(|s| s.send == Send::Open && !s.blocked)
     }
 
     /// Whether [`open`](Self::open) would open a stream now; `Err` says why not. Lets a
@@ -446,6 +498,7 @@ impl Streams {
     /// GOAWAY); other frames are ignored. `Err` means the connection must close with the
     /// given code; stream-level problems are handled here (RESET queued, event emitted).
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), StreamsError> {
+        self.clock = Some(now);
         match frame {
             Frame::Headers(h) => self.recv_headers(h, now),
             Frame::Data(d) => self.recv_data(d),
@@ -467,6 +520,7 @@ impl Streams {
         code: ResetCode,
         now: Instant,
     ) -> Result<(), StreamsError> {
+        self.clock = Some(now);
         if self.streams.contains_key(&id) {
             self.reset_locally(id, code);
             return Ok(());
@@ -544,8 +598,8 @@ impl Streams {
         if let Some(after) = deadline {
             let at = now + after;
             stream.deadline = Some(at);
-            self.timers.push(Reverse((at, id)));
-            self.live_deadlines += 1;
+            self.timers.push(Reverse((at, id, Timer::Deadline)));
+            self.live_timers += 1;
         }
         self.streams.insert(id, stream);
         self.peer_open += 1;
@@ -729,6 +783,7 @@ impl Streams {
             return Ok(());
         }
         self.make_ready(id);
+        self.wake(id);
         Ok(())
     }
 
@@ -753,22 +808,47 @@ impl Streams {
         });
     }
 
-    /// Advances time: streams whose deadline passed are reset with TIMEOUT.
+    /// Advances time: streams whose deadline passed are reset with TIMEOUT; streams whose
+    /// queued data did not move for a whole stall period are reset with
+    /// ENHANCE_YOUR_CALM (§10.8); streams waiting for the process-wide budget look again.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&Reverse((at, id))) = self.timers.peek() {
+        self.clock = Some(now);
+        while let Some(&Reverse((at, id, timer))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            if self
-                .streams
-                .get(&id)
-                .is_some_and(|s| s.deadline == Some(at))
-            {
-                let code = ResetCode::TIMEOUT;
-                self.reset_stream(id, code, Outcome::TimedOut);
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            match timer {
+                Timer::Deadline if s.deadline == Some(at) => {
+                    let code = ResetCode::TIMEOUT;
+                    self.reset_stream(id, code, Outcome::TimedOut);
+                }
+                Timer::Stall if s.stall_check == Some(at) => {
+                    if s.queued_bytes == 0 {
+                        // Nothing waits for the peer: not stalled (a long poll, an idle
+                        // event stream). The next queued chunk arms a new check.
+                        s.stall_check = None;
+                        s.stalled = false;
+                        self.live_timers -= 1;
+                    } else if s.stalled {
+                        // Queued at the last check too, and not a byte sent since.
+                        self.reset_locally(id, ResetCode::ENHANCE_YOUR_CALM);
+                    } else {
+                        // A fixed schedule, however late this call: a check that is
+                        // already due again is handled in this same loop.
+                        let next = at + self.config.stall_timeout;
+                        s.stalled = true;
+                        s.stall_check = Some(next);
+                        self.timers.push(Reverse((next, id, Timer::Stall)));
+                    }
+                }
+                _ => {} // stale
             }
         }
+        self.wake_parked();
     }
 
     /// The transport is gone: every open stream ends with [`Outcome::ConnectionLost`].
@@ -779,8 +859,9 @@ impl Streams {
         }
         self.control.clear();
         self.ready.clear();
+        self.parked.clear();
         self.timers.clear();
-        self.live_deadlines = 0;
+        self.live_timers = 0;
     }
 
     // ---- local API
@@ -795,6 +876,7 @@ impl Streams {
         timeout: Option<Duration>,
         now: Instant,
     ) -> Result<StreamId, OpenError> {
+        self.clock = Some(now);
         if self.sent_goaway.is_some() || self.recv_goaway.is_some() {
             return Err(OpenError::GoingAway);
         }
@@ -826,8 +908,8 @@ impl Streams {
                 .insert(TIMEOUT_HEADER, HeaderValue::from(ms as u64));
             let at = now + t;
             stream.deadline = Some(at);
-            self.timers.push(Reverse((at, id)));
-            self.live_deadlines += 1;
+            self.timers.push(Reverse((at, id, Timer::Deadline)));
+            self.live_timers += 1;
         }
         self.streams.insert(id, stream);
         self.local_open += 1;
@@ -879,8 +961,15 @@ impl Streams {
 
     /// Queues body bytes (and with `end_stream`, the end of the body). The bytes are sent
     /// as windows allow, in frames of at most the peer's `max_frame_payload`, taking turns
-    /// with other streams. If the stream's queue is full the data is handed back in
-    /// [`SendError::Blocked`]; a [`StreamEvent::Writable`] follows when there is room.
+    /// with other streams.
+    ///
+    /// The peer's credit drives how much is taken (spec/protocol.md §10.3, §10.8): a
+    /// stream takes a chunk when its queue is empty, or while what is queued is below the
+    /// peer's window for it and within `max_send_buffer`; and only while the connection's
+    /// queues are below `max_connection_send_buffer` and the process-wide
+    /// [`SendBudget`] has room. Otherwise the data is handed back in
+    /// [`SendError::Blocked`] and a [`StreamEvent::Writable`] follows when there is room.
+    /// See also [`is_writable`](Self::is_writable).
     pub fn send_data(
         &mut self,
         id: StreamId,
@@ -894,18 +983,46 @@ impl Streams {
         if s.send != Send::Open {
             return Err(SendError::InvalidState(id));
         }
-        if s.queued_bytes > 0 && s.queued_bytes + data.len() > max {
-            s.blocked = true;
-            return Err(SendError::Blocked { id, data });
-        }
         if !data.is_empty() {
+            let stream_room = s.queued_bytes == 0
+                || (window_left(s) > s.queued_bytes && s.queued_bytes + data.len() <= max);
+            if !stream_room {
+                s.blocked = true;
+                return Err(SendError::Blocked { id, data });
+            }
+            let shared_room = self.conn_queued < self.config.max_connection_send_buffer
+                && self.config.send_budget.try_acquire(data.len());
+            if !shared_room {
+                s.blocked = true;
+                self.park(id);
+                return Err(SendError::Blocked { id, data });
+            }
+            self.conn_queued += data.len();
             s.queued_bytes += data.len();
             s.queue.push_back(data);
+            if s.stall_check.is_none() {
+                if let Some(clock) = self.clock {
+                    let at = clock + self.config.stall_timeout;
+                    s.stall_check = Some(at);
+                    s.stalled = false;
+                    self.timers.push(Reverse((at, id, Timer::Stall)));
+                    self.live_timers += 1;
+                }
+            }
         }
         if end_stream {
             s.send = Send::Ending;
+        } else if !self.has_room(id) {
+            // Accepted, but no room for the next chunk: the sender hears when there is.
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.blocked = true;
+            }
+            if stream_has_room(&self.streams[&id], max) {
+                self.park(id);
+            }
         }
         self.make_ready(id);
+        self.wake_parked();
         Ok(())
     }
 
@@ -988,6 +1105,30 @@ impl Streams {
         }));
     }
 
+    /// Whether `id` takes data now, like [`is_writable`](Self::is_writable); if it does
+    /// not, a [`StreamEvent::Writable`] follows when it does. A sender asks before reading
+    /// its first chunk from the body's source, so that even that chunk is not read ahead
+    /// of the peer's credit and the shared limits (§10.3, §10.8).
+    pub fn poll_writable(&mut self, id: StreamId) -> bool {
+        let Some(s) = self.streams.get(&id) else {
+            return false;
+        };
+        if s.send != Send::Open {
+            return false;
+        }
+        if self.has_room(id) {
+            return true;
+        }
+        let stream_room = stream_has_room(s, self.config.max_send_buffer);
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.blocked = true;
+        }
+        if stream_room {
+            self.park(id);
+        }
+        false
+    }
+
     // ---- outputs
 
     /// The next frame to send, or `None`. Control frames go first, then DATA from the
@@ -1043,13 +1184,12 @@ impl Streams {
             s.send_window -= n as i64;
             self.conn_send_window -= n as i64;
             s.queued_bytes -= n;
+            s.stalled = false; // the data moved
+            self.conn_queued -= n;
+            self.config.send_budget.release(n);
             let end_stream = s.queue.is_empty() && s.send == Send::Ending && s.trailers.is_none();
             if end_stream {
                 s.send = Send::Done;
-            }
-            if s.blocked && s.queued_bytes <= self.config.max_send_buffer / 2 {
-                s.blocked = false;
-                self.events.push_back(StreamEvent::Writable { id });
             }
             if s.has_pending_send() {
                 s.in_ready = true;
@@ -1057,7 +1197,10 @@ impl Streams {
             }
             if end_stream {
                 self.maybe_finish(id);
+            } else {
+                self.wake(id);
             }
+            self.wake_parked();
             return Some(Frame::Data(Data {
                 stream_id: id,
                 end_stream,
@@ -1083,7 +1226,20 @@ impl Streams {
     /// The earliest stream deadline, if any (it may belong to a stream that has since
     /// ended; the resulting `handle_timeout` is then a no-op).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        // Streams parked while the connection has room wait for the process-wide budget,
+        // which other connections free: look again soon.
+        let retry = if !self.parked.is_empty()
+            && self.conn_queued < self.config.max_connection_send_buffer
+        {
+            self.clock.map(|c| c + BUDGET_RETRY)
+        } else {
+            None
+        };
+        match (timer, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- internals
@@ -1185,16 +1341,25 @@ impl Streams {
         let Some(s) = self.streams.remove(&id) else {
             return;
         };
-        if s.deadline.is_some() {
-            self.live_deadlines -= 1;
-            // Deadlines of finished streams stay in the heap until they come up; once
-            // they are the majority, drop them (amortised O(1) per stream).
-            if self.timers.len() > 64 && self.timers.len() > 2 * self.live_deadlines {
+        let timers = usize::from(s.deadline.is_some()) + usize::from(s.stall_check.is_some());
+        if timers > 0 {
+            self.live_timers -= timers;
+            // Timers of finished streams stay in the heap until they come up; once they
+            // are the majority, drop them (amortised O(1) per stream).
+            if self.timers.len() > 64 && self.timers.len() > 2 * self.live_timers {
                 let streams = &self.streams;
-                self.timers.retain(|Reverse((at, id))| {
-                    streams.get(id).is_some_and(|s| s.deadline == Some(*at))
+                self.timers.retain(|Reverse((at, id, timer))| {
+                    streams.get(id).is_some_and(|s| match timer {
+                        Timer::Deadline => s.deadline == Some(*at),
+                        Timer::Stall => s.stall_check == Some(*at),
+                    })
                 });
             }
+        }
+        if s.queued_bytes > 0 {
+            // Queued data that will never be sent gives its room back.
+            self.conn_queued -= s.queued_bytes;
+            self.config.send_budget.release(s.queued_bytes);
         }
         if self.is_local(id) {
             self.local_open -= 1;
@@ -1209,7 +1374,101 @@ impl Streams {
         // window; queued data that will never be sent is simply dropped.
         let _ = self.release_connection(s.unreleased, false);
         self.events.push_back(StreamEvent::Closed { id, outcome });
+        self.wake_parked();
     }
+
+    /// Whether the connection and the process-wide budget have room for another chunk.
+    fn shared_room(&self) -> bool {
+        self.conn_queued < self.config.max_connection_send_buffer
+            && self.config.send_budget.has_room()
+    }
+
+    /// Whether `id` could take another chunk now.
+    fn has_room(&self, id: StreamId) -> bool {
+        self.streams
+            .get(&id)
+            .is_some_and(|s| stream_has_room(s, self.config.max_send_buffer) && self.shared_room())
+    }
+
+    /// Something changed for `id` (data sent, window granted): a blocked stream with room
+    /// again becomes writable; one that waits only for shared room joins the parked ones.
+    fn wake(&mut self, id: StreamId) {
+        let shared = self.shared_room();
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if !s.blocked || !stream_has_room(s, self.config.max_send_buffer) {
+            return;
+        }
+        if shared {
+            s.blocked = false;
+            self.events.push_back(StreamEvent::Writable { id });
+        } else {
+            self.park(id);
+        }
+    }
+
+    /// `id` waits for room on the connection or in the process-wide budget.
+    fn park(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.parked {
+            return;
+        }
+        s.parked = true;
+        // Closed streams leave stale entries: drop them once they are the majority.
+        if self.parked.len() >= 2 * self.streams.len() + 16 {
+            let streams = &self.streams;
+            self.parked
+                .retain(|id| streams.get(id).is_some_and(|s| s.parked));
+        }
+        self.parked.push_back(id);
+    }
+
+    /// Room was freed (data sent, a stream closed, time passed for the shared budget):
+    /// the first parked stream that can take a chunk becomes writable. One at a time, so
+    /// the connection's limit is overshot by at most one chunk; the next is woken when
+    /// that one has queued its chunk, or when more room is freed.
+    fn wake_parked(&mut self) {
+        while let Some(&id) = self.parked.front() {
+            if !self.shared_room() {
+                return;
+            }
+            self.parked.pop_front();
+            let max = self.config.max_send_buffer;
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.parked = false;
+            if s.blocked && stream_has_room(s, max) {
+                s.blocked = false;
+                self.events.push_back(StreamEvent::Writable { id });
+                return;
+            }
+            // Not blocked any more, or waiting for its own window (woken by `wake`).
+        }
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        // The shared budget outlives this connection: give back what it still holds.
+        self.config.send_budget.release(self.conn_queued);
+    }
+}
+
+/// Bytes the peer's window for `s` still allows (0 when it is used up).
+fn window_left(s: &Stream) -> usize {
+    usize::try_from(s.send_window.max(0)).unwrap_or(usize::MAX)
+}
+
+/// Whether `s` itself takes another chunk now (spec/protocol.md §10.3): its queue is
+/// empty, or below the peer's window for it and at most half of `max_send_buffer` (so a
+/// sender woken for it is not refused again at once).
+fn stream_has_room(s: &Stream, max_send_buffer: usize) -> bool {
+    s.queued_bytes == 0
+        || (window_left(s) > s.queued_bytes && s.queued_bytes <= max_send_buffer / 2)
 }
 
 /// The largest `tether-timeout` value, about 115 days.

@@ -71,6 +71,12 @@ pub(crate) struct Stream {
     pub(crate) blocked: bool,
     /// When the stream times out, if it has a deadline.
     pub(crate) deadline: Option<Instant>,
+    /// When the stall check of its queued data is due, if armed (§10.8).
+    pub(crate) stall_check: Option<Instant>,
+    /// Data was queued at the last stall check and none has been sent since.
+    pub(crate) stalled: bool,
+    /// In the list of streams waiting for connection or process-wide room.
+    pub(crate) parked: bool,
     /// Body bytes received so far.
     pub(crate) recv_bytes: u64,
     /// The `content-length` the peer announced, if any.
@@ -98,6 +104,9 @@ impl Stream {
             in_ready: false,
             blocked: false,
             deadline: None,
+            stall_check: None,
+            stalled: false,
+            parked: false,
             recv_bytes: 0,
             expected_len: None,
             head_request: false,

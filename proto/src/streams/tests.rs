@@ -299,8 +299,11 @@ fn heads_over_the_peers_limits_are_refused_before_sending() {
 #[test]
 fn a_thousand_concurrent_streams_both_ways() {
     let mut rng = Rng::from_env(0x7e7e_5eed);
+    // Every body is queued at once: no connection or process limit in the way.
     let cfg = StreamsConfig {
         max_concurrent_streams: 1000,
+        max_connection_send_buffer: usize::MAX,
+        send_budget: SendBudget::new(usize::MAX),
         ..StreamsConfig::default()
     };
     let mut p = Pair::new(cfg.clone(), cfg);
@@ -1003,3 +1006,6 @@ fn spec_flow_control_worked_example() {
     p.server.s.release_capacity(ids[2], 16_384);
     assert_eq!(p.server.s.poll_transmit(), Some(wu(StreamId::ZERO, 49_152)));
 }
+
+#[path = "tests_flow.rs"]
+mod flow;

@@ -37,6 +37,12 @@ pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
 pub(crate) enum Command {
     /// Open a stream for a request (queued while the peer's stream limit is reached).
     Open(Box<Open>),
+    /// A body pump is about to read its first chunk: `ack` is answered once the stream
+    /// takes data (spec/protocol.md §10.3).
+    Ready {
+        id: StreamId,
+        ack: oneshot::Sender<()>,
+    },
     /// Queue body bytes on a stream; `ack` is answered once the machine took them.
     Data {
         id: StreamId,
@@ -103,6 +109,10 @@ struct Slot {
     timeout: Option<Duration>,
     /// A chunk the machine refused (its send queue was full), sent again on `Writable`.
     pending: Option<(Bytes, bool, oneshot::Sender<()>)>,
+    /// The ack of a chunk the machine took while leaving the stream without room for the
+    /// next: answered on `Writable`, so the body is not read ahead of the peer's credit
+    /// (spec/protocol.md §10.3).
+    ack: Option<oneshot::Sender<()>>,
     /// The body pump and the service call working for this stream.
     tasks: Vec<AbortHandle>,
     /// Why our request body failed, for the caller (the stream is being reset).
@@ -183,6 +193,16 @@ impl Driver {
                 end,
                 ack,
             } => self.send_data(conn, id, chunk, end, ack),
+            Command::Ready { id, ack } => {
+                let Some(streams) = conn.streams() else {
+                    return;
+                };
+                if streams.poll_writable(id) {
+                    let _ = ack.send(());
+                } else if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.ack = Some(ack); // answered on Writable; dropped if the stream ends
+                }
+            }
             Command::Trailers { id, trailers, ack } => {
                 let Some(streams) = conn.streams() else {
                     return;
@@ -346,7 +366,13 @@ impl Driver {
         };
         match streams.send_data(id, chunk, end) {
             Ok(()) => {
-                let _ = ack.send(());
+                let slot = self.slots.get_mut(&id);
+                match slot {
+                    Some(slot) if !end && !streams.is_writable(id) => slot.ack = Some(ack),
+                    _ => {
+                        let _ = ack.send(());
+                    }
+                }
             }
             Err(SendError::Blocked { data, .. }) => {
                 if let Some(slot) = self.slots.get_mut(&id) {
@@ -423,8 +449,13 @@ impl Driver {
                 }
             }
             StreamEvent::Writable { id } => {
-                let pending = self.slots.get_mut(&id).and_then(|s| s.pending.take());
-                if let Some((data, end, ack)) = pending {
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return;
+                };
+                if let Some(ack) = slot.ack.take() {
+                    let _ = ack.send(());
+                }
+                if let Some((data, end, ack)) = slot.pending.take() {
                     self.send_data(conn, id, data, end, ack);
                 }
             }
@@ -606,8 +637,9 @@ impl Drop for ResetOnDrop {
 }
 
 /// Sends a body on stream `id`, one chunk at a time: each chunk waits for the task to take
-/// it into the machine, which takes it only while the stream's send queue has room, so the
-/// peer's flow-control windows hold the body back. A body that fails resets the stream
+/// it into the machine, and the next is read only once the stream has room again (the
+/// peer's credit, the connection's cap and the process-wide budget, spec/protocol.md
+/// §10.3, §10.8), so an unread body waits in its source, not here. A body that fails resets the stream
 /// with `on_error` (and a caller still waiting for the response head gets the error).
 pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, on_error: ResetCode) {
     // A body that panics (or a pump aborted with its stream still open) resets the stream,
@@ -623,6 +655,11 @@ pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, on_erro
 }
 
 async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, on_error: ResetCode) {
+    // Not even the first chunk is read before the stream has room for it.
+    let (ack, ready) = oneshot::channel();
+    if tx.send(Command::Ready { id, ack }).is_err() || ready.await.is_err() {
+        return;
+    }
     loop {
         match body.frame().await {
             None => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 
 use super::common::{block_on, shutdown_signal};
-use super::lifecycle::{client_line, Timing};
+use super::lifecycle::{client_line, Flow, Timing};
 use super::tunnel::{self, Tunnel};
 use tether_tokio::gateway::Target;
 
@@ -20,6 +20,8 @@ pub(crate) struct Args {
     metadata: String,
     #[command(flatten)]
     timing: Timing,
+    #[command(flatten)]
+    flow: Flow,
     /// PEM file of the CA certificate(s) to trust for wss://.
     #[arg(long)]
     tls_ca: Option<std::path::PathBuf>,
@@ -39,7 +41,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         return ExitCode::from(2);
     }
     let mut config = ClientConfig::new(args.metadata.clone());
-    match args.timing.config() {
+    match args.flow.config(&args.timing) {
         Ok(c) => config.connection = c,
         Err(e) => {
             eprintln!("error: {e}");

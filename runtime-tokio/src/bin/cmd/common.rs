@@ -52,6 +52,33 @@ pub(crate) fn block_on(
     }
 }
 
+/// Parses a size in bytes, greater than zero: a number, optionally followed by KiB, MiB or
+/// GiB (or K, M, G, same meaning), e.g. `65536`, `512KiB`, `64MiB`.
+pub(crate) fn parse_byte_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (examples: 65536, 512KiB, 64MiB)"
+            ))
+        }
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|e| format!("{e} (examples: 65536, 512KiB, 64MiB)"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("must be greater than zero".into()),
+        Some(n) => Ok(n),
+        None => Err("too large".into()),
+    }
+}
+
 /// Parses a size in bytes, greater than zero.
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -76,5 +103,25 @@ pub(crate) async fn serve_metrics(
             eprintln!("error: cannot serve metrics on {addr}: {e}");
             Err(std::process::ExitCode::FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_byte_size;
+
+    #[test]
+    fn byte_sizes_take_binary_units() {
+        assert_eq!(parse_byte_size("65536"), Ok(65536));
+        assert_eq!(parse_byte_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_byte_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_byte_size("2g"), Ok(2 << 30));
+        assert!(parse_byte_size("0MiB").is_err());
+        assert!(
+            parse_byte_size("64MB").is_err(),
+            "decimal units are not guessed"
+        );
+        assert!(parse_byte_size("MiB").is_err());
+        assert!(parse_byte_size("99999999999999999999G").is_err());
     }
 }

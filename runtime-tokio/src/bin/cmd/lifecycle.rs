@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_proto::connection::Config;
+use tether_proto::connection::{Config, ConfigBuilder};
+use tether_proto::streams::{SendBudget, StreamsConfig};
 use tether_tokio::client::ClientEvent;
 use tether_tokio::server::ServerEvent;
 
-use super::common::parse_duration;
+use super::common::{parse_byte_size, parse_duration};
 
 /// Heartbeat and handshake timing.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,13 +26,39 @@ pub(crate) struct Timing {
 }
 
 impl Timing {
-    pub(crate) fn config(&self) -> Result<Arc<Config>, String> {
+    fn builder(&self) -> ConfigBuilder {
         Config::builder()
             .heartbeat(self.heartbeat_interval, self.heartbeat_timeout)
             .handshake_timeout(self.handshake_timeout)
-            .build()
-            .map(Arc::new)
-            .map_err(|e| e.to_string())
+    }
+}
+
+fn build(builder: ConfigBuilder) -> Result<Arc<Config>, String> {
+    builder.build().map(Arc::new).map_err(|e| e.to_string())
+}
+
+/// Limits on body bytes queued toward the peer (spec/protocol.md §10.8).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Flow {
+    /// Most response and request body bytes queued toward peers by all connections of this
+    /// process together (e.g. 64MiB); beyond it senders wait, and bodies wait in their
+    /// source (the upstream, the kernel).
+    #[arg(long, default_value = "64MiB", value_parser = parse_byte_size)]
+    pub(crate) send_budget: usize,
+    /// A stream whose queued bytes the peer takes none of for this long is reset with
+    /// ENHANCE_YOUR_CALM (a stream with nothing queued, e.g. a long poll, is never cut).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) stall_timeout: Duration,
+}
+
+impl Flow {
+    /// The connection config: `timing` plus these limits, one budget for the process.
+    pub(crate) fn config(&self, timing: &Timing) -> Result<Arc<Config>, String> {
+        build(timing.builder().streams(StreamsConfig {
+            send_budget: SendBudget::new(self.send_budget),
+            stall_timeout: self.stall_timeout,
+            ..StreamsConfig::default()
+        }))
     }
 }
 

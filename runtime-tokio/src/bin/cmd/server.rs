@@ -8,7 +8,7 @@ use tether_tokio::server::{Server, ServerConfig};
 use tether_tokio::upgrade::AllowedOrigins;
 
 use super::common::{block_on, parse_duration, shutdown_signal};
-use super::lifecycle::{server_line, Timing};
+use super::lifecycle::{server_line, Flow, Timing};
 use super::tunnel::{self, Tunnel};
 use tether_tokio::gateway::Target;
 
@@ -23,6 +23,8 @@ pub(crate) struct Args {
     metrics: Option<SocketAddr>,
     #[command(flatten)]
     timing: Timing,
+    #[command(flatten)]
+    flow: Flow,
     /// How long a dropped connection's session can be resumed (0s turns resume off).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     resume_window: Duration,
@@ -51,7 +53,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let connection = match args.timing.config() {
+    let connection = match args.flow.config(&args.timing) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

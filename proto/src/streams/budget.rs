@@ -1,0 +1,134 @@
+//! The process-wide budget of bytes queued toward peers (spec/protocol.md §10.8).
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Body bytes queued for sending, counted across every stream machine that holds a clone
+/// (all connections of a server or client share the one in their
+/// [`StreamsConfig`](super::StreamsConfig)). A machine takes budget for each chunk it
+/// queues and gives it back as the chunk is sent or dropped; while the budget is used up,
+/// `send_data` answers [`SendError::Blocked`](super::SendError::Blocked) and the sender
+/// waits for [`StreamEvent::Writable`](super::StreamEvent::Writable).
+///
+/// It is a counter, nothing more: no threads, no I/O. Clones share the count. Two budgets
+/// compare equal when their limits are equal (as configuration); whether they are the same
+/// counter is [`is_shared_with`](Self::is_shared_with).
+///
+/// ```
+/// use tether_proto::streams::SendBudget;
+///
+/// let budget = SendBudget::new(64 * 1024 * 1024);
+/// let shared = budget.clone();
+/// assert_eq!((shared.used(), shared.limit()), (0, 64 * 1024 * 1024));
+/// assert!(budget.is_shared_with(&shared));
+/// assert!(!budget.is_shared_with(&SendBudget::new(64 * 1024 * 1024)));
+/// ```
+#[derive(Clone)]
+pub struct SendBudget(Arc<Inner>);
+
+struct Inner {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl SendBudget {
+    /// The default limit: 64 MiB (spec/protocol.md §10.8).
+    pub const DEFAULT_LIMIT: usize = 64 * 1024 * 1024;
+
+    /// A fresh budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        SendBudget(Arc::new(Inner {
+            limit,
+            used: AtomicUsize::new(0),
+        }))
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    /// Bytes currently queued toward peers by every machine sharing this budget.
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Acquire)
+    }
+
+    /// Whether `other` is a clone of this budget (counts the same bytes).
+    pub fn is_shared_with(&self, other: &SendBudget) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Whether a machine may queue another chunk now (the budget is not used up).
+    pub fn has_room(&self) -> bool {
+        self.used() < self.0.limit
+    }
+
+    /// Takes `n` bytes if the budget is not used up. A chunk taken while below the limit
+    /// may end above it, so the count never exceeds the limit by more than one chunk.
+    pub(crate) fn try_acquire(&self, n: usize) -> bool {
+        let limit = self.0.limit;
+        self.0
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < limit).then(|| used.saturating_add(n))
+            })
+            .is_ok()
+    }
+
+    /// Gives `n` bytes back.
+    pub(crate) fn release(&self, n: usize) {
+        if n > 0 {
+            // Never below zero, whatever a caller does.
+            let _ = self
+                .0
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    Some(used.saturating_sub(n))
+                });
+        }
+    }
+}
+
+impl Default for SendBudget {
+    /// A fresh budget of [`SendBudget::DEFAULT_LIMIT`].
+    fn default() -> Self {
+        SendBudget::new(Self::DEFAULT_LIMIT)
+    }
+}
+
+impl PartialEq for SendBudget {
+    fn eq(&self, other: &Self) -> bool {
+        self.limit() == other.limit()
+    }
+}
+
+impl Eq for SendBudget {}
+
+impl fmt::Debug for SendBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendBudget")
+            .field("limit", &self.limit())
+            .field("used", &self.used())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SendBudget;
+
+    #[test]
+    fn takes_while_below_the_limit_and_overshoots_by_at_most_one_chunk() {
+        let b = SendBudget::new(100);
+        assert!(b.try_acquire(60));
+        assert!(b.try_acquire(60), "below the limit: one more chunk");
+        assert_eq!(b.used(), 120);
+        assert!(!b.has_room());
+        assert!(!b.try_acquire(1));
+        b.release(60);
+        assert!(b.try_acquire(1));
+        b.release(1000);
+        assert_eq!(b.used(), 0, "never below zero");
+    }
+}
