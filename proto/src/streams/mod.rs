@@ -79,12 +79,19 @@ pub struct StreamsConfig {
     pub max_send_buffer: usize,
     /// Largest request or response body accepted (`None` = no limit). Default `None`.
     pub max_body_size: Option<u64>,
-    /// Most RESET frames and refused streams tolerated from the peer per `churn_window`
-    /// before the connection is closed with 4007 (the HTTP/2 "rapid reset" defence).
-    /// Default 200.
+    /// Most churn events tolerated from the peer per `churn_window` before the
+    /// connection is closed with 4007 (spec/protocol.md §10.8): streams we refused,
+    /// RESETs we sent because the peer broke a stream rule ("MadeYouReset"), and peer
+    /// streams that were thrown away younger than `churn_min_lifetime` (the HTTP/2
+    /// "rapid reset"). Default 200.
     pub max_churn: u32,
     /// The window over which churn is counted. Default 10 s.
     pub churn_window: Duration,
+    /// A stream the peer opened and that ends by a RESET (the peer's, or ours when its
+    /// deadline passes) at least this long after its request head arrived is ordinary
+    /// cancellation and is not counted as churn: at most MAX_CONCURRENT_STREAMS such
+    /// streams can end per `churn_min_lifetime`. Default 100 ms.
+    pub churn_min_lifetime: Duration,
     /// Most frames that the peer's behaviour makes us queue (RESET and WINDOW_UPDATE
     /// replies) before they are written; beyond it the connection is closed with 4007.
     /// Default 1,024.
@@ -101,6 +108,7 @@ impl Default for StreamsConfig {
             max_body_size: None,
             max_churn: 200,
             churn_window: Duration::from_secs(10),
+            churn_min_lifetime: Duration::from_millis(100),
             max_queued_replies: 1024,
         }
     }
@@ -323,6 +331,9 @@ pub struct Streams {
     open_blocked: bool,
     churn: u32,
     churn_since: Option<Instant>,
+    /// The churn limit was exceeded by something that cannot fail at once (a deadline
+    /// in `handle_timeout`): reported by the next `handle_frame`.
+    churn_exceeded: Option<StreamsError>,
 }
 
 impl Streams {
@@ -350,6 +361,7 @@ impl Streams {
             open_blocked: false,
             churn: 0,
             churn_since: None,
+            churn_exceeded: None,
             streams: HashMap::new(),
             config,
             peer,
@@ -440,11 +452,14 @@ impl Streams {
     /// GOAWAY); other frames are ignored. `Err` means the connection must close with the
     /// given code; stream-level problems are handled here (RESET queued, event emitted).
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), StreamsError> {
+        if let Some(e) = self.churn_exceeded.take() {
+            return Err(e);
+        }
         match frame {
             Frame::Headers(h) => self.recv_headers(h, now),
-            Frame::Data(d) => self.recv_data(d),
+            Frame::Data(d) => self.recv_data(d, now),
             Frame::Reset(r) => self.recv_reset(r, now),
-            Frame::WindowUpdate(w) => self.recv_window_update(w),
+            Frame::WindowUpdate(w) => self.recv_window_update(w, now),
             Frame::GoAway(g) => {
                 self.recv_goaway(g);
                 Ok(())
@@ -461,25 +476,24 @@ impl Streams {
         code: ResetCode,
         now: Instant,
     ) -> Result<(), StreamsError> {
+        if let Some(e) = self.churn_exceeded.take() {
+            return Err(e);
+        }
+        // The peer's error made us reset: churn (spec/protocol.md §10.8).
         if self.streams.contains_key(&id) {
-            self.reset_locally(id, code);
-            return Ok(());
+            return self.reset_for_peer_error(id, code, now);
         }
         if !self.is_local(id) && id.value() > self.last_peer {
             // A request we could not parse still uses up its id.
             self.last_peer = id.value();
-            self.count_churn(now)?;
         }
-        self.reply(Frame::Reset(Reset {
-            stream_id: id,
-            code,
-        }))
+        self.reply_reset_for_peer_error(id, code, now)
     }
 
     fn recv_headers(&mut self, h: Headers, now: Instant) -> Result<(), StreamsError> {
         let id = h.stream_id;
         if self.streams.contains_key(&id) {
-            return self.recv_headers_on_open(h);
+            return self.recv_headers_on_open(h, now);
         }
         if self.is_local(id) {
             if self.was_opened_locally(id) {
@@ -491,10 +505,7 @@ impl Streams {
             ));
         }
         if id.value() <= self.last_peer {
-            return self.reply(Frame::Reset(Reset {
-                stream_id: id,
-                code: ResetCode::STREAM_CLOSED,
-            }));
+            return self.reply_reset_for_peer_error(id, ResetCode::STREAM_CLOSED, now);
         }
         let Head::Request(head) = h.head else {
             return Err(violation(
@@ -523,18 +534,13 @@ impl Streams {
         let deadline = match parse_timeout(head.headers.get(TIMEOUT_HEADER)) {
             Ok(d) => d,
             Err(()) => {
-                return self.reply(Frame::Reset(Reset {
-                    stream_id: id,
-                    code: ResetCode::PROTOCOL_ERROR,
-                }));
+                return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
             }
         };
         if h.end_stream && stream.expected_len.is_some_and(|n| n != 0) {
-            return self.reply(Frame::Reset(Reset {
-                stream_id: id,
-                code: ResetCode::PROTOCOL_ERROR,
-            }));
+            return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
         }
+        stream.peer_opened_at = Some(now);
         if let Some(after) = deadline {
             let at = now + after;
             stream.deadline = Some(at);
@@ -551,7 +557,7 @@ impl Streams {
         Ok(())
     }
 
-    fn recv_headers_on_open(&mut self, h: Headers) -> Result<(), StreamsError> {
+    fn recv_headers_on_open(&mut self, h: Headers, now: Instant) -> Result<(), StreamsError> {
         let id = h.stream_id;
         let local = self.is_local(id);
         let Some(s) = self.streams.get_mut(&id) else {
@@ -609,11 +615,10 @@ impl Streams {
             (_, Recv::Done) => ResetCode::STREAM_CLOSED,
             _ => ResetCode::PROTOCOL_ERROR,
         };
-        self.reset_locally(id, code);
-        Ok(())
+        self.reset_for_peer_error(id, code, now)
     }
 
-    fn recv_data(&mut self, d: Data) -> Result<(), StreamsError> {
+    fn recv_data(&mut self, d: Data, now: Instant) -> Result<(), StreamsError> {
         let id = d.stream_id;
         // Bounded by max_frame_payload (<= 16 MiB), so it fits.
         let len = d.payload.len() as u32;
@@ -672,16 +677,15 @@ impl Streams {
             // These bytes were never accounted to the stream: give them back here.
             self.release_connection(len, false)?;
         }
-        self.reset_locally(id, code);
-        Ok(())
+        self.reset_for_peer_error(id, code, now)
     }
 
     fn recv_reset(&mut self, r: Reset, now: Instant) -> Result<(), StreamsError> {
-        self.count_churn(now)?;
         let id = r.stream_id;
         let Some(s) = self.streams.get(&id) else {
             return self.ignore_if_closed(id, "RESET on a stream that was never opened");
         };
+        let thrown_away = self.is_thrown_away_young(s, now);
         let outcome = if r.code == ResetCode::REFUSED_STREAM && self.is_local(id) {
             Outcome::Refused
         } else if r.code == ResetCode::NO_ERROR && s.recv == Recv::Done {
@@ -697,10 +701,13 @@ impl Streams {
             }
         };
         self.close(id, outcome);
+        if thrown_away {
+            self.count_churn(now)?;
+        }
         Ok(())
     }
 
-    fn recv_window_update(&mut self, w: WindowUpdate) -> Result<(), StreamsError> {
+    fn recv_window_update(&mut self, w: WindowUpdate, now: Instant) -> Result<(), StreamsError> {
         let inc = i64::from(w.increment);
         if w.stream_id.is_zero() {
             self.conn_send_window += inc;
@@ -718,9 +725,7 @@ impl Streams {
         };
         s.send_window += inc;
         if s.send_window > i64::from(MAX_INCREMENT) {
-            let code = ResetCode::FLOW_CONTROL_ERROR;
-            self.reset_locally(id, code);
-            return Ok(());
+            return self.reset_for_peer_error(id, ResetCode::FLOW_CONTROL_ERROR, now);
         }
         self.make_ready(id);
         Ok(())
@@ -754,13 +759,18 @@ impl Streams {
                 break;
             }
             self.timers.pop();
-            if self
-                .streams
-                .get(&id)
-                .is_some_and(|s| s.deadline == Some(at))
-            {
+            let Some(s) = self.streams.get(&id) else {
+                continue;
+            };
+            if s.deadline == Some(at) {
+                // A deadline shorter than the minimum lifetime throws the peer's stream
+                // away as surely as a RESET would (spec/protocol.md §10.8).
+                let thrown_away = self.is_thrown_away_young(s, now);
                 let code = ResetCode::TIMEOUT;
                 self.reset_stream(id, code, Outcome::TimedOut);
+                if thrown_away && self.churn_exceeded.is_none() {
+                    self.churn_exceeded = self.count_churn(now).err();
+                }
             }
         }
     }
@@ -1104,6 +1114,42 @@ impl Streams {
         Ok(())
     }
 
+    /// Whether `s`, ending now, is a peer stream thrown away young (spec/protocol.md
+    /// §10.8): opened by the peer less than `churn_min_lifetime` ago and our response not
+    /// yet sent in full.
+    fn is_thrown_away_young(&self, s: &Stream, now: Instant) -> bool {
+        s.send != Send::Done
+            && s.peer_opened_at.is_some_and(|at| {
+                now.saturating_duration_since(at) < self.config.churn_min_lifetime
+            })
+    }
+
+    /// Resets an open stream because the peer broke a stream rule: churn (§10.8).
+    fn reset_for_peer_error(
+        &mut self,
+        id: StreamId,
+        code: ResetCode,
+        now: Instant,
+    ) -> Result<(), StreamsError> {
+        self.reset_locally(id, code);
+        self.count_churn(now)
+    }
+
+    /// Answers a frame for a stream that is not open with RESET because the peer broke a
+    /// stream rule: churn (§10.8), and a reply within the reply budget.
+    fn reply_reset_for_peer_error(
+        &mut self,
+        id: StreamId,
+        code: ResetCode,
+        now: Instant,
+    ) -> Result<(), StreamsError> {
+        self.count_churn(now)?;
+        self.reply(Frame::Reset(Reset {
+            stream_id: id,
+            code,
+        }))
+    }
+
     fn count_churn(&mut self, now: Instant) -> Result<(), StreamsError> {
         let fresh = self
             .churn_since
@@ -1116,7 +1162,7 @@ impl Streams {
         if self.churn > self.config.max_churn {
             return Err(violation(
                 CloseCode::ENHANCE_YOUR_CALM,
-                "too many streams reset or refused",
+                "too much stream churn: streams refused, reset for errors or thrown away young",
             ));
         }
         Ok(())

@@ -81,6 +81,9 @@ pub(crate) struct Stream {
     /// the stream is reset with this code (see `Streams::stop_receiving`).
     pub(crate) stop_after_send: Option<crate::ResetCode>,
     pub(crate) expected_len: Option<u64>,
+    /// When the peer's request head arrived, for a stream the peer opened (the age that
+    /// decides whether its end counts as churn, spec/protocol.md §10.8).
+    pub(crate) peer_opened_at: Option<Instant>,
 }
 
 impl Stream {
@@ -102,6 +105,7 @@ impl Stream {
             expected_len: None,
             head_request: false,
             stop_after_send: None,
+            peer_opened_at: None,
         }
     }
 
