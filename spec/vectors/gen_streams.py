@@ -208,6 +208,96 @@ S.append(script("client_responses_without_content", "client", [
          events=[["closed", 5, "reset", CODES["PROTOCOL_ERROR"], "local"]]),
 ], "§10.4: a response to HEAD, a 204 and a 304 have no content whatever their content-length"))
 
+# §10.8 stream churn: 200 events per 10 s; the 201st closes with 4007. Minimum lifetime 100 ms.
+MAX_CHURN = 200
+
+
+def rapid_reset():
+    steps = []
+    for i in range(MAX_CHURN + 1):
+        sid = 2 * i + 1
+        steps.append(step(recv(request(sid, "POST", end=False)), events=[["request", sid, "POST", "/", False]]))
+        if i < MAX_CHURN:
+            steps.append(step(recv(reset(sid, "CANCEL")), events=[["closed", sid, "reset", CODES["CANCEL"], "peer"]]))
+        else:
+            steps.append(step(recv(reset(sid, "CANCEL")), close=4007))
+    return steps
+
+
+S.append(script("churn_rapid_reset", "server", rapid_reset(),
+                "§10.8 rule 3: streams the peer cancels at once are churn; the 201st in 10 s closes with 4007"))
+
+
+def errors_whatever_the_age():
+    n = MAX_CHURN + 1
+    steps = [step(recv(request(2 * i + 1, "PUT", "/", [("content-length", "1")], end=False)),
+                  events=[["request", 2 * i + 1, "PUT", "/", False]]) for i in range(n)]
+    steps.append(step({"advance_ms": 1000}))
+    for i in range(n):
+        sid = 2 * i + 1
+        if i < MAX_CHURN:
+            steps.append(step(recv(data(sid, b"xy")), send=[reset(sid, "PROTOCOL_ERROR")],
+                              events=[["closed", sid, "reset", CODES["PROTOCOL_ERROR"], "local"]]))
+        else:
+            steps.append(step(recv(data(sid, b"xy")), close=4007))
+    return steps
+
+
+S.append(script("churn_resets_for_peer_errors", "server", errors_whatever_the_age(),
+                "§10.8 rule 2 (MadeYouReset): each RESET sent because of the peer's error is churn, "
+                "however old the stream", max_concurrent_streams=256))
+
+
+def cancel_after_min_lifetime():
+    steps = []
+    sid = 1
+    for _ in range(3):
+        first = sid
+        for _ in range(128):
+            steps.append(step(recv(request(sid, "POST", end=False)), events=[["request", sid, "POST", "/", False]]))
+            sid += 2
+        steps.append(step({"advance_ms": 100}))
+        for c in range(first, sid, 2):
+            steps.append(step(recv(reset(c, "CANCEL")), events=[["closed", c, "reset", CODES["CANCEL"], "peer"]]))
+    return steps
+
+
+S.append(script("churn_cancel_at_the_concurrency_limit", "server", cancel_after_min_lifetime(),
+                "§10.8: a peer that cancels at most MAX_CONCURRENT_STREAMS streams, none younger than "
+                "100 ms, is not churning: 384 cancellations in 300 ms and no close"))
+
+
+def short_deadlines():
+    n = MAX_CHURN + 1
+    steps = [step(recv(request(2 * i + 1, "GET", "/", [("tether-timeout", "99")])),
+                  events=[["request", 2 * i + 1, "GET", "/", True]]) for i in range(n)]
+    steps.append(step({"advance_ms": 99}, send=[reset(2 * i + 1, "TIMEOUT") for i in range(n)],
+                      events=[["closed", 2 * i + 1, "timed_out"] for i in range(n)]))
+    steps.append(step(recv(request(2 * n + 1)), close=4007))
+    return steps
+
+
+S.append(script("churn_deadline_below_min_lifetime", "server", short_deadlines(),
+                "§10.8 rule 3: a deadline under 100 ms that passes throws the stream away young; "
+                "past 200 the connection closes with 4007 on the next frame", max_concurrent_streams=256))
+
+
+def stream_closed_replies():
+    steps = [step(recv(request(1001)), events=[["request", 1001, "GET", "/", True]]),
+             step({"respond": [1001, 204, True]}, send=[response(1001, 204, "No Content")],
+                  events=[["closed", 1001, "finished"]])]
+    for i in range(MAX_CHURN + 1):
+        sid = 2 * i + 1
+        if i < MAX_CHURN:
+            steps.append(step(recv(request(sid)), send=[reset(sid, "STREAM_CLOSED")]))
+        else:
+            steps.append(step(recv(request(sid)), close=4007))
+    return steps
+
+
+S.append(script("churn_stream_closed_replies", "server", stream_closed_replies(),
+                "§10.8 rule 2: a request head on a closed stream earns STREAM_CLOSED and is churn"))
+
 doc = {
     "description": (
         "Scripted exchanges with one stream layer (spec/protocol.md §10). Each script creates a "
