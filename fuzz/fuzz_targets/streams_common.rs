@@ -73,13 +73,19 @@ fn drain(p: &mut Peer) {
         }
     }
     let held: u32 = p.unreleased.values().sum();
-    assert!(held <= p.window, "holding {held} bytes beyond the connection window {}", p.window);
+    assert!(
+        held <= p.window,
+        "holding {held} bytes beyond the connection window {}",
+        p.window
+    );
 }
 
 /// Runs one input: decodes it into operations and checks the invariants after every
 /// step (panics when one breaks).
 pub fn run(data: &[u8]) {
-    let Some((&mode, ops)) = data.split_first() else { return };
+    let Some((&mode, ops)) = data.split_first() else {
+        return;
+    };
     let small = mode & 1 == 1;
     let (cc, sc) = (config(small), config(mode & 2 == 2));
     let mk = |side, own: &StreamsConfig, peer: &StreamsConfig| Peer {
@@ -96,29 +102,50 @@ pub fn run(data: &[u8]) {
     let mut lost = false;
     let mut opened: Vec<StreamId> = vec![];
     for chunk in ops.chunks(3).take(400) {
-        let (op, a, b) = (chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0));
+        let (op, a, b) = (
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        );
         let who = usize::from(op & 1);
         let p = &mut peers[who];
-        let pick = |live: &[StreamId]| if live.is_empty() { None } else { Some(live[usize::from(a) % live.len()]) };
+        let pick = |live: &[StreamId]| {
+            if live.is_empty() {
+                None
+            } else {
+                Some(live[usize::from(a) % live.len()])
+            }
+        };
         match op >> 1 {
             0 | 1 => {
                 // A correct requester gives its streams at least the peer's minimum
                 // lifetime (spec/protocol.md §10.8: shorter deadlines count as churn).
-                let t = (b & 1 == 1).then(|| MIN_LIFETIME + Duration::from_millis(u64::from(a) * 10));
-                if let Ok(id) = p.s.open(RequestHead::new(http::Method::POST, http::Uri::from_static("/")), b & 2 == 2, t, now) {
+                let t =
+                    (b & 1 == 1).then(|| MIN_LIFETIME + Duration::from_millis(u64::from(a) * 10));
+                if let Ok(id) = p.s.open(
+                    RequestHead::new(http::Method::POST, http::Uri::from_static("/")),
+                    b & 2 == 2,
+                    t,
+                    now,
+                ) {
                     p.live.push(id);
                     opened.push(id);
                 }
             }
             2 | 3 => {
                 if let Some(id) = pick(&p.live) {
-                    let _ = p.s.send_data(id, Bytes::from(vec![a; usize::from(b) * 37]), a & 1 == 1);
+                    let _ =
+                        p.s.send_data(id, Bytes::from(vec![a; usize::from(b) * 37]), a & 1 == 1);
                 }
             }
             4 => {
                 if let Some(id) = pick(&p.live) {
                     let status = if b & 1 == 1 { 100 } else { 200 };
-                    let _ = p.s.send_response(id, ResponseHead::new(http::StatusCode::from_u16(status).unwrap()), b & 2 == 2);
+                    let _ = p.s.send_response(
+                        id,
+                        ResponseHead::new(http::StatusCode::from_u16(status).unwrap()),
+                        b & 2 == 2,
+                    );
                 }
             }
             5 => {
@@ -128,7 +155,12 @@ pub fn run(data: &[u8]) {
             }
             6 => {
                 if let Some(id) = pick(&p.live) {
-                    let n = p.unreleased.get(&id).copied().unwrap_or(0).min(u32::from(b) * 64);
+                    let n = p
+                        .unreleased
+                        .get(&id)
+                        .copied()
+                        .unwrap_or(0)
+                        .min(u32::from(b) * 64);
                     p.s.release_capacity(id, n);
                     if let Some(u) = p.unreleased.get_mut(&id) {
                         *u -= n;
@@ -146,7 +178,10 @@ pub fn run(data: &[u8]) {
                         let (from, to) = if who == 0 { (c, s) } else { (s, c) };
                         while let Some(frame) = from.s.poll_transmit() {
                             if let Err(e) = to.s.handle_frame(frame, now) {
-                                assert!(dropped, "a connection error between two correct peers: {e}");
+                                assert!(
+                                    dropped,
+                                    "a connection error between two correct peers: {e}"
+                                );
                                 return;
                             }
                         }
@@ -175,9 +210,15 @@ pub fn run(data: &[u8]) {
             _ => {
                 // Deliver up to `a` frames in one direction.
                 let (l, r) = peers.split_at_mut(1);
-                let (from, to) = if who == 0 { (&mut l[0], &mut r[0]) } else { (&mut r[0], &mut l[0]) };
+                let (from, to) = if who == 0 {
+                    (&mut l[0], &mut r[0])
+                } else {
+                    (&mut r[0], &mut l[0])
+                };
                 for _ in 0..=a {
-                    let Some(frame) = from.s.poll_transmit() else { break };
+                    let Some(frame) = from.s.poll_transmit() else {
+                        break;
+                    };
                     if lost {
                         continue;
                     }
@@ -203,8 +244,16 @@ pub fn run(data: &[u8]) {
     if lost {
         // Every stream this side opened has ended exactly once on this side.
         for id in &opened {
-            let opener = if id.is_client_initiated() { &peers[0] } else { &peers[1] };
-            assert_eq!(opener.closed.get(id), Some(&1), "stream {id} has no single outcome after loss");
+            let opener = if id.is_client_initiated() {
+                &peers[0]
+            } else {
+                &peers[1]
+            };
+            assert_eq!(
+                opener.closed.get(id),
+                Some(&1),
+                "stream {id} has no single outcome after loss"
+            );
         }
         assert_eq!(peers[0].s.open_streams() + peers[1].s.open_streams(), 0);
     }

@@ -523,7 +523,8 @@ impl Runner {
             }
             // spec/protocol.md §9.5: the longest delay after 4007, capped (like every
             // delay) so that a resumable session is not lost to our own wait.
-            let Some(delay) = backoff.delay_for_policy(policy, Instant::now(), &mut OsRandom) else {
+            let Some(delay) = backoff.delay_for_policy(policy, Instant::now(), &mut OsRandom)
+            else {
                 tracing::info!("back-off exhausted: giving up");
                 self.events.publish(ClientEvent::Failure {
                     id: None,
