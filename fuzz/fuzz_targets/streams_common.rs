@@ -150,7 +150,13 @@ pub fn run(data: &[u8]) {
             }
             5 => {
                 if let Some(id) = pick(&p.live) {
-                    p.s.reset(id, ResetCode::from_u(u32::from(b % 11)));
+                    let code = ResetCode::from_u(u32::from(b % 11));
+                    if b & 0x80 == 0x80 {
+                        // A requester giving up (a young stream's RESET waits, §10.8).
+                        p.s.cancel(id, code, now);
+                    } else {
+                        p.s.reset(id, code);
+                    }
                 }
             }
             6 => {

@@ -332,3 +332,88 @@ async fn callers_that_give_up_leave_the_device_connected() {
     client.close().await;
     server.shutdown(GUARD).await.unwrap();
 }
+
+/// 1,000 callers at once against the client's limit of 128 concurrent streams, all giving
+/// up together: the 872 that waited in the queue must not become 872 streams opened and
+/// cancelled at once (young, so churn) while the callers' drops race the openings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_callers_giving_up_together_leave_the_device_connected() {
+    let (server, mut sev) = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (client, mut cev) =
+        Client::connect(&format!("ws://{addr}/"), ClientConfig::new("")).unwrap();
+    let id = match next(&mut cev, "Connected", |e| {
+        matches!(e, ClientEvent::Connected { .. })
+    })
+    .await
+    {
+        ClientEvent::Connected { id, .. } => id,
+        _ => unreachable!(),
+    };
+    next(
+        &mut sev,
+        "Received",
+        |e| matches!(e, ServerEvent::Received { id: r, .. } if *r == id),
+    )
+    .await;
+    let (started, mut starts) = mpsc::unbounded_channel();
+    let count = Arc::new(AtomicUsize::new(0));
+    client.serve(slow_api(started, count.clone()));
+    let peer = server.peer(&id).expect("connected");
+    let give_up = Duration::from_millis(400);
+    for _ in 0..3 {
+        let callers: Vec<_> = (0..1000)
+            .map(|_| {
+                let call = peer.request(Request::get("/slow").body(Body::empty()).unwrap());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(give_up, call).await {
+                        Err(_) => None, // gave up
+                        Ok(r) => Some(format!("{r:?}")),
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..128 {
+            within("a handler start", starts.recv()).await.unwrap();
+        }
+        for caller in callers {
+            let got = within("a caller", caller).await.unwrap();
+            if got.is_some() {
+                while let Some(e) = cev.try_recv() {
+                    eprintln!("client: {e:?}");
+                }
+                while let Some(e) = sev.try_recv() {
+                    eprintln!("server: {e:?}");
+                }
+            }
+            assert_eq!(got, None, "the slow handler never answers");
+        }
+    }
+    eprintln!("{} handlers started", count.load(Ordering::SeqCst));
+    while let Some(e) = sev.try_recv() {
+        eprintln!("server: {e:?}");
+    }
+    let response = within(
+        "the next call",
+        peer.request(Request::get("/").body(Body::empty()).unwrap()),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(client.connection_id(), Some(id), "the same session");
+    while let Some(event) = cev.try_recv() {
+        assert!(
+            !matches!(
+                event,
+                ClientEvent::Closed { .. }
+                    | ClientEvent::Failure { .. }
+                    | ClientEvent::Reconnecting { .. }
+            ),
+            "the client's connection ended: {event:?}"
+        );
+    }
+    client.close().await;
+    server.shutdown(GUARD).await.unwrap();
+}

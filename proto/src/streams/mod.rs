@@ -334,6 +334,10 @@ pub struct Streams {
     /// The churn limit was exceeded by something that cannot fail at once (a deadline
     /// in `handle_timeout`): reported by the next `handle_frame`.
     churn_exceeded: Option<StreamsError>,
+    /// Our streams cancelled younger than the minimum lifetime: closed for the
+    /// application, but their RESET (this code) waits until the stream is that old, and
+    /// their slot stays taken until then (spec/protocol.md §10.8).
+    deferred_cancels: HashMap<StreamId, (Instant, ResetCode)>,
 }
 
 impl Streams {
@@ -362,6 +366,7 @@ impl Streams {
             churn: 0,
             churn_since: None,
             churn_exceeded: None,
+            deferred_cancels: HashMap::new(),
             streams: HashMap::new(),
             config,
             peer,
@@ -759,6 +764,21 @@ impl Streams {
                 break;
             }
             self.timers.pop();
+            if self
+                .deferred_cancels
+                .get(&id)
+                .is_some_and(|&(due, _)| due == at)
+            {
+                // A cancelled stream is now old enough for its RESET (§10.8).
+                if let Some((_, code)) = self.deferred_cancels.remove(&id) {
+                    self.control.push_back(Frame::Reset(Reset {
+                        stream_id: id,
+                        code,
+                    }));
+                    self.release_local_slot();
+                }
+                continue;
+            }
             let Some(s) = self.streams.get(&id) else {
                 continue;
             };
@@ -785,6 +805,9 @@ impl Streams {
         self.ready.clear();
         self.timers.clear();
         self.live_deadlines = 0;
+        // Their outcome was reported when they were cancelled.
+        self.local_open -= self.deferred_cancels.len() as u32;
+        self.deferred_cancels.clear();
     }
 
     // ---- local API
@@ -824,6 +847,7 @@ impl Streams {
             self.config.initial_stream_window,
         );
         stream.head_request = head.method == http::Method::HEAD;
+        stream.local_opened_at = Some(now);
         if let Some(t) = timeout {
             let ms = t.as_millis().clamp(1, u128::from(MAX_TIMEOUT_MS));
             head.headers
@@ -937,6 +961,36 @@ impl Streams {
     pub fn reset(&mut self, id: StreamId, code: ResetCode) {
         if self.streams.contains_key(&id) {
             self.reset_locally(id, code);
+        }
+    }
+
+    /// The requester gives up on a stream it opened (`code`: usually CANCEL); for a stream
+    /// the peer opened this is [`reset`](Self::reset). The stream ends for the application
+    /// at once ([`Outcome::Reset`], local). If it is younger than twice the minimum
+    /// lifetime (`churn_min_lifetime`), its RESET goes out only once it is that old, and its slot
+    /// stays taken until then, so that cancelling does not look like a rapid reset to the
+    /// peer (spec/protocol.md §10.8); what arrives for it meanwhile is discarded.
+    pub fn cancel(&mut self, id: StreamId, code: ResetCode, now: Instant) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        // Twice the minimum lifetime: the peer measures the age from the head's arrival,
+        // which may come later than our opening (queues on both sides).
+        let hold = self.config.churn_min_lifetime.saturating_mul(2);
+        let at = s
+            .local_opened_at
+            .and_then(|opened| opened.checked_add(hold));
+        match at {
+            Some(at) if at > now && self.is_local(id) => {
+                self.deferred_cancels.insert(id, (at, code));
+                self.timers.push(Reverse((at, id)));
+                let outcome = Outcome::Reset {
+                    code,
+                    initiator: Initiator::Local,
+                };
+                self.close_keeping_slot(id, outcome, true);
+            }
+            _ => self.reset_locally(id, code),
         }
     }
 
@@ -1168,6 +1222,15 @@ impl Streams {
         Ok(())
     }
 
+    /// One of our streams no longer counts against the peer's MAX_CONCURRENT_STREAMS.
+    fn release_local_slot(&mut self) {
+        self.local_open -= 1;
+        if self.open_blocked {
+            self.open_blocked = false;
+            self.events.push_back(StreamEvent::CanOpen);
+        }
+    }
+
     /// Gives `n` received connection-window bytes back to the peer (batched).
     fn release_connection(&mut self, n: u32, is_reply: bool) -> Result<(), StreamsError> {
         self.conn_release_pending += n;
@@ -1222,6 +1285,12 @@ impl Streams {
 
     /// Removes a stream and reports its one outcome.
     fn close(&mut self, id: StreamId, outcome: Outcome) {
+        self.close_keeping_slot(id, outcome, false);
+    }
+
+    /// [`close`](Self::close); with `keep_slot` a local stream still counts against the
+    /// peer's MAX_CONCURRENT_STREAMS (a deferred cancel, §10.8).
+    fn close_keeping_slot(&mut self, id: StreamId, outcome: Outcome, keep_slot: bool) {
         let Some(s) = self.streams.remove(&id) else {
             return;
         };
@@ -1229,18 +1298,19 @@ impl Streams {
             self.live_deadlines -= 1;
             // Deadlines of finished streams stay in the heap until they come up; once
             // they are the majority, drop them (amortised O(1) per stream).
-            if self.timers.len() > 64 && self.timers.len() > 2 * self.live_deadlines {
+            let live = self.live_deadlines + self.deferred_cancels.len();
+            if self.timers.len() > 64 && self.timers.len() > 2 * live {
                 let streams = &self.streams;
+                let deferred = &self.deferred_cancels;
                 self.timers.retain(|Reverse((at, id))| {
                     streams.get(id).is_some_and(|s| s.deadline == Some(*at))
+                        || deferred.get(id).is_some_and(|&(due, _)| due == *at)
                 });
             }
         }
         if self.is_local(id) {
-            self.local_open -= 1;
-            if self.open_blocked {
-                self.open_blocked = false;
-                self.events.push_back(StreamEvent::CanOpen);
+            if !keep_slot {
+                self.release_local_slot();
             }
         } else {
             self.peer_open -= 1;

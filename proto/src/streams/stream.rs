@@ -84,6 +84,9 @@ pub(crate) struct Stream {
     /// When the peer's request head arrived, for a stream the peer opened (the age that
     /// decides whether its end counts as churn, spec/protocol.md §10.8).
     pub(crate) peer_opened_at: Option<Instant>,
+    /// When we opened it, for a stream we opened (a cancel younger than the minimum
+    /// lifetime waits, spec/protocol.md §10.8).
+    pub(crate) local_opened_at: Option<Instant>,
 }
 
 impl Stream {
@@ -106,6 +109,7 @@ impl Stream {
             head_request: false,
             stop_after_send: None,
             peer_opened_at: None,
+            local_opened_at: None,
         }
     }
 

@@ -1167,3 +1167,45 @@ fn cancellations_at_the_concurrency_limit_are_never_churn() {
     }
     assert!(p.client.error.is_none());
 }
+
+/// spec/protocol.md §10.8: a requester that cancels its streams at once (open, cancel, in a
+/// loop) through `cancel` holds each RESET, and the slot, until the stream is twice the
+/// minimum lifetime old: the peer sees no rapid reset and never closes, and the loop runs
+/// at the rate the concurrency limit allows (128 streams per 200 ms).
+#[test]
+fn a_requester_cancelling_at_once_is_paced_not_closed() {
+    let mut p = Pair::default();
+    let t0 = p.now;
+    let step = Duration::from_millis(10);
+    let mut cancelled = 0;
+    let mut outcomes = 0;
+    while p.now < t0 + Duration::from_secs(2) {
+        while let Ok(id) = p.client.s.open(get("/"), true, None, p.now) {
+            p.client.s.cancel(id, ResetCode::CANCEL, p.now);
+            cancelled += 1;
+        }
+        p.pump();
+        p.advance(step);
+        p.pump();
+        outcomes += p
+            .client
+            .events
+            .drain(..)
+            .filter(|e| matches!(e, StreamEvent::Closed { .. }))
+            .count();
+    }
+    assert!(p.server.error.is_none(), "{:?}", p.server.error);
+    // The application heard of each cancel at once, exactly once.
+    assert_eq!(outcomes, cancelled);
+    // 10 rounds of 128 in 2 s (the first at once, then one every 200 ms).
+    assert!(
+        cancelled <= 11 * 128,
+        "{cancelled} streams cancelled in 2 s"
+    );
+    assert!(cancelled >= 9 * 128, "{cancelled} streams cancelled in 2 s");
+    // Connection loss with cancels still held: no second outcome, no slot leaked.
+    p.client.s.handle_connection_lost();
+    assert!(std::iter::from_fn(|| p.client.s.poll_event())
+        .all(|e| !matches!(e, StreamEvent::Closed { .. })));
+    assert_eq!(p.client.s.local_open, 0);
+}
