@@ -30,6 +30,14 @@
 //! The result is finally capped at `max_delay`, so **no delay ever exceeds `max_delay`** (like
 //! Socket.IO; cenkalti/backoff can exceed its maximum by the randomization factor).
 //!
+//! # A resumable session caps every delay
+//!
+//! After [`Backoff::handle_resumable`] (the connection ended with a session the server keeps
+//! for its resume window), every delay, including [`Backoff::delay_for_policy`]'s longest one
+//! after 4007, is capped so the next attempt starts no later than [`resume_margin`] before the
+//! window ends: a client never loses its session to its own delay (spec/protocol.md §9.5).
+//! Once that point has passed, the session is presumed lost and the delays are the usual ones.
+//!
 //! # Giving up
 //!
 //! [`Backoff::next_delay`] returns `None` when `max_attempts` attempts have been handed out since
@@ -168,6 +176,15 @@ pub struct Backoff {
     first_failure: Option<Instant>,
     /// When the current connection came up, if it is up.
     connected_since: Option<Instant>,
+    /// The latest start of an attempt that still resumes the last session.
+    resume_by: Option<Instant>,
+}
+
+/// How long before the end of a resume window the reference client starts its last attempt
+/// to resume: a quarter of the window, at most 5 s (the dial and the handshake must fit;
+/// spec/protocol.md §9.5).
+pub fn resume_margin(window: Duration) -> Duration {
+    (window / 4).min(Duration::from_secs(5))
 }
 
 impl Backoff {
@@ -178,6 +195,7 @@ impl Backoff {
             attempt: 0,
             first_failure: None,
             connected_since: None,
+            resume_by: None,
         }
     }
 
@@ -200,6 +218,50 @@ impl Backoff {
     /// The connection is up as of `now`.
     pub fn handle_connected(&mut self, now: Instant) {
         self.connected_since = Some(now);
+        self.resume_by = None;
+    }
+
+    /// The connection ended at `now` with a session the server keeps resumable for `window`
+    /// (RESUME_WINDOW_MS of its last WELCOME): delays are capped from now on so that an
+    /// attempt starts while the session can still be resumed (spec/protocol.md §9.5).
+    pub fn handle_resumable(&mut self, now: Instant, window: Duration) {
+        self.resume_by = window
+            .checked_sub(resume_margin(window))
+            .filter(|d| !d.is_zero())
+            .and_then(|d| now.checked_add(d));
+    }
+
+    /// The delay before the next attempt after a connection ended under `policy`, or `None`
+    /// to give up (also for [`RetryPolicy::Fatal`]): [`RetryPolicy::RetrySlowly`] waits the
+    /// longest delay, [`RetryPolicy::Retry`] the next one of the sequence; both within the
+    /// resume cap.
+    pub fn delay_for_policy(
+        &mut self,
+        policy: RetryPolicy,
+        now: Instant,
+        rng: &mut impl RandomSource,
+    ) -> Option<Duration> {
+        let delay = match policy {
+            RetryPolicy::Fatal => return None,
+            RetryPolicy::Retry => return self.next_delay(now, rng),
+            RetryPolicy::RetrySlowly => {
+                self.next_delay(now, rng)?;
+                self.config.max_delay
+            }
+        };
+        Some(self.capped(now, delay))
+    }
+
+    /// `delay`, shortened so the attempt starts while the last session is resumable.
+    fn capped(&mut self, now: Instant, delay: Duration) -> Duration {
+        match self.resume_by {
+            Some(by) if now < by => delay.min(by.saturating_duration_since(now)),
+            Some(_) => {
+                self.resume_by = None; // presumed lost: the usual delays apply
+                delay
+            }
+            None => delay,
+        }
     }
 
     /// The connection went down at `now`: resets the sequence if it had been up for at least
@@ -221,6 +283,7 @@ impl Backoff {
         }
         let first = *self.first_failure.get_or_insert(now);
         let delay = self.delay_for(self.attempt, rng);
+        let delay = self.capped(now, delay);
         if let Some(max_elapsed) = self.config.max_elapsed {
             let elapsed = now.saturating_duration_since(first);
             if elapsed.saturating_add(delay) > max_elapsed {
@@ -397,6 +460,57 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
+    }
+
+    /// spec/protocol.md §9.5: after 4007 (the longest delay, 30 s, equal to the default
+    /// resume window) the client still comes back while its session is resumable.
+    #[test]
+    fn no_delay_outlasts_the_resume_window() {
+        let window = Duration::from_secs(30);
+        let mut b = Backoff::new(BackoffConfig::default());
+        let mut rng = seeded(7);
+        let t0 = Instant::now();
+        b.handle_connected(t0);
+        let ended = t0 + Duration::from_secs(3);
+        b.handle_disconnected(ended);
+        b.handle_resumable(ended, window);
+        let d = b
+            .delay_for_policy(RetryPolicy::RetrySlowly, ended, &mut rng)
+            .unwrap();
+        assert_eq!(d, Duration::from_secs(25), "30 s window - 5 s margin");
+        // Without a session the slow delay is the longest one.
+        let mut plain = Backoff::new(BackoffConfig::default());
+        assert_eq!(
+            plain.delay_for_policy(RetryPolicy::RetrySlowly, ended, &mut rng),
+            Some(Duration::from_secs(30))
+        );
+        // Every later attempt within the window also starts before its end.
+        let mut b = Backoff::new(no_jitter());
+        b.handle_resumable(t0, window);
+        let mut now = t0;
+        for _ in 0..20 {
+            let d = b.next_delay(now, &mut rng).unwrap();
+            if now < t0 + Duration::from_secs(25) {
+                assert!(now + d <= t0 + Duration::from_secs(25), "{now:?} + {d:?}");
+            }
+            now += d;
+        }
+        // Past the cap the session is presumed lost: the usual sequence goes on.
+        assert_eq!(b.next_delay(now, &mut rng), Some(Duration::from_secs(30)));
+        // A short window: the margin is a quarter of it.
+        let mut b = Backoff::new(BackoffConfig::default());
+        b.handle_resumable(t0, Duration::from_secs(2));
+        assert_eq!(
+            b.delay_for_policy(RetryPolicy::RetrySlowly, t0, &mut rng),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(b.delay_for_policy(RetryPolicy::Fatal, t0, &mut rng), None);
+        // A new connection ends the cap.
+        b.handle_connected(t0);
+        assert_eq!(
+            b.delay_for_policy(RetryPolicy::RetrySlowly, t0, &mut rng),
+            Some(Duration::from_secs(30))
+        );
     }
 
     proptest! {

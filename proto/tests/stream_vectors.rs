@@ -80,6 +80,8 @@ fn run(script: &Value) {
         initial_connection_window: n(&c["initial_connection_window"]) as u32,
         max_body_size: c["max_body_size"].as_u64(),
         stall_timeout: Duration::from_millis(n(&c["stall_timeout_ms"])),
+        max_churn: n(&c["max_churn"]) as u32,
+        churn_min_lifetime: Duration::from_millis(n(&c["churn_min_lifetime_ms"])),
         ..StreamsConfig::default()
     };
     let peer = PeerLimits {

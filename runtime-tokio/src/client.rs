@@ -525,7 +525,10 @@ impl Runner {
                 tracing::info!(code = ?end.code, "fatal close code: not reconnecting");
                 return;
             }
-            let Some(mut delay) = backoff.next_delay(Instant::now(), &mut OsRandom) else {
+            // spec/protocol.md §9.5: the longest delay after 4007, capped (like every
+            // delay) so that a resumable session is not lost to our own wait.
+            let Some(delay) = backoff.delay_for_policy(policy, Instant::now(), &mut OsRandom)
+            else {
                 tracing::info!("back-off exhausted: giving up");
                 self.events.publish(ClientEvent::Failure {
                     id: None,
@@ -533,9 +536,6 @@ impl Runner {
                 });
                 return;
             };
-            if policy == RetryPolicy::RetrySlowly {
-                delay = backoff.config().max_delay;
-            }
             let attempt = backoff.attempt();
             tracing::info!(attempt, ?delay, "reconnecting");
             self.events
@@ -666,11 +666,13 @@ impl Runner {
         self.link.send_replace(None);
         driver.finish();
         link::finish(&mut ws, Ending::of(lost, end.failed, violated)).await;
-        if let Some(ticket) = conn.resume_ticket() {
-            self.ticket = Some(ticket);
-        }
         if id.is_some() {
             backoff.handle_disconnected(Instant::now());
+        }
+        if let Some(ticket) = conn.resume_ticket() {
+            self.ticket = Some(ticket);
+            // spec/protocol.md §9.5: the window runs from about now on the server.
+            backoff.handle_resumable(Instant::now(), conn.resume_window());
         }
         let _ = self.current.send(None);
         end

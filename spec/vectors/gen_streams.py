@@ -54,7 +54,8 @@ DEFAULT = {"max_concurrent_streams": 128, "initial_stream_window": 262144,
            "initial_connection_window": 1048576, "max_body_size": None,
            "peer_max_frame_payload": 65536, "peer_max_concurrent_streams": 128,
            "peer_initial_stream_window": 262144, "peer_initial_connection_window": 1048576,
-           "stall_timeout_ms": 30000}
+           "stall_timeout_ms": 30000,
+           "max_churn": 200, "churn_min_lifetime_ms": 100}
 
 
 def script(name, role, steps, doc, **config):
@@ -244,6 +245,99 @@ S.append(script("slow_but_moving_is_not_stalled", "server", [
     step({"advance_ms": 5000}),
 ], "§10.8: queued DATA that keeps moving, however slowly, is not stalled",
     peer_initial_stream_window=2, stall_timeout_ms=1000))
+# §10.8 stream churn: max_churn events per 10 s (default 200); the next one closes with 4007.
+# Minimum lifetime 100 ms. The scripts use a limit of 8 to stay short.
+MAX_CHURN = 8
+
+
+def rapid_reset():
+    steps = []
+    for i in range(MAX_CHURN + 1):
+        sid = 2 * i + 1
+        steps.append(step(recv(request(sid, "POST", end=False)), events=[["request", sid, "POST", "/", False]]))
+        if i < MAX_CHURN:
+            steps.append(step(recv(reset(sid, "CANCEL")), events=[["closed", sid, "reset", CODES["CANCEL"], "peer"]]))
+        else:
+            steps.append(step(recv(reset(sid, "CANCEL")), close=4007))
+    return steps
+
+
+S.append(script("churn_rapid_reset", "server", rapid_reset(),
+                "§10.8 rule 3: streams the peer cancels at once are churn; past the limit (8 here, 200 by "
+                "default) in 10 s the connection closes with 4007", max_churn=MAX_CHURN))
+
+
+def errors_whatever_the_age():
+    n = MAX_CHURN + 1
+    steps = [step(recv(request(2 * i + 1, "PUT", "/", [("content-length", "1")], end=False)),
+                  events=[["request", 2 * i + 1, "PUT", "/", False]]) for i in range(n)]
+    steps.append(step({"advance_ms": 1000}))
+    for i in range(n):
+        sid = 2 * i + 1
+        if i < MAX_CHURN:
+            steps.append(step(recv(data(sid, b"xy")), send=[reset(sid, "PROTOCOL_ERROR")],
+                              events=[["closed", sid, "reset", CODES["PROTOCOL_ERROR"], "local"]]))
+        else:
+            steps.append(step(recv(data(sid, b"xy")), close=4007))
+    return steps
+
+
+S.append(script("churn_resets_for_peer_errors", "server", errors_whatever_the_age(),
+                "§10.8 rule 2 (MadeYouReset): each RESET sent because of the peer's error is churn, "
+                "however old the stream", max_churn=MAX_CHURN))
+
+
+def cancel_after_min_lifetime():
+    steps = []
+    sid = 1
+    for _ in range(3):
+        first = sid
+        for _ in range(4):
+            steps.append(step(recv(request(sid, "POST", end=False)), events=[["request", sid, "POST", "/", False]]))
+            sid += 2
+        steps.append(step({"advance_ms": 100}))
+        for c in range(first, sid, 2):
+            steps.append(step(recv(reset(c, "CANCEL")), events=[["closed", c, "reset", CODES["CANCEL"], "peer"]]))
+    return steps
+
+
+S.append(script("churn_cancel_at_the_concurrency_limit", "server", cancel_after_min_lifetime(),
+                "§10.8: a peer that cancels at most MAX_CONCURRENT_STREAMS streams, none younger than "
+                "100 ms, is not churning: 12 cancellations in 300 ms, over the limit of 8, and no close",
+                max_concurrent_streams=4, max_churn=MAX_CHURN))
+
+
+def short_deadlines():
+    n = MAX_CHURN + 1
+    steps = [step(recv(request(2 * i + 1, "GET", "/", [("tether-timeout", "99")])),
+                  events=[["request", 2 * i + 1, "GET", "/", True]]) for i in range(n)]
+    steps.append(step({"advance_ms": 99}, send=[reset(2 * i + 1, "TIMEOUT") for i in range(n)],
+                      events=[["closed", 2 * i + 1, "timed_out"] for i in range(n)]))
+    steps.append(step(recv(request(2 * n + 1)), close=4007))
+    return steps
+
+
+S.append(script("churn_deadline_below_min_lifetime", "server", short_deadlines(),
+                "§10.8 rule 3: a deadline under 100 ms that passes throws the stream away young; "
+                "past the limit the connection closes with 4007 on the next frame", max_churn=MAX_CHURN))
+
+
+def stream_closed_replies():
+    steps = [step(recv(request(1001)), events=[["request", 1001, "GET", "/", True]]),
+             step({"respond": [1001, 204, True]}, send=[response(1001, 204, "No Content")],
+                  events=[["closed", 1001, "finished"]])]
+    for i in range(MAX_CHURN + 1):
+        sid = 2 * i + 1
+        if i < MAX_CHURN:
+            steps.append(step(recv(request(sid)), send=[reset(sid, "STREAM_CLOSED")]))
+        else:
+            steps.append(step(recv(request(sid)), close=4007))
+    return steps
+
+
+S.append(script("churn_stream_closed_replies", "server", stream_closed_replies(),
+                "§10.8 rule 2: a request head on a closed stream earns STREAM_CLOSED and is churn",
+                max_churn=MAX_CHURN))
 
 doc = {
     "description": (
@@ -252,6 +346,8 @@ doc = {
         "max_concurrent_streams, initial_stream_window, initial_connection_window, max_body_size "
         "(null = none), stall_timeout_ms, and what the peer announced (peer_*). Other limits are the "
         "defaults of §10.8. "
+        "(null = none), max_churn and churn_min_lifetime_ms (the stream churn limit per 10 s and the "
+        "minimum lifetime), and what the peer announced (peer_*). Other limits are the defaults of §10.8. "
         "Steps run in order; each does one thing: `recv` (a frame as hex), `open` ([method, path, "
         "end_stream, timeout_ms or null]), `respond` ([stream, status, end_stream]), `send_data` "
         "([stream, hex, end_stream]), `release` ([stream, bytes consumed]), `go_away` (code name), or "

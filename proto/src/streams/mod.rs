@@ -97,12 +97,19 @@ pub struct StreamsConfig {
     pub stall_timeout: Duration,
     /// Largest request or response body accepted (`None` = no limit). Default `None`.
     pub max_body_size: Option<u64>,
-    /// Most RESET frames and refused streams tolerated from the peer per `churn_window`
-    /// before the connection is closed with 4007 (the HTTP/2 "rapid reset" defence).
-    /// Default 200.
+    /// Most churn events tolerated from the peer per `churn_window` before the
+    /// connection is closed with 4007 (spec/protocol.md §10.8): streams we refused,
+    /// RESETs we sent because the peer broke a stream rule ("MadeYouReset"), and peer
+    /// streams that were thrown away younger than `churn_min_lifetime` (the HTTP/2
+    /// "rapid reset"). Default 200.
     pub max_churn: u32,
     /// The window over which churn is counted. Default 10 s.
     pub churn_window: Duration,
+    /// A stream the peer opened and that ends by a RESET (the peer's, or ours when its
+    /// deadline passes) at least this long after its request head arrived is ordinary
+    /// cancellation and is not counted as churn: at most MAX_CONCURRENT_STREAMS such
+    /// streams can end per `churn_min_lifetime`. Default 100 ms.
+    pub churn_min_lifetime: Duration,
     /// Most frames that the peer's behaviour makes us queue (RESET and WINDOW_UPDATE
     /// replies) before they are written; beyond it the connection is closed with 4007.
     /// Default 1,024.
@@ -122,6 +129,7 @@ impl Default for StreamsConfig {
             max_body_size: None,
             max_churn: 200,
             churn_window: Duration::from_secs(10),
+            churn_min_lifetime: Duration::from_millis(100),
             max_queued_replies: 1024,
         }
     }
@@ -320,6 +328,8 @@ enum Timer {
     Deadline,
     /// The stream's stall check (§10.8).
     Stall,
+    /// The RESET of a cancelled stream that was too young to reset at once (§10.8).
+    Cancel,
 }
 
 /// The stream layer of one connection (spec/protocol.md §10).
@@ -360,6 +370,13 @@ pub struct Streams {
     open_blocked: bool,
     churn: u32,
     churn_since: Option<Instant>,
+    /// The churn limit was exceeded by something that cannot fail at once (a deadline
+    /// in `handle_timeout`): reported by the next `handle_frame`.
+    churn_exceeded: Option<StreamsError>,
+    /// Our streams cancelled younger than the minimum lifetime: closed for the
+    /// application, but their RESET (this code) waits until the stream is that old, and
+    /// their slot stays taken until then (spec/protocol.md §10.8).
+    deferred_cancels: HashMap<StreamId, (Instant, ResetCode)>,
 }
 
 impl Streams {
@@ -390,6 +407,8 @@ impl Streams {
             open_blocked: false,
             churn: 0,
             churn_since: None,
+            churn_exceeded: None,
+            deferred_cancels: HashMap::new(),
             streams: HashMap::new(),
             config,
             peer,
@@ -499,11 +518,14 @@ impl Streams {
     /// given code; stream-level problems are handled here (RESET queued, event emitted).
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), StreamsError> {
         self.clock = Some(now);
+        if let Some(e) = self.churn_exceeded.take() {
+            return Err(e);
+        }
         match frame {
             Frame::Headers(h) => self.recv_headers(h, now),
-            Frame::Data(d) => self.recv_data(d),
+            Frame::Data(d) => self.recv_data(d, now),
             Frame::Reset(r) => self.recv_reset(r, now),
-            Frame::WindowUpdate(w) => self.recv_window_update(w),
+            Frame::WindowUpdate(w) => self.recv_window_update(w, now),
             Frame::GoAway(g) => {
                 self.recv_goaway(g);
                 Ok(())
@@ -521,25 +543,24 @@ impl Streams {
         now: Instant,
     ) -> Result<(), StreamsError> {
         self.clock = Some(now);
+        if let Some(e) = self.churn_exceeded.take() {
+            return Err(e);
+        }
+        // The peer's error made us reset: churn (spec/protocol.md §10.8).
         if self.streams.contains_key(&id) {
-            self.reset_locally(id, code);
-            return Ok(());
+            return self.reset_for_peer_error(id, code, now);
         }
         if !self.is_local(id) && id.value() > self.last_peer {
             // A request we could not parse still uses up its id.
             self.last_peer = id.value();
-            self.count_churn(now)?;
         }
-        self.reply(Frame::Reset(Reset {
-            stream_id: id,
-            code,
-        }))
+        self.reply_reset_for_peer_error(id, code, now)
     }
 
     fn recv_headers(&mut self, h: Headers, now: Instant) -> Result<(), StreamsError> {
         let id = h.stream_id;
         if self.streams.contains_key(&id) {
-            return self.recv_headers_on_open(h);
+            return self.recv_headers_on_open(h, now);
         }
         if self.is_local(id) {
             if self.was_opened_locally(id) {
@@ -551,10 +572,7 @@ impl Streams {
             ));
         }
         if id.value() <= self.last_peer {
-            return self.reply(Frame::Reset(Reset {
-                stream_id: id,
-                code: ResetCode::STREAM_CLOSED,
-            }));
+            return self.reply_reset_for_peer_error(id, ResetCode::STREAM_CLOSED, now);
         }
         let Head::Request(head) = h.head else {
             return Err(violation(
@@ -583,18 +601,13 @@ impl Streams {
         let deadline = match parse_timeout(head.headers.get(TIMEOUT_HEADER)) {
             Ok(d) => d,
             Err(()) => {
-                return self.reply(Frame::Reset(Reset {
-                    stream_id: id,
-                    code: ResetCode::PROTOCOL_ERROR,
-                }));
+                return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
             }
         };
         if h.end_stream && stream.expected_len.is_some_and(|n| n != 0) {
-            return self.reply(Frame::Reset(Reset {
-                stream_id: id,
-                code: ResetCode::PROTOCOL_ERROR,
-            }));
+            return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
         }
+        stream.peer_opened_at = Some(now);
         if let Some(after) = deadline {
             let at = now + after;
             stream.deadline = Some(at);
@@ -611,7 +624,7 @@ impl Streams {
         Ok(())
     }
 
-    fn recv_headers_on_open(&mut self, h: Headers) -> Result<(), StreamsError> {
+    fn recv_headers_on_open(&mut self, h: Headers, now: Instant) -> Result<(), StreamsError> {
         let id = h.stream_id;
         let local = self.is_local(id);
         let Some(s) = self.streams.get_mut(&id) else {
@@ -669,11 +682,10 @@ impl Streams {
             (_, Recv::Done) => ResetCode::STREAM_CLOSED,
             _ => ResetCode::PROTOCOL_ERROR,
         };
-        self.reset_locally(id, code);
-        Ok(())
+        self.reset_for_peer_error(id, code, now)
     }
 
-    fn recv_data(&mut self, d: Data) -> Result<(), StreamsError> {
+    fn recv_data(&mut self, d: Data, now: Instant) -> Result<(), StreamsError> {
         let id = d.stream_id;
         // Bounded by max_frame_payload (<= 16 MiB), so it fits.
         let len = d.payload.len() as u32;
@@ -732,16 +744,15 @@ impl Streams {
             // These bytes were never accounted to the stream: give them back here.
             self.release_connection(len, false)?;
         }
-        self.reset_locally(id, code);
-        Ok(())
+        self.reset_for_peer_error(id, code, now)
     }
 
     fn recv_reset(&mut self, r: Reset, now: Instant) -> Result<(), StreamsError> {
-        self.count_churn(now)?;
         let id = r.stream_id;
         let Some(s) = self.streams.get(&id) else {
             return self.ignore_if_closed(id, "RESET on a stream that was never opened");
         };
+        let thrown_away = self.is_thrown_away_young(s, now);
         let outcome = if r.code == ResetCode::REFUSED_STREAM && self.is_local(id) {
             Outcome::Refused
         } else if r.code == ResetCode::NO_ERROR && s.recv == Recv::Done {
@@ -757,10 +768,13 @@ impl Streams {
             }
         };
         self.close(id, outcome);
+        if thrown_away {
+            self.count_churn(now)?;
+        }
         Ok(())
     }
 
-    fn recv_window_update(&mut self, w: WindowUpdate) -> Result<(), StreamsError> {
+    fn recv_window_update(&mut self, w: WindowUpdate, now: Instant) -> Result<(), StreamsError> {
         let inc = i64::from(w.increment);
         if w.stream_id.is_zero() {
             self.conn_send_window += inc;
@@ -778,9 +792,7 @@ impl Streams {
         };
         s.send_window += inc;
         if s.send_window > i64::from(MAX_INCREMENT) {
-            let code = ResetCode::FLOW_CONTROL_ERROR;
-            self.reset_locally(id, code);
-            return Ok(());
+            return self.reset_for_peer_error(id, ResetCode::FLOW_CONTROL_ERROR, now);
         }
         self.make_ready(id);
         self.wake(id);
@@ -818,20 +830,45 @@ impl Streams {
                 break;
             }
             self.timers.pop();
-            let Some(s) = self.streams.get_mut(&id) else {
+            if timer == Timer::Cancel {
+                if self
+                    .deferred_cancels
+                    .get(&id)
+                    .is_some_and(|&(due, _)| due == at)
+                {
+                    // A cancelled stream is now old enough for its RESET (§10.8).
+                    if let Some((_, code)) = self.deferred_cancels.remove(&id) {
+                        self.control.push_back(Frame::Reset(Reset {
+                            stream_id: id,
+                            code,
+                        }));
+                        self.release_local_slot();
+                    }
+                }
+                continue;
+            }
+            let Some(s) = self.streams.get(&id) else {
                 continue;
             };
             match timer {
                 Timer::Deadline if s.deadline == Some(at) => {
+                    // A deadline shorter than the minimum lifetime throws the peer's stream
+                    // away as surely as a RESET would (spec/protocol.md §10.8).
+                    let thrown_away = self.is_thrown_away_young(s, now);
                     let code = ResetCode::TIMEOUT;
                     self.reset_stream(id, code, Outcome::TimedOut);
+                    if thrown_away && self.churn_exceeded.is_none() {
+                        self.churn_exceeded = self.count_churn(now).err();
+                    }
                 }
                 Timer::Stall if s.stall_check == Some(at) => {
                     if s.queued_bytes == 0 {
                         // Nothing waits for the peer: not stalled (a long poll, an idle
                         // event stream). The next queued chunk arms a new check.
-                        s.stall_check = None;
-                        s.stalled = false;
+                        if let Some(s) = self.streams.get_mut(&id) {
+                            s.stall_check = None;
+                            s.stalled = false;
+                        }
                         self.live_timers -= 1;
                     } else if s.stalled {
                         // Queued at the last check too, and not a byte sent since.
@@ -840,8 +877,10 @@ impl Streams {
                         // A fixed schedule, however late this call: a check that is
                         // already due again is handled in this same loop.
                         let next = at + self.config.stall_timeout;
-                        s.stalled = true;
-                        s.stall_check = Some(next);
+                        if let Some(s) = self.streams.get_mut(&id) {
+                            s.stalled = true;
+                            s.stall_check = Some(next);
+                        }
                         self.timers.push(Reverse((next, id, Timer::Stall)));
                     }
                 }
@@ -862,6 +901,9 @@ impl Streams {
         self.parked.clear();
         self.timers.clear();
         self.live_timers = 0;
+        // Their outcome was reported when they were cancelled.
+        self.local_open -= self.deferred_cancels.len() as u32;
+        self.deferred_cancels.clear();
     }
 
     // ---- local API
@@ -902,6 +944,7 @@ impl Streams {
             self.config.initial_stream_window,
         );
         stream.head_request = head.method == http::Method::HEAD;
+        stream.local_opened_at = Some(now);
         if let Some(t) = timeout {
             let ms = t.as_millis().clamp(1, u128::from(MAX_TIMEOUT_MS));
             head.headers
@@ -1050,6 +1093,36 @@ impl Streams {
     pub fn reset(&mut self, id: StreamId, code: ResetCode) {
         if self.streams.contains_key(&id) {
             self.reset_locally(id, code);
+        }
+    }
+
+    /// The requester gives up on a stream it opened (`code`: usually CANCEL); for a stream
+    /// the peer opened this is [`reset`](Self::reset). The stream ends for the application
+    /// at once ([`Outcome::Reset`], local). If it is younger than twice the minimum
+    /// lifetime (`churn_min_lifetime`), its RESET goes out only once it is that old, and its slot
+    /// stays taken until then, so that cancelling does not look like a rapid reset to the
+    /// peer (spec/protocol.md §10.8); what arrives for it meanwhile is discarded.
+    pub fn cancel(&mut self, id: StreamId, code: ResetCode, now: Instant) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        // Twice the minimum lifetime: the peer measures the age from the head's arrival,
+        // which may come later than our opening (queues on both sides).
+        let hold = self.config.churn_min_lifetime.saturating_mul(2);
+        let at = s
+            .local_opened_at
+            .and_then(|opened| opened.checked_add(hold));
+        match at {
+            Some(at) if at > now && self.is_local(id) => {
+                self.deferred_cancels.insert(id, (at, code));
+                self.timers.push(Reverse((at, id, Timer::Cancel)));
+                let outcome = Outcome::Reset {
+                    code,
+                    initiator: Initiator::Local,
+                };
+                self.close_keeping_slot(id, outcome, true);
+            }
+            _ => self.reset_locally(id, code),
         }
     }
 
@@ -1266,6 +1339,42 @@ impl Streams {
         Ok(())
     }
 
+    /// Whether `s`, ending now, is a peer stream thrown away young (spec/protocol.md
+    /// §10.8): opened by the peer less than `churn_min_lifetime` ago and our response not
+    /// yet sent in full.
+    fn is_thrown_away_young(&self, s: &Stream, now: Instant) -> bool {
+        s.send != Send::Done
+            && s.peer_opened_at.is_some_and(|at| {
+                now.saturating_duration_since(at) < self.config.churn_min_lifetime
+            })
+    }
+
+    /// Resets an open stream because the peer broke a stream rule: churn (§10.8).
+    fn reset_for_peer_error(
+        &mut self,
+        id: StreamId,
+        code: ResetCode,
+        now: Instant,
+    ) -> Result<(), StreamsError> {
+        self.reset_locally(id, code);
+        self.count_churn(now)
+    }
+
+    /// Answers a frame for a stream that is not open with RESET because the peer broke a
+    /// stream rule: churn (§10.8), and a reply within the reply budget.
+    fn reply_reset_for_peer_error(
+        &mut self,
+        id: StreamId,
+        code: ResetCode,
+        now: Instant,
+    ) -> Result<(), StreamsError> {
+        self.count_churn(now)?;
+        self.reply(Frame::Reset(Reset {
+            stream_id: id,
+            code,
+        }))
+    }
+
     fn count_churn(&mut self, now: Instant) -> Result<(), StreamsError> {
         let fresh = self
             .churn_since
@@ -1278,10 +1387,19 @@ impl Streams {
         if self.churn > self.config.max_churn {
             return Err(violation(
                 CloseCode::ENHANCE_YOUR_CALM,
-                "too many streams reset or refused",
+                "too much stream churn: streams refused, reset for errors or thrown away young",
             ));
         }
         Ok(())
+    }
+
+    /// One of our streams no longer counts against the peer's MAX_CONCURRENT_STREAMS.
+    fn release_local_slot(&mut self) {
+        self.local_open -= 1;
+        if self.open_blocked {
+            self.open_blocked = false;
+            self.events.push_back(StreamEvent::CanOpen);
+        }
     }
 
     /// Gives `n` received connection-window bytes back to the peer (batched).
@@ -1338,6 +1456,12 @@ impl Streams {
 
     /// Removes a stream and reports its one outcome.
     fn close(&mut self, id: StreamId, outcome: Outcome) {
+        self.close_keeping_slot(id, outcome, false);
+    }
+
+    /// [`close`](Self::close); with `keep_slot` a local stream still counts against the
+    /// peer's MAX_CONCURRENT_STREAMS (a deferred cancel, §10.8).
+    fn close_keeping_slot(&mut self, id: StreamId, outcome: Outcome, keep_slot: bool) {
         let Some(s) = self.streams.remove(&id) else {
             return;
         };
@@ -1346,13 +1470,14 @@ impl Streams {
             self.live_timers -= timers;
             // Timers of finished streams stay in the heap until they come up; once they
             // are the majority, drop them (amortised O(1) per stream).
-            if self.timers.len() > 64 && self.timers.len() > 2 * self.live_timers {
+            let live = self.live_timers + self.deferred_cancels.len();
+            if self.timers.len() > 64 && self.timers.len() > 2 * live {
                 let streams = &self.streams;
-                self.timers.retain(|Reverse((at, id, timer))| {
-                    streams.get(id).is_some_and(|s| match timer {
-                        Timer::Deadline => s.deadline == Some(*at),
-                        Timer::Stall => s.stall_check == Some(*at),
-                    })
+                let deferred = &self.deferred_cancels;
+                self.timers.retain(|Reverse((at, id, timer))| match timer {
+                    Timer::Deadline => streams.get(id).is_some_and(|s| s.deadline == Some(*at)),
+                    Timer::Stall => streams.get(id).is_some_and(|s| s.stall_check == Some(*at)),
+                    Timer::Cancel => deferred.get(id).is_some_and(|&(due, _)| due == *at),
                 });
             }
         }
@@ -1362,10 +1487,8 @@ impl Streams {
             self.config.send_budget.release(s.queued_bytes);
         }
         if self.is_local(id) {
-            self.local_open -= 1;
-            if self.open_blocked {
-                self.open_blocked = false;
-                self.events.push_back(StreamEvent::CanOpen);
+            if !keep_slot {
+                self.release_local_slot();
             }
         } else {
             self.peer_open -= 1;

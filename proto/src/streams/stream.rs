@@ -87,6 +87,12 @@ pub(crate) struct Stream {
     /// the stream is reset with this code (see `Streams::stop_receiving`).
     pub(crate) stop_after_send: Option<crate::ResetCode>,
     pub(crate) expected_len: Option<u64>,
+    /// When the peer's request head arrived, for a stream the peer opened (the age that
+    /// decides whether its end counts as churn, spec/protocol.md §10.8).
+    pub(crate) peer_opened_at: Option<Instant>,
+    /// When we opened it, for a stream we opened (a cancel younger than the minimum
+    /// lifetime waits, spec/protocol.md §10.8).
+    pub(crate) local_opened_at: Option<Instant>,
 }
 
 impl Stream {
@@ -111,6 +117,8 @@ impl Stream {
             expected_len: None,
             head_request: false,
             stop_after_send: None,
+            peer_opened_at: None,
+            local_opened_at: None,
         }
     }
 

@@ -1007,5 +1007,211 @@ fn spec_flow_control_worked_example() {
     assert_eq!(p.server.s.poll_transmit(), Some(wu(StreamId::ZERO, 49_152)));
 }
 
+/// A request head on a fresh peer stream, optionally with a body.
+fn request_frame(id: u32, headers: &[(&'static str, &'static str)], end_stream: bool) -> Frame {
+    let mut head = get("/slow");
+    for (n, v) in headers {
+        head.headers.insert(*n, HeaderValue::from_static(v));
+    }
+    Frame::Headers(Headers {
+        stream_id: StreamId::new(id),
+        end_stream,
+        head: Head::Request(head),
+    })
+}
+
+/// spec/protocol.md §10.8 rule 2 (MadeYouReset, CVE-2025-8671 in HTTP/2): a peer that opens
+/// requests and then makes us reset them (WINDOW_UPDATE(stream, 0), DATA beyond
+/// content-length) is closed with 4007 after at most 200 such requests per window, however
+/// long it lets them live first. Before, these resets were not counted at all.
+#[test]
+fn resets_caused_by_the_peer_are_bounded() {
+    // (pattern, streams opened before the errors, time they live first)
+    for (pattern, batch, wait) in [
+        ("zero WINDOW_UPDATE", 1, Duration::ZERO),
+        ("DATA beyond content-length", 1, Duration::ZERO),
+        ("zero WINDOW_UPDATE after 1 s", 128, Duration::from_secs(1)),
+    ] {
+        let mut s = Streams::new(
+            Side::Server,
+            StreamsConfig::default(),
+            PeerLimits::default(),
+        );
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut started = 0;
+        let mut result = Ok(());
+        let mut next = 1;
+        'attack: for _ in 0..10_000 {
+            let ids: Vec<u32> = (0..batch).map(|i| next + 2 * i).collect();
+            next += 2 * batch;
+            for &id in &ids {
+                let h = request_frame(id, &[("content-length", "1")], false);
+                s.handle_frame(h, now).expect("below the concurrency limit");
+            }
+            while let Some(e) = s.poll_event() {
+                if matches!(e, StreamEvent::Request { .. }) {
+                    started += 1; // the work a handler would start
+                }
+            }
+            now += wait;
+            for id in ids {
+                let id = StreamId::new(id);
+                result = if pattern.starts_with("zero") {
+                    // What the connection does with the decode error of WINDOW_UPDATE(id, 0).
+                    s.handle_stream_error(id, ResetCode::PROTOCOL_ERROR, now)
+                } else {
+                    let payload = Bytes::from_static(b"xy");
+                    s.handle_frame(
+                        Frame::Data(Data {
+                            stream_id: id,
+                            end_stream: false,
+                            payload,
+                        }),
+                        now,
+                    )
+                };
+                while s.poll_transmit().is_some() {}
+                while s.poll_event().is_some() {}
+                if result.is_err() {
+                    break 'attack;
+                }
+            }
+        }
+        assert_eq!(
+            result.map_err(|e| e.code),
+            Err(CloseCode::ENHANCE_YOUR_CALM),
+            "{pattern}"
+        );
+        assert!(started <= 256, "{pattern}: {started} requests started");
+        assert!(
+            now - t0 <= Duration::from_secs(2),
+            "{pattern}: closed after {:?}",
+            now - t0
+        );
+    }
+}
+
+/// spec/protocol.md §10.8 rule 3: classic rapid reset, and its variant with a deadline
+/// shorter than the minimum lifetime, are closed with 4007 quickly.
+#[test]
+fn streams_thrown_away_young_are_churn() {
+    // A deadline of 50 ms that passes: each stream lives 50 ms.
+    let mut s = Streams::new(
+        Side::Server,
+        StreamsConfig::default(),
+        PeerLimits::default(),
+    );
+    let mut now = Instant::now();
+    let mut result = Ok(());
+    let mut id = 1;
+    for _ in 0..3 {
+        for _ in 0..100 {
+            result = s.handle_frame(request_frame(id, &[("tether-timeout", "50")], true), now);
+            id += 2;
+        }
+        now += Duration::from_millis(50);
+        s.handle_timeout(now);
+        while s.poll_transmit().is_some() {}
+        while s.poll_event().is_some() {}
+    }
+    assert!(result.is_ok(), "the frames before the limit are taken");
+    result = s.handle_frame(request_frame(id, &[], true), now);
+    assert_eq!(
+        result.map_err(|e| e.code),
+        Err(CloseCode::ENHANCE_YOUR_CALM)
+    );
+}
+
+/// spec/protocol.md §10.8: cancelling one's own requests at a rate the concurrency limit
+/// bounds (none younger than the minimum lifetime) never closes the connection, whether the
+/// requester sends CANCEL or the deadline passes; before, the 201st reset in 10 s closed it.
+#[test]
+fn cancellations_at_the_concurrency_limit_are_never_churn() {
+    let mut p = Pair::default();
+    let min = StreamsConfig::default().churn_min_lifetime;
+    let mut ended = 0;
+    for round in 0..40 {
+        let deadline = (round % 2 == 1).then_some(min);
+        let ids: Vec<StreamId> = (0..128)
+            .map(|_| {
+                p.client
+                    .s
+                    .open(get("/slow"), true, deadline, p.now)
+                    .unwrap()
+            })
+            .collect();
+        p.pump();
+        assert_eq!(p.client.s.can_open(), Err(OpenError::Blocked));
+        p.advance(min);
+        if deadline.is_none() {
+            for id in ids {
+                p.client.s.reset(id, ResetCode::CANCEL);
+            }
+        }
+        p.pump();
+        ended += 128;
+        assert!(
+            p.server.error.is_none(),
+            "closed after {ended} cancellations"
+        );
+        assert_eq!(p.server.s.open_streams(), 0);
+    }
+    // 5,120 streams thrown away in 4 s, at 128 concurrent streams: no churn.
+    assert!(p.client.error.is_none() && p.server.error.is_none());
+
+    // The responder's own resets of our requests are never churn for us.
+    let mut p = Pair::default();
+    for _ in 0..1000 {
+        let id = p.client.s.open(get("/"), true, None, p.now).unwrap();
+        p.pump();
+        p.server.s.reset(id, ResetCode::INTERNAL_ERROR);
+        p.pump();
+    }
+    assert!(p.client.error.is_none());
+}
+
+/// spec/protocol.md §10.8: a requester that cancels its streams at once (open, cancel, in a
+/// loop) through `cancel` holds each RESET, and the slot, until the stream is twice the
+/// minimum lifetime old: the peer sees no rapid reset and never closes, and the loop runs
+/// at the rate the concurrency limit allows (128 streams per 200 ms).
+#[test]
+fn a_requester_cancelling_at_once_is_paced_not_closed() {
+    let mut p = Pair::default();
+    let t0 = p.now;
+    let step = Duration::from_millis(10);
+    let mut cancelled = 0;
+    let mut outcomes = 0;
+    while p.now < t0 + Duration::from_secs(2) {
+        while let Ok(id) = p.client.s.open(get("/"), true, None, p.now) {
+            p.client.s.cancel(id, ResetCode::CANCEL, p.now);
+            cancelled += 1;
+        }
+        p.pump();
+        p.advance(step);
+        p.pump();
+        outcomes += p
+            .client
+            .events
+            .drain(..)
+            .filter(|e| matches!(e, StreamEvent::Closed { .. }))
+            .count();
+    }
+    assert!(p.server.error.is_none(), "{:?}", p.server.error);
+    // The application heard of each cancel at once, exactly once.
+    assert_eq!(outcomes, cancelled);
+    // 10 rounds of 128 in 2 s (the first at once, then one every 200 ms).
+    assert!(
+        cancelled <= 11 * 128,
+        "{cancelled} streams cancelled in 2 s"
+    );
+    assert!(cancelled >= 9 * 128, "{cancelled} streams cancelled in 2 s");
+    // Connection loss with cancels still held: no second outcome, no slot leaked.
+    p.client.s.handle_connection_lost();
+    assert!(std::iter::from_fn(|| p.client.s.poll_event())
+        .all(|e| !matches!(e, StreamEvent::Closed { .. })));
+    assert_eq!(p.client.s.local_open, 0);
+}
+
 #[path = "tests_flow.rs"]
 mod flow;

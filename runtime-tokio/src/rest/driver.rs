@@ -179,6 +179,11 @@ impl Driver {
     pub(crate) fn on_command(&mut self, conn: &mut Connection, cmd: Command, now: Instant) {
         match cmd {
             Command::Open(open) => {
+                if self.queued.len() >= self.config.max_queued_requests {
+                    // Callers that gave up while they waited hold no place in the queue
+                    // (amortised: only when it is full).
+                    self.queued.retain(|o| !o.reply.is_closed());
+                }
                 if self.queued.is_empty() {
                     self.open(conn, open, now);
                 } else if self.queued.len() >= self.config.max_queued_requests {
@@ -254,8 +259,9 @@ impl Driver {
                 };
                 slot.body = None;
                 if local {
-                    // The caller dropped the response body: nobody wants the rest.
-                    streams.reset(id, ResetCode::CANCEL);
+                    // The caller dropped the response body: nobody wants the rest
+                    // (spec/protocol.md §10.8: a young stream's RESET waits).
+                    streams.cancel(id, ResetCode::CANCEL, now);
                 } else {
                     // The handler did not read the whole request: its response still goes
                     // out, then the stream is reset with NO_ERROR so the peer stops
@@ -265,7 +271,8 @@ impl Driver {
             }
             Command::Reset { id, code } => {
                 if let Some(streams) = conn.streams() {
-                    streams.reset(id, code);
+                    // A caller that gave up on its request: spec/protocol.md §10.8.
+                    streams.cancel(id, code, now);
                 }
             }
             Command::BodyFailed { id, code, error } => {
