@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Checks proto/examples/blocking_client.rs (a Tether client with no tokio) against a real
+# `tether server`, both ways, on loopback:
+#
+#   1. request mode: `tether server --upstream` forwards GET /hello to a python HTTP server;
+#      the example prints 200 and the file's bytes, and exits 0. It exits non-zero with a
+#      message when nothing listens, or when the endpoint does not speak WebSocket.
+#   2. --serve: `tether server --gateway` carries curl's requests to the example, which
+#      answers 200 with the path; a 2 MiB POST body (beyond the stream and connection
+#      windows) still gets its answer, so the example releases flow-control capacity; the
+#      connection survives longer than the heartbeat timeout (1 s probes, 3 s timeout).
+#   3. the server is stopped (SIGTERM: close 1001) and then killed (SIGKILL: transport
+#      lost), each time restarted on the same ports: the example reconnects with back-off
+#      and answers through the gateway again.
+#
+# Usage: proto/examples/blocking_client_check.sh [TETHER_BIN] [EXAMPLE_BIN]
+# (defaults: target/debug/tether and target/debug/examples/blocking_client; build them with
+# `cargo build -p tether-tokio --bin tether -p tether-proto --example blocking_client`).
+# Needs python3 and curl. Every wait is bounded; every process started here is stopped on
+# exit. Ports are picked below 32768 (outside Linux's ephemeral range).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+tether=${1:-target/debug/tether}
+client=${2:-target/debug/examples/blocking_client}
+for bin in "$tether" "$client"; do
+  [ -x "$bin" ] || { echo "missing $bin: build it first" >&2; exit 2; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  for log in "$work"/*.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done
+  exit 1
+}
+
+# A free loopback port in 20000-31999 (bound and released at once; nothing here reuses it).
+free_port() {
+  python3 -c '
+import random, socket
+for _ in range(200):
+    port = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port")'
+}
+
+# wait_for FILE PATTERN SECONDS: until FILE has a line matching PATTERN.
+wait_for() {
+  local deadline=$((SECONDS + $3))
+  until grep -q -- "$2" "$1" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || fail "no '$2' in $1 after $3 s"
+    sleep 0.1
+  done
+}
+
+# count FILE PATTERN: lines of FILE matching PATTERN.
+count() { grep -c -- "$2" "$1" 2>/dev/null || true; }
+
+# through_gateway PATH [CURL ARGS...]: the body of a request through the gateway, which
+# must be 200 and equal PATH.
+through_gateway() {
+  local path=$1 body
+  shift
+  body=$(curl -sS --max-time 20 -o - -w '\n%{http_code}' "$@" "http://127.0.0.1:$gw$path") ||
+    fail "curl $path"
+  [ "$body" = "$path"$'\n200' ] || fail "$path through the gateway gave: $body"
+  echo "ok: gateway $path -> 200 $path"
+}
+
+up=$(free_port)
+ws=$(free_port)
+gw=$(free_port)
+closed=$(free_port) # nothing listens there
+
+# --- 1. request mode ---------------------------------------------------------------
+mkdir "$work/www"
+printf 'hello from upstream %s\nsecond line' "$RANDOM" >"$work/www/hello"
+python3 -m http.server "$up" --bind 127.0.0.1 --directory "$work/www" >"$work/upstream.log" 2>&1 &
+pids+=($!)
+"$tether" server --listen "127.0.0.1:$ws" --upstream "http://127.0.0.1:$up" >"$work/server1.log" 2>&1 &
+pids+=($!)
+wait_for "$work/server1.log" '^listening' 10
+deadline=$((SECONDS + 10))
+until curl -s -o /dev/null "http://127.0.0.1:$up/hello"; do
+  [ $SECONDS -lt $deadline ] || fail "the upstream HTTP server did not start"
+  sleep 0.1
+done
+
+timeout 30 "$client" "ws://127.0.0.1:$ws/" /hello >"$work/out" 2>"$work/request.log" ||
+  fail "request mode exited with $?"
+{ printf '200\n'; cat "$work/www/hello"; } | cmp -s - "$work/out" ||
+  fail "request mode printed: $(cat "$work/out")"
+echo "ok: request mode GET /hello -> 200 and the upstream's bytes"
+
+if timeout 30 "$client" "ws://127.0.0.1:$closed/" /hello >/dev/null 2>"$work/refused.log"; then
+  fail "request mode exited 0 with nothing listening"
+fi
+grep -q '^error: cannot connect' "$work/refused.log" || fail "no clear message when refused"
+echo "ok: request mode, nothing listening -> $(cat "$work/refused.log")"
+
+if timeout 30 "$client" "ws://127.0.0.1:$up/" /hello >/dev/null 2>"$work/notws.log"; then
+  fail "request mode exited 0 against a plain HTTP server"
+fi
+grep -q '^error: WebSocket upgrade' "$work/notws.log" || fail "no clear message for a non-WebSocket peer"
+echo "ok: request mode, not a WebSocket server -> $(cat "$work/notws.log")"
+
+kill "${pids[1]}" && wait "${pids[1]}" 2>/dev/null || true
+
+# --- 2. --serve through the gateway ------------------------------------------------
+start_server() { # start_server N: a gateway server on the fixed ports, logging to serverN.log
+  "$tether" server --listen "127.0.0.1:$ws" --gateway "127.0.0.1:$gw" \
+    --heartbeat-interval 1s --heartbeat-timeout 3s >"$work/server$1.log" 2>&1 &
+  server=$!
+  pids+=("$server")
+  wait_for "$work/server$1.log" '^gateway' 10
+}
+start_server 2
+"$client" "ws://127.0.0.1:$ws/" --serve 2>"$work/serve.log" &
+pids+=($!)
+wait_for "$work/server2.log" '^received' 20
+through_gateway /some/path
+body=$(curl -sS --max-time 20 "http://127.0.0.1:$gw/with/query?x=1")
+[ "$body" = /with/query ] || fail "a query string: $body" # the body is the path alone
+head -c $((2 * 1024 * 1024)) /dev/zero >"$work/upload"
+through_gateway /upload/2MiB --data-binary "@$work/upload"
+# Longer than the heartbeat timeout with no request: the heartbeat alone keeps it up.
+sleep 4
+through_gateway /after/heartbeat
+[ "$(count "$work/serve.log" '^connected')" = 1 ] || fail "the example reconnected unexpectedly"
+[ "$(count "$work/server2.log" '^failure\|^closed')" = 0 ] || fail "the connection ended"
+echo "ok: one connection through 4 s of heartbeats (1 s interval, 3 s timeout)"
+
+# --- 3. server restarts --------------------------------------------------------------
+kill -TERM "$server" # graceful: the example sees close 1001 and reconnects
+wait "$server" 2>/dev/null || true
+start_server 3
+wait_for "$work/server3.log" '^received' 30
+through_gateway /after/restart
+kill -KILL "$server" # abrupt: the transport is lost without a close frame
+wait "$server" 2>/dev/null || true
+start_server 4
+wait_for "$work/server4.log" '^received' 30
+through_gateway /after/kill
+echo "ok: the example reconnected after SIGTERM and after SIGKILL of the server"
+echo "--- example's log:"
+cat "$work/serve.log"
