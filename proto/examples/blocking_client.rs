@@ -186,7 +186,9 @@ impl App {
                 end_stream: true,
             } => answer(conn, id, &head, self.serving),
             // A request body follows: answer once it has been read.
-            StreamEvent::Request { id, head, .. } => drop(self.incoming.insert(id, head)),
+            StreamEvent::Request { id, head, .. } => {
+                self.incoming.insert(id, head);
+            }
             // A final response (1xx heads are informational: another follows).
             StreamEvent::Response { id, head, .. }
                 if Some(id) == self.request && !head.status.is_informational() =>
@@ -205,8 +207,10 @@ impl App {
                 streams.release_capacity(id, data.len() as u32);
                 if Some(id) == self.request {
                     self.body.extend_from_slice(&data);
-                } else if let Some(head) = end_stream.then(|| self.incoming.remove(&id)).flatten() {
-                    answer(conn, id, &head, self.serving);
+                } else if end_stream {
+                    if let Some(head) = self.incoming.remove(&id) {
+                        answer(conn, id, &head, self.serving);
+                    }
                 }
             }
             StreamEvent::Trailers { id, .. } => {
@@ -230,7 +234,9 @@ impl App {
                 };
                 self.finish(conn, result, now);
             }
-            StreamEvent::Closed { id, .. } => drop(self.incoming.remove(&id)),
+            StreamEvent::Closed { id, .. } => {
+                self.incoming.remove(&id);
+            }
             StreamEvent::GoAway { code, reason, .. } => eprintln!("going away: {code} {reason:?}"),
             _ => {}
         }
@@ -249,10 +255,7 @@ fn answer(conn: &mut Connection, id: StreamId, head: &RequestHead, serving: bool
     let (status, body) = if serving {
         (StatusCode::OK, Bytes::from(head.uri.path().to_owned()))
     } else {
-        (
-            StatusCode::NOT_IMPLEMENTED,
-            Bytes::from_static(b"not served"),
-        )
+        (StatusCode::NOT_IMPLEMENTED, Bytes::new())
     };
     let mut response = ResponseHead::new(status);
     let fields = &mut response.headers;
@@ -406,30 +409,26 @@ fn dial(url: &str, config: &Config) -> Result<WebSocket<TcpStream>, String> {
     let subprotocol = HeaderValue::from_static(tether_proto::SUBPROTOCOL);
     request
         .headers_mut()
-        .insert("sec-websocket-protocol", subprotocol.clone());
+        .insert("sec-websocket-protocol", subprotocol);
     let max = 8 + config.limits().max_frame_payload as usize;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let (mut ws, response) = match client_with_config(request, tcp, Some(ws_config)) {
-        Ok(ok) => ok,
+    // tungstenite checks the server's choice of subprotocol (§2.1); it then drops the TCP
+    // connection without the 1002 close frame the spec asks for.
+    match client_with_config(request, tcp, Some(ws_config)) {
+        Ok((ws, _response)) => Ok(ws),
+        Err(HandshakeError::Failure(WsError::Protocol(
+            ProtocolError::SecWebSocketSubProtocolError(e),
+        ))) => Err(format!(
+            "the server did not select the tether.v1 subprotocol: {e}"
+        )),
         Err(HandshakeError::Failure(WsError::Http(r))) => {
-            return Err(format!("WebSocket upgrade refused: HTTP {}", r.status()))
+            Err(format!("WebSocket upgrade refused: HTTP {}", r.status()))
         }
-        Err(HandshakeError::Failure(e)) => return Err(format!("WebSocket upgrade: {e}")),
-        Err(HandshakeError::Interrupted(_)) => return Err("WebSocket upgrade timed out".into()),
-    };
-    // spec/protocol.md §2.1: a server that selects another subprotocol (or none) gets 1002.
-    if response.headers().get("sec-websocket-protocol") != Some(&subprotocol) {
-        let reason = "tether.v1 not selected";
-        let _ = ws.close(Some(WsCloseFrame {
-            code: 1002.into(),
-            reason: reason.into(),
-        }));
-        linger(&mut ws);
-        return Err("the server did not select the tether.v1 subprotocol".into());
+        Err(HandshakeError::Failure(e)) => Err(format!("WebSocket upgrade: {e}")),
+        Err(HandshakeError::Interrupted(_)) => Err("WebSocket upgrade timed out".into()),
     }
-    Ok(ws)
 }
 
 /// tungstenite's message to the machine's (`None`: a raw frame, which `read` never returns).

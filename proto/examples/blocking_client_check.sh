@@ -4,7 +4,9 @@
 #
 #   1. request mode: `tether server --upstream` forwards GET /hello to a python HTTP server;
 #      the example prints 200 and the file's bytes, and exits 0. It exits non-zero with a
-#      message when nothing listens, or when the endpoint does not speak WebSocket.
+#      clear message when nothing listens, when the endpoint does not speak WebSocket, and
+#      (against a fake WebSocket server) when the HELLO is rejected with close code 4003,
+#      when tether.v1 is not selected, and when the handshake times out (10 s).
 #   2. --serve: `tether server --gateway` carries curl's requests to the example, which
 #      answers 200 with the path; a 2 MiB POST body (beyond the stream and connection
 #      windows) still gets its answer, so the example releases flow-control capacity; the
@@ -120,6 +122,58 @@ grep -q '^error: WebSocket upgrade' "$work/notws.log" || fail "no clear message 
 echo "ok: request mode, not a WebSocket server -> $(cat "$work/notws.log")"
 
 kill "${pids[1]}" && wait "${pids[1]}" 2>/dev/null || true
+
+# A fake WebSocket server for the handshake failures the real one never shows: it upgrades
+# (selecting tether.v1 unless told not to) and then answers the HELLO with close 4003
+# (reject), selects no subprotocol (nosub), or stays silent (silent).
+fake_ws=$(cat <<'EOF'
+import base64, hashlib, socket, struct, sys
+mode, port = sys.argv[1], int(sys.argv[2])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(1)
+print("ready", flush=True)
+conn, _ = srv.accept()
+conn.settimeout(30)
+req = b""
+while b"\r\n\r\n" not in req:
+    req += conn.recv(4096)
+key = next(l.split(b":", 1)[1].strip() for l in req.split(b"\r\n")
+           if l.lower().startswith(b"sec-websocket-key:"))
+guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+accept = base64.b64encode(hashlib.sha1(key + guid).digest())
+sub = b"" if mode == "nosub" else b"Sec-WebSocket-Protocol: tether.v1\r\n"
+conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n" + sub + b"\r\n")
+if mode == "reject":
+    conn.recv(65536)  # the HELLO
+    close = struct.pack("!H", 4003) + b"not you"
+    conn.sendall(bytes([0x88, len(close)]) + close)
+try:
+    while conn.recv(65536):  # until the client closes
+        pass
+except OSError:
+    pass
+EOF
+)
+# expect_failure MODE SECONDS MESSAGE: the example fails against the fake server in MODE
+# within SECONDS, saying MESSAGE.
+expect_failure() {
+  local port
+  port=$(free_port)
+  python3 -c "$fake_ws" "$1" "$port" >"$work/fake-$1.log" 2>&1 &
+  pids+=($!)
+  wait_for "$work/fake-$1.log" '^ready' 10
+  if timeout "$2" "$client" "ws://127.0.0.1:$port/" /hello >/dev/null 2>"$work/$1.log"; then
+    fail "request mode exited 0 against a server that does $1"
+  fi
+  grep -q -- "$3" "$work/$1.log" || fail "$1: no '$3' in: $(cat "$work/$1.log")"
+  echo "ok: request mode, $1 -> $(tail -n 1 "$work/$1.log")"
+}
+expect_failure reject 20 '^error: connection failed: peer closed with 4003 REJECTED'
+expect_failure nosub 20 '^error: the server did not select the tether.v1 subprotocol'
+expect_failure silent 20 '^error: connection failed: handshake not complete after 10s'
 
 # --- 2. --serve through the gateway ------------------------------------------------
 start_server() { # start_server N: a gateway server on the fixed ports, logging to serverN.log
