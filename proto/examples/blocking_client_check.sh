@@ -6,7 +6,8 @@
 #      the example prints 200 and the file's bytes, and exits 0. It exits non-zero with a
 #      clear message when nothing listens, when the endpoint does not speak WebSocket, and
 #      (against a fake WebSocket server) when the HELLO is rejected with close code 4003,
-#      when tether.v1 is not selected, and when the handshake times out (10 s).
+#      when tether.v1 is not selected, when the handshake times out (10 s), and when the
+#      request's stream is reset.
 #   2. --serve: `tether server --gateway` carries curl's requests to the example, which
 #      answers 200 with the path; a 2 MiB POST body (beyond the stream and connection
 #      windows) still gets its answer, so the example releases flow-control capacity; the
@@ -123,12 +124,17 @@ echo "ok: request mode, not a WebSocket server -> $(cat "$work/notws.log")"
 
 kill "${pids[1]}" && wait "${pids[1]}" 2>/dev/null || true
 
-# A fake WebSocket server for the handshake failures the real one never shows: it upgrades
-# (selecting tether.v1 unless told not to) and then answers the HELLO with close 4003
-# (reject), selects no subprotocol (nosub), or stays silent (silent).
+# A fake WebSocket server for the failures the real one never shows. It upgrades (selecting
+# tether.v1, except in mode nosub) and then: reject answers the HELLO with close 4003;
+# silent never answers; reset completes the handshake with a WELCOME from
+# spec/vectors/handshake.json and resets the first request's stream with CANCEL.
 fake_ws=$(cat <<'EOF'
 import base64, hashlib, socket, struct, sys
 mode, port = sys.argv[1], int(sys.argv[2])
+WELCOME = bytes.fromhex(
+    "02000000000000000001101112131415461798191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f"
+    "000a000100002710000200007530000300000000000400010000000500004000000600000064000700"
+    "000080000800040000000900100000000a00000000")
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", port))
@@ -136,25 +142,50 @@ srv.listen(1)
 print("ready", flush=True)
 conn, _ = srv.accept()
 conn.settimeout(30)
+def read_exact(n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise SystemExit(0)
+        data += chunk
+    return data
+def read_frame():  # (opcode, unmasked payload) of one client frame
+    b0, b1 = read_exact(2)
+    n = b1 & 0x7F
+    if n >= 126:
+        n = int.from_bytes(read_exact(2 if n == 126 else 8), "big")
+    mask = read_exact(4)
+    return b0 & 0x0F, bytes(c ^ mask[i % 4] for i, c in enumerate(read_exact(n)))
+def send_frame(opcode, payload):
+    n = len(payload)
+    size = bytes([n]) if n < 126 else bytes([126]) + struct.pack("!H", n)
+    conn.sendall(bytes([0x80 | opcode]) + size + payload)
 req = b""
 while b"\r\n\r\n" not in req:
     req += conn.recv(4096)
 key = next(l.split(b":", 1)[1].strip() for l in req.split(b"\r\n")
            if l.lower().startswith(b"sec-websocket-key:"))
-guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-accept = base64.b64encode(hashlib.sha1(key + guid).digest())
+accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
 sub = b"" if mode == "nosub" else b"Sec-WebSocket-Protocol: tether.v1\r\n"
 conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
              b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n" + sub + b"\r\n")
 if mode == "reject":
-    conn.recv(65536)  # the HELLO
-    close = struct.pack("!H", 4003) + b"not you"
-    conn.sendall(bytes([0x88, len(close)]) + close)
-try:
-    while conn.recv(65536):  # until the client closes
-        pass
-except OSError:
-    pass
+    read_frame()  # the HELLO
+    send_frame(0x8, struct.pack("!H", 4003) + b"not you")
+elif mode == "reset":
+    read_frame()  # the HELLO
+    send_frame(0x2, WELCOME)
+    while True:  # the ACK, then the request's HEADERS (type 0x04)
+        opcode, frame = read_frame()
+        if opcode == 0x2 and frame[0] == 0x04:
+            send_frame(0x2, bytes([0x06, 0, 0, 0]) + frame[4:8] + struct.pack("!I", 5))
+            break
+while True:  # until the client closes
+    opcode, _ = read_frame()
+    if opcode == 0x8:
+        send_frame(0x8, b"")
+        break
 EOF
 )
 # expect_failure MODE SECONDS MESSAGE: the example fails against the fake server in MODE
@@ -174,6 +205,7 @@ expect_failure() {
 expect_failure reject 20 '^error: connection failed: peer closed with 4003 REJECTED'
 expect_failure nosub 20 '^error: the server did not select the tether.v1 subprotocol'
 expect_failure silent 20 '^error: connection failed: handshake not complete after 10s'
+expect_failure reset 20 '^error: the request was reset (CANCEL (stream cancelled), by Peer)'
 
 # --- 2. --serve through the gateway ------------------------------------------------
 start_server() { # start_server N: a gateway server on the fixed ports, logging to serverN.log
