@@ -89,7 +89,7 @@ pub fn run(data: &[u8]) {
     let small = mode & 1 == 1;
     let (cc, sc) = (config(small), config(mode & 2 == 2));
     let mk = |side, own: &StreamsConfig, peer: &StreamsConfig| Peer {
-        s: Streams::new(side, own.clone(), limits(peer)),
+        s: Streams::new(side, own.clone(), limits(peer)).expect("valid peer limits"),
         live: vec![],
         closed: HashMap::new(),
         unreleased: HashMap::new(),

@@ -96,7 +96,7 @@ fn run(script: &Value) {
     } else {
         Side::Server
     };
-    let mut s = Streams::new(side, config, peer);
+    let mut s = Streams::new(side, config, peer).expect("valid peer limits");
     let mut now = Instant::now();
     for (i, step) in script["steps"].as_array().unwrap().iter().enumerate() {
         let at = format!("{name} step {i}");

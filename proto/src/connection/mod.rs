@@ -122,7 +122,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::streams::{PeerLimits, Streams};
+use crate::streams::{PeerLimits, Streams, StreamsError};
 use crate::{CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, Resume, Settings, Welcome};
 use event::{is_orderly, NO_STATUS};
 use heartbeat::Heartbeat;
@@ -142,7 +142,10 @@ pub struct Connection {
     side: Side,
     state: State,
     timers: TimerTable,
-    transmits: VecDeque<WsMessage>,
+    /// Messages to send, each marked with the carrier of the probe it answers (`None`
+    /// for the machine's own messages): at most one answer per carrier waits here
+    /// (spec/protocol.md §8.5).
+    transmits: VecDeque<(WsMessage, Option<Carrier>)>,
     events: VecDeque<Event>,
     /// Reused to encode frames; each message is split off it.
     buf: BytesMut,
@@ -204,8 +207,10 @@ impl Connection {
 
     fn new(config: Arc<Config>, side: Side, state: State, now: Instant) -> Self {
         let mut timers = TimerTable::default();
-        // spec/protocol.md §7.5
-        timers.set(Timer::Handshake, now + config.handshake_timeout());
+        // spec/protocol.md §7.5; a timeout too long to represent never expires (§5).
+        if let Some(at) = now.checked_add(config.handshake_timeout()) {
+            timers.set(Timer::Handshake, at);
+        }
         Connection {
             config,
             side,
@@ -338,7 +343,7 @@ impl Connection {
     /// letting frames pile up here.
     pub fn poll_transmit(&mut self) -> Option<WsMessage> {
         let msg = match self.transmits.pop_front() {
-            Some(msg) => msg,
+            Some((msg, _)) => msg,
             None => {
                 let frame = self.streams.as_mut()?.poll_transmit()?;
                 frame.encode(&mut self.buf);
@@ -419,7 +424,7 @@ impl Connection {
                     return;
                 }
                 if self.config.pong_responder() == PongResponder::Machine {
-                    self.transmits.push_back(WsMessage::Pong(payload.clone()));
+                    self.answer(Carrier::WebSocket, WsMessage::Pong(payload.clone()));
                 }
                 self.events.push_back(Event::PingReceived {
                     carrier: Carrier::WebSocket,
@@ -531,16 +536,38 @@ impl Connection {
             reason: frame.reason.clone(),
             initiator: Initiator::Local,
         };
-        self.transmits.push_back(WsMessage::Close(Some(frame)));
+        self.push(WsMessage::Close(Some(frame)));
         self.terminate(event);
     }
 
     // ---- internals ----
 
     fn send(&mut self, frame: &Frame) {
+        let msg = self.encode(frame);
+        self.push(msg);
+    }
+
+    fn encode(&mut self, frame: &Frame) -> WsMessage {
         frame.encode(&mut self.buf);
-        self.transmits
-            .push_back(WsMessage::Binary(self.buf.split().freeze()));
+        WsMessage::Binary(self.buf.split().freeze())
+    }
+
+    /// Queues one of the machine's own messages.
+    fn push(&mut self, msg: WsMessage) {
+        self.transmits.push_back((msg, None));
+    }
+
+    /// Queues the answer to a probe that came by `carrier` (spec/protocol.md §8.5): an
+    /// answer to an earlier probe of that carrier that is still waiting to be sent is
+    /// replaced by this one (RFC 6455 §5.5.3 allows it for Pongs), so a peer that sends
+    /// probes and never reads holds at most one answer per carrier here.
+    fn answer(&mut self, carrier: Carrier, msg: WsMessage) {
+        // Only the machine's own messages besides these (handshake, probes sent while the
+        // peer was silent, the close) share this queue: the scan is short.
+        match self.transmits.iter_mut().find(|(_, c)| *c == Some(carrier)) {
+            Some(waiting) => waiting.0 = msg,
+            None => self.transmits.push_back((msg, Some(carrier))),
+        }
     }
 
     /// Any inbound message proves the peer alive (spec/protocol.md §8.3).
@@ -563,8 +590,9 @@ impl Connection {
 
     fn on_inbound(&mut self, now: Instant) {
         if let Some(hb) = &self.heartbeat {
-            self.timers.set(Timer::Idle, now + hb.timeout);
-            self.timers.set(Timer::Probe, now + hb.interval);
+            let (idle, probe) = (now.checked_add(hb.timeout), now.checked_add(hb.interval));
+            self.timers.set_or_stop(Timer::Idle, idle);
+            self.timers.set_or_stop(Timer::Probe, probe);
         }
     }
 
@@ -577,7 +605,9 @@ impl Connection {
                     pending.map_or((Bytes::new(), false), |p| (p.metadata, p.resumed));
                 let id = self.connection_id.unwrap_or_default();
                 let (interval, timeout) = self.welcome_heartbeat;
-                self.establish(interval, timeout, now);
+                if !self.establish(interval, timeout, now) {
+                    return;
+                }
                 self.events.push_back(if resumed {
                     Event::Resumed { id, metadata }
                 } else {
@@ -589,7 +619,8 @@ impl Connection {
                 if !self.allow_probe(now) {
                     return;
                 }
-                self.send(&Frame::Pong(Pong(payload.clone())));
+                let pong = self.encode(&Frame::Pong(Pong(payload.clone())));
+                self.answer(Carrier::Frame, pong);
                 self.events.push_back(Event::PingReceived {
                     carrier: Carrier::Frame,
                     payload,
@@ -670,15 +701,18 @@ impl Connection {
             token: welcome.resume_token,
         });
         self.send(&Frame::Ack);
-        self.establish(interval, timeout, now);
+        if !self.establish(interval, timeout, now) {
+            return;
+        }
         self.events.push_back(Event::Established {
             id: welcome.connection_id,
             resumed: welcome.resumed,
         });
     }
 
-    /// spec/protocol.md §8.2
-    fn establish(&mut self, interval: Duration, timeout: Duration, now: Instant) {
+    /// spec/protocol.md §8.2; `false` when the connection failed instead.
+    #[must_use]
+    fn establish(&mut self, interval: Duration, timeout: Duration, now: Instant) -> bool {
         tracing::debug!(
             side = ?self.side,
             id = ?self.connection_id,
@@ -707,9 +741,19 @@ impl Connection {
             max_head_size: self.peer_limits().max_head_size,
             max_header_count: self.peer_limits().max_header_count,
         };
-        self.streams = Some(Streams::new(self.side, self.config.streams().clone(), peer));
+        match Streams::new(self.side, self.config.streams().clone(), peer) {
+            Ok(streams) => self.streams = Some(streams),
+            // Unreachable with settings that passed decoding (§3.6); closes, never panics.
+            Err(_) => {
+                self.fail(ConnectionError::StreamLayer(StreamsError {
+                    code: CloseCode::PROTOCOL_ERROR,
+                    reason: "the peer's settings leave no room for DATA",
+                }));
+                return false;
+            }
+        }
         if interval.is_zero() {
-            return;
+            return true;
         }
         let hb = Heartbeat::new(
             interval,
@@ -719,6 +763,7 @@ impl Connection {
         );
         self.heartbeat = Some(hb);
         self.on_inbound(now);
+        true
     }
 
     fn send_probe(&mut self, now: Instant) {
@@ -727,10 +772,11 @@ impl Connection {
         };
         let payload = hb.probe(now);
         let carrier = hb.carrier();
-        self.timers.set(Timer::Probe, now + hb.interval);
+        self.timers
+            .set_or_stop(Timer::Probe, now.checked_add(hb.interval));
         match carrier {
             Carrier::Frame => self.send(&Frame::Ping(Ping(payload))),
-            _ => self.transmits.push_back(WsMessage::Ping(payload)),
+            _ => self.push(WsMessage::Ping(payload)),
         }
     }
 
@@ -770,8 +816,7 @@ impl Connection {
     fn fail(&mut self, error: ConnectionError) {
         if let Some(code) = error.close_code() {
             let reason = error.to_string();
-            self.transmits
-                .push_back(WsMessage::Close(Some(CloseFrame::new(code, &reason))));
+            self.push(WsMessage::Close(Some(CloseFrame::new(code, &reason))));
         }
         self.terminate(Event::Failure { error });
     }

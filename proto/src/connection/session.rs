@@ -374,13 +374,18 @@ impl SessionStore {
         if entry.generation != session.generation || entry.detached_until.is_some() {
             return false;
         }
-        if self.expiry.len() >= self.max_detached {
+        // A window that ends later than the clock can represent (spec/protocol.md §5) is
+        // treated like a full store: the session is forgotten, never kept without end.
+        let deadline = now.checked_add(self.window);
+        if self.expiry.len() >= self.max_detached || deadline.is_none() {
             // spec/protocol.md §9.1: a full store keeps what it holds.
             self.sessions.remove(&session.id);
             self.expired.push_back(session.id);
             return false;
         }
-        let deadline = now + self.window;
+        let Some(deadline) = deadline else {
+            return false;
+        };
         entry.detached_until = Some(deadline);
         self.expiry.insert((deadline, session.id));
         true

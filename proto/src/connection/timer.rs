@@ -31,6 +31,12 @@ impl TimerTable {
         self.data[timer as usize] = Some(deadline);
     }
 
+    /// Sets `timer` to `deadline`, or stops it when there is none (a deadline too far
+    /// to represent is never reached: spec/protocol.md §5).
+    pub(super) fn set_or_stop(&mut self, timer: Timer, deadline: Option<Instant>) {
+        self.data[timer as usize] = deadline;
+    }
+
     pub(super) fn get(&self, timer: Timer) -> Option<Instant> {
         self.data[timer as usize]
     }

@@ -73,7 +73,9 @@ pub struct DemoSession {
     interval: Duration,
     accepted_at: Instant,
     accepted_wall: SystemTime,
-    /// The one timer: the next heartbeat, set while subscribed.
+    subscribed: bool,
+    /// The one timer: the next heartbeat, set while subscribed (unless the interval
+    /// reaches past what the clock can represent).
     next_heartbeat: Option<Instant>,
     out: VecDeque<String>,
 }
@@ -85,6 +87,7 @@ impl DemoSession {
             interval: config.heartbeat_interval.max(MIN_HEARTBEAT_INTERVAL),
             accepted_at: now,
             accepted_wall: wall_clock,
+            subscribed: false,
             next_heartbeat: None,
             out: VecDeque::with_capacity(2),
         }
@@ -92,7 +95,7 @@ impl DemoSession {
 
     /// Whether the connection is subscribed to heartbeats.
     pub fn is_subscribed(&self) -> bool {
-        self.next_heartbeat.is_some()
+        self.subscribed
     }
 
     /// Handles one message received at `now`. Any bytes are accepted; bad ones are answered with
@@ -103,7 +106,9 @@ impl DemoSession {
         if matches!(&answer, DemoMessage::SubscribeResponse(r) if r.error.is_none()) {
             // spec/demo.md §4.2: first heartbeat right after the subscribe response.
             self.out.push_back(self.heartbeat(now).to_json());
-            self.next_heartbeat = Some(now + self.interval);
+            // An interval too long to represent: no heartbeat is ever due.
+            self.subscribed = true;
+            self.next_heartbeat = now.checked_add(self.interval);
         }
     }
 
@@ -117,12 +122,10 @@ impl DemoSession {
         }
         self.out.push_back(self.heartbeat(now).to_json());
         // One heartbeat per call even if several intervals were missed: no burst after a stall.
-        let next = due + self.interval;
-        self.next_heartbeat = Some(if next > now {
-            next
-        } else {
-            now + self.interval
-        });
+        self.next_heartbeat = match due.checked_add(self.interval) {
+            Some(next) if next > now => Some(next),
+            _ => now.checked_add(self.interval),
+        };
     }
 
     /// The next text message to send, until `None`.
@@ -206,6 +209,7 @@ impl DemoSession {
             )
         } else {
             // spec/demo.md §5 (deviation 1): unsubscribe really ends the subscription.
+            self.subscribed = false;
             self.next_heartbeat = None;
             Response::ok(req.req_id, TopicData { topic: req.topic })
         };

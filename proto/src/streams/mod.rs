@@ -23,8 +23,8 @@
 //! use tether_proto::{Frame, RequestHead};
 //!
 //! let now = Instant::now(); // the caller's clock; the machine never reads one
-//! let mut client = Streams::new(Side::Client, StreamsConfig::default(), PeerLimits::default());
-//! let mut server = Streams::new(Side::Server, StreamsConfig::default(), PeerLimits::default());
+//! let mut client = Streams::new(Side::Client, StreamsConfig::default(), PeerLimits::default())?;
+//! let mut server = Streams::new(Side::Server, StreamsConfig::default(), PeerLimits::default())?;
 //!
 //! let id = client.open(RequestHead::new(Method::GET, Uri::from_static("/")), true, None, now)?;
 //! while let Some(frame) = client.poll_transmit() {
@@ -36,7 +36,7 @@
 //!     }
 //!     other => panic!("{other:?}"),
 //! }
-//! # Ok::<(), tether_proto::streams::OpenError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod budget;
@@ -164,6 +164,27 @@ impl Default for PeerLimits {
             max_head_size: crate::Limits::default().max_head_size,
             max_header_count: crate::Limits::default().max_header_count,
         }
+    }
+}
+
+/// [`PeerLimits`] no stream layer can work with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerLimitsError {
+    /// `max_frame_payload` is zero: no DATA frame could carry a byte, and a sender would
+    /// emit empty DATA without end (the MAX_FRAME_PAYLOAD setting is at least 1,024,
+    /// spec/protocol.md §3.6).
+    #[error("the peer's max_frame_payload must not be zero")]
+    ZeroFramePayload,
+}
+
+impl PeerLimits {
+    /// Checks that a stream layer can send within these limits.
+    pub fn validate(&self) -> Result<(), PeerLimitsError> {
+        if self.max_frame_payload == 0 {
+            return Err(PeerLimitsError::ZeroFramePayload);
+        }
+        Ok(())
     }
 }
 
@@ -380,9 +401,16 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// A stream layer for `side`, with our `config` and what the `peer` announced.
-    pub fn new(side: Side, config: StreamsConfig, peer: PeerLimits) -> Self {
-        Streams {
+    /// A stream layer for `side`, with our `config` and what the `peer` announced;
+    /// `Err` when the peer's limits leave nothing that can be sent
+    /// ([`PeerLimits::validate`]).
+    pub fn new(
+        side: Side,
+        config: StreamsConfig,
+        peer: PeerLimits,
+    ) -> Result<Self, PeerLimitsError> {
+        peer.validate()?;
+        Ok(Streams {
             side,
             next_local: Some(match side {
                 Side::Client => 1,
@@ -412,7 +440,7 @@ impl Streams {
             streams: HashMap::new(),
             config,
             peer,
-        }
+        })
     }
 
     // ---- getters
@@ -608,8 +636,8 @@ impl Streams {
             return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
         }
         stream.peer_opened_at = Some(now);
-        if let Some(after) = deadline {
-            let at = now + after;
+        // A deadline too far to represent is never reached: no timer (spec/protocol.md §5).
+        if let Some(at) = deadline.and_then(|after| now.checked_add(after)) {
             stream.deadline = Some(at);
             self.timers.push(Reverse((at, id, Timer::Deadline)));
             self.live_timers += 1;
@@ -876,12 +904,16 @@ impl Streams {
                     } else {
                         // A fixed schedule, however late this call: a check that is
                         // already due again is handled in this same loop.
-                        let next = at + self.config.stall_timeout;
+                        // A next check too far to represent never comes: stop checking.
+                        let next = at.checked_add(self.config.stall_timeout);
                         if let Some(s) = self.streams.get_mut(&id) {
-                            s.stalled = true;
-                            s.stall_check = Some(next);
+                            s.stalled = next.is_some();
+                            s.stall_check = next;
                         }
-                        self.timers.push(Reverse((next, id, Timer::Stall)));
+                        match next {
+                            Some(next) => self.timers.push(Reverse((next, id, Timer::Stall))),
+                            None => self.live_timers -= 1,
+                        }
                     }
                 }
                 _ => {} // stale
@@ -946,13 +978,17 @@ impl Streams {
         stream.head_request = head.method == http::Method::HEAD;
         stream.local_opened_at = Some(now);
         if let Some(t) = timeout {
-            let ms = t.as_millis().clamp(1, u128::from(MAX_TIMEOUT_MS));
-            head.headers
-                .insert(TIMEOUT_HEADER, HeaderValue::from(ms as u64));
-            let at = now + t;
-            stream.deadline = Some(at);
-            self.timers.push(Reverse((at, id, Timer::Deadline)));
-            self.live_timers += 1;
+            // The header carries at most MAX_TIMEOUT_MS, and both ends run the same
+            // deadline: a longer timeout is cut to it here too (spec/protocol.md §10.6).
+            let ms = t.as_millis().clamp(1, u128::from(MAX_TIMEOUT_MS)) as u64;
+            head.headers.insert(TIMEOUT_HEADER, HeaderValue::from(ms));
+            let t = t.min(Duration::from_millis(MAX_TIMEOUT_MS));
+            // A deadline too far to represent is never reached: no timer (§5).
+            if let Some(at) = now.checked_add(t) {
+                stream.deadline = Some(at);
+                self.timers.push(Reverse((at, id, Timer::Deadline)));
+                self.live_timers += 1;
+            }
         }
         self.streams.insert(id, stream);
         self.local_open += 1;
@@ -1044,8 +1080,11 @@ impl Streams {
             s.queued_bytes += data.len();
             s.queue.push_back(data);
             if s.stall_check.is_none() {
-                if let Some(clock) = self.clock {
-                    let at = clock + self.config.stall_timeout;
+                // A check too far to represent never comes: none is armed (§5).
+                if let Some(at) = self
+                    .clock
+                    .and_then(|clock| clock.checked_add(self.config.stall_timeout))
+                {
                     s.stall_check = Some(at);
                     s.stalled = false;
                     self.timers.push(Reverse((at, id, Timer::Stall)));
@@ -1133,10 +1172,14 @@ impl Streams {
             return;
         };
         let n = n.min(s.unreleased);
+        if n == 0 {
+            return;
+        }
         s.unreleased -= n;
         if s.recv == Recv::Open {
             s.release_pending += n;
-            if s.release_pending >= self.config.initial_stream_window / 2 {
+            // Never an increment of 0, which the peer treats as an error (§3.4.7).
+            if s.release_pending >= self.config.initial_stream_window / 2 && s.release_pending > 0 {
                 let inc = std::mem::take(&mut s.release_pending);
                 s.recv_window += inc;
                 self.control.push_back(Frame::WindowUpdate(WindowUpdate {
@@ -1305,7 +1348,7 @@ impl Streams {
         let retry = if !self.parked.is_empty()
             && self.conn_queued < self.config.max_connection_send_buffer
         {
-            self.clock.map(|c| c + BUDGET_RETRY)
+            self.clock.and_then(|c| c.checked_add(BUDGET_RETRY))
         } else {
             None
         };

@@ -57,13 +57,13 @@ impl Pair {
         let (cl, sl) = (limits(&client), limits(&server));
         Pair {
             client: Peer {
-                s: Streams::new(Side::Client, client, sl),
+                s: Streams::new(Side::Client, client, sl).unwrap(),
                 events: vec![],
                 auto_release: true,
                 error: None,
             },
             server: Peer {
-                s: Streams::new(Side::Server, server, cl),
+                s: Streams::new(Side::Server, server, cl).unwrap(),
                 events: vec![],
                 auto_release: true,
                 error: None,
@@ -781,7 +781,8 @@ fn peer_violations_close_the_connection() {
         Side::Server,
         StreamsConfig::default(),
         PeerLimits::default(),
-    );
+    )
+    .unwrap();
     let now = Instant::now();
     let data = |id: u32, len: usize| {
         Frame::Data(Data {
@@ -800,7 +801,8 @@ fn peer_violations_close_the_connection() {
         Side::Server,
         StreamsConfig::default(),
         PeerLimits::default(),
-    );
+    )
+    .unwrap();
     let h = |id: u32| {
         Frame::Headers(Headers {
             stream_id: StreamId::new(id),
@@ -817,7 +819,7 @@ fn peer_violations_close_the_connection() {
         initial_connection_window: 1000,
         ..Default::default()
     };
-    let mut s = Streams::new(Side::Server, cfg, PeerLimits::default());
+    let mut s = Streams::new(Side::Server, cfg, PeerLimits::default()).unwrap();
     s.handle_frame(h(1), now).unwrap();
     assert_eq!(
         s.handle_frame(data(1, 1001), now).unwrap_err().code,
@@ -828,7 +830,7 @@ fn peer_violations_close_the_connection() {
         initial_stream_window: 10,
         ..Default::default()
     };
-    let mut s = Streams::new(Side::Server, cfg, PeerLimits::default());
+    let mut s = Streams::new(Side::Server, cfg, PeerLimits::default()).unwrap();
     s.handle_frame(h(1), now).unwrap();
     s.handle_frame(data(1, 11), now).unwrap();
     assert_eq!(
@@ -866,7 +868,7 @@ fn replies_to_a_peer_that_does_not_read_are_bounded() {
         max_churn: 1000,
         ..Default::default()
     };
-    let mut s = Streams::new(Side::Server, cfg, PeerLimits::default());
+    let mut s = Streams::new(Side::Server, cfg, PeerLimits::default()).unwrap();
     let now = Instant::now();
     let mut result = Ok(());
     for id in (1..200).step_by(2).rev() {
@@ -1036,7 +1038,8 @@ fn resets_caused_by_the_peer_are_bounded() {
             Side::Server,
             StreamsConfig::default(),
             PeerLimits::default(),
-        );
+        )
+        .unwrap();
         let t0 = Instant::now();
         let mut now = t0;
         let mut started = 0;
@@ -1101,7 +1104,8 @@ fn streams_thrown_away_young_are_churn() {
         Side::Server,
         StreamsConfig::default(),
         PeerLimits::default(),
-    );
+    )
+    .unwrap();
     let mut now = Instant::now();
     let mut result = Ok(());
     let mut id = 1;
