@@ -33,8 +33,14 @@ fn last_instant(t0: Instant) -> Instant {
     t0 + Duration::from_secs(lo)
 }
 
+/// A deterministic source that never repeats itself (session ids must differ).
 fn rng(buf: &mut [u8]) {
-    buf.fill(0x5a);
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    for chunk in buf.chunks_mut(8) {
+        let v = NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
 }
 
 /// Delivers everything `from` has to send to `to`; answers a HELLO by accepting it.
@@ -136,8 +142,16 @@ fn answers_to_an_unread_peer_do_not_pile_up() {
         }
     }
     let latest = Bytes::from(last.to_be_bytes().to_vec());
-    assert_eq!(ws_pongs, vec![latest.clone()], "one WebSocket Pong, for the latest Ping");
-    assert_eq!(pong_frames, vec![latest], "one PONG frame, for the latest PING");
+    assert_eq!(
+        ws_pongs,
+        vec![latest.clone()],
+        "one WebSocket Pong, for the latest Ping"
+    );
+    assert_eq!(
+        pong_frames,
+        vec![latest],
+        "one PONG frame, for the latest PING"
+    );
 
     // Once the queue is written, the next probe is answered again.
     let now = t0 + Duration::from_secs(40);
@@ -336,7 +350,7 @@ fn drive(x: &Extremes) {
     let mut now = start;
     for step in &x.steps {
         let room = end.saturating_duration_since(now);
-        now += room.mul_f64(f64::from(*step) / 255.0);
+        now += room / 255 * u32::from(*step);
         for conn in [&mut c, &mut s] {
             conn.handle_timeout(now);
         }
@@ -461,7 +475,12 @@ fn a_zero_max_frame_payload_is_refused() {
     let mut s = Streams::new(Side::Client, StreamsConfig::default(), peer).unwrap();
     let now = Instant::now();
     let id = s
-        .open(RequestHead::new(Method::POST, Uri::from_static("/")), false, None, now)
+        .open(
+            RequestHead::new(Method::POST, Uri::from_static("/")),
+            false,
+            None,
+            now,
+        )
         .unwrap();
     s.send_data(id, Bytes::from_static(b"abc"), true).unwrap();
     let mut frames = 0;
