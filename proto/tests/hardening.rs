@@ -531,3 +531,59 @@ fn release_capacity_never_sends_a_zero_increment() {
         }
     }
 }
+
+/// Two round trips each as long as the clock allows: the RTT estimate (RFC 6298) does not
+/// overflow.
+#[test]
+fn round_trips_as_long_as_the_clock_allows() {
+    let t0 = Instant::now();
+    let end = last_instant(t0);
+    let mut store = SessionStore::new(Duration::from_secs(30));
+    let config = || {
+        Config::builder()
+            .heartbeat(Duration::from_millis(1), Duration::from_millis(2))
+            .carrier(Carrier::Frame)
+            .build()
+            .unwrap()
+    };
+    let (mut c, mut s) = pair(config(), config(), &mut store, t0);
+    let half = t0 + end.saturating_duration_since(t0) / 2;
+    // A probe at t0 + 1 ms, answered at once, whose answer arrives at `half`; then again
+    // from `half` to `end`.
+    let ms = Duration::from_millis(1);
+    for (sent, arrives) in [(t0 + ms, half), (half + ms, end)] {
+        c.handle_timeout(sent);
+        ferry(&mut c, &mut s, &mut store, sent);
+        while let Some(msg) = s.poll_transmit() {
+            c.handle_message(msg, arrives);
+        }
+        drain_events(&mut c, &mut store, arrives);
+    }
+    let rtt = c.rtt_stats();
+    assert_eq!(rtt.samples, 2, "{rtt:?}");
+    assert!(rtt
+        .smoothed
+        .is_some_and(|s| s >= end.saturating_duration_since(half) / 2));
+}
+
+/// The demo server's heartbeat interval is the embedder's choice: an interval too long
+/// for the clock means no heartbeat, and the subscription still works.
+#[test]
+fn a_demo_heartbeat_interval_beyond_the_clock() {
+    use std::time::SystemTime;
+    use tether_proto::demo::{DemoConfig, DemoSession};
+    let t0 = Instant::now();
+    let config = DemoConfig {
+        heartbeat_interval: Duration::MAX,
+    };
+    let mut m = DemoSession::new(config, t0, SystemTime::UNIX_EPOCH);
+    m.handle_message(br#"{"type":"subscribe_request","topic":"heartbeat"}"#, t0);
+    assert!(m.is_subscribed());
+    assert_eq!(m.poll_timeout(), None);
+    m.handle_timeout(last_instant(t0));
+    while m.poll_message().is_some() {}
+    m.handle_message(br#"{"type":"subscribe_request","topic":"heartbeat"}"#, t0);
+    assert!(m.poll_message().unwrap().contains("already subscribed"));
+    m.handle_message(br#"{"type":"unsubscribe_request","topic":"heartbeat"}"#, t0);
+    assert!(!m.is_subscribed());
+}

@@ -36,8 +36,10 @@ impl RttStats {
             }
             Some(srtt) => {
                 let diff = srtt.max(sample) - srtt.min(sample);
-                self.variance = (self.variance * 3 + diff) / 4;
-                (srtt * 7 + sample) / 8
+                // 3/4 and 7/8 taken as x - x/4 and x - x/8: no intermediate product can
+                // overflow, whatever the samples (a caller's clock may jump far ahead).
+                self.variance = self.variance - self.variance / 4 + diff / 4;
+                srtt - srtt / 8 + sample / 8
             }
         });
     }
