@@ -176,6 +176,12 @@ S.append(script("client_deadline", "client", [
          send=[request(1, "GET", "/slow", [("tether-timeout", "250")])]),
     step({"advance_ms": 250}, send=[reset(1, "TIMEOUT")], events=[["closed", 1, "timed_out"]]),
 ], "§10.6: the requester sends its deadline and resets at it"))
+S.append(script("client_deadline_beyond_the_header", "client", [
+    step({"open": ["GET", "/slow", True, 10 ** 12]},
+         send=[request(1, "GET", "/slow", [("tether-timeout", "9999999999")])]),
+    step({"advance_ms": 9999999999 - 1}),
+    step({"advance_ms": 1}, send=[reset(1, "TIMEOUT")], events=[["closed", 1, "timed_out"]]),
+], "§10.6: a longer timeout is sent as 9999999999 and the requester resets at that deadline too"))
 S.append(script("client_data_respects_both_windows", "client", [
     step({"open": ["POST", "/a", False, None]}, send=[request(1, "POST", "/a", end=False)]),
     step({"open": ["POST", "/b", False, None]}, send=[request(3, "POST", "/b", end=False)]),
@@ -338,6 +344,15 @@ def stream_closed_replies():
 S.append(script("churn_stream_closed_replies", "server", stream_closed_replies(),
                 "§10.8 rule 2: a request head on a closed stream earns STREAM_CLOSED and is churn",
                 max_churn=MAX_CHURN))
+
+S.append(script("release_never_sends_a_zero_increment", "server", [
+    step(recv(request(1, "POST", "/", end=False)), events=[["request", 1, "POST", "/", False]]),
+    step(recv(data(1, b"x")), events=[["data", 1, 1, False]]),
+    # Half of a window of 1 is 0, but an increment of 0 is an error (§3.4.7): nothing is due.
+    step({"release": [1, 0]}),
+    step({"release": [1, 1]}, send=[window_update(1, 1)]),
+], "§3.4.7, §10.3: a WINDOW_UPDATE is sent only for a positive increment",
+    initial_stream_window=1))
 
 doc = {
     "description": (

@@ -58,7 +58,8 @@ pub enum PongResponder {
     #[default]
     Transport,
     /// The machine queues a [`WsMessage::Pong`](super::WsMessage::Pong) for every ping,
-    /// for libraries that leave it to the application.
+    /// for libraries that leave it to the application; a Pong not yet handed out by
+    /// `poll_transmit` is replaced by the answer to a newer ping (spec/protocol.md §8.5).
     Machine,
 }
 

@@ -942,7 +942,8 @@ impl Streams {
 
     /// Opens a stream with a request head. With `end_stream` the request has no body.
     /// With a `timeout`, the request carries it (§10.6) and the stream is reset with
-    /// TIMEOUT when it passes.
+    /// TIMEOUT when it passes; a timeout above the header's 9,999,999,999 ms is cut to it,
+    /// and one whose deadline the clock cannot represent never passes (§5).
     pub fn open(
         &mut self,
         mut head: RequestHead,
@@ -1166,7 +1167,8 @@ impl Streams {
     }
 
     /// The application consumed `n` received bytes of stream `id`: the window is given
-    /// back to the peer (batched: a WINDOW_UPDATE goes out once half a window is due).
+    /// back to the peer (batched: a WINDOW_UPDATE goes out once half a window is due, and
+    /// never with an increment of 0, spec/protocol.md §3.4.7).
     pub fn release_capacity(&mut self, id: StreamId, n: u32) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
