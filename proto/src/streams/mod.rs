@@ -1428,7 +1428,7 @@ impl Streams {
             self.churn_since = Some(now);
             self.churn = 0;
         }
-        self.churn += 1;
+        self.churn = self.churn.saturating_add(1);
         if self.churn > self.config.max_churn {
             return Err(violation(
                 CloseCode::ENHANCE_YOUR_CALM,
