@@ -587,3 +587,42 @@ fn a_demo_heartbeat_interval_beyond_the_clock() {
     m.handle_message(br#"{"type":"unsubscribe_request","topic":"heartbeat"}"#, t0);
     assert!(!m.is_subscribed());
 }
+
+/// A peer that neither sends nor reads, under a heartbeat of 1 ms and a timeout of a day
+/// (values a server may impose, §3.6): the client's probes do not pile up; the one that
+/// waits is the latest (§8.5).
+#[test]
+fn probes_to_a_silent_unread_peer_do_not_pile_up() {
+    let t0 = Instant::now();
+    let mut store = SessionStore::new(Duration::from_secs(30));
+    for carrier in [Carrier::WebSocket, Carrier::Frame] {
+        let config = Config::builder()
+            .heartbeat(Duration::from_millis(1), Duration::from_secs(86_400))
+            .carrier(carrier)
+            .build()
+            .unwrap();
+        let (mut c, _server) = pair(config.clone(), config, &mut store, t0);
+        let mut now = t0;
+        for _ in 0..5_000 {
+            now = c.poll_timeout().expect("the probe timer runs");
+            c.handle_timeout(now);
+            drain_events(&mut c, &mut store, now);
+        }
+        assert!(c.is_established());
+        let sent: Vec<_> = std::iter::from_fn(|| c.poll_transmit()).collect();
+        assert_eq!(
+            sent.len(),
+            1,
+            "{carrier:?}: one probe waits, not {}",
+            sent.len()
+        );
+        let payload = match (&sent[0], frame_of(&sent[0])) {
+            (WsMessage::Ping(p), _) => p.clone(),
+            (_, Some(Frame::Ping(p))) => p.0,
+            other => panic!("{other:?}"),
+        };
+        // The latest probe: sequence number 4,999.
+        assert_eq!(payload[..8], 4_999u64.to_be_bytes());
+        assert_eq!(now, t0 + Duration::from_millis(5_000));
+    }
+}

@@ -128,6 +128,17 @@ use event::{is_orderly, NO_STATUS};
 use heartbeat::Heartbeat;
 use timer::{Timer, TimerTable};
 
+/// What a message waiting in [`Connection::transmits`] is (spec/protocol.md §8.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    /// Handshake messages and the close: each is sent.
+    Once,
+    /// The answer to the peer's latest probe of this carrier not yet answered.
+    Answer(Carrier),
+    /// This side's latest heartbeat probe.
+    Probe,
+}
+
 /// What the server remembers between HELLO and ACK.
 #[derive(Debug)]
 struct Pending {
@@ -142,10 +153,9 @@ pub struct Connection {
     side: Side,
     state: State,
     timers: TimerTable,
-    /// Messages to send, each marked with the carrier of the probe it answers (`None`
-    /// for the machine's own messages): at most one answer per carrier waits here
-    /// (spec/protocol.md §8.5).
-    transmits: VecDeque<(WsMessage, Option<Carrier>)>,
+    /// Messages to send, each marked with what it is: at most one answer per carrier and
+    /// one probe wait here (spec/protocol.md §8.5).
+    transmits: VecDeque<(WsMessage, Queued)>,
     events: VecDeque<Event>,
     /// Reused to encode frames; each message is split off it.
     buf: BytesMut,
@@ -554,7 +564,7 @@ impl Connection {
 
     /// Queues one of the machine's own messages.
     fn push(&mut self, msg: WsMessage) {
-        self.transmits.push_back((msg, None));
+        self.transmits.push_back((msg, Queued::Once));
     }
 
     /// Queues the answer to a probe that came by `carrier` (spec/protocol.md §8.5): an
@@ -562,11 +572,15 @@ impl Connection {
     /// replaced by this one (RFC 6455 §5.5.3 allows it for Pongs), so a peer that sends
     /// probes and never reads holds at most one answer per carrier here.
     fn answer(&mut self, carrier: Carrier, msg: WsMessage) {
-        // Only the machine's own messages besides these (handshake, probes sent while the
-        // peer was silent, the close) share this queue: the scan is short.
-        match self.transmits.iter_mut().find(|(_, c)| *c == Some(carrier)) {
+        self.replace_or_push(msg, Queued::Answer(carrier));
+    }
+
+    /// Queues `msg`, or puts it in the place of the unsent message of the same `kind`
+    /// (at most one of each kind waits: the scan is over a handful of messages).
+    fn replace_or_push(&mut self, msg: WsMessage, kind: Queued) {
+        match self.transmits.iter_mut().find(|(_, k)| *k == kind) {
             Some(waiting) => waiting.0 = msg,
-            None => self.transmits.push_back((msg, Some(carrier))),
+            None => self.transmits.push_back((msg, kind)),
         }
     }
 
@@ -774,10 +788,13 @@ impl Connection {
         let carrier = hb.carrier();
         self.timers
             .set_or_stop(Timer::Probe, now.checked_add(hb.interval));
-        match carrier {
-            Carrier::Frame => self.send(&Frame::Ping(Ping(payload))),
-            _ => self.push(WsMessage::Ping(payload)),
-        }
+        let msg = match carrier {
+            Carrier::Frame => self.encode(&Frame::Ping(Ping(payload))),
+            _ => WsMessage::Ping(payload),
+        };
+        // A probe still unsent when the next is due is replaced by it (§8.5): a peer that
+        // neither reads nor sends costs one probe here, not one per interval.
+        self.replace_or_push(msg, Queued::Probe);
     }
 
     fn on_pong(&mut self, carrier: Carrier, payload: Bytes, now: Instant) {
