@@ -128,7 +128,7 @@ use event::{is_orderly, NO_STATUS};
 use heartbeat::Heartbeat;
 use timer::{Timer, TimerTable};
 
-/// What a message waiting in [`Connection::transmits`] is (spec/protocol.md §8.5).
+/// What a message waiting in `Connection::transmits` is (spec/protocol.md §8.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Queued {
     /// Handshake messages and the close: each is sent.
