@@ -100,7 +100,8 @@ impl BindingConfig {
     /// 1013 (try again later); a connection reading a message stops reading while the
     /// budget is full, and is closed with 1013 if it finds no room for the
     /// [`budget_wait`](Self::budget_wait). At least `max_message_size` (checked when built):
-    /// a message whose bytes exceed the whole budget cannot be received.
+    /// a message whose bytes, frame headers included, exceed the whole budget cannot be
+    /// received, so keep it well above.
     pub fn buffer_budget(&self) -> usize {
         self.buffer_budget
     }

@@ -117,8 +117,8 @@ pub enum BindingError {
     /// An item did not encode; closed with the codec's frame.
     #[error("item did not encode; closed with {}", u16::from(.0.code))]
     Encode(CloseFrame),
-    /// The server's buffer budget had no room for a message; closed with 1013 (try again
-    /// later).
+    /// The server's buffer budget had no room for a complete message, or, for the budget
+    /// wait, for the next bytes of a message being read; closed with 1013 (try again later).
     #[error("buffer budget exhausted; closed with 1013")]
     Overloaded,
     /// The client sent more pings per 10 s than allowed; closed with 1008.
