@@ -13,7 +13,10 @@
 //! that finds no room for the budget wait (10 s) is closed with 1013, so clients each
 //! sending half a message cannot wait on each other for ever; an idle client is not closed
 //! for it. A client that does not read is dropped when its write times out (10 s). A client
-//! sending more than 1,000 pings per 10 s is closed with 1008.
+//! sending more than 1,000 pings per 10 s is closed with 1008. Not covered: tungstenite keeps
+//! the read and write buffers a large message grew to until the connection closes (see
+//! `upgrade::ws_config`), so a client that was echoed one 16 MiB message and then stays idle
+//! still costs about twice that, outside the budget.
 
 use std::io;
 use std::net::SocketAddr;
