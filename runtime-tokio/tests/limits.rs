@@ -1,7 +1,9 @@
 //! Smaller limits over real sockets (issue 9, item 9): a WebSocket Ping flood is closed on
 //! Tether connections (4007), on the demo server and on the echo server (1008); the demo
 //! server drops a client that never answers its pings (PongWait); the echo server closes a
-//! client that does not read what it asked for (1008) instead of buffering it.
+//! client that does not read what it asked for (1008) instead of buffering it; the echo
+//! server's buffer budget covers messages still being read (1013 for a connection stuck
+//! without room) as well as echoes being written.
 
 use std::time::Duration;
 
