@@ -55,6 +55,11 @@ impl<S> ReadAhead<S> {
         }
     }
 
+    /// The wrapped stream.
+    pub(crate) fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// Bytes held in this wrapper's own buffer (0 when idle), for tests.
     #[cfg(test)]
     fn buffer_capacity(&self) -> usize {

@@ -128,6 +128,20 @@ pub(crate) async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    accept_with(stream, peer, policy, |io| io).await
+}
+
+/// [`accept`], with the upgraded byte stream wrapped by `wrap` under the read-ahead.
+pub(crate) async fn accept_with<S, T>(
+    stream: S,
+    peer: SocketAddr,
+    policy: &AcceptPolicy,
+    wrap: impl FnOnce(TokioIo<Upgraded>) -> T,
+) -> Result<(WebSocketStream<ReadAhead<T>>, RequestInfo), AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let pending: Pending = Arc::new(Mutex::new(None));
     let rejected: Arc<Mutex<Option<StatusCode>>> = Arc::new(Mutex::new(None));
     let service = {
@@ -183,7 +197,7 @@ where
         Ok(result) => result?,
     };
     let ws = WebSocketStream::from_raw_socket(
-        ReadAhead::new(TokioIo::new(upgraded)),
+        ReadAhead::new(wrap(TokioIo::new(upgraded))),
         Role::Server,
         Some(policy.ws_config),
     )

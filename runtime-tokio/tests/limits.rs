@@ -1,7 +1,9 @@
 //! Smaller limits over real sockets (issue 9, item 9): a WebSocket Ping flood is closed on
 //! Tether connections (4007), on the demo server and on the echo server (1008); the demo
 //! server drops a client that never answers its pings (PongWait); the echo server closes a
-//! client that does not read what it asked for (1008) instead of buffering it.
+//! client that does not read what it asked for (1008) instead of buffering it; the echo
+//! server's buffer budget covers messages still being read (1013 for a connection stuck
+//! without room) as well as echoes being written.
 
 use std::time::Duration;
 
@@ -254,50 +256,188 @@ mod echo {
         server.shutdown(GUARD).await.unwrap();
     }
 
-    /// The bytes being written toward clients are one budget for the whole server: while a
-    /// client that does not read holds it with the echo of a message larger than the socket
-    /// buffers take, another client's next message finds no room and is closed with 1013,
-    /// instead of the server buffering for both.
+    /// One binary frame header announcing `len` payload bytes, mask key zero (the payload is
+    /// then sent as is).
+    fn binary_head(len: usize) -> Vec<u8> {
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&(len as u64).to_be_bytes());
+        head.extend_from_slice(&[0, 0, 0, 0]);
+        head
+    }
+
+    /// Writes `len` payload bytes in 64 KiB writes; stops quietly when the server closes.
+    async fn write_payload(write: &mut tokio::net::tcp::OwnedWriteHalf, len: usize) {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if write.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            left -= n;
+        }
+    }
+
+    /// Waits (polling, bounded by [`GUARD`]) until the server's budget in use is `bytes`.
+    async fn budget_back_to(server: &tether_tokio::bindings::BindingServer, bytes: usize) {
+        tokio::time::timeout(GUARD, async {
+            while server.buffer_budget_in_use() != bytes {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "budget in use stays at {}, expected {bytes}",
+                server.buffer_budget_in_use()
+            )
+        });
+    }
+
+    /// The bytes being held for clients are one budget for the whole server: while a client
+    /// that does not read holds it with the echo of a message larger than the socket buffers
+    /// take, another client's message finds too little room: its connection stops reading
+    /// and, holding part of the message, is closed with 1013 after the budget wait, instead
+    /// of the server buffering for both.
     #[tokio::test]
     async fn a_client_that_does_not_read_exhausts_the_budget_and_others_get_1013() {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message;
-
-        const BIG: usize = 24 * 1024 * 1024;
-        let config = echo_server::builder(32 * 1024 * 1024)
-            .buffer_budget(8 * 1024 * 1024)
+        const BUDGET: usize = 32 * 1024 * 1024;
+        const BIG: usize = 24 * 1024 * 1024 - 64;
+        let config = echo_server::builder(24 * 1024 * 1024)
+            .buffer_budget(BUDGET)
             .write_timeout(Duration::from_secs(60))
+            .budget_wait(Duration::from_millis(300))
             .build()
             .unwrap();
         let server = echo_server::start("127.0.0.1:0".parse().unwrap(), config)
             .await
             .unwrap();
 
-        // The non-reader: one binary frame of BIG bytes (mask key zero: payload as is).
-        let mut hog = raw_upgrade(server.local_addr(), None).await;
-        let mut frame = vec![0x82, 0x80 | 127];
-        frame.extend_from_slice(&(BIG as u64).to_be_bytes());
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-        frame.resize(frame.len() + BIG, b'x');
-        hog.write_all(&frame).await.unwrap();
+        // The non-reader: reads the head of its echo (so the echo is being written and
+        // holds its bytes of the budget), then nothing more.
+        let hog = raw_upgrade(server.local_addr(), None).await;
+        let (mut hog_read, mut hog_write) = hog.into_split();
+        hog_write.write_all(&binary_head(BIG)).await.unwrap();
+        let hog_writer = tokio::spawn(async move {
+            write_payload(&mut hog_write, BIG).await;
+            std::future::pending::<()>().await; // open until aborted
+        });
+        let mut echo_head = [0u8; 2];
+        tokio::time::timeout(GUARD, hog_read.read_exact(&mut echo_head))
+            .await
+            .expect("no echo")
+            .unwrap();
+        assert_eq!(echo_head, [0x82, 127]);
 
-        // A reading client: echoes work until the hog's echo holds the budget, then 1013.
-        let url = format!("ws://{}/", server.local_addr());
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        let code = tokio::time::timeout(GUARD, async {
+        // Another client's 12 MiB message finds 8 MiB of room.
+        let other = raw_upgrade(server.local_addr(), None).await;
+        let (mut read, mut write) = other.into_split();
+        let writer = tokio::spawn(async move {
+            write.write_all(&binary_head(12 * 1024 * 1024)).await.ok();
+            write_payload(&mut write, 12 * 1024 * 1024).await;
+            std::future::pending::<()>().await; // open until aborted
+        });
+        let (code, _) = tokio::time::timeout(GUARD, read_until_close(&mut read))
+            .await
+            .expect("the budget never ran out");
+        assert_eq!(code, Some(1013));
+        assert!(server.buffer_budget_in_use() <= BUDGET);
+        writer.abort();
+        hog_writer.abort();
+        drop((read, hog_read));
+        server.shutdown(GUARD).await.unwrap();
+    }
+
+    /// Messages still being read hold the budget too (issue 9, item 9: without it every
+    /// client sending a large message it never finishes cost its connection that message
+    /// in memory, outside any bound). Four clients each send 1.5 MiB of a 2 MiB message and
+    /// stop: 6 MiB against a 4 MiB budget. The bytes accounted never exceed the budget, the
+    /// server stops reading when it is full, a connection that holds part of its message
+    /// and finds no room is closed with 1013 after the budget wait, the accounting returns
+    /// to zero once the clients are gone, and a normal client is echoed afterwards.
+    #[tokio::test]
+    async fn messages_being_read_hold_the_budget_and_a_stuck_reader_gets_1013() {
+        use futures_util::stream::FuturesUnordered;
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+
+        const MAX: usize = 2 * 1024 * 1024;
+        const BUDGET: usize = 4 * 1024 * 1024;
+        const SENT: usize = 1536 * 1024;
+        const CLIENTS: usize = 4;
+        let config = echo_server::builder(MAX)
+            .buffer_budget(BUDGET)
+            .budget_wait(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let server = echo_server::start("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
+
+        let mut writers = Vec::new();
+        let mut readers = FuturesUnordered::new();
+        for _ in 0..CLIENTS {
+            let tcp = raw_upgrade(server.local_addr(), None).await;
+            let (mut read, mut write) = tcp.into_split();
+            writers.push(tokio::spawn(async move {
+                write.write_all(&binary_head(MAX)).await.ok();
+                write_payload(&mut write, SENT).await;
+                // Open until aborted: the message stays unfinished.
+                std::future::pending::<()>().await;
+            }));
+            readers.push(tokio::spawn(
+                async move { read_until_close(&mut read).await.0 },
+            ));
+        }
+
+        // Sample the accounting until the first connection is closed.
+        let mut peak = 0;
+        let first = tokio::time::timeout(GUARD, async {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
             loop {
-                ws.send(Message::text("hello")).await.unwrap();
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "hello"),
-                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                    other => panic!("{other:?}"),
+                tokio::select! {
+                    Some(closed) = readers.next() => return closed.unwrap(),
+                    _ = tick.tick() => {
+                        let used = server.buffer_budget_in_use();
+                        assert!(used <= BUDGET, "{used} bytes accounted, budget {BUDGET}");
+                        peak = peak.max(used);
+                    }
                 }
             }
         })
         .await
-        .expect("the budget never ran out");
-        assert_eq!(code, Some(1013));
-        drop(hog);
+        .expect("no connection was closed for want of budget");
+        assert_eq!(first, Some(1013));
+        // The budget filled up (a stalled connection waits only when it is full; the
+        // others, holding at most 1.5 MiB each, still hold at least 2.5 MiB of it).
+        assert!(peak >= BUDGET / 2, "peak {peak}");
+
+        // The clients go away: everything they held is given back.
+        writers.iter().for_each(|task| task.abort());
+        readers.iter().for_each(|task| task.abort());
+        drop(readers);
+        budget_back_to(&server, 0).await;
+
+        // A normal client is echoed.
+        let url = format!("ws://{}/", server.local_addr());
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        for message in [Message::text("hello"), Message::binary(vec![7u8; 1 << 20])] {
+            ws.send(message.clone()).await.unwrap();
+            let echoed = tokio::time::timeout(GUARD, async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        other => return other,
+                    }
+                }
+            })
+            .await
+            .expect("no echo");
+            assert_eq!(echoed.unwrap().unwrap(), message);
+        }
+        ws.close(None).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+        budget_back_to(&server, 0).await;
         server.shutdown(GUARD).await.unwrap();
     }
 }

@@ -91,6 +91,7 @@ enum Command {
     /// Text is echoed as text and binary as binary; fragmented messages are reassembled first.
     /// Invalid UTF-8 closes with 1007, protocol violations with 1002, oversize messages with 1009.
     /// Any path and any origin are accepted. SIGINT or SIGTERM closes clients with 1001 and exits 0.
+    /// Memory across clients stays within --buffer-budget, messages still being read included.
     EchoServer(cmd::echo_server::Args),
 }
 

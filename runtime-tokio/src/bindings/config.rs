@@ -20,11 +20,16 @@ pub struct BindingConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_buffered_bytes: usize,
     pub(crate) buffer_budget: usize,
+    pub(crate) budget_wait: Duration,
     pub(crate) max_pings: u32,
 }
 
-/// Default process-wide budget of bytes being written toward clients: 64 MiB.
+/// Default process-wide budget of bytes held for clients: 64 MiB.
 pub const DEFAULT_BUFFER_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Default time a connection reading a message may wait for room in the buffer budget
+/// before it is closed with 1013: 10 s.
+pub const DEFAULT_BUDGET_WAIT: Duration = Duration::from_secs(10);
 
 /// Default most bytes one connection has being written toward its client: 1 MiB.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1024 * 1024;
@@ -42,6 +47,7 @@ impl Default for BindingConfig {
             handshake_timeout: Duration::from_secs(10),
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             buffer_budget: DEFAULT_BUFFER_BUDGET,
+            budget_wait: DEFAULT_BUDGET_WAIT,
             max_pings: tether_proto::connection::DEFAULT_MAX_PROBES,
         }
     }
@@ -88,11 +94,22 @@ impl BindingConfig {
         self.max_buffered_bytes
     }
     /// Bytes held for clients, summed over every connection of the server: messages being
-    /// written toward them, and received messages the handler has not taken yet. A message
-    /// that finds no room closes its connection with 1013 (try again later). A message still
-    /// being received is outside it (at most `max_message_size` per connection).
+    /// written toward them, received messages the handler has not taken yet, and the bytes
+    /// of messages still being received (counted as they are read from the socket, frame
+    /// headers included). A complete message that finds no room closes its connection with
+    /// 1013 (try again later); a connection reading a message stops reading while the
+    /// budget is full, and is closed with 1013 if it finds no room for the
+    /// [`budget_wait`](Self::budget_wait). At least `max_message_size` (checked when built):
+    /// a message whose bytes, frame headers included, exceed the whole budget cannot be
+    /// received, so keep it well above.
     pub fn buffer_budget(&self) -> usize {
         self.buffer_budget
+    }
+    /// How long a connection reading a message may find no room in the buffer budget
+    /// before it is closed with 1013 (default 10 s), so that connections each holding part
+    /// of a message cannot wait on each other for ever.
+    pub fn budget_wait(&self) -> Duration {
+        self.budget_wait
     }
     /// Most pings a client may send per 10 s; one more closes with 1008 (default 1,000).
     pub fn max_pings_per_window(&self) -> u32 {
@@ -118,6 +135,15 @@ pub enum ConfigError {
     /// A buffer budget over 4 GiB - 1.
     #[error("buffer budget {0} exceeds {MAX_BUFFER_BUDGET} bytes")]
     BudgetTooLarge(usize),
+    /// A buffer budget smaller than the max message size: such a message could never be
+    /// received.
+    #[error("buffer budget {budget} is smaller than the max message size {max_message_size}")]
+    BudgetBelowMessageSize {
+        /// The buffer budget.
+        budget: usize,
+        /// The max message size.
+        max_message_size: usize,
+    },
 }
 
 /// Largest [`BindingConfig::buffer_budget`]: 4 GiB - 1.
@@ -190,6 +216,11 @@ impl BindingConfigBuilder {
         self.0.buffer_budget = bytes;
         self
     }
+    /// See [`BindingConfig::budget_wait`].
+    pub fn budget_wait(mut self, d: Duration) -> Self {
+        self.0.budget_wait = d;
+        self
+    }
     /// See [`BindingConfig::max_pings_per_window`].
     pub fn max_pings_per_window(mut self, pings: u32) -> Self {
         self.0.max_pings = pings;
@@ -204,6 +235,7 @@ impl BindingConfigBuilder {
             ("pong wait", c.pong_wait),
             ("ping period", c.ping_period),
             ("handshake timeout", c.handshake_timeout),
+            ("budget wait", c.budget_wait),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
@@ -220,6 +252,12 @@ impl BindingConfigBuilder {
         }
         if c.buffer_budget > MAX_BUFFER_BUDGET {
             return Err(ConfigError::BudgetTooLarge(c.buffer_budget));
+        }
+        if c.buffer_budget < c.max_message_size {
+            return Err(ConfigError::BudgetBelowMessageSize {
+                budget: c.buffer_budget,
+                max_message_size: c.max_message_size,
+            });
         }
         if c.ping_period >= c.pong_wait {
             return Err(ConfigError::PingPeriodNotBelowPongWait {
@@ -272,6 +310,17 @@ mod tests {
                 .build()
                 .unwrap_err(),
             ConfigError::BudgetTooLarge(MAX_BUFFER_BUDGET + 1)
+        );
+        assert_eq!(
+            BindingConfig::builder()
+                .max_message_size(2048)
+                .buffer_budget(1024)
+                .build()
+                .unwrap_err(),
+            ConfigError::BudgetBelowMessageSize {
+                budget: 1024,
+                max_message_size: 2048
+            }
         );
         let zero = BindingConfig::builder()
             .send_buffer(0)

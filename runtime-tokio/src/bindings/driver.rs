@@ -13,20 +13,21 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::codec::{Codec, Data};
+use super::metered::{Metered, MeteredStream, ReadLimit};
 use super::{BindingConfig, Disconnect};
 use crate::acceptor::Command;
 use crate::closing;
-use crate::upgrade::ServerStream;
 
 pub(super) struct Driver<C: Codec> {
-    pub(super) ws: ServerStream,
+    pub(super) ws: MeteredStream,
     pub(super) config: BindingConfig,
     pub(super) in_tx: mpsc::Sender<C::In>,
     pub(super) out_rx: mpsc::Receiver<C::Out>,
     pub(super) close_rx: mpsc::Receiver<CloseFrame>,
     pub(super) done: watch::Sender<Option<Disconnect>>,
     pub(super) server: Option<watch::Receiver<Command>>,
-    /// Bytes being written toward clients, shared by every connection of the server.
+    /// Bytes held for clients, shared by every connection of the server (the stream's
+    /// reads hold it too).
     pub(super) budget: Arc<Semaphore>,
 }
 
@@ -94,22 +95,30 @@ impl<C: Codec> Driver<C> {
                             closing::close_reply(&mut self.ws).await;
                             return Disconnect::Peer(frame);
                         }
-                        Some(Ok(Message::Ping(_)))
-                            if !pings.record(self.config.max_pings, Instant::now().into_std()) =>
-                        {
-                            let frame = close_frame(CloseCode::Policy, "too many pings");
-                            closing::close_and_discard(&mut self.ws, frame).await;
-                            return Disconnect::Error(super::BindingError::PingFlood(
-                                self.config.max_pings,
-                            ));
+                        Some(Ok(Message::Ping(p))) => {
+                            self.meter().credit_control(p.len());
+                            if !pings.record(self.config.max_pings, Instant::now().into_std()) {
+                                let frame = close_frame(CloseCode::Policy, "too many pings");
+                                self.close_and_discard(frame).await;
+                                return Disconnect::Error(super::BindingError::PingFlood(
+                                    self.config.max_pings,
+                                ));
+                            }
+                            continue; // answered by tungstenite
                         }
-                        Some(Ok(_)) => continue, // ping (answered by tungstenite), pong
+                        Some(Ok(Message::Pong(p))) => {
+                            self.meter().credit_control(p.len());
+                            continue;
+                        }
+                        Some(Ok(Message::Frame(_))) => continue, // never read
                         Some(Err(e)) => return self.read_failed(e).await,
                         None => return Disconnect::Peer(None),
                     };
-                    // A received message holds its bytes of the budget until the handler
-                    // takes it; no room closes with 1013.
-                    let held = match permit.is_some().then(|| self.reserve(data_len(&data))) {
+                    // The bytes read for the message (held since they were read) become its
+                    // share of the budget until the handler takes it; no room closes with
+                    // 1013. A message nobody will take gives them back.
+                    let read = self.meter().take_held();
+                    let held = match permit.is_some().then(|| self.reserve_from(read, data_len(&data))) {
                         Some(None) => return self.overloaded().await,
                         Some(Some(held)) => Some(held),
                         None => None,
@@ -210,8 +219,41 @@ impl<C: Codec> Driver<C> {
     /// `len` bytes of the server's budget, if it has room (a message larger than the whole
     /// budget takes all of it).
     fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
-        let share = u32::try_from(len.min(self.config.buffer_budget)).unwrap_or(u32::MAX);
-        self.budget.clone().try_acquire_many_owned(share).ok()
+        self.reserve_from(None, len)
+    }
+
+    /// `len` bytes of the server's budget, taken first from `read` (what the stream held for
+    /// the bytes read since the last delivery; the rest of it is given back), then from the
+    /// budget if it has room.
+    fn reserve_from(
+        &self,
+        read: Option<OwnedSemaphorePermit>,
+        len: usize,
+    ) -> Option<OwnedSemaphorePermit> {
+        let share = len.min(self.config.buffer_budget);
+        let mut held = match read {
+            Some(mut read) if read.num_permits() >= share => return read.split(share),
+            Some(read) => read,
+            None => {
+                let n = u32::try_from(share).unwrap_or(u32::MAX);
+                return self.budget.clone().try_acquire_many_owned(n).ok();
+            }
+        };
+        let missing = u32::try_from(share - held.num_permits()).unwrap_or(u32::MAX);
+        held.merge(self.budget.clone().try_acquire_many_owned(missing).ok()?);
+        Some(held)
+    }
+
+    /// The metered byte stream under the WebSocket.
+    fn meter(&mut self) -> &mut Metered<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+        self.ws.get_mut().get_mut()
+    }
+
+    /// Sends `frame` and discards what the client still sends (its bytes unmetered: they are
+    /// thrown away as they arrive, and the connection gives back what it held).
+    async fn close_and_discard(&mut self, frame: CloseFrame) {
+        self.meter().stop();
+        closing::close_and_discard(&mut self.ws, frame).await;
     }
 
     /// The budget has no room: closes with 1013 (try again later).
@@ -219,7 +261,7 @@ impl<C: Codec> Driver<C> {
         let frame = close_frame(CloseCode::Again, "server busy");
         // No closing handshake: reading the client's next messages to find its close frame
         // would buffer them; the raw bytes are discarded instead.
-        closing::close_and_discard(&mut self.ws, frame).await;
+        self.close_and_discard(frame).await;
         Disconnect::Error(super::BindingError::Overloaded)
     }
 
@@ -242,6 +284,19 @@ impl<C: Codec> Driver<C> {
     }
 
     async fn read_failed(&mut self, e: WsError) -> Disconnect {
+        let limit = match &e {
+            WsError::Io(io) => ReadLimit::of(io),
+            _ => None,
+        };
+        match limit {
+            Some(ReadLimit::Stalled(_)) => return self.overloaded().await,
+            Some(ReadLimit::OverCap(_)) => {
+                self.close_and_discard(close_frame(CloseCode::Size, "message too big"))
+                    .await;
+                return Disconnect::Error(super::BindingError::TooBig);
+            }
+            None => {}
+        }
         let frame = closing::close_frame_for(&e);
         if let Some(frame) = &frame {
             closing::close(&mut self.ws, Some(frame.clone())).await;

@@ -9,9 +9,12 @@
 //! `max_message_size` and with 1008 a client that sends more than `max_pings_per_window` pings
 //! per 10 s. Bytes being written toward clients are bounded per connection
 //! (`max_buffered_bytes` per write burst), and together with received messages the handler
-//! has not taken yet, across the server (`buffer_budget`): a message that finds no room in
-//! the budget closes its connection with 1013; a client that does not read is dropped when
-//! its write times out (a close frame cannot overtake the bytes it does not read).
+//! has not taken yet and the bytes of messages still being read, across the server
+//! (`buffer_budget`): a message that finds no room in the budget closes its connection with
+//! 1013, a connection reading a message stops reading while the budget is full and is
+//! closed with 1013 after `budget_wait` without room; a client that does not read is
+//! dropped when its write times out (a close frame cannot overtake the bytes it does not
+//! read).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,6 +43,7 @@
 mod codec;
 mod config;
 mod driver;
+mod metered;
 
 use std::future::Future;
 use std::io;
@@ -48,14 +52,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 pub use codec::{Binary, Codec, Data, Json, Raw, Text};
 pub use config::{
-    BindingConfig, BindingConfigBuilder, ConfigError, DEFAULT_BUFFER_BUDGET,
+    BindingConfig, BindingConfigBuilder, ConfigError, DEFAULT_BUDGET_WAIT, DEFAULT_BUFFER_BUDGET,
     DEFAULT_MAX_BUFFERED_BYTES, MAX_BUFFER_BUDGET,
 };
 
@@ -113,8 +117,8 @@ pub enum BindingError {
     /// An item did not encode; closed with the codec's frame.
     #[error("item did not encode; closed with {}", u16::from(.0.code))]
     Encode(CloseFrame),
-    /// The server's buffer budget had no room for a message; closed with 1013 (try again
-    /// later).
+    /// The server's buffer budget had no room for a complete message, or, for the budget
+    /// wait, for the next bytes of a message being read; closed with 1013 (try again later).
     #[error("buffer budget exhausted; closed with 1013")]
     Overloaded,
     /// The client sent more pings per 10 s than allowed; closed with 1008.
@@ -183,6 +187,8 @@ impl CloseHandle {
 #[derive(Debug)]
 pub struct BindingServer {
     running: Running,
+    budget: Arc<Semaphore>,
+    budget_total: usize,
 }
 
 impl BindingServer {
@@ -218,8 +224,18 @@ impl BindingServer {
             ws_config: upgrade::ws_config(config.max_message_size),
             subprotocol: None,
         });
-        // One budget for every connection of this server (bytes being written to clients).
-        let budget = Arc::new(tokio::sync::Semaphore::new(config.buffer_budget));
+        // One budget for every connection of this server: bytes being written to clients,
+        // received messages not yet taken, bytes of messages being read.
+        let budget = Arc::new(Semaphore::new(config.buffer_budget));
+        let budget_total = config.buffer_budget;
+        let server_budget = budget.clone();
+        // A connection reads at most a message of the max size with its frame headers (at
+        // least 6 bytes per fragment: twice the payload for fragments of 6 bytes or more)
+        // and one read-ahead before it delivers something.
+        let read_cap = config
+            .max_message_size
+            .saturating_mul(2)
+            .saturating_add(crate::read_ahead::CHUNK);
         let config = Arc::new(config);
         let handler = Arc::new(handler);
         let running = Running::spawn(listener, move |stream, peer, commands, live| {
@@ -228,7 +244,10 @@ impl BindingServer {
             let handler = handler.clone();
             let budget = budget.clone();
             async move {
-                let (ws, request) = match upgrade::accept(stream, peer, &policy).await {
+                let metered =
+                    |io| metered::Metered::new(io, budget.clone(), read_cap, config.budget_wait);
+                let accepted = upgrade::accept_with(stream, peer, &policy, metered).await;
+                let (ws, request) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         tracing::debug!(%peer, "binding handshake failed: {e}");
@@ -262,7 +281,19 @@ impl BindingServer {
                 tokio::join!(driver.run(), handler(binding));
             }
         })?;
-        Ok(Self { running })
+        Ok(Self {
+            running,
+            budget: server_budget,
+            budget_total,
+        })
+    }
+
+    /// Bytes of the buffer budget in use now, over every connection: messages being
+    /// written, received messages the handler has not taken, bytes of messages being read.
+    /// Never more than [`BindingConfig::buffer_budget`].
+    pub fn buffer_budget_in_use(&self) -> usize {
+        self.budget_total
+            .saturating_sub(self.budget.available_permits())
     }
 
     /// The address the server listens on.

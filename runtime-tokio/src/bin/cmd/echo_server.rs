@@ -18,10 +18,17 @@ pub(crate) struct Args {
     /// Largest incoming message in bytes; a larger one closes the connection with 1009.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_parser = parse_size)]
     max_message_size: usize,
-    /// Bytes held for all clients together (messages being written to them, received
-    /// messages not yet echoed); a message that finds no room closes its connection with 1013.
+    /// Bytes held for all clients together: messages being read (counted as they arrive),
+    /// received messages not yet echoed, echoes being written. At least --max-message-size.
+    /// A complete message that finds no room closes its connection with 1013; while it is
+    /// full the server stops reading, and a client holding part of a message that finds no
+    /// room for --budget-wait is closed with 1013.
     #[arg(long, default_value_t = DEFAULT_BUFFER_BUDGET, value_parser = parse_size)]
     buffer_budget: usize,
+    /// How long a client holding part of a message may find no room in --buffer-budget before
+    /// it is closed with 1013 (idle clients wait without limit).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    budget_wait: Duration,
     /// How long a write to a client may take before the client is dropped as a slow reader.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     write_timeout: Duration,
@@ -33,6 +40,7 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args) -> ExitCode {
     let config = match echo_server::builder(args.max_message_size)
         .buffer_budget(args.buffer_budget)
+        .budget_wait(args.budget_wait)
         .write_timeout(args.write_timeout)
         .build()
     {
