@@ -67,6 +67,8 @@ const RESET_WAIT: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct Started {
     slow: Mutex<HashMap<u64, Arc<AtomicUsize>>>,
+    /// `/slow` handlers that ran their full second (their caller did not go away).
+    slow_done: AtomicUsize,
     fast: AtomicUsize,
 }
 
@@ -103,6 +105,7 @@ async fn upstream(started: Arc<Started>) -> SocketAddr {
                                 .unwrap_or(u64::MAX);
                             started.counter(conn).fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(SLOW).await;
+                            started.slow_done.fetch_add(1, Ordering::Relaxed);
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
                                 b"slow",
                             ))))
@@ -543,6 +546,12 @@ async fn main() {
     let attack_time = attack_start.elapsed();
     legit.await.expect("legitimate caller");
     reports.sort_by_key(|r| r.index);
+    // Requests a connection sent that reached the upstream after it ended (they waited for
+    // an upstream connection) count for it too: read the counters again once all is quiet.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for r in &mut reports {
+        r.started = started.counter(r.index).load(Ordering::Relaxed);
+    }
 
     println!("conn  lived(s)  heads  provoked  resets  upstream-started  end");
     let shown = 20;
@@ -579,7 +588,8 @@ async fn main() {
         println!("(/slow requests without {CONN_HEADER}: {unattributed})");
     }
     println!(
-        "upstream /fast requests started: {}",
+        "upstream /slow handlers that ran their full second: {}; /fast requests started: {}",
+        started.slow_done.load(Ordering::Relaxed),
         started.fast.load(Ordering::Relaxed)
     );
     let mut c = calls.lock().expect("lock");
