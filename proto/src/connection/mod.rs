@@ -527,6 +527,33 @@ impl Connection {
         Ok(())
     }
 
+    /// Server: completes an accepted HELLO with what [`SessionStore::admit`] answered. With
+    /// an [`Admission`] this is [`accept`](Self::accept) (WELCOME goes out); with a
+    /// [`StoreError`] the connection closes with the code the spec gives for it
+    /// ([`StoreError::close_code`]): 4007 ENHANCE_YOUR_CALM when the store is full
+    /// (spec/protocol.md §9.1), 4008 INTERNAL_ERROR when the random source failed, never a
+    /// weaker identity (§7.3 step 4), and reports [`Event::Closed`]. `Err` (and nothing
+    /// changes) unless a decision is pending.
+    pub fn admit(
+        &mut self,
+        admission: Result<Admission, StoreError>,
+        now: Instant,
+    ) -> Result<(), StateError> {
+        if self.state != State::AwaitingDecision {
+            return Err(StateError {
+                operation: "admit",
+                state: self.state,
+            });
+        }
+        match admission {
+            Ok(admission) => self.accept(admission, now),
+            Err(error) => {
+                self.close(error.close_code(), error.close_reason(), now);
+                Ok(())
+            }
+        }
+    }
+
     /// Server: refuses the pending HELLO, closing with `code` (normally
     /// [`CloseCode::REJECTED`] or an application code) and `reason`. Reports
     /// [`Event::Closed`]. Does nothing once closed.
