@@ -15,7 +15,8 @@
 //!   [`handle_timeout`](Connection::handle_timeout),
 //!   [`handle_transport_lost`](Connection::handle_transport_lost),
 //!   [`handle_websocket_error`](Connection::handle_websocket_error);
-//! - mutators: [`accept`](Connection::accept), [`reject`](Connection::reject),
+//! - mutators: [`admit`](Connection::admit), [`accept`](Connection::accept),
+//!   [`reject`](Connection::reject),
 //!   [`close`](Connection::close), [`send_frame`](Connection::send_frame);
 //! - outputs: [`poll_transmit`](Connection::poll_transmit),
 //!   [`poll_event`](Connection::poll_event), [`poll_timeout`](Connection::poll_timeout).
@@ -56,10 +57,11 @@
 //!             match event {
 //!                 Event::HelloReceived(hello) => {
 //!                     // Authenticate `hello.metadata` here; `reject` instead to refuse.
-//!                     match store.admit(hello.resume.as_ref(), hello.metadata, rng, now) {
-//!                         Ok(admission) => conn.accept(admission, now).unwrap(),
-//!                         Err(_) => conn.reject(tether_proto::CloseCode::INTERNAL_ERROR, "", now),
-//!                     }
+//!                     // `admit` sends WELCOME, or closes with the code a store error
+//!                     // calls for (4007 store full, 4008 random source failed).
+//!                     let admission =
+//!                         store.admit(hello.resume.as_ref(), hello.metadata, rng, now);
+//!                     conn.admit(admission, now).unwrap();
 //!                 }
 //!                 Event::Received { id, .. } => println!("{id} connected"),
 //!                 Event::Failure { error } => println!("failed: {error}"),
