@@ -15,7 +15,8 @@
 //!   [`handle_timeout`](Connection::handle_timeout),
 //!   [`handle_transport_lost`](Connection::handle_transport_lost),
 //!   [`handle_websocket_error`](Connection::handle_websocket_error);
-//! - mutators: [`accept`](Connection::accept), [`reject`](Connection::reject),
+//! - mutators: [`admit`](Connection::admit), [`accept`](Connection::accept),
+//!   [`reject`](Connection::reject),
 //!   [`close`](Connection::close), [`send_frame`](Connection::send_frame);
 //! - outputs: [`poll_transmit`](Connection::poll_transmit),
 //!   [`poll_event`](Connection::poll_event), [`poll_timeout`](Connection::poll_timeout).
@@ -56,10 +57,11 @@
 //!             match event {
 //!                 Event::HelloReceived(hello) => {
 //!                     // Authenticate `hello.metadata` here; `reject` instead to refuse.
-//!                     match store.admit(hello.resume.as_ref(), hello.metadata, rng, now) {
-//!                         Ok(admission) => conn.accept(admission, now).unwrap(),
-//!                         Err(_) => conn.reject(tether_proto::CloseCode::INTERNAL_ERROR, "", now),
-//!                     }
+//!                     // `admit` sends WELCOME, or closes with the code a store error
+//!                     // calls for (4007 store full, 4008 random source failed).
+//!                     let admission =
+//!                         store.admit(hello.resume.as_ref(), hello.metadata, rng, now);
+//!                     conn.admit(admission, now).unwrap();
 //!                 }
 //!                 Event::Received { id, .. } => println!("{id} connected"),
 //!                 Event::Failure { error } => println!("failed: {error}"),
@@ -525,6 +527,33 @@ impl Connection {
         }));
         self.state = State::AwaitingAck;
         Ok(())
+    }
+
+    /// Server: completes an accepted HELLO with what [`SessionStore::admit`] answered. With
+    /// an [`Admission`] this is [`accept`](Self::accept) (WELCOME goes out); with a
+    /// [`StoreError`] the connection closes with the code the spec gives for it
+    /// ([`StoreError::close_code`]): 4007 ENHANCE_YOUR_CALM when the store is full
+    /// (spec/protocol.md §9.1), 4008 INTERNAL_ERROR when the random source failed, never a
+    /// weaker identity (§7.3 step 4), and reports [`Event::Closed`]. `Err` (and nothing
+    /// changes) unless a decision is pending.
+    pub fn admit(
+        &mut self,
+        admission: Result<Admission, StoreError>,
+        now: Instant,
+    ) -> Result<(), StateError> {
+        if self.state != State::AwaitingDecision {
+            return Err(StateError {
+                operation: "admit",
+                state: self.state,
+            });
+        }
+        match admission {
+            Ok(admission) => self.accept(admission, now),
+            Err(error) => {
+                self.close(error.close_code(), error.close_reason(), now);
+                Ok(())
+            }
+        }
     }
 
     /// Server: refuses the pending HELLO, closing with `code` (normally

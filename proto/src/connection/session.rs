@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::{RandomError, RandomSource};
+use crate::{CloseCode, RandomError, RandomSource};
 use crate::{Resume, ResumeToken};
 
 /// Names one connection's hold on a session. Sessions outlive connections; the handle's
@@ -176,8 +176,8 @@ pub struct SessionStore {
     next_generation: u64,
 }
 
-/// Why the store could not admit a connection (the server rejects it with 4008, or 4007
-/// for [`Full`](StoreError::Full)).
+/// Why the store could not admit a connection (the server rejects it with
+/// [`close_code`](StoreError::close_code): 4008, or 4007 for [`Full`](StoreError::Full)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -192,6 +192,29 @@ pub enum StoreError {
     /// The random source failed.
     #[error(transparent)]
     Random(#[from] RandomError),
+}
+
+impl StoreError {
+    /// The close code a server answers the HELLO with when [`SessionStore::admit`] fails
+    /// ([`Connection::admit`](super::Connection::admit) applies it):
+    /// - [`Full`](Self::Full): 4007 ENHANCE_YOUR_CALM, a resource limit the client retries
+    ///   after a longer backoff (spec/protocol.md §6.2, §9.1);
+    /// - a random source that failed, or gave only ids in use: 4008 INTERNAL_ERROR, never
+    ///   weaker bytes (§7.3 step 4).
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            StoreError::Full(_) => CloseCode::ENHANCE_YOUR_CALM,
+            StoreError::IdsExhausted | StoreError::Random(_) => CloseCode::INTERNAL_ERROR,
+        }
+    }
+
+    /// The close frame's reason for [`close_code`](Self::close_code).
+    pub fn close_reason(&self) -> &'static str {
+        match self {
+            StoreError::Full(_) => "session store full; retry later",
+            StoreError::IdsExhausted | StoreError::Random(_) => "no session id",
+        }
+    }
 }
 
 impl SessionStore {

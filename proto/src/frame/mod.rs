@@ -46,7 +46,7 @@ pub use window_update::{WindowUpdate, MAX_INCREMENT};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fmt;
 
-use crate::Limits;
+use crate::{Limits, Side};
 
 /// Length of the fixed frame header, in bytes (spec/protocol.md §3.1).
 ///
@@ -85,6 +85,27 @@ impl StreamId {
     /// Whether the server opened this stream (even, non-zero identifiers).
     pub const fn is_server_initiated(self) -> bool {
         self.0 != 0 && self.0 % 2 == 0
+    }
+
+    /// The side that opened this stream, from its parity (spec/protocol.md §3.2: the client
+    /// opens odd ids, the server even ones); `None` for stream 0, the connection.
+    pub const fn initiator(self) -> Option<Side> {
+        if self.0 == 0 {
+            None
+        } else if self.0 % 2 == 1 {
+            Some(Side::Client)
+        } else {
+            Some(Side::Server)
+        }
+    }
+
+    /// Whether an endpoint on `side` opened this stream (spec/protocol.md §3.2): `false` for
+    /// the peer's streams and for stream 0.
+    pub const fn is_local(self, side: Side) -> bool {
+        match side {
+            Side::Client => self.is_client_initiated(),
+            Side::Server => self.is_server_initiated(),
+        }
     }
 }
 
@@ -401,6 +422,18 @@ mod tests {
         assert!(StreamId::new(2).is_server_initiated());
         assert!(!StreamId::ZERO.is_server_initiated() && !StreamId::ZERO.is_client_initiated());
         assert!(StreamId::new(u32::MAX).is_client_initiated());
+        // spec/protocol.md §3.2: parity names the opener; stream 0 has none.
+        assert_eq!(StreamId::new(7).initiator(), Some(Side::Client));
+        assert_eq!(StreamId::new(u32::MAX).initiator(), Some(Side::Client));
+        assert_eq!(StreamId::new(8).initiator(), Some(Side::Server));
+        assert_eq!(StreamId::ZERO.initiator(), None);
+        assert!(
+            StreamId::new(3).is_local(Side::Client) && !StreamId::new(3).is_local(Side::Server)
+        );
+        assert!(
+            StreamId::new(4).is_local(Side::Server) && !StreamId::new(4).is_local(Side::Client)
+        );
+        assert!(!StreamId::ZERO.is_local(Side::Client) && !StreamId::ZERO.is_local(Side::Server));
     }
 
     #[test]

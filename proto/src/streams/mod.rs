@@ -307,9 +307,15 @@ pub enum SendError {
     /// anything after END_STREAM, a response on a stream we opened).
     #[error("stream {0} is not in a state that allows this")]
     InvalidState(StreamId),
-    /// The head is larger than the peer accepts (§4.5): nothing was sent; the stream is
-    /// unchanged.
-    #[error("stream {id}: head of {} bytes and {} fields exceeds the peer's limits", .size.bytes, .size.fields)]
+    /// A response head or trailers larger than the peer accepts (its MAX_HEAD_SIZE or
+    /// MAX_HEADER_COUNT): the head was not sent, and the machine has already reset the
+    /// stream with INTERNAL_ERROR, as spec/protocol.md §5 requires of a responder (its
+    /// RESET is queued and [`StreamEvent::Closed`] reports
+    /// [`Outcome::Reset`] with [`Initiator::Local`]). The embedder has nothing more to do;
+    /// the error is for its logs. (A request head that does not fit is refused by
+    /// [`Streams::open`] with [`OpenError::HeadTooLarge`] instead, before any stream
+    /// exists.)
+    #[error("stream {id}: head of {} bytes and {} fields exceeds the peer's limits; stream reset", .size.bytes, .size.fields)]
     HeadTooLarge {
         /// The stream.
         id: StreamId,
@@ -502,10 +508,7 @@ impl Streams {
     }
 
     fn is_local(&self, id: StreamId) -> bool {
-        match self.side {
-            Side::Client => id.is_client_initiated(),
-            Side::Server => id.is_server_initiated(),
-        }
+        id.is_local(self.side)
     }
 
     /// Whether `id` belongs to a stream that existed at some point (opened by us, or by the
@@ -1003,6 +1006,9 @@ impl Streams {
 
     /// Sends the response head on a stream the peer opened. A 1xx head may be sent any
     /// number of times before the final one.
+    ///
+    /// A head larger than the peer's limits is not sent: the stream is reset with
+    /// INTERNAL_ERROR (spec/protocol.md §5) and [`SendError::HeadTooLarge`] says so.
     pub fn send_response(
         &mut self,
         id: StreamId,
@@ -1021,6 +1027,9 @@ impl Streams {
         }
         let size = head.encoded_size();
         if !size.fits(&peer_head_limits(&self.peer)) {
+            // spec/protocol.md §5: a responder whose head does not fit resets the stream
+            // with INTERNAL_ERROR; a single oversized head never costs the connection.
+            self.reset_locally(id, ResetCode::INTERNAL_ERROR);
             return Err(SendError::HeadTooLarge { id, size });
         }
         if head.status.is_informational() {
@@ -1110,6 +1119,9 @@ impl Streams {
     }
 
     /// Queues trailers after the queued data; they end our direction of the stream.
+    ///
+    /// Trailers larger than the peer's limits are not sent: the stream is reset with
+    /// INTERNAL_ERROR (spec/protocol.md §5) and [`SendError::HeadTooLarge`] says so.
     pub fn send_trailers(&mut self, id: StreamId, trailers: HeaderMap) -> Result<(), SendError> {
         let s = self
             .streams
@@ -1120,6 +1132,9 @@ impl Streams {
         }
         let size = head::trailers_encoded_size(&trailers);
         if !size.fits(&peer_head_limits(&self.peer)) {
+            // spec/protocol.md §5: as for a response head, reset rather than send what the
+            // peer refuses (or cut the message short without a word).
+            self.reset_locally(id, ResetCode::INTERNAL_ERROR);
             return Err(SendError::HeadTooLarge { id, size });
         }
         s.trailers = Some(trailers);
@@ -1209,6 +1224,35 @@ impl Streams {
         }
         s.stop_after_send = Some(code);
         self.maybe_finish(id);
+    }
+
+    /// The application no longer wants the body it is receiving on `id` (it dropped it
+    /// unread); the machine picks the reaction the spec gives for whose stream it is:
+    ///
+    /// - **Our own request** (the response body is unwanted): the exchange is abandoned, so
+    ///   the stream is cancelled with CANCEL (spec/protocol.md §6.1, §10.5), through
+    ///   [`cancel`](Self::cancel), so a very young stream's RESET is held as §10.8 asks.
+    /// - **The peer's request** (a handler answered without reading the whole request
+    ///   body): the response still goes out in full, then the stream is reset with
+    ///   NO_ERROR so the peer stops sending (§6.1: "the response is complete and the rest
+    ///   of the request body is not wanted"), as [`stop_receiving`](Self::stop_receiving)
+    ///   does.
+    ///
+    /// Either way the application keeps calling [`release_capacity`](Self::release_capacity)
+    /// for what still arrives (or has arrived unread), so windows do not stall. Nothing
+    /// happens for an unknown stream, or if the peer's direction is already complete.
+    pub fn discard_body(&mut self, id: StreamId, now: Instant) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        if s.recv == Recv::Done {
+            return;
+        }
+        if self.is_local(id) {
+            self.cancel(id, ResetCode::CANCEL, now);
+        } else {
+            self.stop_receiving(id, ResetCode::NO_ERROR);
+        }
     }
 
     /// Starts a graceful shutdown: GOAWAY tells the peer the last of its streams we will

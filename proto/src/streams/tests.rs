@@ -278,20 +278,184 @@ fn heads_over_the_peers_limits_are_refused_before_sending() {
     let id = p.client.s.open(edge, true, None, p.now).unwrap();
     p.pump();
     assert_eq!(requests(&p.server.events), vec![id]);
-    // A response head too large for the requester: refused, the stream unchanged.
+    // A response head too large for the requester is not sent; the machine resets the
+    // stream with INTERNAL_ERROR by itself (spec/protocol.md §5): the embedder writes no
+    // reaction, and the connection stays up.
     let mut res = ResponseHead::new(StatusCode::OK);
     res.headers
         .insert("x-big", HeaderValue::from_str(&"b".repeat(400)).unwrap());
     assert!(matches!(
         p.server.s.send_response(id, res, true),
-        Err(SendError::HeadTooLarge { .. })
+        Err(SendError::HeadTooLarge { id: i, .. }) if i == id
     ));
+    p.pump();
+    let internal = |initiator| Outcome::Reset {
+        code: ResetCode::INTERNAL_ERROR,
+        initiator,
+    };
+    assert_eq!(
+        outcomes(&p.server.events)[&id],
+        vec![internal(Initiator::Local)]
+    );
+    assert_eq!(
+        outcomes(&p.client.events)[&id],
+        vec![internal(Initiator::Peer)]
+    );
+    assert!(p.client.error.is_none() && p.server.error.is_none());
+    assert_eq!(
+        (p.client.s.open_streams(), p.server.s.open_streams()),
+        (0, 0)
+    );
+    // The next exchange on the same connection works.
+    let id = p.client.s.open(get("/next"), true, None, p.now).unwrap();
+    p.pump();
     p.server
         .s
         .send_response(id, ResponseHead::new(StatusCode::OK), true)
         .unwrap();
     p.pump();
     assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
+}
+
+/// Trailers over the peer's limits: not sent (they would cost the peer a stream error it
+/// cannot tell from a broken sender), the stream is reset with INTERNAL_ERROR by the
+/// machine (spec/protocol.md §5), and the body already received is not passed off as
+/// complete.
+#[test]
+fn trailers_over_the_peers_limits_reset_the_stream() {
+    let mut p = Pair::default();
+    p.server.s.peer.max_header_count = 2;
+    let id = p.client.s.open(get("/t"), true, None, p.now).unwrap();
+    p.pump();
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::OK), false)
+        .unwrap();
+    p.server
+        .s
+        .send_data(id, Bytes::from_static(b"part"), false)
+        .unwrap();
+    let mut trailers = HeaderMap::new();
+    for name in ["x-a", "x-b", "x-c"] {
+        trailers.insert(name, HeaderValue::from_static("1"));
+    }
+    assert!(matches!(
+        p.server.s.send_trailers(id, trailers),
+        Err(SendError::HeadTooLarge { id: i, size }) if i == id && size.fields == 3
+    ));
+    p.pump();
+    let reset = |initiator| Outcome::Reset {
+        code: ResetCode::INTERNAL_ERROR,
+        initiator,
+    };
+    assert_eq!(
+        outcomes(&p.server.events)[&id],
+        vec![reset(Initiator::Local)]
+    );
+    assert_eq!(
+        outcomes(&p.client.events)[&id],
+        vec![reset(Initiator::Peer)]
+    );
+    assert!(!p
+        .client
+        .events
+        .iter()
+        .any(|e| matches!(e, StreamEvent::Trailers { .. })));
+    assert!(p.client.error.is_none() && p.server.error.is_none());
+    // Trailers that fit still end the stream normally.
+    let id = p.client.s.open(get("/ok"), true, None, p.now).unwrap();
+    p.pump();
+    p.server
+        .s
+        .send_response(id, ResponseHead::new(StatusCode::OK), false)
+        .unwrap();
+    let mut fits = HeaderMap::new();
+    fits.insert("x-a", HeaderValue::from_static("1"));
+    p.server.s.send_trailers(id, fits).unwrap();
+    p.pump();
+    assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
+}
+
+/// spec/protocol.md §6.1, §10.5: a requester that drops the response body cancels (CANCEL,
+/// held for a young stream, §10.8); a responder that drops the request body still sends
+/// its whole response, then resets with NO_ERROR. The machine picks; the caller only says
+/// the body is unwanted.
+#[test]
+fn discard_body_cancels_our_requests_and_stops_the_peers_after_the_response() {
+    let mut p = Pair::default();
+    // Our own request (client side): the response body is unwanted.
+    let up = p
+        .client
+        .s
+        .open(get("/download"), true, None, p.now)
+        .unwrap();
+    p.pump();
+    p.server
+        .s
+        .send_response(up, ResponseHead::new(StatusCode::OK), false)
+        .unwrap();
+    p.server.s.send_data(up, pattern(up, 100), false).unwrap();
+    p.pump();
+    p.client.s.discard_body(up, p.now);
+    let cancel = |initiator| Outcome::Reset {
+        code: ResetCode::CANCEL,
+        initiator,
+    };
+    // Closed for the application at once; the RESET is held while the stream is young.
+    p.pump();
+    assert_eq!(
+        outcomes(&p.client.events)[&up],
+        vec![cancel(Initiator::Local)]
+    );
+    assert!(!outcomes(&p.server.events).contains_key(&up));
+    p.advance(Duration::from_millis(200));
+    p.pump();
+    assert_eq!(
+        outcomes(&p.server.events)[&up],
+        vec![cancel(Initiator::Peer)]
+    );
+
+    // The peer's request (server side): the request body is unwanted, the response is not.
+    let down = p.client.s.open(get("/upload"), false, None, p.now).unwrap();
+    p.client
+        .s
+        .send_data(down, pattern(down, 1000), false)
+        .unwrap();
+    p.pump();
+    p.server.s.discard_body(down, p.now);
+    // Nothing is reset before the response is out.
+    assert_eq!(p.server.s.open_streams(), 1);
+    p.server
+        .s
+        .send_response(down, ResponseHead::new(StatusCode::OK), false)
+        .unwrap();
+    p.server
+        .s
+        .send_data(down, Bytes::from_static(b"done"), true)
+        .unwrap();
+    p.pump();
+    assert_eq!(body_of(&p.client.events, down), b"done");
+    assert_eq!(outcomes(&p.client.events)[&down], vec![Outcome::Finished]);
+    let no_error = Outcome::Reset {
+        code: ResetCode::NO_ERROR,
+        initiator: Initiator::Local,
+    };
+    assert_eq!(outcomes(&p.server.events)[&down], vec![no_error]);
+    // Unknown streams, and bodies already complete, are left alone.
+    p.server.s.discard_body(StreamId::new(999), p.now);
+    let done = p.client.s.open(get("/done"), true, None, p.now).unwrap();
+    p.pump();
+    p.server.s.discard_body(done, p.now);
+    p.server
+        .s
+        .send_response(done, ResponseHead::new(StatusCode::OK), true)
+        .unwrap();
+    p.pump();
+    assert_eq!(outcomes(&p.client.events)[&done], vec![Outcome::Finished]);
+    assert_eq!(
+        (p.client.s.open_streams(), p.server.s.open_streams()),
+        (0, 0)
+    );
 }
 
 /// 1,000 concurrent streams, half opened by each side, random body sizes both ways; every

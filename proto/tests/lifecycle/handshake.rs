@@ -482,3 +482,86 @@ fn spurious_timeouts_do_nothing() {
     assert_eq!((s.poll_transmit(), s.poll_event()), (None, None));
     assert_eq!(s.state(), State::AwaitingHello);
 }
+
+/// A source that fails, like an operating system's CSPRNG that cannot be read.
+struct BrokenRandom;
+
+impl tether_proto::RandomSource for BrokenRandom {
+    fn fill(&mut self, _: &mut [u8]) -> Result<(), tether_proto::RandomError> {
+        Err(tether_proto::RandomError("entropy unavailable".into()))
+    }
+}
+
+/// The machine, not the embedder, picks the close for a session store that cannot admit
+/// the HELLO: 4008 when the random source fails (spec/protocol.md §7.3 step 4, no weaker
+/// identity), 4007 when the store is full (§9.1); with an admission it sends WELCOME.
+#[test]
+fn store_errors_close_with_the_spec_code_and_admissions_are_welcomed() {
+    use tether_proto::connection::{SessionStore, StoreError};
+    let now = std::time::Instant::now();
+    let mut store = SessionStore::new(Duration::from_secs(30)).with_max_detached(1);
+
+    // RNG failure: 4008, reported as a local close.
+    let mut s = server();
+    s.handle_message(hello(vec![1], b""), now);
+    let admission = store.admit(None, Bytes::new(), &mut BrokenRandom, now);
+    assert!(matches!(admission, Err(StoreError::Random(_))));
+    s.admit(admission, now).unwrap();
+    let (code, event) = closed_with(&mut s);
+    assert_eq!(code, CloseCode::INTERNAL_ERROR);
+    assert!(matches!(
+        event,
+        Event::Closed {
+            code: CloseCode::INTERNAL_ERROR,
+            initiator: Initiator::Local,
+            ..
+        }
+    ));
+    assert!(store.is_empty());
+
+    // A full store: 4007, retried by clients after a longer backoff.
+    let mut rng = {
+        let mut n = 0u8;
+        move |b: &mut [u8]| {
+            b.fill_with(|| {
+                n = n.wrapping_add(1);
+                n
+            })
+        }
+    };
+    let held = store.admit(None, Bytes::new(), &mut rng, now).unwrap();
+    store.detach(held.session(), now);
+    assert!(store.is_full());
+    let mut s = server();
+    s.handle_message(hello(vec![1], b""), now);
+    let admission = store.admit(None, Bytes::new(), &mut rng, now);
+    assert!(matches!(admission, Err(StoreError::Full(1))));
+    s.admit(admission, now).unwrap();
+    let (code, _) = closed_with(&mut s);
+    assert_eq!(code, CloseCode::ENHANCE_YOUR_CALM);
+    assert_eq!(
+        StoreError::IdsExhausted.close_code(),
+        CloseCode::INTERNAL_ERROR
+    );
+
+    // An admission: WELCOME, and the handshake goes on.
+    let mut s = server();
+    s.handle_message(hello(vec![1], b""), now);
+    let fresh = tether_proto::connection::Admission::fresh(&mut rng).unwrap();
+    s.admit(Ok(fresh), now).unwrap();
+    assert_eq!(s.state(), State::AwaitingAck);
+    assert!(matches!(
+        s.poll_transmit(),
+        Some(WsMessage::Binary(b)) if b[0] == 0x02
+    ));
+
+    // Only while a decision is pending: otherwise an error, and nothing changes.
+    let err = s
+        .admit(
+            Err(StoreError::Random(tether_proto::RandomError("x".into()))),
+            now,
+        )
+        .unwrap_err();
+    assert_eq!(err.state, State::AwaitingAck);
+    assert_eq!(s.state(), State::AwaitingAck);
+}

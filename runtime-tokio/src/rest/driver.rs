@@ -216,11 +216,8 @@ impl Driver {
                     Ok(()) => {
                         let _ = ack.send(());
                     }
-                    Err(e @ SendError::HeadTooLarge { .. }) => {
-                        // spec/protocol.md §4.5: reset rather than send what the peer refuses.
-                        tracing::warn!(%id, "{e}: stream reset");
-                        streams.reset(id, ResetCode::INTERNAL_ERROR);
-                    }
+                    // The machine already reset the stream (spec/protocol.md §5).
+                    Err(e @ SendError::HeadTooLarge { .. }) => tracing::warn!(%id, "{e}"),
                     Err(e) => tracing::debug!(%id, "trailers not sent: {e}"),
                 }
             }
@@ -235,11 +232,8 @@ impl Driver {
                 }
                 match streams.send_response(id, *head, end) {
                     Ok(()) => {}
-                    Err(e @ SendError::HeadTooLarge { .. }) => {
-                        // spec/protocol.md §4.5: reset rather than send what the peer refuses.
-                        tracing::warn!(%id, "{e}: stream reset");
-                        streams.reset(id, ResetCode::INTERNAL_ERROR);
-                    }
+                    // The machine already reset the stream (spec/protocol.md §5).
+                    Err(e @ SendError::HeadTooLarge { .. }) => tracing::warn!(%id, "{e}"),
                     Err(e) => tracing::debug!(%id, "response not sent: {e}"),
                 }
             }
@@ -249,7 +243,6 @@ impl Driver {
                 }
             }
             Command::BodyDropped { id, unread } => {
-                let local = id_is_local(conn, id);
                 let Some(streams) = conn.streams() else {
                     return;
                 };
@@ -258,16 +251,9 @@ impl Driver {
                     return;
                 };
                 slot.body = None;
-                if local {
-                    // The caller dropped the response body: nobody wants the rest
-                    // (spec/protocol.md §10.8: a young stream's RESET waits).
-                    streams.cancel(id, ResetCode::CANCEL, now);
-                } else {
-                    // The handler did not read the whole request: its response still goes
-                    // out, then the stream is reset with NO_ERROR so the peer stops
-                    // sending; until then what arrives is released and dropped.
-                    streams.stop_receiving(id, ResetCode::NO_ERROR);
-                }
+                // The machine picks CANCEL (our request) or NO_ERROR after the response
+                // (the peer's); what still arrives is released and dropped (on_event).
+                streams.discard_body(id, now);
             }
             Command::Reset { id, code } => {
                 if let Some(streams) = conn.streams() {
@@ -594,13 +580,6 @@ fn incoming(
     slot.body = Some(tx);
     let content_length = tether_proto::head::content_length(headers);
     Body::incoming(id, rx, commands.clone(), content_length)
-}
-
-fn id_is_local(conn: &Connection, id: StreamId) -> bool {
-    match conn.side() {
-        tether_proto::Side::Client => id.is_client_initiated(),
-        _ => id.is_server_initiated(),
-    }
 }
 
 /// A short `text/plain` response.

@@ -244,26 +244,15 @@ impl Task<'_> {
                         let admission = shared.sessions(|store| {
                             store.admit(hello.resume.as_ref(), hello.metadata, &mut OsRandom, now)
                         });
-                        match admission {
-                            Ok(admission) => {
-                                self.session = Some(admission.session());
-                                if let Err(e) = conn.accept(admission, now) {
-                                    tracing::warn!("accept: {e}");
-                                }
-                            }
-                            Err(StoreError::Full(held)) => {
-                                // spec/protocol.md §9.1: no held session is evicted.
-                                tracing::info!(held, "session store full: HELLO refused");
-                                conn.reject(
-                                    CloseCode::ENHANCE_YOUR_CALM,
-                                    "session store full; retry later",
-                                    now,
-                                );
-                            }
-                            Err(e) => {
-                                tracing::error!("no session: {e}");
-                                conn.reject(CloseCode::INTERNAL_ERROR, "no session id", now);
-                            }
+                        match &admission {
+                            Ok(admission) => self.session = Some(admission.session()),
+                            Err(e @ StoreError::Full(_)) => tracing::info!("HELLO refused: {e}"),
+                            Err(e) => tracing::error!("no session: {e}"),
+                        }
+                        // The machine closes with the code the spec gives a store error
+                        // (4007 full, 4008 for a failed random source, §7.3, §9.1).
+                        if let Err(e) = conn.admit(admission, now) {
+                            tracing::warn!("admit: {e}");
                         }
                     }
                 }
