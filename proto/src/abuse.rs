@@ -191,8 +191,7 @@ impl AbuseTable {
             Some(entry) if !self.forgotten(entry, now) => entry.strikes.saturating_add(1),
             _ => 1,
         };
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.config.capacity.max(1)
-        {
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.config.capacity.max(1) {
             self.evict(now);
         }
         let cooldown = self.config.cooldown(strikes);
@@ -312,7 +311,10 @@ mod tests {
         // Many new addresses, each closed once: the table never grows past 3 and the
         // long penalty survives; the newest first-time entries push out each other.
         for i in 0..100u8 {
-            t.record(IpAddr::from([10, 1, 0, i]), now + Duration::from_millis(u64::from(i)));
+            t.record(
+                IpAddr::from([10, 1, 0, i]),
+                now + Duration::from_millis(u64::from(i)),
+            );
             assert!(t.len() <= 3);
             assert!(t.check(long, now).is_err(), "round {i}");
         }
@@ -350,7 +352,10 @@ mod tests {
             code: CloseCode::ENHANCE_YOUR_CALM,
             reason: String::new(),
         };
-        assert!(!is_abuse_close(&peer), "the peer's 4007 is not our abuse close");
+        assert!(
+            !is_abuse_close(&peer),
+            "the peer's 4007 is not our abuse close"
+        );
         assert!(!is_abuse_close(&ConnectionError::TransportLost));
         assert!(!is_abuse_close(&ConnectionError::HeartbeatTimeout(S)));
     }
