@@ -155,3 +155,18 @@ pub(crate) fn run(args: Args) -> ExitCode {
         ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldown_ranges() {
+        let s = Duration::from_secs(1);
+        assert_eq!(parse_cooldown("1s..60s"), Ok((s, 60 * s)));
+        assert_eq!(parse_cooldown("500ms..2s"), Ok((s / 2, 2 * s)));
+        assert!(parse_cooldown("2s..1s").is_err());
+        assert!(parse_cooldown("0s..1s").is_err());
+        assert!(parse_cooldown("5s").is_err());
+    }
+}
