@@ -34,6 +34,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod abuse;
 pub mod backoff;
 mod codes;
 pub mod connection;

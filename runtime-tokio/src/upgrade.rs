@@ -205,6 +205,33 @@ where
     Ok((ws, info))
 }
 
+/// Answers the one request on `stream` with `429 Too Many Requests` and `Retry-After:
+/// retry_after` (seconds), then closes: the address is in abuse cool-down
+/// (spec/protocol.md §10.8). The request head is read first (within the handshake
+/// timeout) so the answer is not lost to a reset for unread bytes.
+pub(crate) async fn refuse<S>(stream: S, policy: &AcceptPolicy, retry_after: u64)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let mut response = reject(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many abusive connections from this address; retry later\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(policy.handshake_timeout)
+        .max_buf_size(16 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(policy.handshake_timeout, conn).await;
+}
+
 /// RFC 6455 §4.2.1 checks, in the order a client can best act on. Returns the accept key.
 fn check(
     req: &Request<Incoming>,

@@ -583,6 +583,11 @@ async fn main() {
         per_10s(total),
         total as f64 / reports.len().max(1) as f64,
     );
+    let refused = reports.iter().filter(|r| r.end == "upgrade failed").count();
+    println!(
+        "of these, upgrades refused (HTTP 429 in abuse cool-down, spec §10.8): {refused}; connections that sent requests: {}",
+        reports.iter().filter(|r| r.heads > 0 || r.close.is_some()).count()
+    );
     let unattributed = started.counter(u64::MAX).load(Ordering::Relaxed);
     if unattributed > 0 {
         println!("(/slow requests without {CONN_HEADER}: {unattributed})");

@@ -45,6 +45,26 @@ pub(super) async fn serve(
 ) {
     let span = tracing::info_span!("tether_conn", %peer, id = tracing::field::Empty);
     async move {
+        // spec/protocol.md §10.8 "Reconnecting abusers": an address in cool-down is
+        // answered 429 before any WebSocket or Tether state exists.
+        if let Err(wait) = shared.admit_address(peer.ip(), Instant::now()) {
+            tracing::debug!(
+                retry_after = wait.seconds(),
+                "address in abuse cool-down: 429"
+            );
+            let policy = &shared.policy;
+            match &shared.tls {
+                Some(tls) => {
+                    let timeout = shared.config.upgrade_timeout;
+                    if let Ok(Ok(stream)) = tokio::time::timeout(timeout, tls.accept(stream)).await
+                    {
+                        upgrade::refuse(stream, policy, wait.seconds()).await;
+                    }
+                }
+                None => upgrade::refuse(stream, policy, wait.seconds()).await,
+            }
+            return;
+        }
         let upgraded = match &shared.tls {
             Some(tls) => {
                 let timeout = shared.config.upgrade_timeout;
@@ -284,6 +304,10 @@ impl Task<'_> {
                 tracing::info!(%error, "failed");
                 // A peer that sent a close frame is alive: let tungstenite echo it.
                 self.failed = error.initiator() == tether_proto::connection::Initiator::Local;
+                if tether_proto::abuse::is_abuse_close(&error) {
+                    // spec/protocol.md §10.8 "Reconnecting abusers".
+                    shared.record_abuse(self.info.peer.ip(), Instant::now());
+                }
                 if let Some(session) = self.session {
                     // spec/protocol.md §9.1: a code that tells the client not to retry
                     // (1009, 4000, …) ends the session; anything else detaches it.

@@ -54,6 +54,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Uri};
+use tether_proto::abuse::{AbuseTable, CooldownConfig};
 use tether_proto::connection::{Config, ConnectionError, HelloInfo, Initiator, SessionStore};
 use tether_proto::CloseCode;
 use tokio::net::TcpListener;
@@ -102,6 +103,13 @@ pub struct ServerConfig {
     /// a registry of its own, from [`Server::metrics`]. Give each server its own registry:
     /// the detached-sessions gauge is one server's.
     pub metrics: Option<Metrics>,
+    /// Cool-down of addresses whose connections this server closed for abuse (4007 for
+    /// stream churn, a probe flood or unread replies): a new connection from such an
+    /// address is answered `429 Too Many Requests` with `Retry-After` before the upgrade
+    /// (spec/protocol.md §10.8 "Reconnecting abusers"). Default: 1 s, doubling per repeat
+    /// up to 60 s, forgotten after 5 min of quiet, 10 000 addresses at most; `None` turns
+    /// it off (behind a proxy or NAT that shares one address among many clients).
+    pub abuse_cooldown: Option<CooldownConfig>,
 }
 
 impl ServerConfig {
@@ -119,6 +127,7 @@ impl ServerConfig {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             rest: RestConfig::default(),
             metrics: None,
+            abuse_cooldown: Some(CooldownConfig::default()),
         }
     }
 }
@@ -270,6 +279,8 @@ struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: SharedService,
     metrics: Metrics,
+    /// Addresses in abuse cool-down (spec/protocol.md §10.8); `None` when turned off.
+    abuse: Option<Mutex<AbuseTable>>,
 }
 
 impl Shared {
@@ -279,6 +290,33 @@ impl Shared {
         let result = f(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()));
         self.store_changed.notify_one();
         result
+    }
+
+    /// Whether a new connection from `addr` may go on to the upgrade at `now`
+    /// (spec/protocol.md §10.8 "Reconnecting abusers").
+    fn admit_address(
+        &self,
+        addr: std::net::IpAddr,
+        now: std::time::Instant,
+    ) -> Result<(), tether_proto::abuse::RetryAfter> {
+        match &self.abuse {
+            Some(table) => table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(addr, now),
+            None => Ok(()),
+        }
+    }
+
+    /// This server closed a connection from `addr` for abuse at `now`.
+    fn record_abuse(&self, addr: std::net::IpAddr, now: std::time::Instant) {
+        if let Some(table) = &self.abuse {
+            let cooldown = table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(addr, now);
+            tracing::info!(%addr, ?cooldown, "abuse close: address in cool-down");
+        }
     }
 
     /// Expires what is due at `now`, reports it, and returns the next deadline.
@@ -437,7 +475,11 @@ impl Server {
         let store = SessionStore::new(config.resume_window)
             .with_max_detached(config.max_detached_sessions.max(1));
         let store_changed = Arc::new(Notify::new());
+        let abuse = config
+            .abuse_cooldown
+            .map(|c| Mutex::new(AbuseTable::new(c)));
         let shared = Arc::new(Shared {
+            abuse,
             store_changed: store_changed.clone(),
             tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             config,

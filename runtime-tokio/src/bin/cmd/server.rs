@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tether_proto::abuse::CooldownConfig;
 use tether_tokio::server::{Server, ServerConfig};
 use tether_tokio::upgrade::AllowedOrigins;
 
@@ -48,8 +49,30 @@ pub(crate) struct Args {
     /// dropped.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// After this server closes a connection for abuse (4007: stream churn, ping flood,
+    /// unread replies), new connections from its address get HTTP 429 with Retry-After
+    /// for a cool-down that starts at MIN and doubles with each repeat up to MAX; forgotten
+    /// after 5 min of quiet. IPv6 addresses count per /64.
+    #[arg(long, value_name = "MIN..MAX", default_value = "1s..60s", value_parser = parse_cooldown)]
+    abuse_cooldown: (Duration, Duration),
+    /// Turn the abuse cool-down off (e.g. behind a proxy or NAT where many clients share
+    /// one address).
+    #[arg(long, conflicts_with = "abuse_cooldown")]
+    no_abuse_cooldown: bool,
     #[command(flatten)]
     tunnel: Tunnel,
+}
+
+/// Parses `MIN..MAX` (e.g. `1s..60s`).
+fn parse_cooldown(s: &str) -> Result<(Duration, Duration), String> {
+    let (min, max) = s
+        .split_once("..")
+        .ok_or_else(|| "expected MIN..MAX, e.g. 1s..60s".to_owned())?;
+    let (min, max) = (parse_duration(min.trim())?, parse_duration(max.trim())?);
+    if max < min {
+        return Err("MAX must not be below MIN".into());
+    }
+    Ok((min, max))
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -64,6 +87,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
     config.connection = connection;
     config.resume_window = args.resume_window;
     config.max_detached_sessions = args.max_detached_sessions;
+    config.abuse_cooldown = (!args.no_abuse_cooldown)
+        .then(|| CooldownConfig::with_range(args.abuse_cooldown.0, args.abuse_cooldown.1));
     config.rest = args.tunnel.rest_config(config.rest);
     // Requests in flight drain within the shutdown time, leaving a second for the close.
     config.rest.drain_timeout = args.shutdown_timeout.saturating_sub(Duration::from_secs(1));
@@ -129,4 +154,19 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldown_ranges() {
+        let s = Duration::from_secs(1);
+        assert_eq!(parse_cooldown("1s..60s"), Ok((s, 60 * s)));
+        assert_eq!(parse_cooldown("500ms..2s"), Ok((s / 2, 2 * s)));
+        assert!(parse_cooldown("2s..1s").is_err());
+        assert!(parse_cooldown("0s..1s").is_err());
+        assert!(parse_cooldown("5s").is_err());
+    }
 }
