@@ -244,13 +244,20 @@ async fn next<T: Clone + std::fmt::Debug>(
     .await
 }
 
-/// The server calls the client's API with 1,024 callers that all give up (half by dropping
-/// the call, half by the request's own timeout), 128 at a time, the client's concurrency
-/// limit: 1,024 resets toward the client in a few seconds. Before the fix the client closed
-/// with 4007 at the 201st and waited 30 s, the whole resume window, to come back (a new
-/// session); now it stays connected and the next call is answered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callers_that_give_up_leave_the_device_connected() {
+/// A server and a client serving [`slow_api`], connected: what the cancellation tests share.
+struct Device {
+    server: Server,
+    sev: EventStream<ServerEvent>,
+    client: Client,
+    cev: EventStream<ClientEvent>,
+    id: uuid::Uuid,
+    /// One message per handler start.
+    starts: mpsc::UnboundedReceiver<()>,
+    /// Handlers started.
+    count: Arc<AtomicUsize>,
+}
+
+async fn device() -> Device {
     let (server, mut sev) = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
@@ -271,9 +278,52 @@ async fn callers_that_give_up_leave_the_device_connected() {
         |e| matches!(e, ServerEvent::Received { id: r, .. } if *r == id),
     )
     .await;
-    let (started, mut starts) = mpsc::unbounded_channel();
+    let (started, starts) = mpsc::unbounded_channel();
     let count = Arc::new(AtomicUsize::new(0));
     client.serve(slow_api(started, count.clone()));
+    Device {
+        server,
+        sev,
+        client,
+        cev,
+        id,
+        starts,
+        count,
+    }
+}
+
+/// The client still has its session `id`, and its connection never ended meanwhile.
+fn assert_still_connected(client: &Client, cev: &mut EventStream<ClientEvent>, id: uuid::Uuid) {
+    assert_eq!(client.connection_id(), Some(id), "the same session");
+    while let Some(event) = cev.try_recv() {
+        assert!(
+            !matches!(
+                event,
+                ClientEvent::Closed { .. }
+                    | ClientEvent::Failure { .. }
+                    | ClientEvent::Reconnecting { .. }
+            ),
+            "the client's connection ended: {event:?}"
+        );
+    }
+}
+
+/// The server calls the client's API with 1,024 callers that all give up (half by dropping
+/// the call, half by the request's own timeout), 128 at a time, the client's concurrency
+/// limit: 1,024 resets toward the client in a few seconds. Before the fix the client closed
+/// with 4007 at the 201st and waited 30 s, the whole resume window, to come back (a new
+/// session); now it stays connected and the next call is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_leave_the_device_connected() {
+    let Device {
+        server,
+        sev: _sev,
+        client,
+        mut cev,
+        id,
+        mut starts,
+        count,
+    } = device().await;
     let peer = server.peer(&id).expect("connected");
     let concurrency = 128; // the client's MAX_CONCURRENT_STREAMS
     let give_up = Duration::from_millis(400);
@@ -317,18 +367,7 @@ async fn callers_that_give_up_leave_the_device_connected() {
         .await
         .unwrap();
     assert_eq!(body.to_bytes(), Bytes::from_static(b"ok"));
-    assert_eq!(client.connection_id(), Some(id), "the same session");
-    while let Some(event) = cev.try_recv() {
-        assert!(
-            !matches!(
-                event,
-                ClientEvent::Closed { .. }
-                    | ClientEvent::Failure { .. }
-                    | ClientEvent::Reconnecting { .. }
-            ),
-            "the client's connection ended: {event:?}"
-        );
-    }
+    assert_still_connected(&client, &mut cev, id);
     client.close().await;
     server.shutdown(GUARD).await.unwrap();
 }
@@ -338,29 +377,15 @@ async fn callers_that_give_up_leave_the_device_connected() {
 /// cancelled at once (young, so churn) while the callers' drops race the openings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_callers_giving_up_together_leave_the_device_connected() {
-    let (server, mut sev) = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    let (client, mut cev) =
-        Client::connect(&format!("ws://{addr}/"), ClientConfig::new("")).unwrap();
-    let id = match next(&mut cev, "Connected", |e| {
-        matches!(e, ClientEvent::Connected { .. })
-    })
-    .await
-    {
-        ClientEvent::Connected { id, .. } => id,
-        _ => unreachable!(),
-    };
-    next(
-        &mut sev,
-        "Received",
-        |e| matches!(e, ServerEvent::Received { id: r, .. } if *r == id),
-    )
-    .await;
-    let (started, mut starts) = mpsc::unbounded_channel();
-    let count = Arc::new(AtomicUsize::new(0));
-    client.serve(slow_api(started, count.clone()));
+    let Device {
+        server,
+        mut sev,
+        client,
+        mut cev,
+        id,
+        mut starts,
+        count,
+    } = device().await;
     let peer = server.peer(&id).expect("connected");
     let give_up = Duration::from_millis(400);
     for _ in 0..3 {
@@ -399,18 +424,7 @@ async fn a_thousand_callers_giving_up_together_leave_the_device_connected() {
     .await
     .expect("answered");
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(client.connection_id(), Some(id), "the same session");
-    while let Some(event) = cev.try_recv() {
-        assert!(
-            !matches!(
-                event,
-                ClientEvent::Closed { .. }
-                    | ClientEvent::Failure { .. }
-                    | ClientEvent::Reconnecting { .. }
-            ),
-            "the client's connection ended: {event:?}"
-        );
-    }
+    assert_still_connected(&client, &mut cev, id);
     client.close().await;
     server.shutdown(GUARD).await.unwrap();
 }
