@@ -102,7 +102,9 @@ impl RetryAfter {
     /// The wait in whole seconds, rounded up (for an HTTP `Retry-After` header), at least 1.
     pub fn seconds(&self) -> u64 {
         let d = self.0;
-        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+        d.as_secs()
+            .saturating_add(u64::from(d.subsec_nanos() > 0))
+            .max(1)
     }
 }
 
@@ -110,8 +112,18 @@ impl RetryAfter {
 struct Entry {
     /// Abuse closes in a row, without a quiet period between them.
     strikes: u32,
-    /// End of the current cool-down.
-    until: Instant,
+    /// End of the current cool-down; `None` when it lies beyond what the clock can
+    /// represent (a configured cool-down near `Duration::MAX`): refused for good.
+    until: Option<Instant>,
+}
+
+/// Whether `entry` no longer matters at `now`: its cool-down and then `forget_after`
+/// passed. An end beyond the clock is never reached.
+fn forgotten(entry: &Entry, forget_after: Duration, now: Instant) -> bool {
+    entry
+        .until
+        .and_then(|until| until.checked_add(forget_after))
+        .is_some_and(|forget_at| now >= forget_at)
 }
 
 /// Per-address record of recent abuse closes (see the [module docs](self)).
@@ -162,7 +174,7 @@ impl AbuseTable {
 
     /// Whether an entry no longer matters at `now`: its cool-down and quiet period passed.
     fn forgotten(&self, entry: &Entry, now: Instant) -> bool {
-        now >= entry.until + self.config.forget_after
+        forgotten(entry, self.config.forget_after, now)
     }
 
     /// Whether a new connection from `addr` may be accepted at `now`; if not, how long
@@ -176,10 +188,10 @@ impl AbuseTable {
             self.entries.remove(&key);
             return Ok(());
         }
-        if now < entry.until {
-            Err(RetryAfter(entry.until - now))
-        } else {
-            Ok(())
+        match entry.until {
+            Some(until) if now >= until => Ok(()),
+            Some(until) => Err(RetryAfter(until - now)),
+            None => Err(RetryAfter(Duration::MAX)),
         }
     }
 
@@ -199,7 +211,7 @@ impl AbuseTable {
             key,
             Entry {
                 strikes,
-                until: now + cooldown,
+                until: now.checked_add(cooldown),
             },
         );
         cooldown
@@ -209,14 +221,15 @@ impl AbuseTable {
     /// cool-down ends first.
     fn evict(&mut self, now: Instant) {
         let forget_after = self.config.forget_after;
-        self.entries.retain(|_, e| now < e.until + forget_after);
+        self.entries.retain(|_, e| !forgotten(e, forget_after, now));
         if self.entries.len() < self.config.capacity.max(1) {
             return;
         }
         let first = self
             .entries
             .iter()
-            .min_by_key(|(_, e)| e.until)
+            // Cool-downs without an end go last.
+            .min_by_key(|(_, e)| (e.until.is_none(), e.until))
             .map(|(k, _)| *k);
         if let Some(k) = first {
             self.entries.remove(&k);
@@ -366,5 +379,28 @@ mod tests {
         assert_eq!(RetryAfter(Duration::from_millis(1001)).seconds(), 2);
         assert_eq!(RetryAfter(2 * S).seconds(), 2);
         assert_eq!(RetryAfter(Duration::ZERO).seconds(), 1);
+    }
+
+    /// Cool-downs and quiet periods beyond what `Instant` can represent are refusals for
+    /// good, never a panic (issue 10 §4).
+    #[test]
+    fn durations_beyond_the_clock_never_panic() {
+        let cfg = CooldownConfig {
+            initial: Duration::MAX,
+            max: Duration::MAX,
+            forget_after: Duration::MAX,
+            capacity: 1,
+        };
+        let mut t = AbuseTable::new(cfg);
+        let now = Instant::now();
+        let a = ip("10.0.0.1");
+        assert_eq!(t.record(a, now), Duration::MAX);
+        let refused = t.check(a, now).unwrap_err();
+        assert_eq!(refused.0, Duration::MAX);
+        assert_eq!(refused.seconds(), u64::MAX);
+        // A second address evicts nothing it cannot, and nothing panics.
+        t.record(ip("10.0.0.2"), now);
+        assert!(t.check(ip("10.0.0.2"), now).is_err());
+        assert_eq!(RetryAfter(Duration::MAX).seconds(), u64::MAX);
     }
 }
