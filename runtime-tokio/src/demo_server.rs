@@ -188,18 +188,19 @@ async fn serve(
     // spec/demo.md §1: a ping every ping period; nothing heard for the pong wait drops the
     // client; a ping flood closes with 1008.
     let ping_period = config.effective_ping_period();
-    let mut next_ping = Instant::now() + ping_period;
-    let mut read_deadline = Instant::now() + config.pong_wait;
+    // A period or wait beyond what the clock can represent is no deadline (never a panic).
+    let mut next_ping = Instant::now().checked_add(ping_period);
+    let mut read_deadline = Instant::now().checked_add(config.pong_wait);
     let mut pings = ProbeLimit::default();
     loop {
         let now = Instant::now();
-        if now >= read_deadline {
+        if read_deadline.is_some_and(|d| now >= d) {
             // The client is gone or does not answer: no closing handshake to wait for.
             tracing::debug!(%peer, "demo client silent for {:?}: dropped", config.pong_wait);
             return;
         }
-        if now >= next_ping {
-            next_ping = now + ping_period;
+        if next_ping.is_some_and(|d| now >= d) {
+            next_ping = now.checked_add(ping_period);
             let sent = tokio::time::timeout(
                 config.write_timeout,
                 ws.send(Message::Ping(Default::default())),
@@ -210,14 +211,14 @@ async fn serve(
                 return;
             }
         }
-        let deadline = [session.poll_timeout(), Some(next_ping), Some(read_deadline)]
+        let deadline = [session.poll_timeout(), next_ping, read_deadline]
             .into_iter()
             .flatten()
             .min();
         tokio::select! {
             message = ws.next() => {
                 let now = Instant::now();
-                read_deadline = now + config.pong_wait;
+                read_deadline = now.checked_add(config.pong_wait);
                 match message {
                     Some(Ok(Message::Text(text))) => session.handle_message(text.as_bytes(), now),
                     Some(Ok(Message::Binary(bytes))) => session.handle_message(&bytes, now),

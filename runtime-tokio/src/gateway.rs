@@ -768,7 +768,10 @@ impl Upstream {
         parts.extensions = Extensions::new();
         // On the connection the request line carries the origin-form.
         parts.uri = origin_form(&parts.uri)?;
-        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        // A timeout beyond what the clock can represent is none (never a panic).
+        let deadline = self
+            .timeout
+            .and_then(|t| tokio::time::Instant::now().checked_add(t));
         let result = self
             .inner
             .pool
