@@ -63,11 +63,19 @@ impl Pair {
     fn pump(&mut self, on: &mut dyn FnMut(bool, Event)) {
         loop {
             let mut moved = false;
-            while let Some(m) = self.client.poll_transmit() {
+            while let Some(m) = self
+                .client
+                .poll_transmit()
+                .map(tether_proto::WsMessage::from)
+            {
                 self.server.handle_message(m, self.now);
                 moved = true;
             }
-            while let Some(m) = self.server.poll_transmit() {
+            while let Some(m) = self
+                .server
+                .poll_transmit()
+                .map(tether_proto::WsMessage::from)
+            {
                 self.client.handle_message(m, self.now);
                 moved = true;
             }

@@ -209,7 +209,7 @@ impl Harness {
     fn drain(&mut self) {
         let bound = 16 + self.open_streams;
         for _ in 0..16 {
-            match self.conn.poll_transmit() {
+            match self.conn.poll_transmit().map(WsMessage::from) {
                 Some(WsMessage::Ping(p)) => self.last_probe = p,
                 Some(WsMessage::Binary(b)) if b.first() == Some(&0x09) => {
                     self.last_probe = b.slice(8..)

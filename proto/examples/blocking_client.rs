@@ -31,7 +31,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode, Uri};
 use tether_proto::backoff::{Backoff, BackoffConfig, RetryPolicy};
-use tether_proto::connection::{CloseFrame, Config, Connection, Event, WebSocketError, WsMessage};
+use tether_proto::connection::{
+    CloseFrame, Config, Connection, Event, Transmit, WebSocketError, WsMessage,
+};
 use tether_proto::streams::{Outcome, StreamEvent};
 use tether_proto::{CloseCode, RequestHead, ResetCode, ResponseHead, Resume, StreamId};
 use tungstenite::client::{client_with_config, IntoClientRequest};
@@ -445,9 +447,12 @@ fn from_ws(msg: Message) -> Option<WsMessage> {
     })
 }
 
-/// The machine's message to tungstenite's (the machine never sends text).
-fn to_ws(msg: WsMessage) -> Option<Message> {
-    Some(match msg {
+/// The machine's message to tungstenite's (the machine never sends text). tungstenite
+/// takes a message as one buffer, so a DATA frame's header and payload are joined here
+/// (`Transmit::into_message`, one copy); a writer of its own WebSocket frames could send
+/// the parts with a vectored write instead.
+fn to_ws(msg: Transmit) -> Option<Message> {
+    Some(match msg.into_message() {
         WsMessage::Binary(bytes) => Message::Binary(bytes),
         WsMessage::Ping(payload) => Message::Ping(payload),
         WsMessage::Pong(payload) => Message::Pong(payload),

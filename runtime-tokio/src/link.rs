@@ -183,7 +183,9 @@ where
         let mut fed = false;
         let mut closed = false;
         while let Some(msg) = conn.poll_transmit() {
-            let Some(msg) = to_ws(msg) else { continue };
+            let Some(msg) = to_ws(msg.into_message()) else {
+                continue;
+            };
             closed |= matches!(msg, Message::Close(_));
             ws.feed(msg).await?;
             fed = true;

@@ -63,11 +63,11 @@ mod tests {
     ) {
         loop {
             let mut moved = false;
-            while let Some(m) = client.poll_transmit() {
+            while let Some(m) = client.poll_transmit().map(tether_proto::WsMessage::from) {
                 server.handle_message(m, now);
                 moved = true;
             }
-            while let Some(m) = server.poll_transmit() {
+            while let Some(m) = server.poll_transmit().map(tether_proto::WsMessage::from) {
                 client.handle_message(m, now);
                 moved = true;
             }

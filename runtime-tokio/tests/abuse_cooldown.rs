@@ -59,7 +59,7 @@ async fn handshake(ws: &mut WebSocketStream<TcpStream>) {
     let config = Arc::new(Config::builder().build().unwrap());
     let mut conn = Connection::client(config, Bytes::new(), None, Instant::now()).unwrap();
     loop {
-        while let Some(m) = conn.poll_transmit() {
+        while let Some(m) = conn.poll_transmit().map(tether_proto::WsMessage::from) {
             if let WsMessage::Binary(b) = m {
                 ws.send(Message::Binary(b)).await.unwrap();
             }

@@ -114,7 +114,7 @@ async fn made_you_reset(
     let mut conn = Connection::client(config, Bytes::new(), None, Instant::now()).unwrap();
     let mut established = false;
     while !established {
-        while let Some(m) = conn.poll_transmit() {
+        while let Some(m) = conn.poll_transmit().map(tether_proto::WsMessage::from) {
             if let WsMessage::Binary(b) = m {
                 sink.send(Message::Binary(b)).await.unwrap();
             }

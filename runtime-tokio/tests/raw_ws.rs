@@ -196,7 +196,7 @@ impl Raw {
             Connection::client(Arc::new(Config::default()), Bytes::new(), resume, now).unwrap();
         let resumed = tokio::time::timeout(GUARD, async {
             loop {
-                while let Some(msg) = conn.poll_transmit() {
+                while let Some(msg) = conn.poll_transmit().map(tether_proto::WsMessage::from) {
                     if let WsMessage::Binary(b) = msg {
                         self.send(true, false, BINARY, &b).await;
                     }
@@ -204,7 +204,9 @@ impl Raw {
                 while let Some(event) = conn.poll_event() {
                     match event {
                         Event::Established { resumed, .. } => {
-                            while let Some(WsMessage::Binary(b)) = conn.poll_transmit() {
+                            while let Some(WsMessage::Binary(b)) =
+                                conn.poll_transmit().map(tether_proto::WsMessage::from)
+                            {
                                 self.send(true, false, BINARY, &b).await;
                             }
                             return resumed;

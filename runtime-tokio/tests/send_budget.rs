@@ -106,7 +106,7 @@ impl Attacker {
     }
 
     async fn flush(&mut self) {
-        while let Some(msg) = self.conn.poll_transmit() {
+        while let Some(msg) = self.conn.poll_transmit().map(tether_proto::WsMessage::from) {
             if let WsMessage::Binary(b) = msg {
                 self.ws.send(Message::Binary(b)).await.unwrap();
             }

@@ -549,7 +549,9 @@ async fn raw_client(
             .unwrap();
     tokio::time::timeout(GUARD, async {
         while !conn.is_established() {
-            while let Some(tether_proto::WsMessage::Binary(b)) = conn.poll_transmit() {
+            while let Some(tether_proto::WsMessage::Binary(b)) =
+                conn.poll_transmit().map(tether_proto::WsMessage::from)
+            {
                 ws.send(Message::Binary(b)).await.unwrap();
             }
             match ws.next().await {
@@ -559,7 +561,9 @@ async fn raw_client(
                 Some(Ok(_)) => {}
                 other => panic!("handshake: {other:?}"),
             }
-            while let Some(tether_proto::WsMessage::Binary(b)) = conn.poll_transmit() {
+            while let Some(tether_proto::WsMessage::Binary(b)) =
+                conn.poll_transmit().map(tether_proto::WsMessage::from)
+            {
                 ws.send(Message::Binary(b)).await.unwrap();
             }
         }

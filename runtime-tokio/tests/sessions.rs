@@ -60,7 +60,9 @@ async fn handshake(addr: std::net::SocketAddr, resume: Option<Resume>) -> Handsh
     let mut resumed = false;
     tokio::time::timeout(GUARD, async {
         loop {
-            while let Some(WsMessage::Binary(b)) = conn.poll_transmit() {
+            while let Some(WsMessage::Binary(b)) =
+                conn.poll_transmit().map(tether_proto::WsMessage::from)
+            {
                 ws.send(Message::Binary(b)).await.unwrap();
             }
             while let Some(event) = conn.poll_event() {

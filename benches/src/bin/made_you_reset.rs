@@ -155,7 +155,7 @@ struct ConnReport {
 
 /// Sends everything the machine has queued.
 async fn flush(ws: &mut Ws, conn: &mut Connection) -> bool {
-    while let Some(msg) = conn.poll_transmit() {
+    while let Some(msg) = conn.poll_transmit().map(tether_proto::WsMessage::from) {
         if let WsMessage::Binary(b) = msg {
             if ws.feed(Message::Binary(b)).await.is_err() {
                 return false;

@@ -144,7 +144,7 @@ async fn attack(addr: SocketAddr, streams: usize, counts: Arc<[AtomicUsize; 3]>)
                 }
             }
         }
-        while let Some(msg) = conn.poll_transmit() {
+        while let Some(msg) = conn.poll_transmit().map(tether_proto::WsMessage::from) {
             if let WsMessage::Binary(b) = msg {
                 if ws.send(Message::Binary(b)).await.is_err() {
                     return;

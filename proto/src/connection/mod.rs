@@ -36,7 +36,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::{Duration, Instant};
-//! use tether_proto::connection::{Config, Connection, Event, SessionStore, WsMessage};
+//! use tether_proto::connection::{Config, Connection, Event, SessionStore, Transmit, WsMessage};
 //!
 //! fn drive(
 //!     conn: &mut Connection,
@@ -44,7 +44,7 @@
 //!     rng: &mut impl FnMut(&mut [u8]),
 //!     inbound: Option<WsMessage>,
 //!     now: Instant,
-//!     send: &mut Vec<WsMessage>,
+//!     send: &mut Vec<Transmit>,
 //! ) -> Option<Instant> {
 //!     match inbound {
 //!         Some(msg) => conn.handle_message(msg, now),
@@ -87,12 +87,12 @@
 //!
 //! let hello = client.poll_transmit().unwrap();
 //! let mut to_client = Vec::new();
-//! drive(&mut server, &mut store, &mut rng, Some(hello), t0, &mut to_client);
+//! drive(&mut server, &mut store, &mut rng, Some(hello.into()), t0, &mut to_client);
 //! for msg in to_client.drain(..) {
 //!     client.handle_message(msg, t0);
 //! }
 //! let ack = client.poll_transmit().unwrap();
-//! drive(&mut server, &mut store, &mut rng, Some(ack), t0, &mut to_client);
+//! drive(&mut server, &mut store, &mut rng, Some(ack.into()), t0, &mut to_client);
 //! assert!(server.is_established() && client.is_established());
 //! assert_eq!(server.connection_id(), client.connection_id());
 //! # Ok::<(), tether_proto::connection::ConfigError>(())
@@ -114,7 +114,7 @@ pub use config::{
 };
 pub use event::{ConnectionError, Event, HelloInfo, State, StateError, WebSocketError};
 pub use heartbeat::RttStats;
-pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
+pub use message::{CloseFrame, Transmit, WsMessage, MAX_CLOSE_REASON};
 pub use probe_limit::{ProbeLimit, DEFAULT_MAX_PROBES, PROBE_WINDOW};
 pub use session::{Admission, SessionHandle, SessionStore, StoreError};
 
@@ -353,17 +353,24 @@ impl Connection {
     /// close) come first; then the stream layer's frames, encoded one at a time as they
     /// are polled, so a writer that stops polling holds the stream layer back instead of
     /// letting frames pile up here.
-    pub fn poll_transmit(&mut self) -> Option<WsMessage> {
-        let msg = match self.transmits.pop_front() {
-            Some((msg, _)) => msg,
-            None => {
-                let frame = self.streams.as_mut()?.poll_transmit()?;
-                frame.encode(&mut self.buf);
-                WsMessage::Binary(self.buf.split().freeze())
-            }
+    ///
+    /// A DATA frame comes as [`Transmit::Data`]: its 8-byte header and the payload
+    /// [`Bytes`](bytes::Bytes) the application queued, not copied; every other message as
+    /// [`Transmit::Message`]. [`Transmit::into_message`] joins the parts (one copy) for a
+    /// writer that needs one buffer.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = match self.transmits.pop_front() {
+            Some((msg, _)) => Transmit::Message(msg),
+            None => match self.streams.as_mut()?.poll_transmit()? {
+                Frame::Data(data) => Transmit::Data {
+                    header: data.header(),
+                    payload: data.payload,
+                },
+                frame => Transmit::Message(self.encode(&frame)),
+            },
         };
-        self.bytes_sent += msg.payload_len() as u64;
-        Some(msg)
+        self.bytes_sent += t.payload_len() as u64;
+        Some(t)
     }
 
     /// Whether [`poll_event`](Self::poll_event) has something.
@@ -406,7 +413,12 @@ impl Connection {
     // ---- inputs ----
 
     /// One message received from the WebSocket.
-    pub fn handle_message(&mut self, msg: WsMessage, now: Instant) {
+    ///
+    /// Anything that converts into a [`WsMessage`] is taken, so two machines can be
+    /// connected in memory by handing one's [`Transmit`]s to the other (a DATA frame's
+    /// parts are then joined with one copy, [`Transmit::into_message`]).
+    pub fn handle_message(&mut self, msg: impl Into<WsMessage>, now: Instant) {
+        let msg = msg.into();
         if self.state == State::Closed {
             return;
         }

@@ -40,6 +40,17 @@ impl Data {
         );
     }
 
+    /// The 8-byte frame header as an array (what [`encode_header`](Self::encode_header)
+    /// appends), for a writer that sends the payload after it without copying.
+    pub fn header(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = FrameType::Data as u8;
+        h[1] = if self.end_stream { END_STREAM } else { 0 };
+        // h[2..4]: reserved, zero (spec/protocol.md §3.2).
+        h[4..].copy_from_slice(&self.stream_id.value().to_be_bytes());
+        h
+    }
+
     pub(crate) fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(HEADER_LEN + self.payload.len());
         self.encode_header(dst);

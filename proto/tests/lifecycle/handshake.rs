@@ -28,7 +28,7 @@ fn hello(versions: Vec<u16>, metadata: &'static [u8]) -> WsMessage {
 /// The close frame a machine queued last, and its terminal event.
 fn closed_with(conn: &mut Connection) -> (CloseCode, Event) {
     let mut close = None;
-    while let Some(msg) = conn.poll_transmit() {
+    while let Some(msg) = conn.poll_transmit().map(WsMessage::from) {
         if let WsMessage::Close(Some(frame)) = msg {
             close = Some(frame.code);
         }
@@ -551,7 +551,7 @@ fn store_errors_close_with_the_spec_code_and_admissions_are_welcomed() {
     s.admit(Ok(fresh), now).unwrap();
     assert_eq!(s.state(), State::AwaitingAck);
     assert!(matches!(
-        s.poll_transmit(),
+        s.poll_transmit().map(WsMessage::from),
         Some(WsMessage::Binary(b)) if b[0] == 0x02
     ));
 

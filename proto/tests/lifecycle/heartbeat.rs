@@ -293,7 +293,7 @@ fn a_ping_flood_closes_with_4007_at_the_first_probe_past_the_limit() {
         pair.server.conn.handle_message(probe(0), later);
         assert!(!pair.server.conn.is_established());
         let mut close = None;
-        while let Some(m) = pair.server.conn.poll_transmit() {
+        while let Some(m) = pair.server.conn.poll_transmit().map(WsMessage::from) {
             assert!(
                 !matches!(m, WsMessage::Pong(_)),
                 "the probe past the limit is not answered"

@@ -186,7 +186,7 @@ impl Pair {
         } else {
             (&mut self.server, &mut self.to_client)
         };
-        while let Some(msg) = peer.conn.poll_transmit() {
+        while let Some(msg) = peer.conn.poll_transmit().map(WsMessage::from) {
             progress = true;
             send(link, &mut self.rng, now, msg);
         }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http::{Method, StatusCode, Uri};
-use tether_proto::connection::{ConnectionError, Event, WsMessage};
+use tether_proto::connection::{ConnectionError, Event, Transmit, WsMessage};
 use tether_proto::streams::{Outcome, StreamEvent};
 use tether_proto::{Frame, Limits, RequestHead, ResetCode, ResponseHead, StreamId};
 
@@ -103,7 +103,8 @@ fn a_stream_error_resets_the_stream_and_keeps_the_connection() {
     let now = pair.now;
     pair.server.conn.handle_message(WsMessage::Binary(bad), now);
     assert!(pair.server.conn.is_established());
-    let Some(WsMessage::Binary(reset)) = pair.server.conn.poll_transmit() else {
+    let Some(WsMessage::Binary(reset)) = pair.server.conn.poll_transmit().map(WsMessage::from)
+    else {
         panic!("no RESET")
     };
     assert!(matches!(
@@ -159,4 +160,41 @@ fn every_open_stream_ends_when_the_connection_does() {
     let last = pair.client.events.last().unwrap();
     assert!(matches!(last, Event::Failure { .. }), "{last:?}");
     assert!(pair.client.conn.streams().is_none());
+}
+
+#[test]
+fn data_leaves_as_header_and_the_queued_bytes_without_a_copy() {
+    let mut pair = Pair::default_configs();
+    pair.handshake();
+    let now = pair.now;
+    let id = pair
+        .client
+        .conn
+        .streams()
+        .unwrap()
+        .open(
+            RequestHead::new(Method::POST, Uri::from_static("/sink")),
+            false,
+            None,
+            now,
+        )
+        .unwrap();
+    pair.drive();
+    let body = Bytes::from(vec![0x5a; 1000]);
+    let s = pair.client.conn.streams().unwrap();
+    s.send_data(id, body.clone(), true).unwrap();
+    let Some(Transmit::Data { header, payload }) = pair.client.conn.poll_transmit() else {
+        panic!("no DATA")
+    };
+    // spec/protocol.md §3.2, §3.4.5: type 0x05, END_STREAM, reserved 0, stream id.
+    let mut expected = [0x05, 0x01, 0, 0, 0, 0, 0, 0];
+    expected[4..].copy_from_slice(&id.value().to_be_bytes());
+    assert_eq!(header, expected);
+    // The very bytes the application queued: same memory, no copy.
+    assert_eq!(payload.as_ptr(), body.as_ptr());
+    assert_eq!(payload.len(), body.len());
+    assert!(
+        pair.client.conn.bytes_sent() >= 8 + 1000,
+        "the parts are counted"
+    );
 }

@@ -137,7 +137,7 @@ fn run(script: &Value) {
         }
         let mut sent = Vec::new();
         let mut close = None;
-        while let Some(msg) = conn.poll_transmit() {
+        while let Some(msg) = conn.poll_transmit().map(WsMessage::from) {
             match msg {
                 WsMessage::Binary(b) => sent.push(hex::encode(b)),
                 WsMessage::Close(Some(f)) => close = Some(f.code.value()),
