@@ -39,6 +39,7 @@ pub mod engine;
 pub mod events;
 pub mod gateway;
 mod link;
+mod ws_frames;
 pub mod metrics;
 mod read_ahead;
 pub mod relay;

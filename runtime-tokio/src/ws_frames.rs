@@ -1,0 +1,249 @@
+//! Binary WebSocket messages written past tungstenite, with at most one copy per byte.
+//!
+//! tungstenite takes a message as one buffer and copies it into its write buffer; a Tether
+//! DATA frame comes from the machine as an 8-byte header plus the application's payload
+//! [`Bytes`](bytes::Bytes) ([`Transmit::Data`](tether_proto::connection::Transmit)). This
+//! module frames such a message itself (RFC 6455 §5.2: one unfragmented binary frame) and
+//! writes it to the byte stream under the WebSocket:
+//!
+//! - server side (unmasked frames): the WebSocket header and the Tether header are copied
+//!   into a small buffer, a payload of at least [`COPY_BELOW`] bytes is not copied at all
+//!   but written from its own memory with a vectored write; smaller payloads are copied
+//!   into the buffer so that a burst of small frames leaves in one system call;
+//! - client side (RFC 6455 §5.3: every frame masked with a fresh key): the payload is
+//!   copied into the buffer and masked there, in chunks of at most [`WRITE_AT`] bytes, so
+//!   the buffer stays small whatever the message size. The key comes from the thread's
+//!   CSPRNG, seeded from the OS (`rand::random`, what tungstenite itself uses).
+//!
+//! The caller keeps tungstenite's view consistent (see `link::flush`): whatever tungstenite
+//! has buffered is flushed before the first raw byte, and everything raw is written before
+//! tungstenite writes again, so neither ever sees a partial frame of the other.
+
+use std::io::{self, IoSlice};
+use std::ops::Range;
+
+use bytes::Bytes;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// A payload at least this large is written from its own memory (server side), not copied.
+pub(crate) const COPY_BELOW: usize = 4096;
+
+/// Queued bytes at which the writer writes out before taking more (also the masking chunk).
+pub(crate) const WRITE_AT: usize = 256 * 1024;
+
+/// Most slices handed to one vectored write (Linux's `IOV_MAX` is 1024).
+const MAX_SLICES: usize = 64;
+
+/// A buffer with more capacity than this is not kept after a burst.
+const KEEP: usize = 2 * WRITE_AT;
+
+/// The opcode byte of a final binary frame (RFC 6455 §5.2: FIN, opcode 0x2).
+const FIN_BINARY: u8 = 0x82;
+
+/// Appends the header of one final, unfragmented binary frame of `len` payload bytes
+/// (RFC 6455 §5.2), with the masking key when there is one.
+pub(crate) fn put_header(dst: &mut Vec<u8>, len: usize, mask: Option<[u8; 4]>) {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    dst.push(FIN_BINARY);
+    // §5.2 "Payload length": 7 bits, or 126 + 16 bits, or 127 + 64 bits (most significant
+    // bit 0); the minimal form is used.
+    if len < 126 {
+        dst.push(mask_bit | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        dst.push(mask_bit | 126);
+        dst.extend_from_slice(&len.to_be_bytes());
+    } else {
+        dst.push(mask_bit | 127);
+        dst.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    if let Some(key) = mask {
+        dst.extend_from_slice(&key);
+    }
+}
+
+/// XORs `data` with `key` (RFC 6455 §5.3), `data[0]` being byte `phase` of the payload.
+pub(crate) fn apply_mask(data: &mut [u8], key: [u8; 4], phase: usize) {
+    let k: [u8; 4] = std::array::from_fn(|i| key[(phase + i) % 4]);
+    let wide = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
+    let mut words = data.chunks_exact_mut(8);
+    for w in &mut words {
+        let v = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) ^ wide;
+        w.copy_from_slice(&v.to_ne_bytes());
+    }
+    // A whole number of 8-byte words was masked, so the remainder starts at phase 0 of k.
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= k[i % 4];
+    }
+}
+
+/// What is queued to be written, in order.
+#[derive(Debug)]
+enum Part {
+    /// A range of the writer's buffer (frame headers, small or masked payloads).
+    Buf(Range<usize>),
+    /// A payload written from its own memory.
+    Payload(Bytes),
+}
+
+/// Frames binary messages and writes them with at most one copy per byte (see the module
+/// docs). One per write burst; its buffer is reused within the burst and kept (up to a
+/// bound) for the thread's next burst, so an idle connection holds none.
+#[derive(Debug)]
+pub(crate) struct FrameWriter {
+    /// Client side: mask every frame (RFC 6455 §5.3).
+    masked: bool,
+    buf: Vec<u8>,
+    parts: Vec<Part>,
+    /// Bytes in `parts`.
+    queued: usize,
+    /// How much of `buf` is recorded in `parts`.
+    marked: usize,
+}
+
+thread_local! {
+    /// The buffer of the last burst that ran on this thread, for the next one.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl FrameWriter {
+    /// A writer for one burst; `masked` on the client side.
+    pub(crate) fn new(masked: bool) -> Self {
+        FrameWriter {
+            masked,
+            buf: SPARE.with(|s| s.take()),
+            parts: Vec::new(),
+            queued: 0,
+            marked: 0,
+        }
+    }
+
+    /// Queues one binary message whose payload is `head` followed by `payload`, writing
+    /// to `io` whenever [`WRITE_AT`] bytes are queued.
+    pub(crate) async fn push<W>(&mut self, io: &mut W, head: &[u8], payload: &Bytes) -> io::Result<()>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let len = head.len() + payload.len();
+        if !self.masked {
+            put_header(&mut self.buf, len, None);
+            self.buf.extend_from_slice(head);
+            if payload.len() < COPY_BELOW {
+                self.buf.extend_from_slice(payload);
+                self.mark();
+            } else {
+                self.mark();
+                self.queued += payload.len();
+                self.parts.push(Part::Payload(payload.clone()));
+            }
+            return self.write_if_full(io).await;
+        }
+        let key: [u8; 4] = rand::random();
+        put_header(&mut self.buf, len, Some(key));
+        let mut phase = 0;
+        for src in [head, &payload[..]] {
+            let mut rest = src;
+            while !rest.is_empty() {
+                let pending = self.queued + (self.buf.len() - self.marked);
+                let room = WRITE_AT.saturating_sub(pending).max(COPY_BELOW);
+                let (now, later) = rest.split_at(rest.len().min(room));
+                let at = self.buf.len();
+                // The one copy: into the buffer, then masked there while it is in cache.
+                self.buf.extend_from_slice(now);
+                apply_mask(&mut self.buf[at..], key, phase);
+                phase += now.len();
+                rest = later;
+                if !rest.is_empty() {
+                    self.mark();
+                    self.write_all(io).await?;
+                }
+            }
+        }
+        self.mark();
+        self.write_if_full(io).await
+    }
+
+    /// Records the bytes appended to the buffer since the last call as queued.
+    fn mark(&mut self) {
+        let (from, end) = (self.marked, self.buf.len());
+        if from == end {
+            return;
+        }
+        self.queued += end - from;
+        self.marked = end;
+        match self.parts.last_mut() {
+            Some(Part::Buf(r)) if r.end == from => r.end = end,
+            _ => self.parts.push(Part::Buf(from..end)),
+        }
+    }
+
+    async fn write_if_full<W>(&mut self, io: &mut W) -> io::Result<()>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        if self.queued >= WRITE_AT || self.parts.len() >= MAX_SLICES {
+            self.write_all(io).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued (vectored writes; partial writes are resumed where they
+    /// stopped). Does not flush `io`.
+    pub(crate) async fn write_all<W>(&mut self, io: &mut W) -> io::Result<()>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let (mut part, mut offset) = (0, 0);
+        while part < self.parts.len() {
+            let n = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (i, p) in self.parts[part..].iter().take(MAX_SLICES).enumerate() {
+                    let bytes = match p {
+                        Part::Buf(r) => &self.buf[r.clone()],
+                        Part::Payload(b) => &b[..],
+                    };
+                    slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
+                    count = i + 1;
+                }
+                io.write_vectored(&slices[..count]).await?
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            // Advance past what was written.
+            let mut left = n;
+            while left > 0 {
+                let len = match &self.parts[part] {
+                    Part::Buf(r) => r.len(),
+                    Part::Payload(b) => b.len(),
+                } - offset;
+                if left >= len {
+                    left -= len;
+                    part += 1;
+                    offset = 0;
+                } else {
+                    offset += left;
+                    left = 0;
+                }
+            }
+        }
+        self.parts.clear();
+        self.buf.clear();
+        self.queued = 0;
+        self.marked = 0;
+        Ok(())
+    }
+}
+
+impl Drop for FrameWriter {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= KEEP {
+            buf.clear();
+            SPARE.with(|s| {
+                let spare = s.take();
+                s.set(if spare.capacity() >= buf.capacity() { spare } else { buf });
+            });
+        }
+    }
+}
