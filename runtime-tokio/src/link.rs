@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use tether_proto::connection::{CloseFrame, Connection, Transmit, WebSocketError, WsMessage};
+use futures_util::StreamExt;
+use tether_proto::connection::{CloseFrame, Connection, WebSocketError, WsMessage};
 use tether_proto::CloseCode;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
@@ -172,15 +172,10 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Writes every queued message of the machine as one burst and flushes once. Returns
 /// whether a close frame was among them.
 ///
-/// Binary messages (every Tether frame) are framed here and written to the byte stream
-/// under tungstenite ([`ws_frames`](crate::ws_frames)): a DATA payload leaves without a
-/// copy on the server side and with the masking copy only on the client side. Control
-/// frames and the close frame go through tungstenite, which keeps the closing handshake.
-/// Order is the machine's: raw bytes queued before a tungstenite message are written
-/// first, and tungstenite is flushed before the next raw byte; tungstenite is also
-/// flushed before the first one (a read may have left an automatic pong or close reply
-/// half written), so neither ever sees a partial frame of the other. Small frames are
-/// coalesced: a burst of them leaves in one system call.
+/// Binary messages (every Tether frame) are written past tungstenite
+/// ([`write_transmits`](crate::ws_frames::write_transmits)): a DATA payload leaves without
+/// a copy on the server side and with the masking copy only on the client side; control
+/// frames and the close frame go through tungstenite, in the machine's order.
 pub(crate) async fn flush<S>(
     ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
@@ -189,49 +184,8 @@ pub(crate) async fn flush<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(first) = conn.poll_transmit() else {
-        return Ok(false);
-    };
     let masked = conn.side() == tether_proto::Side::Client;
-    let burst = async {
-        let mut raw = crate::ws_frames::FrameWriter::new(masked);
-        let mut next = Some(first);
-        let mut closed = false;
-        // Whether tungstenite holds messages of this burst not yet flushed.
-        let mut fed = false;
-        ws.flush().await?;
-        while let Some(t) = next.take().or_else(|| conn.poll_transmit()) {
-            let (head, payload) = match t {
-                Transmit::Data { header, payload } => (Some(header), payload),
-                Transmit::Message(WsMessage::Binary(b)) => (None, b),
-                Transmit::Message(msg) => {
-                    let Some(msg) = to_ws(msg) else { continue };
-                    raw.write_all(ws.get_mut()).await?;
-                    closed |= matches!(msg, Message::Close(_));
-                    ws.feed(msg).await?;
-                    fed = true;
-                    continue;
-                }
-                _ => continue,
-            };
-            if closed {
-                // What tungstenite would say to a message after the close frame.
-                return Err(WsError::Protocol(ProtocolError::SendAfterClosing));
-            }
-            if std::mem::take(&mut fed) {
-                ws.flush().await?;
-            }
-            let head = head.as_ref().map_or(&[][..], |h| &h[..]);
-            raw.push(ws.get_mut(), head, &payload).await?;
-        }
-        raw.write_all(ws.get_mut()).await?;
-        if fed {
-            ws.flush().await?;
-        } else {
-            ws.get_mut().flush().await?;
-        }
-        Ok(closed)
-    };
+    let burst = crate::ws_frames::write_transmits(ws, masked, || conn.poll_transmit());
     match tokio::time::timeout(write_timeout, burst).await {
         Ok(result) => result,
         Err(_) => Err(WsError::Io(std::io::Error::new(

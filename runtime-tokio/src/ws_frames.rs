@@ -15,15 +15,87 @@
 //!   the buffer stays small whatever the message size. The key comes from the thread's
 //!   CSPRNG, seeded from the OS (`rand::random`, what tungstenite itself uses).
 //!
-//! The caller keeps tungstenite's view consistent (see `link::flush`): whatever tungstenite
-//! has buffered is flushed before the first raw byte, and everything raw is written before
+//! [`write_transmits`] keeps tungstenite's view consistent: whatever tungstenite has
+//! buffered is flushed before the first raw byte, and everything raw is written before
 //! tungstenite writes again, so neither ever sees a partial frame of the other.
 
 use std::io::{self, IoSlice};
 use std::ops::Range;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use futures_util::SinkExt;
+use tether_proto::connection::{Transmit, WsMessage};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// Writes the messages `next` yields, in order, as one burst, and flushes once; returns
+/// whether a close frame was among them. `masked` on the client side.
+///
+/// Binary messages (every Tether frame) are framed here and written to the byte stream
+/// under tungstenite with a [`FrameWriter`]. Control frames and the close frame go through
+/// tungstenite, which keeps the closing handshake. Raw bytes queued before a tungstenite
+/// message are written first, and tungstenite is flushed before the next raw byte,
+/// including the burst's first (a read may have left an automatic pong or close reply
+/// half written), so neither ever sees a partial frame of the other. Small frames are
+/// coalesced: a burst of them leaves in one system call.
+pub(crate) async fn write_transmits<S, F>(
+    ws: &mut WebSocketStream<S>,
+    masked: bool,
+    mut next: F,
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut() -> Option<Transmit>,
+{
+    let Some(first) = next() else {
+        return Ok(false);
+    };
+    let mut raw = FrameWriter::new(masked);
+    let mut first = Some(first);
+    let mut closed = false;
+    // Whether tungstenite may hold bytes not yet written: at first, whatever a read left
+    // behind (an automatic pong or close reply, perhaps half written); then what this
+    // burst fed it. It is flushed before the next raw byte, not earlier, so a pong the
+    // machine queues replaces tungstenite's automatic one as before.
+    let mut dirty = true;
+    let mut fed = false;
+    while let Some(t) = first.take().or_else(&mut next) {
+        let (head, payload) = match t {
+            Transmit::Data { header, payload } => (Some(header), payload),
+            Transmit::Message(WsMessage::Binary(b)) => (None, b),
+            Transmit::Message(msg) => {
+                let Some(msg) = crate::link::to_ws(msg) else {
+                    continue;
+                };
+                raw.write_all(ws.get_mut()).await?;
+                closed |= matches!(msg, Message::Close(_));
+                ws.feed(msg).await?;
+                (dirty, fed) = (true, true);
+                continue;
+            }
+            _ => continue,
+        };
+        if closed {
+            // What tungstenite says to a data message after the close frame.
+            return Err(WsError::Protocol(ProtocolError::SendAfterClosing));
+        }
+        if std::mem::take(&mut dirty) {
+            ws.flush().await?;
+            fed = false;
+        }
+        let head = head.as_ref().map_or(&[][..], |h| &h[..]);
+        raw.push(ws.get_mut(), head, &payload).await?;
+    }
+    raw.write_all(ws.get_mut()).await?;
+    if fed {
+        ws.flush().await?;
+    } else {
+        ws.get_mut().flush().await?;
+    }
+    Ok(closed)
+}
 
 /// A payload at least this large is written from its own memory (server side), not copied.
 pub(crate) const COPY_BELOW: usize = 4096;
