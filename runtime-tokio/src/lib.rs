@@ -39,7 +39,6 @@ pub mod engine;
 pub mod events;
 pub mod gateway;
 mod link;
-mod ws_frames;
 pub mod metrics;
 mod read_ahead;
 pub mod relay;
@@ -50,6 +49,7 @@ pub mod tls;
 mod unserved;
 pub mod upgrade;
 pub(crate) mod upstream_pool;
+mod ws_frames;
 
 pub use acceptor::StopError;
 pub use events::EventStream;

@@ -191,7 +191,12 @@ impl FrameWriter {
 
     /// Queues one binary message whose payload is `head` followed by `payload`, writing
     /// to `io` whenever [`WRITE_AT`] bytes are queued.
-    pub(crate) async fn push<W>(&mut self, io: &mut W, head: &[u8], payload: &Bytes) -> io::Result<()>
+    pub(crate) async fn push<W>(
+        &mut self,
+        io: &mut W,
+        head: &[u8],
+        payload: &Bytes,
+    ) -> io::Result<()>
     where
         W: AsyncWrite + Unpin,
     {
@@ -314,8 +319,361 @@ impl Drop for FrameWriter {
             buf.clear();
             SPARE.with(|s| {
                 let spare = s.take();
-                s.set(if spare.capacity() >= buf.capacity() { spare } else { buf });
+                s.set(if spare.capacity() >= buf.capacity() {
+                    spare
+                } else {
+                    buf
+                });
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures_util::StreamExt;
+    use tether_proto::connection::CloseFrame;
+    use tether_proto::CloseCode;
+    use tokio::io::{AsyncReadExt, DuplexStream, ReadBuf};
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+    /// A byte stream that takes at most `max` bytes per write (across the slices of a
+    /// vectored one), so every write of the writer is partial, and counts the writes.
+    struct Chop {
+        inner: DuplexStream,
+        max: usize,
+        writes: usize,
+    }
+
+    impl AsyncRead for Chop {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Chop {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let mut joined = Vec::new();
+            for b in bufs {
+                joined.extend_from_slice(&b[..b.len().min(this.max - joined.len())]);
+            }
+            let r = Pin::new(&mut this.inner).poll_write(cx, &joined);
+            if matches!(r, Poll::Ready(Ok(_))) {
+                this.writes += 1;
+            }
+            r
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    fn pattern(n: usize, seed: u8) -> Bytes {
+        (0..n)
+            .map(|i| {
+                (i as u8)
+                    .wrapping_mul(31)
+                    .wrapping_add(seed ^ (i >> 8) as u8)
+            })
+            .collect()
+    }
+
+    fn config() -> WebSocketConfig {
+        WebSocketConfig::default()
+            .max_frame_size(Some(64 << 20))
+            .max_message_size(Some(64 << 20))
+    }
+
+    /// The binary messages of the test burst, with the message each must arrive as.
+    fn messages() -> Vec<(Transmit, Message)> {
+        let mut out = Vec::new();
+        for (i, n) in [
+            0,
+            1,
+            8,
+            125,
+            126,
+            127,
+            4095 + 8,
+            4096 + 8,
+            65535,
+            65536,
+            (16 << 20) + 3,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let whole = pattern(n, i as u8);
+            if n >= 8 {
+                let header: [u8; 8] = whole[..8].try_into().unwrap();
+                let payload = whole.slice(8..);
+                out.push((
+                    Transmit::Data { header, payload },
+                    Message::Binary(whole.clone()),
+                ));
+            }
+            let t = Transmit::Message(WsMessage::Binary(whole.clone()));
+            out.push((t, Message::Binary(whole)));
+        }
+        out
+    }
+
+    /// A burst of every size (RFC 6455 §5.2's three length forms and their edges, a
+    /// message over 16 MiB), both whole and in parts, interleaved with a ping and ended by
+    /// a close frame, written through a stream that takes at most 1000 bytes per write:
+    /// tungstenite, as the peer, reads every message intact and in order, rejects nothing
+    /// (a server reading unmasked or a client reading masked frames would fail), and the
+    /// closing handshake still completes on the writer's tungstenite.
+    async fn burst_is_read_by_tungstenite(masked: bool) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let chop = Chop {
+            inner: a,
+            max: 1000,
+            writes: 0,
+        };
+        let (ours, theirs) = if masked {
+            (Role::Client, Role::Server)
+        } else {
+            (Role::Server, Role::Client)
+        };
+        let mut ws = WebSocketStream::from_raw_socket(chop, ours, Some(config())).await;
+        let mut peer = WebSocketStream::from_raw_socket(b, theirs, Some(config())).await;
+
+        // The peer pings first: our tungstenite answers it by itself, around our frames.
+        peer.send(Message::Ping(Bytes::from_static(b"hi")))
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Ping(Bytes::from_static(b"hi"))
+        );
+
+        let mut script: Vec<(Transmit, Message)> = messages();
+        let half = script.len() / 2;
+        let ping = WsMessage::Ping(Bytes::from_static(b"p1"));
+        script.insert(
+            half,
+            (
+                Transmit::Message(ping),
+                Message::Ping(Bytes::from_static(b"p1")),
+            ),
+        );
+        let close = WsMessage::Close(Some(CloseFrame::new(CloseCode::NORMAL, "bye")));
+        let expected: Vec<Message> = script.iter().map(|(_, m)| m.clone()).collect();
+        let mut queue: std::collections::VecDeque<Transmit> =
+            script.into_iter().map(|(t, _)| t).collect();
+        queue.push_back(Transmit::Message(close));
+
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(msg) = peer.next().await {
+                match msg.unwrap() {
+                    Message::Close(frame) => {
+                        assert_eq!(frame.unwrap().reason.as_str(), "bye");
+                        // Answer the close (tungstenite queued the echo) and end.
+                        peer.flush().await.unwrap();
+                        break;
+                    }
+                    Message::Pong(p) => assert_eq!(&p[..], b"hi"),
+                    m => got.push(m),
+                }
+            }
+            got
+        });
+        let closed = write_transmits(&mut ws, masked, || queue.pop_front())
+            .await
+            .unwrap();
+        assert!(closed);
+        assert!(ws.get_ref().writes > 16 * 1024, "every write was partial");
+        // Our tungstenite still runs the closing handshake: the peer's pong, then its
+        // echo of our close, then the end.
+        let mut rest = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            rest.push(m);
+        }
+        assert!(matches!(rest.last(), Some(Message::Close(_))), "{rest:?}");
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), expected.len());
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(g == e, "message of {} bytes differs", e.len());
+        }
+    }
+
+    #[tokio::test]
+    async fn server_frames_are_read_by_tungstenite_as_the_client() {
+        burst_is_read_by_tungstenite(false).await;
+    }
+
+    #[tokio::test]
+    async fn client_frames_are_masked_and_read_by_tungstenite_as_the_server() {
+        burst_is_read_by_tungstenite(true).await;
+    }
+
+    #[test]
+    fn headers_use_the_minimal_length_form() {
+        // RFC 6455 §5.2: 7-bit length up to 125, then 126 + 16 bits, then 127 + 64 bits.
+        let cases: [(usize, &[u8]); 5] = [
+            (0, &[0x82, 0]),
+            (125, &[0x82, 125]),
+            (126, &[0x82, 126, 0, 126]),
+            (65535, &[0x82, 126, 0xff, 0xff]),
+            (65536, &[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ];
+        for (len, expected) in cases {
+            let mut h = Vec::new();
+            put_header(&mut h, len, None);
+            assert_eq!(h, expected, "length {len}");
+            let mut m = Vec::new();
+            put_header(&mut m, len, Some([1, 2, 3, 4]));
+            assert_eq!(m[1], expected[1] | 0x80, "mask bit, length {len}");
+            assert_eq!(&m[expected.len()..], &[1, 2, 3, 4]);
+        }
+    }
+
+    #[test]
+    fn masking_matches_the_bytewise_definition_at_every_phase() {
+        let data = pattern(1000, 9);
+        let key = [0x12, 0x34, 0x56, 0x78];
+        for phase in 0..4 {
+            for len in [0, 1, 7, 8, 9, 15, 16, 17, 999] {
+                let mut masked = data[..len].to_vec();
+                apply_mask(&mut masked, key, phase);
+                // RFC 6455 §5.3: octet i of the payload XOR octet i MOD 4 of the key.
+                let expected: Vec<u8> = (0..len).map(|i| data[i] ^ key[(phase + i) % 4]).collect();
+                assert_eq!(masked, expected, "phase {phase}, length {len}");
+            }
+        }
+    }
+
+    /// Parses one masked frame of `wire`, returning its key and unmasked payload and the
+    /// rest of `wire`.
+    fn unmask_one(wire: &[u8]) -> ([u8; 4], Vec<u8>, &[u8]) {
+        assert_eq!(wire[0], 0x82);
+        assert_eq!(wire[1] & 0x80, 0x80, "client frames are masked");
+        let (len, at) = match wire[1] & 0x7f {
+            126 => (u16::from_be_bytes([wire[2], wire[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(wire[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        let key: [u8; 4] = wire[at..at + 4].try_into().unwrap();
+        let body = &wire[at + 4..at + 4 + len];
+        let plain = body
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        (key, plain, &wire[at + 4 + len..])
+    }
+
+    #[tokio::test]
+    async fn client_frames_have_fresh_keys_and_are_masked_in_chunks() {
+        let big = pattern(WRITE_AT * 2 + 5, 3);
+        let mut w = FrameWriter::new(true);
+        let mut wire = Vec::new();
+        w.push(&mut wire, b"12345678", &big).await.unwrap();
+        w.push(&mut wire, b"abcdefgh", &Bytes::from_static(b"tail"))
+            .await
+            .unwrap();
+        w.write_all(&mut wire).await.unwrap();
+        // The buffer never held the whole message: it was masked and written in chunks.
+        assert!(
+            w.buf.capacity() < WRITE_AT + 2 * COPY_BELOW,
+            "{}",
+            w.buf.capacity()
+        );
+        let (k1, p1, rest) = unmask_one(&wire);
+        let (k2, p2, rest) = unmask_one(rest);
+        assert!(rest.is_empty());
+        assert_eq!(p1, [&b"12345678"[..], &big].concat());
+        assert_eq!(p2, b"abcdefghtail");
+        // Fresh keys (equal with probability 2^-32).
+        assert_ne!(k1, k2);
+    }
+
+    #[tokio::test]
+    async fn server_payloads_are_written_from_their_own_memory() {
+        let big = pattern(COPY_BELOW, 1);
+        let small = pattern(COPY_BELOW - 1, 2);
+        let mut w = FrameWriter::new(false);
+        let mut sink = Vec::new();
+        w.push(&mut sink, b"HHHHHHHH", &big).await.unwrap();
+        w.push(&mut sink, b"hhhhhhhh", &small).await.unwrap();
+        // The large payload is queued as the caller's own bytes (same memory: no copy);
+        // the small one is copied next to the headers.
+        let own: Vec<*const u8> = w
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Payload(b) => Some(b.as_ptr()),
+                Part::Buf(_) => None,
+            })
+            .collect();
+        assert_eq!(own, vec![big.as_ptr()]);
+        w.write_all(&mut sink).await.unwrap();
+        let mut expected = Vec::new();
+        put_header(&mut expected, 8 + big.len(), None);
+        expected.extend_from_slice(b"HHHHHHHH");
+        expected.extend_from_slice(&big);
+        put_header(&mut expected, 8 + small.len(), None);
+        expected.extend_from_slice(b"hhhhhhhh");
+        expected.extend_from_slice(&small);
+        assert_eq!(sink, expected);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_small_frames_leaves_in_one_write() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let chop = Chop {
+            inner: a,
+            max: usize::MAX,
+            writes: 0,
+        };
+        let mut ws = WebSocketStream::from_raw_socket(chop, Role::Server, None).await;
+        let mut queue: std::collections::VecDeque<Transmit> = (0..50u8)
+            .map(|i| Transmit::Data {
+                header: [5, 0, 0, 0, 0, 0, 0, 1],
+                payload: Bytes::from(vec![i; 100]),
+            })
+            .collect();
+        write_transmits(&mut ws, false, || queue.pop_front())
+            .await
+            .unwrap();
+        assert_eq!(ws.get_ref().writes, 1);
+        let mut got = vec![0u8; 50 * (2 + 108)];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..10], &[0x82, 108, 5, 0, 0, 0, 0, 0, 0, 1]);
     }
 }
