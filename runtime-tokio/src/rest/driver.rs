@@ -5,9 +5,9 @@
 //! Everything reaches the task through one channel of [`Command`]s. It is unbounded, but
 //! every kind of command is bounded by something else: opens by
 //! [`RestConfig::max_queued_requests`] and the peer's stream limit, DATA chunks by one
-//! unacknowledged chunk per stream (a pump waits for its ack before reading on, and the
-//! ack comes once the machine has room), releases by the bytes the flow-control windows let
-//! in, resets and drops by the number of streams.
+//! chunk in flight per stream (a pump reads a chunk only with a unit of its stream's
+//! [`Credit`], and the task grants the next once the machine has room), releases by the
+//! bytes the flow-control windows let in, resets and drops by the number of streams.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use tether_proto::connection::Connection;
 use tether_proto::streams::{OpenError, SendError, StreamEvent};
 use tether_proto::{RequestHead, ResetCode, ResponseHead, StreamId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::AbortHandle;
 use tower::ServiceExt;
 
@@ -37,18 +37,15 @@ pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
 pub(crate) enum Command {
     /// Open a stream for a request (queued while the peer's stream limit is reached).
     Open(Box<Open>),
-    /// A body pump is about to read its first chunk: `ack` is answered once the stream
-    /// takes data (spec/protocol.md §10.3).
-    Ready {
-        id: StreamId,
-        ack: oneshot::Sender<()>,
-    },
-    /// Queue body bytes on a stream; `ack` is answered once the machine took them.
+    /// A body pump is about to read its first chunk: its credit is granted once the
+    /// stream takes data (spec/protocol.md §10.3).
+    Ready { id: StreamId },
+    /// Queue body bytes on a stream (sent with a unit of the stream's credit; the next is
+    /// granted once the machine took them and has room for more).
     Data {
         id: StreamId,
         chunk: Bytes,
         end: bool,
-        ack: oneshot::Sender<()>,
     },
     /// Queue trailers, which end our direction of the stream.
     Trailers {
@@ -108,15 +105,59 @@ struct Slot {
     /// The timeout of our request, for its error.
     timeout: Option<Duration>,
     /// A chunk the machine refused (its send queue was full), sent again on `Writable`.
-    pending: Option<(Bytes, bool, oneshot::Sender<()>)>,
-    /// The ack of a chunk the machine took while leaving the stream without room for the
-    /// next: answered on `Writable`, so the body is not read ahead of the peer's credit
-    /// (spec/protocol.md §10.3).
-    ack: Option<oneshot::Sender<()>>,
+    pending: Option<(Bytes, bool)>,
+    /// The credit of the pump sending our body on this stream (see [`Credit`]).
+    credit: Option<Credit>,
+    /// A unit of credit owed to the pump once the stream is writable again: the machine
+    /// took its chunk but has no room for the next, so the body is not read ahead of the
+    /// peer's credit (spec/protocol.md §10.3).
+    owed: bool,
     /// The body pump and the service call working for this stream.
     tasks: Vec<AbortHandle>,
     /// Why our request body failed, for the caller (the stream is being reset).
     body_error: Option<BoxError>,
+}
+
+impl Slot {
+    /// Lets the pump read and send its next chunk.
+    fn grant(&mut self) {
+        self.owed = false;
+        if let Some(c) = &self.credit {
+            c.0.add_permits(1);
+        }
+    }
+}
+
+/// How far a body pump may go: one unit is one chunk it may read from the body and send.
+/// The connection task grants a unit when the stream has room (spec/protocol.md §10.3,
+/// §10.8) and closes it when the stream ends (or its slot is dropped: either copy closes
+/// it when dropped, and the pump's goes only when the pump is done). One per stream with a
+/// body to send, instead of a channel per chunk.
+#[derive(Debug, Clone)]
+pub(crate) struct Credit(Arc<Semaphore>);
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        // The stream is gone: a pump still waiting for credit stops.
+        self.0.close();
+    }
+}
+
+impl Credit {
+    fn new() -> Self {
+        Credit(Arc::new(Semaphore::new(0)))
+    }
+
+    /// Waits for a unit and spends it; `false` once the stream is gone.
+    async fn take(&self) -> bool {
+        match self.0.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// The HTTP side of one connection task (see the module docs).
@@ -192,20 +233,18 @@ impl Driver {
                     self.queued.push_back(open);
                 }
             }
-            Command::Data {
-                id,
-                chunk,
-                end,
-                ack,
-            } => self.send_data(conn, id, chunk, end, ack),
-            Command::Ready { id, ack } => {
+            Command::Data { id, chunk, end } => self.send_data(conn, id, chunk, end),
+            Command::Ready { id } => {
                 let Some(streams) = conn.streams() else {
                     return;
                 };
-                if streams.poll_writable(id) {
-                    let _ = ack.send(());
-                } else if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.ack = Some(ack); // answered on Writable; dropped if the stream ends
+                let writable = streams.poll_writable(id);
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    if writable {
+                        slot.grant();
+                    } else {
+                        slot.owed = true; // granted on Writable; closed if the stream ends
+                    }
                 }
             }
             Command::Trailers { id, trailers, ack } => {
@@ -330,7 +369,10 @@ impl Driver {
             ..Slot::default()
         };
         if !end {
-            let task = tokio::spawn(pump(id, body, self.tx.clone(), ResetCode::CANCEL));
+            let credit = Credit::new();
+            slot.credit = Some(credit.clone());
+            let tx = self.tx.clone();
+            let task = tokio::spawn(pump(id, body, tx, credit, ResetCode::CANCEL));
             slot.tasks.push(task.abort_handle());
         }
         self.slots.insert(id, slot);
@@ -346,34 +388,27 @@ impl Driver {
         }
     }
 
-    fn send_data(
-        &mut self,
-        conn: &mut Connection,
-        id: StreamId,
-        chunk: Bytes,
-        end: bool,
-        ack: oneshot::Sender<()>,
-    ) {
+    fn send_data(&mut self, conn: &mut Connection, id: StreamId, chunk: Bytes, end: bool) {
         let Some(streams) = conn.streams() else {
             return;
         };
-        match streams.send_data(id, chunk, end) {
-            Ok(()) => {
-                let slot = self.slots.get_mut(&id);
-                match slot {
-                    Some(slot) if !end && !streams.is_writable(id) => slot.ack = Some(ack),
-                    _ => {
-                        let _ = ack.send(());
-                    }
+        let result = streams.send_data(id, chunk, end);
+        let writable = streams.is_writable(id);
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        match result {
+            Ok(()) if end => {}
+            Ok(()) if writable => slot.grant(),
+            Ok(()) => slot.owed = true,
+            Err(SendError::Blocked { data, .. }) => slot.pending = Some((data, end)),
+            // The stream ended meanwhile: closing the credit stops the pump.
+            Err(e) => {
+                tracing::trace!(%id, "data not sent: {e}");
+                if let Some(c) = &slot.credit {
+                    c.0.close();
                 }
             }
-            Err(SendError::Blocked { data, .. }) => {
-                if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.pending = Some((data, end, ack));
-                }
-            }
-            // The stream ended meanwhile: dropping the ack stops the pump.
-            Err(e) => tracing::trace!(%id, "data not sent: {e}"),
         }
     }
 
@@ -445,11 +480,11 @@ impl Driver {
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
-                if let Some(ack) = slot.ack.take() {
-                    let _ = ack.send(());
+                if slot.owed {
+                    slot.grant();
                 }
-                if let Some((data, end, ack)) = slot.pending.take() {
-                    self.send_data(conn, id, data, end, ack);
+                if let Some((data, end)) = slot.pending.take() {
+                    self.send_data(conn, id, data, end);
                 }
             }
             StreamEvent::CanOpen => self.open_queued(conn, now),
@@ -486,7 +521,11 @@ impl Driver {
             crate::unserved::refuse(conn, id, &head);
             return;
         };
-        let mut slot = Slot::default();
+        let credit = Credit::new();
+        let mut slot = Slot {
+            credit: Some(credit.clone()),
+            ..Slot::default()
+        };
         let body = incoming(&mut slot, id, end_stream, &head.headers, &self.tx);
         let mut request = Request::new(body);
         *request.method_mut() = head.method;
@@ -522,7 +561,7 @@ impl Driver {
             let _ = tx.send(Command::Respond { id, head, end });
             if !end {
                 // Still armed: a response body that panics resets the stream too.
-                pump(id, body, tx, ResetCode::INTERNAL_ERROR).await;
+                pump(id, body, tx, credit, ResetCode::INTERNAL_ERROR).await;
             }
             guard.disarm();
         });
@@ -622,12 +661,19 @@ impl Drop for ResetOnDrop {
     }
 }
 
-/// Sends a body on stream `id`, one chunk at a time: each chunk waits for the task to take
-/// it into the machine, and the next is read only once the stream has room again (the
-/// peer's credit, the connection's cap and the process-wide budget, spec/protocol.md
-/// §10.3, §10.8), so an unread body waits in its source, not here. A body that fails resets the stream
-/// with `on_error` (and a caller still waiting for the response head gets the error).
-pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, on_error: ResetCode) {
+/// Sends a body on stream `id`, one chunk at a time: each chunk is read only with a unit of
+/// `credit`, which the task grants once the machine took the previous chunk and the
+/// stream has room again (the peer's credit, the connection's cap and the process-wide
+/// budget, spec/protocol.md §10.3, §10.8), so an unread body waits in its source, not
+/// here. A body that fails resets the stream with `on_error` (and a caller still waiting
+/// for the response head gets the error).
+pub(crate) async fn pump(
+    id: StreamId,
+    body: BoxBody,
+    tx: CommandSender,
+    credit: Credit,
+    on_error: ResetCode,
+) {
     // A body that panics (or a pump aborted with its stream still open) resets the stream,
     // so the other end hears of it at once rather than at its deadline.
     let guard = ResetOnDrop {
@@ -636,20 +682,31 @@ pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, on_erro
         code: on_error,
         armed: true,
     };
-    pump_frames(id, body, &tx, on_error).await;
+    pump_frames(id, body, &tx, &credit, on_error).await;
     guard.disarm();
 }
 
-async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, on_error: ResetCode) {
+async fn pump_frames(
+    id: StreamId,
+    mut body: BoxBody,
+    tx: &CommandSender,
+    credit: &Credit,
+    on_error: ResetCode,
+) {
     // Not even the first chunk is read before the stream has room for it.
-    let (ack, ready) = oneshot::channel();
-    if tx.send(Command::Ready { id, ack }).is_err() || ready.await.is_err() {
+    if tx.send(Command::Ready { id }).is_err() || !credit.take().await {
         return;
     }
+    // Here, and at the top of every turn, one unit of credit is held: one chunk may be
+    // read and sent.
     loop {
         match body.frame().await {
             None => {
-                let _ = data(tx, id, Bytes::new(), true).await;
+                let _ = tx.send(Command::Data {
+                    id,
+                    chunk: Bytes::new(),
+                    end: true,
+                });
                 return;
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -659,7 +716,8 @@ async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, on_err
                         continue;
                     }
                     let chunk = chunk.copy_to_bytes(chunk.remaining());
-                    if data(tx, id, chunk, end).await.is_err() || end {
+                    let sent = tx.send(Command::Data { id, chunk, end });
+                    if sent.is_err() || end || !credit.take().await {
                         return;
                     }
                 }
@@ -686,18 +744,6 @@ async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, on_err
             }
         }
     }
-}
-
-async fn data(tx: &CommandSender, id: StreamId, chunk: Bytes, end: bool) -> Result<(), ()> {
-    let (ack, done) = oneshot::channel();
-    tx.send(Command::Data {
-        id,
-        chunk,
-        end,
-        ack,
-    })
-    .map_err(|_| ())?;
-    done.await.map_err(|_| ())
 }
 
 #[cfg(test)]
