@@ -29,27 +29,16 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-mod acceptor;
-pub mod bindings;
 pub mod client;
-mod closing;
-pub mod demo_server;
-pub mod echo_server;
-pub mod engine;
+pub mod compat;
+mod conn;
 pub mod events;
 pub mod gateway;
-mod link;
 pub mod metrics;
-mod read_ahead;
-pub mod relay;
-pub mod request;
 pub mod rest;
 pub mod server;
-pub mod tls;
-mod unserved;
-pub mod upgrade;
-pub(crate) mod upstream_pool;
+pub mod transport;
 
-pub use acceptor::StopError;
+pub use conn::SUBPROTOCOL;
 pub use events::EventStream;
-pub use link::SUBPROTOCOL;
+pub use transport::acceptor::StopError;

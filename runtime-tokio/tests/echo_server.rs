@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tether_tokio::bindings::BindingServer;
-use tether_tokio::echo_server;
+use tether_tokio::compat::bindings::BindingServer;
+use tether_tokio::compat::echo_server;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use tether_proto::backoff::{BackoffConfig, Jitter};
-use tether_tokio::demo_server::{DemoServer, DemoServerConfig};
-use tether_tokio::engine::{
+use tether_tokio::compat::demo_server::{DemoServer, DemoServerConfig};
+use tether_tokio::compat::engine::{
     CloseInfo, Connection, Control, Engine, EngineConfig, EngineError, Handler, Initiator, Message,
     WsError,
 };
-use tether_tokio::request::{RequestClient, RequestError};
+use tether_tokio::compat::request::{RequestClient, RequestError};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -334,13 +334,13 @@ async fn gives_up_after_max_attempts_and_ends() {
     );
     tokio::time::timeout(GUARD, engine.closed()).await.unwrap();
     let err = engine.connection().send(Message::text("late")).unwrap_err();
-    assert_eq!(err, tether_tokio::engine::SendError::NotConnected);
+    assert_eq!(err, tether_tokio::compat::engine::SendError::NotConnected);
 }
 
 #[tokio::test]
 async fn extra_headers_reach_the_server() {
-    use tether_tokio::bindings::{Binding, BindingConfig, BindingServer, Text};
-    use tether_tokio::upgrade::AllowedOrigins;
+    use tether_tokio::compat::bindings::{Binding, BindingConfig, BindingServer, Text};
+    use tether_tokio::transport::upgrade::AllowedOrigins;
     let config = BindingConfig::builder()
         .allowed_origins(AllowedOrigins::List(vec!["https://app.example".into()]))
         .build()

@@ -46,6 +46,7 @@ mod body;
 pub(crate) mod driver;
 mod error;
 mod peer;
+mod unserved;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether_tokio::engine::{
+use tether_tokio::compat::engine::{
     CloseInfo, Connection, Control, Engine, EngineConfig, EngineError, Handler, Message, WsError,
 };
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;

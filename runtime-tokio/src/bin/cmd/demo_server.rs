@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether_tokio::demo_server::{
+use tether_tokio::compat::demo_server::{
     DemoServer, DemoServerConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PINGS,
 };
 

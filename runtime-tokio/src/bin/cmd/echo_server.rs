@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether_tokio::bindings::DEFAULT_BUFFER_BUDGET;
-use tether_tokio::echo_server::{self, DEFAULT_MAX_MESSAGE_SIZE};
+use tether_tokio::compat::bindings::DEFAULT_BUFFER_BUDGET;
+use tether_tokio::compat::echo_server::{self, DEFAULT_MAX_MESSAGE_SIZE};
 
 use super::common::{block_on, parse_duration, parse_size, shutdown_signal};
 

@@ -1,4 +1,4 @@
-//! A plain WebSocket echo server built on the [channel bindings](crate::bindings): text is
+//! A plain WebSocket echo server built on the [channel bindings](crate::compat::bindings): text is
 //! echoed as text, binary as binary, fragmented messages are reassembled before the echo, and
 //! invalid UTF-8 (1007), protocol violations (1002) and oversize messages (1009) close the
 //! connection with their RFC 6455 codes. Used for WebSocket conformance runs of the runtime.
@@ -22,10 +22,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::bindings::{
+use crate::compat::bindings::{
     Binding, BindingConfig, BindingConfigBuilder, BindingServer, ConfigError, Raw,
 };
-use crate::upgrade::AllowedOrigins;
+use crate::transport::upgrade::AllowedOrigins;
 
 /// Default max message size of the echo server: 16 MiB, enough for the usual conformance cases.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;

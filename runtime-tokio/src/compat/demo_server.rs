@@ -8,7 +8,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use tether_tokio::demo_server::{DemoServer, DemoServerConfig};
+//! use tether_tokio::compat::demo_server::{DemoServer, DemoServerConfig};
 //!
 //! let server = DemoServer::start(DemoServerConfig::default()).await?;
 //! println!("demo server on ws://{}", server.local_addr());
@@ -32,9 +32,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::acceptor::{Command, LiveGuard, Running, StopError};
-use crate::closing;
-use crate::upgrade::{self, AcceptPolicy, AllowedOrigins};
+use crate::transport::acceptor::{Command, LiveGuard, Running, StopError};
+use crate::transport::closing;
+use crate::transport::upgrade::{self, AcceptPolicy, AllowedOrigins};
 
 /// Default maximum size of one incoming message: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
@@ -128,7 +128,7 @@ impl DemoServer {
         let policy = Arc::new(AcceptPolicy {
             origins: AllowedOrigins::Any,
             handshake_timeout: config.handshake_timeout,
-            ws_config: upgrade::ws_config(config.max_message_size),
+            ws_config: crate::transport::ws_config(config.max_message_size),
             subprotocol: None,
         });
         let running = Running::spawn(listener, move |stream, peer, commands, live| {

@@ -6,8 +6,8 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use tether_tokio::engine::{Connection, Control, EngineConfig, Handler, Message};
-//! use tether_tokio::request::RequestClient;
+//! use tether_tokio::compat::engine::{Connection, Control, EngineConfig, Handler, Message};
+//! use tether_tokio::compat::request::RequestClient;
 //!
 //! struct Publications;
 //! impl Handler for Publications {
@@ -36,7 +36,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::engine::{
+use crate::compat::engine::{
     CloseInfo, Connection, Control, Engine, EngineConfig, EngineError, Handler, Message, SendError,
     WsError,
 };

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::upgrade::AllowedOrigins;
+use crate::transport::upgrade::AllowedOrigins;
 
 /// Options of a [`BindingServer`](super::BindingServer), built with [`BindingConfig::builder`].
 ///

@@ -65,6 +65,8 @@
 //! [`Client::serve`]: crate::client::Client::serve
 //! [`Server::serve`]: crate::server::Server::serve
 
+pub(crate) mod upstream_pool;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -89,10 +91,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::acceptor::{Command, LiveGuard, Running, StopError};
+use crate::gateway::upstream_pool::{Pool, PoolError};
 use crate::rest::{box_body, Body, BoxError, ConnectionInfo, Peer, RequestError};
 use crate::server::Connections;
-use crate::upstream_pool::{Pool, PoolError};
+use crate::transport::acceptor::{Command, LiveGuard, Running, StopError};
 
 /// `Tether-Connection`: on a request to a server's gateway, the id of the client to send
 /// it to (removed before forwarding); on every response from a gateway, the id of the

@@ -15,8 +15,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::codec::{Codec, Data};
 use super::metered::{Metered, MeteredStream, ReadLimit};
 use super::{BindingConfig, Disconnect};
-use crate::acceptor::Command;
-use crate::closing;
+use crate::transport::acceptor::Command;
+use crate::transport::closing;
 
 pub(super) struct Driver<C: Codec> {
     pub(super) ws: MeteredStream,

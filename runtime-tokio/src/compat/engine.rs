@@ -22,7 +22,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use tether_tokio::engine::{Connection, Control, Engine, EngineConfig, Handler, Message};
+//! use tether_tokio::compat::engine::{Connection, Control, Engine, EngineConfig, Handler, Message};
 //!
 //! struct Printer;
 //! impl Handler for Printer {
@@ -59,7 +59,7 @@ pub use tokio_tungstenite::tungstenite::Error as WsError;
 pub use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::closing;
+use crate::transport::closing;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -328,7 +328,7 @@ async fn open<H: Handler>(
     conn: &Connection,
     restarting: bool,
 ) -> Result<(Ws, mpsc::Receiver<Message>), EngineError> {
-    let ws_config = crate::upgrade::ws_config(config.max_message_size);
+    let ws_config = crate::transport::ws_config(config.max_message_size);
     let mut request = config
         .url
         .as_str()
