@@ -61,6 +61,7 @@ use uuid::Uuid;
 
 pub use body::{Body, BodyError};
 pub use error::RequestError;
+pub(crate) use peer::Links;
 pub use peer::{Peer, ResponseFuture};
 
 /// A boxed error, as services and bodies return them.

@@ -418,7 +418,7 @@ impl Connections {
     pub fn peer(&self, id: &Uuid) -> Option<Peer> {
         self.registry
             .contains(id)
-            .then(|| Peer::server(self.registry.clone(), *id, self.rest.clone()))
+            .then(|| Peer::server(Arc::new(self.registry.clone()), *id, self.rest.clone()))
     }
 }
 
