@@ -245,7 +245,7 @@ mod echo {
     /// A ping flood on the echo server is closed with 1008.
     #[tokio::test]
     async fn a_ping_flood_is_closed_with_1008() {
-        let config = echo_server::config(echo_server::DEFAULT_MAX_MESSAGE_SIZE).unwrap();
+        let config = echo_server::config(echo_server::DEFAULT_ECHO_MAX_MESSAGE_SIZE).unwrap();
         let server = echo_server::start("127.0.0.1:0".parse().unwrap(), config)
             .await
             .unwrap();

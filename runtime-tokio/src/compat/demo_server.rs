@@ -37,10 +37,10 @@ use crate::transport::closing;
 use crate::transport::upgrade::{self, AcceptPolicy, AllowedOrigins};
 
 /// Default maximum size of one incoming message: 1 MiB.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+pub const DEFAULT_DEMO_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 
 /// Close code sent to every client when the server shuts down (RFC 6455 "going away").
-pub const SHUTDOWN_CODE: u16 = 1001;
+pub const DEMO_SHUTDOWN_CODE: u16 = 1001;
 
 /// Close reason sent to every client when the server shuts down.
 pub const SHUTDOWN_REASON: &str = "server shutdown";
@@ -98,7 +98,7 @@ impl Default for DemoServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: DEFAULT_DEMO_MAX_MESSAGE_SIZE,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             pong_wait: DEFAULT_PONG_WAIT,
@@ -157,7 +157,7 @@ impl DemoServer {
     /// `timeout` for the closing handshakes; connections still open then are dropped.
     pub async fn shutdown(self, timeout: Duration) -> Result<(), StopError> {
         self.running
-            .stop(SHUTDOWN_CODE, SHUTDOWN_REASON, timeout)
+            .stop(DEMO_SHUTDOWN_CODE, SHUTDOWN_REASON, timeout)
             .await
     }
 }

@@ -23,12 +23,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::compat::bindings::{
-    Binding, BindingConfig, BindingConfigBuilder, BindingServer, ConfigError, Raw,
+    Binding, BindingConfig, BindingConfigBuilder, BindingServer, BindingsConfigError, Raw,
 };
 use crate::transport::upgrade::AllowedOrigins;
 
 /// Default max message size of the echo server: 16 MiB, enough for the usual conformance cases.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+pub const DEFAULT_ECHO_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
 /// Default time a write to a client may take before the client is dropped as a slow reader.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,7 +46,7 @@ pub fn builder(max_message_size: usize) -> BindingConfigBuilder {
 }
 
 /// [`builder`] with its defaults, built.
-pub fn config(max_message_size: usize) -> Result<BindingConfig, ConfigError> {
+pub fn config(max_message_size: usize) -> Result<BindingConfig, BindingsConfigError> {
     builder(max_message_size).build()
 }
 

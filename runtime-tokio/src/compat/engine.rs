@@ -1,7 +1,7 @@
 //! A resilient WebSocket client engine: callbacks, auto-reconnect with jittered back-off.
 //!
 //! The engine owns one task. It dials, calls [`Handler::on_open`], then feeds every message to
-//! [`Handler::on_message`] and writes what the application queued on the [`Connection`] handle
+//! [`Handler::on_message`] and writes what the application queued on the [`EngineConnection`] handle
 //! (many messages fed, one flush). When the connection ends — the server closed it, a read
 //! failed, or the handler asked for a restart — it calls [`Handler::on_close`] and reconnects
 //! after a delay from [`tether_proto::backoff::Backoff`], calling [`Handler::on_restart_error`]
@@ -22,16 +22,16 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use tether_tokio::compat::engine::{Connection, Control, Engine, EngineConfig, Handler, Message};
+//! use tether_tokio::compat::engine::{EngineConnection, Control, Engine, EngineConfig, Handler, Message};
 //!
 //! struct Printer;
 //! impl Handler for Printer {
-//!     fn on_open(&mut self, conn: &Connection, restarting: bool) -> Result<(), String> {
+//!     fn on_open(&mut self, conn: &EngineConnection, restarting: bool) -> Result<(), String> {
 //!         println!("open (restarting: {restarting})");
 //!         conn.send(Message::text(r#"{"type":"subscribe_request","topic":"heartbeat"}"#))
 //!             .map_err(|e| e.to_string())
 //!     }
-//!     fn on_message(&mut self, _conn: &Connection, message: Message) -> Control {
+//!     fn on_message(&mut self, _conn: &EngineConnection, message: Message) -> Control {
 //!         println!("{message}");
 //!         Control::Continue
 //!     }
@@ -78,7 +78,7 @@ pub enum Control {
 /// Who ended a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Initiator {
+pub enum CloseInitiator {
     /// The server sent a close frame.
     Server,
     /// The client: the handler asked to restart or exit, or [`Engine::stop`] was called.
@@ -91,27 +91,27 @@ pub enum Initiator {
 #[derive(Debug, Clone)]
 pub struct CloseInfo {
     /// Who ended the connection.
-    pub initiator: Initiator,
+    pub initiator: CloseInitiator,
     /// The server's close frame, when it sent one.
     pub frame: Option<CloseFrame>,
 }
 
 /// The application's callbacks. They run on the engine's task: keep them short, and hand long
-/// work to another task (the [`Connection`] handle is `Clone + Send`).
+/// work to another task (the [`EngineConnection`] handle is `Clone + Send`).
 pub trait Handler: Send + 'static {
     /// A connection is open. `restarting` is false for the first connection of [`Engine::start`]
     /// and true for every reconnection. An error closes the connection: at start,
     /// `start` fails; on a restart, it counts as a failed attempt.
-    fn on_open(&mut self, conn: &Connection, restarting: bool) -> Result<(), String> {
+    fn on_open(&mut self, conn: &EngineConnection, restarting: bool) -> Result<(), String> {
         let _ = (conn, restarting);
         Ok(())
     }
 
     /// A text or binary message arrived.
-    fn on_message(&mut self, conn: &Connection, message: Message) -> Control;
+    fn on_message(&mut self, conn: &EngineConnection, message: Message) -> Control;
 
     /// Reading failed (the connection is unusable). Default: restart.
-    fn on_read_error(&mut self, conn: &Connection, error: &WsError) -> Control {
+    fn on_read_error(&mut self, conn: &EngineConnection, error: &WsError) -> Control {
         let _ = (conn, error);
         Control::Restart
     }
@@ -120,7 +120,7 @@ pub trait Handler: Send + 'static {
     /// client ends it, the returned frame is sent (default: 1000 normal closure). When the server
     /// sent a close frame, tungstenite has already echoed its code (RFC 6455 §5.5.1) and the
     /// returned value is ignored.
-    fn on_close(&mut self, conn: &Connection, info: &CloseInfo) -> Option<CloseFrame> {
+    fn on_close(&mut self, conn: &EngineConnection, info: &CloseInfo) -> Option<CloseFrame> {
         let _ = (conn, info);
         None
     }
@@ -160,7 +160,7 @@ pub enum EngineError {
     StopTimeout,
 }
 
-/// Why a [`Connection::send`] failed.
+/// Why an [`EngineConnection::send`] failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -189,7 +189,7 @@ pub struct EngineConfig {
     pub auto_reconnect: bool,
     /// Largest incoming message (default 16 MiB); larger closes with 1009 and restarts.
     pub max_message_size: usize,
-    /// Messages the [`Connection`] queue holds before `send` says [`SendError::Full`]
+    /// Messages the [`EngineConnection`] queue holds before `send` says [`SendError::Full`]
     /// (default 256, at least 1).
     pub send_buffer: usize,
 }
@@ -213,11 +213,11 @@ impl EngineConfig {
 /// Handle to send on the engine's current connection. Cheap to clone; valid across reconnects
 /// (sends fail with [`SendError::NotConnected`] between connections).
 #[derive(Debug, Clone, Default)]
-pub struct Connection {
+pub struct EngineConnection {
     tx: Arc<Mutex<Option<mpsc::Sender<Message>>>>,
 }
 
-impl Connection {
+impl EngineConnection {
     /// Queues a message without waiting.
     pub fn send(&self, message: Message) -> Result<(), SendError> {
         let tx = self.sender()?;
@@ -258,7 +258,7 @@ impl Connection {
 /// A running client engine.
 #[derive(Debug)]
 pub struct Engine {
-    conn: Connection,
+    conn: EngineConnection,
     stop: mpsc::Sender<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -270,7 +270,7 @@ impl Engine {
         config: EngineConfig,
         mut handler: H,
     ) -> Result<Self, EngineError> {
-        let conn = Connection::default();
+        let conn = EngineConnection::default();
         let (ws, out_rx) = open(&config, &mut handler, &conn, false).await?;
         let (stop, stop_rx) = mpsc::channel(1);
         let mut backoff = Backoff::new(config.backoff.clone());
@@ -287,7 +287,7 @@ impl Engine {
     }
 
     /// The send handle.
-    pub fn connection(&self) -> Connection {
+    pub fn connection(&self) -> EngineConnection {
         self.conn.clone()
     }
 
@@ -325,7 +325,7 @@ impl Engine {
 async fn open<H: Handler>(
     config: &EngineConfig,
     handler: &mut H,
-    conn: &Connection,
+    conn: &EngineConnection,
     restarting: bool,
 ) -> Result<(Ws, mpsc::Receiver<Message>), EngineError> {
     let ws_config = crate::transport::ws_config(config.max_message_size);
@@ -367,7 +367,7 @@ enum Next {
 struct Runner<H> {
     config: EngineConfig,
     handler: H,
-    conn: Connection,
+    conn: EngineConnection,
     backoff: Backoff,
     stop: mpsc::Receiver<oneshot::Sender<()>>,
 }
@@ -442,7 +442,7 @@ impl<H: Handler> Runner<H> {
 
     /// Runs one open connection until it ends; calls `on_close` exactly once.
     async fn drive(&mut self, ws: &mut Ws, out_rx: &mut mpsc::Receiver<Message>) -> Next {
-        // The Connection handle holds the sender while the connection is up, so the queue only
+        // The EngineConnection handle holds the sender while the connection is up, so the queue only
         // closes after this function; the flag keeps a closed queue from spinning the loop.
         let mut outbound_open = true;
         loop {
@@ -451,12 +451,12 @@ impl<H: Handler> Runner<H> {
                     Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                         match self.handler.on_message(&self.conn, m) {
                             Control::Continue => {}
-                            Control::Restart => return self.close_by_us(ws, Initiator::Client, Next::Restart).await,
-                            Control::Exit => return self.close_by_us(ws, Initiator::Client, Next::Exit).await,
+                            Control::Restart => return self.close_by_us(ws, CloseInitiator::Client, Next::Restart).await,
+                            Control::Exit => return self.close_by_us(ws, CloseInitiator::Client, Next::Exit).await,
                         }
                     }
                     Some(Ok(Message::Close(frame))) => {
-                        let info = CloseInfo { initiator: Initiator::Server, frame: frame.clone() };
+                        let info = CloseInfo { initiator: CloseInitiator::Server, frame: frame.clone() };
                         self.handler.on_close(&self.conn, &info);
                         // tungstenite queued the echo of the close; drive it out.
                         let _ = tokio::time::timeout(closing::CLOSE_TIMEOUT, async {
@@ -471,7 +471,7 @@ impl<H: Handler> Runner<H> {
                             Control::Exit => Next::Exit,
                             _ => Next::Restart,
                         };
-                        let info = CloseInfo { initiator: Initiator::Error, frame: None };
+                        let info = CloseInfo { initiator: CloseInitiator::Error, frame: None };
                         let frame = self.handler.on_close(&self.conn, &info);
                         if let Some(frame) = frame.or_else(|| closing::close_frame_for(&e)) {
                             closing::close(ws, Some(frame)).await;
@@ -479,7 +479,7 @@ impl<H: Handler> Runner<H> {
                         return next;
                     }
                     None => {
-                        let info = CloseInfo { initiator: Initiator::Server, frame: None };
+                        let info = CloseInfo { initiator: CloseInitiator::Server, frame: None };
                         self.handler.on_close(&self.conn, &info);
                         return Next::Restart;
                     }
@@ -506,7 +506,7 @@ impl<H: Handler> Runner<H> {
                         Control::Exit => Next::Exit,
                         _ => Next::Restart,
                     };
-                    let info = CloseInfo { initiator: Initiator::Error, frame: None };
+                    let info = CloseInfo { initiator: CloseInitiator::Error, frame: None };
                     self.handler.on_close(&self.conn, &info);
                     return next;
                 }
@@ -515,13 +515,13 @@ impl<H: Handler> Runner<H> {
                         Some(done) => Next::Stop(done),
                         None => Next::Exit,
                     };
-                    return self.close_by_us(ws, Initiator::Client, next).await;
+                    return self.close_by_us(ws, CloseInitiator::Client, next).await;
                 }
             }
         }
     }
 
-    async fn close_by_us(&mut self, ws: &mut Ws, initiator: Initiator, next: Next) -> Next {
+    async fn close_by_us(&mut self, ws: &mut Ws, initiator: CloseInitiator, next: Next) -> Next {
         self.conn.set(None);
         let info = CloseInfo {
             initiator,

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::codec::{Codec, Data};
+use super::codec::{BindingData, Codec};
 use super::metered::{Metered, MeteredStream, ReadLimit};
 use super::{BindingConfig, Disconnect};
 use crate::transport::acceptor::Command;
@@ -88,8 +88,8 @@ impl<C: Codec> Driver<C> {
                 message = self.ws.next(), if reading => {
                     read_deadline = Instant::now() + pong_wait;
                     let data = match message {
-                        Some(Ok(Message::Text(t))) => Data::Text(t),
-                        Some(Ok(Message::Binary(b))) => Data::Binary(b),
+                        Some(Ok(Message::Text(t))) => BindingData::Text(t),
+                        Some(Ok(Message::Binary(b))) => BindingData::Binary(b),
                         Some(Ok(Message::Close(frame))) => {
                             // tungstenite queued the echo; drive it out.
                             closing::close_reply(&mut self.ws).await;
@@ -318,10 +318,10 @@ fn write_failed(
     }
 }
 
-fn data_len(data: &Data) -> usize {
+fn data_len(data: &BindingData) -> usize {
     match data {
-        Data::Text(t) => t.len(),
-        Data::Binary(b) => b.len(),
+        BindingData::Text(t) => t.len(),
+        BindingData::Binary(b) => b.len(),
     }
 }
 

@@ -57,10 +57,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
-pub use codec::{Binary, Codec, Data, Json, Raw, Text};
+pub use codec::{Binary, BindingData, Codec, Json, Raw, Text};
 pub use config::{
-    BindingConfig, BindingConfigBuilder, ConfigError, DEFAULT_BUDGET_WAIT, DEFAULT_BUFFER_BUDGET,
-    DEFAULT_MAX_BUFFERED_BYTES, MAX_BUFFER_BUDGET,
+    BindingConfig, BindingConfigBuilder, BindingsConfigError, DEFAULT_BUDGET_WAIT,
+    DEFAULT_BUFFER_BUDGET, DEFAULT_MAX_BUFFERED_BYTES, MAX_BUFFER_BUDGET,
 };
 
 use crate::transport::acceptor::{LiveGuard, Running, StopError};
