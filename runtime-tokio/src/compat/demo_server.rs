@@ -33,6 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::transport::acceptor::{Command, LiveGuard, Running, StopError};
+use crate::transport::burst::{self, BurstError};
 use crate::transport::closing;
 use crate::transport::upgrade::{self, AcceptPolicy, AllowedOrigins};
 
@@ -257,24 +258,14 @@ async fn serve(
                 return;
             }
         }
-        let burst = async {
-            let mut fed = false;
-            while let Some(text) = session.poll_message() {
-                ws.feed(Message::text(text)).await?;
-                fed = true;
-            }
-            if fed {
-                ws.flush().await?;
-            }
-            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
-        };
-        match tokio::time::timeout(config.write_timeout, burst).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        let next = || session.poll_message().map(Message::text);
+        match burst::write(&mut ws, config.write_timeout, next).await {
+            Ok(_) => {}
+            Err(BurstError::Write(e)) => {
                 tracing::debug!(%peer, "demo write error: {e}");
                 return;
             }
-            Err(_) => {
+            Err(BurstError::TimedOut) => {
                 tracing::debug!(%peer, "demo write timed out");
                 return;
             }

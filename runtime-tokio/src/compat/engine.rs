@@ -47,7 +47,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tether_proto::backoff::{Backoff, BackoffConfig};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -59,6 +59,7 @@ pub use tokio_tungstenite::tungstenite::Error as WsError;
 pub use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::transport::burst;
 use crate::transport::closing;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -489,18 +490,11 @@ impl<H: Handler> Runner<H> {
                         outbound_open = false;
                         continue;
                     };
-                    let burst = async {
-                        ws.feed(first).await?;
-                        while let Ok(more) = out_rx.try_recv() {
-                            ws.feed(more).await?;
-                        }
-                        ws.flush().await
-                    };
-                    let result = tokio::time::timeout(self.config.write_timeout, burst).await;
-                    let error = match result {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(e)) => e,
-                        Err(_) => WsError::Io(std::io::ErrorKind::TimedOut.into()),
+                    let mut first = Some(first);
+                    let next = || first.take().or_else(|| out_rx.try_recv().ok());
+                    let error = match burst::write(ws, self.config.write_timeout, next).await {
+                        Ok(_) => continue,
+                        Err(e) => e.into_ws(),
                     };
                     let next = match self.handler.on_read_error(&self.conn, &error) {
                         Control::Exit => Next::Exit,

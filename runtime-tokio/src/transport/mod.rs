@@ -6,6 +6,7 @@
 //! the demo, echo and bindings servers and the compat engine (crate::compat) do.
 
 pub(crate) mod acceptor;
+pub(crate) mod burst;
 pub(crate) mod closing;
 pub(crate) mod read_ahead;
 pub mod tls;
