@@ -58,7 +58,7 @@ use crate::conn::{self as link, Ending, Input, Io};
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
 use crate::rest::{BoxError, ConnectionInfo, Driver, LinkHandle, Peer, RestConfig, SharedService};
 use crate::transport::read_ahead::ReadAhead;
-use crate::transport::OsRandom;
+use crate::transport::reconnect::{self, Wait};
 use std::sync::atomic::AtomicUsize;
 use tether_proto::Side;
 
@@ -527,22 +527,28 @@ impl Runner {
             }
             // spec/protocol.md §9.5: the longest delay after 4007, capped (like every
             // delay) so that a resumable session is not lost to our own wait.
-            let Some(delay) = backoff.delay_for_policy(policy, Instant::now(), &mut OsRandom)
-            else {
-                tracing::info!("back-off exhausted: giving up");
-                self.events.publish(ClientEvent::Failure {
-                    id: None,
-                    error: ClientError::GaveUp,
-                });
-                return;
-            };
-            let attempt = backoff.attempt();
-            tracing::info!(attempt, ?delay, "reconnecting");
-            self.events
-                .publish(ClientEvent::Reconnecting { attempt, delay });
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                cmd = self.commands.recv() => return self.closed_while_idle(cmd),
+            let events = &self.events;
+            let waited = reconnect::wait(
+                &mut backoff,
+                policy,
+                self.commands.recv(),
+                |attempt, delay| {
+                    tracing::info!(attempt, ?delay, "reconnecting");
+                    events.publish(ClientEvent::Reconnecting { attempt, delay });
+                },
+            )
+            .await;
+            match waited {
+                Wait::Elapsed => {}
+                Wait::GaveUp => {
+                    tracing::info!("back-off exhausted: giving up");
+                    self.events.publish(ClientEvent::Failure {
+                        id: None,
+                        error: ClientError::GaveUp,
+                    });
+                    return;
+                }
+                Wait::Interrupted(cmd) => return self.closed_while_idle(cmd),
             }
         }
     }

@@ -42,13 +42,11 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tether_proto::backoff::{Backoff, BackoffConfig};
+use tether_proto::backoff::{Backoff, BackoffConfig, RetryPolicy};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -61,6 +59,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::transport::burst;
 use crate::transport::closing;
+use crate::transport::reconnect::{self, Wait};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -375,15 +374,6 @@ struct Runner<H> {
 
 impl<H: Handler> Runner<H> {
     async fn run(mut self, mut ws: Ws, mut out_rx: mpsc::Receiver<Message>) {
-        // Jitter source: SipHash keyed by std's per-process random keys over a counter.
-        let keys = RandomState::new();
-        let mut counter = 0u64;
-        let mut rng = move |buf: &mut [u8]| {
-            for chunk in buf.chunks_mut(8) {
-                counter = counter.wrapping_add(1);
-                chunk.copy_from_slice(&keys.hash_one(counter).to_le_bytes()[..chunk.len()]);
-            }
-        };
         loop {
             let next = self.drive(&mut ws, &mut out_rx).await;
             self.conn.set(None);
@@ -399,14 +389,15 @@ impl<H: Handler> Runner<H> {
             }
             // Reconnect until a connection opens, the handler exits, or stop is called.
             loop {
-                let Some(delay) = self.backoff.next_delay(Instant::now(), &mut rng) else {
-                    let attempt = self.backoff.attempt();
-                    self.handler.on_restart_error(&EngineError::GaveUp, attempt);
-                    return;
-                };
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    done = self.stop.recv() => {
+                let retry = RetryPolicy::Retry;
+                match reconnect::wait(&mut self.backoff, retry, self.stop.recv(), |_, _| {}).await {
+                    Wait::Elapsed => {}
+                    Wait::GaveUp => {
+                        let attempt = self.backoff.attempt();
+                        self.handler.on_restart_error(&EngineError::GaveUp, attempt);
+                        return;
+                    }
+                    Wait::Interrupted(done) => {
                         if let Some(done) = done {
                             let _ = done.send(());
                         }

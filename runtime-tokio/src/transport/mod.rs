@@ -9,6 +9,7 @@ pub(crate) mod acceptor;
 pub(crate) mod burst;
 pub(crate) mod closing;
 pub(crate) mod read_ahead;
+pub(crate) mod reconnect;
 pub mod tls;
 pub mod upgrade;
 
