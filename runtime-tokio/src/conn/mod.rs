@@ -111,7 +111,7 @@ pub(crate) fn to_ws(msg: WsMessage) -> Option<Message> {
 ///
 /// The sleep only wakes the loop; whether the deadline passed is checked against the
 /// clock, so a late or early wake-up can neither starve nor fire a timer twice
-/// (STYLE.md, "timer starvation").
+/// (the house style's rule on timer starvation).
 pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<S>,
     conn: &Connection,
