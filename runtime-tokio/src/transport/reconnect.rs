@@ -45,12 +45,13 @@ mod tests {
     use tether_proto::backoff::{BackoffConfig, Jitter};
 
     fn config(max_attempts: Option<u32>) -> BackoffConfig {
-        let mut config = BackoffConfig::default();
-        config.initial = Duration::from_secs(1);
-        config.max_delay = Duration::from_secs(8);
-        config.jitter = Jitter::None;
-        config.max_attempts = max_attempts;
-        config
+        BackoffConfig {
+            initial: Duration::from_secs(1),
+            max_delay: Duration::from_secs(8),
+            jitter: Jitter::None,
+            max_attempts,
+            ..BackoffConfig::default()
+        }
     }
 
     #[tokio::test(start_paused = true)]
