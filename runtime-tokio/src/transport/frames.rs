@@ -1,4 +1,5 @@
-//! Binary WebSocket messages written past tungstenite, with at most one copy per byte.
+//! Binary WebSocket messages framed here and written past tungstenite, with at most one
+//! copy per byte (the [write burst](super::burst) decides which messages go this way).
 //!
 //! tungstenite takes a message as one buffer and copies it into its write buffer; a Tether
 //! DATA frame comes from the machine as an 8-byte header plus the application's payload
@@ -15,87 +16,15 @@
 //!   the buffer stays small whatever the message size. The key comes from the thread's
 //!   CSPRNG, seeded from the OS (`rand::random`, what tungstenite itself uses).
 //!
-//! [`write_transmits`] keeps tungstenite's view consistent: whatever tungstenite has
-//! buffered is flushed before the first raw byte, and everything raw is written before
-//! tungstenite writes again, so neither ever sees a partial frame of the other.
+//! The burst keeps tungstenite's view consistent: whatever tungstenite has buffered is
+//! flushed before the first raw byte, and everything raw is written before tungstenite
+//! writes again, so neither ever sees a partial frame of the other.
 
 use std::io::{self, IoSlice};
 use std::ops::Range;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
-use tether_proto::connection::{Transmit, WsMessage};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
-
-/// Writes the messages `next` yields, in order, as one burst, and flushes once; returns
-/// whether a close frame was among them. `masked` on the client side.
-///
-/// Binary messages (every Tether frame) are framed here and written to the byte stream
-/// under tungstenite with a [`FrameWriter`]. Control frames and the close frame go through
-/// tungstenite, which keeps the closing handshake. Raw bytes queued before a tungstenite
-/// message are written first, and tungstenite is flushed before the next raw byte,
-/// including the burst's first (a read may have left an automatic pong or close reply
-/// half written), so neither ever sees a partial frame of the other. Small frames are
-/// coalesced: a burst of them leaves in one system call.
-pub(crate) async fn write_transmits<S, F>(
-    ws: &mut WebSocketStream<S>,
-    masked: bool,
-    mut next: F,
-) -> Result<bool, WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    F: FnMut() -> Option<Transmit>,
-{
-    let Some(first) = next() else {
-        return Ok(false);
-    };
-    let mut raw = FrameWriter::new(masked);
-    let mut first = Some(first);
-    let mut closed = false;
-    // Whether tungstenite may hold bytes not yet written: at first, whatever a read left
-    // behind (an automatic pong or close reply, perhaps half written); then what this
-    // burst fed it. It is flushed before the next raw byte, not earlier, so a pong the
-    // machine queues replaces tungstenite's automatic one as before.
-    let mut dirty = true;
-    let mut fed = false;
-    while let Some(t) = first.take().or_else(&mut next) {
-        let (head, payload) = match t {
-            Transmit::Data { header, payload } => (Some(header), payload),
-            Transmit::Message(WsMessage::Binary(b)) => (None, b),
-            Transmit::Message(msg) => {
-                let Some(msg) = crate::link::to_ws(msg) else {
-                    continue;
-                };
-                raw.write_all(ws.get_mut()).await?;
-                closed |= matches!(msg, Message::Close(_));
-                ws.feed(msg).await?;
-                (dirty, fed) = (true, true);
-                continue;
-            }
-            _ => continue,
-        };
-        if closed {
-            // What tungstenite says to a data message after the close frame.
-            return Err(WsError::Protocol(ProtocolError::SendAfterClosing));
-        }
-        if std::mem::take(&mut dirty) {
-            ws.flush().await?;
-            fed = false;
-        }
-        let head = head.as_ref().map_or(&[][..], |h| &h[..]);
-        raw.push(ws.get_mut(), head, &payload).await?;
-    }
-    raw.write_all(ws.get_mut()).await?;
-    if fed {
-        ws.flush().await?;
-    } else {
-        ws.get_mut().flush().await?;
-    }
-    Ok(closed)
-}
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// A payload at least this large is written from its own memory (server side), not copied.
 pub(crate) const COPY_BELOW: usize = 4096;
@@ -330,75 +259,10 @@ impl Drop for FrameWriter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
-    use futures_util::StreamExt;
-    use tether_proto::connection::CloseFrame;
-    use tether_proto::CloseCode;
-    use tokio::io::{AsyncReadExt, DuplexStream, ReadBuf};
-    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-
-    /// A byte stream that takes at most `max` bytes per write (across the slices of a
-    /// vectored one), so every write of the writer is partial, and counts the writes.
-    struct Chop {
-        inner: DuplexStream,
-        max: usize,
-        writes: usize,
-    }
-
-    impl AsyncRead for Chop {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for Chop {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
-        }
-
-        fn poll_write_vectored(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            let this = self.get_mut();
-            let mut joined = Vec::new();
-            for b in bufs {
-                joined.extend_from_slice(&b[..b.len().min(this.max - joined.len())]);
-            }
-            let r = Pin::new(&mut this.inner).poll_write(cx, &joined);
-            if matches!(r, Poll::Ready(Ok(_))) {
-                this.writes += 1;
-            }
-            r
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-        }
-    }
-
-    fn pattern(n: usize, seed: u8) -> Bytes {
+    pub(crate) fn pattern(n: usize, seed: u8) -> Bytes {
         (0..n)
             .map(|i| {
                 (i as u8)
@@ -406,137 +270,6 @@ mod tests {
                     .wrapping_add(seed ^ (i >> 8) as u8)
             })
             .collect()
-    }
-
-    fn config() -> WebSocketConfig {
-        WebSocketConfig::default()
-            .max_frame_size(Some(64 << 20))
-            .max_message_size(Some(64 << 20))
-    }
-
-    /// The binary messages of the test burst, with the message each must arrive as.
-    fn messages() -> Vec<(Transmit, Message)> {
-        let mut out = Vec::new();
-        for (i, n) in [
-            0,
-            1,
-            8,
-            125,
-            126,
-            127,
-            4095 + 8,
-            4096 + 8,
-            65535,
-            65536,
-            (16 << 20) + 3,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let whole = pattern(n, i as u8);
-            if n >= 8 {
-                let header: [u8; 8] = whole[..8].try_into().unwrap();
-                let payload = whole.slice(8..);
-                out.push((
-                    Transmit::Data { header, payload },
-                    Message::Binary(whole.clone()),
-                ));
-            }
-            let t = Transmit::Message(WsMessage::Binary(whole.clone()));
-            out.push((t, Message::Binary(whole)));
-        }
-        out
-    }
-
-    /// A burst of every size (RFC 6455 §5.2's three length forms and their edges, a
-    /// message over 16 MiB), both whole and in parts, interleaved with a ping and ended by
-    /// a close frame, written through a stream that takes at most 1000 bytes per write:
-    /// tungstenite, as the peer, reads every message intact and in order, rejects nothing
-    /// (a server reading unmasked or a client reading masked frames would fail), and the
-    /// closing handshake still completes on the writer's tungstenite.
-    async fn burst_is_read_by_tungstenite(masked: bool) {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let chop = Chop {
-            inner: a,
-            max: 1000,
-            writes: 0,
-        };
-        let (ours, theirs) = if masked {
-            (Role::Client, Role::Server)
-        } else {
-            (Role::Server, Role::Client)
-        };
-        let mut ws = WebSocketStream::from_raw_socket(chop, ours, Some(config())).await;
-        let mut peer = WebSocketStream::from_raw_socket(b, theirs, Some(config())).await;
-
-        // The peer pings first: our tungstenite answers it by itself, around our frames.
-        peer.send(Message::Ping(Bytes::from_static(b"hi")))
-            .await
-            .unwrap();
-        assert_eq!(
-            ws.next().await.unwrap().unwrap(),
-            Message::Ping(Bytes::from_static(b"hi"))
-        );
-
-        let mut script: Vec<(Transmit, Message)> = messages();
-        let half = script.len() / 2;
-        let ping = WsMessage::Ping(Bytes::from_static(b"p1"));
-        script.insert(
-            half,
-            (
-                Transmit::Message(ping),
-                Message::Ping(Bytes::from_static(b"p1")),
-            ),
-        );
-        let close = WsMessage::Close(Some(CloseFrame::new(CloseCode::NORMAL, "bye")));
-        let expected: Vec<Message> = script.iter().map(|(_, m)| m.clone()).collect();
-        let mut queue: std::collections::VecDeque<Transmit> =
-            script.into_iter().map(|(t, _)| t).collect();
-        queue.push_back(Transmit::Message(close));
-
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            while let Some(msg) = peer.next().await {
-                match msg.unwrap() {
-                    Message::Close(frame) => {
-                        assert_eq!(frame.unwrap().reason.as_str(), "bye");
-                        // Answer the close (tungstenite queued the echo) and end.
-                        peer.flush().await.unwrap();
-                        break;
-                    }
-                    Message::Pong(p) => assert_eq!(&p[..], b"hi"),
-                    m => got.push(m),
-                }
-            }
-            got
-        });
-        let closed = write_transmits(&mut ws, masked, || queue.pop_front())
-            .await
-            .unwrap();
-        assert!(closed);
-        assert!(ws.get_ref().writes > 16 * 1024, "every write was partial");
-        // Our tungstenite still runs the closing handshake: the peer's pong, then its
-        // echo of our close, then the end.
-        let mut rest = Vec::new();
-        while let Some(Ok(m)) = ws.next().await {
-            rest.push(m);
-        }
-        assert!(matches!(rest.last(), Some(Message::Close(_))), "{rest:?}");
-        let got = reader.await.unwrap();
-        assert_eq!(got.len(), expected.len());
-        for (g, e) in got.iter().zip(&expected) {
-            assert!(g == e, "message of {} bytes differs", e.len());
-        }
-    }
-
-    #[tokio::test]
-    async fn server_frames_are_read_by_tungstenite_as_the_client() {
-        burst_is_read_by_tungstenite(false).await;
-    }
-
-    #[tokio::test]
-    async fn client_frames_are_masked_and_read_by_tungstenite_as_the_server() {
-        burst_is_read_by_tungstenite(true).await;
     }
 
     #[test]
@@ -651,29 +384,5 @@ mod tests {
         expected.extend_from_slice(b"hhhhhhhh");
         expected.extend_from_slice(&small);
         assert_eq!(sink, expected);
-    }
-
-    #[tokio::test]
-    async fn a_burst_of_small_frames_leaves_in_one_write() {
-        let (a, mut b) = tokio::io::duplex(1 << 20);
-        let chop = Chop {
-            inner: a,
-            max: usize::MAX,
-            writes: 0,
-        };
-        let mut ws = WebSocketStream::from_raw_socket(chop, Role::Server, None).await;
-        let mut queue: std::collections::VecDeque<Transmit> = (0..50u8)
-            .map(|i| Transmit::Data {
-                header: [5, 0, 0, 0, 0, 0, 0, 1],
-                payload: Bytes::from(vec![i; 100]),
-            })
-            .collect();
-        write_transmits(&mut ws, false, || queue.pop_front())
-            .await
-            .unwrap();
-        assert_eq!(ws.get_ref().writes, 1);
-        let mut got = vec![0u8; 50 * (2 + 108)];
-        b.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got[..10], &[0x82, 108, 5, 0, 0, 0, 0, 0, 0, 1]);
     }
 }

@@ -1,13 +1,14 @@
 //! The glue between one tungstenite WebSocket and one [`Connection`] machine, shared by the
 //! [server](crate::server) and the [client](crate::client): message conversion, the wait for
-//! the next input, and the write burst (feed every queued message, flush once).
+//! the next input, and the write burst (every queued message written, one flush; see
+//! [`burst`](crate::transport::burst)).
 //!
 //! Nothing here knows a protocol rule: the machine decides, this module only carries.
 
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tether_proto::connection::{CloseFrame, Connection, WebSocketError, WsMessage};
+use tether_proto::connection::{CloseFrame, Connection, Transmit, WebSocketError, WsMessage};
 use tether_proto::CloseCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -17,8 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::closing;
 use crate::rest::Driver;
+use crate::transport::burst::{self, Outgoing};
+use crate::transport::closing;
 
 /// Most commands of the HTTP side handled in one go before the write burst: enough to
 /// batch a burst of small requests into one flush, few enough not to delay the heartbeat.
@@ -58,7 +60,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// (8 bytes) plus the largest payload the machine accepts.
 pub(crate) fn ws_config(conn_config: &tether_proto::connection::Config) -> WebSocketConfig {
     let max = 8 + conn_config.limits().max_frame_payload as usize;
-    crate::upgrade::ws_config(max)
+    crate::transport::ws_config(max)
 }
 
 /// What woke the run loop.
@@ -111,7 +113,7 @@ pub(crate) fn to_ws(msg: WsMessage) -> Option<Message> {
 ///
 /// The sleep only wakes the loop; whether the deadline passed is checked against the
 /// clock, so a late or early wake-up can neither starve nor fire a timer twice
-/// (STYLE.md, "timer starvation").
+/// (the house style's rule on timer starvation).
 pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<S>,
     conn: &Connection,
@@ -169,13 +171,13 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Writes every queued message of the machine as one burst and flushes once. Returns
-/// whether a close frame was among them.
+/// Writes every queued message of the machine as one burst and flushes once
+/// ([`burst::write_framed`]). Returns whether a close frame was among them.
 ///
-/// Binary messages (every Tether frame) are written past tungstenite
-/// ([`write_transmits`](crate::ws_frames::write_transmits)): a DATA payload leaves without
-/// a copy on the server side and with the masking copy only on the client side; control
-/// frames and the close frame go through tungstenite, in the machine's order.
+/// Every Tether frame is a binary message framed by the burst itself: a DATA frame's
+/// payload leaves without a copy on the server side and with the masking copy only on the
+/// client side; control frames and the close frame go through tungstenite, in the
+/// machine's order.
 pub(crate) async fn flush<S>(
     ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
@@ -185,13 +187,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let masked = conn.side() == tether_proto::Side::Client;
-    let burst = crate::ws_frames::write_transmits(ws, masked, || conn.poll_transmit());
-    match tokio::time::timeout(write_timeout, burst).await {
-        Ok(result) => result,
-        Err(_) => Err(WsError::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "write timed out",
-        ))),
+    let next = || loop {
+        return Some(match conn.poll_transmit()? {
+            Transmit::Data { header, payload } => Outgoing::Binary {
+                header: Some(header),
+                payload,
+            },
+            Transmit::Message(WsMessage::Binary(payload)) => Outgoing::Binary {
+                header: None,
+                payload,
+            },
+            Transmit::Message(msg) => match to_ws(msg) {
+                Some(msg) => Outgoing::Message(msg),
+                None => continue,
+            },
+            // A kind of output this runtime does not know is skipped, not guessed.
+            _ => continue,
+        });
+    };
+    match burst::write_framed(ws, write_timeout, masked, next).await {
+        Ok(written) => Ok(written.closed),
+        Err(e) => Err(e.into_ws()),
     }
 }
 
