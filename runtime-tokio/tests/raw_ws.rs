@@ -31,6 +31,7 @@ const CLOSE: u8 = 0x8;
 /// One WebSocket frame as read off the wire.
 #[derive(Debug)]
 struct RawFrame {
+    fin: bool,
     opcode: u8,
     payload: Vec<u8>,
 }
@@ -137,6 +138,7 @@ impl Raw {
     async fn read_frame(&mut self) -> Option<RawFrame> {
         let mut h = [0u8; 2];
         self.rd.read_exact(&mut h).await.ok()?;
+        assert_eq!(h[0] & 0x70, 0, "reserved bits set");
         let opcode = h[0] & 0x0f;
         let mut len = u64::from(h[1] & 0x7f);
         if len == 126 {
@@ -154,7 +156,11 @@ impl Raw {
         for (i, b) in payload.iter_mut().enumerate() {
             *b ^= key[i % 4];
         }
-        Some(RawFrame { opcode, payload })
+        Some(RawFrame {
+            fin: h[0] & 0x80 != 0,
+            opcode,
+            payload,
+        })
     }
 
     /// Reads until a Close frame (skipping data and control frames) and returns its code;
@@ -486,4 +492,93 @@ async fn upgrade_with_a_bad_key_or_http_1_0_is_400() {
     }
     let status = upgrade_status(addr, "HTTP/1.0", &[good]).await;
     assert!(status.contains(" 400 "), "HTTP/1.0: {status}");
+}
+
+/// The server writes Tether frames past tungstenite (runtime-tokio's transport/burst.rs):
+/// this hand parser reads them off the wire. A response body in chunks of 100, 5,000 and
+/// 200,000 bytes leaves in DATA frames of all three RFC 6455 length forms (the 64 KiB frames
+/// need the 64-bit one), each a final, unmasked binary frame, and arrives intact.
+#[tokio::test]
+async fn a_response_body_written_past_tungstenite_is_read_off_the_wire_by_hand() {
+    use tether_proto::streams::StreamEvent;
+    use tether_proto::RequestHead;
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(13) ^ seed ^ (i >> 9) as u8)
+            .collect()
+    }
+    const SIZES: [usize; 3] = [100, 5_000, 200_000];
+    let sizes = SIZES;
+    let expected: Vec<u8> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &n)| pattern(n, i as u8))
+        .collect();
+    let (server, _events) = server().await;
+    server.serve(axum::Router::new().route(
+        "/big",
+        axum::routing::get(move || async move {
+            let chunks = SIZES
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| Ok::<_, std::convert::Infallible>(Bytes::from(pattern(n, i as u8))));
+            axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+        }),
+    ));
+    let mut raw = Raw::connect(server.local_addr()).await;
+    let (mut conn, _) = raw.handshake(None).await;
+    let head = RequestHead::new(http::Method::GET, http::Uri::from_static("/big"));
+    let id = conn
+        .streams()
+        .unwrap()
+        .open(head, true, None, Instant::now())
+        .unwrap();
+    let (mut body, mut lengths) = (Vec::new(), Vec::new());
+    tokio::time::timeout(GUARD, async {
+        loop {
+            while let Some(msg) = conn.poll_transmit().map(WsMessage::from) {
+                if let WsMessage::Binary(b) = msg {
+                    raw.send(true, false, BINARY, &b).await;
+                }
+            }
+            let mut done = false;
+            while let Some(event) = conn.poll_event() {
+                if let Event::Stream(StreamEvent::Data {
+                    id: i,
+                    data,
+                    end_stream,
+                }) = event
+                {
+                    assert_eq!(i, id);
+                    body.extend_from_slice(&data);
+                    let n = u32::try_from(data.len()).unwrap();
+                    if n > 0 {
+                        conn.streams().unwrap().release_capacity(id, n);
+                    }
+                    done |= end_stream;
+                }
+            }
+            if done {
+                return;
+            }
+            let f = raw
+                .read_frame()
+                .await
+                .expect("the server ended the connection");
+            assert!(f.fin, "one unfragmented frame per message");
+            if f.opcode == BINARY {
+                lengths.push(f.payload.len());
+                conn.handle_message(WsMessage::Binary(f.payload.into()), Instant::now());
+            }
+        }
+    })
+    .await
+    .expect("the body in time");
+    assert!(body == expected, "the body differs ({} bytes)", body.len());
+    // 7-bit (heads, the 100-byte chunk), 16-bit (the 5,000-byte one) and 64-bit lengths
+    // (a 64 KiB DATA payload plus its 8-byte header).
+    assert!(lengths.iter().any(|&n| n < 126), "{lengths:?}");
+    assert!(lengths.contains(&(5_000 + 8)), "{lengths:?}");
+    assert!(lengths.contains(&(65_536 + 8)), "{lengths:?}");
 }
