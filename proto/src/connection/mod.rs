@@ -355,7 +355,7 @@ impl Connection {
     /// letting frames pile up here.
     ///
     /// A DATA frame comes as [`Transmit::Data`]: its 8-byte header and the payload
-    /// [`Bytes`](bytes::Bytes) the application queued, not copied; every other message as
+    /// [`Bytes`] the application queued, not copied; every other message as
     /// [`Transmit::Message`]. [`Transmit::into_message`] joins the parts (one copy) for a
     /// writer that needs one buffer.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
