@@ -10,7 +10,9 @@
 //! - server side (unmasked frames): the WebSocket header and the Tether header are copied
 //!   into a small buffer, a payload of at least [`COPY_BELOW`] bytes is not copied at all
 //!   but written from its own memory with a vectored write; smaller payloads are copied
-//!   into the buffer so that a burst of small frames leaves in one system call;
+//!   into the buffer so that a burst of small frames leaves in one system call (and so is
+//!   every payload when the stream has no vectored writes: TCP, TLS and hyper's upgraded
+//!   connections all have them);
 //! - client side (RFC 6455 §5.3: every frame masked with a fresh key): the payload is
 //!   copied into the buffer and masked there, in chunks of at most [`WRITE_AT`] bytes, so
 //!   the buffer stays small whatever the message size. The key comes from the thread's
@@ -133,7 +135,9 @@ impl FrameWriter {
         if !self.masked {
             put_header(&mut self.buf, len, None);
             self.buf.extend_from_slice(head);
-            if payload.len() < COPY_BELOW {
+            // A stream without vectored writes would take the parts one system call (or
+            // one TLS record) each: there the payload is copied once, next to its header.
+            if payload.len() < COPY_BELOW || !io.is_write_vectored() {
                 self.buf.extend_from_slice(payload);
                 self.mark();
             } else {
