@@ -105,16 +105,18 @@ pub(crate) struct FrameWriter {
 
 thread_local! {
     /// The buffer of the last burst that ran on this thread, for the next one.
-    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static SPARE: std::cell::Cell<(Vec<u8>, Vec<Part>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 impl FrameWriter {
     /// A writer for one burst; `masked` on the client side.
     pub(crate) fn new(masked: bool) -> Self {
+        let (buf, parts) = SPARE.with(|s| s.take());
         FrameWriter {
             masked,
-            buf: SPARE.with(|s| s.take()),
-            parts: Vec::new(),
+            buf,
+            parts,
             queued: 0,
             marked: 0,
         }
@@ -248,17 +250,25 @@ impl FrameWriter {
 impl Drop for FrameWriter {
     fn drop(&mut self) {
         let mut buf = std::mem::take(&mut self.buf);
-        if buf.capacity() <= KEEP {
-            buf.clear();
-            SPARE.with(|s| {
-                let spare = s.take();
-                s.set(if spare.capacity() >= buf.capacity() {
-                    spare
-                } else {
-                    buf
-                });
-            });
+        let mut parts = std::mem::take(&mut self.parts);
+        if buf.capacity() > KEEP {
+            buf = Vec::new();
         }
+        if parts.capacity() > MAX_SLICES {
+            parts = Vec::new();
+        }
+        buf.clear();
+        parts.clear();
+        // Another burst on this thread may have left a spare meanwhile (bursts of
+        // different connections interleave at their awaits): keep the larger buffer.
+        SPARE.with(|s| {
+            let spare = s.take();
+            s.set(if spare.0.capacity() > buf.capacity() {
+                spare
+            } else {
+                (buf, parts)
+            });
+        });
     }
 }
 
