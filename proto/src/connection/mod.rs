@@ -116,7 +116,7 @@ pub use event::{ConnectionError, Event, HelloInfo, State, StateError, WebSocketE
 pub use heartbeat::RttStats;
 pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
 pub use probe_limit::{ProbeLimit, DEFAULT_MAX_PROBES, PROBE_WINDOW};
-pub use session::{Admission, SessionHandle, SessionStore, StoreError};
+pub use session::{Admission, SessionHandle, SessionOutcome, SessionStore, StoreError};
 
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -125,7 +125,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::streams::{PeerLimits, Streams, StreamsError};
-use crate::{CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, Resume, Settings, Welcome};
+use crate::{
+    CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, ResetCode, Resume, Settings, Welcome,
+};
 use event::{is_orderly, NO_STATUS};
 use heartbeat::Heartbeat;
 use timer::{Timer, TimerTable};
@@ -180,6 +182,12 @@ pub struct Connection {
     bytes_sent: u64,
     /// The stream layer, from establishment until the connection ends (§10).
     streams: Option<Streams>,
+    /// While [`State::Draining`]: the close frame sent once the drain is over (§10.7).
+    draining: Option<CloseFrame>,
+    /// Server: the hold on the session this connection was accepted with (§9).
+    session: Option<SessionHandle>,
+    /// Once closed: what the end means for the session (§9.1).
+    session_outcome: Option<SessionOutcome>,
 }
 
 impl Connection {
@@ -244,6 +252,9 @@ impl Connection {
             bytes_received: 0,
             bytes_sent: 0,
             streams: None,
+            draining: None,
+            session: None,
+            session_outcome: None,
         }
     }
 
@@ -259,9 +270,15 @@ impl Connection {
         self.state
     }
 
-    /// Whether the handshake is complete and the connection not closed.
+    /// Whether the handshake is complete and the connection not closed
+    /// ([`Established`](State::Established) or [`Draining`](State::Draining)).
     pub fn is_established(&self) -> bool {
-        self.state == State::Established
+        matches!(self.state, State::Established | State::Draining)
+    }
+
+    /// Whether a graceful close is in progress ([`State::Draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.state == State::Draining
     }
 
     /// Whether the connection is over.
@@ -335,6 +352,23 @@ impl Connection {
         self.rtt
     }
 
+    /// Server: the hold on a session this connection was accepted with (from its
+    /// [`Admission`]), `None` before [`accept`](Self::accept) and on a client. It stays
+    /// available after the end, when [`SessionStore::connection_ended`] reads it.
+    pub fn session(&self) -> Option<SessionHandle> {
+        self.session
+    }
+
+    /// Once the connection has ended: what its end means for the session it held
+    /// (spec/protocol.md §9.1): [`Detach`](SessionOutcome::Detach) after a failure the
+    /// client resumes from (a lost transport, a close code whose retry column in §6.2
+    /// says yes), [`End`](SessionOutcome::End) after an orderly close or any other
+    /// failure. `None` while the connection is open. [`SessionStore::connection_ended`]
+    /// applies it.
+    pub fn session_outcome(&self) -> Option<SessionOutcome> {
+        self.session_outcome
+    }
+
     /// Payload bytes of every WebSocket message handed to
     /// [`handle_message`](Self::handle_message) so far (for metrics).
     pub fn bytes_received(&self) -> u64 {
@@ -353,14 +387,23 @@ impl Connection {
     /// close) come first; then the stream layer's frames, encoded one at a time as they
     /// are polled, so a writer that stops polling holds the stream layer back instead of
     /// letting frames pile up here.
+    ///
+    /// While [`Draining`](State::Draining), the call that finds the stream layer with
+    /// nothing left to send and no stream open closes the connection (spec/protocol.md
+    /// §10.7): it returns the close frame, and [`Event::Closed`] follows.
     pub fn poll_transmit(&mut self) -> Option<WsMessage> {
         let msg = match self.transmits.pop_front() {
             Some((msg, _)) => msg,
-            None => {
-                let frame = self.streams.as_mut()?.poll_transmit()?;
-                frame.encode(&mut self.buf);
-                WsMessage::Binary(self.buf.split().freeze())
-            }
+            None => match self.streams.as_mut().and_then(Streams::poll_transmit) {
+                Some(frame) => {
+                    frame.encode(&mut self.buf);
+                    WsMessage::Binary(self.buf.split().freeze())
+                }
+                // Every frame of the streams is out: only now can the drain end, so that
+                // the last DATA or RESET goes before the close (§10.7).
+                None if self.finish_drain() => self.transmits.pop_front()?.0,
+                None => return None,
+            },
         };
         self.bytes_sent += msg.payload_len() as u64;
         Some(msg)
@@ -464,6 +507,13 @@ impl Connection {
                 .map_or(Duration::ZERO, |h| h.timeout);
             return self.fail(ConnectionError::HeartbeatTimeout(timeout));
         }
+        if self.timers.is_expired(Timer::Drain, now) {
+            // spec/protocol.md §10.7: the drain time is up; the streams still open end as
+            // connection lost.
+            if let Some(frame) = self.draining.take() {
+                return self.close(frame.code, &frame.reason, now);
+            }
+        }
         if self.timers.is_expired(Timer::Probe, now) {
             self.send_probe(now);
         }
@@ -505,6 +555,7 @@ impl Connection {
         let version = self.version.unwrap_or(crate::PROTOCOL_VERSION);
         let id = admission.id();
         self.connection_id = Some(id);
+        self.session = Some(admission.session());
         self.resume_window = admission.resume_window;
         let heartbeat = admission.heartbeat.unwrap_or((
             self.config.heartbeat_interval(),
@@ -566,6 +617,10 @@ impl Connection {
     /// Closes the connection with `code` and `reason` (cut to 123 bytes): queues the close
     /// frame and reports [`Event::Closed`]. Does nothing once closed.
     pub fn close(&mut self, code: CloseCode, reason: &str, _now: Instant) {
+        self.close_now(code, reason);
+    }
+
+    fn close_now(&mut self, code: CloseCode, reason: &str) {
         if self.state == State::Closed {
             return;
         }
@@ -579,7 +634,78 @@ impl Connection {
         self.terminate(event);
     }
 
+    /// Closes gracefully (spec/protocol.md §10.7). A normal close (1000 NORMAL or 1001
+    /// GOING_AWAY) of an established connection with streams in flight drains first:
+    /// GOAWAY (NO_ERROR, `reason`) goes out, the state becomes [`State::Draining`] and
+    /// [`Event::Draining`] is reported; no new stream is opened or accepted, the streams
+    /// in flight run on, and the machine closes with `code` and `reason` by itself
+    /// (reporting [`Event::Closed`]) as soon as no stream is left (found by
+    /// [`poll_transmit`](Self::poll_transmit) once the last frame is out) or when `drain`
+    /// has passed ([`handle_timeout`](Self::handle_timeout); a `drain` too long for the
+    /// clock means no deadline). Anything else closes at once, as [`close`](Self::close):
+    /// another code, a zero `drain`, no stream in flight, a connection not yet
+    /// established.
+    ///
+    /// While draining, a second graceful close changes nothing (the first one's code,
+    /// reason and deadline stay); any other code closes at once. Does nothing once closed.
+    pub fn close_gracefully(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+        drain: Duration,
+        now: Instant,
+    ) {
+        let graceful = code == CloseCode::NORMAL || code == CloseCode::GOING_AWAY;
+        match self.state {
+            State::Closed => return,
+            State::Draining if graceful => return,
+            State::Established if graceful && !drain.is_zero() => {}
+            _ => return self.close(code, reason, now),
+        }
+        let Some(streams) = self.streams.as_mut().filter(|s| s.open_streams() > 0) else {
+            return self.close(code, reason, now);
+        };
+        tracing::debug!(
+            id = ?self.connection_id,
+            open = streams.open_streams(),
+            %code,
+            "draining before close"
+        );
+        let frame = CloseFrame::new(code, reason);
+        streams.go_away(ResetCode::NO_ERROR, &frame.reason);
+        self.draining = Some(frame);
+        self.state = State::Draining;
+        self.timers
+            .set_or_stop(Timer::Drain, now.checked_add(drain));
+        self.events.push_back(Event::Draining);
+    }
+
+    /// Server: the session this connection held was resumed on another connection while
+    /// this one was still open ([`Admission::replaces`] named this connection's
+    /// [`session`](Self::session)): closes at once with 4009 SESSION_REPLACED
+    /// (spec/protocol.md §9.3) and reports [`Event::Closed`]. Its end changes nothing in
+    /// the [`SessionStore`] (its handle is stale). Does nothing once closed.
+    pub fn replaced(&mut self, now: Instant) {
+        self.close(
+            CloseCode::SESSION_REPLACED,
+            "session resumed on a new connection",
+            now,
+        );
+    }
+
     // ---- internals ----
+
+    /// While draining: closes if no stream is left; returns whether it did (§10.7).
+    fn finish_drain(&mut self) -> bool {
+        if self.state != State::Draining || self.streams.as_ref().is_some_and(|s| !s.is_drained()) {
+            return false;
+        }
+        let Some(frame) = self.draining.take() else {
+            return false;
+        };
+        self.close_now(frame.code, &frame.reason);
+        true
+    }
 
     fn send(&mut self, frame: &Frame) {
         let msg = self.encode(frame);
@@ -658,7 +784,7 @@ impl Connection {
                 });
             }
             (State::AwaitingWelcome, Frame::Welcome(welcome)) => self.on_welcome(welcome, now),
-            (State::Established, Frame::Ping(Ping(payload))) => {
+            (State::Established | State::Draining, Frame::Ping(Ping(payload))) => {
                 if !self.allow_probe(now) {
                     return;
                 }
@@ -669,10 +795,10 @@ impl Connection {
                     payload,
                 });
             }
-            (State::Established, Frame::Pong(Pong(payload))) => {
+            (State::Established | State::Draining, Frame::Pong(Pong(payload))) => {
                 self.on_pong(Carrier::Frame, payload, now)
             }
-            (State::Established, frame)
+            (State::Established | State::Draining, frame)
                 if !matches!(frame, Frame::Hello(_) | Frame::Welcome(_) | Frame::Ack) =>
             {
                 // spec/protocol.md §10: HEADERS, DATA, RESET, WINDOW_UPDATE, GOAWAY.
@@ -873,6 +999,13 @@ impl Connection {
         self.timers.stop_all();
         self.heartbeat = None;
         self.pending = None;
+        self.draining = None;
+        // spec/protocol.md §9.1: an orderly close ends the session; a failure detaches it
+        // when the client will resume (a lost transport, a code it retries after).
+        self.session_outcome = Some(match &event {
+            Event::Failure { error } if error.keeps_session() => SessionOutcome::Detach,
+            _ => SessionOutcome::End,
+        });
         // Every open stream ends with "connection lost" before the connection's own end
         // is reported (spec/protocol.md §10.5).
         if let Some(mut streams) = self.streams.take() {
