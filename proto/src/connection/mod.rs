@@ -97,6 +97,17 @@
 //! assert_eq!(server.connection_id(), client.connection_id());
 //! # Ok::<(), tether_proto::connection::ConfigError>(())
 //! ```
+//!
+//! # Ending a connection
+//!
+//! - [`close_gracefully`](Connection::close_gracefully) with 1000 or 1001 drains the
+//!   streams in flight first (GOAWAY, [`State::Draining`], [`Event::Draining`], a drain
+//!   timer in [`poll_timeout`](Connection::poll_timeout)) and closes by itself;
+//!   [`close`](Connection::close) closes at once (spec/protocol.md §10.7).
+//! - Server: when a connection has ended, [`SessionStore::connection_ended`] applies what
+//!   its end means for its session (detach or end, §9.1). When an admission
+//!   [`replaces`](Admission::replaces) a live connection, that connection is told with
+//!   [`replaced`](Connection::replaced) and closes with SESSION_REPLACED (§9.3).
 
 mod config;
 mod event;
