@@ -17,7 +17,7 @@
 //!   [`handle_websocket_error`](Connection::handle_websocket_error);
 //! - mutators: [`admit`](Connection::admit), [`accept`](Connection::accept),
 //!   [`reject`](Connection::reject),
-//!   [`close`](Connection::close), [`send_frame`](Connection::send_frame);
+//!   [`close`](Connection::close);
 //! - outputs: [`poll_transmit`](Connection::poll_transmit),
 //!   [`poll_event`](Connection::poll_event), [`poll_timeout`](Connection::poll_timeout).
 //!
