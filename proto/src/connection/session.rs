@@ -595,6 +595,11 @@ mod tests {
             .admit(Some(&ticket), Bytes::from_static(b"2"), &mut rng, t0)
             .unwrap();
         assert!(c.is_resumed() && c.replaces_live_connection());
+        assert_eq!(
+            c.replaces(),
+            Some(a.session()),
+            "names the live connection's hold"
+        );
         assert_eq!(c.id(), a.id());
         assert_eq!(store.metadata(&a.id()).map(|m| &m[..]), Some(&b"2"[..]));
         // The old connection's handle is stale now.

@@ -218,4 +218,6 @@ fn server_without_store_announces_no_resume() {
     assert_eq!(pair.client.conn.resume_ticket(), None);
     pair.cut();
     assert!(pair.store.is_empty());
+    // A failure it would keep, with no window to keep it in: forgotten.
+    assert_eq!(pair.session_outcomes, vec![Some(SessionOutcome::End)]);
 }
