@@ -56,14 +56,12 @@ fn drain_events(conn: &mut Connection, store: &mut SessionStore, now: Instant) -
     let mut n = 0;
     while let Some(event) = conn.poll_event() {
         n += 1;
-        match event {
-            Event::HelloReceived(hello) => {
-                let admission = store
-                    .admit(hello.resume.as_ref(), hello.metadata, &mut rng, now)
-                    .expect("admitted");
-                conn.accept(admission, now).expect("accept");
-            }
-            _ => {}
+        // Received DATA is released by the machine (the default).
+        if let Event::HelloReceived(hello) = event {
+            let admission = store
+                .admit(hello.resume.as_ref(), hello.metadata, &mut rng, now)
+                .expect("admitted");
+            conn.accept(admission, now).expect("accept");
         }
     }
     n
