@@ -179,7 +179,7 @@ mod timer;
 pub use crate::RandomSource;
 pub use crate::{Initiator, Side};
 pub use config::{
-    Carrier, Config, ConfigBuilder, ConfigError, PongResponder, HEARTBEAT_SEQ_LEN,
+    Carrier, Config, ConfigBuilder, ConfigError, MetadataError, PongResponder, HEARTBEAT_SEQ_LEN,
     MAX_HEARTBEAT_APP_DATA,
 };
 pub use event::{
@@ -271,13 +271,13 @@ impl Connection {
         resume: Option<Resume>,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        if metadata.len() > config.limits().max_metadata_size as usize {
-            return Err(ConfigError::Metadata("larger than max_metadata_size"));
+        let max = config.limits().max_metadata_size;
+        if metadata.len() > max as usize {
+            let len = metadata.len();
+            return Err(ConfigError::Metadata(MetadataError::TooLarge { len, max }));
         }
         if crate::frame::parse_metadata(&metadata).is_none() {
-            return Err(ConfigError::Metadata(
-                "not one JSON value (spec/protocol.md §3.4.1)",
-            ));
+            return Err(ConfigError::Metadata(MetadataError::NotJson));
         }
         let hello = Frame::Hello(Hello {
             versions: config.versions().to_vec(),
