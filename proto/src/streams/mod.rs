@@ -1386,18 +1386,18 @@ impl Streams {
     /// Either way what was received and not yet released goes back to the peer's windows
     /// now, and what still arrives is released as it comes and not reported (no more
     /// [`StreamEvent::Data`] or [`StreamEvent::Trailers`] for it; its
-    /// [`StreamEvent::Closed`] still comes). Nothing happens for an unknown stream, or if
-    /// the peer's direction is already complete.
+    /// [`StreamEvent::Closed`] still comes). Nothing happens for an unknown stream; if the
+    /// peer's direction is already complete, only the release.
     pub fn discard_body(&mut self, id: StreamId, now: Instant) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        if s.recv == Recv::Done {
-            return;
-        }
         s.discarded = true;
-        let unread = s.unreleased;
+        let (unread, complete) = (s.unreleased, s.recv == Recv::Done);
         self.release_capacity(id, unread);
+        if complete {
+            return; // nothing more is coming: nothing to stop
+        }
         if self.is_local(id) {
             self.cancel(id, ResetCode::CANCEL, now);
         } else {
