@@ -4,6 +4,26 @@
 //! sans-IO machines of `tether-proto` over real sockets. One task per connection owns the
 //! machine; this crate holds no protocol rule of its own.
 //!
+//! ## Layout
+//!
+//! - [`server`]: the Tether server (listener, HELLO decisions, the registry of live
+//!   connections) and [`client`]: the Tether client (dial, resume, reconnect).
+//! - `conn` (private): the one connection run loop glue both roles share: machine messages
+//!   to and from tungstenite, the wait for the next input, the write burst.
+//! - [`rest`]: HTTP over Tether streams: [`rest::Peer`] to call the other end, the driver
+//!   that serves a local HTTP service, bodies and request errors.
+//! - [`gateway`]: the HTTP tunnel: a plain HTTP listener in front of a Tether end
+//!   ([`gateway::Gateway`]) and the local web server behind one ([`gateway::Upstream`]).
+//! - [`transport`]: what every product here stands on and that knows no Tether rule: the
+//!   accept loop, the HTTP/1 upgrade, read-ahead, [TLS](transport::tls), the bounded closing
+//!   handshake, the write burst, the reconnect wait and the OS random source.
+//! - [`compat`]: the seed-compatible products that do not speak Tether (the client engine
+//!   and its request helper, the channel bindings and echo server, the demo server).
+//! - [`metrics`] (Prometheus) and [`events`] (the event channels of server and client).
+//!
+//! The `tether` binary (feature `cli`, on by default, the only user of `clap`) lives in
+//! `src/bin/`, with the TCP relay its demo cuts.
+//!
 //! A [`server::Server`] and a [`client::Client`] on loopback (this example runs):
 //!
 //! ```
@@ -29,27 +49,16 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-mod acceptor;
-pub mod bindings;
 pub mod client;
-mod closing;
-pub mod demo_server;
-pub mod echo_server;
-pub mod engine;
+pub mod compat;
+mod conn;
 pub mod events;
 pub mod gateway;
-mod link;
 pub mod metrics;
-mod read_ahead;
-pub mod relay;
-pub mod request;
 pub mod rest;
 pub mod server;
-pub mod tls;
-mod unserved;
-pub mod upgrade;
-pub(crate) mod upstream_pool;
+pub mod transport;
 
-pub use acceptor::StopError;
+pub use conn::SUBPROTOCOL;
 pub use events::EventStream;
-pub use link::SUBPROTOCOL;
+pub use transport::acceptor::StopError;

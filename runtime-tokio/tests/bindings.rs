@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tether_tokio::bindings::{
+use tether_tokio::compat::bindings::{
     Binding, BindingConfig, BindingError, BindingServer, Codec, Disconnect, Json, Text,
 };
-use tether_tokio::upgrade::AllowedOrigins;
+use tether_tokio::transport::upgrade::AllowedOrigins;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

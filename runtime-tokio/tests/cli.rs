@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tether_tokio::demo_server::{DemoServer, DemoServerConfig};
+use tether_tokio::compat::demo_server::{DemoServer, DemoServerConfig};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{ChildStderr, ChildStdout};
 use tokio_tungstenite::tungstenite::Message;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tether_tokio::bindings::BindingServer;
-use tether_tokio::echo_server;
+use tether_tokio::compat::bindings::BindingServer;
+use tether_tokio::compat::echo_server;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -49,7 +49,7 @@ async fn close_code(ws: &mut Ws) -> CloseCode {
 
 #[tokio::test]
 async fn echoes_text_as_text_and_binary_as_binary() {
-    let (server, mut ws) = start(echo_server::DEFAULT_MAX_MESSAGE_SIZE).await;
+    let (server, mut ws) = start(echo_server::DEFAULT_ECHO_MAX_MESSAGE_SIZE).await;
     ws.send(Message::text("héllo")).await.unwrap();
     assert_eq!(recv(&mut ws).await, Message::text("héllo"));
     ws.send(Message::binary(vec![0u8, 159, 146, 150]))
@@ -67,7 +67,7 @@ async fn echoes_text_as_text_and_binary_as_binary() {
 
 #[tokio::test]
 async fn reassembles_fragmented_messages() {
-    let (_server, mut ws) = start(echo_server::DEFAULT_MAX_MESSAGE_SIZE).await;
+    let (_server, mut ws) = start(echo_server::DEFAULT_ECHO_MAX_MESSAGE_SIZE).await;
     let parts = [("frag", false), ("men", false), ("ted", true)];
     for (i, (part, fin)) in parts.iter().enumerate() {
         let opcode = if i == 0 { Data::Text } else { Data::Continue };
@@ -90,7 +90,7 @@ async fn reassembles_fragmented_messages() {
 
 #[tokio::test]
 async fn invalid_utf8_closes_with_1007() {
-    let (_server, mut ws) = start(echo_server::DEFAULT_MAX_MESSAGE_SIZE).await;
+    let (_server, mut ws) = start(echo_server::DEFAULT_ECHO_MAX_MESSAGE_SIZE).await;
     let frame = Frame::message(vec![b'o', b'k', 0xff, 0xfe], OpCode::Data(Data::Text), true);
     ws.send(Message::Frame(frame)).await.unwrap();
     assert_eq!(close_code(&mut ws).await, CloseCode::Invalid);
@@ -98,7 +98,7 @@ async fn invalid_utf8_closes_with_1007() {
 
 #[tokio::test]
 async fn invalid_utf8_split_across_fragments_closes_with_1007() {
-    let (_server, mut ws) = start(echo_server::DEFAULT_MAX_MESSAGE_SIZE).await;
+    let (_server, mut ws) = start(echo_server::DEFAULT_ECHO_MAX_MESSAGE_SIZE).await;
     // "é" is C3 A9: a valid start, then a byte that cannot continue it.
     let frame = Frame::message(vec![0xc3], OpCode::Data(Data::Text), false);
     ws.send(Message::Frame(frame)).await.unwrap();
@@ -109,7 +109,7 @@ async fn invalid_utf8_split_across_fragments_closes_with_1007() {
 
 #[tokio::test]
 async fn continuation_without_start_closes_with_1002() {
-    let (_server, mut ws) = start(echo_server::DEFAULT_MAX_MESSAGE_SIZE).await;
+    let (_server, mut ws) = start(echo_server::DEFAULT_ECHO_MAX_MESSAGE_SIZE).await;
     let frame = Frame::message(b"orphan".to_vec(), OpCode::Data(Data::Continue), true);
     ws.send(Message::Frame(frame)).await.unwrap();
     assert_eq!(close_code(&mut ws).await, CloseCode::Protocol);
@@ -117,7 +117,7 @@ async fn continuation_without_start_closes_with_1002() {
 
 #[tokio::test]
 async fn reserved_bits_close_with_1002() {
-    let (_server, mut ws) = start(echo_server::DEFAULT_MAX_MESSAGE_SIZE).await;
+    let (_server, mut ws) = start(echo_server::DEFAULT_ECHO_MAX_MESSAGE_SIZE).await;
     let mut frame = Frame::message(b"x".to_vec(), OpCode::Data(Data::Text), true);
     frame.header_mut().rsv1 = true;
     ws.send(Message::Frame(frame)).await.unwrap();

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use tether_proto::backoff::{BackoffConfig, Jitter};
-use tether_tokio::demo_server::{DemoServer, DemoServerConfig};
-use tether_tokio::engine::{
-    CloseInfo, Connection, Control, Engine, EngineConfig, EngineError, Handler, Initiator, Message,
-    WsError,
+use tether_tokio::compat::demo_server::{DemoServer, DemoServerConfig};
+use tether_tokio::compat::engine::{
+    CloseInfo, CloseInitiator, Control, Engine, EngineConfig, EngineConnection, EngineError,
+    Handler, Message, WsError,
 };
-use tether_tokio::request::{RequestClient, RequestError};
+use tether_tokio::compat::request::{RequestClient, RequestClientError};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -27,7 +27,7 @@ enum Event {
     Message(String),
     ReadError,
     Close {
-        initiator: Initiator,
+        initiator: CloseInitiator,
         code: Option<u16>,
     },
     CloseError,
@@ -40,11 +40,11 @@ enum Event {
 struct Recorder(mpsc::UnboundedSender<Event>);
 
 impl Handler for Recorder {
-    fn on_open(&mut self, _: &Connection, restarting: bool) -> Result<(), String> {
+    fn on_open(&mut self, _: &EngineConnection, restarting: bool) -> Result<(), String> {
         let _ = self.0.send(Event::Open { restarting });
         Ok(())
     }
-    fn on_message(&mut self, _: &Connection, message: Message) -> Control {
+    fn on_message(&mut self, _: &EngineConnection, message: Message) -> Control {
         let text = message
             .into_text()
             .map(|t| t.to_string())
@@ -59,11 +59,11 @@ impl Handler for Recorder {
         let _ = self.0.send(Event::Message(text));
         control
     }
-    fn on_read_error(&mut self, _: &Connection, _: &WsError) -> Control {
+    fn on_read_error(&mut self, _: &EngineConnection, _: &WsError) -> Control {
         let _ = self.0.send(Event::ReadError);
         Control::Restart
     }
-    fn on_close(&mut self, _: &Connection, info: &CloseInfo) -> Option<CloseFrame> {
+    fn on_close(&mut self, _: &EngineConnection, info: &CloseInfo) -> Option<CloseFrame> {
         let _ = self.0.send(Event::Close {
             initiator: info.initiator,
             code: info.frame.as_ref().map(|f| u16::from(f.code)),
@@ -155,7 +155,7 @@ async fn reconnects_after_demo_server_restart() {
     assert_eq!(
         next_lifecycle(&mut rx).await,
         Event::Close {
-            initiator: Initiator::Server,
+            initiator: CloseInitiator::Server,
             code: Some(1001)
         }
     );
@@ -185,7 +185,7 @@ async fn reconnects_after_demo_server_restart() {
     assert_eq!(
         next_lifecycle(&mut rx).await,
         Event::Close {
-            initiator: Initiator::Client,
+            initiator: CloseInitiator::Client,
             code: None
         }
     );
@@ -286,14 +286,14 @@ async fn request_timeout_and_unmatched_messages() {
         .request(&json!({"type": "x"}), Duration::from_millis(200))
         .await
         .unwrap_err();
-    assert!(matches!(err, RequestError::Timeout(_)), "{err:?}");
+    assert!(matches!(err, RequestClientError::Timeout(_)), "{err:?}");
     assert_eq!(client.pending(), 0, "a timed-out request leaves no slot");
     assert_eq!(
         next(&mut rx).await,
         Event::Message(r#"{"reqId":"nobody"}"#.into())
     );
     let err = client.request(&json!([1, 2]), GUARD).await.unwrap_err();
-    assert!(matches!(err, RequestError::NotAnObject));
+    assert!(matches!(err, RequestClientError::NotAnObject));
     client.stop(GUARD).await.unwrap();
 }
 
@@ -315,7 +315,7 @@ async fn gives_up_after_max_attempts_and_ends() {
     assert!(matches!(
         next_lifecycle(&mut rx).await,
         Event::Close {
-            initiator: Initiator::Server,
+            initiator: CloseInitiator::Server,
             ..
         }
     ));
@@ -334,13 +334,13 @@ async fn gives_up_after_max_attempts_and_ends() {
     );
     tokio::time::timeout(GUARD, engine.closed()).await.unwrap();
     let err = engine.connection().send(Message::text("late")).unwrap_err();
-    assert_eq!(err, tether_tokio::engine::SendError::NotConnected);
+    assert_eq!(err, tether_tokio::compat::engine::SendError::NotConnected);
 }
 
 #[tokio::test]
 async fn extra_headers_reach_the_server() {
-    use tether_tokio::bindings::{Binding, BindingConfig, BindingServer, Text};
-    use tether_tokio::upgrade::AllowedOrigins;
+    use tether_tokio::compat::bindings::{Binding, BindingConfig, BindingServer, Text};
+    use tether_tokio::transport::upgrade::AllowedOrigins;
     let config = BindingConfig::builder()
         .allowed_origins(AllowedOrigins::List(vec!["https://app.example".into()]))
         .build()
@@ -400,7 +400,7 @@ async fn handler_restart_reconnects_with_restarting_true() {
     assert_eq!(
         next(&mut rx).await,
         Event::Close {
-            initiator: Initiator::Client,
+            initiator: CloseInitiator::Client,
             code: None
         }
     );
@@ -438,7 +438,7 @@ async fn pending_request_fails_fast_when_the_connection_drops() {
         .request(&json!({"type": "never answered"}), GUARD)
         .await
         .unwrap_err();
-    assert!(matches!(err, RequestError::Disconnected), "{err:?}");
+    assert!(matches!(err, RequestClientError::Disconnected), "{err:?}");
     assert!(started.elapsed() < GUARD / 2, "failed fast, not by timeout");
     assert!(matches!(
         next_lifecycle(&mut rx).await,

@@ -25,7 +25,9 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 use tether_tokio::gateway::{Gateway, Target, Upstream};
-use tether_tokio::relay::Relay;
+#[path = "../src/bin/cmd/relay.rs"]
+mod relay;
+use relay::Relay;
 use tether_tokio::rest::BoxError;
 use tether_tokio::server::{Server, ServerConfig};
 use tokio::sync::Notify;

@@ -145,7 +145,7 @@ async fn read_until_end(read: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
 
 mod demo {
     use super::*;
-    use tether_tokio::demo_server::{DemoServer, DemoServerConfig};
+    use tether_tokio::compat::demo_server::{DemoServer, DemoServerConfig};
 
     async fn server(pong_wait: Duration, ping_period: Duration) -> DemoServer {
         DemoServer::start(DemoServerConfig {
@@ -240,12 +240,12 @@ mod demo {
 
 mod echo {
     use super::*;
-    use tether_tokio::echo_server;
+    use tether_tokio::compat::echo_server;
 
     /// A ping flood on the echo server is closed with 1008.
     #[tokio::test]
     async fn a_ping_flood_is_closed_with_1008() {
-        let config = echo_server::config(echo_server::DEFAULT_MAX_MESSAGE_SIZE).unwrap();
+        let config = echo_server::config(echo_server::DEFAULT_ECHO_MAX_MESSAGE_SIZE).unwrap();
         let server = echo_server::start("127.0.0.1:0".parse().unwrap(), config)
             .await
             .unwrap();
@@ -279,7 +279,7 @@ mod echo {
     }
 
     /// Waits (polling, bounded by [`GUARD`]) until the server's budget in use is `bytes`.
-    async fn budget_back_to(server: &tether_tokio::bindings::BindingServer, bytes: usize) {
+    async fn budget_back_to(server: &tether_tokio::compat::bindings::BindingServer, bytes: usize) {
         tokio::time::timeout(GUARD, async {
             while server.buffer_budget_in_use() != bytes {
                 tokio::time::sleep(Duration::from_millis(10)).await;

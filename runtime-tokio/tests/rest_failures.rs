@@ -23,7 +23,9 @@ use tether_proto::connection::Config;
 use tether_proto::streams::StreamsConfig;
 use tether_proto::{Initiator, ResetCode};
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
-use tether_tokio::relay::Relay;
+#[path = "../src/bin/cmd/relay.rs"]
+mod relay;
+use relay::Relay;
 use tether_tokio::rest::{Body, BodyError, BoxError, Peer, RequestError, Timeout};
 use tether_tokio::server::{Server, ServerConfig, ServerEvent};
 use tether_tokio::EventStream;

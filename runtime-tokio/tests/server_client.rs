@@ -9,9 +9,11 @@ use tether_proto::backoff::{BackoffConfig, Jitter};
 use tether_proto::connection::{Config, ConnectionError};
 use tether_proto::{CloseCode, Initiator};
 use tether_tokio::client::{Client, ClientConfig, ClientError, ClientEvent};
-use tether_tokio::relay::Relay;
+#[path = "../src/bin/cmd/relay.rs"]
+mod relay;
+use relay::Relay;
 use tether_tokio::server::{sync_hook, Decision, HelloRequest, Server, ServerConfig, ServerEvent};
-use tether_tokio::upgrade::AllowedOrigins;
+use tether_tokio::transport::upgrade::AllowedOrigins;
 use tether_tokio::EventStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -469,14 +471,18 @@ async fn wss_with_a_self_signed_certificate() {
     let key_pem = cert.key_pair.serialize_pem();
     let mut config = server_config();
     config.tls = Some(
-        tether_tokio::tls::server_config_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap(),
+        tether_tokio::transport::tls::server_config_from_pem(
+            cert_pem.as_bytes(),
+            key_pem.as_bytes(),
+        )
+        .unwrap(),
     );
     let (server, mut sev) = Server::bind(config).await.unwrap();
     let url = format!("wss://localhost:{}/", server.local_addr().port());
 
     let mut cconfig = client_config(r#"{"tls":true}"#);
-    let roots = tether_tokio::tls::roots_from_pem(cert_pem.as_bytes()).unwrap();
-    cconfig.tls = Some(tether_tokio::tls::client_config(roots).unwrap());
+    let roots = tether_tokio::transport::tls::roots_from_pem(cert_pem.as_bytes()).unwrap();
+    cconfig.tls = Some(tether_tokio::transport::tls::client_config(roots).unwrap());
     let (client, mut cev) = Client::connect(&url, cconfig).unwrap();
     let id = connected(&mut cev).await;
     next(
@@ -496,11 +502,11 @@ async fn wss_with_a_self_signed_certificate() {
 #[tokio::test]
 async fn a_server_that_does_not_speak_tether_v1_is_refused() {
     // The plain-WebSocket demo server selects no subprotocol.
-    let config = tether_tokio::demo_server::DemoServerConfig {
+    let config = tether_tokio::compat::demo_server::DemoServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     };
-    let server = tether_tokio::demo_server::DemoServer::start(config)
+    let server = tether_tokio::compat::demo_server::DemoServer::start(config)
         .await
         .unwrap();
     let mut cconfig = client_config("");

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tether_proto::connection::{Config, Event};
 use tether_proto::{CloseCode, Connection, Resume, WsMessage};
-use tether_tokio::relay::Relay;
+#[path = "../src/bin/cmd/relay.rs"]
+mod relay;
+use relay::Relay;
 use tether_tokio::server::{Server, ServerConfig, ServerEvent};
 use tether_tokio::EventStream;
 use tokio::net::TcpStream;

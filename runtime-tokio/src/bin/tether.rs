@@ -1,4 +1,8 @@
 //! The `tether` command-line tool.
+//!
+//! The doc comments of its argument types are its `--help` text (clap), written for a
+//! terminal, not for rustdoc: brackets there are command-line syntax, not links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use clap::{Parser, Subcommand};
 

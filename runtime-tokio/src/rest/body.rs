@@ -47,7 +47,7 @@ pub(crate) type Chunk = Result<Frame<Bytes>, BodyError>;
 /// returns. It streams: each DATA frame becomes a frame of this body as it arrives, the
 /// bytes still in the received message (no copy), and reading it is what gives the
 /// sender more flow-control window, so a slow reader slows the writer down
-/// (spec/protocol.md §10.4). Dropping it before the end cancels the response (on the
+/// (spec/protocol.md §10.3). Dropping it before the end cancels the response (on the
 /// calling side) or discards the rest of the request (on the serving side).
 ///
 /// It is also the simple body to send: `Body::from("text")`, `Body::from(bytes)`,

@@ -483,7 +483,7 @@ impl Driver {
     fn serve(&mut self, conn: &mut Connection, id: StreamId, head: RequestHead, end_stream: bool) {
         let Some(service) = self.service.get() else {
             // Its body, if any, is released as it arrives (no slot reads it).
-            crate::unserved::refuse(conn, id, &head);
+            crate::rest::unserved::refuse(conn, id, &head);
             return;
         };
         let mut slot = Slot::default();

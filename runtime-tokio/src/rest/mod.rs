@@ -46,6 +46,7 @@ mod body;
 pub(crate) mod driver;
 mod error;
 mod peer;
+mod unserved;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -60,6 +61,7 @@ use uuid::Uuid;
 
 pub use body::{Body, BodyError};
 pub use error::RequestError;
+pub(crate) use peer::Links;
 pub use peer::{Peer, ResponseFuture};
 
 /// A boxed error, as services and bodies return them.

@@ -16,7 +16,13 @@ use uuid::Uuid;
 
 use super::driver::{Command, CommandSender, Failed, Open};
 use super::{box_body, Body, BoxBody, BoxError, LinkHandle, RequestError, RestConfig, Timeout};
-use crate::server::registry::Registry;
+
+/// Where a server's [`Peer`] finds the current connection of a client id (the server's
+/// registry): the REST layer depends on this, and the server implements it, not both ways.
+pub(crate) trait Links: Send + Sync {
+    /// The way in for requests to the connection `id`, if it is live.
+    fn link(&self, id: &Uuid) -> Option<LinkHandle>;
+}
 
 /// The future of a [`Peer`] call.
 pub type ResponseFuture =
@@ -53,7 +59,7 @@ enum Route {
     /// once the client is done.
     Client(watch::Receiver<Option<LinkHandle>>),
     /// One connection of a server.
-    Server { registry: Registry, id: Uuid },
+    Server { registry: Arc<dyn Links>, id: Uuid },
 }
 
 impl std::fmt::Debug for Peer {
@@ -79,7 +85,7 @@ impl Peer {
         }
     }
 
-    pub(crate) fn server(registry: Registry, id: Uuid, config: RestConfig) -> Self {
+    pub(crate) fn server(registry: Arc<dyn Links>, id: Uuid, config: RestConfig) -> Self {
         Peer {
             timeout: config.request_timeout,
             route: Route::Server { registry, id },

@@ -16,24 +16,13 @@ use uuid::Uuid;
 
 use super::registry::Command;
 use super::{Decision, HelloHook, HelloRequest, ServerEvent, Shared};
-use crate::acceptor::{Command as Broadcast, LiveGuard};
-use crate::link::{self, Ending, Input};
+use crate::conn::{self as link, Ending, Input};
 use crate::metrics::Meter;
 use crate::rest::{ConnectionInfo, Driver, LinkHandle};
-use crate::upgrade::{self, RequestInfo, ServerStream};
+use crate::transport::acceptor::{Command as Broadcast, LiveGuard};
+use crate::transport::upgrade::{self, RequestInfo, ServerStream};
+use crate::transport::OsRandom;
 use tether_proto::Side;
-
-/// The operating system's CSPRNG: connection ids, resume tokens and reconnect jitter.
-/// If it fails, the HELLO that needed it is rejected with 4008 (and jitter falls back to
-/// the nominal delay): never a panic.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct OsRandom;
-
-impl tether_proto::RandomSource for OsRandom {
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), tether_proto::RandomError> {
-        getrandom::fill(buf).map_err(|e| tether_proto::RandomError(e.to_string()))
-    }
-}
 
 pub(super) async fn serve(
     stream: TcpStream,

@@ -41,7 +41,6 @@
 //! ```
 
 pub(crate) mod conn;
-pub(crate) use conn::OsRandom;
 pub(crate) mod registry;
 
 use std::future::Future;
@@ -61,11 +60,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::acceptor::{Running, StopError};
 use crate::events::{EventStream, Publisher, DEFAULT_EVENT_CAPACITY};
 use crate::metrics::Metrics;
 use crate::rest::{BoxError, Peer, RestConfig, SharedService};
-use crate::upgrade::{AcceptPolicy, AllowedOrigins};
+use crate::transport::acceptor::{Running, StopError};
+use crate::transport::upgrade::{AcceptPolicy, AllowedOrigins};
 use registry::{Command, Registry};
 
 /// Close code sent to every client by [`Server::shutdown`].
@@ -89,7 +88,7 @@ pub struct ServerConfig {
     pub max_detached_sessions: usize,
     /// Which `Origin`s may connect; others get 403 (default: any).
     pub allowed_origins: AllowedOrigins,
-    /// TLS: serve `wss://` (see [`crate::tls`]).
+    /// TLS: serve `wss://` (see [`crate::transport::tls`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Time for the TLS handshake and the HTTP upgrade together (default 10 s).
     pub upgrade_timeout: Duration,
@@ -123,7 +122,7 @@ impl ServerConfig {
             allowed_origins: AllowedOrigins::Any,
             tls: None,
             upgrade_timeout: Duration::from_secs(10),
-            write_timeout: crate::link::WRITE_TIMEOUT,
+            write_timeout: crate::conn::WRITE_TIMEOUT,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             rest: RestConfig::default(),
             metrics: None,
@@ -419,7 +418,7 @@ impl Connections {
     pub fn peer(&self, id: &Uuid) -> Option<Peer> {
         self.registry
             .contains(id)
-            .then(|| Peer::server(self.registry.clone(), *id, self.rest.clone()))
+            .then(|| Peer::server(Arc::new(self.registry.clone()), *id, self.rest.clone()))
     }
 }
 
@@ -468,8 +467,8 @@ impl Server {
         let policy = AcceptPolicy {
             origins: config.allowed_origins.clone(),
             handshake_timeout: config.upgrade_timeout,
-            ws_config: crate::link::ws_config(&config.connection),
-            subprotocol: Some(crate::link::SUBPROTOCOL),
+            ws_config: crate::conn::ws_config(&config.connection),
+            subprotocol: Some(crate::conn::SUBPROTOCOL),
         };
         let metrics = config.metrics.clone().unwrap_or_default();
         let store = SessionStore::new(config.resume_window)

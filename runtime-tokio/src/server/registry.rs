@@ -9,7 +9,7 @@ use tether_proto::CloseCode;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::rest::LinkHandle;
+use crate::rest::{LinkHandle, Links};
 
 /// A command to one connection task.
 #[derive(Debug, Clone)]
@@ -134,5 +134,11 @@ impl Registry {
             let _ = tx.try_send(command.clone());
         }
         txs.len()
+    }
+}
+
+impl Links for Registry {
+    fn link(&self, id: &Uuid) -> Option<LinkHandle> {
+        Registry::link(self, id)
     }
 }

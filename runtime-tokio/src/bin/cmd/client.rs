@@ -52,7 +52,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let metrics = args.metrics.map(|_| tether_tokio::metrics::Metrics::new());
     config.metrics = metrics.clone();
     if let Some(ca) = &args.tls_ca {
-        match tether_tokio::tls::roots_from_pem_file(ca).and_then(tether_tokio::tls::client_config)
+        match tether_tokio::transport::tls::roots_from_pem_file(ca)
+            .and_then(tether_tokio::transport::tls::client_config)
         {
             Ok(tls) => config.tls = Some(tls),
             Err(e) => {

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::relay::Relay;
 use tether_proto::backoff::{BackoffConfig, Jitter};
 use tether_proto::connection::Config;
 use tether_proto::CloseCode;
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
-use tether_tokio::relay::Relay;
 use tether_tokio::server::{Server, ServerConfig, ServerEvent};
 use tether_tokio::EventStream;
 

@@ -4,8 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether_tokio::engine::{
-    CloseInfo, Connection, Control, Engine, EngineConfig, EngineError, Handler, Message, WsError,
+use tether_tokio::compat::engine::{
+    CloseInfo, Control, Engine, EngineConfig, EngineConnection, EngineError, Handler, Message,
+    WsError,
 };
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
@@ -34,7 +35,7 @@ struct Printer {
 }
 
 impl Handler for Printer {
-    fn on_open(&mut self, conn: &Connection, restarting: bool) -> Result<(), String> {
+    fn on_open(&mut self, conn: &EngineConnection, restarting: bool) -> Result<(), String> {
         self.opens += 1;
         eprintln!(
             "{}",
@@ -58,7 +59,7 @@ impl Handler for Printer {
         Ok(())
     }
 
-    fn on_message(&mut self, _: &Connection, message: Message) -> Control {
+    fn on_message(&mut self, _: &EngineConnection, message: Message) -> Control {
         let mut out = std::io::stdout().lock();
         let written = match &message {
             Message::Text(t) => writeln!(out, "{}", t.as_str()),
@@ -72,12 +73,12 @@ impl Handler for Printer {
         Control::Continue
     }
 
-    fn on_read_error(&mut self, _: &Connection, error: &WsError) -> Control {
+    fn on_read_error(&mut self, _: &EngineConnection, error: &WsError) -> Control {
         eprintln!("read error: {error}");
         Control::Restart
     }
 
-    fn on_close(&mut self, _: &Connection, info: &CloseInfo) -> Option<CloseFrame> {
+    fn on_close(&mut self, _: &EngineConnection, info: &CloseInfo) -> Option<CloseFrame> {
         match &info.frame {
             Some(f) => eprintln!(
                 "closed by {:?}: {} {}",

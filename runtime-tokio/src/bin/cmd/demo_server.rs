@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether_tokio::demo_server::{
-    DemoServer, DemoServerConfig, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_PINGS,
+use tether_tokio::compat::demo_server::{
+    DemoServer, DemoServerConfig, DEFAULT_DEMO_MAX_MESSAGE_SIZE, DEFAULT_MAX_PINGS,
 };
 
 use super::common::{block_on, parse_duration, parse_size, shutdown_signal};
@@ -20,7 +20,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
     /// Largest incoming message in bytes; a larger one closes that connection with 1009.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_parser = parse_size)]
+    #[arg(long, default_value_t = DEFAULT_DEMO_MAX_MESSAGE_SIZE, value_parser = parse_size)]
     max_message_size: usize,
     /// Drop a client from which nothing (no message, no pong) arrives for this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tether_tokio::bindings::DEFAULT_BUFFER_BUDGET;
-use tether_tokio::echo_server::{self, DEFAULT_MAX_MESSAGE_SIZE};
+use tether_tokio::compat::bindings::DEFAULT_BUFFER_BUDGET;
+use tether_tokio::compat::echo_server::{self, DEFAULT_ECHO_MAX_MESSAGE_SIZE};
 
 use super::common::{block_on, parse_duration, parse_size, shutdown_signal};
 
@@ -16,7 +16,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
     /// Largest incoming message in bytes; a larger one closes the connection with 1009.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_SIZE, value_parser = parse_size)]
+    #[arg(long, default_value_t = DEFAULT_ECHO_MAX_MESSAGE_SIZE, value_parser = parse_size)]
     max_message_size: usize,
     /// Bytes held for all clients together: messages being read (counted as they arrive),
     /// received messages not yet echoed, echoes being written. At least --max-message-size.

@@ -8,5 +8,6 @@ mod demo_rest;
 pub(crate) mod demo_server;
 pub(crate) mod echo_server;
 mod lifecycle;
+pub(crate) mod relay;
 pub(crate) mod server;
 mod tunnel;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tether_proto::abuse::CooldownConfig;
 use tether_tokio::server::{Server, ServerConfig};
-use tether_tokio::upgrade::AllowedOrigins;
+use tether_tokio::transport::upgrade::AllowedOrigins;
 
 use super::common::{block_on, parse_duration, shutdown_signal};
 use super::lifecycle::{server_line, Flow, Timing};
@@ -96,7 +96,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         config.allowed_origins = AllowedOrigins::List(args.allowed_origins.clone());
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        match tether_tokio::tls::server_config_from_pem_files(cert, key) {
+        match tether_tokio::transport::tls::server_config_from_pem_files(cert, key) {
             Ok(tls) => config.tls = Some(tls),
             Err(e) => {
                 eprintln!("error: {e}");

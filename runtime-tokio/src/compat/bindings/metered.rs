@@ -4,7 +4,7 @@
 //! tungstenite gathers an incoming message in memory (up to the max message size) before it
 //! hands it over, so without this every client sending a large message and never finishing
 //! it would cost its connection that much memory, outside any process-wide bound.
-//! [`Metered`] sits under the WebSocket (below [`ReadAhead`](crate::read_ahead::ReadAhead),
+//! [`Metered`] sits under the WebSocket (below [`ReadAhead`](crate::transport::read_ahead::ReadAhead),
 //! so the read-ahead buffer counts too) and takes one unit of the budget for every byte it
 //! reads. A read asks for at most what the budget has free, so the bytes accounted never
 //! exceed the budget. With no room it stops reading (the kernel's buffers and TCP's window
@@ -36,7 +36,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::read_ahead::ReadAhead;
+use crate::transport::read_ahead::ReadAhead;
 
 /// The WebSocket of a binding connection: its reads metered, under the read-ahead.
 pub(crate) type MeteredStream = WebSocketStream<ReadAhead<Metered<TokioIo<Upgraded>>>>;

@@ -1,14 +1,12 @@
 //! A loopback TCP relay that can be cut or stalled on command: real transport faults for
-//! demos and tests (`tether demo` cuts its client's TCP connection through one).
-//!
-//! ```no_run
-//! # async fn run() -> std::io::Result<()> {
-//! use tether_tokio::relay::Relay;
-//! let relay = Relay::start("127.0.0.1:9000".parse().unwrap()).await?;
-//! // dial relay.local_addr() instead of the server...
-//! relay.cut(); // every relayed connection is closed at once
-//! # Ok(()) }
-//! ```
+//! demos and tests. `tether demo` cuts its client's TCP connection through one; the
+//! integration tests include this file with `#[path]` (it is not part of the library API):
+//! `Relay::start(server_addr)`, dial `relay.local_addr()` instead of the server, then
+//! `relay.cut()` closes every relayed connection at once, `relay.stall_downstream(true)`
+//! holds back the server's bytes.
+
+// Shared by the binary and the tests, each of which uses a part of it.
+#![allow(dead_code)]
 
 use std::io;
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use tether_tokio::demo_server::{DemoServer, DemoServerConfig};
+//! use tether_tokio::compat::demo_server::{DemoServer, DemoServerConfig};
 //!
 //! let server = DemoServer::start(DemoServerConfig::default()).await?;
 //! println!("demo server on ws://{}", server.local_addr());
@@ -32,15 +32,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::acceptor::{Command, LiveGuard, Running, StopError};
-use crate::closing;
-use crate::upgrade::{self, AcceptPolicy, AllowedOrigins};
+use crate::transport::acceptor::{Command, LiveGuard, Running, StopError};
+use crate::transport::burst::{self, BurstError};
+use crate::transport::closing;
+use crate::transport::upgrade::{self, AcceptPolicy, AllowedOrigins};
 
 /// Default maximum size of one incoming message: 1 MiB.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+pub const DEFAULT_DEMO_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 
 /// Close code sent to every client when the server shuts down (RFC 6455 "going away").
-pub const SHUTDOWN_CODE: u16 = 1001;
+pub const DEMO_SHUTDOWN_CODE: u16 = 1001;
 
 /// Close reason sent to every client when the server shuts down.
 pub const SHUTDOWN_REASON: &str = "server shutdown";
@@ -98,7 +99,7 @@ impl Default for DemoServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: DEFAULT_DEMO_MAX_MESSAGE_SIZE,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             pong_wait: DEFAULT_PONG_WAIT,
@@ -128,7 +129,7 @@ impl DemoServer {
         let policy = Arc::new(AcceptPolicy {
             origins: AllowedOrigins::Any,
             handshake_timeout: config.handshake_timeout,
-            ws_config: upgrade::ws_config(config.max_message_size),
+            ws_config: crate::transport::ws_config(config.max_message_size),
             subprotocol: None,
         });
         let running = Running::spawn(listener, move |stream, peer, commands, live| {
@@ -157,7 +158,7 @@ impl DemoServer {
     /// `timeout` for the closing handshakes; connections still open then are dropped.
     pub async fn shutdown(self, timeout: Duration) -> Result<(), StopError> {
         self.running
-            .stop(SHUTDOWN_CODE, SHUTDOWN_REASON, timeout)
+            .stop(DEMO_SHUTDOWN_CODE, SHUTDOWN_REASON, timeout)
             .await
     }
 }
@@ -257,24 +258,14 @@ async fn serve(
                 return;
             }
         }
-        let burst = async {
-            let mut fed = false;
-            while let Some(text) = session.poll_message() {
-                ws.feed(Message::text(text)).await?;
-                fed = true;
-            }
-            if fed {
-                ws.flush().await?;
-            }
-            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
-        };
-        match tokio::time::timeout(config.write_timeout, burst).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        let next = || session.poll_message().map(Message::text);
+        match burst::write(&mut ws, config.write_timeout, next).await {
+            Ok(_) => {}
+            Err(BurstError::Write(e)) => {
                 tracing::debug!(%peer, "demo write error: {e}");
                 return;
             }
-            Err(_) => {
+            Err(BurstError::TimedOut) => {
                 tracing::debug!(%peer, "demo write timed out");
                 return;
             }

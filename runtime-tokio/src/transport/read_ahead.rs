@@ -2,7 +2,7 @@
 //! buffer on idle connections.
 //!
 //! tungstenite reads a message at most `read_buffer_size` bytes per call (4 KiB here, see
-//! [`ws_config`](crate::upgrade::ws_config), kept small so that 10,000 idle connections stay
+//! [`ws_config`](crate::transport::ws_config), kept small so that 10,000 idle connections stay
 //! cheap). A 64 KiB DATA frame then costs 16 or more `recv` calls, each a system call and a
 //! trip through the runtime's I/O driver: most of the cost of a large body on loopback.
 //!

@@ -18,7 +18,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use tether_tokio::bindings::{Binding, BindingConfig, BindingServer, Json};
+//! use tether_tokio::compat::bindings::{Binding, BindingConfig, BindingServer, Json};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct Chat { text: String }
@@ -57,14 +57,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
-pub use codec::{Binary, Codec, Data, Json, Raw, Text};
+pub use codec::{Binary, BindingData, Codec, Json, Raw, Text};
 pub use config::{
-    BindingConfig, BindingConfigBuilder, ConfigError, DEFAULT_BUDGET_WAIT, DEFAULT_BUFFER_BUDGET,
-    DEFAULT_MAX_BUFFERED_BYTES, MAX_BUFFER_BUDGET,
+    BindingConfig, BindingConfigBuilder, BindingsConfigError, DEFAULT_BUDGET_WAIT,
+    DEFAULT_BUFFER_BUDGET, DEFAULT_MAX_BUFFERED_BYTES, MAX_BUFFER_BUDGET,
 };
 
-use crate::acceptor::{LiveGuard, Running, StopError};
-use crate::upgrade::{self, AcceptPolicy, RequestInfo};
+use crate::transport::acceptor::{LiveGuard, Running, StopError};
+use crate::transport::upgrade::{self, AcceptPolicy, RequestInfo};
 
 /// One connection, as channels.
 #[derive(Debug)]
@@ -221,7 +221,7 @@ impl BindingServer {
         let policy = Arc::new(AcceptPolicy {
             origins: config.allowed_origins.clone(),
             handshake_timeout: config.handshake_timeout,
-            ws_config: upgrade::ws_config(config.max_message_size),
+            ws_config: crate::transport::ws_config(config.max_message_size),
             subprotocol: None,
         });
         // One budget for every connection of this server: bytes being written to clients,
@@ -235,7 +235,7 @@ impl BindingServer {
         let read_cap = config
             .max_message_size
             .saturating_mul(2)
-            .saturating_add(crate::read_ahead::CHUNK);
+            .saturating_add(crate::transport::read_ahead::CHUNK);
         let config = Arc::new(config);
         let handler = Arc::new(handler);
         let running = Running::spawn(listener, move |stream, peer, commands, live| {

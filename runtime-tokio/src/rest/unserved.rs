@@ -1,6 +1,6 @@
 //! What a connection does with requests while no HTTP service is attached to it.
 //!
-//! The stream layer runs from the handshake on (spec/protocol.md §10), so a peer may send
+//! Streams are open as soon as the handshake is done (spec/protocol.md §7.2), so a peer may send
 //! requests before this end serves anything. They are answered at once with
 //! `501 Not Implemented` instead of being left to time out; a request body is released as
 //! it arrives (the peer's windows never stall) and stopped once the 501 is out.
@@ -38,7 +38,7 @@ pub(crate) fn refuse(conn: &mut Connection, id: StreamId, head: &RequestHead) {
         }
     }
     // The rest of a request body is not wanted: once the 501 is out, the stream is reset
-    // with NO_ERROR so the peer stops sending (§10.5).
+    // with NO_ERROR so the peer stops sending (spec/protocol.md §10.2).
     streams.stop_receiving(id, tether_proto::ResetCode::NO_ERROR);
 }
 

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// A data message, text or binary (control frames never reach the handler).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Data {
+pub enum BindingData {
     /// A text message (valid UTF-8, checked by tungstenite).
     Text(Utf8Bytes),
     /// A binary message.
@@ -28,7 +28,7 @@ pub trait Codec: Send + 'static {
     /// Item of the send channel.
     type Out: Send + 'static;
     /// A received message as an item, or the frame to close with.
-    fn decode(data: Data) -> Result<Self::In, CloseFrame>;
+    fn decode(data: BindingData) -> Result<Self::In, CloseFrame>;
     /// An item as the message to send, or the frame to close with.
     fn encode(item: Self::Out) -> Result<Message, CloseFrame>;
 }
@@ -40,20 +40,20 @@ fn frame(code: CloseCode, reason: &'static str) -> CloseFrame {
     }
 }
 
-/// Text and binary messages as they are ([`Data`]): text echoed as text, binary as binary.
+/// Text and binary messages as they are ([`BindingData`]): text echoed as text, binary as binary.
 #[derive(Debug)]
 pub enum Raw {}
 
 impl Codec for Raw {
-    type In = Data;
-    type Out = Data;
-    fn decode(data: Data) -> Result<Data, CloseFrame> {
+    type In = BindingData;
+    type Out = BindingData;
+    fn decode(data: BindingData) -> Result<BindingData, CloseFrame> {
         Ok(data)
     }
-    fn encode(item: Data) -> Result<Message, CloseFrame> {
+    fn encode(item: BindingData) -> Result<Message, CloseFrame> {
         Ok(match item {
-            Data::Text(t) => Message::Text(t),
-            Data::Binary(b) => Message::Binary(b),
+            BindingData::Text(t) => Message::Text(t),
+            BindingData::Binary(b) => Message::Binary(b),
         })
     }
 }
@@ -65,10 +65,10 @@ pub enum Text {}
 impl Codec for Text {
     type In = String;
     type Out = String;
-    fn decode(data: Data) -> Result<String, CloseFrame> {
+    fn decode(data: BindingData) -> Result<String, CloseFrame> {
         match data {
-            Data::Text(t) => Ok(t.as_str().to_owned()),
-            Data::Binary(_) => Err(frame(
+            BindingData::Text(t) => Ok(t.as_str().to_owned()),
+            BindingData::Binary(_) => Err(frame(
                 CloseCode::Unsupported,
                 "binary messages not accepted",
             )),
@@ -87,10 +87,10 @@ pub enum Binary {}
 impl Codec for Binary {
     type In = Bytes;
     type Out = Bytes;
-    fn decode(data: Data) -> Result<Bytes, CloseFrame> {
+    fn decode(data: BindingData) -> Result<Bytes, CloseFrame> {
         Ok(match data {
-            Data::Text(t) => Bytes::from(t),
-            Data::Binary(b) => b,
+            BindingData::Text(t) => Bytes::from(t),
+            BindingData::Binary(b) => b,
         })
     }
     fn encode(item: Bytes) -> Result<Message, CloseFrame> {
@@ -109,10 +109,10 @@ where
 {
     type In = T;
     type Out = T;
-    fn decode(data: Data) -> Result<T, CloseFrame> {
+    fn decode(data: BindingData) -> Result<T, CloseFrame> {
         let bytes: &[u8] = match &data {
-            Data::Text(t) => t.as_bytes(),
-            Data::Binary(b) => b,
+            BindingData::Text(t) => t.as_bytes(),
+            BindingData::Binary(b) => b,
         };
         serde_json::from_slice(bytes).map_err(|_| frame(CloseCode::Invalid, "invalid JSON message"))
     }

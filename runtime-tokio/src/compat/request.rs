@@ -6,12 +6,12 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use tether_tokio::engine::{Connection, Control, EngineConfig, Handler, Message};
-//! use tether_tokio::request::RequestClient;
+//! use tether_tokio::compat::engine::{EngineConnection, Control, EngineConfig, Handler, Message};
+//! use tether_tokio::compat::request::RequestClient;
 //!
 //! struct Publications;
 //! impl Handler for Publications {
-//!     fn on_message(&mut self, _: &Connection, message: Message) -> Control {
+//!     fn on_message(&mut self, _: &EngineConnection, message: Message) -> Control {
 //!         println!("publication: {message}");
 //!         Control::Continue
 //!     }
@@ -36,9 +36,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use crate::engine::{
-    CloseInfo, Connection, Control, Engine, EngineConfig, EngineError, Handler, Message, SendError,
-    WsError,
+use crate::compat::engine::{
+    CloseInfo, Control, Engine, EngineConfig, EngineConnection, EngineError, Handler, Message,
+    SendError, WsError,
 };
 
 /// The JSON field that carries the request id.
@@ -47,7 +47,7 @@ pub const REQ_ID_FIELD: &str = "reqId";
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum RequestError {
+pub enum RequestClientError {
     /// The request does not serialize to a JSON object (a `reqId` cannot be added).
     #[error("request must serialize to a JSON object")]
     NotAnObject,
@@ -97,7 +97,7 @@ impl RequestClient {
     }
 
     /// The send handle (for messages that expect no answer).
-    pub fn connection(&self) -> Connection {
+    pub fn connection(&self) -> EngineConnection {
         self.engine.connection()
     }
 
@@ -106,9 +106,9 @@ impl RequestClient {
         &self,
         request: &T,
         timeout: Duration,
-    ) -> Result<Value, RequestError> {
+    ) -> Result<Value, RequestClientError> {
         let Value::Object(mut object) = serde_json::to_value(request)? else {
-            return Err(RequestError::NotAnObject);
+            return Err(RequestClientError::NotAnObject);
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed).to_string();
         object.insert(REQ_ID_FIELD.to_owned(), Value::String(id.clone()));
@@ -122,8 +122,8 @@ impl RequestClient {
         self.engine.connection().send(Message::text(text))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(_)) => Err(RequestError::Disconnected),
-            Err(_) => Err(RequestError::Timeout(timeout)),
+            Ok(Err(_)) => Err(RequestClientError::Disconnected),
+            Err(_) => Err(RequestClientError::Timeout(timeout)),
         }
     }
 
@@ -132,7 +132,7 @@ impl RequestClient {
         &self,
         request: &T,
         timeout: Duration,
-    ) -> Result<R, RequestError> {
+    ) -> Result<R, RequestClientError> {
         let answer = self.request(request, timeout).await?;
         Ok(serde_json::from_value(answer)?)
     }
@@ -194,11 +194,11 @@ impl<H> Router<H> {
 }
 
 impl<H: Handler> Handler for Router<H> {
-    fn on_open(&mut self, conn: &Connection, restarting: bool) -> Result<(), String> {
+    fn on_open(&mut self, conn: &EngineConnection, restarting: bool) -> Result<(), String> {
         self.inner.on_open(conn, restarting)
     }
 
-    fn on_message(&mut self, conn: &Connection, message: Message) -> Control {
+    fn on_message(&mut self, conn: &EngineConnection, message: Message) -> Control {
         let bytes: &[u8] = match &message {
             Message::Text(t) => t.as_bytes(),
             Message::Binary(b) => b,
@@ -213,11 +213,11 @@ impl<H: Handler> Handler for Router<H> {
         self.inner.on_message(conn, message)
     }
 
-    fn on_read_error(&mut self, conn: &Connection, error: &WsError) -> Control {
+    fn on_read_error(&mut self, conn: &EngineConnection, error: &WsError) -> Control {
         self.inner.on_read_error(conn, error)
     }
 
-    fn on_close(&mut self, conn: &Connection, info: &CloseInfo) -> Option<CloseFrame> {
+    fn on_close(&mut self, conn: &EngineConnection, info: &CloseInfo) -> Option<CloseFrame> {
         self.fail_all();
         self.inner.on_close(conn, info)
     }

@@ -12,11 +12,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::codec::{Codec, Data};
+use super::codec::{BindingData, Codec};
 use super::metered::{Metered, MeteredStream, ReadLimit};
 use super::{BindingConfig, Disconnect};
-use crate::acceptor::Command;
-use crate::closing;
+use crate::transport::acceptor::Command;
+use crate::transport::burst::{self, BurstError};
+use crate::transport::closing;
 
 pub(super) struct Driver<C: Codec> {
     pub(super) ws: MeteredStream,
@@ -88,8 +89,8 @@ impl<C: Codec> Driver<C> {
                 message = self.ws.next(), if reading => {
                     read_deadline = Instant::now() + pong_wait;
                     let data = match message {
-                        Some(Ok(Message::Text(t))) => Data::Text(t),
-                        Some(Ok(Message::Binary(b))) => Data::Binary(b),
+                        Some(Ok(Message::Text(t))) => BindingData::Text(t),
+                        Some(Ok(Message::Binary(b))) => BindingData::Binary(b),
                         Some(Ok(Message::Close(frame))) => {
                             // tungstenite queued the echo; drive it out.
                             closing::close_reply(&mut self.ws).await;
@@ -176,72 +177,74 @@ impl<C: Codec> Driver<C> {
     }
 
     /// Feeds `first` and whatever else is queued (up to `max_buffered_bytes`), then flushes
-    /// once. Every message holds its bytes of the server's budget until the flush is done.
+    /// once ([`burst::write`]). Every message holds its bytes of the server's budget until
+    /// the flush is done; when the budget has no room for the next message, the burst so far
+    /// is flushed (which releases what it held) and a new one starts with that message.
     async fn write_burst(&mut self, first: C::Out) -> Result<(), Disconnect> {
         let timeout = self.config.write_timeout;
-        let mut held: Vec<OwnedSemaphorePermit> = Vec::new();
         let mut burst_bytes = 0usize;
-        let mut next = Some(first);
-        while let Some(item) = next {
-            let message = match C::encode(item) {
-                Ok(message) => message,
-                Err(frame) => {
+        let mut first = Some(first);
+        // A message the budget had no room for, tried again after the flush.
+        let mut carried: Option<Message> = None;
+        loop {
+            let mut held: Vec<OwnedSemaphorePermit> = Vec::new();
+            let mut stop: Option<Stop> = None;
+            let (out_rx, budget, config) = (&mut self.out_rx, &self.budget, &self.config);
+            let next = || {
+                let message = match carried.take() {
+                    Some(message) => message,
+                    None => {
+                        let item = match first.take() {
+                            Some(item) => item,
+                            None if burst_bytes < config.max_buffered_bytes => {
+                                out_rx.try_recv().ok()?
+                            }
+                            None => return None,
+                        };
+                        match C::encode(item) {
+                            Ok(message) => message,
+                            Err(frame) => {
+                                stop = Some(Stop::Encode(frame));
+                                return None;
+                            }
+                        }
+                    }
+                };
+                let len = message.len();
+                let Some(permit) = reserve_from(budget, config, None, len) else {
+                    stop = Some(Stop::NoBudget(message));
+                    return None;
+                };
+                held.push(permit);
+                burst_bytes = burst_bytes.saturating_add(len);
+                Some(message)
+            };
+            let written = burst::write(&mut self.ws, timeout, next).await;
+            let held_some = !held.is_empty();
+            drop(held);
+            if let Err(e) = written {
+                return Err(burst_failed(e, timeout));
+            }
+            match stop {
+                None => return Ok(()),
+                Some(Stop::Encode(frame)) => {
                     closing::close(&mut self.ws, Some(frame.clone())).await;
                     return Err(Disconnect::Error(super::BindingError::Encode(frame)));
                 }
-            };
-            let len = message.len();
-            let mut permit = self.reserve(len);
-            if permit.is_none() && !held.is_empty() {
-                // Write out (and release) what this burst holds, then try again.
-                self.flush(timeout).await?;
-                held.clear();
-                permit = self.reserve(len);
+                // The flush gave back what this burst held: try the message again.
+                Some(Stop::NoBudget(message)) if held_some => carried = Some(message),
+                Some(Stop::NoBudget(_)) => return Err(self.overloaded().await),
             }
-            let Some(permit) = permit else {
-                return Err(self.overloaded().await);
-            };
-            let fed = tokio::time::timeout(timeout, self.ws.feed(message)).await;
-            if let Some(outcome) = write_failed(fed, timeout) {
-                return Err(outcome);
-            }
-            held.push(permit);
-            burst_bytes = burst_bytes.saturating_add(len);
-            next = if burst_bytes < self.config.max_buffered_bytes {
-                self.out_rx.try_recv().ok()
-            } else {
-                None
-            };
         }
-        self.flush(timeout).await
     }
 
-    /// `len` bytes of the server's budget, if it has room (a message larger than the whole
-    /// budget takes all of it).
-    fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
-        self.reserve_from(None, len)
-    }
-
-    /// `len` bytes of the server's budget, taken first from `read` (what the stream held for
-    /// the bytes read since the last delivery; the rest of it is given back), then from the
-    /// budget if it has room.
+    /// `len` bytes of the server's budget, taken first from `read` (see [`reserve_from`]).
     fn reserve_from(
         &self,
         read: Option<OwnedSemaphorePermit>,
         len: usize,
     ) -> Option<OwnedSemaphorePermit> {
-        let share = len.min(self.config.buffer_budget);
-        let mut held = match read {
-            Some(mut read) if read.num_permits() >= share => return read.split(share),
-            Some(read) => read,
-            None => {
-                let n = u32::try_from(share).unwrap_or(u32::MAX);
-                return self.budget.clone().try_acquire_many_owned(n).ok();
-            }
-        };
-        let missing = u32::try_from(share - held.num_permits()).unwrap_or(u32::MAX);
-        held.merge(self.budget.clone().try_acquire_many_owned(missing).ok()?);
-        Some(held)
+        reserve_from(&self.budget, &self.config, read, len)
     }
 
     /// The metered byte stream under the WebSocket.
@@ -275,14 +278,6 @@ impl<C: Codec> Driver<C> {
         }
     }
 
-    async fn flush(&mut self, timeout: Duration) -> Result<(), Disconnect> {
-        let flushed = tokio::time::timeout(timeout, self.ws.flush()).await;
-        match write_failed(flushed, timeout) {
-            Some(outcome) => Err(outcome),
-            None => Ok(()),
-        }
-    }
-
     async fn read_failed(&mut self, e: WsError) -> Disconnect {
         let limit = match &e {
             WsError::Io(io) => ReadLimit::of(io),
@@ -305,6 +300,44 @@ impl<C: Codec> Driver<C> {
     }
 }
 
+/// Why a burst stopped before its end.
+enum Stop {
+    /// The codec could not encode a message: the connection closes with this frame.
+    Encode(CloseFrame),
+    /// The budget has no room for this message.
+    NoBudget(Message),
+}
+
+/// `len` bytes of the server's budget, taken first from `read` (what the stream held for
+/// the bytes read since the last delivery; the rest of it is given back), then from the
+/// budget if it has room.
+fn reserve_from(
+    budget: &Arc<Semaphore>,
+    config: &BindingConfig,
+    read: Option<OwnedSemaphorePermit>,
+    len: usize,
+) -> Option<OwnedSemaphorePermit> {
+    let share = len.min(config.buffer_budget);
+    let mut held = match read {
+        Some(mut read) if read.num_permits() >= share => return read.split(share),
+        Some(read) => read,
+        None => {
+            let n = u32::try_from(share).unwrap_or(u32::MAX);
+            return budget.clone().try_acquire_many_owned(n).ok();
+        }
+    };
+    let missing = u32::try_from(share - held.num_permits()).unwrap_or(u32::MAX);
+    held.merge(budget.clone().try_acquire_many_owned(missing).ok()?);
+    Some(held)
+}
+
+fn burst_failed(e: BurstError, timeout: Duration) -> Disconnect {
+    match e {
+        BurstError::Write(e) => Disconnect::Error(super::BindingError::from_ws(e, None)),
+        BurstError::TimedOut => Disconnect::Error(super::BindingError::WriteTimeout(timeout)),
+    }
+}
+
 fn write_failed(
     result: Result<Result<(), WsError>, tokio::time::error::Elapsed>,
     timeout: Duration,
@@ -318,10 +351,10 @@ fn write_failed(
     }
 }
 
-fn data_len(data: &Data) -> usize {
+fn data_len(data: &BindingData) -> usize {
     match data {
-        Data::Text(t) => t.len(),
-        Data::Binary(b) => b.len(),
+        BindingData::Text(t) => t.len(),
+        BindingData::Binary(b) => b.len(),
     }
 }
 

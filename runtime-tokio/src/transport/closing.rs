@@ -1,5 +1,6 @@
-//! How a server connection ends: the RFC 6455 close code for each read error, and a bounded
-//! closing handshake.
+//! How a WebSocket connection ends, on either side (the Tether server and client through
+//! crate::conn, the compat engine, the demo server and the channel bindings): the RFC 6455
+//! close code for each read error, and a bounded closing handshake.
 
 use std::time::Duration;
 

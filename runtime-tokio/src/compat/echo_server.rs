@@ -1,4 +1,4 @@
-//! A plain WebSocket echo server built on the [channel bindings](crate::bindings): text is
+//! A plain WebSocket echo server built on the [channel bindings](crate::compat::bindings): text is
 //! echoed as text, binary as binary, fragmented messages are reassembled before the echo, and
 //! invalid UTF-8 (1007), protocol violations (1002) and oversize messages (1009) close the
 //! connection with their RFC 6455 codes. Used for WebSocket conformance runs of the runtime.
@@ -22,13 +22,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::bindings::{
-    Binding, BindingConfig, BindingConfigBuilder, BindingServer, ConfigError, Raw,
+use crate::compat::bindings::{
+    Binding, BindingConfig, BindingConfigBuilder, BindingServer, BindingsConfigError, Raw,
 };
-use crate::upgrade::AllowedOrigins;
+use crate::transport::upgrade::AllowedOrigins;
 
 /// Default max message size of the echo server: 16 MiB, enough for the usual conformance cases.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+pub const DEFAULT_ECHO_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
 /// Default time a write to a client may take before the client is dropped as a slow reader.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,7 +46,7 @@ pub fn builder(max_message_size: usize) -> BindingConfigBuilder {
 }
 
 /// [`builder`] with its defaults, built.
-pub fn config(max_message_size: usize) -> Result<BindingConfig, ConfigError> {
+pub fn config(max_message_size: usize) -> Result<BindingConfig, BindingsConfigError> {
     builder(max_message_size).build()
 }
 

@@ -1,7 +1,7 @@
 //! A resilient WebSocket client engine: callbacks, auto-reconnect with jittered back-off.
 //!
 //! The engine owns one task. It dials, calls [`Handler::on_open`], then feeds every message to
-//! [`Handler::on_message`] and writes what the application queued on the [`Connection`] handle
+//! [`Handler::on_message`] and writes what the application queued on the [`EngineConnection`] handle
 //! (many messages fed, one flush). When the connection ends — the server closed it, a read
 //! failed, or the handler asked for a restart — it calls [`Handler::on_close`] and reconnects
 //! after a delay from [`tether_proto::backoff::Backoff`], calling [`Handler::on_restart_error`]
@@ -22,16 +22,16 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use tether_tokio::engine::{Connection, Control, Engine, EngineConfig, Handler, Message};
+//! use tether_tokio::compat::engine::{EngineConnection, Control, Engine, EngineConfig, Handler, Message};
 //!
 //! struct Printer;
 //! impl Handler for Printer {
-//!     fn on_open(&mut self, conn: &Connection, restarting: bool) -> Result<(), String> {
+//!     fn on_open(&mut self, conn: &EngineConnection, restarting: bool) -> Result<(), String> {
 //!         println!("open (restarting: {restarting})");
 //!         conn.send(Message::text(r#"{"type":"subscribe_request","topic":"heartbeat"}"#))
 //!             .map_err(|e| e.to_string())
 //!     }
-//!     fn on_message(&mut self, _conn: &Connection, message: Message) -> Control {
+//!     fn on_message(&mut self, _conn: &EngineConnection, message: Message) -> Control {
 //!         println!("{message}");
 //!         Control::Continue
 //!     }
@@ -42,13 +42,11 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use tether_proto::backoff::{Backoff, BackoffConfig};
+use futures_util::StreamExt;
+use tether_proto::backoff::{Backoff, BackoffConfig, RetryPolicy};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -59,7 +57,9 @@ pub use tokio_tungstenite::tungstenite::Error as WsError;
 pub use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::closing;
+use crate::transport::burst;
+use crate::transport::closing;
+use crate::transport::reconnect::{self, Wait};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -78,7 +78,7 @@ pub enum Control {
 /// Who ended a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Initiator {
+pub enum CloseInitiator {
     /// The server sent a close frame.
     Server,
     /// The client: the handler asked to restart or exit, or [`Engine::stop`] was called.
@@ -91,27 +91,27 @@ pub enum Initiator {
 #[derive(Debug, Clone)]
 pub struct CloseInfo {
     /// Who ended the connection.
-    pub initiator: Initiator,
+    pub initiator: CloseInitiator,
     /// The server's close frame, when it sent one.
     pub frame: Option<CloseFrame>,
 }
 
 /// The application's callbacks. They run on the engine's task: keep them short, and hand long
-/// work to another task (the [`Connection`] handle is `Clone + Send`).
+/// work to another task (the [`EngineConnection`] handle is `Clone + Send`).
 pub trait Handler: Send + 'static {
     /// A connection is open. `restarting` is false for the first connection of [`Engine::start`]
     /// and true for every reconnection. An error closes the connection: at start,
     /// `start` fails; on a restart, it counts as a failed attempt.
-    fn on_open(&mut self, conn: &Connection, restarting: bool) -> Result<(), String> {
+    fn on_open(&mut self, conn: &EngineConnection, restarting: bool) -> Result<(), String> {
         let _ = (conn, restarting);
         Ok(())
     }
 
     /// A text or binary message arrived.
-    fn on_message(&mut self, conn: &Connection, message: Message) -> Control;
+    fn on_message(&mut self, conn: &EngineConnection, message: Message) -> Control;
 
     /// Reading failed (the connection is unusable). Default: restart.
-    fn on_read_error(&mut self, conn: &Connection, error: &WsError) -> Control {
+    fn on_read_error(&mut self, conn: &EngineConnection, error: &WsError) -> Control {
         let _ = (conn, error);
         Control::Restart
     }
@@ -120,7 +120,7 @@ pub trait Handler: Send + 'static {
     /// client ends it, the returned frame is sent (default: 1000 normal closure). When the server
     /// sent a close frame, tungstenite has already echoed its code (RFC 6455 §5.5.1) and the
     /// returned value is ignored.
-    fn on_close(&mut self, conn: &Connection, info: &CloseInfo) -> Option<CloseFrame> {
+    fn on_close(&mut self, conn: &EngineConnection, info: &CloseInfo) -> Option<CloseFrame> {
         let _ = (conn, info);
         None
     }
@@ -160,7 +160,7 @@ pub enum EngineError {
     StopTimeout,
 }
 
-/// Why a [`Connection::send`] failed.
+/// Why an [`EngineConnection::send`] failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -189,7 +189,7 @@ pub struct EngineConfig {
     pub auto_reconnect: bool,
     /// Largest incoming message (default 16 MiB); larger closes with 1009 and restarts.
     pub max_message_size: usize,
-    /// Messages the [`Connection`] queue holds before `send` says [`SendError::Full`]
+    /// Messages the [`EngineConnection`] queue holds before `send` says [`SendError::Full`]
     /// (default 256, at least 1).
     pub send_buffer: usize,
 }
@@ -213,11 +213,11 @@ impl EngineConfig {
 /// Handle to send on the engine's current connection. Cheap to clone; valid across reconnects
 /// (sends fail with [`SendError::NotConnected`] between connections).
 #[derive(Debug, Clone, Default)]
-pub struct Connection {
+pub struct EngineConnection {
     tx: Arc<Mutex<Option<mpsc::Sender<Message>>>>,
 }
 
-impl Connection {
+impl EngineConnection {
     /// Queues a message without waiting.
     pub fn send(&self, message: Message) -> Result<(), SendError> {
         let tx = self.sender()?;
@@ -258,7 +258,7 @@ impl Connection {
 /// A running client engine.
 #[derive(Debug)]
 pub struct Engine {
-    conn: Connection,
+    conn: EngineConnection,
     stop: mpsc::Sender<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -270,7 +270,7 @@ impl Engine {
         config: EngineConfig,
         mut handler: H,
     ) -> Result<Self, EngineError> {
-        let conn = Connection::default();
+        let conn = EngineConnection::default();
         let (ws, out_rx) = open(&config, &mut handler, &conn, false).await?;
         let (stop, stop_rx) = mpsc::channel(1);
         let mut backoff = Backoff::new(config.backoff.clone());
@@ -287,7 +287,7 @@ impl Engine {
     }
 
     /// The send handle.
-    pub fn connection(&self) -> Connection {
+    pub fn connection(&self) -> EngineConnection {
         self.conn.clone()
     }
 
@@ -325,10 +325,10 @@ impl Engine {
 async fn open<H: Handler>(
     config: &EngineConfig,
     handler: &mut H,
-    conn: &Connection,
+    conn: &EngineConnection,
     restarting: bool,
 ) -> Result<(Ws, mpsc::Receiver<Message>), EngineError> {
-    let ws_config = crate::upgrade::ws_config(config.max_message_size);
+    let ws_config = crate::transport::ws_config(config.max_message_size);
     let mut request = config
         .url
         .as_str()
@@ -367,22 +367,13 @@ enum Next {
 struct Runner<H> {
     config: EngineConfig,
     handler: H,
-    conn: Connection,
+    conn: EngineConnection,
     backoff: Backoff,
     stop: mpsc::Receiver<oneshot::Sender<()>>,
 }
 
 impl<H: Handler> Runner<H> {
     async fn run(mut self, mut ws: Ws, mut out_rx: mpsc::Receiver<Message>) {
-        // Jitter source: SipHash keyed by std's per-process random keys over a counter.
-        let keys = RandomState::new();
-        let mut counter = 0u64;
-        let mut rng = move |buf: &mut [u8]| {
-            for chunk in buf.chunks_mut(8) {
-                counter = counter.wrapping_add(1);
-                chunk.copy_from_slice(&keys.hash_one(counter).to_le_bytes()[..chunk.len()]);
-            }
-        };
         loop {
             let next = self.drive(&mut ws, &mut out_rx).await;
             self.conn.set(None);
@@ -398,14 +389,15 @@ impl<H: Handler> Runner<H> {
             }
             // Reconnect until a connection opens, the handler exits, or stop is called.
             loop {
-                let Some(delay) = self.backoff.next_delay(Instant::now(), &mut rng) else {
-                    let attempt = self.backoff.attempt();
-                    self.handler.on_restart_error(&EngineError::GaveUp, attempt);
-                    return;
-                };
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    done = self.stop.recv() => {
+                let retry = RetryPolicy::Retry;
+                match reconnect::wait(&mut self.backoff, retry, self.stop.recv(), |_, _| {}).await {
+                    Wait::Elapsed => {}
+                    Wait::GaveUp => {
+                        let attempt = self.backoff.attempt();
+                        self.handler.on_restart_error(&EngineError::GaveUp, attempt);
+                        return;
+                    }
+                    Wait::Interrupted(done) => {
                         if let Some(done) = done {
                             let _ = done.send(());
                         }
@@ -442,7 +434,7 @@ impl<H: Handler> Runner<H> {
 
     /// Runs one open connection until it ends; calls `on_close` exactly once.
     async fn drive(&mut self, ws: &mut Ws, out_rx: &mut mpsc::Receiver<Message>) -> Next {
-        // The Connection handle holds the sender while the connection is up, so the queue only
+        // The EngineConnection handle holds the sender while the connection is up, so the queue only
         // closes after this function; the flag keeps a closed queue from spinning the loop.
         let mut outbound_open = true;
         loop {
@@ -451,12 +443,12 @@ impl<H: Handler> Runner<H> {
                     Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                         match self.handler.on_message(&self.conn, m) {
                             Control::Continue => {}
-                            Control::Restart => return self.close_by_us(ws, Initiator::Client, Next::Restart).await,
-                            Control::Exit => return self.close_by_us(ws, Initiator::Client, Next::Exit).await,
+                            Control::Restart => return self.close_by_us(ws, CloseInitiator::Client, Next::Restart).await,
+                            Control::Exit => return self.close_by_us(ws, CloseInitiator::Client, Next::Exit).await,
                         }
                     }
                     Some(Ok(Message::Close(frame))) => {
-                        let info = CloseInfo { initiator: Initiator::Server, frame: frame.clone() };
+                        let info = CloseInfo { initiator: CloseInitiator::Server, frame: frame.clone() };
                         self.handler.on_close(&self.conn, &info);
                         // tungstenite queued the echo of the close; drive it out.
                         let _ = tokio::time::timeout(closing::CLOSE_TIMEOUT, async {
@@ -471,7 +463,7 @@ impl<H: Handler> Runner<H> {
                             Control::Exit => Next::Exit,
                             _ => Next::Restart,
                         };
-                        let info = CloseInfo { initiator: Initiator::Error, frame: None };
+                        let info = CloseInfo { initiator: CloseInitiator::Error, frame: None };
                         let frame = self.handler.on_close(&self.conn, &info);
                         if let Some(frame) = frame.or_else(|| closing::close_frame_for(&e)) {
                             closing::close(ws, Some(frame)).await;
@@ -479,7 +471,7 @@ impl<H: Handler> Runner<H> {
                         return next;
                     }
                     None => {
-                        let info = CloseInfo { initiator: Initiator::Server, frame: None };
+                        let info = CloseInfo { initiator: CloseInitiator::Server, frame: None };
                         self.handler.on_close(&self.conn, &info);
                         return Next::Restart;
                     }
@@ -489,24 +481,17 @@ impl<H: Handler> Runner<H> {
                         outbound_open = false;
                         continue;
                     };
-                    let burst = async {
-                        ws.feed(first).await?;
-                        while let Ok(more) = out_rx.try_recv() {
-                            ws.feed(more).await?;
-                        }
-                        ws.flush().await
-                    };
-                    let result = tokio::time::timeout(self.config.write_timeout, burst).await;
-                    let error = match result {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(e)) => e,
-                        Err(_) => WsError::Io(std::io::ErrorKind::TimedOut.into()),
+                    let mut first = Some(first);
+                    let next = || first.take().or_else(|| out_rx.try_recv().ok());
+                    let error = match burst::write(ws, self.config.write_timeout, next).await {
+                        Ok(_) => continue,
+                        Err(e) => e.into_ws(),
                     };
                     let next = match self.handler.on_read_error(&self.conn, &error) {
                         Control::Exit => Next::Exit,
                         _ => Next::Restart,
                     };
-                    let info = CloseInfo { initiator: Initiator::Error, frame: None };
+                    let info = CloseInfo { initiator: CloseInitiator::Error, frame: None };
                     self.handler.on_close(&self.conn, &info);
                     return next;
                 }
@@ -515,13 +500,13 @@ impl<H: Handler> Runner<H> {
                         Some(done) => Next::Stop(done),
                         None => Next::Exit,
                     };
-                    return self.close_by_us(ws, Initiator::Client, next).await;
+                    return self.close_by_us(ws, CloseInitiator::Client, next).await;
                 }
             }
         }
     }
 
-    async fn close_by_us(&mut self, ws: &mut Ws, initiator: Initiator, next: Next) -> Next {
+    async fn close_by_us(&mut self, ws: &mut Ws, initiator: CloseInitiator, next: Next) -> Next {
         self.conn.set(None);
         let info = CloseInfo {
             initiator,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::upgrade::AllowedOrigins;
+use crate::transport::upgrade::AllowedOrigins;
 
 /// Options of a [`BindingServer`](super::BindingServer), built with [`BindingConfig::builder`].
 ///
@@ -120,7 +120,7 @@ impl BindingConfig {
 /// Invalid combination of binding options.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum BindingsConfigError {
     /// Pings must be sent more often than the pong wait, or every quiet connection times out.
     #[error("ping period {ping_period:?} must be shorter than pong wait {pong_wait:?}")]
     PingPeriodNotBelowPongWait {
@@ -228,7 +228,7 @@ impl BindingConfigBuilder {
     }
 
     /// Checks the combination.
-    pub fn build(self) -> Result<BindingConfig, ConfigError> {
+    pub fn build(self) -> Result<BindingConfig, BindingsConfigError> {
         let c = self.0;
         for (name, d) in [
             ("write timeout", c.write_timeout),
@@ -238,7 +238,7 @@ impl BindingConfigBuilder {
             ("budget wait", c.budget_wait),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::Zero(name));
+                return Err(BindingsConfigError::Zero(name));
             }
         }
         for (name, n) in [
@@ -247,20 +247,20 @@ impl BindingConfigBuilder {
             ("buffer budget", c.buffer_budget),
         ] {
             if n == 0 {
-                return Err(ConfigError::Zero(name));
+                return Err(BindingsConfigError::Zero(name));
             }
         }
         if c.buffer_budget > MAX_BUFFER_BUDGET {
-            return Err(ConfigError::BudgetTooLarge(c.buffer_budget));
+            return Err(BindingsConfigError::BudgetTooLarge(c.buffer_budget));
         }
         if c.buffer_budget < c.max_message_size {
-            return Err(ConfigError::BudgetBelowMessageSize {
+            return Err(BindingsConfigError::BudgetBelowMessageSize {
                 budget: c.buffer_budget,
                 max_message_size: c.max_message_size,
             });
         }
         if c.ping_period >= c.pong_wait {
-            return Err(ConfigError::PingPeriodNotBelowPongWait {
+            return Err(BindingsConfigError::PingPeriodNotBelowPongWait {
                 ping_period: c.ping_period,
                 pong_wait: c.pong_wait,
             });
@@ -283,33 +283,33 @@ mod tests {
             .unwrap_err();
         assert!(matches!(
             err,
-            ConfigError::PingPeriodNotBelowPongWait { .. }
+            BindingsConfigError::PingPeriodNotBelowPongWait { .. }
         ));
         let err = BindingConfig::builder()
             .write_timeout(Duration::ZERO)
             .build()
             .unwrap_err();
-        assert_eq!(err, ConfigError::Zero("write timeout"));
+        assert_eq!(err, BindingsConfigError::Zero("write timeout"));
         assert_eq!(
             BindingConfig::builder()
                 .max_message_size(0)
                 .build()
                 .unwrap_err(),
-            ConfigError::Zero("max message size")
+            BindingsConfigError::Zero("max message size")
         );
         assert_eq!(
             BindingConfig::builder()
                 .buffer_budget(0)
                 .build()
                 .unwrap_err(),
-            ConfigError::Zero("buffer budget")
+            BindingsConfigError::Zero("buffer budget")
         );
         assert_eq!(
             BindingConfig::builder()
                 .buffer_budget(MAX_BUFFER_BUDGET + 1)
                 .build()
                 .unwrap_err(),
-            ConfigError::BudgetTooLarge(MAX_BUFFER_BUDGET + 1)
+            BindingsConfigError::BudgetTooLarge(MAX_BUFFER_BUDGET + 1)
         );
         assert_eq!(
             BindingConfig::builder()
@@ -317,7 +317,7 @@ mod tests {
                 .buffer_budget(1024)
                 .build()
                 .unwrap_err(),
-            ConfigError::BudgetBelowMessageSize {
+            BindingsConfigError::BudgetBelowMessageSize {
                 budget: 1024,
                 max_message_size: 2048
             }

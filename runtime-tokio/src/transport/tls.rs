@@ -2,11 +2,11 @@
 //! rustls-pki-types.
 //!
 //! ```no_run
-//! use tether_tokio::tls;
+//! use tether_tokio::transport::tls;
 //! let server = tls::server_config_from_pem_files("cert.pem", "key.pem")?;
 //! let roots = tls::roots_from_pem_file("ca.pem")?;
 //! let client = tls::client_config(roots)?;
-//! # Ok::<(), tether_tokio::tls::TlsError>(())
+//! # Ok::<(), tether_tokio::transport::tls::TlsError>(())
 //! ```
 
 use std::path::Path;

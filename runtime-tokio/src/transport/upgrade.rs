@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::read_ahead::ReadAhead;
+use crate::transport::read_ahead::ReadAhead;
 
 /// The WebSocket stream of an accepted server connection (reading ahead while a large
 /// message streams in, see [`ReadAhead`]).
@@ -98,23 +98,6 @@ pub(crate) struct AcceptPolicy {
     pub(crate) ws_config: WebSocketConfig,
     /// The subprotocol to select; a request that does not offer it gets 400.
     pub(crate) subprotocol: Option<&'static str>,
-}
-
-/// A WebSocket config sized for many connections: small read/write buffers, and
-/// `max_message_size` as both message and frame limit.
-///
-/// tungstenite (0.30) grows both buffers to hold a large message and never shrinks them:
-/// a connection that once carried a 64 KiB frame keeps about that much on each side until
-/// it closes (an idle connection that never did stays small). The 4 KiB read buffer also caps
-/// each read at 4 KiB; [`ReadAhead`] takes the system calls that would cost off the hot
-/// path.
-pub(crate) fn ws_config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(max_message_size.saturating_mul(2).max(64 * 1024))
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
 }
 
 type Pending = Arc<Mutex<Option<(OnUpgrade, RequestInfo)>>>;

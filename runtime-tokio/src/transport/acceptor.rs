@@ -1,5 +1,6 @@
-//! The accept loop shared by the Tether server, the gateway and the demo and echo servers:
-//! one task per connection, a backoff when accepting fails (out of file descriptors), a
+//! The accept loop of every listener in this crate (the Tether server, the HTTP gateway, the
+//! demo server and the channel-bindings server under the echo server): one task per
+//! connection, a backoff when accepting fails (out of file descriptors), a
 //! broadcast "close your clients" command, and a graceful stop with a timeout.
 
 use std::future::Future;

@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::closing;
 use crate::rest::Driver;
+use crate::transport::closing;
 
 /// Most commands of the HTTP side handled in one go before the write burst: enough to
 /// batch a burst of small requests into one flush, few enough not to delay the heartbeat.
@@ -58,7 +58,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// (8 bytes) plus the largest payload the machine accepts.
 pub(crate) fn ws_config(conn_config: &tether_proto::connection::Config) -> WebSocketConfig {
     let max = 8 + conn_config.limits().max_frame_payload as usize;
-    crate::upgrade::ws_config(max)
+    crate::transport::ws_config(max)
 }
 
 /// What woke the run loop.
@@ -111,7 +111,7 @@ pub(crate) fn to_ws(msg: WsMessage) -> Option<Message> {
 ///
 /// The sleep only wakes the loop; whether the deadline passed is checked against the
 /// clock, so a late or early wake-up can neither starve nor fire a timer twice
-/// (STYLE.md, "timer starvation").
+/// (the house style's rule on timer starvation).
 pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<S>,
     conn: &Connection,

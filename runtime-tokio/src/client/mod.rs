@@ -54,11 +54,11 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::conn::{self as link, Ending, Input, Io};
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
-use crate::link::{self, Ending, Input, Io};
-use crate::read_ahead::ReadAhead;
 use crate::rest::{BoxError, ConnectionInfo, Driver, LinkHandle, Peer, RestConfig, SharedService};
-use crate::server::OsRandom;
+use crate::transport::read_ahead::ReadAhead;
+use crate::transport::reconnect::{self, Wait};
 use std::sync::atomic::AtomicUsize;
 use tether_proto::Side;
 
@@ -74,7 +74,7 @@ pub struct ClientConfig {
     pub backoff: BackoffConfig,
     /// Reconnect when a connection ends with a retryable code (default true).
     pub reconnect: bool,
-    /// TLS for `wss://` URLs (see [`crate::tls::client_config`]); required for them.
+    /// TLS for `wss://` URLs (see [`crate::transport::tls::client_config`]); required for them.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Time for TCP connect, TLS and the HTTP upgrade of one attempt (default 10 s).
     pub connect_timeout: Duration,
@@ -343,7 +343,7 @@ impl Client {
             .await;
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut task) = task {
-            let limit = crate::closing::CLOSE_TIMEOUT + Duration::from_secs(1);
+            let limit = crate::transport::closing::CLOSE_TIMEOUT + Duration::from_secs(1);
             if tokio::time::timeout(limit, &mut task).await.is_err() {
                 task.abort();
             }
@@ -527,22 +527,28 @@ impl Runner {
             }
             // spec/protocol.md §9.5: the longest delay after 4007, capped (like every
             // delay) so that a resumable session is not lost to our own wait.
-            let Some(delay) = backoff.delay_for_policy(policy, Instant::now(), &mut OsRandom)
-            else {
-                tracing::info!("back-off exhausted: giving up");
-                self.events.publish(ClientEvent::Failure {
-                    id: None,
-                    error: ClientError::GaveUp,
-                });
-                return;
-            };
-            let attempt = backoff.attempt();
-            tracing::info!(attempt, ?delay, "reconnecting");
-            self.events
-                .publish(ClientEvent::Reconnecting { attempt, delay });
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                cmd = self.commands.recv() => return self.closed_while_idle(cmd),
+            let events = &self.events;
+            let waited = reconnect::wait(
+                &mut backoff,
+                policy,
+                self.commands.recv(),
+                |attempt, delay| {
+                    tracing::info!(attempt, ?delay, "reconnecting");
+                    events.publish(ClientEvent::Reconnecting { attempt, delay });
+                },
+            )
+            .await;
+            match waited {
+                Wait::Elapsed => {}
+                Wait::GaveUp => {
+                    tracing::info!("back-off exhausted: giving up");
+                    self.events.publish(ClientEvent::Failure {
+                        id: None,
+                        error: ClientError::GaveUp,
+                    });
+                    return;
+                }
+                Wait::Interrupted(cmd) => return self.closed_while_idle(cmd),
             }
         }
     }

@@ -1,0 +1,205 @@
+//! The HTTP proxy rules of the gateway (RFC 9110, RFC 3986), in both directions: which
+//! header fields belong to one hop, the origin-form of a request target, and dot-segment
+//! removal so that no request leaves an upstream's base path.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Uri;
+
+use super::GatewayError;
+
+/// The fields that describe one transport hop (RFC 9110 §7.6.1, §11.7), besides those a
+/// `Connection` field names. `Proxy-Authenticate` and `Proxy-Authorization` are included:
+/// the tunnel does no proxy authentication, and proxy credentials must not travel on to
+/// an origin server.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Removes the hop-by-hop fields from a message a gateway forwards (RFC 9110 §7.6.1):
+/// every field named in a `Connection` field, then `Connection`, `Keep-Alive`,
+/// `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate` and
+/// `Proxy-Authorization`. Tokens of `Connection` that are not field names are ignored.
+///
+/// ```
+/// use http::HeaderMap;
+/// let mut headers = HeaderMap::new();
+/// headers.insert("connection", "keep-alive, X-Trace".parse().unwrap());
+/// headers.insert("keep-alive", "timeout=5".parse().unwrap());
+/// headers.insert("x-trace", "1".parse().unwrap());
+/// headers.insert("accept", "*/*".parse().unwrap());
+/// tether_tokio::gateway::strip_hop_by_hop(&mut headers);
+/// assert_eq!(headers.len(), 1);
+/// assert_eq!(headers["accept"], "*/*");
+/// ```
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// [`strip_hop_by_hop`] for a request, keeping `TE: trailers` when the client said it
+/// accepts trailers (the one `TE` value a Tether head may carry, spec/protocol.md §4.3).
+pub(super) fn strip_request_hops(headers: &mut HeaderMap) {
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| {
+            let coding = token.split(';').next().unwrap_or("").trim();
+            coding.eq_ignore_ascii_case("trailers")
+        });
+    strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// The origin-form (`/path?query`) of a request target; absolute-form keeps its path and
+/// query, and authority-form or `*` are refused.
+pub(super) fn origin_form(uri: &Uri) -> Result<Uri, GatewayError> {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => Ok(Uri::from(pq.clone())),
+        None if uri.authority().is_some() && uri.scheme().is_some() => Ok(Uri::from_static("/")),
+        _ => Err(GatewayError::UnsupportedTarget(uri.to_string())),
+    }
+}
+
+/// RFC 3986 §5.2.4 on an absolute path, where a segment that is `.` or `..` once its
+/// percent-encoded dots (`%2e`, RFC 3986 §6.2.2.2) are decoded counts as a dot segment:
+/// the result never climbs above `/`. `None` for a segment that would be a dot segment to
+/// an upstream that also splits on an encoded slash (`%2f`), a backslash or an encoded one
+/// (`%5c`): such a path is refused rather than guessed at.
+pub(super) fn remove_dot_segments(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.into_iter().enumerate() {
+        let dots = decode_ci(segment, &[("%2e", ".")]);
+        if dots == "." || dots == ".." {
+            if dots == ".." {
+                out.pop();
+            }
+            if i == last {
+                out.push(""); // "/a/b/.." is "/a/", as in RFC 3986
+            }
+            continue;
+        }
+        let split = decode_ci(&dots, &[("%2f", "/"), ("%5c", "/")]).replace('\\', "/");
+        if split.split('/').any(|part| part == "." || part == "..") {
+            return None;
+        }
+        out.push(segment);
+    }
+    Some(format!("/{}", out.join("/")))
+}
+
+/// `s` with each of `pairs`' percent-encodings (matched ASCII case-insensitively) replaced.
+fn decode_ci(s: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    'outer: while !rest.is_empty() {
+        for (encoded, decoded) in pairs {
+            if rest.len() >= 3
+                && rest.is_char_boundary(3)
+                && rest[..3].eq_ignore_ascii_case(encoded)
+            {
+                out.push_str(decoded);
+                rest = &rest[3..];
+                continue 'outer;
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_go() {
+        let mut h = headers(&[
+            ("connection", "close, X-Foo"),
+            ("connection", " x-bar ,,bad token"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic xyz"),
+            ("proxy-authenticate", "Basic"),
+            ("x-foo", "1"),
+            ("x-bar", "2"),
+            ("x-baz", "3"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "x-baz"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_on_requests_only_as_trailers() {
+        let mut h = headers(&[("te", "gzip, trailers;q=1"), ("connection", "TE")]);
+        strip_request_hops(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["te"], "trailers");
+        let mut h = headers(&[("te", "deflate")]);
+        strip_request_hops(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn non_text_connection_values_are_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-a\xff").unwrap(),
+        );
+        h.insert("x-a", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn origin_forms() {
+        let o = |s: &str| origin_form(&s.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(o("/a?b").unwrap(), "/a?b");
+        assert_eq!(o("http://h/a?b").unwrap(), "/a?b");
+        assert_eq!(o("http://h").unwrap(), "/");
+        assert!(o("*").is_err());
+        assert!(o("h:443").is_err());
+    }
+}

@@ -1,0 +1,45 @@
+//! The transport under every product of this crate: TCP accept, the HTTP/1 upgrade to
+//! WebSocket, read-ahead, TLS, the bounded closing handshake, the write burst, the reconnect
+//! loop and the operating system's random source.
+//!
+//! Nothing here knows the Tether protocol: the Tether server and client use these pieces as
+//! the demo, echo and bindings servers and the compat engine (crate::compat) do.
+
+pub(crate) mod acceptor;
+pub(crate) mod burst;
+pub(crate) mod closing;
+pub(crate) mod read_ahead;
+pub(crate) mod reconnect;
+pub mod tls;
+pub mod upgrade;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The operating system's CSPRNG: connection ids, resume tokens and reconnect jitter, for the
+/// server, the client and the compat engine alike. If it fails, the HELLO that needed it is
+/// rejected with 4008 (and jitter falls back to the nominal delay): never a panic.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OsRandom;
+
+impl tether_proto::RandomSource for OsRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), tether_proto::RandomError> {
+        getrandom::fill(buf).map_err(|e| tether_proto::RandomError(e.to_string()))
+    }
+}
+
+/// A WebSocket config sized for many connections: small read/write buffers, and
+/// `max_message_size` as both message and frame limit.
+///
+/// tungstenite (0.30) grows both buffers to hold a large message and never shrinks them:
+/// a connection that once carried a 64 KiB frame keeps about that much on each side until
+/// it closes (an idle connection that never did stays small). The 4 KiB read buffer also caps
+/// each read at 4 KiB; [`ReadAhead`](read_ahead::ReadAhead) takes the system calls that would cost off the hot
+/// path.
+pub(crate) fn ws_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(max_message_size.saturating_mul(2).max(64 * 1024))
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
