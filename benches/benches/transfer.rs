@@ -153,9 +153,7 @@ fn small_requests(c: &mut Criterion) {
                 let now = pair.now;
                 for _ in 0..n {
                     let head = RequestHead::new(Method::GET, Uri::from_static("/item?id=42"));
-                    pair.client
-                        .open(head, true, None, now)
-                        .expect("open");
+                    pair.client.open(head, true, None, now).expect("open");
                 }
                 let mut done = 0;
                 let mut requests = vec![];

@@ -226,17 +226,16 @@ pub(crate) fn begin_close(
 ) -> Option<Drain> {
     let graceful = code == CloseCode::NORMAL || code == CloseCode::GOING_AWAY;
     if graceful && !drain_for.is_zero() {
-        if let Some(streams) = conn.streams() {
-            if streams.open_streams() > 0 {
-                tracing::debug!(open = streams.open_streams(), "draining before close");
-                streams.go_away(tether_proto::ResetCode::NO_ERROR, &reason);
-                driver.going_away();
-                return Some(Drain {
-                    code,
-                    reason,
-                    deadline: now + drain_for,
-                });
-            }
+        let open = conn.streams().map_or(0, |s| s.open_streams());
+        if open > 0 {
+            tracing::debug!(open, "draining before close");
+            conn.go_away(tether_proto::ResetCode::NO_ERROR, &reason);
+            driver.going_away();
+            return Some(Drain {
+                code,
+                reason,
+                deadline: now + drain_for,
+            });
         }
     }
     conn.close(code, &reason, now);
