@@ -243,7 +243,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StreamEvent {
-    /// The peer opened a stream with a request.
+    /// The peer opened a stream with a request. Only when this side serves requests
+    /// ([`StreamsConfig::serve_requests`]); otherwise the machine answers it `501` by
+    /// itself and reports nothing.
     Request {
         /// The new stream.
         id: StreamId,
