@@ -1356,13 +1356,13 @@ impl Streams {
         let _ = self.release_connection(n, false);
     }
 
-    /// The application wants no more of the peer's data on `id` (a handler answered
-    /// without reading the whole request body). Once our own direction has been sent in
-    /// full, the stream is reset with `code` (NO_ERROR for a complete response,
-    /// spec/protocol.md §6.1), which tells the peer to stop sending; at once if it already
-    /// has been. Until then the caller keeps releasing what arrives. Nothing happens if the
-    /// peer's direction is already complete, or for an unknown stream.
-    pub fn stop_receiving(&mut self, id: StreamId, code: ResetCode) {
+    /// No more of the peer's data is wanted on `id` (behind `discard_body` and the 501 the
+    /// machine answers by itself; the machine picks `code`). Once our own direction has
+    /// been sent in full, the stream is reset with `code` (NO_ERROR for a complete
+    /// response, spec/protocol.md §6.1), which tells the peer to stop sending; at once if
+    /// it already has been. Nothing happens if the peer's direction is already complete,
+    /// or for an unknown stream.
+    pub(crate) fn stop_receiving(&mut self, id: StreamId, code: ResetCode) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
