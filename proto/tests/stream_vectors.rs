@@ -82,6 +82,9 @@ fn run(script: &Value) {
         stall_timeout: Duration::from_millis(n(&c["stall_timeout_ms"])),
         max_churn: n(&c["max_churn"]) as u32,
         churn_min_lifetime: Duration::from_millis(n(&c["churn_min_lifetime_ms"])),
+        // The scripts release explicitly and answer requests themselves.
+        manual_release: true,
+        serve_requests: true,
         ..StreamsConfig::default()
     };
     let peer = PeerLimits {
@@ -140,7 +143,11 @@ fn run(script: &Value) {
         }
         if let Some(code) = step.get("close") {
             let err = result.expect_err(&format!("{at}: expected a connection error"));
-            assert_eq!(u64::from(err.code.value()), n(code), "{at}: close code");
+            assert_eq!(
+                u64::from(err.close_code().value()),
+                n(code),
+                "{at}: close code"
+            );
             continue;
         }
         result.unwrap_or_else(|e| panic!("{at}: unexpected connection error {e}"));

@@ -203,7 +203,7 @@ pub enum ConnectionError {
     /// The server's WELCOME is inconsistent (settings that cannot work, or a resumed
     /// session other than the one asked for); this side closed with PROTOCOL_ERROR.
     #[error("invalid WELCOME: {0}")]
-    InvalidWelcome(&'static str),
+    InvalidWelcome(InvalidWelcome),
     /// The peer closed with an error code (for a client, REJECTED means the server's
     /// application refused the HELLO).
     #[error("peer closed with {code}: {reason:?}")]
@@ -295,7 +295,7 @@ impl ConnectionError {
             ConnectionError::TextMessage => CloseCode::UNSUPPORTED_DATA,
             ConnectionError::UnsupportedVersion { .. } => CloseCode::UNSUPPORTED_VERSION,
             ConnectionError::PeerClosed { code, .. } => *code,
-            ConnectionError::StreamLayer(e) => e.code,
+            ConnectionError::StreamLayer(e) => e.close_code(),
             ConnectionError::ProbeFlood { .. } => CloseCode::ENHANCE_YOUR_CALM,
             ConnectionError::WebSocket(e) => e.close_code(),
             ConnectionError::TransportLost => return None,
@@ -332,4 +332,16 @@ pub(super) fn is_orderly(code: CloseCode) -> bool {
         || code == CloseCode::GOING_AWAY
         || code == NO_STATUS
         || code.is_application()
+}
+
+/// What makes a server's WELCOME unusable (spec/protocol.md §7.3, §7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidWelcome {
+    /// It says `resumed` for a session the client did not ask to resume.
+    #[error("resumed a session the client did not ask for")]
+    UnaskedResume,
+    /// A heartbeat interval without a timeout, or a timeout not longer than the interval.
+    #[error("heartbeat timeout missing or not longer than the interval")]
+    HeartbeatTimeout,
 }

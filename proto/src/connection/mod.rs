@@ -7,36 +7,87 @@
 //!
 //! # The contract
 //!
+//! This is the one description of how an embedder drives tether-proto; the crate docs, the
+//! [`streams`](crate::streams) docs, the README and the runtimes link here.
+//!
 //! The API splits as in quinn-proto:
 //!
 //! - getters: [`state`](Connection::state), [`connection_id`](Connection::connection_id),
-//!   [`rtt`](Connection::rtt), …;
-//! - inputs: [`handle_message`](Connection::handle_message),
+//!   [`rtt`](Connection::rtt), [`streams`](Connection::streams) (read-only),
+//!   [`can_open`](Connection::can_open), …;
+//! - inputs, each with the time it happened: [`handle_message`](Connection::handle_message),
 //!   [`handle_timeout`](Connection::handle_timeout),
 //!   [`handle_transport_lost`](Connection::handle_transport_lost),
 //!   [`handle_websocket_error`](Connection::handle_websocket_error);
 //! - mutators: [`admit`](Connection::admit), [`accept`](Connection::accept),
-//!   [`reject`](Connection::reject),
-//!   [`close`](Connection::close);
-//! - outputs: [`poll_transmit`](Connection::poll_transmit),
-//!   [`poll_event`](Connection::poll_event), [`poll_timeout`](Connection::poll_timeout).
+//!   [`reject`](Connection::reject), [`close`](Connection::close),
+//!   [`open`](Connection::open) (a request), [`stream`](Connection::stream) (a
+//!   [`StreamMut`] view to answer, send on, reset, cancel or discard one stream; a stream
+//!   that ended is a [`StreamError`], not a panic), and the two switches below;
+//! - outputs: [`poll_event`](Connection::poll_event),
+//!   [`poll_transmit`](Connection::poll_transmit),
+//!   [`has_events`](Connection::has_events), [`poll_timeout`](Connection::poll_timeout).
 //!
-//! After every input or mutator, drain `poll_event` until `None` (handling an event may
-//! call mutators), then `poll_transmit` until `None` (send them all, then flush once).
-//! Transmitting can raise new events (a stream's send queue drained: it is writable
-//! again), so repeat both until [`has_events`](Connection::has_events) is false and
-//! nothing is left to send; only then re-arm the timer from `poll_timeout` and wait. Call `handle_timeout(now)` when that deadline passes; an early or
-//! repeated call does nothing. `now` must never go backwards by much (a monotonic clock).
+//! **The drain order.** After every input or mutator:
+//!
+//! 1. drain `poll_event` until `None`, handling each event (which may call mutators);
+//! 2. drain `poll_transmit` until `None`, writing each message to the WebSocket, then
+//!    flush once;
+//! 3. if [`has_events`](Connection::has_events) is true (writing let a stream's send queue
+//!    drain, so it became [`Writable`](crate::streams::StreamEvent::Writable)), go back
+//!    to 1;
+//! 4. arm one timer at [`poll_timeout`](Connection::poll_timeout) and wait for input or
+//!    that deadline; when it passes, call `handle_timeout(now)` (an early or repeated call
+//!    does nothing).
+//!
+//! `now` comes from a monotonic clock the embedder reads; the machine reads none. A machine
+//! that is [closed](Connection::is_closed) still has its last messages (the close frame)
+//! and events to drain.
+//!
+//! **What the machine does by itself.** Duties toward the stream layer are defaults of the
+//! machine, not rules for the embedder:
+//!
+//! - *Flow control*: every [`StreamEvent::Data`](crate::streams::StreamEvent::Data) is given
+//!   back to the peer's windows as it is reported. An embedder that buffers bodies for a
+//!   slow consumer calls [`set_manual_release(true)`](Connection::set_manual_release) and
+//!   then [`StreamMut::release_capacity`] as the consumer reads, so the peer's window is
+//!   its backpressure.
+//! - *Requests nobody serves*: unless the embedder calls
+//!   [`set_serve_requests(true)`](Connection::set_serve_requests) (or sets
+//!   [`StreamsConfig::serve_requests`](crate::streams::StreamsConfig::serve_requests)), the
+//!   machine answers every request the peer opens with `501 Not Implemented` and reports
+//!   nothing about it: an end that only sends requests has nothing to do.
+//! - *A body no longer wanted*: [`StreamMut::discard_body`]. The machine picks the reaction
+//!   (CANCEL for our own request, NO_ERROR once our response is out for the peer's,
+//!   spec/protocol.md §6.1), releases what arrived and reports no more of that body.
+//! - *Limits and protocol errors*: an oversized response head or trailers, a deadline, a
+//!   stalled stream, a misbehaving peer: the machine resets or closes with the code the spec
+//!   gives, and the embedder learns of it through events.
+//! - *Graceful close* ([`close_gracefully`](Connection::close_gracefully)): GOAWAY,
+//!   letting open streams finish and closing when none is left or the drain time is up
+//!   (spec/protocol.md §10.7) is the machine's too; the embedder keeps
+//!   following the drain order until the machine is closed.
+//!
+//! What is left to the embedder: moving messages and time, authenticating a HELLO and
+//! admitting it through a [`SessionStore`] (server), keeping the resume ticket (client),
+//! answering the requests it serves, and sending bodies within the machine's pushback
+//! ([`SendError::Blocked`](crate::streams::SendError::Blocked), then
+//! [`Writable`](crate::streams::StreamEvent::Writable)).
 //!
 //! # The run loop
 //!
-//! A server in one function, with the I/O elided (each connection has its own machine;
-//! the [`SessionStore`] is shared by the server):
+//! A server's turn in one function, with the I/O elided (each connection has its own
+//! machine; the [`SessionStore`] is shared by the server), and a client that sends it one
+//! request:
 //!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use http::{Method, StatusCode, Uri};
 //! use tether_proto::connection::{Config, Connection, Event, SessionStore, WsMessage};
+//! use tether_proto::streams::StreamEvent;
+//! use tether_proto::{RequestHead, ResponseHead};
 //!
 //! fn drive(
 //!     conn: &mut Connection,
@@ -50,8 +101,7 @@
 //!         Some(msg) => conn.handle_message(msg, now),
 //!         None => conn.handle_timeout(now),
 //!     }
-//!     // Events may call for mutations, which may queue more output, and sending may
-//!     // raise events (a stream became writable): loop until both are quiet.
+//!     // The drain order (see "The contract"): events, then transmits, until both are quiet.
 //!     loop {
 //!         while let Some(event) = conn.poll_event() {
 //!             match event {
@@ -63,7 +113,15 @@
 //!                         store.admit(hello.resume.as_ref(), hello.metadata, rng, now);
 //!                     conn.admit(admission, now).unwrap();
 //!                 }
-//!                 Event::Received { id, .. } => println!("{id} connected"),
+//!                 Event::Stream(StreamEvent::Request { id, head, .. }) => {
+//!                     // A stream that ended meanwhile is an error value, not a panic.
+//!                     if let Ok(mut stream) = conn.stream(id) {
+//!                         let body = Bytes::from(head.uri.path().to_owned());
+//!                         let _ = stream
+//!                             .send_response(ResponseHead::new(StatusCode::OK), false)
+//!                             .and_then(|()| stream.send_data(body, true));
+//!                     }
+//!                 }
 //!                 Event::Failure { error } => println!("failed: {error}"),
 //!                 _ => {}
 //!             }
@@ -81,20 +139,33 @@
 //! let config = Arc::new(Config::default());
 //! let t0 = Instant::now();
 //! let mut server = Connection::server(config.clone(), t0);
+//! server.set_serve_requests(true); // this end answers requests (else: 501 by itself)
 //! let mut client = Connection::client(config, "{\"user\":\"ada\"}".into(), None, t0)?;
 //! let mut store = SessionStore::new(Duration::from_secs(30));
 //! let mut rng = |buf: &mut [u8]| buf.fill(0x42); // a CSPRNG in production
 //!
-//! let hello = client.poll_transmit().unwrap();
+//! // Moves the client's output to the server and back until both are quiet.
 //! let mut to_client = Vec::new();
-//! drive(&mut server, &mut store, &mut rng, Some(hello), t0, &mut to_client);
-//! for msg in to_client.drain(..) {
-//!     client.handle_message(msg, t0);
+//! let mut client_events = Vec::new();
+//! for _ in 0..4 {
+//!     while let Some(msg) = client.poll_transmit() {
+//!         drive(&mut server, &mut store, &mut rng, Some(msg), t0, &mut to_client);
+//!     }
+//!     for msg in to_client.drain(..) {
+//!         client.handle_message(msg, t0);
+//!     }
+//!     client_events.extend(std::iter::from_fn(|| client.poll_event()));
+//!     if client.is_established() && client_events.len() == 1 {
+//!         let get = RequestHead::new(Method::GET, Uri::from_static("/hello"));
+//!         client.open(get, true, Some(Duration::from_secs(5)), t0).unwrap();
+//!     }
 //! }
-//! let ack = client.poll_transmit().unwrap();
-//! drive(&mut server, &mut store, &mut rng, Some(ack), t0, &mut to_client);
 //! assert!(server.is_established() && client.is_established());
 //! assert_eq!(server.connection_id(), client.connection_id());
+//! assert!(client_events.iter().any(|e| matches!(
+//!     e,
+//!     Event::Stream(StreamEvent::Data { data, .. }) if &data[..] == b"/hello"
+//! )));
 //! # Ok::<(), tether_proto::connection::ConfigError>(())
 //! ```
 //!
@@ -120,10 +191,12 @@ mod timer;
 pub use crate::RandomSource;
 pub use crate::{Initiator, Side};
 pub use config::{
-    Carrier, Config, ConfigBuilder, ConfigError, PongResponder, HEARTBEAT_SEQ_LEN,
+    Carrier, Config, ConfigBuilder, ConfigError, MetadataError, PongResponder, HEARTBEAT_SEQ_LEN,
     MAX_HEARTBEAT_APP_DATA,
 };
-pub use event::{ConnectionError, Event, HelloInfo, State, StateError, WebSocketError};
+pub use event::{
+    ConnectionError, Event, HelloInfo, InvalidWelcome, State, StateError, WebSocketError,
+};
 pub use heartbeat::RttStats;
 pub use message::{CloseFrame, WsMessage, MAX_CLOSE_REASON};
 pub use probe_limit::{ProbeLimit, DEFAULT_MAX_PROBES, PROBE_WINDOW};
@@ -135,9 +208,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::streams::{PeerLimits, Streams, StreamsError};
+use crate::streams::{OpenError, PeerLimits, StreamError, StreamMut, Streams, StreamsError};
 use crate::{
-    CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, ResetCode, Resume, Settings, Welcome,
+    CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, RequestHead, ResetCode, Resume,
+    Settings, StreamId, Welcome,
 };
 use event::{is_orderly, NO_STATUS};
 use heartbeat::Heartbeat;
@@ -199,6 +273,10 @@ pub struct Connection {
     session: Option<SessionHandle>,
     /// Once closed: what the end means for the session (§9.1).
     session_outcome: Option<SessionOutcome>,
+    /// Whether the embedder answers the peer's requests (else the machine answers 501).
+    serve_requests: bool,
+    /// Whether the embedder releases received body bytes itself.
+    manual_release: bool,
 }
 
 impl Connection {
@@ -211,13 +289,13 @@ impl Connection {
         resume: Option<Resume>,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        if metadata.len() > config.limits().max_metadata_size as usize {
-            return Err(ConfigError::Metadata("larger than max_metadata_size"));
+        let max = config.limits().max_metadata_size;
+        if metadata.len() > max as usize {
+            let len = metadata.len();
+            return Err(ConfigError::Metadata(MetadataError::TooLarge { len, max }));
         }
         if crate::frame::parse_metadata(&metadata).is_none() {
-            return Err(ConfigError::Metadata(
-                "not one JSON value (spec/protocol.md §3.4.1)",
-            ));
+            return Err(ConfigError::Metadata(MetadataError::NotJson));
         }
         let hello = Frame::Hello(Hello {
             versions: config.versions().to_vec(),
@@ -243,6 +321,8 @@ impl Connection {
             timers.set(Timer::Handshake, at);
         }
         Connection {
+            serve_requests: config.streams().serve_requests,
+            manual_release: config.streams().manual_release,
             config,
             side,
             state,
@@ -451,10 +531,20 @@ impl Connection {
         }
     }
 
-    /// The stream layer, once established (`None` before and after): open requests,
-    /// answer the peer's, send bodies and resets through it (spec/protocol.md §10).
-    pub fn streams(&mut self) -> Option<&mut Streams> {
-        self.streams.as_mut()
+    /// The stream layer, read-only, once established (`None` before and after): how many
+    /// streams are open, how many bytes wait, whether a stream takes data. Act on streams
+    /// with [`open`](Self::open) and [`stream`](Self::stream).
+    pub fn streams(&self) -> Option<&Streams> {
+        self.streams.as_ref()
+    }
+
+    /// Whether [`open`](Self::open) would open a stream now; `Err` says why not (after
+    /// [`OpenError::Blocked`], a [`StreamEvent::CanOpen`](crate::streams::StreamEvent::CanOpen)
+    /// follows when a stream frees up).
+    pub fn can_open(&self) -> Result<(), OpenError> {
+        self.streams
+            .as_ref()
+            .map_or(Err(OpenError::NotEstablished), Streams::can_open)
     }
 
     // ---- inputs ----
@@ -553,6 +643,66 @@ impl Connection {
     }
 
     // ---- mutators ----
+
+    /// Opens a stream with a request head (spec/protocol.md §10.1); with `end_stream` the
+    /// request has no body, with a `timeout` it carries a deadline (§10.6). See
+    /// [`Streams::open`]; [`OpenError::NotEstablished`] before the handshake completes and
+    /// after the connection ended.
+    pub fn open(
+        &mut self,
+        head: RequestHead,
+        end_stream: bool,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<StreamId, OpenError> {
+        let streams = self.streams.as_mut().ok_or(OpenError::NotEstablished)?;
+        streams.open(head, end_stream, timeout, now)
+    }
+
+    /// The open stream `id`, to answer it, send on it or give up on it (see
+    /// [`StreamMut`]); a typed [`StreamError`] when it has ended, never existed, or the
+    /// connection has no streams.
+    pub fn stream(&mut self, id: StreamId) -> Result<StreamMut<'_>, StreamError> {
+        self.streams
+            .as_mut()
+            .ok_or(StreamError::NoStreams)?
+            .stream(id)
+    }
+
+    /// Whether this side answers the requests the peer opens
+    /// ([`StreamsConfig::serve_requests`](crate::streams::StreamsConfig::serve_requests),
+    /// whose value in the config is the default). Off, the machine answers each request
+    /// with `501 Not Implemented` by itself and reports nothing about it; on,
+    /// [`StreamEvent::Request`](crate::streams::StreamEvent::Request) comes and the
+    /// embedder answers. Takes effect for requests that arrive from now on, also when
+    /// called before the handshake.
+    pub fn set_serve_requests(&mut self, serve: bool) {
+        self.serve_requests = serve;
+        if let Some(streams) = &mut self.streams {
+            streams.set_serve_requests(serve);
+        }
+    }
+
+    /// Whether the embedder gives received body bytes back to the peer itself, with
+    /// [`StreamMut::release_capacity`] as it consumes them
+    /// ([`StreamsConfig::manual_release`](crate::streams::StreamsConfig::manual_release),
+    /// whose value in the config is the default). Off, the machine releases every
+    /// [`StreamEvent::Data`](crate::streams::StreamEvent::Data) as it reports it.
+    pub fn set_manual_release(&mut self, manual: bool) {
+        self.manual_release = manual;
+        if let Some(streams) = &mut self.streams {
+            streams.set_manual_release(manual);
+        }
+    }
+
+    /// Sends GOAWAY (spec/protocol.md §10.7): the peer opens no more streams, and ours
+    /// refuse new opens ([`OpenError::GoingAway`]); open streams run to completion. Does
+    /// nothing without a stream layer.
+    pub fn go_away(&mut self, code: ResetCode, reason: &str) {
+        if let Some(streams) = &mut self.streams {
+            streams.go_away(code, reason);
+        }
+    }
 
     /// Server: accepts the pending HELLO with the identity `admission` gives (from
     /// [`SessionStore::admit`] or [`Admission::fresh`]), and sends WELCOME.
@@ -855,7 +1005,7 @@ impl Connection {
         }
         if welcome.resumed && self.resume.map(|r| r.connection_id) != Some(welcome.connection_id) {
             return self.fail(ConnectionError::InvalidWelcome(
-                "resumed a session the client did not ask for",
+                InvalidWelcome::UnaskedResume,
             ));
         }
         let s = welcome.settings;
@@ -868,7 +1018,7 @@ impl Connection {
             _ if interval.is_zero() => Duration::ZERO,
             _ => {
                 return self.fail(ConnectionError::InvalidWelcome(
-                    "heartbeat timeout missing or not longer than the interval",
+                    InvalidWelcome::HeartbeatTimeout,
                 ))
             }
         };
@@ -921,14 +1071,14 @@ impl Connection {
             max_head_size: self.peer_limits().max_head_size,
             max_header_count: self.peer_limits().max_header_count,
         };
-        match Streams::new(self.side, self.config.streams().clone(), peer) {
+        let mut config = self.config.streams().clone();
+        config.serve_requests = self.serve_requests;
+        config.manual_release = self.manual_release;
+        match Streams::new(self.side, config, peer) {
             Ok(streams) => self.streams = Some(streams),
             // Unreachable with settings that passed decoding (§3.6); closes, never panics.
-            Err(_) => {
-                self.fail(ConnectionError::StreamLayer(StreamsError {
-                    code: CloseCode::PROTOCOL_ERROR,
-                    reason: "the peer's settings leave no room for DATA",
-                }));
+            Err(e) => {
+                self.fail(ConnectionError::StreamLayer(StreamsError::PeerLimits(e)));
                 return false;
             }
         }

@@ -603,6 +603,7 @@ impl Runner {
         if let Some(m) = &self.config.metrics {
             driver.set_metrics(m.clone());
         }
+        driver.attach(&mut conn);
         let mut meter = crate::metrics::Meter::new(self.config.metrics.clone());
         let mut lost = false;
         let mut violated = false;
@@ -611,7 +612,10 @@ impl Runner {
             let now = Instant::now();
             match input.take() {
                 None => {} // the HELLO is already queued
-                Some(Input::Message(msg)) => conn.handle_message(msg, now),
+                Some(Input::Message(msg)) => {
+                    driver.sync_serving(&mut conn); // a service attached since
+                    conn.handle_message(msg, now)
+                }
                 Some(Input::Timeout) => conn.handle_timeout(now),
                 Some(Input::TransportLost(error)) => {
                     tracing::debug!(?error, "transport lost");

@@ -2,7 +2,9 @@
 //! [server](crate::server) and the [client](crate::client): message conversion, the wait for
 //! the next input, and the write burst (feed every queued message, flush once).
 //!
-//! Nothing here knows a protocol rule: the machine decides, this module only carries.
+//! Nothing here knows a protocol rule: the machine decides, this module only carries. The
+//! run loops follow the embedding contract written in
+//! [`tether_proto::connection`](tether_proto::connection#the-contract).
 
 use std::time::{Duration, Instant};
 

@@ -117,6 +117,7 @@ async fn run(
     };
     let mut driver = Driver::new(shared.config.rest.clone(), shared.service.clone());
     driver.set_metrics(shared.metrics.clone());
+    driver.attach(&mut conn);
     let mut meter = Meter::new(Some(shared.metrics.clone()));
     let mut linger = false;
     let mut lost = false;
@@ -143,7 +144,10 @@ async fn run(
         };
         let now = Instant::now();
         match input {
-            Input::Message(msg) => conn.handle_message(msg, now),
+            Input::Message(msg) => {
+                driver.sync_serving(&mut conn); // a service attached since
+                conn.handle_message(msg, now)
+            }
             Input::Timeout => conn.handle_timeout(now),
             Input::TransportLost(error) => {
                 tracing::debug!(?error, "transport lost");
