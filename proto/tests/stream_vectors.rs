@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tether_proto::streams::{
     Initiator, Outcome, PeerLimits, Side, StreamEvent, Streams, StreamsConfig,
 };
-use tether_proto::{Frame, Limits, RequestHead, ResetCode, ResponseHead, StreamId};
+use tether_proto::{Frame, Limits, Reaction, RequestHead, ResetCode, ResponseHead, StreamId};
 
 fn hex(v: &Value) -> Bytes {
     Bytes::from(hex::decode(v.as_str().expect("hex")).expect("valid hex"))
@@ -105,9 +105,17 @@ fn run(script: &Value) {
         let at = format!("{name} step {i}");
         let mut result = Ok(());
         if let Some(f) = step.get("recv") {
-            let frame =
-                Frame::decode(hex(f), &Limits::default()).unwrap_or_else(|e| panic!("{at}: {e}"));
-            result = s.handle_frame(frame, now);
+            // A decode error confined to one stream is the stream layer's to apply
+            // (spec/protocol.md §3.5, §10.1); any other is not a stream vector.
+            result = match Frame::decode(hex(f), &Limits::default()) {
+                Ok(frame) => s.handle_frame(frame, now),
+                Err(e) => match (e.reaction(), e.frame_type()) {
+                    (Reaction::Reset(id, code), Some(ty)) => {
+                        s.handle_stream_error(id, ty, code, now)
+                    }
+                    _ => panic!("{at}: {e}"),
+                },
+            };
         } else if let Some(o) = step.get("open") {
             let head = RequestHead::new(
                 o[0].as_str().unwrap().parse().unwrap(),

@@ -563,11 +563,10 @@ impl Connection {
                     // spec/protocol.md §3.5: a stream error resets the stream only; before
                     // the handshake there are no streams.
                     Reaction::Reset(stream_id, code) if self.streams.is_some() => {
-                        if let Some(Err(e)) = self
-                            .streams
-                            .as_mut()
-                            .map(|s| s.handle_stream_error(stream_id, code, now))
-                        {
+                        if let Some(Err(e)) = self.streams.as_mut().map(|s| {
+                            let frame = error.frame_type().unwrap_or(crate::FrameType::Headers);
+                            s.handle_stream_error(stream_id, frame, code, now)
+                        }) {
                             self.fail(ConnectionError::StreamLayer(e));
                         }
                     }

@@ -667,11 +667,15 @@ impl Streams {
         }
     }
 
-    /// Applies a decode error confined to one stream (a [`crate::Reaction::Reset`]): the
-    /// stream is reset with `code`, whether or not it was open yet.
+    /// Applies a decode error confined to one stream (a [`crate::Reaction::Reset`]) that
+    /// came in a `frame` of this type (spec/protocol.md §3.5): the stream is reset with
+    /// `code` whether it is open or closed; a HEADERS on a new peer id uses up that id and
+    /// resets it. A stream that was never opened otherwise is a connection error, as for a
+    /// well-formed frame (§10.1): `Err(NeverOpened)`.
     pub fn handle_stream_error(
         &mut self,
         id: StreamId,
+        frame: FrameType,
         code: ResetCode,
         now: Instant,
     ) -> Result<(), StreamsError> {
@@ -683,7 +687,10 @@ impl Streams {
         if self.streams.contains_key(&id) {
             return self.reset_for_peer_error(id, code, now);
         }
-        if !self.is_local(id) && id.value() > self.last_peer {
+        if !self.was_ever_opened(id) {
+            if self.is_local(id) || frame != FrameType::Headers {
+                return Err(StreamsError::NeverOpened { frame, id });
+            }
             // A request we could not parse still uses up its id.
             self.last_peer = id.value();
         }
@@ -728,7 +735,7 @@ impl Streams {
             self.config.initial_stream_window,
         );
         stream.expected_len = head::content_length(&head.headers);
-        let deadline = match parse_timeout(head.headers.get(TIMEOUT_HEADER)) {
+        let deadline = match parse_timeout(head.headers.get_all(TIMEOUT_HEADER)) {
             Ok(d) => d,
             Err(()) => {
                 return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
@@ -1847,15 +1854,23 @@ const MAX_TIMEOUT_DIGITS: usize = 10;
 /// The peer's head limits, as [`crate::Limits`] for [`EncodedSize::fits`].
 fn peer_head_limits(peer: &PeerLimits) -> crate::Limits {
     crate::Limits {
-        max_head_size: peer.max_head_size,
+        // A head travels in one frame: the peer's frame limit bounds it too (§5).
+        max_head_size: peer.max_head_size.min(peer.max_frame_payload),
         max_header_count: peer.max_header_count,
         ..crate::Limits::default()
     }
 }
 
 /// Parses a `tether-timeout` value: 1 to 10 decimal digits of milliseconds.
-fn parse_timeout(v: Option<&HeaderValue>) -> Result<Option<Duration>, ()> {
-    let Some(v) = v else { return Ok(None) };
+fn parse_timeout(all: http::header::GetAll<'_, HeaderValue>) -> Result<Option<Duration>, ()> {
+    let mut values = all.iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    // Two deadlines are one too many: hops that pick different ones disagree (§10.6).
+    if values.next().is_some() {
+        return Err(());
+    }
     let b = v.as_bytes();
     if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) {
         return Err(());

@@ -100,8 +100,11 @@ fn requests_both_ways_over_one_connection() {
 fn a_stream_error_resets_the_stream_and_keeps_the_connection() {
     let mut pair = Pair::default_configs();
     pair.handshake();
-    // WINDOW_UPDATE with increment 0 on stream 3, which the client never opened yet.
-    let bad = Bytes::from_static(b"\x07\0\0\0\0\0\0\x03\0\0\0\0");
+    // HEADERS with TRAILERS but without END_STREAM on stream 3, which the client never
+    // opened yet: it uses up the id and resets it (spec/protocol.md §3.5, §10.1). (The
+    // same error in a WINDOW_UPDATE for a stream never opened closes the connection:
+    // streams.json `zero_window_update_on_idle_stream`.)
+    let bad = Bytes::from_static(b"\x04\x04\0\0\0\0\0\x03\r\n");
     let now = pair.now;
     pair.server.conn.handle_message(WsMessage::Binary(bad), now);
     assert!(pair.server.conn.is_established());
