@@ -209,6 +209,16 @@ S.append(script("client_request_refused", "client", [
     step({"open": ["GET", "/", True, None]}, send=[request(1)]),
     step(recv(reset(1, "REFUSED_STREAM")), events=[["closed", 1, "refused"]]),
 ], "§10.5: REFUSED_STREAM means safe to retry"))
+S.append(script("reset_no_error_after_complete_response", "client", [
+    step({"open": ["POST", "/upload", False, None]}, send=[request(1, "POST", "/upload", end=False)]),
+    step(recv(response(1, 200, "OK")), events=[["response", 1, 200, True]]),
+    step(recv(reset(1, "NO_ERROR")), events=[["closed", 1, "finished"]]),
+], "§10.2: RESET NO_ERROR after the complete response ends the exchange as finished; the "
+   "rest of the request body is not sent"))
+S.append(script("reset_no_error_before_response", "client", [
+    step({"open": ["POST", "/upload", False, None]}, send=[request(1, "POST", "/upload", end=False)]),
+    step(recv(reset(1, "NO_ERROR")), events=[["closed", 1, "reset", CODES["NO_ERROR"], "peer"]]),
+], "§10.2: RESET NO_ERROR before the response is complete is an ordinary reset"))
 S.append(script("client_goaway_refuses_in_flight", "client", [
     step({"open": ["GET", "/a", True, None]}, send=[request(1, "GET", "/a")]),
     step({"open": ["GET", "/b", True, None]}, send=[request(3, "GET", "/b")]),

@@ -416,9 +416,14 @@ impl Connection {
     pub fn peer_limits(&self) -> Limits {
         let d = Limits::default();
         let s = &self.peer_settings;
+        let max_frame_payload = s.max_frame_payload.unwrap_or(d.max_frame_payload);
         Limits {
-            max_frame_payload: s.max_frame_payload.unwrap_or(d.max_frame_payload),
-            max_head_size: s.max_head_size.unwrap_or(d.max_head_size),
+            max_frame_payload,
+            // A head travels in one frame: the frame limit bounds it too (§5).
+            max_head_size: s
+                .max_head_size
+                .unwrap_or(d.max_head_size)
+                .min(max_frame_payload),
             max_header_count: s
                 .max_header_count
                 .and_then(|c| u16::try_from(c).ok())

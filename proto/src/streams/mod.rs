@@ -1854,8 +1854,7 @@ const MAX_TIMEOUT_DIGITS: usize = 10;
 /// The peer's head limits, as [`crate::Limits`] for [`EncodedSize::fits`].
 fn peer_head_limits(peer: &PeerLimits) -> crate::Limits {
     crate::Limits {
-        // A head travels in one frame: the peer's frame limit bounds it too (§5).
-        max_head_size: peer.max_head_size.min(peer.max_frame_payload),
+        max_head_size: peer.max_head_size,
         max_header_count: peer.max_header_count,
         ..crate::Limits::default()
     }

@@ -260,20 +260,6 @@ fn stop_receiving_resets_after_the_response_is_complete() {
 /// A head the peer would refuse (over its MAX_HEAD_SIZE or MAX_HEADER_COUNT) is refused
 /// here, before anything is sent: one oversized request cannot cost the whole connection.
 #[test]
-fn a_head_also_fits_the_peers_frame_limit() {
-    // spec/protocol.md §5: MAX_HEAD_SIZE may exceed MAX_FRAME_PAYLOAD; the head must
-    // still fit one frame, so the smaller of the two bounds it.
-    let mut p = Pair::default();
-    p.client.s.peer.max_head_size = 4096;
-    p.client.s.peer.max_frame_payload = 1024;
-    let mut big = get("/big");
-    big.headers
-        .insert("x-big", HeaderValue::from_str(&"b".repeat(2000)).unwrap());
-    let err = p.client.s.open(big, true, None, p.now).unwrap_err();
-    assert!(matches!(err, OpenError::HeadTooLarge(size) if size.bytes > 2000));
-}
-
-#[test]
 fn heads_over_the_peers_limits_are_refused_before_sending() {
     let mut p = Pair::default();
     p.client.s.peer.max_head_size = 300;
