@@ -84,6 +84,17 @@ impl RequestHead {
         encode_fields(&self.headers, dst, false);
     }
 
+    /// Whether the method and the request-target it is written with follow
+    /// spec/protocol.md §4.1 (a target the peer would refuse with `invalid_uri`: `*` with
+    /// another method than OPTIONS, `host:port` without CONNECT, a byte such as `\\` or
+    /// `"`). A sender checks this before sending.
+    pub fn check_target(&self) -> Result<(), HeadError> {
+        let target = RequestTarget::of(&self.uri);
+        let mut buf = BytesMut::with_capacity(target.len());
+        target.write(&mut buf);
+        check_target(&self.method, &buf)
+    }
+
     /// Parses a request head that fills `src` exactly (spec/protocol.md §4.1).
     pub fn decode(src: &Bytes, limits: &Limits) -> Result<Self, HeadError> {
         check_size(src, limits)?;
@@ -699,6 +710,22 @@ mod tests {
         ] {
             let raw = Bytes::from_static(raw);
             assert!(RequestHead::decode(&raw, &limits()).is_ok(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn senders_check_targets_as_receivers_do() {
+        let head = |m: Method, t: &'static str| RequestHead::new(m, Uri::from_static(t));
+        assert_eq!(head(Method::OPTIONS, "*").check_target(), Ok(()));
+        assert_eq!(head(Method::CONNECT, "h:443").check_target(), Ok(()));
+        assert_eq!(head(Method::GET, "/a?b={c}").check_target(), Ok(()));
+        for bad in [
+            head(Method::GET, "*"),
+            head(Method::GET, "h:443"),
+            head(Method::CONNECT, "/"),
+            head(Method::GET, "/a\\b"),
+        ] {
+            assert_eq!(bad.check_target(), Err(HeadError::InvalidUri), "{bad:?}");
         }
     }
 

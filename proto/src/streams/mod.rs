@@ -330,6 +330,10 @@ pub enum OpenError {
     /// MAX_HEADER_COUNT, §4.5): nothing was sent.
     #[error("head of {} bytes and {} fields exceeds the peer's limits", .0.bytes, .0.fields)]
     HeadTooLarge(EncodedSize),
+    /// The method and request-target do not go together, or the target holds a byte
+    /// §4.1 refuses (the peer would reset the stream, `invalid_uri`): nothing was sent.
+    #[error("the request-target does not follow spec/protocol.md §4.1 for this method")]
+    InvalidTarget,
 }
 
 /// Why a send on a stream was not accepted.
@@ -1125,6 +1129,10 @@ impl Streams {
         }
         if !size.fits(&peer_head_limits(&self.peer)) {
             return Err(OpenError::HeadTooLarge(size));
+        }
+        // spec/protocol.md §4.1: a sender does not send a target the peer refuses.
+        if head.check_target().is_err() {
+            return Err(OpenError::InvalidTarget);
         }
         self.next_local = id.value().checked_add(2);
         let mut stream = Stream::new(

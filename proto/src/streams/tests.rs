@@ -260,6 +260,21 @@ fn stop_receiving_resets_after_the_response_is_complete() {
 /// A head the peer would refuse (over its MAX_HEAD_SIZE or MAX_HEADER_COUNT) is refused
 /// here, before anything is sent: one oversized request cannot cost the whole connection.
 #[test]
+fn targets_the_peer_refuses_are_not_sent() {
+    let mut p = Pair::default();
+    let star = RequestHead::new(Method::GET, Uri::from_static("*"));
+    assert_eq!(
+        p.client.s.open(star, true, None, p.now),
+        Err(OpenError::InvalidTarget)
+    );
+    assert!(p.client.s.poll_transmit().is_none());
+    let options = RequestHead::new(Method::OPTIONS, Uri::from_static("*"));
+    let id = p.client.s.open(options, true, None, p.now).unwrap();
+    p.pump();
+    assert_eq!(requests(&p.server.events), vec![id]);
+}
+
+#[test]
 fn heads_over_the_peers_limits_are_refused_before_sending() {
     let mut p = Pair::default();
     p.client.s.peer.max_head_size = 300;
