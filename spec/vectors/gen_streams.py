@@ -209,6 +209,12 @@ S.append(script("client_request_refused", "client", [
     step({"open": ["GET", "/", True, None]}, send=[request(1)]),
     step(recv(reset(1, "REFUSED_STREAM")), events=[["closed", 1, "refused"]]),
 ], "§10.5: REFUSED_STREAM means safe to retry"))
+S.append(script("late_response_after_reset", "client", [
+    step({"open": ["GET", "/", True, None]}, send=[request(1)]),
+    step(recv(reset(1, "CANCEL")), events=[["closed", 1, "reset", CODES["CANCEL"], "peer"]]),
+    step(recv(response(1, 200, "OK", end=False))),
+    step(recv(data(1, b"late", end=True))),
+], "§10.2: a head or DATA in flight on a closed stream the receiver opened is ignored"))
 S.append(script("reset_no_error_after_complete_response", "client", [
     step({"open": ["POST", "/upload", False, None]}, send=[request(1, "POST", "/upload", end=False)]),
     step(recv(response(1, 200, "OK")), events=[["response", 1, 200, True]]),
