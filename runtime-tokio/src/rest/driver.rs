@@ -335,7 +335,8 @@ impl Driver {
         let id = match conn.open(head, end, timeout, now) {
             Ok(id) => id,
             Err(e) => {
-                // can_open said yes: only the head's size can refuse it now (§4.5).
+                // can_open said yes: only the head can refuse it now, by its size (§5) or
+                // a request-target §4.1 refuses (InvalidTarget, reported as InvalidRequest).
                 let error = match e {
                     OpenError::HeadTooLarge(size) => RequestError::HeadTooLarge {
                         bytes: size.bytes,
