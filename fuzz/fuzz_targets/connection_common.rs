@@ -176,19 +176,21 @@ impl Harness {
             Op::SendData(stream, payload) => {
                 // Through the stream layer: open a request (or answer/continue one).
                 let established = self.conn.is_established();
-                match self.conn.streams() {
-                    Some(streams) => {
-                        let head = tether_proto::RequestHead::new(
-                            http::Method::POST,
-                            http::Uri::from_static("/fuzz"),
-                        );
-                        let id = match streams.open(head, false, None, now) {
-                            Ok(id) => id,
-                            Err(_) => tether_proto::StreamId::new(stream),
-                        };
-                        let _ = streams.send_data(id, Bytes::from(payload), stream & 1 == 0);
+                let head = tether_proto::RequestHead::new(
+                    http::Method::POST,
+                    http::Uri::from_static("/fuzz"),
+                );
+                let id = match self.conn.open(head, false, None, now) {
+                    Ok(id) => id,
+                    Err(tether_proto::streams::OpenError::NotEstablished) => {
+                        assert!(!established, "an established connection has streams");
+                        tether_proto::StreamId::new(stream)
                     }
-                    None => assert!(!established, "an established connection has streams"),
+                    Err(_) => tether_proto::StreamId::new(stream),
+                };
+                // A closed or unknown stream is an error value, never a panic.
+                if let Ok(mut s) = self.conn.stream(id) {
+                    let _ = s.send_data(Bytes::from(payload), stream & 1 == 0);
                 }
                 None
             }

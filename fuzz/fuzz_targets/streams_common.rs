@@ -38,6 +38,9 @@ fn config(small: bool) -> StreamsConfig {
         initial_stream_window: if small { 1500 } else { 65_536 },
         initial_connection_window: if small { 4000 } else { 262_144 },
         max_send_buffer: 8192,
+        // The model answers requests and releases (or holds) received bytes itself.
+        serve_requests: true,
+        manual_release: true,
         ..StreamsConfig::default()
     }
 }

@@ -21,7 +21,6 @@
 //!    read timed out, or `handle_websocket_error` / `handle_transport_lost` when it failed;
 //!    back to 1, until the machine is closed.
 
-use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
@@ -132,7 +131,8 @@ fn serve(url: &str, config: &Arc<Config>) -> ExitCode {
 /// The application: what it asked for, what it received, and how the connection ended.
 #[derive(Default)]
 struct App {
-    /// `--serve`: answer the server's requests (request mode answers them 501).
+    /// `--serve`: answer the server's requests (in request mode the machine answers them
+    /// 501 by itself).
     serving: bool,
     /// Request mode: the path to GET (taken when the request is sent), the request's
     /// stream, its response so far, and the result once that stream has ended.
@@ -141,9 +141,6 @@ struct App {
     status: Option<StatusCode>,
     body: Vec<u8>,
     fetched: Option<Result<(), String>>,
-    /// Requests from the server whose body is still arriving, answered at its end. Bounded
-    /// by our MAX_CONCURRENT_STREAMS: each stream's `Closed` event removes its entry.
-    incoming: HashMap<StreamId, RequestHead>,
     connected_at: Option<Instant>,
     /// How the connection ended, and its close code (`None`: the transport was lost).
     end: String,
@@ -151,7 +148,7 @@ struct App {
 }
 
 impl App {
-    /// One event of the machine. The stream layer is reached through `conn.streams()`.
+    /// One event of the machine. Streams are reached through `conn.open` and `conn.stream(id)`.
     fn on_event(&mut self, conn: &mut Connection, event: Event, now: Instant) {
         match event {
             Event::Established { id, resumed } => {
@@ -161,8 +158,7 @@ impl App {
                     return;
                 };
                 let head = RequestHead::new(Method::GET, path);
-                let streams = conn.streams().expect("established");
-                match streams.open(head, true, Some(REQUEST_TIMEOUT), now) {
+                match conn.open(head, true, Some(REQUEST_TIMEOUT), now) {
                     Ok(id) => self.request = Some(id),
                     Err(e) => self.finish(conn, Err(format!("cannot send the request: {e}")), now),
                 }
@@ -182,43 +178,18 @@ impl App {
 
     fn on_stream(&mut self, conn: &mut Connection, event: StreamEvent, now: Instant) {
         match event {
-            StreamEvent::Request {
-                id,
-                head,
-                end_stream: true,
-            } => answer(conn, id, &head, self.serving),
-            // A request body follows: answer once it has been read.
-            StreamEvent::Request { id, head, .. } => {
-                self.incoming.insert(id, head);
-            }
+            // Only with `--serve`: otherwise the machine answers 501 by itself.
+            StreamEvent::Request { id, head, .. } => answer(conn, id, &head, now),
             // A final response (1xx heads are informational: another follows).
             StreamEvent::Response { id, head, .. }
                 if Some(id) == self.request && !head.status.is_informational() =>
             {
                 self.status = Some(head.status)
             }
-            StreamEvent::Data {
-                id,
-                data,
-                end_stream,
-            } => {
-                // Every embedder's duty: give the flow-control window back once the bytes
-                // are consumed, or the peer stops sending (spec/protocol.md §10.3). A request
-                // body is "consumed" by dropping it.
-                let streams = conn.streams().expect("a data event means established");
-                streams.release_capacity(id, data.len() as u32);
-                if Some(id) == self.request {
-                    self.body.extend_from_slice(&data);
-                } else if end_stream {
-                    if let Some(head) = self.incoming.remove(&id) {
-                        answer(conn, id, &head, self.serving);
-                    }
-                }
-            }
-            StreamEvent::Trailers { id, .. } => {
-                if let Some(head) = self.incoming.remove(&id) {
-                    answer(conn, id, &head, self.serving);
-                }
+            // The machine gives the flow-control window back by itself (spec/protocol.md
+            // §10.3): the bytes are ours to keep.
+            StreamEvent::Data { id, data, .. } if Some(id) == self.request => {
+                self.body.extend_from_slice(&data);
             }
             StreamEvent::Closed { id, outcome } if Some(id) == self.request => {
                 let result = match (outcome, self.status) {
@@ -236,9 +207,6 @@ impl App {
                 };
                 self.finish(conn, result, now);
             }
-            StreamEvent::Closed { id, .. } => {
-                self.incoming.remove(&id);
-            }
             StreamEvent::GoAway { code, reason, .. } => eprintln!("going away: {code} {reason:?}"),
             _ => {}
         }
@@ -251,30 +219,31 @@ impl App {
     }
 }
 
-/// Answers a request from the server once its body has been read: `--serve` says 200 with
-/// the request's path as the body; request mode serves nothing and says 501.
-fn answer(conn: &mut Connection, id: StreamId, head: &RequestHead, serving: bool) {
-    let (status, body) = if serving {
-        (StatusCode::OK, Bytes::from(head.uri.path().to_owned()))
-    } else {
-        (StatusCode::NOT_IMPLEMENTED, Bytes::new())
-    };
-    let mut response = ResponseHead::new(status);
+/// `--serve`: answers a request from the server with 200 and the request's path; a
+/// request body is not wanted (`discard_body`: the machine stops it once the answer is out).
+fn answer(conn: &mut Connection, id: StreamId, head: &RequestHead, now: Instant) {
+    let body = Bytes::from(head.uri.path().to_owned());
+    let mut response = ResponseHead::new(StatusCode::OK);
     let fields = &mut response.headers;
     fields.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     fields.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     let no_body = head.method == Method::HEAD;
-    let streams = conn.streams().expect("a request means established");
+    let Ok(mut stream) = conn.stream(id) else {
+        return; // it ended meanwhile (reset by the server)
+    };
     // An empty send queue always takes the first chunk: no `Blocked` to handle here.
-    let sent = streams
-        .send_response(id, response, no_body)
+    let sent = stream
+        .send_response(response, no_body)
         .and_then(|()| match no_body {
             true => Ok(()),
-            false => streams.send_data(id, body, true),
+            false => stream.send_data(body, true),
         });
-    if let Err(e) = sent {
-        eprintln!("cannot answer stream {id}: {e}");
-        streams.reset(id, ResetCode::INTERNAL_ERROR);
+    match sent {
+        Ok(()) => stream.discard_body(now),
+        Err(e) => {
+            eprintln!("cannot answer stream {id}: {e}");
+            stream.reset(ResetCode::INTERNAL_ERROR);
+        }
     }
 }
 
@@ -290,6 +259,7 @@ fn run_connection(
     let metadata = Bytes::new(); // no HELLO metadata: the server's application sees `null`
     let mut conn = Connection::client(config.clone(), metadata, resume, Instant::now())
         .map_err(|e| e.to_string())?; // its HELLO is queued: step 1 sends it
+    conn.set_serve_requests(app.serving); // else the machine answers requests 501
     let mut broken = false;
     loop {
         // 1. Drain every output.

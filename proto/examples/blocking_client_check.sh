@@ -10,7 +10,7 @@
 #      request's stream is reset.
 #   2. --serve: `tether server --gateway` carries curl's requests to the example, which
 #      answers 200 with the path; a 2 MiB POST body (beyond the stream and connection
-#      windows) still gets its answer, so the example releases flow-control capacity; the
+#      windows) still gets its answer (the example discards it; the machine releases); the
 #      connection survives longer than the heartbeat timeout (1 s probes, 3 s timeout).
 #   3. the server is stopped (SIGTERM: close 1001) and then killed (SIGKILL: transport
 #      lost), each time restarted on the same ports: the example reconnects with back-off

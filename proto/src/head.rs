@@ -67,7 +67,7 @@ impl RequestHead {
     /// The size of the encoded head: exactly what [`encode`](Self::encode) writes.
     pub fn encoded_size(&self) -> EncodedSize {
         let target = RequestTarget::of(&self.uri);
-        let mut size = encoded_fields(&self.headers);
+        let mut size = encoded_fields(&self.headers, false);
         size.bytes += self.method.as_str().len() + 1 + target.len() + " HTTP/1.1\r\n".len();
         size
     }
@@ -81,13 +81,25 @@ impl RequestHead {
         dst.put_u8(b' ');
         target.write(dst);
         dst.put_slice(b" HTTP/1.1\r\n");
-        encode_fields(&self.headers, dst);
+        encode_fields(&self.headers, dst, false);
+    }
+
+    /// Whether the method and the request-target it is written with follow
+    /// spec/protocol.md §4.1 (a target the peer would refuse with `invalid_uri`: `*` with
+    /// another method than OPTIONS, `host:port` without CONNECT, a byte such as `\\` or
+    /// `"`). A sender checks this before sending.
+    pub fn check_target(&self) -> Result<(), HeadError> {
+        let target = RequestTarget::of(&self.uri);
+        let mut buf = BytesMut::with_capacity(target.len());
+        target.write(&mut buf);
+        check_target(&self.method, &buf)
     }
 
     /// Parses a request head that fills `src` exactly (spec/protocol.md §4.1).
     pub fn decode(src: &Bytes, limits: &Limits) -> Result<Self, HeadError> {
         check_size(src, limits)?;
         check_crlf(src)?;
+        check_start(src)?;
         let max = usize::from(limits.max_header_count);
         // Uninitialised slots: nothing is written for fields the head does not have.
         let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
@@ -110,6 +122,7 @@ impl RequestHead {
         let method = req.method.unwrap_or_default();
         let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::InvalidMethod)?;
         let path = req.path.unwrap_or_default();
+        check_target(&method, path.as_bytes())?;
         let uri = Uri::from_maybe_shared(src.slice_ref(path.as_bytes()))
             .map_err(|_| HeadError::InvalidUri)?;
         let headers = collect_fields(src, req.headers)?;
@@ -149,7 +162,7 @@ impl ResponseHead {
     /// The size of the encoded head: exactly what [`encode`](Self::encode) writes.
     pub fn encoded_size(&self) -> EncodedSize {
         let reason = self.status.canonical_reason().unwrap_or("");
-        let mut size = encoded_fields(&self.headers);
+        let mut size = encoded_fields(&self.headers, false);
         size.bytes += "HTTP/1.1 000 \r\n".len() + reason.len();
         size
     }
@@ -164,13 +177,14 @@ impl ResponseHead {
         dst.put_u8(b' ');
         dst.put_slice(reason.as_bytes());
         dst.put_slice(b"\r\n");
-        encode_fields(&self.headers, dst);
+        encode_fields(&self.headers, dst, false);
     }
 
     /// Parses a response head that fills `src` exactly (spec/protocol.md §4.2).
     pub fn decode(src: &Bytes, limits: &Limits) -> Result<Self, HeadError> {
         check_size(src, limits)?;
         check_crlf(src)?;
+        check_start(src)?;
         with_header_buf(limits, |buf| {
             let mut res = httparse::Response::new(buf);
             let n = complete(res.parse(src))?;
@@ -191,7 +205,7 @@ impl ResponseHead {
 /// Appends trailer fields to `dst` (spec/protocol.md §4.4).
 pub fn encode_trailers(trailers: &HeaderMap, dst: &mut BytesMut) {
     dst.reserve(headers_len(trailers) + 2);
-    encode_fields(trailers, dst);
+    encode_fields(trailers, dst, true);
 }
 
 /// Parses trailer fields that fill `src` exactly (spec/protocol.md §4.4).
@@ -203,7 +217,13 @@ pub fn decode_trailers(src: &Bytes, limits: &Limits) -> Result<HeaderMap, HeadEr
         if n != src.len() {
             return Err(HeadError::TrailingBytes);
         }
-        collect_fields(src, fields)
+        let trailers = collect_fields(src, fields)?;
+        // Framing is settled before trailers arrive: content-length has no place there
+        // (spec/protocol.md §4.4).
+        if trailers.contains_key(header::CONTENT_LENGTH) {
+            return Err(HeadError::InvalidContentLength);
+        }
+        Ok(trailers)
     })
 }
 
@@ -322,14 +342,16 @@ fn headers_len(headers: &HeaderMap) -> usize {
 
 /// The size and number of the fields [`encode_fields`] writes (the final empty line
 /// included in the size).
-fn encoded_fields(headers: &HeaderMap) -> EncodedSize {
+fn encoded_fields(headers: &HeaderMap, trailers: bool) -> EncodedSize {
     let nominating = headers.contains_key(header::CONNECTION).then_some(headers);
     let mut size = EncodedSize {
         bytes: 2,
         fields: 0,
     };
     for (name, value) in headers {
-        if is_dropped_on_encode(name, value, nominating) {
+        if is_dropped_on_encode(name, value, nominating)
+            || (trailers && name == header::CONTENT_LENGTH)
+        {
             continue;
         }
         size.bytes += name.as_str().len() + value.len() + 4;
@@ -358,14 +380,16 @@ impl EncodedSize {
 
 /// The size of `trailers` once encoded.
 pub fn trailers_encoded_size(trailers: &HeaderMap) -> EncodedSize {
-    encoded_fields(trailers)
+    encoded_fields(trailers, true)
 }
 
-fn encode_fields(headers: &HeaderMap, dst: &mut BytesMut) {
+fn encode_fields(headers: &HeaderMap, dst: &mut BytesMut, trailers: bool) {
     // A `Connection` field is itself dropped; the fields it nominates are dropped too.
     let nominating = headers.contains_key(header::CONNECTION).then_some(headers);
     for (name, value) in headers {
-        if is_dropped_on_encode(name, value, nominating) {
+        if is_dropped_on_encode(name, value, nominating)
+            || (trailers && name == header::CONTENT_LENGTH)
+        {
             continue;
         }
         dst.put_slice(name.as_str().as_bytes());
@@ -443,6 +467,49 @@ fn check_crlf(src: &[u8]) -> Result<(), HeadError> {
         return Err(HeadError::Syntax(httparse::Error::NewLine));
     }
     Ok(())
+}
+
+/// A request or response head begins with its start line: httparse, like RFC 9112 §2.2
+/// allows, skips empty lines before it; Tether does not (spec/protocol.md §4).
+fn check_start(src: &[u8]) -> Result<(), HeadError> {
+    if src.starts_with(b"\r\n") {
+        return Err(HeadError::Syntax(httparse::Error::NewLine));
+    }
+    Ok(())
+}
+
+/// The request-target rules of spec/protocol.md §4.1 that the URI parser does not check
+/// itself: the bytes allowed, no fragment, and which forms go with which methods.
+fn check_target(method: &Method, target: &[u8]) -> Result<(), HeadError> {
+    let allowed =
+        |b: &u8| matches!(b, 0x21..=0x7e) && !matches!(b, b'"' | b'#' | b'<' | b'>' | b'\\' | b'`');
+    if target.is_empty() || !target.iter().all(allowed) {
+        return Err(HeadError::InvalidUri);
+    }
+    let asterisk = target == b"*";
+    let origin = target[0] == b'/';
+    let absolute = !origin && target.windows(3).any(|w| w == b"://");
+    // authority-form is host ":" port (RFC 9112 §3.2.3).
+    let authority = !asterisk
+        && !origin
+        && !absolute
+        && target.rsplit(|&b| b == b':').next().is_some_and(|port| {
+            !port.is_empty() && port.len() < target.len() && port.iter().all(u8::is_ascii_digit)
+        });
+    let fits = if *method == Method::CONNECT {
+        authority
+    } else if *method == Method::OPTIONS {
+        !authority
+    } else {
+        origin || absolute
+    };
+    // Anything else (a relative path, a bare host) is no request-target at all.
+    let fits = fits && (asterisk || origin || absolute || authority);
+    if fits {
+        Ok(())
+    } else {
+        Err(HeadError::InvalidUri)
+    }
 }
 
 /// Field slots kept on the stack up to this count; larger limits take one allocation.
@@ -555,8 +622,14 @@ mod tests {
 
     #[test]
     fn targets_of_every_form_round_trip() {
-        for target in ["/", "*", "http://h:1/p?q", "h.example:443", "/%20?x=%2F"] {
-            let head = RequestHead::new(Method::OPTIONS, target.parse().unwrap());
+        for (method, target) in [
+            (Method::GET, "/"),
+            (Method::OPTIONS, "*"),
+            (Method::GET, "http://h:1/p?q"),
+            (Method::CONNECT, "h.example:443"),
+            (Method::GET, "/%20?x=%2F"),
+        ] {
+            let head = RequestHead::new(method, target.parse().unwrap());
             let mut out = BytesMut::new();
             head.encode(&mut out);
             assert_eq!(
@@ -599,6 +672,99 @@ mod tests {
         let mut out = BytesMut::new();
         head.encode(&mut out);
         assert_eq!(&out[..], b"GET / HTTP/1.1\r\nx-kept: 1\r\n\r\n");
+    }
+
+    #[test]
+    fn request_targets_follow_section_4_1() {
+        // Bytes the URI parser accepts but §4.1 does not, a fragment it would drop, and
+        // forms that do not go with the method: invalid_uri.
+        for raw in [
+            &b"GET /a\"b HTTP/1.1\r\n\r\n"[..],
+            b"GET /a\\b HTTP/1.1\r\n\r\n",
+            b"GET /a#frag HTTP/1.1\r\n\r\n",
+            b"GET /?q=#b HTTP/1.1\r\n\r\n",
+            b"GET * HTTP/1.1\r\n\r\n",
+            b"GET h.example:443 HTTP/1.1\r\n\r\n",
+            b"OPTIONS h.example:443 HTTP/1.1\r\n\r\n",
+            b"CONNECT / HTTP/1.1\r\n\r\n",
+            b"CONNECT h.example HTTP/1.1\r\n\r\n",
+            b"CONNECT http://h/ HTTP/1.1\r\n\r\n",
+            b"GET h.example HTTP/1.1\r\n\r\n",
+        ] {
+            let raw = Bytes::from_static(raw);
+            assert_eq!(
+                RequestHead::decode(&raw, &limits()),
+                Err(HeadError::InvalidUri),
+                "{raw:?}"
+            );
+        }
+        // Carried as they are: percent signs are not decoded, and the characters browsers
+        // leave unescaped in paths and queries pass.
+        for raw in [
+            &b"GET /a%zz HTTP/1.1\r\n\r\n"[..],
+            b"GET /a{b}|^[]?q={x}|^ HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+            b"OPTIONS /x HTTP/1.1\r\n\r\n",
+            b"CONNECT h.example:443 HTTP/1.1\r\n\r\n",
+            b"CONNECT [::1]:443 HTTP/1.1\r\n\r\n",
+        ] {
+            let raw = Bytes::from_static(raw);
+            assert!(RequestHead::decode(&raw, &limits()).is_ok(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn senders_check_targets_as_receivers_do() {
+        let head = |m: Method, t: &'static str| RequestHead::new(m, Uri::from_static(t));
+        assert_eq!(head(Method::OPTIONS, "*").check_target(), Ok(()));
+        assert_eq!(head(Method::CONNECT, "h:443").check_target(), Ok(()));
+        assert_eq!(head(Method::GET, "/a?b={c}").check_target(), Ok(()));
+        for bad in [
+            head(Method::GET, "*"),
+            head(Method::GET, "h:443"),
+            head(Method::CONNECT, "/"),
+            head(Method::GET, "/a\\b"),
+        ] {
+            assert_eq!(bad.check_target(), Err(HeadError::InvalidUri), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn start_line_comes_first_and_versions_are_named() {
+        let newline = HeadError::Syntax(httparse::Error::NewLine);
+        assert_eq!(req(b"\r\nGET / HTTP/1.1\r\n\r\n"), Err(newline));
+        assert_eq!(res(b"\r\nHTTP/1.1 200 OK\r\n\r\n"), Err(newline));
+        // HTTP/1.0 is a version Tether does not carry; anything else where the version
+        // belongs is not HTTP/1.x syntax at all (§4.5).
+        assert_eq!(
+            req(b"GET / HTTP/1.0\r\n\r\n"),
+            Err(HeadError::UnsupportedVersion)
+        );
+        assert_eq!(
+            res(b"HTTP/1.0 200 OK\r\n\r\n"),
+            Err(HeadError::UnsupportedVersion)
+        );
+        let version = HeadError::Syntax(httparse::Error::Version);
+        assert_eq!(req(b"GET / HTTP/2.0\r\n\r\n"), Err(version));
+        assert_eq!(req(b"GET / http/1.1\r\n\r\n"), Err(version));
+        assert_eq!(res(b"HTTP/2 200 OK\r\n\r\n"), Err(version));
+        // The SP after the status code may be missing (§4.2).
+        assert_eq!(res(b"HTTP/1.1 204\r\n\r\n").unwrap().status, 204);
+    }
+
+    #[test]
+    fn content_length_is_not_a_trailer() {
+        assert_eq!(
+            decode_trailers(&Bytes::from_static(b"content-length: 3\r\n\r\n"), &limits()),
+            Err(HeadError::InvalidContentLength)
+        );
+        let mut t = HeaderMap::new();
+        t.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        t.insert("x-sum", HeaderValue::from_static("1"));
+        let mut out = BytesMut::new();
+        encode_trailers(&t, &mut out);
+        assert_eq!(&out[..], b"x-sum: 1\r\n\r\n");
+        assert_eq!(trailers_encoded_size(&t).bytes, out.len());
     }
 
     #[test]

@@ -5,6 +5,16 @@
 //! randomness. Bytes, time and random numbers come in as arguments; frames, deadlines and
 //! events come out. The normative description of everything here is `spec/protocol.md`.
 //!
+//! ## The machines
+//!
+//! A [`Connection`] is one side of one WebSocket: handshake, heartbeat, session resume,
+//! graceful close and, once established, the stream layer ([`streams`]) that carries the
+//! HTTP exchanges. A server shares one [`SessionStore`] between its connections. How to
+//! drive them (inputs with `now`, the order in which outputs are drained, what the machine
+//! does by itself and what is left to the embedder) is written once, in
+//! [the contract](connection#the-contract); the README's "Embedding tether-proto" walks
+//! through a whole client and server loop in it.
+//!
 //! ## The codec
 //!
 //! One Tether frame is one binary WebSocket message. [`Frame::decode`] turns a received

@@ -66,9 +66,18 @@ fn uri() -> impl Strategy<Value = Uri> {
     prop_oneof![
         "/[a-zA-Z0-9._~/%-]{0,30}(\\?[a-z0-9=&]{0,20})?",
         "https?://[a-z]{1,10}(:[0-9]{1,4})?/[a-z0-9/]{0,10}",
-        Just("*".to_owned()),
     ]
     .prop_map(|s| s.parse::<Uri>().unwrap())
+}
+
+/// A method and a request-target that go together (spec/protocol.md §4.1): asterisk-form
+/// with OPTIONS, authority-form with CONNECT, the other forms with any other method.
+fn method_and_target() -> impl Strategy<Value = (Method, Uri)> {
+    prop_oneof![
+        (method(), uri()),
+        Just((Method::OPTIONS, Uri::from_static("*"))),
+        "[a-z]{1,10}:[0-9]{1,5}".prop_map(|a| (Method::CONNECT, a.parse::<Uri>().unwrap())),
+    ]
 }
 
 fn method() -> impl Strategy<Value = Method> {
@@ -78,13 +87,15 @@ fn method() -> impl Strategy<Value = Method> {
         Just(Method::PUT),
         Just(Method::DELETE),
         Just(Method::PATCH),
-        "[A-Z]{1,12}".prop_map(|m| Method::from_bytes(m.as_bytes()).unwrap()),
+        "[A-Z]{1,12}"
+            .prop_filter("CONNECT takes an authority-form target", |m| m != "CONNECT")
+            .prop_map(|m| Method::from_bytes(m.as_bytes()).unwrap()),
     ]
 }
 
 fn head() -> impl Strategy<Value = Head> {
     prop_oneof![
-        (method(), uri(), header_map()).prop_map(|(method, uri, headers)| Head::Request(
+        (method_and_target(), header_map()).prop_map(|((method, uri), headers)| Head::Request(
             RequestHead {
                 method,
                 uri,

@@ -56,19 +56,12 @@ fn drain_events(conn: &mut Connection, store: &mut SessionStore, now: Instant) -
     let mut n = 0;
     while let Some(event) = conn.poll_event() {
         n += 1;
-        match event {
-            Event::HelloReceived(hello) => {
-                let admission = store
-                    .admit(hello.resume.as_ref(), hello.metadata, &mut rng, now)
-                    .expect("admitted");
-                conn.accept(admission, now).expect("accept");
-            }
-            Event::Stream(StreamEvent::Data { id, data, .. }) => {
-                if let Some(s) = conn.streams() {
-                    s.release_capacity(id, data.len() as u32);
-                }
-            }
-            _ => {}
+        // Received DATA is released by the machine (the default).
+        if let Event::HelloReceived(hello) = event {
+            let admission = store
+                .admit(hello.resume.as_ref(), hello.metadata, &mut rng, now)
+                .expect("admitted");
+            conn.accept(admission, now).expect("accept");
         }
     }
     n
@@ -273,6 +266,7 @@ fn config(x: &Extremes) -> Config {
         churn_window: x.churn_window,
         churn_min_lifetime: x.churn_min_lifetime,
         initial_stream_window: 0, // the server's body waits in its queue: a stall check
+        serve_requests: true,
         ..StreamsConfig::default()
     };
     let b = Config::builder()
@@ -310,22 +304,18 @@ fn drive(x: &Extremes) {
         head.headers
             .insert(TIMEOUT_HEADER, HeaderValue::from_static(v));
     }
-    let id = c
-        .streams()
+    let id = c.open(head, false, x.open_timeout, start).expect("open");
+    c.stream(id)
         .unwrap()
-        .open(head, false, x.open_timeout, start)
-        .expect("open");
-    c.streams()
-        .unwrap()
-        .send_data(id, Bytes::from_static(b"body"), true)
+        .send_data(Bytes::from_static(b"body"), true)
         .unwrap();
     ferry(&mut c, &mut s, &mut store, start);
-    if let Some(streams) = s.streams() {
-        if streams
-            .send_response(id, ResponseHead::new(http::StatusCode::OK), false)
+    if let Ok(mut stream) = s.stream(id) {
+        if stream
+            .send_response(ResponseHead::new(http::StatusCode::OK), false)
             .is_ok()
         {
-            let _ = streams.send_data(id, Bytes::from_static(b"answer"), false);
+            let _ = stream.send_data(Bytes::from_static(b"answer"), false);
         }
     }
     ferry(&mut s, &mut c, &mut store, start);
@@ -503,6 +493,8 @@ fn release_capacity_never_sends_a_zero_increment() {
         let config = StreamsConfig {
             initial_stream_window: window,
             initial_connection_window: 0,
+            serve_requests: true,
+            manual_release: true,
             ..StreamsConfig::default()
         };
         let mut server = Streams::new(Side::Server, config, PeerLimits::default()).unwrap();

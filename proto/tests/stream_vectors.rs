@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tether_proto::streams::{
     Initiator, Outcome, PeerLimits, Side, StreamEvent, Streams, StreamsConfig,
 };
-use tether_proto::{Frame, Limits, RequestHead, ResetCode, ResponseHead, StreamId};
+use tether_proto::{Frame, Limits, Reaction, RequestHead, ResetCode, ResponseHead, StreamId};
 
 fn hex(v: &Value) -> Bytes {
     Bytes::from(hex::decode(v.as_str().expect("hex")).expect("valid hex"))
@@ -82,6 +82,9 @@ fn run(script: &Value) {
         stall_timeout: Duration::from_millis(n(&c["stall_timeout_ms"])),
         max_churn: n(&c["max_churn"]) as u32,
         churn_min_lifetime: Duration::from_millis(n(&c["churn_min_lifetime_ms"])),
+        // The scripts release explicitly and answer requests themselves.
+        manual_release: true,
+        serve_requests: true,
         ..StreamsConfig::default()
     };
     let peer = PeerLimits {
@@ -102,9 +105,17 @@ fn run(script: &Value) {
         let at = format!("{name} step {i}");
         let mut result = Ok(());
         if let Some(f) = step.get("recv") {
-            let frame =
-                Frame::decode(hex(f), &Limits::default()).unwrap_or_else(|e| panic!("{at}: {e}"));
-            result = s.handle_frame(frame, now);
+            // A decode error confined to one stream is the stream layer's to apply
+            // (spec/protocol.md §3.5, §10.1); any other is not a stream vector.
+            result = match Frame::decode(hex(f), &Limits::default()) {
+                Ok(frame) => s.handle_frame(frame, now),
+                Err(e) => match (e.reaction(), e.frame_type()) {
+                    (Reaction::Reset(id, code), Some(ty)) => {
+                        s.handle_stream_error(id, ty, code, now)
+                    }
+                    _ => panic!("{at}: {e}"),
+                },
+            };
         } else if let Some(o) = step.get("open") {
             let head = RequestHead::new(
                 o[0].as_str().unwrap().parse().unwrap(),
@@ -140,7 +151,11 @@ fn run(script: &Value) {
         }
         if let Some(code) = step.get("close") {
             let err = result.expect_err(&format!("{at}: expected a connection error"));
-            assert_eq!(u64::from(err.code.value()), n(code), "{at}: close code");
+            assert_eq!(
+                u64::from(err.close_code().value()),
+                n(code),
+                "{at}: close code"
+            );
             continue;
         }
         result.unwrap_or_else(|e| panic!("{at}: unexpected connection error {e}"));

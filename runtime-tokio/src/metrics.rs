@@ -362,7 +362,9 @@ impl Meter {
                 m.close(error.close_code(), error.initiator());
                 let limit = match error {
                     ConnectionError::ProbeFlood { .. } => Some("probe_rate"),
-                    ConnectionError::StreamLayer(e) if e.code == CloseCode::ENHANCE_YOUR_CALM => {
+                    ConnectionError::StreamLayer(e)
+                        if e.close_code() == CloseCode::ENHANCE_YOUR_CALM =>
+                    {
                         Some("stream_churn")
                     }
                     _ => None,

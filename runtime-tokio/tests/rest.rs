@@ -489,6 +489,52 @@ async fn shutdown_lets_requests_in_flight_finish() {
     client.close().await;
 }
 
+/// A request that never finishes does not hold a shutdown beyond the drain time: the
+/// machine's drain timer closes with 1001 (spec/protocol.md §10.7) and the request fails.
+#[tokio::test]
+async fn shutdown_closes_when_the_drain_time_is_up() {
+    let held = Held::new();
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.rest.drain_timeout = Duration::from_millis(300);
+    let (server, _server_events) = Server::bind(config).await.unwrap();
+    server.serve(Router::new().route("/slow", held.route()));
+    let url = format!("ws://{}/", server.local_addr());
+    let (client, mut events) = Client::connect(&url, ClientConfig::new("{}".to_owned())).unwrap();
+    connected(&mut events).await;
+    let to_server = client.peer();
+    let call = tokio::spawn(async move {
+        to_server
+            .request(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+    });
+    held.arrivals(1).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(GUARD, server.shutdown(Duration::from_secs(20)))
+        .await
+        .expect("the drain time bounds the shutdown")
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it drained first"
+    );
+    loop {
+        match tokio::time::timeout(GUARD, events.recv()).await.unwrap() {
+            Some(ClientEvent::Closed { code, .. }) => {
+                assert_eq!(code, tether_proto::CloseCode::GOING_AWAY);
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("no Closed event"),
+        }
+    }
+    let result = tokio::time::timeout(GUARD, call).await.unwrap().unwrap();
+    assert!(
+        result.is_err(),
+        "the request in flight ends with the connection"
+    );
+    client.close().await;
+}
+
 /// `Client::close` with a request of the server in flight: it completes, then the client
 /// closes with 1000.
 #[tokio::test]

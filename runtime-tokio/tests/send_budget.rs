@@ -127,8 +127,7 @@ impl Attacker {
 
     fn get(&mut self, path: &'static str) -> StreamId {
         let head = RequestHead::new(Method::GET, Uri::from_static(path));
-        let streams = self.conn.streams().unwrap();
-        streams.open(head, true, None, Instant::now()).unwrap()
+        self.conn.open(head, true, None, Instant::now()).unwrap()
     }
 
     /// The next stream event.

@@ -163,6 +163,14 @@ hs = [["te", "trailers"]]
 ok("headers_te_trailers_allowed", frame("HEADERS", 0, 13, request_text("POST", "/rpc", hs)),
    {"type": "HEADERS", "stream_id": 13, "end_stream": False, "request": req("POST", "/rpc", hs)})
 
+hs = [["content-length", "007"], ["te", "Trailers"]]
+ok("headers_content_length_leading_zeros_te_any_case", frame("HEADERS", 0, 15, request_text("POST", "/", hs)),
+   {"type": "HEADERS", "stream_id": 15, "end_stream": False, "request": req("POST", "/", hs)},
+   note="content-length 007 is 7 (§4.3); TE's value is compared case-insensitively")
+ok("headers_target_carried_as_is", frame("HEADERS", 1, 17, request_text("GET", "/a%zz/{b}|^[c]?q={x}|^", [])),
+   {"type": "HEADERS", "stream_id": 17, "end_stream": True, "request": req("GET", "/a%zz/{b}|^[c]?q={x}|^", [])},
+   note="§4.1: targets are neither decoded nor normalised; % need not start an escape")
+
 
 def resp(status, headers):
     return {"status": status, "headers": headers}
@@ -171,6 +179,10 @@ def resp(status, headers):
 hs = [["content-type", "text/plain"], ["content-length", "2"]]
 ok("headers_response_200", frame("HEADERS", 0x02, 1, head("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n")),
    {"type": "HEADERS", "stream_id": 1, "end_stream": False, "response": resp(200, hs)})
+ok("headers_response_no_reason_no_space", frame("HEADERS", 0x03, 4, head("HTTP/1.1 200\r\n\r\n")),
+   {"type": "HEADERS", "stream_id": 4, "end_stream": True, "response": resp(200, [])},
+   reencoded=frame("HEADERS", 0x03, 4, head("HTTP/1.1 200 OK\r\n\r\n")),
+   note="§4.2: the SP after the status code may be missing; a sender writes it")
 ok("headers_response_204_end_stream", frame("HEADERS", 0x03, 2, head("HTTP/1.1 204 No Content\r\n\r\n")),
    {"type": "HEADERS", "stream_id": 2, "end_stream": True, "response": resp(204, [])})
 ok("headers_response_unregistered_status", frame("HEADERS", 0x03, 1, head("HTTP/1.1 599 \r\n\r\n")),
@@ -317,6 +329,35 @@ bad("headers_bare_lf_response", frame("HEADERS", 0x03, 2, head("HTTP/1.1 200 OK\
 bad("headers_bare_lf_trailers", frame("HEADERS", 0x05, 1, head("x: 1\n\n")),
     "head_syntax", reset(1, "PROTOCOL_ERROR"))
 bad("headers_garbage", frame("HEADERS", 0, 9, bytes([0xff, 0x00, 0x13, 0x37]) * 4), "head_syntax", reset(9, "PROTOCOL_ERROR"))
+# §4.5: the order of head checks; the first broken rule names the error.
+bad("headers_leading_empty_line", frame("HEADERS", 1, 1, head("\r\nGET / HTTP/1.1\r\n\r\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"), note="nothing precedes the start line (§4)")
+bad("headers_http_2_0", frame("HEADERS", 1, 1, head("GET / HTTP/2.0\r\n\r\n")), "head_syntax",
+    reset(1, "PROTOCOL_ERROR"), note="only HTTP/1.0 is head_version; any other version text is head_syntax (§4.5)")
+bad("headers_truncated_but_well_formed_so_far", frame("HEADERS", 1, 1, head("GET /a HTTP/1.1\r\nx-a: 1")),
+    "head_incomplete", reset(1, "PROTOCOL_ERROR"))
+# §4.1: request-targets.
+bad("headers_asterisk_with_get", frame("HEADERS", 1, 1, request_text("GET", "*", [])), "invalid_uri", reset(1, "PROTOCOL_ERROR"))
+bad("headers_authority_with_get", frame("HEADERS", 1, 1, request_text("GET", "db.internal:5432", [])),
+    "invalid_uri", reset(1, "PROTOCOL_ERROR"))
+bad("headers_connect_origin_form", frame("HEADERS", 1, 1, request_text("CONNECT", "/", [])),
+    "invalid_uri", reset(1, "PROTOCOL_ERROR"))
+bad("headers_connect_without_port", frame("HEADERS", 1, 1, request_text("CONNECT", "db.internal", [])),
+    "invalid_uri", reset(1, "PROTOCOL_ERROR"))
+bad("headers_relative_target", frame("HEADERS", 1, 1, request_text("GET", "a/b", [])),
+    "invalid_uri", reset(1, "PROTOCOL_ERROR"))
+bad("headers_target_fragment", frame("HEADERS", 1, 1, request_text("GET", "/a#b", [])),
+    "invalid_uri", reset(1, "PROTOCOL_ERROR"))
+for ch in ['"', "<", ">", "\\", "`"]:
+    bad(f"headers_target_byte_{ord(ch):02x}", frame("HEADERS", 1, 1, request_text("GET", "/a" + ch, [])),
+        "invalid_uri", reset(1, "PROTOCOL_ERROR"))
+bad("headers_target_non_ascii", frame("HEADERS", 1, 1, head("GET /caf\u00e9 HTTP/1.1\r\n\r\n")),
+    "head_syntax", reset(1, "PROTOCOL_ERROR"), note="bytes outside 0x21-0x7e end the target: a start-line error")
+# §4.3: content-length.
+bad("headers_content_length_list", frame("HEADERS", 0, 1, request_text("POST", "/", [["content-length", "5, 5"]])),
+    "invalid_content_length", reset(1, "PROTOCOL_ERROR"))
+bad("headers_content_length_in_trailers", frame("HEADERS", 0x05, 1, head("content-length: 3\r\n\r\n")),
+    "invalid_content_length", reset(1, "PROTOCOL_ERROR"), note="trailers never carry content-length (§4.4)")
 
 defaults = {"max_frame_payload": 65536, "max_head_size": 16384, "max_header_count": 100,
             "max_metadata_size": 8192}

@@ -233,8 +233,10 @@ DESCRIPTION = (
     "first 16 bytes of `random` with the UUID v4 bits set and whose token is the next 16), or "
     "`reject` (server: reject with that code). After the step the endpoint must have sent "
     "exactly `send` (binary messages as hex; close frames are not listed there), be in `state` "
-    "when given (names of §7.2), have reported `events` (names: hello_received, received, "
-    "established, ping_received, closed, failure), and when `close` is present have sent a "
+    "when given (names of §7.2), have reported `events` (names of §7.8: hello_received, "
+    "received, resumed, established, ping_received, pong_received, closed, failure; no script "
+    "here resumes a session on the server, which takes a session store), and when `close` is "
+    "present have sent a "
     "close frame with that code (or, for a received close, have ended with that code). "
     "Close reasons are not compared."
 )

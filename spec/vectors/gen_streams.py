@@ -103,6 +103,35 @@ S.append(script("stream_id_going_backwards", "server", [
 S.append(script("data_on_idle_stream", "server", [
     step(recv(data(1, b"x")), close=4000),
 ], "§10.1: DATA on a stream never opened closes the connection"))
+S.append(script("window_update_on_idle_stream", "server", [
+    step(recv(window_update(1, 100)), close=4000),
+], "§10.1: WINDOW_UPDATE on a peer id never opened closes the connection, like DATA"))
+S.append(script("window_update_on_own_idle_stream", "client", [
+    step(recv(window_update(1, 100)), close=4000),
+], "§10.1: WINDOW_UPDATE on an id of the receiver's parity that it never opened"))
+S.append(script("zero_window_update_on_idle_stream", "server", [
+    step(recv(window_update(1, 0)), close=4000),
+], "§3.5, §10.1: a stream-level decode error on a stream never opened (other than a HEADERS "
+   "opening a peer stream) closes the connection, as the well-formed frame would"))
+S.append(script("zero_window_update_on_closed_stream", "server", [
+    step(recv(request(1)), events=[["request", 1, "GET", "/", True]]),
+    step({"respond": [1, 204, True]}, send=[response(1, 204, "No Content")],
+         events=[["closed", 1, "finished"]]),
+    step(recv(window_update(1, 100))),
+    step(recv(window_update(1, 0)), send=[reset(1, "PROTOCOL_ERROR")]),
+], "§3.5, §10.2: a late WINDOW_UPDATE on a closed stream is ignored, but one with increment 0 is "
+   "a decode error and resets the stream even though it is closed"))
+S.append(script("conflicting_flags_on_new_stream", "server", [
+    step(recv(frame(HEADERS, TRAILERS, 1, b"GET / HTTP/1.1\r\n\r\n")),
+         send=[reset(1, "PROTOCOL_ERROR")]),
+    step(recv(request(1)), send=[reset(1, "STREAM_CLOSED")]),
+    step(recv(request(3)), events=[["request", 3, "GET", "/", True]]),
+], "§3.5, §10.1: HEADERS with conflicting flags on a new peer id resets that stream (the "
+   "connection stays up) and uses up the id"))
+S.append(script("conflicting_flags_on_own_idle_stream", "client", [
+    step(recv(frame(HEADERS, RESPONSE | TRAILERS | END_STREAM, 1, b"\r\n")), close=4000),
+], "§3.5, §10.1: a HEADERS with a stream-level decode error on an id of the receiver's parity "
+   "that it never opened closes the connection"))
 S.append(script("request_on_own_parity", "server", [
     step(recv(request(2)), close=4000),
 ], "§10.1: a server never receives a request on an even id"))
@@ -150,6 +179,21 @@ S.append(script("deadline_from_the_request", "server", [
 S.append(script("malformed_deadline", "server", [
     step(recv(request(1, "GET", "/", [("tether-timeout", "1.5s")])), send=[reset(1, "PROTOCOL_ERROR")]),
 ], "§10.6: tether-timeout is 1 to 10 digits"))
+S.append(script("repeated_deadline", "server", [
+    step(recv(request(1, "GET", "/", [("tether-timeout", "100"), ("tether-timeout", "100")])),
+         send=[reset(1, "PROTOCOL_ERROR")]),
+], "§10.6: more than one tether-timeout field is malformed, even when they agree"))
+S.append(script("deadline_zero", "server", [
+    step(recv(request(1, "GET", "/", [("tether-timeout", "0")])),
+         events=[["request", 1, "GET", "/", True]]),
+    step({"advance_ms": 0}, send=[reset(1, "TIMEOUT")], events=[["closed", 1, "timed_out"]]),
+], "§10.6: tether-timeout 0 is valid and has passed on arrival"))
+S.append(script("deadline_leading_zeros", "server", [
+    step(recv(request(1, "GET", "/", [("tether-timeout", "0000000005")])),
+         events=[["request", 1, "GET", "/", True]]),
+    step({"advance_ms": 4}),
+    step({"advance_ms": 1}, send=[reset(1, "TIMEOUT")], events=[["closed", 1, "timed_out"]]),
+], "§10.6: leading zeros are allowed: 0000000005 is 5 ms"))
 S.append(script("goaway_refuses_later_streams", "server", [
     step(recv(request(1)), events=[["request", 1, "GET", "/", True]]),
     step({"go_away": "NO_ERROR"}, send=[goaway(1, "NO_ERROR")]),
@@ -165,6 +209,22 @@ S.append(script("client_request_refused", "client", [
     step({"open": ["GET", "/", True, None]}, send=[request(1)]),
     step(recv(reset(1, "REFUSED_STREAM")), events=[["closed", 1, "refused"]]),
 ], "§10.5: REFUSED_STREAM means safe to retry"))
+S.append(script("late_response_after_reset", "client", [
+    step({"open": ["GET", "/", True, None]}, send=[request(1)]),
+    step(recv(reset(1, "CANCEL")), events=[["closed", 1, "reset", CODES["CANCEL"], "peer"]]),
+    step(recv(response(1, 200, "OK", end=False))),
+    step(recv(data(1, b"late", end=True))),
+], "§10.2: a head or DATA in flight on a closed stream the receiver opened is ignored"))
+S.append(script("reset_no_error_after_complete_response", "client", [
+    step({"open": ["POST", "/upload", False, None]}, send=[request(1, "POST", "/upload", end=False)]),
+    step(recv(response(1, 200, "OK")), events=[["response", 1, 200, True]]),
+    step(recv(reset(1, "NO_ERROR")), events=[["closed", 1, "finished"]]),
+], "§10.2: RESET NO_ERROR after the complete response ends the exchange as finished; the "
+   "rest of the request body is not sent"))
+S.append(script("reset_no_error_before_response", "client", [
+    step({"open": ["POST", "/upload", False, None]}, send=[request(1, "POST", "/upload", end=False)]),
+    step(recv(reset(1, "NO_ERROR")), events=[["closed", 1, "reset", CODES["NO_ERROR"], "peer"]]),
+], "§10.2: RESET NO_ERROR before the response is complete is an ordinary reset"))
 S.append(script("client_goaway_refuses_in_flight", "client", [
     step({"open": ["GET", "/a", True, None]}, send=[request(1, "GET", "/a")]),
     step({"open": ["GET", "/b", True, None]}, send=[request(3, "GET", "/b")]),

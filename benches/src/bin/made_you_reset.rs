@@ -258,7 +258,6 @@ async fn attack_once(
         // A batch of requests, by the machine (ids, concurrency).
         let mut open: Vec<u32> = Vec::with_capacity(batch);
         {
-            let streams = conn.streams().expect("established");
             for _ in 0..batch {
                 let method = if data_mode { Method::POST } else { Method::GET };
                 let mut head = RequestHead::new(method, Uri::from_static("/slow"));
@@ -268,7 +267,7 @@ async fn attack_once(
                     head.headers
                         .insert(http::header::CONTENT_LENGTH, "1".parse().expect("value"));
                 }
-                match streams.open(head, !data_mode, None, Instant::now()) {
+                match conn.open(head, !data_mode, None, Instant::now()) {
                     Ok(id) => open.push(id.value()),
                     Err(_) => break,
                 }

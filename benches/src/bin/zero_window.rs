@@ -136,10 +136,9 @@ async fn attack(addr: SocketAddr, streams: usize, counts: Arc<[AtomicUsize; 3]>)
         if conn.is_established() && !opened {
             opened = true;
             counts[2].fetch_add(1, Ordering::Relaxed);
-            let s = conn.streams().expect("streams");
             for _ in 0..streams {
                 let head = RequestHead::new(Method::GET, Uri::from_static("/big"));
-                if s.open(head, true, None, Instant::now()).is_err() {
+                if conn.open(head, true, None, Instant::now()).is_err() {
                     break;
                 }
             }

@@ -358,7 +358,24 @@ pub enum ConfigError {
     SubMillisecond,
     /// Client metadata that the server would refuse.
     #[error("client metadata: {0}")]
-    Metadata(&'static str),
+    Metadata(MetadataError),
+}
+
+/// What is wrong with a client's HELLO metadata (spec/protocol.md §3.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// Larger than the limit.
+    #[error("{len} bytes, larger than max_metadata_size ({max})")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// `max_metadata_size`.
+        max: u32,
+    },
+    /// Not one JSON value.
+    #[error("not one JSON value (spec/protocol.md §3.4.1)")]
+    NotJson,
 }
 
 #[cfg(test)]

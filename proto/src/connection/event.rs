@@ -26,6 +26,9 @@ use crate::{CloseCode, FrameError, FrameType, Resume, Settings};
 ///                                        v
 ///                                   Established
 ///
+///   Established --(close_gracefully with 1000/1001 and streams in flight
+///                  / send GOAWAY, arm the drain timer)--> Draining
+///   Draining --(no stream left, or the drain timer fires / send Close)--> Closed
 ///   any state --(error, timeout, close, reject)--> Closed
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +44,11 @@ pub enum State {
     AwaitingWelcome,
     /// The handshake is complete.
     Established,
+    /// Established, closing gracefully (spec/protocol.md §10.7): this side sent GOAWAY,
+    /// opens and accepts no new stream, and closes by itself with the code given to
+    /// [`close_gracefully`](super::Connection::close_gracefully) once no stream is left
+    /// or when the drain timer fires. Everything else works as in `Established`.
+    Draining,
     /// The connection is over; the machine ignores all input.
     Closed,
 }
@@ -53,6 +61,7 @@ impl fmt::Display for State {
             State::AwaitingAck => "awaiting ACK",
             State::AwaitingWelcome => "awaiting WELCOME",
             State::Established => "established",
+            State::Draining => "draining",
             State::Closed => "closed",
         })
     }
@@ -128,6 +137,14 @@ pub enum Event {
         /// The round trip, when it answers one of this side's recent probes.
         rtt: Option<Duration>,
     },
+    /// This side started a graceful close
+    /// ([`close_gracefully`](super::Connection::close_gracefully)) with streams in flight:
+    /// GOAWAY is sent and the connection is [`Draining`](State::Draining). No new stream
+    /// is opened or accepted from now on, so requests still waiting for one should go
+    /// elsewhere (or wait for the next connection). The streams in flight run on; the
+    /// machine closes by itself and reports [`Closed`](Event::Closed) when they are done
+    /// or the drain time is up (spec/protocol.md §10.7).
+    Draining,
     /// Established: something happened on a stream (a request arrived, a response, body
     /// data, a stream ended…). See [`StreamEvent`](crate::streams::StreamEvent); the stream
     /// layer itself is reached through
@@ -186,7 +203,7 @@ pub enum ConnectionError {
     /// The server's WELCOME is inconsistent (settings that cannot work, or a resumed
     /// session other than the one asked for); this side closed with PROTOCOL_ERROR.
     #[error("invalid WELCOME: {0}")]
-    InvalidWelcome(&'static str),
+    InvalidWelcome(InvalidWelcome),
     /// The peer closed with an error code (for a client, REJECTED means the server's
     /// application refused the HELLO).
     #[error("peer closed with {code}: {reason:?}")]
@@ -278,7 +295,7 @@ impl ConnectionError {
             ConnectionError::TextMessage => CloseCode::UNSUPPORTED_DATA,
             ConnectionError::UnsupportedVersion { .. } => CloseCode::UNSUPPORTED_VERSION,
             ConnectionError::PeerClosed { code, .. } => *code,
-            ConnectionError::StreamLayer(e) => e.code,
+            ConnectionError::StreamLayer(e) => e.close_code(),
             ConnectionError::ProbeFlood { .. } => CloseCode::ENHANCE_YOUR_CALM,
             ConnectionError::WebSocket(e) => e.close_code(),
             ConnectionError::TransportLost => return None,
@@ -315,4 +332,16 @@ pub(super) fn is_orderly(code: CloseCode) -> bool {
         || code == CloseCode::GOING_AWAY
         || code == NO_STATUS
         || code.is_application()
+}
+
+/// What makes a server's WELCOME unusable (spec/protocol.md §7.3, §7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidWelcome {
+    /// It says `resumed` for a session the client did not ask to resume.
+    #[error("resumed a session the client did not ask for")]
+    UnaskedResume,
+    /// A heartbeat interval without a timeout, or a timeout not longer than the interval.
+    #[error("heartbeat timeout missing or not longer than the interval")]
+    HeartbeatTimeout,
 }

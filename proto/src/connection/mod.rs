@@ -7,36 +7,87 @@
 //!
 //! # The contract
 //!
+//! This is the one description of how an embedder drives tether-proto; the crate docs, the
+//! [`streams`](crate::streams) docs, the README and the runtimes link here.
+//!
 //! The API splits as in quinn-proto:
 //!
 //! - getters: [`state`](Connection::state), [`connection_id`](Connection::connection_id),
-//!   [`rtt`](Connection::rtt), …;
-//! - inputs: [`handle_message`](Connection::handle_message),
+//!   [`rtt`](Connection::rtt), [`streams`](Connection::streams) (read-only),
+//!   [`can_open`](Connection::can_open), …;
+//! - inputs, each with the time it happened: [`handle_message`](Connection::handle_message),
 //!   [`handle_timeout`](Connection::handle_timeout),
 //!   [`handle_transport_lost`](Connection::handle_transport_lost),
 //!   [`handle_websocket_error`](Connection::handle_websocket_error);
 //! - mutators: [`admit`](Connection::admit), [`accept`](Connection::accept),
-//!   [`reject`](Connection::reject),
-//!   [`close`](Connection::close);
-//! - outputs: [`poll_transmit`](Connection::poll_transmit),
-//!   [`poll_event`](Connection::poll_event), [`poll_timeout`](Connection::poll_timeout).
+//!   [`reject`](Connection::reject), [`close`](Connection::close),
+//!   [`open`](Connection::open) (a request), [`stream`](Connection::stream) (a
+//!   [`StreamMut`] view to answer, send on, reset, cancel or discard one stream; a stream
+//!   that ended is a [`StreamError`], not a panic), and the two switches below;
+//! - outputs: [`poll_event`](Connection::poll_event),
+//!   [`poll_transmit`](Connection::poll_transmit),
+//!   [`has_events`](Connection::has_events), [`poll_timeout`](Connection::poll_timeout).
 //!
-//! After every input or mutator, drain `poll_event` until `None` (handling an event may
-//! call mutators), then `poll_transmit` until `None` (send them all, then flush once).
-//! Transmitting can raise new events (a stream's send queue drained: it is writable
-//! again), so repeat both until [`has_events`](Connection::has_events) is false and
-//! nothing is left to send; only then re-arm the timer from `poll_timeout` and wait. Call `handle_timeout(now)` when that deadline passes; an early or
-//! repeated call does nothing. `now` must never go backwards by much (a monotonic clock).
+//! **The drain order.** After every input or mutator:
+//!
+//! 1. drain `poll_event` until `None`, handling each event (which may call mutators);
+//! 2. drain `poll_transmit` until `None`, writing each message to the WebSocket, then
+//!    flush once;
+//! 3. if [`has_events`](Connection::has_events) is true (writing let a stream's send queue
+//!    drain, so it became [`Writable`](crate::streams::StreamEvent::Writable)), go back
+//!    to 1;
+//! 4. arm one timer at [`poll_timeout`](Connection::poll_timeout) and wait for input or
+//!    that deadline; when it passes, call `handle_timeout(now)` (an early or repeated call
+//!    does nothing).
+//!
+//! `now` comes from a monotonic clock the embedder reads; the machine reads none. A machine
+//! that is [closed](Connection::is_closed) still has its last messages (the close frame)
+//! and events to drain.
+//!
+//! **What the machine does by itself.** Duties toward the stream layer are defaults of the
+//! machine, not rules for the embedder:
+//!
+//! - *Flow control*: every [`StreamEvent::Data`](crate::streams::StreamEvent::Data) is given
+//!   back to the peer's windows as it is reported. An embedder that buffers bodies for a
+//!   slow consumer calls [`set_manual_release(true)`](Connection::set_manual_release) and
+//!   then [`StreamMut::release_capacity`] as the consumer reads, so the peer's window is
+//!   its backpressure.
+//! - *Requests nobody serves*: unless the embedder calls
+//!   [`set_serve_requests(true)`](Connection::set_serve_requests) (or sets
+//!   [`StreamsConfig::serve_requests`](crate::streams::StreamsConfig::serve_requests)), the
+//!   machine answers every request the peer opens with `501 Not Implemented` and reports
+//!   nothing about it: an end that only sends requests has nothing to do.
+//! - *A body no longer wanted*: [`StreamMut::discard_body`]. The machine picks the reaction
+//!   (CANCEL for our own request, NO_ERROR once our response is out for the peer's,
+//!   spec/protocol.md §6.1), releases what arrived and reports no more of that body.
+//! - *Limits and protocol errors*: an oversized response head or trailers, a deadline, a
+//!   stalled stream, a misbehaving peer: the machine resets or closes with the code the spec
+//!   gives, and the embedder learns of it through events.
+//! - *Graceful close* ([`close_gracefully`](Connection::close_gracefully)): GOAWAY,
+//!   letting open streams finish and closing when none is left or the drain time is up
+//!   (spec/protocol.md §10.7) is the machine's too; the embedder keeps
+//!   following the drain order until the machine is closed.
+//!
+//! What is left to the embedder: moving messages and time, authenticating a HELLO and
+//! admitting it through a [`SessionStore`] (server), keeping the resume ticket (client),
+//! answering the requests it serves, and sending bodies within the machine's pushback
+//! ([`SendError::Blocked`](crate::streams::SendError::Blocked), then
+//! [`Writable`](crate::streams::StreamEvent::Writable)).
 //!
 //! # The run loop
 //!
-//! A server in one function, with the I/O elided (each connection has its own machine;
-//! the [`SessionStore`] is shared by the server):
+//! A server's turn in one function, with the I/O elided (each connection has its own
+//! machine; the [`SessionStore`] is shared by the server), and a client that sends it one
+//! request:
 //!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use http::{Method, StatusCode, Uri};
 //! use tether_proto::connection::{Config, Connection, Event, SessionStore, Transmit, WsMessage};
+//! use tether_proto::streams::StreamEvent;
+//! use tether_proto::{RequestHead, ResponseHead};
 //!
 //! fn drive(
 //!     conn: &mut Connection,
@@ -50,8 +101,7 @@
 //!         Some(msg) => conn.handle_message(msg, now),
 //!         None => conn.handle_timeout(now),
 //!     }
-//!     // Events may call for mutations, which may queue more output, and sending may
-//!     // raise events (a stream became writable): loop until both are quiet.
+//!     // The drain order (see "The contract"): events, then transmits, until both are quiet.
 //!     loop {
 //!         while let Some(event) = conn.poll_event() {
 //!             match event {
@@ -63,7 +113,15 @@
 //!                         store.admit(hello.resume.as_ref(), hello.metadata, rng, now);
 //!                     conn.admit(admission, now).unwrap();
 //!                 }
-//!                 Event::Received { id, .. } => println!("{id} connected"),
+//!                 Event::Stream(StreamEvent::Request { id, head, .. }) => {
+//!                     // A stream that ended meanwhile is an error value, not a panic.
+//!                     if let Ok(mut stream) = conn.stream(id) {
+//!                         let body = Bytes::from(head.uri.path().to_owned());
+//!                         let _ = stream
+//!                             .send_response(ResponseHead::new(StatusCode::OK), false)
+//!                             .and_then(|()| stream.send_data(body, true));
+//!                     }
+//!                 }
 //!                 Event::Failure { error } => println!("failed: {error}"),
 //!                 _ => {}
 //!             }
@@ -81,22 +139,46 @@
 //! let config = Arc::new(Config::default());
 //! let t0 = Instant::now();
 //! let mut server = Connection::server(config.clone(), t0);
+//! server.set_serve_requests(true); // this end answers requests (else: 501 by itself)
 //! let mut client = Connection::client(config, "{\"user\":\"ada\"}".into(), None, t0)?;
 //! let mut store = SessionStore::new(Duration::from_secs(30));
 //! let mut rng = |buf: &mut [u8]| buf.fill(0x42); // a CSPRNG in production
 //!
-//! let hello = client.poll_transmit().unwrap();
+//! // Moves the client's output to the server and back until both are quiet.
 //! let mut to_client = Vec::new();
-//! drive(&mut server, &mut store, &mut rng, Some(hello.into()), t0, &mut to_client);
-//! for msg in to_client.drain(..) {
-//!     client.handle_message(msg, t0);
+//! let mut client_events = Vec::new();
+//! for _ in 0..4 {
+//!     while let Some(msg) = client.poll_transmit() {
+//!         drive(&mut server, &mut store, &mut rng, Some(msg.into()), t0, &mut to_client);
+//!     }
+//!     for msg in to_client.drain(..) {
+//!         client.handle_message(msg, t0);
+//!     }
+//!     client_events.extend(std::iter::from_fn(|| client.poll_event()));
+//!     if client.is_established() && client_events.len() == 1 {
+//!         let get = RequestHead::new(Method::GET, Uri::from_static("/hello"));
+//!         client.open(get, true, Some(Duration::from_secs(5)), t0).unwrap();
+//!     }
 //! }
-//! let ack = client.poll_transmit().unwrap();
-//! drive(&mut server, &mut store, &mut rng, Some(ack.into()), t0, &mut to_client);
 //! assert!(server.is_established() && client.is_established());
 //! assert_eq!(server.connection_id(), client.connection_id());
+//! assert!(client_events.iter().any(|e| matches!(
+//!     e,
+//!     Event::Stream(StreamEvent::Data { data, .. }) if &data[..] == b"/hello"
+//! )));
 //! # Ok::<(), tether_proto::connection::ConfigError>(())
 //! ```
+//!
+//! # Ending a connection
+//!
+//! - [`close_gracefully`](Connection::close_gracefully) with 1000 or 1001 drains the
+//!   streams in flight first (GOAWAY, [`State::Draining`], [`Event::Draining`], a drain
+//!   timer in [`poll_timeout`](Connection::poll_timeout)) and closes by itself;
+//!   [`close`](Connection::close) closes at once (spec/protocol.md §10.7).
+//! - Server: when a connection has ended, [`SessionStore::connection_ended`] applies what
+//!   its end means for its session (detach or end, §9.1). When an admission
+//!   [`replaces`](Admission::replaces) a live connection, that connection is told with
+//!   [`replaced`](Connection::replaced) and closes with SESSION_REPLACED (§9.3).
 
 mod config;
 mod event;
@@ -109,14 +191,16 @@ mod timer;
 pub use crate::RandomSource;
 pub use crate::{Initiator, Side};
 pub use config::{
-    Carrier, Config, ConfigBuilder, ConfigError, PongResponder, HEARTBEAT_SEQ_LEN,
+    Carrier, Config, ConfigBuilder, ConfigError, MetadataError, PongResponder, HEARTBEAT_SEQ_LEN,
     MAX_HEARTBEAT_APP_DATA,
 };
-pub use event::{ConnectionError, Event, HelloInfo, State, StateError, WebSocketError};
+pub use event::{
+    ConnectionError, Event, HelloInfo, InvalidWelcome, State, StateError, WebSocketError,
+};
 pub use heartbeat::RttStats;
 pub use message::{CloseFrame, Transmit, WsMessage, MAX_CLOSE_REASON};
 pub use probe_limit::{ProbeLimit, DEFAULT_MAX_PROBES, PROBE_WINDOW};
-pub use session::{Admission, SessionHandle, SessionStore, StoreError};
+pub use session::{Admission, SessionHandle, SessionOutcome, SessionStore, StoreError};
 
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -124,8 +208,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::streams::{PeerLimits, Streams, StreamsError};
-use crate::{CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, Resume, Settings, Welcome};
+use crate::streams::{OpenError, PeerLimits, StreamError, StreamMut, Streams, StreamsError};
+use crate::{
+    CloseCode, Frame, Hello, Limits, Ping, Pong, Reaction, RequestHead, ResetCode, Resume,
+    Settings, StreamId, Welcome,
+};
 use event::{is_orderly, NO_STATUS};
 use heartbeat::Heartbeat;
 use timer::{Timer, TimerTable};
@@ -180,6 +267,16 @@ pub struct Connection {
     bytes_sent: u64,
     /// The stream layer, from establishment until the connection ends (§10).
     streams: Option<Streams>,
+    /// While [`State::Draining`]: the close frame sent once the drain is over (§10.7).
+    draining: Option<CloseFrame>,
+    /// Server: the hold on the session this connection was accepted with (§9).
+    session: Option<SessionHandle>,
+    /// Once closed: what the end means for the session (§9.1).
+    session_outcome: Option<SessionOutcome>,
+    /// Whether the embedder answers the peer's requests (else the machine answers 501).
+    serve_requests: bool,
+    /// Whether the embedder releases received body bytes itself.
+    manual_release: bool,
 }
 
 impl Connection {
@@ -192,13 +289,13 @@ impl Connection {
         resume: Option<Resume>,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        if metadata.len() > config.limits().max_metadata_size as usize {
-            return Err(ConfigError::Metadata("larger than max_metadata_size"));
+        let max = config.limits().max_metadata_size;
+        if metadata.len() > max as usize {
+            let len = metadata.len();
+            return Err(ConfigError::Metadata(MetadataError::TooLarge { len, max }));
         }
         if crate::frame::parse_metadata(&metadata).is_none() {
-            return Err(ConfigError::Metadata(
-                "not one JSON value (spec/protocol.md §3.4.1)",
-            ));
+            return Err(ConfigError::Metadata(MetadataError::NotJson));
         }
         let hello = Frame::Hello(Hello {
             versions: config.versions().to_vec(),
@@ -224,6 +321,8 @@ impl Connection {
             timers.set(Timer::Handshake, at);
         }
         Connection {
+            serve_requests: config.streams().serve_requests,
+            manual_release: config.streams().manual_release,
             config,
             side,
             state,
@@ -244,6 +343,9 @@ impl Connection {
             bytes_received: 0,
             bytes_sent: 0,
             streams: None,
+            draining: None,
+            session: None,
+            session_outcome: None,
         }
     }
 
@@ -259,9 +361,15 @@ impl Connection {
         self.state
     }
 
-    /// Whether the handshake is complete and the connection not closed.
+    /// Whether the handshake is complete and the connection not closed
+    /// ([`Established`](State::Established) or [`Draining`](State::Draining)).
     pub fn is_established(&self) -> bool {
-        self.state == State::Established
+        matches!(self.state, State::Established | State::Draining)
+    }
+
+    /// Whether a graceful close is in progress ([`State::Draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.state == State::Draining
     }
 
     /// Whether the connection is over.
@@ -308,9 +416,14 @@ impl Connection {
     pub fn peer_limits(&self) -> Limits {
         let d = Limits::default();
         let s = &self.peer_settings;
+        let max_frame_payload = s.max_frame_payload.unwrap_or(d.max_frame_payload);
         Limits {
-            max_frame_payload: s.max_frame_payload.unwrap_or(d.max_frame_payload),
-            max_head_size: s.max_head_size.unwrap_or(d.max_head_size),
+            max_frame_payload,
+            // A head travels in one frame: the frame limit bounds it too (§5).
+            max_head_size: s
+                .max_head_size
+                .unwrap_or(d.max_head_size)
+                .min(max_frame_payload),
             max_header_count: s
                 .max_header_count
                 .and_then(|c| u16::try_from(c).ok())
@@ -333,6 +446,23 @@ impl Connection {
     /// All round-trip statistics.
     pub fn rtt_stats(&self) -> RttStats {
         self.rtt
+    }
+
+    /// Server: the hold on a session this connection was accepted with (from its
+    /// [`Admission`]), `None` before [`accept`](Self::accept) and on a client. It stays
+    /// available after the end, when [`SessionStore::connection_ended`] reads it.
+    pub fn session(&self) -> Option<SessionHandle> {
+        self.session
+    }
+
+    /// Once the connection has ended: what its end means for the session it held
+    /// (spec/protocol.md §9.1): [`Detach`](SessionOutcome::Detach) after a failure the
+    /// client resumes from (a lost transport, a close code whose retry column in §6.2
+    /// says yes), [`End`](SessionOutcome::End) after an orderly close or any other
+    /// failure. `None` while the connection is open. [`SessionStore::connection_ended`]
+    /// applies it.
+    pub fn session_outcome(&self) -> Option<SessionOutcome> {
+        self.session_outcome
     }
 
     /// Payload bytes of every WebSocket message handed to
@@ -358,15 +488,23 @@ impl Connection {
     /// [`Bytes`] the application queued, not copied; every other message as
     /// [`Transmit::Message`]. [`Transmit::into_message`] joins the parts (one copy) for a
     /// writer that needs one buffer.
+    ///
+    /// While [`Draining`](State::Draining), the call that finds the stream layer with
+    /// nothing left to send and no stream open closes the connection (spec/protocol.md
+    /// §10.7): it returns the close frame, and [`Event::Closed`] follows.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = match self.transmits.pop_front() {
             Some((msg, _)) => Transmit::Message(msg),
-            None => match self.streams.as_mut()?.poll_transmit()? {
-                Frame::Data(data) => Transmit::Data {
+            None => match self.streams.as_mut().and_then(Streams::poll_transmit) {
+                Some(Frame::Data(data)) => Transmit::Data {
                     header: data.header(),
                     payload: data.payload,
                 },
-                frame => Transmit::Message(self.encode(&frame)),
+                Some(frame) => Transmit::Message(self.encode(&frame)),
+                // Every frame of the streams is out: only now can the drain end, so that
+                // the last DATA or RESET goes before the close (§10.7).
+                None if self.finish_drain() => Transmit::Message(self.transmits.pop_front()?.0),
+                None => return None,
             },
         };
         self.bytes_sent += t.payload_len() as u64;
@@ -404,10 +542,20 @@ impl Connection {
         }
     }
 
-    /// The stream layer, once established (`None` before and after): open requests,
-    /// answer the peer's, send bodies and resets through it (spec/protocol.md §10).
-    pub fn streams(&mut self) -> Option<&mut Streams> {
-        self.streams.as_mut()
+    /// The stream layer, read-only, once established (`None` before and after): how many
+    /// streams are open, how many bytes wait, whether a stream takes data. Act on streams
+    /// with [`open`](Self::open) and [`stream`](Self::stream).
+    pub fn streams(&self) -> Option<&Streams> {
+        self.streams.as_ref()
+    }
+
+    /// Whether [`open`](Self::open) would open a stream now; `Err` says why not (after
+    /// [`OpenError::Blocked`], a [`StreamEvent::CanOpen`](crate::streams::StreamEvent::CanOpen)
+    /// follows when a stream frees up).
+    pub fn can_open(&self) -> Result<(), OpenError> {
+        self.streams
+            .as_ref()
+            .map_or(Err(OpenError::NotEstablished), Streams::can_open)
     }
 
     // ---- inputs ----
@@ -431,11 +579,10 @@ impl Connection {
                     // spec/protocol.md §3.5: a stream error resets the stream only; before
                     // the handshake there are no streams.
                     Reaction::Reset(stream_id, code) if self.streams.is_some() => {
-                        if let Some(Err(e)) = self
-                            .streams
-                            .as_mut()
-                            .map(|s| s.handle_stream_error(stream_id, code, now))
-                        {
+                        if let Some(Err(e)) = self.streams.as_mut().map(|s| {
+                            let frame = error.frame_type().unwrap_or(crate::FrameType::Headers);
+                            s.handle_stream_error(stream_id, frame, code, now)
+                        }) {
                             self.fail(ConnectionError::StreamLayer(e));
                         }
                     }
@@ -476,6 +623,13 @@ impl Connection {
                 .map_or(Duration::ZERO, |h| h.timeout);
             return self.fail(ConnectionError::HeartbeatTimeout(timeout));
         }
+        if self.timers.is_expired(Timer::Drain, now) {
+            // spec/protocol.md §10.7: the drain time is up; the streams still open end as
+            // connection lost.
+            if let Some(frame) = self.draining.take() {
+                return self.close(frame.code, &frame.reason, now);
+            }
+        }
         if self.timers.is_expired(Timer::Probe, now) {
             self.send_probe(now);
         }
@@ -505,6 +659,66 @@ impl Connection {
 
     // ---- mutators ----
 
+    /// Opens a stream with a request head (spec/protocol.md §10.1); with `end_stream` the
+    /// request has no body, with a `timeout` it carries a deadline (§10.6). See
+    /// [`Streams::open`]; [`OpenError::NotEstablished`] before the handshake completes and
+    /// after the connection ended.
+    pub fn open(
+        &mut self,
+        head: RequestHead,
+        end_stream: bool,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<StreamId, OpenError> {
+        let streams = self.streams.as_mut().ok_or(OpenError::NotEstablished)?;
+        streams.open(head, end_stream, timeout, now)
+    }
+
+    /// The open stream `id`, to answer it, send on it or give up on it (see
+    /// [`StreamMut`]); a typed [`StreamError`] when it has ended, never existed, or the
+    /// connection has no streams.
+    pub fn stream(&mut self, id: StreamId) -> Result<StreamMut<'_>, StreamError> {
+        self.streams
+            .as_mut()
+            .ok_or(StreamError::NoStreams)?
+            .stream(id)
+    }
+
+    /// Whether this side answers the requests the peer opens
+    /// ([`StreamsConfig::serve_requests`](crate::streams::StreamsConfig::serve_requests),
+    /// whose value in the config is the default). Off, the machine answers each request
+    /// with `501 Not Implemented` by itself and reports nothing about it; on,
+    /// [`StreamEvent::Request`](crate::streams::StreamEvent::Request) comes and the
+    /// embedder answers. Takes effect for requests that arrive from now on, also when
+    /// called before the handshake.
+    pub fn set_serve_requests(&mut self, serve: bool) {
+        self.serve_requests = serve;
+        if let Some(streams) = &mut self.streams {
+            streams.set_serve_requests(serve);
+        }
+    }
+
+    /// Whether the embedder gives received body bytes back to the peer itself, with
+    /// [`StreamMut::release_capacity`] as it consumes them
+    /// ([`StreamsConfig::manual_release`](crate::streams::StreamsConfig::manual_release),
+    /// whose value in the config is the default). Off, the machine releases every
+    /// [`StreamEvent::Data`](crate::streams::StreamEvent::Data) as it reports it.
+    pub fn set_manual_release(&mut self, manual: bool) {
+        self.manual_release = manual;
+        if let Some(streams) = &mut self.streams {
+            streams.set_manual_release(manual);
+        }
+    }
+
+    /// Sends GOAWAY (spec/protocol.md §10.7): the peer opens no more streams, and ours
+    /// refuse new opens ([`OpenError::GoingAway`]); open streams run to completion. Does
+    /// nothing without a stream layer.
+    pub fn go_away(&mut self, code: ResetCode, reason: &str) {
+        if let Some(streams) = &mut self.streams {
+            streams.go_away(code, reason);
+        }
+    }
+
     /// Server: accepts the pending HELLO with the identity `admission` gives (from
     /// [`SessionStore::admit`] or [`Admission::fresh`]), and sends WELCOME.
     pub fn accept(&mut self, admission: Admission, _now: Instant) -> Result<(), StateError> {
@@ -517,6 +731,7 @@ impl Connection {
         let version = self.version.unwrap_or(crate::PROTOCOL_VERSION);
         let id = admission.id();
         self.connection_id = Some(id);
+        self.session = Some(admission.session());
         self.resume_window = admission.resume_window;
         let heartbeat = admission.heartbeat.unwrap_or((
             self.config.heartbeat_interval(),
@@ -578,6 +793,10 @@ impl Connection {
     /// Closes the connection with `code` and `reason` (cut to 123 bytes): queues the close
     /// frame and reports [`Event::Closed`]. Does nothing once closed.
     pub fn close(&mut self, code: CloseCode, reason: &str, _now: Instant) {
+        self.close_now(code, reason);
+    }
+
+    fn close_now(&mut self, code: CloseCode, reason: &str) {
         if self.state == State::Closed {
             return;
         }
@@ -591,7 +810,78 @@ impl Connection {
         self.terminate(event);
     }
 
+    /// Closes gracefully (spec/protocol.md §10.7). A normal close (1000 NORMAL or 1001
+    /// GOING_AWAY) of an established connection with streams in flight drains first:
+    /// GOAWAY (NO_ERROR, `reason`) goes out, the state becomes [`State::Draining`] and
+    /// [`Event::Draining`] is reported; no new stream is opened or accepted, the streams
+    /// in flight run on, and the machine closes with `code` and `reason` by itself
+    /// (reporting [`Event::Closed`]) as soon as no stream is left (found by
+    /// [`poll_transmit`](Self::poll_transmit) once the last frame is out) or when `drain`
+    /// has passed ([`handle_timeout`](Self::handle_timeout); a `drain` too long for the
+    /// clock means no deadline). Anything else closes at once, as [`close`](Self::close):
+    /// another code, a zero `drain`, no stream in flight, a connection not yet
+    /// established.
+    ///
+    /// While draining, a second graceful close changes nothing (the first one's code,
+    /// reason and deadline stay); any other code closes at once. Does nothing once closed.
+    pub fn close_gracefully(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+        drain: Duration,
+        now: Instant,
+    ) {
+        let graceful = code == CloseCode::NORMAL || code == CloseCode::GOING_AWAY;
+        match self.state {
+            State::Closed => return,
+            State::Draining if graceful => return,
+            State::Established if graceful && !drain.is_zero() => {}
+            _ => return self.close(code, reason, now),
+        }
+        let Some(streams) = self.streams.as_mut().filter(|s| s.open_streams() > 0) else {
+            return self.close(code, reason, now);
+        };
+        tracing::debug!(
+            id = ?self.connection_id,
+            open = streams.open_streams(),
+            %code,
+            "draining before close"
+        );
+        let frame = CloseFrame::new(code, reason);
+        streams.go_away(ResetCode::NO_ERROR, &frame.reason);
+        self.draining = Some(frame);
+        self.state = State::Draining;
+        self.timers
+            .set_or_stop(Timer::Drain, now.checked_add(drain));
+        self.events.push_back(Event::Draining);
+    }
+
+    /// Server: the session this connection held was resumed on another connection while
+    /// this one was still open ([`Admission::replaces`] named this connection's
+    /// [`session`](Self::session)): closes at once with 4009 SESSION_REPLACED
+    /// (spec/protocol.md §9.3) and reports [`Event::Closed`]. Its end changes nothing in
+    /// the [`SessionStore`] (its handle is stale). Does nothing once closed.
+    pub fn replaced(&mut self, now: Instant) {
+        self.close(
+            CloseCode::SESSION_REPLACED,
+            "session resumed on a new connection",
+            now,
+        );
+    }
+
     // ---- internals ----
+
+    /// While draining: closes if no stream is left; returns whether it did (§10.7).
+    fn finish_drain(&mut self) -> bool {
+        if self.state != State::Draining || self.streams.as_ref().is_some_and(|s| !s.is_drained()) {
+            return false;
+        }
+        let Some(frame) = self.draining.take() else {
+            return false;
+        };
+        self.close_now(frame.code, &frame.reason);
+        true
+    }
 
     fn send(&mut self, frame: &Frame) {
         let msg = self.encode(frame);
@@ -670,7 +960,7 @@ impl Connection {
                 });
             }
             (State::AwaitingWelcome, Frame::Welcome(welcome)) => self.on_welcome(welcome, now),
-            (State::Established, Frame::Ping(Ping(payload))) => {
+            (State::Established | State::Draining, Frame::Ping(Ping(payload))) => {
                 if !self.allow_probe(now) {
                     return;
                 }
@@ -681,10 +971,10 @@ impl Connection {
                     payload,
                 });
             }
-            (State::Established, Frame::Pong(Pong(payload))) => {
+            (State::Established | State::Draining, Frame::Pong(Pong(payload))) => {
                 self.on_pong(Carrier::Frame, payload, now)
             }
-            (State::Established, frame)
+            (State::Established | State::Draining, frame)
                 if !matches!(frame, Frame::Hello(_) | Frame::Welcome(_) | Frame::Ack) =>
             {
                 // spec/protocol.md §10: HEADERS, DATA, RESET, WINDOW_UPDATE, GOAWAY.
@@ -730,7 +1020,7 @@ impl Connection {
         }
         if welcome.resumed && self.resume.map(|r| r.connection_id) != Some(welcome.connection_id) {
             return self.fail(ConnectionError::InvalidWelcome(
-                "resumed a session the client did not ask for",
+                InvalidWelcome::UnaskedResume,
             ));
         }
         let s = welcome.settings;
@@ -743,7 +1033,7 @@ impl Connection {
             _ if interval.is_zero() => Duration::ZERO,
             _ => {
                 return self.fail(ConnectionError::InvalidWelcome(
-                    "heartbeat timeout missing or not longer than the interval",
+                    InvalidWelcome::HeartbeatTimeout,
                 ))
             }
         };
@@ -796,14 +1086,14 @@ impl Connection {
             max_head_size: self.peer_limits().max_head_size,
             max_header_count: self.peer_limits().max_header_count,
         };
-        match Streams::new(self.side, self.config.streams().clone(), peer) {
+        let mut config = self.config.streams().clone();
+        config.serve_requests = self.serve_requests;
+        config.manual_release = self.manual_release;
+        match Streams::new(self.side, config, peer) {
             Ok(streams) => self.streams = Some(streams),
             // Unreachable with settings that passed decoding (§3.6); closes, never panics.
-            Err(_) => {
-                self.fail(ConnectionError::StreamLayer(StreamsError {
-                    code: CloseCode::PROTOCOL_ERROR,
-                    reason: "the peer's settings leave no room for DATA",
-                }));
+            Err(e) => {
+                self.fail(ConnectionError::StreamLayer(StreamsError::PeerLimits(e)));
                 return false;
             }
         }
@@ -885,6 +1175,13 @@ impl Connection {
         self.timers.stop_all();
         self.heartbeat = None;
         self.pending = None;
+        self.draining = None;
+        // spec/protocol.md §9.1: an orderly close ends the session; a failure detaches it
+        // when the client will resume (a lost transport, a code it retries after).
+        self.session_outcome = Some(match &event {
+            Event::Failure { error } if error.keeps_session() => SessionOutcome::Detach,
+            _ => SessionOutcome::End,
+        });
         // Every open stream ends with "connection lost" before the connection's own end
         // is reported (spec/protocol.md §10.5).
         if let Some(mut streams) = self.streams.take() {

@@ -30,7 +30,8 @@ pub struct Admission {
     pub(super) handle: SessionHandle,
     pub(super) token: ResumeToken,
     pub(super) resumed: bool,
-    pub(super) replaces_live: bool,
+    /// The live connection's hold on the session this admission takes over (§9.3).
+    pub(super) replaces: Option<SessionHandle>,
     pub(super) resume_window: Duration,
     pub(super) heartbeat: Option<(Duration, Duration)>,
 }
@@ -45,7 +46,7 @@ impl Admission {
             handle: SessionHandle { id, generation: 0 },
             token,
             resumed: false,
-            replaces_live: false,
+            replaces: None,
             resume_window: Duration::ZERO,
             heartbeat: None,
         })
@@ -90,10 +91,20 @@ impl Admission {
         self.resumed
     }
 
-    /// Whether a connection of this session was still open: the embedder closes it with
-    /// SESSION_REPLACED (spec/protocol.md §9.3).
+    /// Whether a connection of this session was still open: it must be closed with
+    /// SESSION_REPLACED (spec/protocol.md §9.3); [`replaces`](Self::replaces) names it.
     pub fn replaces_live_connection(&self) -> bool {
-        self.replaces_live
+        self.replaces.is_some()
+    }
+
+    /// The hold on the session of the connection that was still open when this one
+    /// resumed it (spec/protocol.md §9.3), `None` when there was none. The embedder routes
+    /// it to the connection whose [`session`](super::Connection::session) this is, and
+    /// that connection calls [`replaced`](super::Connection::replaced), which closes it
+    /// with 4009 SESSION_REPLACED. Its later end changes nothing in the store (its handle
+    /// is stale).
+    pub fn replaces(&self) -> Option<SessionHandle> {
+        self.replaces
     }
 
     /// How long the session stays resumable after its connection fails (announced as
@@ -101,6 +112,22 @@ impl Admission {
     pub fn resume_window(&self) -> Duration {
         self.resume_window
     }
+}
+
+/// What the end of a connection means for its session (spec/protocol.md §9.1), as the
+/// connection decides it ([`Connection::session_outcome`](super::Connection::session_outcome))
+/// and as [`SessionStore::connection_ended`] reports what it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SessionOutcome {
+    /// The connection failed in a way the client resumes from (a lost transport, or a
+    /// close code whose retry column in §6.2 says yes): the session is kept resumable for
+    /// the resume window.
+    Detach,
+    /// The connection was closed in an orderly way, or failed with a code that tells the
+    /// client not to retry (1009, 4000, …): the session is forgotten. The store also
+    /// reports this for a failure it could not keep (a full store, no resume window).
+    End,
 }
 
 fn draw_identity(rng: &mut impl RandomSource) -> Result<(Uuid, ResumeToken), RandomError> {
@@ -116,6 +143,17 @@ fn draw_token(rng: &mut impl RandomSource) -> Result<ResumeToken, RandomError> {
     let mut token = [0; 16];
     rng.fill(&mut token)?;
     Ok(ResumeToken::from_bytes(token))
+}
+
+/// What [`SessionStore::detach`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detached {
+    /// Resumable until the window ends.
+    Kept,
+    /// Not kept (a full store, no window, a window beyond the clock): forgotten.
+    Forgotten,
+    /// A stale handle, or a session already detached: nothing changed.
+    Ignored,
 }
 
 #[derive(Debug)]
@@ -318,7 +356,7 @@ impl SessionStore {
                 handle: SessionHandle { id, generation },
                 token,
                 resumed: false,
-                replaces_live: false,
+                replaces: None,
                 resume_window: self.window,
                 heartbeat: None,
             });
@@ -356,12 +394,15 @@ impl SessionStore {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return Ok(None);
         };
-        let replaces_live = match entry.detached_until.take() {
+        let replaces = match entry.detached_until.take() {
             Some(deadline) => {
                 self.expiry.remove(&(deadline, id));
-                false
+                None
             }
-            None => true,
+            None => Some(SessionHandle {
+                id,
+                generation: entry.generation,
+            }),
         };
         entry.token = token;
         entry.generation = generation;
@@ -370,7 +411,7 @@ impl SessionStore {
             handle: SessionHandle { id, generation },
             token,
             resumed: true,
-            replaces_live,
+            replaces,
             resume_window: self.window,
             heartbeat: None,
         }))
@@ -382,20 +423,58 @@ impl SessionStore {
         g
     }
 
+    /// Applies the end of `conn` to the session it held: the one call a server makes
+    /// when a connection it accepted has ended (after its [`Event::Closed`] or
+    /// [`Event::Failure`](super::Event::Failure)). The connection decides
+    /// ([`Connection::session_outcome`](super::Connection::session_outcome)): a failure
+    /// the client resumes from detaches the session (as [`detach`](Self::detach)),
+    /// anything else ends it (as [`remove`](Self::remove)), spec/protocol.md §9.1.
+    ///
+    /// Returns what became of the session: [`Detach`](SessionOutcome::Detach) when it is
+    /// resumable now, [`End`](SessionOutcome::End) when it is forgotten (also when a
+    /// failure could not be kept: a full store, a zero window), `None` when nothing
+    /// changed: the connection is still open, held no session (never accepted, or
+    /// accepted with [`Admission::fresh`]), or its handle is stale (the session was
+    /// resumed on a newer connection, §9.3) or was already applied.
+    ///
+    /// [`Event::Closed`]: super::Event::Closed
+    pub fn connection_ended(
+        &mut self,
+        conn: &super::Connection,
+        now: Instant,
+    ) -> Option<SessionOutcome> {
+        let session = conn.session()?;
+        match conn.session_outcome()? {
+            SessionOutcome::Detach => match self.detach_inner(session, now) {
+                Detached::Kept => Some(SessionOutcome::Detach),
+                Detached::Forgotten => Some(SessionOutcome::End),
+                Detached::Ignored => None,
+            },
+            SessionOutcome::End => self.remove(session).then_some(SessionOutcome::End),
+        }
+    }
+
     /// The session's connection failed: keep the session resumable until `now` plus the
     /// window, and return `true`. Ignored (returns `false`) for a stale handle or an
     /// already detached session. When the store [is full](Self::is_full) the session is
     /// not kept (the newest goes, never an earlier one): it is forgotten, reported by
     /// [`poll_expired`](Self::poll_expired), and `false` is returned.
     pub fn detach(&mut self, session: SessionHandle, now: Instant) -> bool {
+        self.detach_inner(session, now) == Detached::Kept
+    }
+
+    fn detach_inner(&mut self, session: SessionHandle, now: Instant) -> Detached {
         if self.window.is_zero() {
-            return self.remove(session);
+            return match self.remove(session) {
+                true => Detached::Forgotten,
+                false => Detached::Ignored,
+            };
         }
         let Some(entry) = self.sessions.get_mut(&session.id) else {
-            return false;
+            return Detached::Ignored;
         };
         if entry.generation != session.generation || entry.detached_until.is_some() {
-            return false;
+            return Detached::Ignored;
         }
         // A window that ends later than the clock can represent (spec/protocol.md §5) is
         // treated like a full store: the session is forgotten, never kept without end.
@@ -404,14 +483,14 @@ impl SessionStore {
             // spec/protocol.md §9.1: a full store keeps what it holds.
             self.sessions.remove(&session.id);
             self.expired.push_back(session.id);
-            return false;
+            return Detached::Forgotten;
         }
         let Some(deadline) = deadline else {
-            return false;
+            return Detached::Forgotten;
         };
         entry.detached_until = Some(deadline);
         self.expiry.insert((deadline, session.id));
-        true
+        Detached::Kept
     }
 
     /// The session ended for good (an orderly close): forget it. Ignored (returns `false`)
@@ -516,6 +595,11 @@ mod tests {
             .admit(Some(&ticket), Bytes::from_static(b"2"), &mut rng, t0)
             .unwrap();
         assert!(c.is_resumed() && c.replaces_live_connection());
+        assert_eq!(
+            c.replaces(),
+            Some(a.session()),
+            "names the live connection's hold"
+        );
         assert_eq!(c.id(), a.id());
         assert_eq!(store.metadata(&a.id()).map(|m| &m[..]), Some(&b"2"[..]));
         // The old connection's handle is stale now.

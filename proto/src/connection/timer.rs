@@ -1,7 +1,8 @@
-//! The connection's timers: one enum, one fixed table (spec/protocol.md §7.5, §8.3).
+//! The connection's timers: one enum, one fixed table (spec/protocol.md §7.5, §8.3,
+//! §10.7).
 //!
 //! Every deadline of a [`Connection`](super::Connection) lives here, so that
-//! `poll_timeout` is a minimum over three slots, whatever the connection is doing.
+//! `poll_timeout` is a minimum over four slots, whatever the connection is doing.
 
 use std::time::Instant;
 
@@ -14,10 +15,12 @@ pub(super) enum Timer {
     Probe = 1,
     /// The peer is dead: nothing was received for the heartbeat timeout (§8.3).
     Idle = 2,
+    /// A graceful close gives up waiting for the streams in flight and closes (§10.7).
+    Drain = 3,
 }
 
 impl Timer {
-    const COUNT: usize = 3;
+    const COUNT: usize = 4;
 }
 
 /// A deadline per [`Timer`], `None` when the timer is stopped.

@@ -166,6 +166,18 @@ impl FrameError {
         }
     }
 
+    /// The type of the frame a stream-level error (a [`Reaction::Reset`]) came in;
+    /// `None` for errors that close the connection.
+    pub const fn frame_type(&self) -> Option<FrameType> {
+        match self {
+            FrameError::ZeroWindowIncrement { .. } => Some(FrameType::WindowUpdate),
+            FrameError::ConflictingFlags { .. } | FrameError::Head { .. } => {
+                Some(FrameType::Headers)
+            }
+            _ => None,
+        }
+    }
+
     /// The receiver's reaction: errors inside one stream's HEADERS or WINDOW_UPDATE reset
     /// that stream; everything else closes the connection.
     pub const fn reaction(&self) -> Reaction {

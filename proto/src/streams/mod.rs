@@ -6,10 +6,16 @@
 //! from exhausting memory. The connection machine owns one and routes HEADERS, DATA,
 //! RESET, WINDOW_UPDATE and GOAWAY frames to it; it can also be driven on its own.
 //!
-//! The contract is the crate's: inputs are `handle_*` calls and the local API
-//! ([`Streams::open`], [`Streams::send_response`], [`Streams::send_data`], …); outputs are
-//! drained with [`Streams::poll_transmit`] and [`Streams::poll_event`] until they return
-//! `None`, after every input; [`Streams::poll_timeout`] is the next deadline.
+//! Driven on its own it follows [the contract](crate::connection#the-contract) of the
+//! connection machine: `handle_*` inputs and the local API ([`Streams::open`],
+//! [`Streams::stream`] and its [`StreamMut`] view, …), then [`Streams::poll_event`] and
+//! [`Streams::poll_transmit`] until both are empty, then [`Streams::poll_timeout`]. Inside
+//! a [`Connection`](crate::Connection) its inputs are not reachable: the connection feeds
+//! it, and the embedder reaches streams through
+//! [`Connection::open`](crate::Connection::open) and
+//! [`Connection::stream`](crate::Connection::stream). The defaults described there (capacity
+//! released for every DATA, requests answered 501 unless [`StreamsConfig::serve_requests`])
+//! are the same here.
 //!
 //! Costs: stream lookup is a hash-map access; timers live in one binary heap; sending picks
 //! the next stream from a ready list (round-robin, one frame per turn, so one large body
@@ -24,7 +30,8 @@
 //!
 //! let now = Instant::now(); // the caller's clock; the machine never reads one
 //! let mut client = Streams::new(Side::Client, StreamsConfig::default(), PeerLimits::default())?;
-//! let mut server = Streams::new(Side::Server, StreamsConfig::default(), PeerLimits::default())?;
+//! let serving = StreamsConfig { serve_requests: true, ..StreamsConfig::default() };
+//! let mut server = Streams::new(Side::Server, serving, PeerLimits::default())?;
 //!
 //! let id = client.open(RequestHead::new(Method::GET, Uri::from_static("/")), true, None, now)?;
 //! while let Some(frame) = client.poll_transmit() {
@@ -43,6 +50,7 @@ mod budget;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -54,7 +62,8 @@ use self::stream::{Recv, Send, Stream};
 use crate::frame::MAX_INCREMENT;
 use crate::head::{self, EncodedSize, RequestHead, ResponseHead};
 use crate::{
-    CloseCode, Data, Frame, GoAway, Head, Headers, Reset, ResetCode, StreamId, WindowUpdate,
+    CloseCode, Data, Frame, FrameType, GoAway, Head, Headers, Reset, ResetCode, StreamId,
+    WindowUpdate,
 };
 
 /// The request header that carries the caller's deadline, in whole milliseconds remaining
@@ -62,6 +71,7 @@ use crate::{
 pub const TIMEOUT_HEADER: &str = "tether-timeout";
 
 pub use self::budget::SendBudget;
+pub use self::view::{StreamError, StreamMut};
 pub use crate::{Initiator, Side};
 
 /// How often a machine whose streams wait for the process-wide [`SendBudget`] looks again
@@ -114,6 +124,21 @@ pub struct StreamsConfig {
     /// replies) before they are written; beyond it the connection is closed with 4007.
     /// Default 1,024.
     pub max_queued_replies: usize,
+    /// Whether the embedder gives received body bytes back to the peer itself, with
+    /// [`StreamMut::release_capacity`] as it consumes them (spec/protocol.md §10.3). By
+    /// default (`false`) the machine releases every [`StreamEvent::Data`] as it reports
+    /// it, so an embedder that does not think about flow control never stalls a peer; an
+    /// embedder that buffers bodies for a slow reader opts in to keep the peer's window as
+    /// its backpressure.
+    pub manual_release: bool,
+    /// Whether the embedder answers the requests the peer opens. By default (`false`) the
+    /// machine answers each one itself with `501 Not Implemented` and a short text body,
+    /// releases and then stops the request body (RESET NO_ERROR once the 501 is out, or
+    /// INTERNAL_ERROR when not even that body can be queued), and reports nothing about
+    /// such streams: an end that only sends requests has nothing to do. An embedder with a
+    /// handler sets it (or calls [`Streams::set_serve_requests`]) and receives
+    /// [`StreamEvent::Request`].
+    pub serve_requests: bool,
 }
 
 impl Default for StreamsConfig {
@@ -131,6 +156,8 @@ impl Default for StreamsConfig {
             churn_window: Duration::from_secs(10),
             churn_min_lifetime: Duration::from_millis(100),
             max_queued_replies: 1024,
+            manual_release: false,
+            serve_requests: false,
         }
     }
 }
@@ -216,7 +243,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StreamEvent {
-    /// The peer opened a stream with a request.
+    /// The peer opened a stream with a request. Only when this side serves requests
+    /// ([`StreamsConfig::serve_requests`]); otherwise the machine answers it `501` by
+    /// itself and reports nothing.
     Request {
         /// The new stream.
         id: StreamId,
@@ -235,8 +264,10 @@ pub enum StreamEvent {
         /// No body follows.
         end_stream: bool,
     },
-    /// Body bytes arrived. Call [`Streams::release_capacity`] once they are consumed, or
-    /// the peer runs out of window.
+    /// Body bytes arrived. The machine gives them back to the peer's window at once,
+    /// unless the embedder opted into [`StreamsConfig::manual_release`]: then it calls
+    /// [`StreamMut::release_capacity`] once they are consumed, or the peer runs out of
+    /// window.
     Data {
         /// The stream.
         id: StreamId,
@@ -257,7 +288,8 @@ pub enum StreamEvent {
         /// The stream.
         id: StreamId,
     },
-    /// `open` was refused for lack of streams and one has become free.
+    /// A stream slot became free after the peer's MAX_CONCURRENT_STREAMS was reached
+    /// (`open` or `can_open` may have said [`OpenError::Blocked`]).
     CanOpen,
     /// The peer is shutting down: no new streams; ours above `last_stream_id` were refused.
     GoAway {
@@ -290,10 +322,18 @@ pub enum OpenError {
     /// Stream ids of this side are used up: reconnect.
     #[error("stream identifiers are exhausted")]
     Exhausted,
+    /// The connection has no stream layer: its handshake is not complete, or it is over
+    /// (from [`Connection::open`](crate::Connection::open)).
+    #[error("the connection is not established")]
+    NotEstablished,
     /// The request head is larger than the peer accepts (its MAX_HEAD_SIZE or
     /// MAX_HEADER_COUNT, §4.5): nothing was sent.
     #[error("head of {} bytes and {} fields exceeds the peer's limits", .0.bytes, .0.fields)]
     HeadTooLarge(EncodedSize),
+    /// The method and request-target do not go together, or the target holds a byte
+    /// §4.1 refuses (the peer would reset the stream, `invalid_uri`): nothing was sent.
+    #[error("the request-target does not follow spec/protocol.md §4.1 for this method")]
+    InvalidTarget,
 }
 
 /// Why a send on a stream was not accepted.
@@ -333,19 +373,71 @@ pub enum SendError {
     },
 }
 
-/// A rule broken badly enough that the whole connection must close (the connection
-/// machine closes with `code`).
+/// A rule broken badly enough that the whole connection must close; the connection
+/// machine closes with [`close_code`](Self::close_code) (spec/protocol.md §10).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason} (close {code})")]
-pub struct StreamsError {
-    /// The close code to send.
-    pub code: CloseCode,
-    /// What happened, for logs and the close frame's reason.
-    pub reason: &'static str,
+#[non_exhaustive]
+pub enum StreamsError {
+    /// A frame for a stream that never existed (§10.1): HEADERS for an id of ours we
+    /// never used, DATA, RESET or WINDOW_UPDATE for an id nobody opened.
+    #[error("{frame} on stream {id}, which was never opened")]
+    NeverOpened {
+        /// The frame's type.
+        frame: FrameType,
+        /// The stream it named.
+        id: StreamId,
+    },
+    /// The peer opened a stream with something other than a request head (§10.1).
+    #[error("the peer opened stream {id} without a request head")]
+    NotARequest {
+        /// The stream.
+        id: StreamId,
+    },
+    /// DATA beyond what the connection's receive window allows (§10.3).
+    #[error("DATA beyond the connection window")]
+    ConnectionWindowExceeded,
+    /// A WINDOW_UPDATE took the connection's send window above 2^31-1 (§10.3).
+    #[error("connection window above 2^31-1")]
+    ConnectionWindowOverflow,
+    /// More frames that the peer's behaviour made us queue (RESET and WINDOW_UPDATE
+    /// replies) than [`StreamsConfig::max_queued_replies`] (§10.8).
+    #[error("more than {limit} replies queued for a peer that does not read")]
+    TooManyReplies {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// More churn (streams refused, reset for the peer's errors, or thrown away young)
+    /// than [`StreamsConfig::max_churn`] per window (§10.8).
+    #[error(
+        "more than {limit} streams refused, reset for errors or thrown away young in {window:?}"
+    )]
+    Churn {
+        /// The limit in force.
+        limit: u32,
+        /// The window it counts over.
+        window: Duration,
+    },
+    /// The peer's settings leave no room for DATA (unreachable with settings that passed
+    /// decoding, §3.6).
+    #[error("unusable peer settings: {0}")]
+    PeerLimits(PeerLimitsError),
 }
 
-fn violation(code: CloseCode, reason: &'static str) -> StreamsError {
-    StreamsError { code, reason }
+impl StreamsError {
+    /// The close code the connection closes with.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            StreamsError::NeverOpened { .. }
+            | StreamsError::NotARequest { .. }
+            | StreamsError::PeerLimits(_) => CloseCode::PROTOCOL_ERROR,
+            StreamsError::ConnectionWindowExceeded | StreamsError::ConnectionWindowOverflow => {
+                CloseCode::FLOW_CONTROL_ERROR
+            }
+            StreamsError::TooManyReplies { .. } | StreamsError::Churn { .. } => {
+                CloseCode::ENHANCE_YOUR_CALM
+            }
+        }
+    }
 }
 
 /// What an entry of the timer heap is for.
@@ -394,7 +486,6 @@ pub struct Streams {
     clock: Option<Instant>,
     sent_goaway: Option<StreamId>,
     recv_goaway: Option<StreamId>,
-    open_blocked: bool,
     churn: u32,
     churn_since: Option<Instant>,
     /// The churn limit was exceeded by something that cannot fail at once (a deadline
@@ -438,7 +529,6 @@ impl Streams {
             clock: None,
             sent_goaway: None,
             recv_goaway: None,
-            open_blocked: false,
             churn: 0,
             churn_since: None,
             churn_exceeded: None,
@@ -450,6 +540,23 @@ impl Streams {
     }
 
     // ---- getters
+
+    /// The open stream `id`, to act on it; [`StreamError::Closed`] once it has ended,
+    /// [`StreamError::Unknown`] for an id never opened.
+    pub fn stream(&mut self, id: StreamId) -> Result<StreamMut<'_>, StreamError> {
+        if self.streams.contains_key(&id) {
+            Ok(StreamMut { streams: self, id })
+        } else if self.was_ever_opened(id) {
+            Err(StreamError::Closed(id))
+        } else {
+            Err(StreamError::Unknown(id))
+        }
+    }
+
+    /// Whether `id` is an open stream.
+    pub fn is_open(&self, id: StreamId) -> bool {
+        self.streams.contains_key(&id)
+    }
 
     /// Streams currently open (both directions' openers).
     pub fn open_streams(&self) -> usize {
@@ -484,17 +591,16 @@ impl Streams {
             .is_some_and(|s| s.send == Send::Open && !s.blocked)
     }
 
-    /// Whether [`open`](Self::open) would open a stream now; `Err` says why not. Lets a
-    /// caller keep a request queued without building its head first: after
-    /// [`OpenError::Blocked`], as after a blocked `open`, a [`StreamEvent::CanOpen`] follows
-    /// when a stream frees up.
-    pub fn can_open(&mut self) -> Result<(), OpenError> {
+    /// Whether [`open`](Self::open) would open a stream now (given a head that fits);
+    /// `Err` says why not. Lets a caller keep a request queued without building its head
+    /// first: after [`OpenError::Blocked`] a [`StreamEvent::CanOpen`] follows when a
+    /// stream frees up.
+    pub fn can_open(&self) -> Result<(), OpenError> {
         if self.sent_goaway.is_some() || self.recv_goaway.is_some() {
             Err(OpenError::GoingAway)
         } else if self.next_local.is_none() {
             Err(OpenError::Exhausted)
         } else if self.local_open >= self.peer.max_concurrent_streams {
-            self.open_blocked = true;
             Err(OpenError::Blocked)
         } else {
             Ok(())
@@ -524,11 +630,11 @@ impl Streams {
 
     /// A frame for a stream that is not open: ignored if the stream existed (§10.2),
     /// a connection error if it never did (§10.1).
-    fn ignore_if_closed(&self, id: StreamId, what: &'static str) -> Result<(), StreamsError> {
+    fn ignore_if_closed(&self, id: StreamId, frame: FrameType) -> Result<(), StreamsError> {
         if self.was_ever_opened(id) {
             Ok(())
         } else {
-            Err(violation(CloseCode::PROTOCOL_ERROR, what))
+            Err(StreamsError::NeverOpened { frame, id })
         }
     }
 
@@ -565,11 +671,15 @@ impl Streams {
         }
     }
 
-    /// Applies a decode error confined to one stream (a [`crate::Reaction::Reset`]): the
-    /// stream is reset with `code`, whether or not it was open yet.
+    /// Applies a decode error confined to one stream (a [`crate::Reaction::Reset`]) that
+    /// came in a `frame` of this type (spec/protocol.md §3.5): the stream is reset with
+    /// `code` whether it is open or closed; a HEADERS on a new peer id uses up that id and
+    /// resets it. A stream that was never opened otherwise is a connection error, as for a
+    /// well-formed frame (§10.1): `Err(NeverOpened)`.
     pub fn handle_stream_error(
         &mut self,
         id: StreamId,
+        frame: FrameType,
         code: ResetCode,
         now: Instant,
     ) -> Result<(), StreamsError> {
@@ -581,7 +691,10 @@ impl Streams {
         if self.streams.contains_key(&id) {
             return self.reset_for_peer_error(id, code, now);
         }
-        if !self.is_local(id) && id.value() > self.last_peer {
+        if !self.was_ever_opened(id) {
+            if self.is_local(id) || frame != FrameType::Headers {
+                return Err(StreamsError::NeverOpened { frame, id });
+            }
             // A request we could not parse still uses up its id.
             self.last_peer = id.value();
         }
@@ -597,19 +710,16 @@ impl Streams {
             if self.was_opened_locally(id) {
                 return Ok(()); // a late answer on a stream we already closed
             }
-            return Err(violation(
-                CloseCode::PROTOCOL_ERROR,
-                "HEADERS on a stream we never opened",
-            ));
+            return Err(StreamsError::NeverOpened {
+                frame: FrameType::Headers,
+                id,
+            });
         }
         if id.value() <= self.last_peer {
             return self.reply_reset_for_peer_error(id, ResetCode::STREAM_CLOSED, now);
         }
         let Head::Request(head) = h.head else {
-            return Err(violation(
-                CloseCode::PROTOCOL_ERROR,
-                "a peer stream must open with a request head",
-            ));
+            return Err(StreamsError::NotARequest { id });
         };
         self.last_peer = id.value();
         let refused =
@@ -629,7 +739,7 @@ impl Streams {
             self.config.initial_stream_window,
         );
         stream.expected_len = head::content_length(&head.headers);
-        let deadline = match parse_timeout(head.headers.get(TIMEOUT_HEADER)) {
+        let deadline = match parse_timeout(head.headers.get_all(TIMEOUT_HEADER)) {
             Ok(d) => d,
             Err(()) => {
                 return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
@@ -645,14 +755,46 @@ impl Streams {
             self.timers.push(Reverse((at, id, Timer::Deadline)));
             self.live_timers += 1;
         }
+        stream.unserved = !self.config.serve_requests;
         self.streams.insert(id, stream);
         self.peer_open += 1;
+        if !self.config.serve_requests {
+            self.answer_unserved(id, &head);
+            return Ok(());
+        }
         self.events.push_back(StreamEvent::Request {
             id,
             head,
             end_stream: h.end_stream,
         });
         Ok(())
+    }
+
+    /// Answers a request the embedder does not serve ([`StreamsConfig::serve_requests`]
+    /// is off): `501 Not Implemented` with a short body, then the rest of the request body
+    /// is refused with NO_ERROR (spec/protocol.md §6.1); INTERNAL_ERROR when not even that
+    /// body can be queued (the send budget is used up), rather than a head without its
+    /// body. What arrives meanwhile is released at once (`recv_data`).
+    fn answer_unserved(&mut self, id: StreamId, head: &RequestHead) {
+        tracing::debug!(%id, method = %head.method, uri = %head.uri, "request not served: 501");
+        let mut res = ResponseHead::new(http::StatusCode::NOT_IMPLEMENTED);
+        res.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        res.headers.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(UNSERVED_BODY.len()),
+        );
+        let sent = self
+            .send_response(id, res, false)
+            .and_then(|()| self.send_data(id, Bytes::from_static(UNSERVED_BODY), true));
+        match sent {
+            Ok(()) => self.stop_receiving(id, ResetCode::NO_ERROR),
+            Err(SendError::Blocked { .. }) => self.reset(id, ResetCode::INTERNAL_ERROR),
+            // Reset already (a head the peer's limits refuse), or gone.
+            Err(_) => {}
+        }
     }
 
     fn recv_headers_on_open(&mut self, h: Headers, now: Instant) -> Result<(), StreamsError> {
@@ -704,8 +846,10 @@ impl Streams {
                     ResetCode::PROTOCOL_ERROR
                 } else {
                     s.recv = Recv::Done;
-                    self.events
-                        .push_back(StreamEvent::Trailers { id, trailers });
+                    if !s.unserved && !s.discarded {
+                        self.events
+                            .push_back(StreamEvent::Trailers { id, trailers });
+                    }
                     self.maybe_finish(id);
                     return Ok(());
                 }
@@ -721,20 +865,17 @@ impl Streams {
         // Bounded by max_frame_payload (<= 16 MiB), so it fits.
         let len = d.payload.len() as u32;
         if len > self.conn_recv_window {
-            return Err(violation(
-                CloseCode::FLOW_CONTROL_ERROR,
-                "DATA beyond the connection window",
-            ));
+            return Err(StreamsError::ConnectionWindowExceeded);
         }
         self.conn_recv_window -= len;
         let max_body = self.config.max_body_size;
         let Some(s) = self.streams.get_mut(&id) else {
             let seen = self.was_ever_opened(id);
             if !seen {
-                return Err(violation(
-                    CloseCode::PROTOCOL_ERROR,
-                    "DATA on a stream that was never opened",
-                ));
+                return Err(StreamsError::NeverOpened {
+                    frame: FrameType::Data,
+                    id,
+                });
             }
             // Late data for a closed stream: its bytes still count for the connection.
             return self.release_connection(len, true);
@@ -762,11 +903,19 @@ impl Streams {
                 if d.end_stream {
                     s.recv = Recv::Done;
                 }
-                self.events.push_back(StreamEvent::Data {
-                    id,
-                    data: d.payload,
-                    end_stream: d.end_stream,
-                });
+                // Released at once unless the embedder releases as it consumes; a request
+                // the machine answers itself is never reported (§10.3).
+                let auto_release = s.unserved || s.discarded || !self.config.manual_release;
+                if !s.unserved && !s.discarded {
+                    self.events.push_back(StreamEvent::Data {
+                        id,
+                        data: d.payload,
+                        end_stream: d.end_stream,
+                    });
+                }
+                if auto_release {
+                    self.release_capacity(id, len);
+                }
                 self.maybe_finish(id);
                 return Ok(());
             }
@@ -781,7 +930,7 @@ impl Streams {
     fn recv_reset(&mut self, r: Reset, now: Instant) -> Result<(), StreamsError> {
         let id = r.stream_id;
         let Some(s) = self.streams.get(&id) else {
-            return self.ignore_if_closed(id, "RESET on a stream that was never opened");
+            return self.ignore_if_closed(id, FrameType::Reset);
         };
         let thrown_away = self.is_thrown_away_young(s, now);
         let outcome = if r.code == ResetCode::REFUSED_STREAM && self.is_local(id) {
@@ -810,16 +959,13 @@ impl Streams {
         if w.stream_id.is_zero() {
             self.conn_send_window += inc;
             if self.conn_send_window > i64::from(MAX_INCREMENT) {
-                return Err(violation(
-                    CloseCode::FLOW_CONTROL_ERROR,
-                    "connection window above 2^31-1",
-                ));
+                return Err(StreamsError::ConnectionWindowOverflow);
             }
             return Ok(());
         }
         let id = w.stream_id;
         let Some(s) = self.streams.get_mut(&id) else {
-            return self.ignore_if_closed(id, "WINDOW_UPDATE on a stream that was never opened");
+            return self.ignore_if_closed(id, FrameType::WindowUpdate);
         };
         s.send_window += inc;
         if s.send_window > i64::from(MAX_INCREMENT) {
@@ -943,6 +1089,19 @@ impl Streams {
 
     // ---- local API
 
+    /// Whether the embedder answers the requests the peer opens from now on
+    /// ([`StreamsConfig::serve_requests`]); requests the machine already answered stay
+    /// answered.
+    pub fn set_serve_requests(&mut self, serve: bool) {
+        self.config.serve_requests = serve;
+    }
+
+    /// Whether the embedder releases received body bytes itself from now on
+    /// ([`StreamsConfig::manual_release`]).
+    pub fn set_manual_release(&mut self, manual: bool) {
+        self.config.manual_release = manual;
+    }
+
     /// Opens a stream with a request head. With `end_stream` the request has no body.
     /// With a `timeout`, the request carries it (§10.6) and the stream is reset with
     /// TIMEOUT when it passes; a timeout above the header's 9,999,999,999 ms is cut to it,
@@ -959,7 +1118,6 @@ impl Streams {
             return Err(OpenError::GoingAway);
         }
         if self.local_open >= self.peer.max_concurrent_streams {
-            self.open_blocked = true;
             return Err(OpenError::Blocked);
         }
         let id = StreamId::new(self.next_local.ok_or(OpenError::Exhausted)?);
@@ -971,6 +1129,10 @@ impl Streams {
         }
         if !size.fits(&peer_head_limits(&self.peer)) {
             return Err(OpenError::HeadTooLarge(size));
+        }
+        // spec/protocol.md §4.1: a sender does not send a target the peer refuses.
+        if head.check_target().is_err() {
+            return Err(OpenError::InvalidTarget);
         }
         self.next_local = id.value().checked_add(2);
         let mut stream = Stream::new(
@@ -1209,13 +1371,13 @@ impl Streams {
         let _ = self.release_connection(n, false);
     }
 
-    /// The application wants no more of the peer's data on `id` (a handler answered
-    /// without reading the whole request body). Once our own direction has been sent in
-    /// full, the stream is reset with `code` (NO_ERROR for a complete response,
-    /// spec/protocol.md §6.1), which tells the peer to stop sending; at once if it already
-    /// has been. Until then the caller keeps releasing what arrives. Nothing happens if the
-    /// peer's direction is already complete, or for an unknown stream.
-    pub fn stop_receiving(&mut self, id: StreamId, code: ResetCode) {
+    /// No more of the peer's data is wanted on `id` (behind `discard_body` and the 501 the
+    /// machine answers by itself; the machine picks `code`). Once our own direction has
+    /// been sent in full, the stream is reset with `code` (NO_ERROR for a complete
+    /// response, spec/protocol.md §6.1), which tells the peer to stop sending; at once if
+    /// it already has been. Nothing happens if the peer's direction is already complete,
+    /// or for an unknown stream.
+    pub(crate) fn stop_receiving(&mut self, id: StreamId, code: ResetCode) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -1227,7 +1389,8 @@ impl Streams {
     }
 
     /// The application no longer wants the body it is receiving on `id` (it dropped it
-    /// unread); the machine picks the reaction the spec gives for whose stream it is:
+    /// unread): the documented way to say so. The machine picks the reaction the spec
+    /// gives for whose stream it is:
     ///
     /// - **Our own request** (the response body is unwanted): the exchange is abandoned, so
     ///   the stream is cancelled with CANCEL (spec/protocol.md §6.1, §10.5), through
@@ -1235,18 +1398,22 @@ impl Streams {
     /// - **The peer's request** (a handler answered without reading the whole request
     ///   body): the response still goes out in full, then the stream is reset with
     ///   NO_ERROR so the peer stops sending (§6.1: "the response is complete and the rest
-    ///   of the request body is not wanted"), as [`stop_receiving`](Self::stop_receiving)
-    ///   does.
+    ///   of the request body is not wanted").
     ///
-    /// Either way the application keeps calling [`release_capacity`](Self::release_capacity)
-    /// for what still arrives (or has arrived unread), so windows do not stall. Nothing
-    /// happens for an unknown stream, or if the peer's direction is already complete.
+    /// Either way what was received and not yet released goes back to the peer's windows
+    /// now, and what still arrives is released as it comes and not reported (no more
+    /// [`StreamEvent::Data`] or [`StreamEvent::Trailers`] for it; its
+    /// [`StreamEvent::Closed`] still comes). Nothing happens for an unknown stream; if the
+    /// peer's direction is already complete, only the release.
     pub fn discard_body(&mut self, id: StreamId, now: Instant) {
-        let Some(s) = self.streams.get(&id) else {
+        let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        if s.recv == Recv::Done {
-            return;
+        s.discarded = true;
+        let (unread, complete) = (s.unreleased, s.recv == Recv::Done);
+        self.release_capacity(id, unread);
+        if complete {
+            return; // nothing more is coming: nothing to stop
         }
         if self.is_local(id) {
             self.cancel(id, ResetCode::CANCEL, now);
@@ -1419,10 +1586,9 @@ impl Streams {
     /// Queues a frame the peer's behaviour made necessary, within the reply budget.
     fn reply(&mut self, frame: Frame) -> Result<(), StreamsError> {
         if self.control.len() >= self.config.max_queued_replies {
-            return Err(violation(
-                CloseCode::ENHANCE_YOUR_CALM,
-                "too many replies queued for a peer that does not read",
-            ));
+            return Err(StreamsError::TooManyReplies {
+                limit: self.config.max_queued_replies,
+            });
         }
         self.control.push_back(frame);
         Ok(())
@@ -1474,21 +1640,21 @@ impl Streams {
         }
         self.churn = self.churn.saturating_add(1);
         if self.churn > self.config.max_churn {
-            return Err(violation(
-                CloseCode::ENHANCE_YOUR_CALM,
-                "too much stream churn: streams refused, reset for errors or thrown away young",
-            ));
+            return Err(StreamsError::Churn {
+                limit: self.config.max_churn,
+                window: self.config.churn_window,
+            });
         }
         Ok(())
     }
 
     /// One of our streams no longer counts against the peer's MAX_CONCURRENT_STREAMS.
     fn release_local_slot(&mut self) {
-        self.local_open -= 1;
-        if self.open_blocked {
-            self.open_blocked = false;
+        // A slot freed while all were taken: whoever was refused may open now.
+        if self.local_open >= self.peer.max_concurrent_streams {
             self.events.push_back(StreamEvent::CanOpen);
         }
+        self.local_open -= 1;
     }
 
     /// Gives `n` received connection-window bytes back to the peer (batched).
@@ -1585,7 +1751,9 @@ impl Streams {
         // Received bytes the application never released still belong to the connection
         // window; queued data that will never be sent is simply dropped.
         let _ = self.release_connection(s.unreleased, false);
-        self.events.push_back(StreamEvent::Closed { id, outcome });
+        if !s.unserved {
+            self.events.push_back(StreamEvent::Closed { id, outcome });
+        }
         self.wake_parked();
     }
 
@@ -1683,6 +1851,9 @@ fn stream_has_room(s: &Stream, max_send_buffer: usize) -> bool {
         || (window_left(s) > s.queued_bytes && s.queued_bytes <= max_send_buffer / 2)
 }
 
+/// The body of the 501 the machine answers requests with when the embedder serves none.
+const UNSERVED_BODY: &[u8] = b"no HTTP service is attached to this end of the Tether connection\n";
+
 /// The largest `tether-timeout` value, about 115 days.
 const MAX_TIMEOUT_MS: u64 = 9_999_999_999;
 /// Its digits.
@@ -1698,8 +1869,15 @@ fn peer_head_limits(peer: &PeerLimits) -> crate::Limits {
 }
 
 /// Parses a `tether-timeout` value: 1 to 10 decimal digits of milliseconds.
-fn parse_timeout(v: Option<&HeaderValue>) -> Result<Option<Duration>, ()> {
-    let Some(v) = v else { return Ok(None) };
+fn parse_timeout(all: http::header::GetAll<'_, HeaderValue>) -> Result<Option<Duration>, ()> {
+    let mut values = all.iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    // Two deadlines are one too many: hops that pick different ones disagree (§10.6).
+    if values.next().is_some() {
+        return Err(());
+    }
     let b = v.as_bytes();
     if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) {
         return Err(());

@@ -93,6 +93,12 @@ pub(crate) struct Stream {
     /// When we opened it, for a stream we opened (a cancel younger than the minimum
     /// lifetime waits, spec/protocol.md §10.8).
     pub(crate) local_opened_at: Option<Instant>,
+    /// A peer request the machine answers by itself (501, the embedder serves nothing):
+    /// its events are not reported and what arrives on it is released at once.
+    pub(crate) unserved: bool,
+    /// The embedder discarded the body it was receiving (`Streams::discard_body`): what
+    /// still arrives is released at once and not reported.
+    pub(crate) discarded: bool,
 }
 
 impl Stream {
@@ -119,6 +125,8 @@ impl Stream {
             stop_after_send: None,
             peer_opened_at: None,
             local_opened_at: None,
+            unserved: false,
+            discarded: false,
         }
     }
 

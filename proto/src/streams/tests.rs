@@ -41,12 +41,29 @@ struct Pair {
     now: Instant,
 }
 
+/// `c` for an application that serves requests and releases capacity itself.
+fn explicit(c: StreamsConfig) -> StreamsConfig {
+    StreamsConfig {
+        serve_requests: true,
+        manual_release: true,
+        ..c
+    }
+}
+
 fn get(req: &str) -> RequestHead {
     RequestHead::new(Method::GET, req.parse::<Uri>().unwrap())
 }
 
 impl Pair {
+    /// Two machines; their applications answer requests and release received bytes
+    /// themselves (`auto_release` emulates an application that releases at once), unless
+    /// a test builds them with [`Pair::with_defaults`].
     fn new(client: StreamsConfig, server: StreamsConfig) -> Self {
+        Pair::with_defaults(explicit(client), explicit(server))
+    }
+
+    /// Two machines with their configs as given (the machine's own defaults apply).
+    fn with_defaults(client: StreamsConfig, server: StreamsConfig) -> Self {
         let limits = |c: &StreamsConfig| PeerLimits {
             max_frame_payload: 16 * 1024,
             max_concurrent_streams: c.max_concurrent_streams,
@@ -242,6 +259,21 @@ fn stop_receiving_resets_after_the_response_is_complete() {
 
 /// A head the peer would refuse (over its MAX_HEAD_SIZE or MAX_HEADER_COUNT) is refused
 /// here, before anything is sent: one oversized request cannot cost the whole connection.
+#[test]
+fn targets_the_peer_refuses_are_not_sent() {
+    let mut p = Pair::default();
+    let star = RequestHead::new(Method::GET, Uri::from_static("*"));
+    assert_eq!(
+        p.client.s.open(star, true, None, p.now),
+        Err(OpenError::InvalidTarget)
+    );
+    assert!(p.client.s.poll_transmit().is_none());
+    let options = RequestHead::new(Method::OPTIONS, Uri::from_static("*"));
+    let id = p.client.s.open(options, true, None, p.now).unwrap();
+    p.pump();
+    assert_eq!(requests(&p.server.events), vec![id]);
+}
+
 #[test]
 fn heads_over_the_peers_limits_are_refused_before_sending() {
     let mut p = Pair::default();
@@ -858,7 +890,7 @@ fn rapid_reset_closes_the_connection() {
         }
     }
     assert_eq!(
-        p.server.error.as_ref().map(|e| e.code),
+        p.server.error.as_ref().map(|e| e.close_code()),
         Some(CloseCode::ENHANCE_YOUR_CALM)
     );
     // Below the rate it is fine: the window restarts.
@@ -957,7 +989,7 @@ fn peer_violations_close_the_connection() {
     };
     // DATA on a stream that was never opened.
     assert_eq!(
-        s.handle_frame(data(1, 1), now).unwrap_err().code,
+        s.handle_frame(data(1, 1), now).unwrap_err().close_code(),
         CloseCode::PROTOCOL_ERROR
     );
     // A stream the server itself would own.
@@ -975,7 +1007,7 @@ fn peer_violations_close_the_connection() {
         })
     };
     assert_eq!(
-        s.handle_frame(h(2), now).unwrap_err().code,
+        s.handle_frame(h(2), now).unwrap_err().close_code(),
         CloseCode::PROTOCOL_ERROR
     );
     // Beyond the connection window.
@@ -986,14 +1018,14 @@ fn peer_violations_close_the_connection() {
     let mut s = Streams::new(Side::Server, cfg, PeerLimits::default()).unwrap();
     s.handle_frame(h(1), now).unwrap();
     assert_eq!(
-        s.handle_frame(data(1, 1001), now).unwrap_err().code,
+        s.handle_frame(data(1, 1001), now).unwrap_err().close_code(),
         CloseCode::FLOW_CONTROL_ERROR
     );
     // Beyond a stream window: that stream alone is reset.
-    let cfg = StreamsConfig {
+    let cfg = explicit(StreamsConfig {
         initial_stream_window: 10,
         ..Default::default()
-    };
+    });
     let mut s = Streams::new(Side::Server, cfg, PeerLimits::default()).unwrap();
     s.handle_frame(h(1), now).unwrap();
     s.handle_frame(data(1, 11), now).unwrap();
@@ -1020,7 +1052,7 @@ fn peer_violations_close_the_connection() {
         increment: MAX_INCREMENT,
     });
     assert_eq!(
-        s.handle_frame(wu, now).unwrap_err().code,
+        s.handle_frame(wu, now).unwrap_err().close_code(),
         CloseCode::FLOW_CONTROL_ERROR
     );
 }
@@ -1047,7 +1079,10 @@ fn replies_to_a_peer_that_does_not_read_are_bounded() {
             break;
         }
     }
-    assert_eq!(result.unwrap_err().code, CloseCode::ENHANCE_YOUR_CALM);
+    assert_eq!(
+        result.unwrap_err().close_code(),
+        CloseCode::ENHANCE_YOUR_CALM
+    );
 }
 
 #[test]
@@ -1226,7 +1261,12 @@ fn resets_caused_by_the_peer_are_bounded() {
                 let id = StreamId::new(id);
                 result = if pattern.starts_with("zero") {
                     // What the connection does with the decode error of WINDOW_UPDATE(id, 0).
-                    s.handle_stream_error(id, ResetCode::PROTOCOL_ERROR, now)
+                    s.handle_stream_error(
+                        id,
+                        FrameType::WindowUpdate,
+                        ResetCode::PROTOCOL_ERROR,
+                        now,
+                    )
                 } else {
                     let payload = Bytes::from_static(b"xy");
                     s.handle_frame(
@@ -1246,7 +1286,7 @@ fn resets_caused_by_the_peer_are_bounded() {
             }
         }
         assert_eq!(
-            result.map_err(|e| e.code),
+            result.map_err(|e| e.close_code()),
             Err(CloseCode::ENHANCE_YOUR_CALM),
             "{pattern}"
         );
@@ -1286,7 +1326,7 @@ fn streams_thrown_away_young_are_churn() {
     assert!(result.is_ok(), "the frames before the limit are taken");
     result = s.handle_frame(request_frame(id, &[], true), now);
     assert_eq!(
-        result.map_err(|e| e.code),
+        result.map_err(|e| e.close_code()),
         Err(CloseCode::ENHANCE_YOUR_CALM)
     );
 }
@@ -1383,3 +1423,6 @@ fn a_requester_cancelling_at_once_is_paced_not_closed() {
 
 #[path = "tests_flow.rs"]
 mod flow;
+
+#[path = "tests_contract.rs"]
+mod contract;

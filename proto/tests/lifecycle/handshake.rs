@@ -565,3 +565,29 @@ fn store_errors_close_with_the_spec_code_and_admissions_are_welcomed() {
     assert_eq!(err.state, State::AwaitingAck);
     assert_eq!(s.state(), State::AwaitingAck);
 }
+
+#[test]
+fn a_head_limit_above_the_frame_limit_is_bounded_by_the_frame_limit() {
+    // spec/protocol.md §5: MAX_HEAD_SIZE may exceed MAX_FRAME_PAYLOAD, but a head travels
+    // in one frame, so the smaller of the two is what the client may send.
+    let now = std::time::Instant::now();
+    let mut c = Connection::client(Arc::new(Config::default()), Bytes::new(), None, now).unwrap();
+    let settings = Settings {
+        max_frame_payload: Some(1024),
+        max_head_size: Some(4096),
+        ..Settings::default()
+    };
+    c.handle_message(
+        encode(&Frame::Welcome(tether_proto::Welcome {
+            version: 1,
+            connection_id: uuid::Uuid::from_bytes([0x11; 16]),
+            resume_token: tether_proto::ResumeToken::from_bytes([0x22; 16]),
+            resumed: false,
+            settings,
+        })),
+        now,
+    );
+    assert!(c.is_established());
+    assert_eq!(c.peer_limits().max_frame_payload, 1024);
+    assert_eq!(c.peer_limits().max_head_size, 1024);
+}

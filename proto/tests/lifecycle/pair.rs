@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tether_proto::connection::{
-    Admission, Config, Connection, Event, HelloInfo, PongResponder, SessionHandle, SessionStore,
-    WsMessage,
+    Admission, Config, Connection, Event, HelloInfo, PongResponder, SessionHandle, SessionOutcome,
+    SessionStore, WsMessage,
 };
 use tether_proto::{CloseCode, Resume};
 
@@ -99,6 +99,10 @@ pub struct Pair {
     pub heartbeat_override: Option<(Duration, Duration)>,
     /// The session of the current server connection.
     pub session: Option<SessionHandle>,
+    /// The live connection's session the latest admission took over (§9.3).
+    pub replaces: Option<SessionHandle>,
+    /// What each server connection's end did to its session, in order.
+    pub session_outcomes: Vec<Option<SessionOutcome>>,
     pub rng: TestRng,
     pub client_config: Arc<Config>,
     pub server_config: Arc<Config>,
@@ -128,6 +132,8 @@ impl Pair {
             decision: Decision::Accept,
             heartbeat_override: None,
             session: None,
+            replaces: None,
+            session_outcomes: Vec::new(),
             rng: rng(seed),
             client_config,
             server_config,
@@ -196,15 +202,11 @@ impl Pair {
     fn server_reacts(&mut self, event: &Event) {
         match event {
             Event::HelloReceived(hello) => self.answer_hello(hello.clone()),
-            Event::Failure { .. } => {
-                if let Some(h) = self.session {
-                    self.store.detach(h, self.now);
-                }
-            }
-            Event::Closed { .. } => {
-                if let Some(h) = self.session.take() {
-                    self.store.remove(h);
-                }
+            // spec/protocol.md §9.1: the machine decides what its end means for the
+            // session; the store applies it.
+            Event::Failure { .. } | Event::Closed { .. } => {
+                let outcome = self.store.connection_ended(&self.server.conn, self.now);
+                self.session_outcomes.push(outcome);
             }
             _ => {}
         }
@@ -226,6 +228,7 @@ impl Pair {
                     None => admission,
                 };
                 self.session = Some(admission.session());
+                self.replaces = admission.replaces();
                 self.server
                     .conn
                     .accept(admission, now)

@@ -1,7 +1,9 @@
 //! spec/protocol.md §9: session resume.
 
 use std::time::Duration;
-use tether_proto::connection::{ConnectionError, Event};
+use tether_proto::connection::{
+    ConnectionError, Event, Initiator, SessionOutcome, Transmit, WsMessage,
+};
 use tether_proto::{CloseCode, Resume, ResumeToken};
 
 use crate::pair::Pair;
@@ -108,11 +110,106 @@ fn resume_while_the_old_connection_lives_replaces_it() {
     pair.reconnect(Some(ticket));
     pair.handshake();
     assert_eq!(pair.client.conn.connection_id(), Some(ticket.connection_id));
-    // The embedder closes the old connection with SESSION_REPLACED; its failure report
-    // later must not detach the new one.
-    old_server.close(CloseCode::SESSION_REPLACED, "resumed elsewhere", pair.now);
+    // The admission names the live connection to close; the embedder routes it there, and
+    // the machine picks the close (§9.3).
+    assert_eq!(pair.replaces, Some(old_session));
+    assert_eq!(old_server.session(), Some(old_session));
+    old_server.replaced(pair.now);
+    assert_eq!(
+        old_server.poll_event(),
+        Some(Event::Closed {
+            code: CloseCode::SESSION_REPLACED,
+            reason: "session resumed on a new connection".into(),
+            initiator: Initiator::Local,
+        })
+    );
+    assert!(matches!(
+        old_server.poll_transmit(),
+        Some(Transmit::Message(WsMessage::Close(Some(f)))) if f.code == CloseCode::SESSION_REPLACED
+    ));
+    // Its end must not touch the session, which lives on in the new connection.
+    assert_eq!(pair.store.connection_ended(&old_server, pair.now), None);
     assert!(!pair.store.detach(old_session, pair.now));
     assert_eq!(pair.store.detached_len(), 0);
+    // The new connection's failure detaches it as usual.
+    pair.cut();
+    assert_eq!(pair.session_outcomes, vec![Some(SessionOutcome::Detach)]);
+    assert_eq!(pair.store.detached_len(), 1);
+}
+
+#[test]
+fn a_fresh_resume_of_a_detached_session_replaces_nothing() {
+    let (mut pair, ticket) = established_and_cut();
+    pair.reconnect(Some(ticket));
+    pair.handshake();
+    assert_eq!(pair.replaces, None);
+}
+
+/// spec/protocol.md §9.1: the machine decides what its end does to the session, and the
+/// store applies it with one call.
+#[test]
+fn the_end_of_a_connection_decides_the_session() {
+    // A lost transport: detached, resumable.
+    let (pair, _) = established_and_cut();
+    assert_eq!(pair.session_outcomes, vec![Some(SessionOutcome::Detach)]);
+    assert_eq!(
+        pair.server.conn.session_outcome(),
+        Some(SessionOutcome::Detach)
+    );
+
+    // An orderly close by either side: forgotten.
+    for server_closes in [true, false] {
+        let mut pair = Pair::default_configs();
+        pair.handshake();
+        assert_eq!(pair.server.conn.session_outcome(), None, "still open");
+        assert_eq!(
+            pair.store.connection_ended(&pair.server.conn, pair.now),
+            None
+        );
+        let now = pair.now;
+        if server_closes {
+            pair.server.conn.close(CloseCode::NORMAL, "bye", now);
+        } else {
+            pair.client.conn.close(CloseCode::GOING_AWAY, "bye", now);
+        }
+        pair.drive();
+        assert_eq!(pair.session_outcomes, vec![Some(SessionOutcome::End)]);
+        assert!(pair.store.is_empty());
+        // A second report changes nothing.
+        assert_eq!(
+            pair.store.connection_ended(&pair.server.conn, pair.now),
+            None
+        );
+    }
+
+    // A failure whose code tells the client not to retry (4000): forgotten.
+    let mut pair = Pair::default_configs();
+    pair.handshake();
+    let now = pair.now;
+    pair.server
+        .conn
+        .handle_message(WsMessage::Binary(bytes::Bytes::from_static(b"\xff")), now);
+    pair.drive();
+    assert!(matches!(
+        pair.server.last_event(),
+        Some(Event::Failure { error }) if error.close_code() == Some(CloseCode::PROTOCOL_ERROR)
+    ));
+    assert_eq!(pair.session_outcomes, vec![Some(SessionOutcome::End)]);
+    assert!(pair.store.is_empty());
+
+    // A failure the client retries after (a heartbeat timeout): detached.
+    let mut pair = Pair::default_configs();
+    pair.handshake();
+    pair.to_server.black_hole = true;
+    pair.run_until(Duration::from_secs(120), |p| p.server.conn.is_closed());
+    assert!(matches!(
+        pair.server.last_event(),
+        Some(Event::Failure {
+            error: ConnectionError::HeartbeatTimeout(_)
+        })
+    ));
+    assert_eq!(pair.session_outcomes, vec![Some(SessionOutcome::Detach)]);
+    assert_eq!(pair.store.detached_len(), 1);
 }
 
 #[test]
@@ -123,4 +220,6 @@ fn server_without_store_announces_no_resume() {
     assert_eq!(pair.client.conn.resume_ticket(), None);
     pair.cut();
     assert!(pair.store.is_empty());
+    // A failure it would keep, with no window to keep it in: forgotten.
+    assert_eq!(pair.session_outcomes, vec![Some(SessionOutcome::End)]);
 }

@@ -603,16 +603,19 @@ impl Runner {
         if let Some(m) = &self.config.metrics {
             driver.set_metrics(m.clone());
         }
+        driver.attach(&mut conn);
         let mut meter = crate::metrics::Meter::new(self.config.metrics.clone());
         let mut lost = false;
         let mut violated = false;
         let mut input = None;
-        let mut drain: Option<link::Drain> = None;
         loop {
             let now = Instant::now();
             match input.take() {
                 None => {} // the HELLO is already queued
-                Some(Input::Message(msg)) => conn.handle_message(msg, now),
+                Some(Input::Message(msg)) => {
+                    driver.sync_serving(&mut conn); // a service attached since
+                    conn.handle_message(msg, now)
+                }
                 Some(Input::Timeout) => conn.handle_timeout(now),
                 Some(Input::TransportLost(error)) => {
                     tracing::debug!(?error, "transport lost");
@@ -628,8 +631,9 @@ impl Runner {
                     end.local = true;
                     // Callers wait for the next connection (there is none: they fail).
                     self.link.send_replace(None);
-                    let drain_for = self.config.rest.drain_timeout;
-                    drain = link::begin_close(&mut conn, &mut driver, code, reason, drain_for, now);
+                    // spec/protocol.md §10.7: the machine drains what is in flight first.
+                    let drain = self.config.rest.drain_timeout;
+                    conn.close_gracefully(code, &reason, drain, now);
                 }
                 Some(Input::Stream(cmd)) => {
                     link::on_stream_commands(&mut driver, &mut conn, cmd, now);
@@ -640,14 +644,9 @@ impl Runner {
                     meter.on_event(&event);
                     self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff);
                 }
-                let again = link::write_step(
-                    &mut ws,
-                    &mut conn,
-                    self.config.write_timeout,
-                    &mut drain,
-                    &mut lost,
-                )
-                .await;
+                let again =
+                    link::write_step(&mut ws, &mut conn, self.config.write_timeout, &mut lost)
+                        .await;
                 meter.update(&mut conn);
                 if !again {
                     break;
@@ -656,16 +655,7 @@ impl Runner {
             if conn.is_closed() {
                 break;
             }
-            input = Some(
-                link::next_input_until(
-                    &mut ws,
-                    &conn,
-                    &mut self.commands,
-                    &mut driver,
-                    drain.as_ref(),
-                )
-                .await,
-            );
+            input = Some(link::next_input(&mut ws, &conn, &mut self.commands, &mut driver).await);
         }
         // Callers wait for the next connection from now on; what this one still holds is
         // answered (requests never sent go back to their callers, to be sent again).
@@ -733,6 +723,8 @@ impl Runner {
             }
             Event::PongReceived { .. } | Event::PingReceived { .. } => {}
             Event::Stream(event) => driver.on_event(conn, event, Instant::now()),
+            // This side sent GOAWAY: requests waiting for a stream go to the next connection.
+            Event::Draining => driver.going_away(),
             Event::Closed {
                 code,
                 reason,

@@ -3,7 +3,9 @@
 //! the next input, and the write burst (every queued message written, one flush; see
 //! [`burst`](crate::transport::burst)).
 //!
-//! Nothing here knows a protocol rule: the machine decides, this module only carries.
+//! Nothing here knows a protocol rule: the machine decides, this module only carries. The
+//! run loops follow the embedding contract written in
+//! [`tether_proto::connection`](tether_proto::connection#the-contract).
 
 use std::time::{Duration, Instant};
 
@@ -211,81 +213,6 @@ where
     }
 }
 
-/// A graceful close in progress (spec/protocol.md §10.7): GOAWAY is sent, no new stream
-/// is opened or accepted, and the connection closes once the streams in flight are done,
-/// or when the drain time is up.
-#[derive(Debug)]
-pub(crate) struct Drain {
-    code: CloseCode,
-    reason: String,
-    /// When the connection closes even with streams left.
-    pub(crate) deadline: Instant,
-}
-
-/// Closes `conn` with `code`. A normal close (1000, 1001) of a connection with requests in
-/// flight drains first: GOAWAY now, the close when they are done (see [`Drain`]).
-/// Anything else, or nothing in flight, closes at once.
-pub(crate) fn begin_close(
-    conn: &mut Connection,
-    driver: &mut Driver,
-    code: CloseCode,
-    reason: String,
-    drain_for: Duration,
-    now: Instant,
-) -> Option<Drain> {
-    let graceful = code == CloseCode::NORMAL || code == CloseCode::GOING_AWAY;
-    if graceful && !drain_for.is_zero() {
-        if let Some(streams) = conn.streams() {
-            if streams.open_streams() > 0 {
-                tracing::debug!(open = streams.open_streams(), "draining before close");
-                streams.go_away(tether_proto::ResetCode::NO_ERROR, &reason);
-                driver.going_away();
-                return Some(Drain {
-                    code,
-                    reason,
-                    deadline: now + drain_for,
-                });
-            }
-        }
-    }
-    conn.close(code, &reason, now);
-    None
-}
-
-impl Drain {
-    /// Closes the connection if the drain is over; returns whether it did.
-    pub(crate) fn close_if_done(&self, conn: &mut Connection, now: Instant) -> bool {
-        // GOAWAY was sent, so the machine knows when the drain is over (§10.7).
-        let done = conn.streams().is_none_or(|s| s.is_drained());
-        if done || now >= self.deadline {
-            conn.close(self.code, &self.reason, now);
-            return true;
-        }
-        false
-    }
-}
-
-/// [`next_input`], bounded by a drain's deadline (which then counts as a timeout).
-pub(crate) async fn next_input_until<S, C>(
-    ws: &mut WebSocketStream<S>,
-    conn: &Connection,
-    commands: &mut tokio::sync::mpsc::Receiver<C>,
-    driver: &mut Driver,
-    drain: Option<&Drain>,
-) -> Input<C>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match drain {
-        Some(d) => {
-            tokio::time::timeout_at(d.deadline.into(), next_input(ws, conn, commands, driver))
-                .await
-                .unwrap_or(Input::Timeout)
-        }
-        None => next_input(ws, conn, commands, driver).await,
-    }
-}
-
 /// What writing one burst did, from [`write_burst`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Burst {
@@ -322,30 +249,23 @@ where
     }
 }
 
-/// One write step of a run loop: writes the burst ([`write_burst`]); if a drain is in
-/// progress and over, closes the connection. Returns whether the machine has new events
-/// to handle before the loop writes again: the close, the loss of the transport, or what
-/// the burst itself raised (a stream whose send queue drained is writable again: its
-/// sender must hear of it now, not at the next unrelated input). A failed write sets
+/// One write step of a run loop: writes the burst ([`write_burst`]). Returns whether the
+/// machine has new events to handle before the loop writes again: the loss of the
+/// transport, or what the burst itself raised (a stream whose send queue drained is
+/// writable again: its sender must hear of it now, not at the next unrelated input; a
+/// draining connection whose last stream went out closed itself). A failed write sets
 /// `lost`.
 pub(crate) async fn write_step<S>(
     ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
     write_timeout: Duration,
-    drain: &mut Option<Drain>,
     lost: &mut bool,
 ) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match write_burst(ws, conn, write_timeout).await {
-        Burst::Written => match drain {
-            Some(d) if d.close_if_done(conn, Instant::now()) => {
-                *drain = None;
-                true
-            }
-            _ => conn.has_events(),
-        },
+        Burst::Written => conn.has_events(),
         Burst::Lost { more_events } => {
             *lost = true;
             more_events

@@ -239,17 +239,8 @@ impl Drop for Body {
         if s.ended {
             return;
         }
-        // Bytes received but never read still hold window: give it back with the news.
+        // The machine's discard_body gives back what was received and never read.
         s.rx.close();
-        let mut unread = 0u64;
-        while let Ok(chunk) = s.rx.try_recv() {
-            if let Ok(frame) = chunk {
-                unread += frame.data_ref().map_or(0, |d| d.len() as u64);
-            }
-        }
-        let _ = s.commands.send(Command::BodyDropped {
-            id: s.id,
-            unread: u32::try_from(unread).unwrap_or(u32::MAX),
-        });
+        let _ = s.commands.send(Command::BodyDropped { id: s.id });
     }
 }

@@ -1,6 +1,14 @@
 //! The HTTP side of one connection task: turns the stream layer's events into requests
 //! for the local service and responses for waiting callers, and the commands of bodies,
-//! handlers and callers into calls on the [`Streams`] machine.
+//! handlers and callers into calls on the connection's streams
+//! ([`Connection::open`], [`Connection::stream`]), in the contract of
+//! [`tether_proto::connection`].
+//!
+//! Of the duties the machine takes on by default, this side takes two back: it releases
+//! flow-control capacity as the body's consumer reads ([`Driver::attach`] turns on manual
+//! release, so the peer's window is the consumer's backpressure), and it serves requests
+//! once a service is attached ([`Driver::sync_serving`]); until then the machine answers
+//! them `501` by itself.
 //!
 //! Everything reaches the task through one channel of [`Command`]s. It is unbounded, but
 //! every kind of command is bounded by something else: opens by
@@ -61,8 +69,8 @@ pub(crate) enum Command {
     },
     /// The application read `n` bytes of a received body.
     Release { id: StreamId, n: u32 },
-    /// A received body was dropped before its end, with `unread` bytes never read.
-    BodyDropped { id: StreamId, unread: u32 },
+    /// A received body was dropped before its end.
+    BodyDropped { id: StreamId },
     /// Reset a stream.
     Reset { id: StreamId, code: ResetCode },
     /// A body we were sending failed: reset the stream with `code`; a caller still waiting
@@ -170,6 +178,8 @@ pub(crate) struct Driver {
     service: Arc<ServiceSlot>,
     info: Option<ConnectionInfo>,
     metrics: Option<crate::metrics::Metrics>,
+    /// The machine was told that this side serves requests (a service is attached).
+    serving: bool,
 }
 
 impl Driver {
@@ -184,6 +194,26 @@ impl Driver {
             service,
             info: None,
             metrics: None,
+            serving: false,
+        }
+    }
+
+    /// Sets up `conn` for this HTTP side, before its first input: received bodies are
+    /// released as their consumer reads them, and requests are served if a service is
+    /// attached already.
+    pub(crate) fn attach(&mut self, conn: &mut Connection) {
+        conn.set_manual_release(true);
+        // This side decides, whatever the connection config says.
+        self.serving = self.service.is_set();
+        conn.set_serve_requests(self.serving);
+    }
+
+    /// Tells the machine that this side serves requests once a service is attached
+    /// (call before each inbound message; the slot is never emptied again).
+    pub(crate) fn sync_serving(&mut self, conn: &mut Connection) {
+        if !self.serving && self.service.is_set() {
+            self.serving = true;
+            conn.set_serve_requests(true);
         }
     }
 
@@ -235,10 +265,10 @@ impl Driver {
             }
             Command::Data { id, chunk, end } => self.send_data(conn, id, chunk, end),
             Command::Ready { id } => {
-                let Some(streams) = conn.streams() else {
+                let Ok(mut stream) = conn.stream(id) else {
                     return;
                 };
-                let writable = streams.poll_writable(id);
+                let writable = stream.poll_writable();
                 if let Some(slot) = self.slots.get_mut(&id) {
                     if writable {
                         slot.grant();
@@ -248,10 +278,10 @@ impl Driver {
                 }
             }
             Command::Trailers { id, trailers, ack } => {
-                let Some(streams) = conn.streams() else {
+                let Ok(mut stream) = conn.stream(id) else {
                     return;
                 };
-                match streams.send_trailers(id, *trailers) {
+                match stream.send_trailers(*trailers) {
                     Ok(()) => {
                         let _ = ack.send(());
                     }
@@ -261,7 +291,7 @@ impl Driver {
                 }
             }
             Command::Respond { id, head, end } => {
-                let Some(streams) = conn.streams() else {
+                let Ok(mut stream) = conn.stream(id) else {
                     return;
                 };
                 if let Some(m) = &self.metrics {
@@ -269,7 +299,7 @@ impl Driver {
                         m.request("served", head.status);
                     }
                 }
-                match streams.send_response(id, *head, end) {
+                match stream.send_response(*head, end) {
                     Ok(()) => {}
                     // The machine already reset the stream (spec/protocol.md §5).
                     Err(e @ SendError::HeadTooLarge { .. }) => tracing::warn!(%id, "{e}"),
@@ -277,35 +307,33 @@ impl Driver {
                 }
             }
             Command::Release { id, n } => {
-                if let Some(streams) = conn.streams() {
-                    streams.release_capacity(id, n);
+                if let Ok(mut stream) = conn.stream(id) {
+                    stream.release_capacity(n);
                 }
             }
-            Command::BodyDropped { id, unread } => {
-                let Some(streams) = conn.streams() else {
-                    return;
-                };
-                streams.release_capacity(id, unread);
+            Command::BodyDropped { id } => {
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
                 slot.body = None;
-                // The machine picks CANCEL (our request) or NO_ERROR after the response
-                // (the peer's); what still arrives is released and dropped (on_event).
-                streams.discard_body(id, now);
+                // The machine releases what was never read, picks CANCEL (our request) or
+                // NO_ERROR after the response (the peer's), and reports no more of it.
+                if let Ok(mut stream) = conn.stream(id) {
+                    stream.discard_body(now);
+                }
             }
             Command::Reset { id, code } => {
-                if let Some(streams) = conn.streams() {
+                if let Ok(mut stream) = conn.stream(id) {
                     // A caller that gave up on its request: spec/protocol.md §10.8.
-                    streams.cancel(id, code, now);
+                    stream.cancel(code, now);
                 }
             }
             Command::BodyFailed { id, code, error } => {
                 if let Some(slot) = self.slots.get_mut(&id) {
                     slot.body_error = Some(error);
                 }
-                if let Some(streams) = conn.streams() {
-                    streams.reset(id, code);
+                if let Ok(mut stream) = conn.stream(id) {
+                    stream.reset(code);
                 }
             }
         }
@@ -315,17 +343,13 @@ impl Driver {
         if open.reply.is_closed() {
             return; // the caller gave up while it waited
         }
-        let Some(streams) = conn.streams() else {
-            let _ = open.reply.send(Err(Failed::Unsent(Box::new(open.request))));
-            return;
-        };
-        match streams.can_open() {
+        match conn.can_open() {
             Ok(()) => {}
             Err(OpenError::Blocked) => {
                 self.queued.push_front(open);
                 return;
             }
-            Err(OpenError::GoingAway) => {
+            Err(OpenError::GoingAway | OpenError::NotEstablished) => {
                 let _ = open.reply.send(Err(Failed::Unsent(Box::new(open.request))));
                 return;
             }
@@ -347,10 +371,11 @@ impl Driver {
             uri: parts.uri,
             headers: parts.headers,
         };
-        let id = match streams.open(head, end, timeout, now) {
+        let id = match conn.open(head, end, timeout, now) {
             Ok(id) => id,
             Err(e) => {
-                // can_open said yes: only the head's size can refuse it now (§4.5).
+                // can_open said yes: only the head can refuse it now, by its size (§5) or
+                // a request-target §4.1 refuses (InvalidTarget, reported as InvalidRequest).
                 let error = match e {
                     OpenError::HeadTooLarge(size) => RequestError::HeadTooLarge {
                         bytes: size.bytes,
@@ -389,11 +414,13 @@ impl Driver {
     }
 
     fn send_data(&mut self, conn: &mut Connection, id: StreamId, chunk: Bytes, end: bool) {
-        let Some(streams) = conn.streams() else {
-            return;
+        let (result, writable) = match conn.stream(id) {
+            Ok(mut stream) => {
+                let result = stream.send_data(chunk, end);
+                (result, stream.is_writable())
+            }
+            Err(_) => (Err(SendError::UnknownStream(id)), false),
         };
-        let result = streams.send_data(id, chunk, end);
-        let writable = streams.is_writable(id);
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
@@ -464,10 +491,11 @@ impl Driver {
                         slot.body = None; // the body ends
                     }
                 }
-                // Nobody reads it (no service, a dropped body): the window goes back now.
+                // Nobody reads it (its body was dropped and the machine has not heard yet):
+                // the window goes back now.
                 if !delivered && n > 0 {
-                    if let Some(streams) = conn.streams() {
-                        streams.release_capacity(id, n);
+                    if let Ok(mut stream) = conn.stream(id) {
+                        stream.release_capacity(n);
                     }
                 }
             }
@@ -517,8 +545,12 @@ impl Driver {
     /// A request from the peer: hand it to the service (or answer 501 without one).
     fn serve(&mut self, conn: &mut Connection, id: StreamId, head: RequestHead, end_stream: bool) {
         let Some(service) = self.service.get() else {
-            // Its body, if any, is released as it arrives (no slot reads it).
-            crate::rest::unserved::refuse(conn, id, &head);
+            // Unreachable: the machine delivers requests only after `sync_serving` saw a
+            // service, and the slot is never emptied. Treated as a failed handler.
+            tracing::error!(%id, "request delivered without a service");
+            if let Ok(mut stream) = conn.stream(id) {
+                stream.reset(ResetCode::INTERNAL_ERROR);
+            }
             return;
         };
         let credit = Credit::new();
@@ -809,6 +841,10 @@ mod tests {
         let now = Instant::now();
         let mut client = Connection::client(config.clone(), Bytes::new(), None, now).unwrap();
         let mut server = Connection::server(config, now);
+        // The server takes the request and never reads its body: only the initial
+        // windows are ever granted.
+        server.set_serve_requests(true);
+        server.set_manual_release(true);
         let mut driver = Driver::new(RestConfig::default(), Arc::default());
         exchange(&mut client, &mut server, &mut driver);
         let mut rng = |b: &mut [u8]| b.fill(7);

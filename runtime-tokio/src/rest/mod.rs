@@ -46,9 +46,9 @@ mod body;
 pub(crate) mod driver;
 mod error;
 mod peer;
-mod unserved;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -150,9 +150,11 @@ impl Default for RestConfig {
 /// The service the peer's requests go to, once there is one.
 pub(crate) type BoxService = BoxCloneSyncService<Request<Body>, Response<BoxBody>, BoxError>;
 
-/// Where a handle keeps its service for its connection tasks.
+/// Where a handle keeps its service for its connection tasks. Once set it stays set
+/// (`set` replaces it, nothing removes it), so a connection that told its machine it
+/// serves requests always finds a service here.
 #[derive(Default)]
-pub(crate) struct ServiceSlot(RwLock<Option<BoxService>>);
+pub(crate) struct ServiceSlot(RwLock<Option<BoxService>>, AtomicBool);
 
 impl std::fmt::Debug for ServiceSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,6 +180,12 @@ impl ServiceSlot {
             .map_err(Into::into);
         let boxed = BoxCloneSyncService::new(service);
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(boxed);
+        self.1.store(true, Ordering::Release);
+    }
+
+    /// Whether a service is set (cheap: checked before every inbound message).
+    pub(crate) fn is_set(&self) -> bool {
+        self.1.load(Ordering::Acquire)
     }
 
     pub(crate) fn get(&self) -> Option<BoxService> {

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tether_proto::connection::{
-    Connection, ConnectionError, Event, Initiator, SessionHandle, StoreError,
-};
+use tether_proto::connection::{Connection, ConnectionError, Event, Initiator, StoreError};
 use tether_proto::CloseCode;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -92,7 +90,9 @@ struct Task<'a> {
     info: RequestInfo,
     serial: u64,
     commands: mpsc::Sender<Command>,
-    session: Option<SessionHandle>,
+    /// Whether this connection's admission took its session over from a connection still
+    /// open (spec/protocol.md §9.3): that one is told when this one is established.
+    replaces: bool,
     id: Option<Uuid>,
     failed: bool,
 }
@@ -111,18 +111,18 @@ async fn run(
         info,
         serial: shared.serial.fetch_add(1, Ordering::Relaxed),
         commands: tx,
-        session: None,
+        replaces: false,
         id: None,
         failed: false,
     };
     let mut driver = Driver::new(shared.config.rest.clone(), shared.service.clone());
     driver.set_metrics(shared.metrics.clone());
+    driver.attach(&mut conn);
     let mut meter = Meter::new(Some(shared.metrics.clone()));
     let mut linger = false;
     let mut lost = false;
     let mut violated = false;
     let mut broadcast_open = true;
-    let mut drain: Option<link::Drain> = None;
     loop {
         let input = tokio::select! {
             changed = broadcast.changed(), if broadcast_open => {
@@ -132,19 +132,22 @@ async fn run(
                         .close
                         .clone()
                         .map(|(code, reason)| (CloseCode::from_u(code), reason))
-                        .unwrap_or((CloseCode::GOING_AWAY, String::new())),
+                        .unwrap_or((super::SHUTDOWN_CODE, String::new())),
                     Err(_) => {
                         broadcast_open = false;
-                        (CloseCode::GOING_AWAY, "server stopped".to_owned())
+                        (super::SHUTDOWN_CODE, "server stopped".to_owned())
                     }
                 };
                 Input::Command(Command::Close(code, reason))
             }
-            input = link::next_input_until(&mut ws, &conn, &mut rx, &mut driver, drain.as_ref()) => input,
+            input = link::next_input(&mut ws, &conn, &mut rx, &mut driver) => input,
         };
         let now = Instant::now();
         match input {
-            Input::Message(msg) => conn.handle_message(msg, now),
+            Input::Message(msg) => {
+                driver.sync_serving(&mut conn); // a service attached since
+                conn.handle_message(msg, now)
+            }
             Input::Timeout => conn.handle_timeout(now),
             Input::TransportLost(error) => {
                 tracing::debug!(?error, "transport lost");
@@ -158,12 +161,13 @@ async fn run(
             }
             Input::Command(Command::Close(code, reason)) => {
                 tracing::debug!(%code, %reason, "closing on request");
-                if drain.is_none() {
-                    let drain_for = shared.config.rest.drain_timeout;
-                    drain = link::begin_close(&mut conn, &mut driver, code, reason, drain_for, now);
-                } else if code != CloseCode::GOING_AWAY && code != CloseCode::NORMAL {
-                    conn.close(code, &reason, now); // e.g. the session moved on: now
-                }
+                // spec/protocol.md §10.7: the machine drains what is in flight first.
+                let drain = shared.config.rest.drain_timeout;
+                conn.close_gracefully(code, &reason, drain, now);
+            }
+            Input::Command(Command::Replaced) => {
+                tracing::debug!("session resumed on a new connection");
+                conn.replaced(now); // spec/protocol.md §9.3
             }
             Input::Stream(cmd) => link::on_stream_commands(&mut driver, &mut conn, cmd, now),
         }
@@ -175,14 +179,8 @@ async fn run(
                 }
                 task.on_event(&mut conn, &mut driver, event, hook).await;
             }
-            let again = link::write_step(
-                &mut ws,
-                &mut conn,
-                shared.config.write_timeout,
-                &mut drain,
-                &mut lost,
-            )
-            .await;
+            let again =
+                link::write_step(&mut ws, &mut conn, shared.config.write_timeout, &mut lost).await;
             meter.update(&mut conn);
             if !again {
                 break;
@@ -254,7 +252,7 @@ impl Task<'_> {
                             store.admit(hello.resume.as_ref(), hello.metadata, &mut OsRandom, now)
                         });
                         match &admission {
-                            Ok(admission) => self.session = Some(admission.session()),
+                            Ok(admission) => self.replaces = admission.replaces().is_some(),
                             Err(e @ StoreError::Full(_)) => tracing::info!("HELLO refused: {e}"),
                             Err(e) => tracing::error!("no session: {e}"),
                         }
@@ -269,6 +267,8 @@ impl Task<'_> {
             Event::Received { id, metadata } => self.established(driver, id, metadata, false),
             Event::Resumed { id, metadata } => self.established(driver, id, metadata, true),
             Event::Stream(event) => driver.on_event(conn, event, Instant::now()),
+            // This side sent GOAWAY: requests waiting for a stream fail (safe to retry).
+            Event::Draining => driver.going_away(),
             Event::PingReceived { .. } => tracing::trace!("ping"),
             Event::PongReceived { rtt, .. } => tracing::trace!(?rtt, "pong"),
             Event::Closed {
@@ -277,9 +277,7 @@ impl Task<'_> {
                 initiator,
             } => {
                 tracing::info!(%code, %reason, ?initiator, "closed");
-                if let Some(session) = self.session {
-                    shared.sessions(|store| store.remove(session));
-                }
+                self.connection_ended(conn);
                 if let Some(id) = self.live_id() {
                     shared.events.publish(ServerEvent::Closed {
                         id,
@@ -297,22 +295,23 @@ impl Task<'_> {
                     // spec/protocol.md §10.8 "Reconnecting abusers".
                     shared.record_abuse(self.info.peer.ip(), Instant::now());
                 }
-                if let Some(session) = self.session {
-                    // spec/protocol.md §9.1: a code that tells the client not to retry
-                    // (1009, 4000, …) ends the session; anything else detaches it.
-                    // Expiry is the store's timer task's job (server/mod.rs).
-                    if error.keeps_session() {
-                        shared.sessions(|store| store.detach(session, Instant::now()));
-                    } else {
-                        shared.sessions(|store| store.remove(session));
-                    }
-                }
+                self.connection_ended(conn);
                 if let Some(id) = self.live_id() {
                     shared.events.publish(ServerEvent::Failure { id, error });
                 }
             }
             other => tracing::debug!(event = ?other, "unhandled event"),
         }
+    }
+
+    /// The connection ended: the store applies what the machine decided for its session
+    /// (detach or end, spec/protocol.md §9.1). Expiry is the store's timer task's job
+    /// (server/mod.rs).
+    fn connection_ended(&self, conn: &Connection) {
+        let outcome = self
+            .shared
+            .sessions(|store| store.connection_ended(conn, Instant::now()));
+        tracing::debug!(?outcome, "session");
     }
 
     /// At the end: takes the connection out of the registry (before anyone hears of the
@@ -360,12 +359,10 @@ impl Task<'_> {
             self.commands.clone(),
             link,
         );
-        if let Some(old) = replaced {
-            // spec/protocol.md §9: the session moved to this transport.
-            let _ = old.try_send(Command::Close(
-                CloseCode::SESSION_REPLACED,
-                "session resumed on a new connection".to_owned(),
-            ));
+        // spec/protocol.md §9.3: the store said this admission took the session over from
+        // a connection still open; the registry knows its task, whose machine closes it.
+        if let (true, Some(old)) = (self.replaces, replaced) {
+            let _ = old.try_send(Command::Replaced);
         }
         let event = if resumed {
             ServerEvent::Resumed {

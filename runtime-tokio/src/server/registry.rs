@@ -14,7 +14,10 @@ use crate::rest::{LinkHandle, Links};
 /// A command to one connection task.
 #[derive(Debug, Clone)]
 pub(crate) enum Command {
+    /// Close (gracefully for 1000 and 1001) with this code and reason.
     Close(CloseCode, String),
+    /// The connection's session was resumed on a new connection (spec/protocol.md §9.3).
+    Replaced,
 }
 
 #[derive(Debug)]
