@@ -1313,6 +1313,19 @@ impl Streams {
         }
     }
 
+    /// This end can no longer complete its part of stream `id`: the caller gave up on its
+    /// request, a request or response body failed, a handler crashed. The machine picks
+    /// the reset (spec/protocol.md §6.1, §10.5): on a stream this end opened, CANCEL (held
+    /// back for a very young stream, as [`cancel`](Self::cancel) does, §10.8); on the
+    /// peer's stream, INTERNAL_ERROR. Does nothing for a stream that is not open.
+    pub fn abandon(&mut self, id: StreamId, now: Instant) {
+        if self.is_local(id) {
+            self.cancel(id, ResetCode::CANCEL, now);
+        } else {
+            self.reset(id, ResetCode::INTERNAL_ERROR);
+        }
+    }
+
     /// The requester gives up on a stream it opened (`code`: usually CANCEL); for a stream
     /// the peer opened this is [`reset`](Self::reset). The stream ends for the application
     /// at once ([`Outcome::Reset`], local). If it is younger than twice the minimum

@@ -165,3 +165,43 @@ fn can_open_does_not_mutate_and_can_open_follows_a_full_house() {
     assert!(p.client.events.contains(&StreamEvent::CanOpen));
     assert_eq!(p.client.s.can_open(), Ok(()));
 }
+
+/// `abandon` picks the reset the spec gives (§10.5): CANCEL on a stream this end opened,
+/// INTERNAL_ERROR on the peer's.
+#[test]
+fn abandoning_a_stream_resets_it_with_the_code_for_its_side() {
+    let serving = StreamsConfig {
+        serve_requests: true,
+        ..StreamsConfig::default()
+    };
+    let mut p = Pair::with_defaults(StreamsConfig::default(), serving);
+    let head = || RequestHead::new(Method::POST, Uri::from_static("/up"));
+    let mine = p.client.s.open(head(), false, None, p.now).unwrap();
+    let theirs = p.client.s.open(head(), false, None, p.now).unwrap();
+    p.pump();
+    // Old enough that the client's CANCEL is not held back (§10.8).
+    p.advance(Duration::from_secs(1));
+    let now = p.now;
+    p.client.s.stream(mine).unwrap().abandon(now);
+    p.server.s.stream(theirs).unwrap().abandon(now);
+    p.pump();
+    let reset = |code, initiator| Outcome::Reset { code, initiator };
+    let on_server = outcomes(&p.server.events);
+    assert_eq!(
+        on_server[&mine],
+        vec![reset(ResetCode::CANCEL, Initiator::Peer)]
+    );
+    assert_eq!(
+        on_server[&theirs],
+        vec![reset(ResetCode::INTERNAL_ERROR, Initiator::Local)]
+    );
+    let on_client = outcomes(&p.client.events);
+    assert_eq!(
+        on_client[&theirs],
+        vec![reset(ResetCode::INTERNAL_ERROR, Initiator::Peer)]
+    );
+    // A stream that is gone is an error value, and abandoning it again does nothing.
+    assert!(p.client.s.stream(mine).is_err());
+    p.client.s.abandon(mine, now);
+    assert_eq!(p.pump(), 0);
+}

@@ -88,6 +88,14 @@ impl StreamMut<'_> {
         self.streams.reset(self.id, code);
     }
 
+    /// This end can no longer complete its part of the stream (the caller gave up, a body
+    /// failed, a handler crashed): the machine resets it with the code the spec gives,
+    /// CANCEL for a stream this end opened and INTERNAL_ERROR for the peer's (see
+    /// [`Streams::abandon`]).
+    pub fn abandon(&mut self, now: Instant) {
+        self.streams.abandon(self.id, now);
+    }
+
     /// The requester gives up on a stream it opened (`code`: usually CANCEL); the RESET
     /// of a very young stream is held back as spec/protocol.md §10.8 asks (see
     /// [`Streams::cancel`]).

@@ -28,7 +28,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tether_proto::connection::Connection;
 use tether_proto::streams::{OpenError, SendError, StreamEvent};
-use tether_proto::{RequestHead, ResetCode, ResponseHead, StreamId};
+use tether_proto::{RequestHead, ResponseHead, StreamId};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::AbortHandle;
 use tower::ServiceExt;
@@ -71,15 +71,14 @@ pub(crate) enum Command {
     Release { id: StreamId, n: u32 },
     /// A received body was dropped before its end.
     BodyDropped { id: StreamId },
-    /// Reset a stream.
-    Reset { id: StreamId, code: ResetCode },
-    /// A body we were sending failed: reset the stream with `code`; a caller still waiting
-    /// for the response head gets [`RequestError::Body`].
-    BodyFailed {
-        id: StreamId,
-        code: ResetCode,
-        error: BoxError,
-    },
+    /// This end gave up on a stream (a caller went away, a handler or a body panicked):
+    /// the machine resets it with the code the spec gives ([`StreamMut::abandon`]).
+    ///
+    /// [`StreamMut::abandon`]: tether_proto::streams::StreamMut::abandon
+    Abandon { id: StreamId },
+    /// A body we were sending failed: the stream is abandoned; a caller still waiting for
+    /// the response head gets [`RequestError::Body`].
+    BodyFailed { id: StreamId, error: BoxError },
 }
 
 /// A request waiting to be opened.
@@ -322,18 +321,17 @@ impl Driver {
                     stream.discard_body(now);
                 }
             }
-            Command::Reset { id, code } => {
+            Command::Abandon { id } => {
                 if let Ok(mut stream) = conn.stream(id) {
-                    // A caller that gave up on its request: spec/protocol.md §10.8.
-                    stream.cancel(code, now);
+                    stream.abandon(now);
                 }
             }
-            Command::BodyFailed { id, code, error } => {
+            Command::BodyFailed { id, error } => {
                 if let Some(slot) = self.slots.get_mut(&id) {
                     slot.body_error = Some(error);
                 }
                 if let Ok(mut stream) = conn.stream(id) {
-                    stream.reset(code);
+                    stream.abandon(now);
                 }
             }
         }
@@ -397,7 +395,7 @@ impl Driver {
             let credit = Credit::new();
             slot.credit = Some(credit.clone());
             let tx = self.tx.clone();
-            let task = tokio::spawn(pump(id, body, tx, credit, ResetCode::CANCEL));
+            let task = tokio::spawn(pump(id, body, tx, credit));
             slot.tasks.push(task.abort_handle());
         }
         self.slots.insert(id, slot);
@@ -447,7 +445,7 @@ impl Driver {
                 id,
                 head,
                 end_stream,
-            } => self.serve(conn, id, head, end_stream),
+            } => self.serve(conn, id, head, end_stream, now),
             StreamEvent::Response {
                 id,
                 head,
@@ -543,13 +541,20 @@ impl Driver {
     }
 
     /// A request from the peer: hand it to the service (or answer 501 without one).
-    fn serve(&mut self, conn: &mut Connection, id: StreamId, head: RequestHead, end_stream: bool) {
+    fn serve(
+        &mut self,
+        conn: &mut Connection,
+        id: StreamId,
+        head: RequestHead,
+        end_stream: bool,
+        now: Instant,
+    ) {
         let Some(service) = self.service.get() else {
             // Unreachable: the machine delivers requests only after `sync_serving` saw a
             // service, and the slot is never emptied. Treated as a failed handler.
             tracing::error!(%id, "request delivered without a service");
             if let Ok(mut stream) = conn.stream(id) {
-                stream.reset(ResetCode::INTERNAL_ERROR);
+                stream.abandon(now);
             }
             return;
         };
@@ -574,7 +579,6 @@ impl Driver {
             let guard = ResetOnDrop {
                 id,
                 tx: tx.clone(),
-                code: ResetCode::INTERNAL_ERROR,
                 armed: true,
             };
             let response = match service.oneshot(request).await {
@@ -593,7 +597,7 @@ impl Driver {
             let _ = tx.send(Command::Respond { id, head, end });
             if !end {
                 // Still armed: a response body that panics resets the stream too.
-                pump(id, body, tx, credit, ResetCode::INTERNAL_ERROR).await;
+                pump(id, body, tx, credit).await;
             }
             guard.disarm();
         });
@@ -672,7 +676,6 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
 struct ResetOnDrop {
     id: StreamId,
     tx: CommandSender,
-    code: ResetCode,
     armed: bool,
 }
 
@@ -685,10 +688,7 @@ impl ResetOnDrop {
 impl Drop for ResetOnDrop {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.tx.send(Command::Reset {
-                id: self.id,
-                code: self.code,
-            });
+            let _ = self.tx.send(Command::Abandon { id: self.id });
         }
     }
 }
@@ -697,34 +697,21 @@ impl Drop for ResetOnDrop {
 /// `credit`, which the task grants once the machine took the previous chunk and the
 /// stream has room again (the peer's credit, the connection's cap and the process-wide
 /// budget, spec/protocol.md §10.3, §10.8), so an unread body waits in its source, not
-/// here. A body that fails resets the stream with `on_error` (and a caller still waiting
-/// for the response head gets the error).
-pub(crate) async fn pump(
-    id: StreamId,
-    body: BoxBody,
-    tx: CommandSender,
-    credit: Credit,
-    on_error: ResetCode,
-) {
+/// here. A body that fails abandons the stream (the machine picks the reset code), and a
+/// caller still waiting for the response head gets the error.
+pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, credit: Credit) {
     // A body that panics (or a pump aborted with its stream still open) resets the stream,
     // so the other end hears of it at once rather than at its deadline.
     let guard = ResetOnDrop {
         id,
         tx: tx.clone(),
-        code: on_error,
         armed: true,
     };
-    pump_frames(id, body, &tx, &credit, on_error).await;
+    pump_frames(id, body, &tx, &credit).await;
     guard.disarm();
 }
 
-async fn pump_frames(
-    id: StreamId,
-    mut body: BoxBody,
-    tx: &CommandSender,
-    credit: &Credit,
-    on_error: ResetCode,
-) {
+async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, credit: &Credit) {
     // Not even the first chunk is read before the stream has room for it.
     if tx.send(Command::Ready { id }).is_err() || !credit.take().await {
         return;
@@ -767,11 +754,7 @@ async fn pump_frames(
             },
             Some(Err(error)) => {
                 tracing::debug!(%id, "body failed: {error}");
-                let _ = tx.send(Command::BodyFailed {
-                    id,
-                    code: on_error,
-                    error,
-                });
+                let _ = tx.send(Command::BodyFailed { id, error });
                 return;
             }
         }

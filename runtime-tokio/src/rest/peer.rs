@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Buf;
 use http::{Request, Response};
-use tether_proto::{ResetCode, StreamId};
+use tether_proto::StreamId;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -287,9 +287,8 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         let id = self.opened.load(Ordering::Acquire);
         if self.armed && id != 0 {
-            let _ = self.commands.send(Command::Reset {
+            let _ = self.commands.send(Command::Abandon {
                 id: StreamId::new(id),
-                code: ResetCode::CANCEL,
             });
         }
     }
