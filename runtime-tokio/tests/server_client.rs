@@ -520,9 +520,11 @@ async fn a_server_that_does_not_speak_tether_v1_is_refused() {
     let ClientEvent::Failure { id: None, error } = ev else {
         panic!("{ev:?}")
     };
-    assert!(
-        matches!(error, ClientError::Subprotocol | ClientError::Connect(_)),
-        "{error:?}"
+    // spec/protocol.md §2.1: the upgrade fails (RFC 6455 §4.1) and counts as 1002.
+    assert!(matches!(error, ClientError::Subprotocol), "{error:?}");
+    assert_eq!(
+        error.close_code(),
+        Some(tether_proto::CloseCode::WEBSOCKET_PROTOCOL_ERROR)
     );
     assert!(tokio::time::timeout(GUARD, cev.recv())
         .await

@@ -49,7 +49,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -193,7 +195,8 @@ pub enum ClientError {
     /// TCP connect or the WebSocket upgrade failed.
     #[error("connect failed: {0}")]
     Connect(String),
-    /// The server did not select the `tether.v1` subprotocol (closed with 1002).
+    /// The server did not select the `tether.v1` subprotocol: the upgrade failed, and the
+    /// attempt counts as ended with 1002 for the retry decision (spec/protocol.md §2.1).
     #[error("server did not select the tether.v1 subprotocol")]
     Subprotocol,
     /// TCP connect, TLS and upgrade did not complete in time.
@@ -435,21 +438,17 @@ impl Target {
         };
         let io: Box<dyn Io> = Box::new(ReadAhead::new(io));
         let ws_config = link::ws_config(&config.connection);
-        let (mut ws, response) =
+        // spec/protocol.md §2.1: tungstenite fails the handshake itself when the server
+        // selects no subprotocol or another one (RFC 6455 §4.1), before any frame.
+        let (ws, _response) =
             tokio_tungstenite::client_async_with_config(self.request.clone(), io, Some(ws_config))
                 .await
-                .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let selected = response.headers().get(SEC_WEBSOCKET_PROTOCOL);
-        if selected.map(HeaderValue::as_bytes) != Some(link::SUBPROTOCOL.as_bytes()) {
-            // spec/protocol.md §2.1
-            let _ = ws
-                .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
-                    code: 1002.into(),
-                    reason: "tether.v1 not selected".into(),
-                }))
-                .await;
-            return Err(ClientError::Subprotocol);
-        }
+                .map_err(|e| match e {
+                    WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(_)) => {
+                        ClientError::Subprotocol
+                    }
+                    e => ClientError::Connect(e.to_string()),
+                })?;
         Ok(ws)
     }
 }
