@@ -1113,6 +1113,51 @@ fn informational_responses_precede_the_final_one() {
     assert_eq!(outcomes(&p.client.events)[&id], vec![Outcome::Finished]);
 }
 
+/// spec/protocol.md §4.2 [4.2-3] and §10.2 [10.2-1]: a 1xx head never carries END_STREAM
+/// and 101 is never sent. The sender refuses both; a receiver that gets one resets the
+/// stream with PROTOCOL_ERROR (the stream fails, the connection stays).
+#[test]
+fn informational_heads_never_end_the_stream_and_101_is_never_sent() {
+    let mut p = Pair::default();
+    let id = p.client.s.open(get("/"), true, None, p.now).unwrap();
+    p.pump();
+    for (status, end_stream) in [
+        (StatusCode::SWITCHING_PROTOCOLS, false),
+        (StatusCode::CONTINUE, true),
+    ] {
+        assert!(matches!(
+            p.server
+                .s
+                .send_response(id, ResponseHead::new(status), end_stream),
+            Err(SendError::InvalidState(_))
+        ));
+    }
+    assert_eq!(p.server.s.poll_transmit(), None, "nothing went out");
+
+    for (status, end_stream) in [
+        (StatusCode::SWITCHING_PROTOCOLS, false),
+        (StatusCode::CONTINUE, true),
+    ] {
+        let mut p = Pair::default();
+        let id = p.client.s.open(get("/"), true, None, p.now).unwrap();
+        p.pump();
+        let head = Frame::Headers(Headers {
+            stream_id: id,
+            end_stream,
+            head: Head::Response(ResponseHead::new(status)),
+        });
+        p.client.s.handle_frame(head, p.now).unwrap();
+        assert_eq!(
+            p.client.s.poll_transmit(),
+            Some(Frame::Reset(Reset {
+                stream_id: id,
+                code: ResetCode::PROTOCOL_ERROR
+            })),
+            "{status} with END_STREAM={end_stream}"
+        );
+    }
+}
+
 #[test]
 fn trailers_end_the_body() {
     let mut p = Pair::default();
