@@ -18,8 +18,9 @@ Rules (see spec/conformance.md, "How the map is checked"):
 * Every marker id is unique, appears in exactly one table row of spec/conformance.md, and
   every row of those tables names a marker of protocol.md.
 * Every check of a row exists: `vector:<file>#<name>` (a case or script `name` in
-  spec/vectors/<file>), `proto:<fn>` (a test fn under proto/), `tokio:<fn>` (a test fn
-  under runtime-tokio/), `example:<script>` (proto/examples/<script>.sh), `runner:<case>`
+  spec/vectors/<file>), `proto:<fn>` (a test fn under proto/: after #[test] or inside
+  proptest! { }), `tokio:<fn>` (a test fn under runtime-tokio/: after #[test] or
+  #[tokio::test]), `example:<script>` (proto/examples/<script>.sh), `runner:<case>`
   (reserved for the planned wire-level runner: refused for now).
 * A row without checks must be listed under "Not yet covered"; the ids listed there must
   exist. Declared gaps are reported, not failed.
@@ -134,8 +135,8 @@ def requirement_sentences(text):
 
 def test_functions(subdir):
     """Names of test functions under ROOT/subdir: a `fn` right after #[test] /
-    #[tokio::test(...)] (other attributes and comments may sit between), or any fn in a
-    file that uses proptest!."""
+    #[tokio::test(...)] (other attributes, comments and doc comments may sit between), or
+    a `fn` inside a `proptest! { ... }` block."""
     names = set()
     attr = re.compile(r"#\[(?:tokio::)?test\b")
     fn = re.compile(r"^\s*(?:pub\s+)?(?:async\s+)?fn\s+([A-Za-z0-9_]+)")
@@ -147,22 +148,22 @@ def test_functions(subdir):
                 continue
             with open(os.path.join(dirpath, name), encoding="utf-8") as f:
                 lines = f.read().split("\n")
-            proptest = any("proptest!" in line for line in lines)
             pending = False
+            depth = 0  # brace depth inside a proptest! block, 0 outside
             for line in lines:
                 stripped = line.strip()
-                if attr.search(stripped):
-                    pending = True
+                if depth == 0 and re.match(r"^(?:\w+::)?proptest!\s*\{", stripped):
+                    depth = 1
                     continue
                 m = fn.match(line)
-                if m:
-                    if pending or (proptest and "fn " in line and "(" in line):
-                        names.add(m.group(1))
-                    pending = False
-                    continue
-                if pending and not (
-                    stripped.startswith("#[") or stripped.startswith("//") or not stripped
-                ):
+                if m and (pending or depth == 1):
+                    names.add(m.group(1))
+                if depth:
+                    depth += line.count("{") - line.count("}")
+                    depth = max(depth, 0)
+                if attr.search(stripped):
+                    pending = True
+                elif m or not (stripped.startswith("#[") or stripped.startswith("//") or not stripped):
                     pending = False
     return names
 
