@@ -937,6 +937,37 @@ mod tests {
             .is_empty());
     }
 
+    /// spec/protocol.md §4.3 [4.3-6]: names are sent in lower case, also those that
+    /// arrived in mixed case (a gateway forwarding HTTP/1.1 fields).
+    #[test]
+    fn field_names_are_sent_in_lower_case() {
+        let lim = limits();
+        let h = req(b"GET / HTTP/1.1\r\nX-Mixed-Case: 1\r\nHOST: a\r\n\r\n").unwrap();
+        let mut out = BytesMut::new();
+        h.encode(&mut out);
+        assert_eq!(
+            &out[..],
+            b"GET / HTTP/1.1\r\nx-mixed-case: 1\r\nhost: a\r\n\r\n"
+        );
+
+        let mut r = ResponseHead::new(StatusCode::OK);
+        r.headers.insert(
+            HeaderName::from_bytes(b"Content-Type").unwrap(),
+            HeaderValue::from_static("text/plain"),
+        );
+        let mut out = BytesMut::new();
+        r.encode(&mut out);
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n"
+        );
+
+        let t = decode_trailers(&Bytes::from_static(b"Grpc-Status: 0\r\n\r\n"), &lim).unwrap();
+        let mut out = BytesMut::new();
+        encode_trailers(&t, &mut out);
+        assert_eq!(&out[..], b"grpc-status: 0\r\n\r\n");
+    }
+
     #[test]
     fn content_length_helper() {
         let h = req(b"PUT / HTTP/1.1\r\ncontent-length: 42\r\n\r\n").unwrap();

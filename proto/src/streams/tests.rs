@@ -641,6 +641,41 @@ fn data_is_interleaved_fairly() {
     assert_eq!(order, vec![a, b, a, b, a, b, a, b]);
 }
 
+/// spec/protocol.md §10.3 [10.3-5]: control frames (heads, RESET, GOAWAY) leave before
+/// DATA that was queued earlier, so they never wait behind bulk data.
+#[test]
+fn control_frames_leave_before_queued_data() {
+    let mut p = Pair::default();
+    let a = p.client.s.open(get("/a"), false, None, p.now).unwrap();
+    let c = p.client.s.open(get("/c"), false, None, p.now).unwrap();
+    p.pump();
+    // Old enough that its cancel is not held back (§10.8).
+    p.advance(Duration::from_millis(500));
+    p.client
+        .s
+        .send_data(a, pattern(a, 64 * 1024), true)
+        .unwrap();
+    assert!(matches!(p.client.s.poll_transmit(), Some(Frame::Data(_))));
+    let b = p.client.s.open(get("/b"), false, None, p.now).unwrap();
+    p.client.s.reset(c, ResetCode::CANCEL);
+    p.client.s.go_away(ResetCode::NO_ERROR, "");
+    let mut kinds = vec![];
+    while let Some(f) = p.client.s.poll_transmit() {
+        kinds.push(match f {
+            Frame::Data(d) if d.stream_id == a => "data",
+            Frame::Headers(h) if h.stream_id == b => "headers",
+            Frame::Reset(r) if r.stream_id == c => "reset",
+            Frame::GoAway(_) => "goaway",
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    assert_eq!(
+        kinds,
+        ["headers", "reset", "goaway", "data", "data", "data"],
+        "three 16 KiB DATA frames remain after the control frames"
+    );
+}
+
 #[test]
 fn cancel_in_every_state() {
     // Requester cancels before any answer.
