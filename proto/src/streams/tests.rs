@@ -676,6 +676,48 @@ fn control_frames_leave_before_queued_data() {
     );
 }
 
+/// spec/protocol.md §6.1 [6.1-1]: a RESET with a code the receiver does not know ends the
+/// stream exactly as INTERNAL_ERROR does: the stream alone fails (the connection stays),
+/// the request is not safe to retry, and nothing more is sent on it. The number itself
+/// is kept for the report (vector `reset_unknown_code_kept`).
+#[test]
+fn an_unknown_reset_code_is_treated_as_internal_error() {
+    for code in [ResetCode::INTERNAL_ERROR, ResetCode::from_u(0x99)] {
+        let mut p = Pair::default();
+        let id = p.client.s.open(get("/"), false, None, p.now).unwrap();
+        p.pump();
+        let reset = Frame::Reset(Reset {
+            stream_id: id,
+            code,
+        });
+        p.client.s.handle_frame(reset, p.now).unwrap();
+        p.pump();
+        assert!(p.client.error.is_none(), "{code:?}: the connection stays");
+        assert_eq!(
+            outcomes(&p.client.events)[&id],
+            vec![Outcome::Reset {
+                code,
+                initiator: Initiator::Peer
+            }]
+        );
+        assert!(!code.is_safe_to_retry());
+        assert!(p
+            .client
+            .s
+            .send_data(id, Bytes::from_static(b"x"), true)
+            .is_err());
+        assert_eq!(p.client.s.poll_transmit(), None);
+        // Later streams work as before.
+        let next = p.client.s.open(get("/"), true, None, p.now).unwrap();
+        p.pump();
+        assert!(p
+            .server
+            .events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Request { id, .. } if *id == next)));
+    }
+}
+
 #[test]
 fn cancel_in_every_state() {
     // Requester cancels before any answer.
