@@ -15,7 +15,7 @@ use tether_proto::connection::{
 use tether_proto::streams::{
     PeerLimits, PeerLimitsError, Side, StreamEvent, Streams, StreamsConfig, TIMEOUT_HEADER,
 };
-use tether_proto::{Frame, Limits, Ping, RequestHead, ResponseHead};
+use tether_proto::{Frame, FrameType, Limits, Ping, RequestHead, ResponseHead};
 
 // ---- helpers
 
@@ -183,6 +183,46 @@ fn an_answer_keeps_its_place_after_the_handshake() {
             Some(tether_proto::FrameType::Ack),
             Some(tether_proto::FrameType::Pong)
         ]
+    );
+}
+
+/// spec/protocol.md §10.3 [10.3-5]: the answer to a PING frame (a PONG) leaves before the
+/// DATA queued earlier, so heartbeats never wait behind bulk data.
+#[test]
+fn a_pong_overtakes_queued_data() {
+    let t0 = Instant::now();
+    let mut store = SessionStore::new(Duration::from_secs(30));
+    let config = || Config::builder().heartbeat_disabled().build().unwrap();
+    let mut c = Connection::client(Arc::new(config()), Bytes::new(), None, t0).unwrap();
+    let mut s = Connection::server(Arc::new(config()), t0);
+    ferry(&mut c, &mut s, &mut store, t0); // HELLO
+    ferry(&mut s, &mut c, &mut store, t0); // WELCOME
+    ferry(&mut c, &mut s, &mut store, t0); // ACK
+    assert!(c.is_established() && s.is_established());
+    let head = RequestHead::new(Method::POST, Uri::from_static("/up"));
+    let id = c.open(head, false, None, t0).unwrap();
+    c.stream(id)
+        .unwrap()
+        .send_data(Bytes::from(vec![7u8; 200 * 1024]), true)
+        .unwrap();
+    let kind = |m: WsMessage| frame_of(&m).map(|f| f.frame_type());
+    // The head and the first DATA frame are out; more DATA waits.
+    let first: Vec<_> = (0..2)
+        .filter_map(|_| c.poll_transmit())
+        .map(|m| kind(m.into()))
+        .collect();
+    assert_eq!(first, [Some(FrameType::Headers), Some(FrameType::Data)]);
+    let mut buf = BytesMut::new();
+    Frame::Ping(Ping(Bytes::from_static(b"p"))).encode(&mut buf);
+    c.handle_message(WsMessage::Binary(buf.freeze()), t0);
+    let rest: Vec<_> = std::iter::from_fn(|| c.poll_transmit())
+        .map(|m| kind(m.into()))
+        .collect();
+    assert!(rest.len() > 2, "DATA was still queued: {rest:?}");
+    assert_eq!(rest[0], Some(FrameType::Pong), "{rest:?}");
+    assert!(
+        rest[1..].iter().all(|k| *k == Some(FrameType::Data)),
+        "{rest:?}"
     );
 }
 
