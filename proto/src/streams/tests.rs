@@ -718,6 +718,29 @@ fn an_unknown_reset_code_is_treated_as_internal_error() {
     }
 }
 
+/// spec/protocol.md §3.2 [3.2-2]: the ids one side opens increase (by two, keeping their
+/// parity) and, once the largest is used, that side opens no more streams.
+#[test]
+fn stream_ids_increase_and_none_is_opened_once_exhausted() {
+    let mut p = Pair::default();
+    for (peer, last) in [(&mut p.client, u32::MAX), (&mut p.server, u32::MAX - 1)] {
+        let a = peer.s.open(get("/"), true, None, p.now).unwrap();
+        let b = peer.s.open(get("/"), true, None, p.now).unwrap();
+        assert_eq!(b.value(), a.value() + 2);
+        // Skip ahead to the last id of this side.
+        peer.s.next_local = Some(last);
+        assert_eq!(
+            peer.s.open(get("/"), true, None, p.now).unwrap().value(),
+            last
+        );
+        assert!(matches!(
+            peer.s.open(get("/"), true, None, p.now),
+            Err(OpenError::Exhausted)
+        ));
+        assert!(matches!(peer.s.can_open(), Err(OpenError::Exhausted)));
+    }
+}
+
 #[test]
 fn cancel_in_every_state() {
     // Requester cancels before any answer.
