@@ -272,6 +272,40 @@ impl Welcome {
 mod tests {
     use super::*;
 
+    /// spec/protocol.md §11 [11-1]: the token is never logged: no `Debug` output of a
+    /// value that carries it (the token, a Resume, a HELLO, a frame) shows its bytes; and
+    /// tokens compare by value (the comparison itself is `subtle`'s constant-time one).
+    #[test]
+    fn the_resume_token_is_never_printed() {
+        let token = ResumeToken::from_bytes([0xee; 16]);
+        let resume = Resume {
+            connection_id: Uuid::nil(),
+            token,
+        };
+        let hello = Hello {
+            versions: vec![1],
+            resume: Some(resume),
+            settings: Settings::default(),
+            metadata: Bytes::new(),
+        };
+        for text in [
+            format!("{token:?}"),
+            format!("{resume:?}"),
+            format!("{hello:?}"),
+            format!("{:?}", crate::Frame::Hello(hello.clone())),
+            format!("{:#?}", crate::Frame::Hello(hello)),
+        ] {
+            let lower = text.to_ascii_lowercase();
+            for shown in ["eeee", "\\xee", "238"] {
+                assert!(!lower.contains(shown), "the token shows in {text}");
+            }
+        }
+        assert_eq!(token, ResumeToken::from_bytes([0xee; 16]));
+        let mut other = [0xee; 16];
+        other[15] = 0xef;
+        assert_ne!(token, ResumeToken::from_bytes(other));
+    }
+
     fn nested(depth: usize) -> Vec<u8> {
         let mut v = vec![b'['; depth];
         v.extend(std::iter::repeat_n(b']', depth));
