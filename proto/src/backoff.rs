@@ -178,6 +178,31 @@ pub struct Backoff {
     connected_since: Option<Instant>,
     /// The latest start of an attempt that still resumes the last session.
     resume_by: Option<Instant>,
+    /// The server's `Retry-After` for the attempt that just failed: the next delay is at
+    /// least this long.
+    not_before: Option<Duration>,
+}
+
+/// The longest `Retry-After` a client honours (spec/protocol.md §10.8): a longer one is cut
+/// to this, so that a misconfigured server cannot park its clients for hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Parses an HTTP `Retry-After` value in its delay-seconds form (RFC 9110 §10.2.3), the
+/// form a Tether server sends with `429 Too Many Requests` (spec/protocol.md §10.8). The
+/// HTTP-date form, anything else and an empty value give `None` (the client then uses its
+/// usual delay). Surrounding whitespace is allowed; the value is capped at
+/// [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // All digits: the only failure left is overflow, which is "very long".
+    let secs = std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// How long before the end of a resume window the reference client starts its last attempt
@@ -196,6 +221,7 @@ impl Backoff {
             first_failure: None,
             connected_since: None,
             resume_by: None,
+            not_before: None,
         }
     }
 
@@ -241,15 +267,26 @@ impl Backoff {
         now: Instant,
         rng: &mut impl RandomSource,
     ) -> Option<Duration> {
+        let floor = self.not_before.take();
         let delay = match policy {
             RetryPolicy::Fatal => return None,
-            RetryPolicy::Retry => return self.next_delay(now, rng),
+            RetryPolicy::Retry => self.next_delay(now, rng)?,
             RetryPolicy::RetrySlowly => {
                 self.next_delay(now, rng)?;
-                self.config.max_delay
+                self.capped(now, self.config.max_delay)
             }
         };
-        Some(self.capped(now, delay))
+        // spec/protocol.md §10.8 [10.8-5]: never before the server's Retry-After, even
+        // inside a resume window (the server would refuse an earlier attempt anyway).
+        Some(floor.map_or(delay, |floor| delay.max(floor)))
+    }
+
+    /// The server refused the attempt that just failed with `429 Too Many Requests` and a
+    /// `Retry-After` of `wait` ([`parse_retry_after`]): the next delay from
+    /// [`delay_for_policy`](Self::delay_for_policy) is at least `wait` (at most
+    /// [`MAX_RETRY_AFTER`]), spec/protocol.md §10.8.
+    pub fn handle_retry_after(&mut self, wait: Duration) {
+        self.not_before = Some(wait.min(MAX_RETRY_AFTER));
     }
 
     /// `delay`, shortened so the attempt starts while the last session is resumable.
@@ -327,6 +364,61 @@ fn unit(rng: &mut impl RandomSource) -> f64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn retry_after_is_delay_seconds_only_and_capped() {
+        assert_eq!(parse_retry_after(b"3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(b" 60 "), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after(b"0"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(b"99999999999999999999999"),
+            Some(MAX_RETRY_AFTER)
+        );
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"1.5",
+            b"Wed, 21 Oct 2015 07:28:00 GMT",
+            b"\xff",
+        ] {
+            assert_eq!(parse_retry_after(bad), None, "{bad:?}");
+        }
+    }
+
+    /// spec/protocol.md §10.8 [10.8-5]: after a 429 the next attempt waits at least the
+    /// server's Retry-After, whatever the backoff and the resume window say; once.
+    #[test]
+    fn the_next_delay_waits_for_retry_after_once() {
+        let config = BackoffConfig {
+            initial: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            jitter: Jitter::None,
+            ..BackoffConfig::default()
+        };
+        let mut rng = |b: &mut [u8]| b.fill(0);
+        let now = Instant::now();
+        let mut b = Backoff::new(config);
+        b.handle_resumable(now, Duration::from_secs(4));
+        b.handle_retry_after(Duration::from_secs(7));
+        assert_eq!(
+            b.delay_for_policy(RetryPolicy::Retry, now, &mut rng),
+            Some(Duration::from_secs(7))
+        );
+        // Used up: the sequence goes on as usual.
+        assert_eq!(
+            b.delay_for_policy(RetryPolicy::Retry, now, &mut rng),
+            Some(Duration::from_millis(150))
+        );
+        b.handle_retry_after(Duration::from_secs(3600));
+        assert_eq!(
+            b.delay_for_policy(RetryPolicy::RetrySlowly, now, &mut rng),
+            Some(MAX_RETRY_AFTER)
+        );
+        // A Retry-After shorter than the delay changes nothing; Fatal stays fatal.
+        b.handle_retry_after(Duration::from_millis(1));
+        assert_eq!(b.delay_for_policy(RetryPolicy::Fatal, now, &mut rng), None);
+    }
+
     #[test]
     fn retry_policy_follows_the_spec_table() {
         use super::RetryPolicy::*;

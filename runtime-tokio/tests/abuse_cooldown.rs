@@ -184,3 +184,56 @@ async fn the_cooldown_can_be_turned_off() {
     handshake(&mut ws).await;
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// spec/protocol.md §10.8 [10.8-5]: a Tether client refused with 429 reports it, and does
+/// not dial again before the server's `Retry-After`, although its own backoff would.
+#[tokio::test]
+async fn a_client_refused_with_429_waits_for_retry_after() {
+    use tether_proto::backoff::{BackoffConfig, Jitter};
+    use tether_tokio::client::{Client, ClientConfig, ClientError, ClientEvent};
+
+    let (server, mut events) = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    ping_flood_from(HOST_A, addr).await;
+    abuse_failure(&mut events).await;
+
+    let mut config = ClientConfig::new("");
+    // Its own backoff alone would dial again after 10 ms.
+    config.backoff = BackoffConfig {
+        initial: Duration::from_millis(10),
+        max_delay: Duration::from_millis(10),
+        jitter: Jitter::None,
+        ..BackoffConfig::default()
+    };
+    let (client, mut cev) = Client::connect(&format!("ws://{addr}/"), config).unwrap();
+    let refused = within("the 429", cev.recv()).await;
+    let Some(ClientEvent::Failure {
+        id: None,
+        error: ClientError::TooManyRequests { retry_after },
+    }) = refused
+    else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(retry_after, Some(Duration::from_secs(1)));
+    let next = within("the reconnect delay", cev.recv()).await;
+    let Some(ClientEvent::Reconnecting { delay, .. }) = next else {
+        panic!("{next:?}")
+    };
+    assert!(delay >= Duration::from_secs(1), "{delay:?}");
+    // And then it gets in.
+    let connected = within("the connection", async {
+        loop {
+            match cev.recv().await {
+                Some(ClientEvent::Connected { .. }) => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert!(connected);
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -66,6 +66,10 @@ use crate::{
     WindowUpdate,
 };
 
+/// The longest GOAWAY reason this end sends, in bytes (spec/protocol.md §3.4.8): a longer
+/// one given to [`Streams::go_away`] is cut at a character boundary.
+pub const MAX_GOAWAY_REASON: usize = 256;
+
 /// The request header that carries the caller's deadline, in whole milliseconds remaining
 /// when the request was sent (spec/protocol.md §10.6).
 pub const TIMEOUT_HEADER: &str = "tether-timeout";
@@ -1436,14 +1440,20 @@ impl Streams {
     }
 
     /// Starts a graceful shutdown: GOAWAY tells the peer the last of its streams we will
-    /// process; later ones are refused. Streams already open run to completion.
+    /// process; later ones are refused. Streams already open run to completion. A reason
+    /// over [`MAX_GOAWAY_REASON`] bytes is cut.
     pub fn go_away(&mut self, code: ResetCode, reason: &str) {
         let last = StreamId::new(self.last_peer);
         self.sent_goaway = Some(last);
+        // spec/protocol.md §3.4.8 [3.4.8-1]: at most 256 bytes, cut at a character boundary.
+        let mut end = reason.len().min(MAX_GOAWAY_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
         self.control.push_back(Frame::GoAway(GoAway {
             last_stream_id: last,
             code,
-            reason: reason.to_owned(),
+            reason: reason[..end].to_owned(),
         }));
     }
 

@@ -205,3 +205,33 @@ fn abandoning_a_stream_resets_it_with_the_code_for_its_side() {
     p.client.s.abandon(mine, now);
     assert_eq!(p.pump(), 0);
 }
+
+/// spec/protocol.md §3.4.8 [3.4.8-1]: a GOAWAY reason is at most 256 bytes; a longer one
+/// is cut at a character boundary, never in the middle of a character.
+#[test]
+fn a_goaway_reason_is_cut_to_256_bytes_at_a_character_boundary() {
+    let mut s = Streams::new(
+        Side::Server,
+        StreamsConfig::default(),
+        PeerLimits::default(),
+    )
+    .unwrap();
+    // 255 ASCII bytes, then a 3-byte character that would straddle the bound.
+    let reason = format!("{}€ and more", "a".repeat(255));
+    s.go_away(ResetCode::NO_ERROR, &reason);
+    let Some(Frame::GoAway(goaway)) = s.poll_transmit() else {
+        panic!("no GOAWAY")
+    };
+    assert_eq!(goaway.reason, "a".repeat(255));
+    let mut s = Streams::new(
+        Side::Server,
+        StreamsConfig::default(),
+        PeerLimits::default(),
+    )
+    .unwrap();
+    s.go_away(ResetCode::NO_ERROR, &"b".repeat(300));
+    let Some(Frame::GoAway(goaway)) = s.poll_transmit() else {
+        panic!("no GOAWAY")
+    };
+    assert_eq!(goaway.reason.len(), MAX_GOAWAY_REASON);
+}

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
-use tether_proto::backoff::{Backoff, BackoffConfig, RetryPolicy};
+use tether_proto::backoff::{parse_retry_after, Backoff, BackoffConfig, RetryPolicy};
 use tether_proto::connection::{
     Config, ConfigError, Connection, ConnectionError, Event, Initiator,
 };
@@ -195,6 +195,14 @@ pub enum ClientError {
     /// TCP connect or the WebSocket upgrade failed.
     #[error("connect failed: {0}")]
     Connect(String),
+    /// The server refused the upgrade with `429 Too Many Requests` (its per-address
+    /// cool-down, spec/protocol.md §10.8): the next attempt waits at least `retry_after`
+    /// when the server sent one.
+    #[error("refused by the server (429 Too Many Requests){}", .retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
+    TooManyRequests {
+        /// The server's `Retry-After`, when it sent one in seconds.
+        retry_after: Option<Duration>,
+    },
     /// The server did not select the `tether.v1` subprotocol: the upgrade failed, and the
     /// attempt counts as ended with 1002 for the retry decision (spec/protocol.md §2.1).
     #[error("server did not select the tether.v1 subprotocol")]
@@ -447,6 +455,15 @@ impl Target {
                     WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(_)) => {
                         ClientError::Subprotocol
                     }
+                    WsError::Http(response)
+                        if response.status() == http::StatusCode::TOO_MANY_REQUESTS =>
+                    {
+                        let retry_after = response
+                            .headers()
+                            .get(http::header::RETRY_AFTER)
+                            .and_then(|v| parse_retry_after(v.as_bytes()));
+                        ClientError::TooManyRequests { retry_after }
+                    }
                     e => ClientError::Connect(e.to_string()),
                 })?;
         Ok(ws)
@@ -494,6 +511,13 @@ impl Runner {
                 Ok(Ok(ws)) => self.session(ws, &mut backoff).await,
                 Ok(Err(error)) => {
                     tracing::info!(%error, "connect failed");
+                    if let ClientError::TooManyRequests {
+                        retry_after: Some(wait),
+                    } = error
+                    {
+                        // spec/protocol.md §10.8 [10.8-5]: not before Retry-After.
+                        backoff.handle_retry_after(wait);
+                    }
                     let code = error.close_code();
                     self.events
                         .publish(ClientEvent::Failure { id: None, error });
