@@ -53,7 +53,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// [`strip_hop_by_hop`] for a request, keeping `TE: trailers` when the client said it
 /// accepts trailers (the one `TE` value a Tether head may carry, spec/protocol.md §4.3).
-pub(super) fn strip_request_hops(headers: &mut HeaderMap) {
+pub(crate) fn strip_request_hops(headers: &mut HeaderMap) {
     let trailers = headers
         .get_all(header::TE)
         .iter()
@@ -71,7 +71,7 @@ pub(super) fn strip_request_hops(headers: &mut HeaderMap) {
 
 /// The origin-form (`/path?query`) of a request target; absolute-form keeps its path and
 /// query, and authority-form or `*` are refused.
-pub(super) fn origin_form(uri: &Uri) -> Result<Uri, GatewayError> {
+pub(crate) fn origin_form(uri: &Uri) -> Result<Uri, GatewayError> {
     match uri.path_and_query() {
         Some(pq) if pq.as_str().starts_with('/') => Ok(Uri::from(pq.clone())),
         None if uri.authority().is_some() && uri.scheme().is_some() => Ok(Uri::from_static("/")),
