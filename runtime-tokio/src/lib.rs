@@ -53,6 +53,9 @@ pub mod client;
 pub mod compat;
 mod conn;
 pub mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod metrics;
 pub mod rest;

@@ -65,7 +65,7 @@
 //! [`Client::serve`]: crate::client::Client::serve
 //! [`Server::serve`]: crate::server::Server::serve
 
-mod proxy;
+pub(crate) mod proxy;
 mod upstream;
 pub(crate) mod upstream_pool;
 

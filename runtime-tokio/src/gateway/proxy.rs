@@ -53,7 +53,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// [`strip_hop_by_hop`] for a request, keeping `TE: trailers` when the client said it
 /// accepts trailers (the one `TE` value a Tether head may carry, spec/protocol.md §4.3).
-pub(super) fn strip_request_hops(headers: &mut HeaderMap) {
+pub(crate) fn strip_request_hops(headers: &mut HeaderMap) {
     let trailers = headers
         .get_all(header::TE)
         .iter()
@@ -71,11 +71,24 @@ pub(super) fn strip_request_hops(headers: &mut HeaderMap) {
 
 /// The origin-form (`/path?query`) of a request target; absolute-form keeps its path and
 /// query, and authority-form or `*` are refused.
-pub(super) fn origin_form(uri: &Uri) -> Result<Uri, GatewayError> {
-    match uri.path_and_query() {
-        Some(pq) if pq.as_str().starts_with('/') => Ok(Uri::from(pq.clone())),
-        None if uri.authority().is_some() && uri.scheme().is_some() => Ok(Uri::from_static("/")),
-        _ => Err(GatewayError::UnsupportedTarget(uri.to_string())),
+/// Built from the path and query as text: an absolute-form target whose path is empty
+/// (`http://h#x`) has a path-and-query whose `as_str` is `/` but which converts to a
+/// `Uri` with an empty path (found by the fuzz target `gateway_http`).
+pub(crate) fn origin_form(uri: &Uri) -> Result<Uri, GatewayError> {
+    let refuse = || GatewayError::UnsupportedTarget(uri.to_string());
+    let origin = match uri.path_and_query() {
+        Some(pq) if pq.path().starts_with('/') => match pq.query() {
+            Some(query) => format!("{}?{query}", pq.path()),
+            None => pq.path().to_owned(),
+        },
+        None if uri.authority().is_some() && uri.scheme().is_some() => "/".to_owned(),
+        _ => return Err(refuse()),
+    };
+    let origin: Uri = origin.parse().map_err(|_| refuse())?;
+    if origin.path().starts_with('/') && origin.authority().is_none() {
+        Ok(origin)
+    } else {
+        Err(refuse())
     }
 }
 
@@ -201,5 +214,18 @@ mod tests {
         assert_eq!(o("http://h").unwrap(), "/");
         assert!(o("*").is_err());
         assert!(o("h:443").is_err());
+    }
+
+    /// Found by the fuzz target `gateway_http` (fuzz/corpus/gateway_http/
+    /// regression-fragment-origin-form): an absolute-form target with an empty path and a
+    /// fragment became a `Uri` with an empty path, not `/`.
+    #[test]
+    fn origin_form_of_a_target_with_a_fragment_is_a_path() {
+        let data =
+            include_bytes!("../../../fuzz/corpus/gateway_http/regression-fragment-origin-form");
+        let target: Uri = http::Uri::try_from(&data[1..]).unwrap();
+        let origin = origin_form(&target).unwrap();
+        assert!(origin.path().starts_with('/'), "{origin:?}");
+        assert!(origin.authority().is_none(), "{origin:?}");
     }
 }

@@ -196,7 +196,7 @@ impl Upstream {
     /// The URL a request for `target` goes to: the base path, then the target's path with
     /// its dot segments removed ([`remove_dot_segments`]: no request leaves the base path)
     /// and its query.
-    fn target_uri(&self, target: &Uri) -> Result<Uri, GatewayError> {
+    pub(crate) fn target_uri(&self, target: &Uri) -> Result<Uri, GatewayError> {
         let pq = match target.path_and_query() {
             Some(pq) if pq.as_str().starts_with('/') => pq,
             None if target.authority().is_some() && target.scheme().is_some() => {

@@ -216,8 +216,10 @@ where
 }
 
 /// RFC 6455 §4.2.1 checks, in the order a client can best act on. Returns the accept key.
-fn check(
-    req: &Request<Incoming>,
+/// Pure (it reads only the request head), so the fuzz target `ws_upgrade` can call it
+/// through [`crate::fuzzing`].
+pub(crate) fn check<B>(
+    req: &Request<B>,
     origins: &AllowedOrigins,
     subprotocol: Option<&'static str>,
 ) -> Result<String, (StatusCode, &'static str)> {
