@@ -847,3 +847,55 @@ async fn the_cli_tunnels_a_plain_http_request() {
         .unwrap()
         .success());
 }
+
+/// An upstream that answers before it reads the request body (an early 200, a 413) must
+/// not make the gateway reset the caller's connection while the caller is still uploading:
+/// a client that writes its whole body before reading (as curl does) got "Send failure:
+/// Broken pipe" instead of the response. The gateway reads and discards the rest (bounded)
+/// so the response arrives.
+#[tokio::test]
+async fn an_early_answer_reaches_a_caller_still_uploading() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = server(server_config()).await;
+    // The handler never looks at the body.
+    server.serve(Router::new().route("/early", post(|| async { "early" })));
+    let client = client_to(server.local_addr());
+    connected(&client, &server).await;
+    let gateway = Gateway::bind("127.0.0.1:0".parse().unwrap(), Target::Peer(client.peer()))
+        .await
+        .unwrap();
+
+    const UPLOAD: usize = 8 << 20;
+    let mut tcp = tokio::net::TcpStream::connect(gateway.local_addr())
+        .await
+        .unwrap();
+    let head = format!("POST /early HTTP/1.1\r\nhost: gateway\r\ncontent-length: {UPLOAD}\r\n\r\n");
+    tokio::time::timeout(GUARD, async {
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![0x61u8; 64 * 1024];
+        for sent in (0..UPLOAD).step_by(chunk.len()) {
+            tcp.write_all(&chunk)
+                .await
+                .unwrap_or_else(|e| panic!("upload cut after {sent} bytes: {e}"));
+        }
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !response.ends_with(b"early") {
+            match tcp.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("reading the response: {e}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("early"), "{text}");
+    })
+    .await
+    .expect("the exchange did not finish in time");
+
+    gateway.shutdown(Duration::from_secs(5)).await.unwrap();
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}

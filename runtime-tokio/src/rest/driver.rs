@@ -520,8 +520,14 @@ impl Driver {
                 let Some(mut slot) = self.slots.remove(&id) else {
                     return;
                 };
-                for task in slot.tasks.drain(..) {
-                    task.abort();
+                // A finished exchange leaves nothing to stop, except the pump of a request
+                // body the peer answered before reading it all: that one ends on its own
+                // (the credit closes with the slot), after a bounded drain of its source
+                // (see `linger`). Any other end stops the tasks at once.
+                if !matches!(outcome, tether_proto::streams::Outcome::Finished) {
+                    for task in slot.tasks.drain(..) {
+                        task.abort();
+                    }
                 }
                 if let Some(error) = super::BodyError::from_outcome(&outcome) {
                     if let Some(tx) = slot.body.take() {
@@ -711,10 +717,38 @@ pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, credit:
     guard.disarm();
 }
 
+/// How long, and how many bytes, a request body the peer no longer wants is still read
+/// and thrown away (see [`linger`]).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// The stream ended while its body source still had bytes: when the peer answered without
+/// reading the whole request (an early 200, a 413), the source is usually an HTTP/1.1
+/// client still uploading through the gateway. Dropping its body at once makes hyper close
+/// a socket with unread bytes, which resets the connection and can destroy the response on
+/// its way to the client (curl: "Send failure: Broken pipe"). So the rest is read and
+/// discarded, as an HTTP server's lingering close does, for at most [`LINGER_TIME`] and
+/// [`LINGER_BYTES`]; then the body is dropped. (A stream that was reset or lost has its
+/// pump aborted instead and never gets here.)
+async fn linger(mut body: BoxBody) {
+    let drained = async {
+        let mut seen = 0usize;
+        while seen < LINGER_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    seen = seen.saturating_add(frame.data_ref().map_or(0, |d| d.remaining()))
+                }
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drained).await;
+}
+
 async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, credit: &Credit) {
     // Not even the first chunk is read before the stream has room for it.
     if tx.send(Command::Ready { id }).is_err() || !credit.take().await {
-        return;
+        return linger(body).await;
     }
     // Here, and at the top of every turn, one unit of credit is held: one chunk may be
     // read and sent.
@@ -736,8 +770,11 @@ async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, credit
                     }
                     let chunk = chunk.copy_to_bytes(chunk.remaining());
                     let sent = tx.send(Command::Data { id, chunk, end });
-                    if sent.is_err() || end || !credit.take().await {
+                    if sent.is_err() || end {
                         return;
+                    }
+                    if !credit.take().await {
+                        return linger(body).await;
                     }
                 }
                 Err(frame) => {
