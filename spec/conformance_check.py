@@ -21,7 +21,8 @@ Rules (see spec/conformance.md, "How the map is checked"):
   spec/vectors/<file>), `proto:<fn>` (a test fn under proto/: after #[test] or inside
   proptest! { }), `tokio:<fn>` (a test fn under runtime-tokio/: after #[test] or
   #[tokio::test]), `example:<script>` (proto/examples/<script>.sh), `runner:<case>`
-  (reserved for the planned wire-level runner: refused for now).
+  (a case of the wire-level runner, registered with `@case("<case>", [ids], role)` in
+  spec/conformance/cases_*.py, that lists the row's id among the ids it checks).
 * A row without checks must be listed under "Not yet covered"; the ids listed there must
   exist. Declared gaps are reported, not failed.
 
@@ -192,6 +193,21 @@ CHECK = re.compile(r"`([a-z]+):([^`]+)`")
 GAP = re.compile(r"^\s*[-*]\s+`?(\d+(?:\.\d+)*-\d+)`?")
 
 
+RUNNER_CASE = re.compile(r'@case\(\s*"([a-z0-9_]+)",\s*\[([^\]]*)\]', re.S)
+
+
+def runner_cases():
+    """{case name: [ids]} from the `@case(...)` registrations of spec/conformance/."""
+    cases = {}
+    folder = os.path.join(SPEC, "conformance")
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("cases_") and name.endswith(".py"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                for m in RUNNER_CASE.finditer(f.read()):
+                    cases[m.group(1)] = re.findall(r'"([0-9.]+(?:-[0-9]+)?)"', m.group(2))
+    return cases
+
+
 def main():
     errors = []
     with open(PROTOCOL, encoding="utf-8") as f:
@@ -253,6 +269,7 @@ def main():
     # 3. every check exists
     tests = {"proto": test_functions("proto"), "tokio": test_functions("runtime-tokio")}
     vectors = {}
+    runner = None
     for rid, (number, checks, cell) in rows.items():
         if not checks and rid not in gaps:
             errors.append(f"conformance.md:{number}: {rid} has no check and is not listed as not yet covered")
@@ -277,7 +294,13 @@ def main():
                 if not os.path.isfile(os.path.join(ROOT, "proto", "examples", target + ".sh")):
                     errors.append(f"conformance.md:{number}: no script proto/examples/{target}.sh")
             elif kind == "runner":
-                errors.append(f"conformance.md:{number}: runner:{target}: the runner does not exist yet")
+                if runner is None:
+                    runner = runner_cases()
+                if target not in runner:
+                    errors.append(f"conformance.md:{number}: no runner case {target}")
+                elif rid not in runner[target]:
+                    errors.append(f"conformance.md:{number}: runner case {target} does not list {rid} "
+                                  f"among the ids it checks ({', '.join(runner[target])})")
             else:
                 errors.append(f"conformance.md:{number}: unknown check kind {kind}")
 

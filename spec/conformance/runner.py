@@ -34,6 +34,7 @@ class Context:
         self.targets = []       # processes to stop after the case
         self.listeners = []
         self.conns = []
+        self.routes = None      # server mode: does the target answer the origin's routes?
 
     # ---- server mode: the target is a server -------------------------------------------
 
@@ -58,6 +59,24 @@ class Context:
             u = urllib.parse.urlparse(self.args.url)
             return u.hostname, u.port or 80, u.path or "/", None
         return "127.0.0.1", self.shared.values["port"], "/", self.shared
+
+    def require_routes(self):
+        """Skips the case unless the server answers the routes of README.md (GET /bytes/3
+        gives the pattern); checked once per run."""
+        if self.routes is None:
+            try:
+                peer = self.dial()
+                peer.send(tw.frame(tw.HEADERS, tw.END_STREAM, 1,
+                                   tw.request_head("GET", "/bytes/3")))
+                status, _, body, _ = peer.read_response(1, checks=False)
+                self.routes = (status, body) == (200, tw.pattern(3))
+                peer.ws.send_close(1000)
+                peer.ws.close_transport()
+            except (tw.Violation, OSError, TimeoutError):
+                self.routes = False
+        if not self.routes:
+            raise tw.Skip("the server does not answer the runner's routes (GET /bytes/3): "
+                          "forward its requests to {upstream} (see README.md)")
 
     def gateway_port(self, target=None):
         target = target or self.shared
@@ -188,6 +207,9 @@ def main():
                     "start, signal or configure it are skipped)")
     ap.add_argument("--handshake-timeout", type=float, default=10.0,
                     help="the target's handshake timeout in seconds (default 10)")
+    ap.add_argument("--origin-port", type=int, default=0,
+                    help="port of the runner's HTTP origin ({upstream}); default: any free "
+                    "one. With --url, start the server forwarding to http://127.0.0.1:PORT")
     ap.add_argument("--timeout", type=float, default=10.0,
                     help="how long to wait for an expected answer (default 10 s)")
     ap.add_argument("--case", action="append", default=[],
@@ -217,7 +239,7 @@ def main():
 
     log = open(args.log, "w") if args.log else tempfile.NamedTemporaryFile(
         "w", prefix="tether-conformance-", suffix=".log", delete=False)
-    origin = tw.Origin()
+    origin = tw.Origin(args.origin_port)
     ctx = Context(args, origin, log)
     results = {}   # id -> list of (case, status, detail)
     try:
@@ -229,6 +251,8 @@ def main():
             try:
                 if "cmd" in c["needs"] and not args.cmd:
                     raise tw.Skip("needs --cmd")
+                if "routes" in c["needs"] and args.role == "server":
+                    ctx.require_routes()
                 c["fn"](ctx)
                 status, detail = "PASS", ""
             except tw.Skip as e:
@@ -244,8 +268,8 @@ def main():
                 ctx.cleanup()
             took = time.monotonic() - started
             if args.verbose or status == "FAIL":
-                print(f"  case {c['name']}: {status} ({took:.1f} s){': ' + detail if detail else ''}",
-                      file=sys.stderr)
+                tail = f": {detail}" if detail else ""
+                print(f"  case {c['name']}: {status} ({took:.1f} s){tail}", file=sys.stderr)
             for rid in c["ids"]:
                 results.setdefault(rid, []).append((c["name"], status, detail))
     finally:

@@ -147,9 +147,9 @@ def check_sent_frame(f):
     if f.type in (RESET, WINDOW_UPDATE) and len(f.payload) != 4:
         raise Violation(f"sent {f!r} with a payload of {len(f.payload)} bytes (§3.4.6-7)")
     if f.type == WINDOW_UPDATE and f.increment == 0:
-        raise Violation(f"sent a WINDOW_UPDATE with increment 0 (§3.4.7)")
+        raise Violation("sent a WINDOW_UPDATE with increment 0 (§3.4.7)")
     if f.type == HEADERS and f.flags & TRAILERS and not f.flags & END_STREAM:
-        raise Violation(f"sent trailers without END_STREAM [3.4.4-1]")
+        raise Violation("sent trailers without END_STREAM [3.4.4-1]")
 
 
 def settings_block(pairs):
@@ -755,7 +755,7 @@ class Origin:
     no body), anything else: 200 with the method and target as the body. Every request is
     recorded in `requests` as (method, target, {lower name: value}, body)."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         origin = self
         self.requests = []
 
@@ -820,7 +820,7 @@ class Origin:
             def handle_error(self, request, client_address):
                 pass  # a caller that went away (a reset stream, a timeout) is expected
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
