@@ -940,3 +940,42 @@ def window_updates_are_batched(ctx):
     if len(updates) > size // 1024 // 4 or small and len(small) > 2:
         raise Violation(f"{len(updates)} WINDOW_UPDATEs for {size // 1024} DATA frames "
                         f"(increments {updates[:8]}…) [10.3-2]")
+
+
+@case("goaway_from_the_client_stops_new_streams", ["10.7"], "server", needs=("cmd",))
+def goaway_from_the_client_stops_new_streams(ctx):
+    """After the client's GOAWAY (last stream id 0) the server opens no new stream on that
+    connection: a request through its gateway does not arrive as HEADERS (the server may
+    close with 1000 once no stream is left); the client's own stream in flight completes."""
+    port = ctx.gateway_port()
+    peer = ctx.dial()
+    peer.send(tw.frame(tw.HEADERS, tw.END_STREAM, 1, tw.request_head("GET", "/delay/800")))
+    peer.sync()
+    peer.send(tw.goaway(0, 0, b"conformance: going away"))
+    peer.sync()
+    results = []
+    t = _in_thread(_call, port, results, "GET", "/after-goaway", timeout=5.0)
+    status = None
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        try:
+            f = peer.next(deadline - time.monotonic())
+        except TimeoutError:
+            break
+        if isinstance(f, tw.Frame) and f.type == tw.HEADERS and not f.flags & tw.RESPONSE:
+            raise Violation(f"the server opened stream {f.sid} after the client's GOAWAY "
+                            "(§10.7)")
+        if isinstance(f, tw.Frame) and f.sid == 1 and f.type == tw.HEADERS:
+            status = tw.parse_head(f.payload, "response")[0][0]
+        if isinstance(f, tw.Msg) and f.kind == "close":
+            if f.code != 1000:
+                raise Violation(f"closed with {f.code} after the client's GOAWAY")
+            break
+    if status is None:
+        try:
+            status = peer.read_response(1, timeout=3.0)[0]
+        except Violation:
+            pass
+    if status != 200:
+        raise Violation(f"the client's stream in flight did not complete (status {status})")
+    t.join(6)
