@@ -390,11 +390,18 @@ impl Connection {
 
     /// Client: what to present to resume this session on the next connection (`None`
     /// before WELCOME, or when the server does not keep sessions). It stays available after
-    /// the connection has ended, which is when a reconnecting client reads it
-    /// (spec/protocol.md §9.2).
+    /// the connection has ended in a way the client resumes from (a lost transport, a
+    /// close code it retries after), which is when a reconnecting client reads it; after
+    /// an orderly close (1000, 1001, …) or a code it does not retry after, it is `None`:
+    /// the client does not resume then (spec/protocol.md §9.2), and the server has
+    /// discarded the session (§9.1).
     pub fn resume_ticket(&self) -> Option<Resume> {
         match self.side {
-            Side::Client if !self.resume_window.is_zero() && self.connection_id.is_some() => {
+            Side::Client
+                if !self.resume_window.is_zero()
+                    && self.connection_id.is_some()
+                    && self.session_outcome != Some(SessionOutcome::End) =>
+            {
                 self.resume
             }
             _ => None,

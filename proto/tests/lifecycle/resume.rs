@@ -223,3 +223,36 @@ fn server_without_store_announces_no_resume() {
     // A failure it would keep, with no window to keep it in: forgotten.
     assert_eq!(pair.session_outcomes, vec![Some(SessionOutcome::End)]);
 }
+
+#[test]
+fn an_orderly_close_leaves_the_client_nothing_to_resume() {
+    // spec/protocol.md §9.2: after an orderly close (here the server's 1001, as at
+    // shutdown) or a code it does not retry after, the client does not resume; after a
+    // lost transport it does.
+    for (code, kept) in [
+        (Some(CloseCode::GOING_AWAY), false),
+        (Some(CloseCode::NORMAL), false),
+        (Some(CloseCode::PROTOCOL_ERROR), false),
+        (Some(CloseCode::HEARTBEAT_TIMEOUT), true),
+        (None, true),
+    ] {
+        let mut pair = Pair::default_configs();
+        pair.handshake();
+        assert!(pair.client.conn.resume_ticket().is_some());
+        match code {
+            Some(code) => {
+                let now = pair.now;
+                pair.server.conn.close(code, "bye", now);
+                pair.drive();
+            }
+            None => pair.cut(),
+        }
+        assert!(pair.client.conn.is_closed(), "{code:?}");
+        assert_eq!(
+            pair.client.conn.resume_ticket().is_some(),
+            kept,
+            "after {code:?} the client {} resume",
+            if kept { "must" } else { "must not" }
+        );
+    }
+}

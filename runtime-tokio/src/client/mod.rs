@@ -688,8 +688,10 @@ impl Runner {
         if id.is_some() {
             backoff.handle_disconnected(Instant::now());
         }
-        if let Some(ticket) = conn.resume_ticket() {
-            self.ticket = Some(ticket);
+        // spec/protocol.md §9.2: resumed only after an end the client retries after; an
+        // orderly close (1001 from a server that shuts down, say) starts a new session.
+        self.ticket = conn.resume_ticket();
+        if self.ticket.is_some() {
             // spec/protocol.md §9.5: the window runs from about now on the server.
             backoff.handle_resumable(Instant::now(), conn.resume_window());
         }
