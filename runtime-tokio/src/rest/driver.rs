@@ -61,10 +61,13 @@ pub(crate) enum Command {
         trailers: Box<HeaderMap>,
         ack: oneshot::Sender<()>,
     },
-    /// Send the response head of a request we serve.
+    /// Send the response head of a request we serve; a small body that was ready at once
+    /// comes with it (`body`, then `end` ends the stream after it), so a short answer
+    /// costs one command and no credit round trip.
     Respond {
         id: StreamId,
         head: Box<ResponseHead>,
+        body: Bytes,
         end: bool,
     },
     /// The application read `n` bytes of a received body.
@@ -289,7 +292,12 @@ impl Driver {
                     Err(e) => tracing::debug!(%id, "trailers not sent: {e}"),
                 }
             }
-            Command::Respond { id, head, end } => {
+            Command::Respond {
+                id,
+                head,
+                body,
+                end,
+            } => {
                 let Ok(mut stream) = conn.stream(id) else {
                     return;
                 };
@@ -298,7 +306,12 @@ impl Driver {
                         m.request("served", head.status);
                     }
                 }
-                match stream.send_response(*head, end) {
+                let inline = !body.is_empty();
+                match stream.send_response(*head, end && !inline) {
+                    // Nothing of the stream is queued yet, so it takes the chunk whatever
+                    // the peer's window (spec/protocol.md §10.3); the machine sends it as
+                    // the window allows.
+                    Ok(()) if inline => self.send_data(conn, id, body, end),
                     Ok(()) => {}
                     // The machine already reset the stream (spec/protocol.md §5).
                     Err(e @ SendError::HeadTooLarge { .. }) => tracing::warn!(%id, "{e}"),
@@ -395,7 +408,7 @@ impl Driver {
             let credit = Credit::new();
             slot.credit = Some(credit.clone());
             let tx = self.tx.clone();
-            let task = tokio::spawn(pump(id, body, tx, credit));
+            let task = tokio::spawn(pump(id, None, body, tx, credit));
             slot.tasks.push(task.abort_handle());
         }
         self.slots.insert(id, slot);
@@ -594,16 +607,21 @@ impl Driver {
                     text_response(StatusCode::INTERNAL_SERVER_ERROR, "service failed\n")
                 }
             };
-            let (parts, body) = response.into_parts();
-            let end = body.is_end_stream();
+            let (parts, mut body) = response.into_parts();
             let head = Box::new(ResponseHead {
                 status: parts.status,
                 headers: parts.headers,
             });
-            let _ = tx.send(Command::Respond { id, head, end });
+            let (first, end, prefix) = ready_body(&mut body).await;
+            let _ = tx.send(Command::Respond {
+                id,
+                head,
+                body: first,
+                end,
+            });
             if !end {
                 // Still armed: a response body that panics resets the stream too.
-                pump(id, body, tx, credit).await;
+                pump(id, prefix, body, tx, credit).await;
             }
             guard.disarm();
         });
@@ -705,7 +723,13 @@ impl Drop for ResetOnDrop {
 /// budget, spec/protocol.md §10.3, §10.8), so an unread body waits in its source, not
 /// here. A body that fails abandons the stream (the machine picks the reset code), and a
 /// caller still waiting for the response head gets the error.
-pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, credit: Credit) {
+pub(crate) async fn pump(
+    id: StreamId,
+    prefix: Option<BodyFrame>,
+    body: BoxBody,
+    tx: CommandSender,
+    credit: Credit,
+) {
     // A body that panics (or a pump aborted with its stream still open) resets the stream,
     // so the other end hears of it at once rather than at its deadline.
     let guard = ResetOnDrop {
@@ -713,8 +737,44 @@ pub(crate) async fn pump(id: StreamId, body: BoxBody, tx: CommandSender, credit:
         tx: tx.clone(),
         armed: true,
     };
-    pump_frames(id, body, &tx, &credit).await;
+    pump_frames(id, prefix, body, &tx, &credit).await;
     guard.disarm();
+}
+
+/// One item of a body: a frame or its error.
+pub(crate) type BodyFrame = Result<http_body::Frame<Bytes>, BoxError>;
+
+/// Response bodies up to this size that are ready at once go out with their head.
+const INLINE_BODY: u64 = 16 * 1024;
+
+/// Looks at a response body once, without waiting: a small body (exact size at most
+/// [`INLINE_BODY`]) whose one data frame is ready and ends it is returned whole, to go with
+/// the head (`(bytes, true, None)`); a body already at its end gives `(empty, true, None)`.
+/// Anything else was not consumed, except a frame that could not go with the head (a data
+/// frame that does not end the body, trailers, an error), returned for the pump to send
+/// first.
+async fn ready_body(body: &mut BoxBody) -> (Bytes, bool, Option<BodyFrame>) {
+    use std::pin::Pin;
+    use std::task::Poll;
+    if body.is_end_stream() {
+        return (Bytes::new(), true, None);
+    }
+    if body.size_hint().exact().is_none_or(|n| n > INLINE_BODY) {
+        return (Bytes::new(), false, None);
+    }
+    let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
+    match polled {
+        Poll::Pending => (Bytes::new(), false, None),
+        Poll::Ready(None) => (Bytes::new(), true, None),
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(mut data) if body.is_end_stream() && data.has_remaining() => {
+                (data.copy_to_bytes(data.remaining()), true, None)
+            }
+            Ok(data) => (Bytes::new(), false, Some(Ok(http_body::Frame::data(data)))),
+            Err(frame) => (Bytes::new(), false, Some(Ok(frame))),
+        },
+        Poll::Ready(Some(Err(e))) => (Bytes::new(), false, Some(Err(e))),
+    }
 }
 
 /// How long, and how many bytes, a request body the peer no longer wants is still read
@@ -745,15 +805,25 @@ async fn linger(mut body: BoxBody) {
     let _ = tokio::time::timeout(LINGER_TIME, drained).await;
 }
 
-async fn pump_frames(id: StreamId, mut body: BoxBody, tx: &CommandSender, credit: &Credit) {
+async fn pump_frames(
+    id: StreamId,
+    mut prefix: Option<BodyFrame>,
+    mut body: BoxBody,
+    tx: &CommandSender,
+    credit: &Credit,
+) {
     // Not even the first chunk is read before the stream has room for it.
     if tx.send(Command::Ready { id }).is_err() || !credit.take().await {
         return linger(body).await;
     }
     // Here, and at the top of every turn, one unit of credit is held: one chunk may be
-    // read and sent.
+    // read and sent (the frame already read, if any, first).
     loop {
-        match body.frame().await {
+        let next = match prefix.take() {
+            Some(frame) => Some(frame),
+            None => body.frame().await,
+        };
+        match next {
             None => {
                 let _ = tx.send(Command::Data {
                     id,
@@ -909,5 +979,80 @@ mod tests {
             received + queued,
             "a chunk was read ahead of credit"
         );
+    }
+}
+
+#[cfg(test)]
+mod ready_body_tests {
+    use super::*;
+
+    fn full(n: usize) -> BoxBody {
+        http_body_util::Full::new(Bytes::from(vec![3u8; n]))
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+
+    /// A small body that is ready goes with the head; a large one, or one that is not
+    /// ready, is left to the pump untouched; a frame read that cannot go with the head is
+    /// handed to the pump, not lost.
+    #[tokio::test]
+    async fn only_a_small_ready_body_goes_with_the_head() {
+        let mut small = full(100);
+        let (bytes, end, prefix) = ready_body(&mut small).await;
+        assert_eq!((bytes.len(), end, prefix.is_none()), (100, true, true));
+
+        let mut empty = full(0);
+        let (bytes, end, prefix) = ready_body(&mut empty).await;
+        assert_eq!((bytes.len(), end, prefix.is_none()), (0, true, true));
+
+        let mut large = full(INLINE_BODY as usize + 1);
+        let (bytes, end, prefix) = ready_body(&mut large).await;
+        assert_eq!((bytes.len(), end, prefix.is_none()), (0, false, true));
+        assert_eq!(
+            large
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap()
+                .len(),
+            INLINE_BODY as usize + 1,
+            "a large body is left whole to the pump"
+        );
+
+        // Two ready chunks whose total is known and small: the first is read but does not
+        // end the body, so it comes back for the pump.
+        let chunks = futures_util::stream::iter([
+            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"ab"))),
+            Ok(http_body::Frame::data(Bytes::from_static(b"cd"))),
+        ]);
+        let mut two = http_body_util::StreamBody::new(chunks).boxed_unsync();
+        let (bytes, end, prefix) = ready_body(&mut two).await;
+        assert!(bytes.is_empty() && !end);
+        // StreamBody gives no exact size: nothing is read at all.
+        assert!(prefix.is_none());
+        let (bytes, end, prefix) =
+            ready_body(&mut http_body_util::BodyExt::boxed_unsync(WithLen(two, 2))).await;
+        assert!(bytes.is_empty() && !end);
+        let frame = prefix.expect("the frame read is handed on").unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"ab"));
+    }
+
+    /// A body with an exact size hint that it does not end after one frame.
+    struct WithLen(BoxBody, u64);
+
+    impl http_body::Body for WithLen {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            std::pin::Pin::new(&mut self.0).poll_frame(cx)
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.1)
+        }
     }
 }
