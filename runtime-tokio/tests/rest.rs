@@ -748,3 +748,56 @@ async fn a_request_body_that_panics_resets_the_stream_at_once() {
     client.close().await;
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A service handed to `bind_serving` / `connect_serving` answers the very first request,
+/// made the moment the other end hears of the connection: there is no window in which the
+/// machine answers `501` because the service was attached after the handshake (the
+/// conformance runner met that 501 from `tether client --upstream` on a loaded machine,
+/// where `serve` came after `connect`).
+#[tokio::test]
+async fn services_given_at_the_start_answer_the_first_request() {
+    let (server, mut server_events) = Server::bind_serving(
+        ServerConfig::new("127.0.0.1:0".parse().unwrap()),
+        api("server"),
+    )
+    .await
+    .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    let (client, mut events) =
+        Client::connect_serving(&url, ClientConfig::new("null".to_owned()), api("device")).unwrap();
+    let id = match tokio::time::timeout(GUARD, server_events.recv()).await {
+        Ok(Some(ServerEvent::Received { id, .. })) => id,
+        other => panic!("no Received event: {other:?}"),
+    };
+    // At once, from both ends.
+    let device = server.peer(&id).expect("registered");
+    let to_device = device.request(Request::get("/items/1").body(Body::empty()).unwrap());
+    connected(&mut events).await;
+    let to_server = client
+        .peer()
+        .request(Request::get("/items/2").body(Body::empty()).unwrap());
+    let (a, b) = tokio::join!(to_device, to_server);
+    assert_eq!(a.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(b.unwrap().status(), StatusCode::CREATED);
+
+    // Without a service, the machine's 501 (what the race produced).
+    let (bare, mut bare_events) =
+        Client::connect(&url, ClientConfig::new("null".to_owned())).unwrap();
+    let bare_id = connected(&mut bare_events).await;
+    loop {
+        match tokio::time::timeout(GUARD, server_events.recv()).await {
+            Ok(Some(ServerEvent::Received { id, .. })) if id == bare_id => break,
+            Ok(Some(_)) => continue,
+            other => panic!("no Received event: {other:?}"),
+        }
+    }
+    let response = server
+        .peer(&bare_id)
+        .expect("registered")
+        .request(Request::get("/items/3").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
+    bare.close().await;
+    client.close().await;
+}

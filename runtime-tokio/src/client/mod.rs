@@ -254,6 +254,39 @@ impl Client {
         url: &str,
         config: ClientConfig,
     ) -> Result<(Client, EventStream<ClientEvent>), ClientError> {
+        Self::start(url, config, SharedService::default())
+    }
+
+    /// [`connect`](Self::connect), serving the server's requests with `service` from the
+    /// first connection on (see [`serve`](Self::serve)): no request can meet the `501` of
+    /// a client whose service is not attached yet, however fast the handshake completes.
+    pub fn connect_serving<S, B>(
+        url: &str,
+        config: ClientConfig,
+        service: S,
+    ) -> Result<(Client, EventStream<ClientEvent>), ClientError>
+    where
+        S: tower::Service<http::Request<crate::rest::Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: bytes::Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        let slot = SharedService::default();
+        slot.set(service);
+        Self::start(url, config, slot)
+    }
+
+    fn start(
+        url: &str,
+        config: ClientConfig,
+        service: SharedService,
+    ) -> Result<(Client, EventStream<ClientEvent>), ClientError> {
         let target = Target::parse(url, &config)?;
         // Checks the metadata now rather than on every attempt.
         Connection::client(
@@ -266,7 +299,6 @@ impl Client {
         let (commands, rx) = mpsc::channel(4);
         let (current_tx, current) = watch::channel(None);
         let (link_tx, link) = watch::channel(None);
-        let service = SharedService::default();
         let rest = config.rest.clone();
         let span = tracing::info_span!("tether_client", url = %url, id = tracing::field::Empty);
         let task = tokio::spawn(
@@ -313,10 +345,9 @@ impl Client {
 
     /// Serves the server's requests with `service` (an axum `Router` works as it is), on
     /// this and every later connection; it replaces any earlier service. Each request
-    /// carries a [`ConnectionInfo`] in its extensions. Until
-    /// a service is set, requests are answered `501 Not Implemented`; set it right after
-    /// [`connect`](Self::connect) (before the handshake can complete) to serve from the
-    /// first request on. See [`crate::rest`].
+    /// carries a [`ConnectionInfo`] in its extensions. Until a service is set, requests are
+    /// answered `501 Not Implemented`: to serve from the first request on, pass the service
+    /// to [`connect_serving`](Self::connect_serving) instead. See [`crate::rest`].
     pub fn serve<S, B>(&self, service: S)
     where
         S: tower::Service<http::Request<crate::rest::Body>, Response = http::Response<B>>

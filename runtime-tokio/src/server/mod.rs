@@ -447,6 +447,32 @@ impl Server {
         .await
     }
 
+    /// [`bind`](Self::bind), serving the clients' requests with `service` from the first
+    /// connection on (see [`serve`](Self::serve)): no client can meet the `501` of a server
+    /// whose service is not attached yet.
+    pub async fn bind_serving<S, B>(
+        config: ServerConfig,
+        service: S,
+    ) -> io::Result<(Server, EventStream<ServerEvent>)>
+    where
+        S: tower::Service<http::Request<crate::rest::Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: bytes::Buf + Send,
+        B::Error: Into<BoxError>,
+    {
+        let listener = TcpListener::bind(config.listen).await?;
+        let slot = SharedService::default();
+        slot.set(service);
+        let accept_all = |_req: HelloRequest| std::future::ready(Decision::Accept);
+        Self::start(listener, config, accept_all, slot)
+    }
+
     /// Binds `config.listen`; `hook` decides on every HELLO. Returns the server and a
     /// stream of its events (more with [`events`](Self::events)).
     pub async fn bind_with_hook(
@@ -462,6 +488,15 @@ impl Server {
         listener: TcpListener,
         config: ServerConfig,
         hook: impl HelloHook,
+    ) -> io::Result<(Server, EventStream<ServerEvent>)> {
+        Self::start(listener, config, hook, SharedService::default())
+    }
+
+    fn start(
+        listener: TcpListener,
+        config: ServerConfig,
+        hook: impl HelloHook,
+        service: SharedService,
     ) -> io::Result<(Server, EventStream<ServerEvent>)> {
         let (events, stream) = Publisher::new(config.event_capacity);
         let policy = AcceptPolicy {
@@ -487,7 +522,7 @@ impl Server {
             store: Mutex::new(store),
             events,
             serial: AtomicU64::new(0),
-            service: SharedService::default(),
+            service,
             metrics,
         });
         let weak = Arc::downgrade(&shared);

@@ -63,7 +63,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
     }
     block_on(async move {
-        let (client, mut events) = match Client::connect(&args.url, config) {
+        // The upstream serves from the first connection on: a request that arrives right
+        // after the handshake finds it, never a 501.
+        let connected = match args.tunnel.upstream() {
+            Some(upstream) => Client::connect_serving(&args.url, config, upstream),
+            None => Client::connect(&args.url, config),
+        };
+        let (client, mut events) = match connected {
             Ok(ok) => ok,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -78,9 +84,6 @@ pub(crate) fn run(args: Args) -> ExitCode {
                     return code;
                 }
             };
-        if let Some(upstream) = args.tunnel.upstream() {
-            client.serve(upstream);
-        }
         let gateway = match args.tunnel.gateway(Target::Peer(client.peer())).await {
             Ok(gateway) => gateway,
             Err(e) => {

@@ -106,7 +106,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
     }
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     block_on(async move {
-        let (server, mut events) = match Server::bind(config).await {
+        // The upstream serves from the first connection on (no 501 for an early client).
+        let bound = match args.tunnel.upstream() {
+            Some(upstream) => Server::bind_serving(config, upstream).await,
+            None => Server::bind(config).await,
+        };
+        let (server, mut events) = match bound {
             Ok(ok) => ok,
             Err(e) => {
                 eprintln!("error: cannot listen on {}: {e}", args.listen);
@@ -121,9 +126,6 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 return code;
             }
         };
-        if let Some(upstream) = args.tunnel.upstream() {
-            server.serve(upstream);
-        }
         let gateway = match args
             .tunnel
             .gateway(Target::Server(server.connections()))
