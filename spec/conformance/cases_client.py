@@ -68,28 +68,6 @@ def _no_connection(listener, seconds, why):
     raise Violation(why)
 
 
-class Requests:
-    """Opens server streams 2, 4, 6, … on a peer (the runner is the server)."""
-
-    def __init__(self, peer):
-        self.peer, self.next_id = peer, 2
-
-    def open(self, method, target, fields=(), body=None, end=True, raw_head=None, flags=None):
-        sid = self.next_id
-        self.next_id += 2
-        head = raw_head if raw_head is not None else tw.request_head(method, target, fields)
-        if flags is None:
-            flags = tw.END_STREAM if end and not body else 0
-        frames = [tw.frame(tw.HEADERS, flags, sid, head)]
-        if body:
-            frames.append(tw.frame(tw.DATA, tw.END_STREAM if end else 0, sid, body))
-        self.peer.send(*frames)
-        return sid
-
-    def get(self, target, fields=()):
-        return self.peer.read_response(self.open("GET", target, fields))
-
-
 class Call(threading.Thread):
     """An HTTP request to the client's gateway, made in a thread (the runner must answer it
     on the Tether connection meanwhile). `get` returns (status, fields, body)."""
@@ -530,7 +508,7 @@ def client_answers_server_requests(ctx):
     connection-specific field, a canonical or empty reason; HEAD and a 204 end without
     DATA bytes."""
     _, _, peer = _connect(ctx)
-    req = Requests(peer)
+    req = tw.Requests(peer, 2)
     status, fields, body, _ = req.get("/bytes/50000")
     if status != 200 or body != tw.pattern(50000):
         raise Violation(f"GET /bytes/50000: {status}, {len(body)} bytes, content "
@@ -554,7 +532,7 @@ def client_sends_within_the_servers_windows(ctx):
     credit, both bodies arrive whole."""
     _, _, peer = _connect(ctx, INITIAL_STREAM_WINDOW=4096, INITIAL_CONNECTION_WINDOW=6000,
                           MAX_FRAME_PAYLOAD=1024)
-    req = Requests(peer)
+    req = tw.Requests(peer, 2)
     sids = [req.open("GET", "/bytes/50000"), req.open("GET", "/bytes/50000")]
     got = {sid: bytearray() for sid in sids}
     done = set()
@@ -666,7 +644,7 @@ def client_resets_malformed_heads(ctx):
     request on that id afterwards STREAM_CLOSED; content-length 10 with 5 bytes and
     END_STREAM: PROTOCOL_ERROR."""
     _, _, peer = _connect(ctx)
-    req = Requests(peer)
+    req = tw.Requests(peer, 2)
     for what, head, rid in HEAD_ERRORS:
         sid = req.open(None, None, raw_head=head)
         try:
@@ -698,7 +676,7 @@ def client_resets_on_deadline(ctx):
     """GET /delay/3000 with tether-timeout: 300: the client resets with TIMEOUT, not before
     300 ms, well before 3 s; tether-timeout: abc is reset with PROTOCOL_ERROR."""
     _, _, peer = _connect(ctx)
-    req = Requests(peer)
+    req = tw.Requests(peer, 2)
     started = time.monotonic()
     sid = req.open("GET", "/delay/3000", [("tether-timeout", "300")])
     peer.expect_reset(sid, tw.R["TIMEOUT"], timeout=2.5)

@@ -321,33 +321,6 @@ def orderly_or_fatal_ends_discard_the_session(ctx):
 
 # ---- §4, §10 streams ---------------------------------------------------------------------
 
-class Requests:
-    """Opens client streams 1, 3, 5, … on a peer."""
-
-    def __init__(self, peer):
-        self.peer, self.next_id = peer, 1
-
-    def open(self, method, target, fields=(), body=None, end=True, raw_head=None, flags=None):
-        sid = self.next_id
-        self.next_id += 2
-        head = raw_head if raw_head is not None else tw.request_head(method, target, fields)
-        if flags is None:
-            flags = tw.END_STREAM if end and not body else 0
-        frames = [tw.frame(tw.HEADERS, flags, sid, head)]
-        if body:
-            size = self.peer.limit("MAX_FRAME_PAYLOAD")
-            chunks = [body[i:i + size] for i in range(0, len(body), size)]
-            for i, chunk in enumerate(chunks):
-                last = end and i == len(chunks) - 1
-                frames.append(tw.frame(tw.DATA, tw.END_STREAM if last else 0, sid, chunk))
-        self.peer.send(*frames)
-        return sid
-
-    def get(self, target, fields=()):
-        sid = self.open("GET", target, fields)
-        return self.peer.read_response(sid)
-
-
 @case("requests_are_answered_correctly",
       ["4.3-6", "4.3-1", "4.2-1", "4-1", "10.4-1", "3.1-1", "3.1-2", "3.2-1"], "server",
       needs=("routes",))
@@ -356,7 +329,7 @@ def requests_are_answered_correctly(ctx):
     names, no connection-specific field, a canonical or empty reason; HEAD and a 204 end
     without DATA bytes; a POST body is echoed."""
     peer = ctx.dial()
-    req = Requests(peer)
+    req = tw.Requests(peer, 1)
     status, fields, body, _ = req.get("/bytes/100000")
     if status != 200 or body != tw.pattern(100000):
         raise Violation(f"GET /bytes/100000: {status}, {len(body)} bytes, content "
@@ -387,7 +360,8 @@ def a_frame_of_max_frame_payload_is_accepted(ctx):
     if limit > window or limit > 4 << 20:
         raise Skip(f"MAX_FRAME_PAYLOAD {limit} above the window {window} or 4 MiB")
     payload = tw.pattern(limit)
-    sid = Requests(peer).open("POST", "/echo", [("content-length", str(limit))], payload)
+    sid = tw.Requests(peer, 1).open("POST", "/echo", [("content-length", str(limit))],
+                                    payload)
     status, _, body, _ = peer.read_response(sid)
     if body != payload:
         raise Violation(f"a DATA frame of MAX_FRAME_PAYLOAD ({limit}) bytes was not "
@@ -424,7 +398,7 @@ def malformed_heads_reset_the_stream(ctx):
     """Each malformed request head resets its stream with PROTOCOL_ERROR and leaves the
     connection up (a good request afterwards is answered)."""
     peer = ctx.dial()
-    req = Requests(peer)
+    req = tw.Requests(peer, 1)
     for what, head, rid in HEAD_ERRORS:
         sid = req.open(None, None, raw_head=head)
         try:
@@ -461,7 +435,7 @@ def head_limits_reset_with_head_too_large(ctx):
     """A head over the announced MAX_HEAD_SIZE, or with more fields than MAX_HEADER_COUNT,
     resets the stream with HEAD_TOO_LARGE; the connection stays up."""
     peer = ctx.dial()
-    req = Requests(peer)
+    req = tw.Requests(peer, 1)
     size = min(peer.limit("MAX_HEAD_SIZE"), peer.limit("MAX_FRAME_PAYLOAD"))
     count = peer.limit("MAX_HEADER_COUNT")
     if size < peer.limit("MAX_FRAME_PAYLOAD"):
@@ -480,7 +454,7 @@ def content_length_must_match_the_body(ctx):
     """content-length 10 with 5 bytes then END_STREAM, or with 11 bytes: RESET
     PROTOCOL_ERROR; END_STREAM on the head with content-length 3: the same."""
     peer = ctx.dial()
-    req = Requests(peer)
+    req = tw.Requests(peer, 1)
     sid = req.open("POST", "/echo", [("content-length", "10")], b"12345")
     peer.expect_reset(sid, tw.R["PROTOCOL_ERROR"])
     sid = req.open("POST", "/echo", [("content-length", "10")], b"12345678901")
@@ -526,7 +500,7 @@ def zero_window_increments(ctx):
     """WINDOW_UPDATE with increment 0 on an open stream resets it with PROTOCOL_ERROR; on
     stream 0 it closes with 4000."""
     peer = ctx.dial()
-    sid = Requests(peer).open("GET", "/delay/2000")
+    sid = tw.Requests(peer, 1).open("GET", "/delay/2000")
     peer.send(tw.window_update(sid, 0))
     peer.expect_reset(sid, tw.R["PROTOCOL_ERROR"])
     peer.send(tw.window_update(0, 0))
@@ -538,7 +512,7 @@ def windows_never_exceed_2_31(ctx):
     """A WINDOW_UPDATE that takes a stream window above 2^31-1 resets it with
     FLOW_CONTROL_ERROR; one that does so to the connection window closes with 4006."""
     peer = ctx.dial()
-    sid = Requests(peer).open("GET", "/delay/2000")
+    sid = tw.Requests(peer, 1).open("GET", "/delay/2000")
     peer.send(tw.window_update(sid, 2**31 - 1))
     peer.expect_reset(sid, tw.R["FLOW_CONTROL_ERROR"])
     peer.send(tw.window_update(0, 2**31 - 1))
@@ -555,7 +529,7 @@ def the_server_sends_within_the_clients_windows(ctx):
     settings = ctx.client_settings(INITIAL_STREAM_WINDOW=4096,
                                    INITIAL_CONNECTION_WINDOW=6000, MAX_FRAME_PAYLOAD=1024)
     peer = ctx.dial(settings=settings)
-    req = Requests(peer)
+    req = tw.Requests(peer, 1)
     sids = [req.open("GET", "/bytes/50000"), req.open("GET", "/bytes/50000")]
     got = {sid: bytearray() for sid in sids}
     heads = set()
@@ -628,7 +602,7 @@ def concurrency_limit_refuses_the_stream_over_it(ctx):
     limit = peer.limit("MAX_CONCURRENT_STREAMS")
     if limit > 512:
         raise Skip(f"MAX_CONCURRENT_STREAMS {limit} (runs with at most 512)")
-    req = Requests(peer)
+    req = tw.Requests(peer, 1)
     head = tw.request_head("GET", "/delay/1500")
     sids = []
     for _ in range(limit + 1):
@@ -647,7 +621,7 @@ def deadlines_reset_with_timeout(ctx):
     by the server, not before 300 ms, well before 3 s; tether-timeout: 0 is valid and
     resets at once."""
     peer = ctx.dial()
-    req = Requests(peer)
+    req = tw.Requests(peer, 1)
     started = time.monotonic()
     sid = req.open("GET", "/delay/3000", [("tether-timeout", "300")])
     peer.expect_reset(sid, tw.R["TIMEOUT"], timeout=2.5)

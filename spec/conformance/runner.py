@@ -22,6 +22,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tether_wire as tw  # noqa: E402
 
+# What the runner announces: the defaults of spec/protocol.md §5, §8.4 and §10, explicitly.
+LIMITS = {"MAX_FRAME_PAYLOAD": 65_536, "MAX_HEAD_SIZE": 16_384, "MAX_HEADER_COUNT": 100,
+          "MAX_CONCURRENT_STREAMS": 128, "INITIAL_STREAM_WINDOW": 262_144,
+          "INITIAL_CONNECTION_WINDOW": 1_048_576}
+CLIENT_SETTINGS = dict(LIMITS, HEARTBEAT_INTERVAL_MS=10_000, HEARTBEAT_TIMEOUT_MS=30_000,
+                       HEARTBEAT_CARRIER=0)
+SERVER_SETTINGS = dict(LIMITS, HEARTBEAT_INTERVAL_MS=0, HEARTBEAT_CARRIER=0,
+                       RESUME_WINDOW_MS=30_000)
+
+
 class Context:
     """What a case gets: the target (started per case or shared), the runner's origin,
     options, and helpers to connect (server mode) or accept (client mode)."""
@@ -114,12 +124,7 @@ class Context:
 
     @staticmethod
     def client_settings(**over):
-        s = {"HEARTBEAT_INTERVAL_MS": 10_000, "HEARTBEAT_TIMEOUT_MS": 30_000,
-             "HEARTBEAT_CARRIER": 0, "MAX_FRAME_PAYLOAD": 65_536, "MAX_HEAD_SIZE": 16_384,
-             "MAX_HEADER_COUNT": 100, "MAX_CONCURRENT_STREAMS": 128,
-             "INITIAL_STREAM_WINDOW": 262_144, "INITIAL_CONNECTION_WINDOW": 1_048_576}
-        s.update(over)
-        return [(tw.S[k], v) for k, v in sorted(s.items(), key=lambda kv: tw.S[kv[0]])]
+        return tw.settings_list(CLIENT_SETTINGS, over)
 
     # ---- client mode: the target is a client -------------------------------------------
 
@@ -175,13 +180,7 @@ class Context:
 
     @staticmethod
     def server_settings(**over):
-        s = {"HEARTBEAT_INTERVAL_MS": 0, "HEARTBEAT_CARRIER": 0,
-             "MAX_FRAME_PAYLOAD": 65_536, "MAX_HEAD_SIZE": 16_384, "MAX_HEADER_COUNT": 100,
-             "MAX_CONCURRENT_STREAMS": 128, "INITIAL_STREAM_WINDOW": 262_144,
-             "INITIAL_CONNECTION_WINDOW": 1_048_576, "RESUME_WINDOW_MS": 30_000}
-        s.update(over)
-        return [(tw.S[k], v) for k, v in sorted(s.items(), key=lambda kv: tw.S[kv[0]])
-                if v is not None]
+        return tw.settings_list(SERVER_SETTINGS, over)
 
     def cleanup(self):
         for sock in self.conns:

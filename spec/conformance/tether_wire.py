@@ -152,6 +152,14 @@ def check_sent_frame(f):
         raise Violation("sent trailers without END_STREAM [3.4.4-1]")
 
 
+def settings_list(defaults, over):
+    """(id, value) pairs in increasing id order from settings by name: `over` replaces or
+    (with None) removes entries of `defaults`."""
+    s = dict(defaults)
+    s.update(over)
+    return [(S[k], v) for k, v in sorted(s.items(), key=lambda kv: S[kv[0]]) if v is not None]
+
+
 def settings_block(pairs):
     """pairs: dict or list of (id or name, value); order kept as given."""
     items = list(pairs.items()) if isinstance(pairs, dict) else list(pairs)
@@ -745,6 +753,34 @@ class Peer:
                               window_update(0, len(f.payload)))
                 if f.flags & END_STREAM:
                     return status, fields, bytes(body), None
+
+
+class Requests:
+    """Opens streams on a peer: 1, 3, 5, … for the runner as client (first_id 1), 2, 4,
+    6, … as server (first_id 2). A body is split into DATA frames of the peer's
+    MAX_FRAME_PAYLOAD."""
+
+    def __init__(self, peer, first_id):
+        self.peer, self.next_id = peer, first_id
+
+    def open(self, method, target, fields=(), body=None, end=True, raw_head=None, flags=None):
+        sid = self.next_id
+        self.next_id += 2
+        head = raw_head if raw_head is not None else request_head(method, target, fields)
+        if flags is None:
+            flags = END_STREAM if end and not body else 0
+        frames = [frame(HEADERS, flags, sid, head)]
+        if body:
+            size = self.peer.limit("MAX_FRAME_PAYLOAD")
+            chunks = [body[i:i + size] for i in range(0, len(body), size)]
+            for i, chunk in enumerate(chunks):
+                last = end and i == len(chunks) - 1
+                frames.append(frame(DATA, END_STREAM if last else 0, sid, chunk))
+        self.peer.send(*frames)
+        return sid
+
+    def get(self, target, fields=()):
+        return self.peer.read_response(self.open("GET", target, fields))
 
 
 # --- the HTTP origin the runner hosts (the target's upstream) -----------------------
