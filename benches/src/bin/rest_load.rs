@@ -233,6 +233,13 @@ async fn main() -> Result<(), Error> {
         )
     })?;
     JSON.store(args.json, Ordering::Relaxed);
+    // Everything runs in a spawned task, on the runtime's worker threads: the main thread
+    // (where `main`'s own future runs) would add a cross-thread wake-up to every step the
+    // measuring loop takes itself (the floor, the head-of-line requests).
+    tokio::spawn(run(args)).await?
+}
+
+async fn run(args: Args) -> Result<(), Error> {
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
     let (h2, h2_base) = h2_start().await?;
     let mut rig = Rig {
