@@ -1,48 +1,76 @@
-//! Load run: REST over one Tether connection, next to plain HTTP/1.1 on the same machine, in
-//! the same run, over real loopback sockets. Both ends of both run in this one process on
-//! one tokio runtime (two worker threads), so each measurement pays for both ends.
+//! Load run: REST over one Tether connection, next to hyper's HTTP/1.1 and HTTP/2 on the same
+//! machine, in the same run, over real loopback sockets, with a raw WebSocket ping-pong as
+//! the floor of one round trip. Both ends of everything run in this one process on one tokio
+//! runtime (two worker threads), so each measurement pays for both ends.
 //!
 //! ```text
-//! rest_load [--concurrency C] [--requests N] [--body-mib M] [--rounds R] [--window-kib W]
-//!           [--only small|large|tether-large|http1-large]
+//! rest_load [--json] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R]
+//!           [--window-kib W] [--only small|tether-small|large|tether-large|http1-large|h2-large|hol|floor]
 //! ```
 //!
-//! Defaults: C = 64, N = 20,000, M = 64, R = 3, and Tether's default configuration.
-//! `--window-kib W` sets Tether's stream window and send buffer to W KiB and its
-//! connection window to 4 W KiB on both ends (default 256 KiB, 256 KiB and 1 MiB), to see
-//! how much of the large-body rate is flow control. `--only` runs one part: `small`, `large`
-//! (the three large-body measurements), `tether-large` (only Tether's two large-body
-//! transfers, e.g. under a profiler) or `http1-large` (only the HTTP/1.1 one).
+//! Defaults: C = 1,128 (each listed concurrency is measured), N = 20,000, M = 256, R = 5, and
+//! Tether's default configuration. `--window-kib W` sets Tether's stream window and send
+//! buffer to W KiB and its connection window to 4 W KiB on both ends (default 256 KiB,
+//! 256 KiB and 1 MiB), to see how much of the large-body rate is flow control. `--only` runs
+//! one part: `small`, `tether-small` (only Tether's, e.g. under a profiler), `large` (the
+//! four large-body measurements), `tether-large` (only
+//! Tether's two large-body transfers, e.g. under a profiler), `http1-large`, `h2-large`,
+//! `hol` or `floor`. `--json` prints one JSON object on stdout (the human text goes to
+//! stderr then); a measurement that did not run is `null` in it.
 //!
 //! Measured, each round, in this order:
 //!
-//! - **small requests, Tether**: `C` callers, each sending `N / C` requests one after the
-//!   other (`GET /small`, a 60-byte answer, status and length checked), all over the one
-//!   Tether connection, once server → client (`Server::peer`) and once client → server
-//!   (`Client::peer`): requests per second.
-//! - **small requests, HTTP/1.1 baseline**: the same requests to a hyper HTTP/1.1 server,
-//!   `C` callers each on its own keep-alive TCP connection (HTTP/1.1 runs one request at a
-//!   time per connection, so this is the same concurrency).
-//! - **one large body**: `M` MiB streamed in 64 KiB chunks to `POST /sink`, which counts the
-//!   bytes as they arrive and answers the count (checked): Tether both ways, and HTTP/1.1
-//!   on one keep-alive connection. MiB per second, from the request to the answer.
+//! - **small requests**, for each concurrency C: C callers, each sending its share of N
+//!   requests one after the other (`GET /small`, a 60-byte answer, status and length
+//!   checked), timing each request. Tether: all C over the one connection, once
+//!   server → client (`Server::peer`) and once client → server (`Client::peer`). HTTP/1.1:
+//!   one keep-alive TCP connection per caller (HTTP/1.1 runs one request at a time per
+//!   connection, so this is the same concurrency). HTTP/2: all C callers as concurrent
+//!   streams on ONE h2c connection (prior knowledge, no upgrade), like Tether. Requests per
+//!   second, and the p50 / p99 of the requests' latencies.
+//! - **one large body**: M MiB streamed in 64 KiB chunks to `POST /sink`, which counts the
+//!   bytes as they arrive and answers the count (checked): Tether both ways, HTTP/1.1 on one
+//!   keep-alive connection, HTTP/2 on the h2 connection. MiB per second, from the request to
+//!   the answer.
+//! - **head-of-line**: while one M MiB body streams client → server on the Tether
+//!   connection, `GET /small` requests client → server on the SAME connection, one at a
+//!   time, from when the first MiB of the body has been handed over until its answer
+//!   arrives: their p50 / p99 latency and how many fitted. The same on the h2 connection,
+//!   for comparison.
+//! - **floor**: N round trips of one 64-byte binary message echoed over one raw
+//!   tokio-tungstenite WebSocket on loopback (one message at a time, `TCP_NODELAY`): the
+//!   least one request over a WebSocket can take, in µs (mean, p50, p99).
 //!
 //! A warm-up round (a tenth of the requests, a quarter of the body) comes first and is not
-//! reported. Results and the commands that produced them: benches/RESULTS.md.
+//! reported. Rates and latencies are medians over the rounds. A ratio is Tether / peer: the
+//! median of each round's own ratio, since the two are measured seconds apart and the
+//! machine's load moves both. The unprefixed ratio keys (`small_c1_vs_http1`,
+//! `small_c128_vs_h2`, `large_vs_http1`, `large_vs_h2`) use Tether client → server: the
+//! same direction as the peers (the side that connected sends the request and the body, and
+//! a WebSocket client masks what it sends); the `_s2c_` keys are the other direction.
+//! hyper runs with its defaults (h2: 16 KiB frames; stream / connection windows 1 MiB /
+//! 1 MiB on the server, 2 MiB / 5 MiB on the client; at most 200 concurrent streams).
+//!
+//! Results and the commands that produced them: benches/RESULTS.md.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2::SendRequest as H2SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tether_proto::connection::Config;
 use tether_proto::streams::StreamsConfig;
 use tether_tokio::client::{Client, ClientConfig};
@@ -50,21 +78,40 @@ use tether_tokio::rest::{Body, Peer};
 use tether_tokio::server::{Server, ServerConfig, ServerEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
 
 /// The answer of `GET /small`.
 const SMALL: &[u8] = b"{\"ok\":true,\"pad\":\"0123456789abcdef0123456789abcdef0123456\"}\n";
-/// Chunk size of the large body, on both transports.
+/// Chunk size of the large body, on every transport.
 const CHUNK: usize = 64 * 1024;
+/// The bytes every large body is made of (sliced, never copied on the sending side).
+static CHUNK_DATA: [u8; CHUNK] = [0x5a; CHUNK];
+/// The size of the floor's message.
+const PING: usize = 64;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// With `--json`, the human text goes to stderr.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+macro_rules! say {
+    ($($t:tt)*) => {
+        if JSON.load(Ordering::Relaxed) {
+            eprintln!($($t)*)
+        } else {
+            println!($($t)*)
+        }
+    };
+}
+
 struct Args {
-    concurrency: usize,
+    concurrency: Vec<usize>,
     requests: usize,
     body_mib: u64,
     rounds: usize,
     window_kib: Option<u32>,
     only: Only,
+    json: bool,
 }
 
 /// Which measurements run (`--only`).
@@ -72,62 +119,92 @@ struct Args {
 enum Only {
     All,
     Small,
+    TetherSmall,
     Large,
     TetherLarge,
     Http1Large,
+    H2Large,
+    Hol,
+    Floor,
 }
 
 impl Only {
     fn small(self) -> bool {
+        matches!(self, Only::All | Only::Small | Only::TetherSmall)
+    }
+    fn peers_small(self) -> bool {
         matches!(self, Only::All | Only::Small)
     }
-    fn large(self) -> bool {
+    fn tether_large(self) -> bool {
         matches!(self, Only::All | Only::Large | Only::TetherLarge)
     }
     fn http1_large(self) -> bool {
         matches!(self, Only::All | Only::Large | Only::Http1Large)
     }
+    fn h2_large(self) -> bool {
+        matches!(self, Only::All | Only::Large | Only::H2Large)
+    }
+    fn hol(self) -> bool {
+        matches!(self, Only::All | Only::Hol)
+    }
+    fn floor(self) -> bool {
+        matches!(self, Only::All | Only::Floor)
+    }
+}
+
+fn positive(flag: &str, value: &str) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or(format!("{flag}: not a positive number: {value}"))
 }
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
-        concurrency: 64,
+        concurrency: vec![1, 128],
         requests: 20_000,
-        body_mib: 64,
-        rounds: 3,
+        body_mib: 256,
+        rounds: 5,
         window_kib: None,
         only: Only::All,
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        if flag == "--only" {
-            a.only = match value.as_str() {
-                "small" => Only::Small,
-                "large" => Only::Large,
-                "tether-large" => Only::TetherLarge,
-                "http1-large" => Only::Http1Large,
-                other => {
-                    return Err(format!(
-                        "--only: small, large, tether-large or http1-large, not {other}"
-                    ))
-                }
-            };
+        if flag == "--json" {
+            a.json = true;
             continue;
         }
-        let n: usize = value
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or(format!("{flag}: not a positive number: {value}"))?;
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--concurrency" => a.concurrency = n,
-            "--requests" => a.requests = n,
-            "--body-mib" => a.body_mib = n as u64,
-            "--rounds" => a.rounds = n,
+            "--only" => {
+                a.only = match value.as_str() {
+                    "small" => Only::Small,
+                    "tether-small" => Only::TetherSmall,
+                    "large" => Only::Large,
+                    "tether-large" => Only::TetherLarge,
+                    "http1-large" => Only::Http1Large,
+                    "h2-large" => Only::H2Large,
+                    "hol" => Only::Hol,
+                    "floor" => Only::Floor,
+                    other => return Err(format!(
+                        "--only: small, tether-small, large, tether-large, http1-large, h2-large, hol or floor, not {other}"
+                    )),
+                }
+            }
+            "--concurrency" => {
+                a.concurrency = value
+                    .split(',')
+                    .map(|v| positive(&flag, v))
+                    .collect::<Result<_, _>>()?
+            }
+            "--requests" => a.requests = positive(&flag, &value)?,
+            "--body-mib" => a.body_mib = positive(&flag, &value)? as u64,
+            "--rounds" => a.rounds = positive(&flag, &value)?,
             "--window-kib" => {
                 a.window_kib = Some(
-                    u32::try_from(n)
+                    u32::try_from(positive(&flag, &value)?)
                         .ok()
                         .filter(|&w| w <= 1 << 20)
                         .ok_or("--window-kib: at most 1048576")?,
@@ -136,96 +213,276 @@ fn args() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if a.requests < a.concurrency {
-        return Err("--requests must be at least --concurrency".into());
+    if a.concurrency.iter().any(|&c| a.requests < c) {
+        return Err("--requests must be at least every --concurrency".into());
     }
     Ok(a)
 }
+
+/// Everything measured, started once.
+struct Rig {
+    tether: Tether,
+    http1: Http1,
+    h2: H2SendRequest<Chunks>,
+    h2_base: String,
+    floor: Floor,
+}
+
+/// One round's figures by name (see `round`); NaN when not measured.
+type Row = BTreeMap<String, f64>;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Error> {
     let args = args().map_err(|e| {
         format!(
-            "{e}\nusage: rest_load [--concurrency C] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|large|tether-large|http1-large]"
+            "{e}\nusage: rest_load [--json] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|tether-small|large|tether-large|http1-large|h2-large|hol|floor]"
         )
     })?;
-    let (c, n, mib) = (args.concurrency, args.requests, args.body_mib);
-    let tether = Tether::start(args.window_kib).await?;
-    let mut http1 = Http1::start(c).await?;
-    println!(
-        "rest_load: {c} concurrent callers, {n} small requests per measurement, {mib} MiB body; {} rounds after a warm-up; tether windows: {}",
+    JSON.store(args.json, Ordering::Relaxed);
+    // Everything runs in a spawned task, on the runtime's worker threads: the main thread
+    // (where `main`'s own future runs) would add a cross-thread wake-up to every step the
+    // measuring loop takes itself (the floor, the head-of-line requests).
+    tokio::spawn(run(args)).await?
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
+    let (h2, h2_base) = h2_start().await?;
+    let mut rig = Rig {
+        tether: Tether::start(args.window_kib).await?,
+        http1: Http1::start(max_c).await?,
+        h2,
+        h2_base,
+        floor: Floor::start().await?,
+    };
+    let (n, mib) = (args.requests, args.body_mib);
+    say!(
+        "rest_load: concurrency {:?}, {n} small requests per measurement, {mib} MiB body; {} rounds after a warm-up; tether windows: {}",
+        args.concurrency,
         args.rounds,
         args.window_kib.map_or("default".into(), |w| format!("stream {w} KiB, connection {} KiB", 4 * w))
     );
 
     // Warm-up: connections, allocator, caches.
-    let only = args.only;
-    let warm = (n / 10).max(c);
-    if only.small() {
-        tether_small(&tether.device, c, warm).await?;
-        tether_small(&tether.upstream, c, warm).await?;
-        http1_small(&mut http1.conns, warm).await?;
-    }
-    if only.large() {
-        tether_large(&tether.upstream, (mib << 20) / 4).await?;
-    }
-    if only.http1_large() {
-        http1_large(&mut http1.large, (mib << 20) / 4).await?;
-    }
+    let warm = (n / 10).max(max_c);
+    round(&mut rig, &args, warm, (mib << 20) / 4).await?;
 
-    // A measurement left out by `--only` is NaN, printed as such.
-    let mut rows: Vec<[f64; 6]> = Vec::new();
-    for round in 1..=args.rounds {
-        let mut row = [f64::NAN; 6];
-        if only.small() {
-            row[0] = rate(n as f64, tether_small(&tether.device, c, n).await?);
-            row[1] = rate(n as f64, tether_small(&tether.upstream, c, n).await?);
-            row[2] = rate(n as f64, http1_small(&mut http1.conns, n).await?);
-        }
-        if only.large() {
-            row[3] = rate(mib as f64, tether_large(&tether.upstream, mib << 20).await?);
-            row[4] = rate(mib as f64, tether_large(&tether.device, mib << 20).await?);
-        }
-        if only.http1_large() {
-            row[5] = rate(mib as f64, http1_large(&mut http1.large, mib << 20).await?);
-        }
-        let [s2c, c2s, h, big_c2s, big_s2c, big_h] = row;
-        println!(
-            "round {round}: small req/s  tether s->c {s2c:.0}  tether c->s {c2s:.0}  http/1.1 {h:.0}   |   {mib} MiB body MiB/s  tether c->s {big_c2s:.0}  tether s->c {big_s2c:.0}  http/1.1 {big_h:.0}"
-        );
+    let mut rows: Vec<Row> = Vec::new();
+    for r in 1..=args.rounds {
+        let row = round(&mut rig, &args, n, mib << 20).await?;
+        say!("round {r}:");
+        print_row(&row, &args);
         rows.push(row);
     }
-    // Rates are medians over the rounds; ratios are medians of each round's own ratio
-    // (the two transports measured seconds apart), which the machine's load moves less.
-    let m: Vec<f64> = (0..6).map(|i| median(rows.iter().map(|r| r[i]))).collect();
-    let ratio = |i: usize, base: usize| median(rows.iter().map(|r| r[i] / r[base]));
-    println!(
-        "median of {} rounds (ratio: median of the rounds' tether / http/1.1):",
+    let keys: Vec<String> = rows[0].keys().cloned().collect();
+    let mut out: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut medians = Row::new();
+    for k in &keys {
+        let m = median(rows.iter().map(|r| r[k]));
+        medians.insert(k.clone(), m);
+        out.insert(k.clone(), m.into());
+    }
+    // Ratios: Tether / peer, the median of the rounds' own ratios.
+    let ratio = |a: &str, b: &str| {
+        if rows[0].contains_key(a) && rows[0].contains_key(b) {
+            median(rows.iter().map(|r| r[a] / r[b]))
+        } else {
+            f64::NAN
+        }
+    };
+    let mut ratios = BTreeMap::new();
+    for &c in &args.concurrency {
+        for (dir, tag) in [("c2s", ""), ("s2c", "_s2c")] {
+            for peer in ["http1", "h2"] {
+                ratios.insert(
+                    format!("small_c{c}{tag}_vs_{peer}"),
+                    ratio(
+                        &format!("small_c{c}_tether_{dir}_rps"),
+                        &format!("small_c{c}_{peer}_rps"),
+                    ),
+                );
+            }
+        }
+    }
+    for (dir, tag) in [("c2s", ""), ("s2c", "_s2c")] {
+        for peer in ["http1", "h2"] {
+            ratios.insert(
+                format!("large{tag}_vs_{peer}"),
+                ratio(
+                    &format!("large_tether_{dir}_mibps"),
+                    &format!("large_{peer}_mibps"),
+                ),
+            );
+        }
+    }
+    // The keys the issue asks for are there even when a measurement did not run (null).
+    for key in [
+        "small_c1_vs_http1",
+        "small_c128_vs_h2",
+        "large_vs_http1",
+        "large_vs_h2",
+    ] {
+        ratios.entry(key.to_owned()).or_insert(f64::NAN);
+    }
+    say!(
+        "median of {} rounds (ratios: median of the rounds' own tether / peer; unprefixed = tether client->server):",
         rows.len()
     );
-    println!(
-        "  small requests, {c} at a time: tether server->client {:.0} req/s ({:.2}x), client->server {:.0} req/s ({:.2}x); http/1.1 over {c} keep-alive connections {:.0} req/s",
-        m[0],
-        ratio(0, 2),
-        m[1],
-        ratio(1, 2),
-        m[2]
+    print_row(&medians, &args);
+    for (k, v) in &ratios {
+        say!("  {k} = {v:.3}");
+        out.insert(k.clone(), (*v).into());
+    }
+    out.entry("hol_p99_ms".into())
+        .or_insert(serde_json::Value::Null);
+    out.insert("rounds".into(), rows.len().into());
+    out.insert("requests".into(), n.into());
+    out.insert("body_mib".into(), mib.into());
+    out.insert("concurrency".into(), args.concurrency.clone().into());
+    out.insert(
+        "tether_window_kib".into(),
+        args.window_kib.map_or(serde_json::Value::Null, Into::into),
     );
-    println!(
-        "  one {mib} MiB body: tether client->server {:.0} MiB/s ({:.2}x), server->client {:.0} MiB/s ({:.2}x); http/1.1 {:.0} MiB/s",
-        m[3],
-        ratio(3, 5),
-        m[4],
-        ratio(4, 5),
-        m[5]
-    );
-    tether.client.close().await;
-    tether.server.shutdown(Duration::from_secs(5)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    }
+    rig.tether.client.close().await;
+    rig.tether.server.shutdown(Duration::from_secs(5)).await?;
     Ok(())
+}
+
+/// One round of every measurement `--only` allows: `n` small requests per measurement,
+/// bodies of `len` bytes.
+async fn round(rig: &mut Rig, args: &Args, n: usize, len: u64) -> Result<Row, Error> {
+    let mut row = Row::new();
+    let only = args.only;
+    let mib = len as f64 / (1 << 20) as f64;
+    if only.small() {
+        for &c in &args.concurrency {
+            let mut runs = vec![
+                ("tether_s2c", tether_small(&rig.tether.device, c, n).await?),
+                (
+                    "tether_c2s",
+                    tether_small(&rig.tether.upstream, c, n).await?,
+                ),
+            ];
+            if only.peers_small() {
+                runs.push(("http1", http1_small(&mut rig.http1.conns, c, n).await?));
+                runs.push(("h2", h2_small(&rig.h2, &rig.h2_base, c, n).await?));
+            }
+            for (name, (took, mut lat)) in runs {
+                row.insert(format!("small_c{c}_{name}_rps"), rate(n as f64, took));
+                row.insert(format!("small_c{c}_{name}_p50_ms"), ms(pct(&mut lat, 0.50)));
+                row.insert(format!("small_c{c}_{name}_p99_ms"), ms(pct(&mut lat, 0.99)));
+            }
+        }
+    }
+    if only.tether_large() {
+        let took = tether_large(&rig.tether.upstream, len, None).await?;
+        row.insert("large_tether_c2s_mibps".into(), rate(mib, took));
+        let took = tether_large(&rig.tether.device, len, None).await?;
+        row.insert("large_tether_s2c_mibps".into(), rate(mib, took));
+    }
+    if only.http1_large() {
+        let took = http1_large(&mut rig.http1.large, len).await?;
+        row.insert("large_http1_mibps".into(), rate(mib, took));
+    }
+    if only.h2_large() {
+        let took = h2_large(rig.h2.clone(), rig.h2_base.clone(), len, None).await?;
+        row.insert("large_h2_mibps".into(), rate(mib, took));
+    }
+    if only.hol() {
+        let (took, mut lat) = tether_hol(&rig.tether.upstream, len).await?;
+        row.insert("hol_body_mibps".into(), rate(mib, took));
+        row.insert("hol_requests".into(), lat.len() as f64);
+        row.insert("hol_p50_ms".into(), ms(pct(&mut lat, 0.50)));
+        row.insert("hol_p99_ms".into(), ms(pct(&mut lat, 0.99)));
+        let (took, mut lat) = h2_hol(&rig.h2, &rig.h2_base, len).await?;
+        row.insert("hol_h2_body_mibps".into(), rate(mib, took));
+        row.insert("hol_h2_requests".into(), lat.len() as f64);
+        row.insert("hol_h2_p50_ms".into(), ms(pct(&mut lat, 0.50)));
+        row.insert("hol_h2_p99_ms".into(), ms(pct(&mut lat, 0.99)));
+    }
+    if only.floor() {
+        let (took, mut lat) = rig.floor.run(n).await?;
+        row.insert(
+            "floor_ws_rtt_us".into(),
+            took.as_secs_f64() * 1e6 / n as f64,
+        );
+        row.insert("floor_ws_rtt_p50_us".into(), us(pct(&mut lat, 0.50)));
+        row.insert("floor_ws_rtt_p99_us".into(), us(pct(&mut lat, 0.99)));
+    }
+    Ok(row)
+}
+
+fn print_row(row: &Row, args: &Args) {
+    let g = |k: String| row.get(&k).copied().unwrap_or(f64::NAN);
+    for &c in &args.concurrency {
+        if !row.contains_key(&format!("small_c{c}_tether_c2s_rps")) {
+            continue;
+        }
+        let mut line = format!("  small, {c} at a time (req/s, p50/p99 ms):");
+        for (name, label) in [
+            ("tether_s2c", "tether s->c"),
+            ("tether_c2s", "tether c->s"),
+            ("http1", "http/1.1"),
+            ("h2", "h2"),
+        ] {
+            line += &format!(
+                "  {label} {:.0} ({:.3}/{:.3})",
+                g(format!("small_c{c}_{name}_rps")),
+                g(format!("small_c{c}_{name}_p50_ms")),
+                g(format!("small_c{c}_{name}_p99_ms")),
+            );
+        }
+        say!("{line}");
+    }
+    say!(
+        "  large body MiB/s: tether c->s {:.0}  tether s->c {:.0}  http/1.1 {:.0}  h2 {:.0}",
+        g("large_tether_c2s_mibps".into()),
+        g("large_tether_s2c_mibps".into()),
+        g("large_http1_mibps".into()),
+        g("large_h2_mibps".into()),
+    );
+    say!(
+        "  head-of-line (small c->s during a body c->s): tether p50/p99 {:.3}/{:.3} ms over {:.0} requests (body {:.0} MiB/s); h2 {:.3}/{:.3} ms over {:.0} (body {:.0} MiB/s)",
+        g("hol_p50_ms".into()),
+        g("hol_p99_ms".into()),
+        g("hol_requests".into()),
+        g("hol_body_mibps".into()),
+        g("hol_h2_p50_ms".into()),
+        g("hol_h2_p99_ms".into()),
+        g("hol_h2_requests".into()),
+        g("hol_h2_body_mibps".into()),
+    );
+    say!(
+        "  floor (64-byte websocket ping-pong): {:.1} us per round trip, p50/p99 {:.1}/{:.1} us",
+        g("floor_ws_rtt_us".into()),
+        g("floor_ws_rtt_p50_us".into()),
+        g("floor_ws_rtt_p99_us".into()),
+    );
 }
 
 fn rate(amount: f64, took: Duration) -> f64 {
     amount / took.as_secs_f64()
+}
+
+fn ms(d: Option<Duration>) -> f64 {
+    d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Option<Duration>) -> f64 {
+    d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+}
+
+/// The `p` quantile of `v` (nearest rank), `None` when empty.
+fn pct(v: &mut [Duration], p: f64) -> Option<Duration> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
@@ -234,7 +491,7 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     v[v.len() / 2]
 }
 
-// ---- the API both transports serve: GET /small, POST /sink
+// ---- the API every transport serves: GET /small, POST /sink
 
 /// What a request asks for.
 enum Route {
@@ -305,17 +562,18 @@ where
     Ok(())
 }
 
-/// `len` bytes in `CHUNK`-sized slices of one shared buffer (no copy on the sending side).
+/// `len` bytes in `CHUNK`-sized slices of one static buffer (no copy, no allocation on the
+/// sending side); `sent`, when given, counts the bytes handed over.
 struct Chunks {
-    chunk: Bytes,
     remaining: u64,
+    sent: Option<Arc<AtomicU64>>,
 }
 
 impl Chunks {
-    fn new(len: u64) -> Self {
+    fn new(len: u64, sent: Option<Arc<AtomicU64>>) -> Self {
         Chunks {
-            chunk: Bytes::from(vec![0x5a; CHUNK]),
             remaining: len,
+            sent,
         }
     }
 }
@@ -333,7 +591,12 @@ impl http_body::Body for Chunks {
         }
         let n = self.remaining.min(CHUNK as u64);
         self.remaining -= n;
-        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n as usize)))))
+        if let Some(sent) = &self.sent {
+            sent.fetch_add(n, Ordering::Relaxed);
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &CHUNK_DATA[..n as usize],
+        )))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -343,6 +606,29 @@ impl http_body::Body for Chunks {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
     }
+}
+
+/// Small requests one at a time until `body` finishes, starting once the body has handed
+/// over its first MiB (`sent`); returns the body's time and the requests' latencies.
+async fn during_body<F, R>(
+    body: tokio::task::JoinHandle<Result<Duration, Error>>,
+    sent: &AtomicU64,
+    mut small: F,
+) -> Result<(Duration, Vec<Duration>), Error>
+where
+    F: FnMut() -> R,
+    R: std::future::Future<Output = Result<(), Error>>,
+{
+    while sent.load(Ordering::Relaxed) < 1 << 20 && !body.is_finished() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut lat = Vec::new();
+    while !body.is_finished() {
+        let t = Instant::now();
+        small().await?;
+        lat.push(t.elapsed());
+    }
+    Ok((body.await??, lat))
 }
 
 // ---- Tether
@@ -405,36 +691,59 @@ async fn tether_api(request: Request<Body>) -> Result<Response<Body>, Infallible
     })
 }
 
-/// `n` small requests by `c` callers over one Tether connection.
-async fn tether_small(peer: &Peer, c: usize, n: usize) -> Result<Duration, Error> {
+async fn tether_one_small(peer: &Peer) -> Result<(), Error> {
+    let request = Request::get("/small").body(Body::empty())?;
+    check_small(peer.request(request).await?).await
+}
+
+/// `n` small requests by `c` callers over one Tether connection: the time, and each
+/// request's latency.
+async fn tether_small(peer: &Peer, c: usize, n: usize) -> Result<(Duration, Vec<Duration>), Error> {
     let started = Instant::now();
     let mut callers = JoinSet::new();
     for i in 0..c {
         let peer = peer.clone();
         let mine = n / c + usize::from(i < n % c);
         callers.spawn(async move {
+            let mut lat = Vec::with_capacity(mine);
             for _ in 0..mine {
-                let request = Request::get("/small").body(Body::empty())?;
-                check_small(peer.request(request).await?).await?;
+                let t = Instant::now();
+                tether_one_small(&peer).await?;
+                lat.push(t.elapsed());
             }
-            Ok::<_, Error>(())
+            Ok::<_, Error>(lat)
         });
     }
+    let mut lat = Vec::with_capacity(n);
     while let Some(done) = callers.join_next().await {
-        done??;
+        lat.extend(done??);
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), lat))
 }
 
 /// One body of `len` bytes over the Tether connection.
-async fn tether_large(peer: &Peer, len: u64) -> Result<Duration, Error> {
+async fn tether_large(
+    peer: &Peer,
+    len: u64,
+    sent: Option<Arc<AtomicU64>>,
+) -> Result<Duration, Error> {
     let started = Instant::now();
-    let request = Request::post("/sink").body(Chunks::new(len))?;
+    let request = Request::post("/sink").body(Chunks::new(len, sent))?;
     check_sink(peer.request(request).await?, len).await?;
     Ok(started.elapsed())
 }
 
-// ---- HTTP/1.1 with hyper, the baseline
+/// Head-of-line: small requests on `peer` while a body of `len` bytes goes the same way.
+async fn tether_hol(peer: &Peer, len: u64) -> Result<(Duration, Vec<Duration>), Error> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let body = tokio::spawn({
+        let (peer, sent) = (peer.clone(), sent.clone());
+        async move { tether_large(&peer, len, Some(sent)).await }
+    });
+    during_body(body, &sent, || tether_one_small(peer)).await
+}
+
+// ---- HTTP/1.1 with hyper, the first baseline
 
 struct Http1 {
     /// One keep-alive connection per caller, for the small requests.
@@ -453,7 +762,7 @@ impl Http1 {
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new().serve_connection(
                         TokioIo::new(stream),
-                        hyper::service::service_fn(http1_api),
+                        hyper::service::service_fn(hyper_api),
                     ),
                 );
             }
@@ -467,7 +776,7 @@ impl Http1 {
     }
 }
 
-async fn http1_connect<B>(addr: std::net::SocketAddr) -> Result<SendRequest<B>, Error>
+async fn http1_connect<B>(addr: SocketAddr) -> Result<SendRequest<B>, Error>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -480,7 +789,8 @@ where
     Ok(sender)
 }
 
-async fn http1_api(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// The API for hyper's servers, HTTP/1.1 and HTTP/2.
+async fn hyper_api(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match route(&request) {
         Route::Small => answer(StatusCode::OK, Bytes::from_static(SMALL)),
         Route::Sink => match count(request.into_body()).await {
@@ -491,32 +801,38 @@ async fn http1_api(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, 
     })
 }
 
-/// `n` small requests by one caller per connection (each caller borrows its connection
-/// for the run and hands it back).
+/// `n` small requests by `c` callers, each on a connection of its own (borrowed from
+/// `conns` for the run and handed back): the time, and each request's latency.
 async fn http1_small(
     conns: &mut Vec<SendRequest<Empty<Bytes>>>,
+    c: usize,
     n: usize,
-) -> Result<Duration, Error> {
+) -> Result<(Duration, Vec<Duration>), Error> {
     let started = Instant::now();
-    let c = conns.len();
     let mut callers = JoinSet::new();
-    for (i, mut conn) in conns.drain(..).enumerate() {
+    for (i, mut conn) in conns.drain(..c).enumerate() {
         let mine = n / c + usize::from(i < n % c);
         callers.spawn(async move {
+            let mut lat = Vec::with_capacity(mine);
             for _ in 0..mine {
+                let t = Instant::now();
                 conn.ready().await?;
                 let request = Request::get("/small")
                     .header(http::header::HOST, "127.0.0.1")
                     .body(Empty::new())?;
                 check_small(conn.send_request(request).await?).await?;
+                lat.push(t.elapsed());
             }
-            Ok::<_, Error>(conn)
+            Ok::<_, Error>((conn, lat))
         });
     }
+    let mut lat = Vec::with_capacity(n);
     while let Some(done) = callers.join_next().await {
-        conns.push(done??);
+        let (conn, l) = done??;
+        conns.push(conn);
+        lat.extend(l);
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), lat))
 }
 
 /// One body of `len` bytes over one HTTP/1.1 connection.
@@ -526,7 +842,153 @@ async fn http1_large(conn: &mut SendRequest<Chunks>, len: u64) -> Result<Duratio
     let request = Request::post("/sink")
         .header(http::header::HOST, "127.0.0.1")
         .header(http::header::CONTENT_LENGTH, len)
-        .body(Chunks::new(len))?;
+        .body(Chunks::new(len, None))?;
     check_sink(conn.send_request(request).await?, len).await?;
     Ok(started.elapsed())
+}
+
+// ---- HTTP/2 with hyper (h2c, prior knowledge), the second baseline: ONE connection
+
+/// Starts an h2c server and opens one connection to it: its sender (cloned per caller) and
+/// the `http://addr` the requests' URIs start with.
+async fn h2_start() -> Result<(H2SendRequest<Chunks>, String), Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hyper_api)),
+            );
+        }
+    });
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok((sender, format!("http://{addr}")))
+}
+
+async fn h2_one_small(conn: &mut H2SendRequest<Chunks>, base: &str) -> Result<(), Error> {
+    conn.ready().await?;
+    let request = Request::get(format!("{base}/small")).body(Chunks::new(0, None))?;
+    check_small(conn.send_request(request).await?).await
+}
+
+/// `n` small requests by `c` callers as concurrent streams on the one h2 connection.
+async fn h2_small(
+    conn: &H2SendRequest<Chunks>,
+    base: &str,
+    c: usize,
+    n: usize,
+) -> Result<(Duration, Vec<Duration>), Error> {
+    let started = Instant::now();
+    let mut callers = JoinSet::new();
+    for i in 0..c {
+        let (mut conn, base) = (conn.clone(), base.to_owned());
+        let mine = n / c + usize::from(i < n % c);
+        callers.spawn(async move {
+            let mut lat = Vec::with_capacity(mine);
+            for _ in 0..mine {
+                let t = Instant::now();
+                h2_one_small(&mut conn, &base).await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, Error>(lat)
+        });
+    }
+    let mut lat = Vec::with_capacity(n);
+    while let Some(done) = callers.join_next().await {
+        lat.extend(done??);
+    }
+    Ok((started.elapsed(), lat))
+}
+
+/// One body of `len` bytes on the h2 connection.
+async fn h2_large(
+    mut conn: H2SendRequest<Chunks>,
+    base: String,
+    len: u64,
+    sent: Option<Arc<AtomicU64>>,
+) -> Result<Duration, Error> {
+    let started = Instant::now();
+    conn.ready().await?;
+    let request = Request::post(format!("{base}/sink"))
+        .header(http::header::CONTENT_LENGTH, len)
+        .body(Chunks::new(len, sent))?;
+    check_sink(conn.send_request(request).await?, len).await?;
+    Ok(started.elapsed())
+}
+
+/// Head-of-line on the h2 connection, as `tether_hol`.
+async fn h2_hol(
+    conn: &H2SendRequest<Chunks>,
+    base: &str,
+    len: u64,
+) -> Result<(Duration, Vec<Duration>), Error> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let body = tokio::spawn(h2_large(
+        conn.clone(),
+        base.to_owned(),
+        len,
+        Some(sent.clone()),
+    ));
+    during_body(body, &sent, || {
+        let (mut conn, base) = (conn.clone(), base.to_owned());
+        async move { h2_one_small(&mut conn, &base).await }
+    })
+    .await
+}
+
+// ---- the floor: a raw WebSocket ping-pong with tokio-tungstenite
+
+struct Floor {
+    ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+}
+
+impl Floor {
+    /// An echo server and one connection to it.
+    async fn start() -> Result<Self, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let mut ws = tokio_tungstenite::accept_async(stream).await?;
+                    while let Some(message) = ws.next().await {
+                        match message? {
+                            m @ Message::Binary(_) => ws.send(m).await?,
+                            Message::Close(_) => break,
+                            _ => {}
+                        }
+                    }
+                    Ok::<_, Error>(())
+                });
+            }
+        });
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), stream).await?;
+        Ok(Floor { ws })
+    }
+
+    /// `n` round trips of a 64-byte message, one at a time.
+    async fn run(&mut self, n: usize) -> Result<(Duration, Vec<Duration>), Error> {
+        let ping = Bytes::from_static(&CHUNK_DATA[..PING]);
+        let mut lat = Vec::with_capacity(n);
+        let started = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            self.ws.send(Message::Binary(ping.clone())).await?;
+            match self.ws.next().await {
+                Some(Ok(Message::Binary(b))) if b.len() == PING => {}
+                other => return Err(format!("floor: echo {other:?}").into()),
+            }
+            lat.push(t.elapsed());
+        }
+        Ok((started.elapsed(), lat))
+    }
 }
