@@ -77,9 +77,48 @@ where
     B::Data: Buf + Send,
     B::Error: Into<BoxError>,
 {
-    body.map_frame(|frame| frame.map_data(|mut d| d.copy_to_bytes(d.remaining())))
-        .map_err(Into::into)
-        .boxed_unsync()
+    BytesBody { inner: body }.boxed_unsync()
+}
+
+pin_project_lite::pin_project! {
+    /// A body with its data as [`Bytes`] (`copy_to_bytes`, which is free for `Bytes`) and
+    /// its errors boxed. Unlike `map_frame`, it keeps the body's size hint, which the
+    /// length is unchanged by: a small response whose size is known goes out with its head
+    /// ([`driver`]).
+    struct BytesBody<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> http_body::Body for BytesBody<B>
+where
+    B: http_body::Body,
+    B::Data: Buf,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx).map(|frame| {
+            frame.map(|r| {
+                r.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                    .map_err(Into::into)
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Who the connection is. Every request a service receives carries one in its
@@ -206,3 +245,19 @@ pub(crate) use driver::Driver;
 
 /// A shared, cheaply cloned [`ServiceSlot`].
 pub(crate) type SharedService = Arc<ServiceSlot>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+
+    /// Boxing keeps what the driver decides on: the exact size and the end.
+    #[test]
+    fn a_boxed_body_keeps_its_size_hint() {
+        let boxed = box_body(http_body_util::Full::new(Bytes::from_static(b"sixty")));
+        assert_eq!(boxed.size_hint().exact(), Some(5));
+        assert!(!boxed.is_end_stream());
+        let empty = box_body(http_body_util::Empty::<Bytes>::new());
+        assert!(empty.is_end_stream());
+    }
+}
