@@ -9,7 +9,8 @@
 # alternating which goes first; the table gives medians over ROUNDS rounds. Before the
 # rounds, one response of each size is fetched through each tunnel with curl and its sha256
 # compared: a tunnel that does not answer correctly exits 1. The last line printed is one
-# JSON object with the ratios (Tether / rathole) and the absolute medians.
+# JSON object with the ratios (Tether / rathole; `mib1_vs_rathole` is the 1 MiB case at 8
+# connections) and the absolute medians. Exits 1 when wrk counted an error.
 #
 #   bash benches/tunnel_vs_rathole.sh                 # 5 rounds of 10 s runs, about 12 min
 #   ROUNDS=3 DURATION=5 bash benches/tunnel_vs_rathole.sh
@@ -200,7 +201,7 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
   echo "# date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "# nproc: $(nproc); load average before: $(load)"
   echo "# tether: $("$TETHER" --version 2>&1 | head -1)"
-  echo "# rathole: $("$RATHOLE" --version 2>&1 | head -1)"
+  echo "# rathole: $("$RATHOLE" --version 2>&1 | awk '/Build Version|cargo Features|cargo Profile/ { $1 = $1; printf "%s; ", $0 }')"
   echo "# nginx: $("$NGINX" -v 2>&1 | head -1)"
   echo "# wrk: $(wrk -v 2>&1 | head -1)"
   echo "# rounds: $ROUNDS x ${DURATION}s per case and target"
@@ -295,7 +296,9 @@ out = {}
 for case in cases:
     t, r, d = (med.get((case, w)) for w in ("tether", "rathole", "direct"))
     print(f"| {case} | **{t / r:.2f}×** | {t / d:.2f}× | {r / d:.2f}× |")
-    key = {"small_c64": "small_c64", "small_c1": "small_c1", "mib1_c1": "mib1", "mib1_c8": "mib1_c8"}[case]
+    # mib1 (the goal) is the 8-connection case; at 1 connection rathole's relayed sockets
+    # keep Nagle on (it sets TCP_NODELAY only on its own channels), see RESULTS.md.
+    key = {"small_c64": "small_c64", "small_c1": "small_c1", "mib1_c1": "mib1_c1", "mib1_c8": "mib1"}[case]
     out[f"{key}_vs_rathole"] = round(t / r, 3)
 for case in cases:
     body = size[case.split("_")[0]]
