@@ -14,7 +14,8 @@
 #
 #   bash benches/tunnel_vs_rathole.sh                 # 5 rounds of 10 s runs, about 12 min
 #   ROUNDS=3 DURATION=5 bash benches/tunnel_vs_rathole.sh
-#   STRACE=1 bash benches/tunnel_vs_rathole.sh        # then also count syscalls per request
+#   STRACE=1 bash benches/tunnel_vs_rathole.sh        # then also CPU time, context switches
+#                                                     # and syscalls per request (strace -c)
 #
 # Needs: nginx (/usr/sbin/nginx), wrk (`apt-get install -y wrk`, tried here when missing),
 # curl, python3, sha256sum; cargo to install rathole, without its TLS, Noise and WebSocket
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10} # seconds per wrk run
-STRACE=${STRACE:-0}      # 1: after the rounds, syscalls per request under strace -c -f
+STRACE=${STRACE:-0}      # 1: after the rounds, CPU and syscalls per request (small, 1 connection)
 TOOLS=${TOOLS:-target/bench-tools}
 RATHOLE=${RATHOLE_BIN:-$TOOLS/bin/rathole}
 NGINX=${NGINX:-/usr/sbin/nginx}
@@ -221,9 +222,24 @@ for round in $(seq "$ROUNDS"); do
 done
 echo "# load average after: $(load)" | tee -a "$work/meta" >&2
 
-# Syscalls per request, small file at 1 connection, each tunnel's two processes under
-# strace -c -f (which slows them: read only the counts, not the rates).
+# Where the time goes, small file at 1 connection, for each tunnel's two processes: CPU
+# time and context switches per request (from /proc, no tracer), then syscalls per request
+# under strace -c -f (which slows them: read only its counts, not its rates).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n }'; }
 if [ "$STRACE" = 1 ]; then
+  hz=$(getconf CLK_TCK)
+  for target in tether rathole; do
+    if [ "$target" = tether ]; then procs="server:$tether_server client:$tether_client"; else procs="server:$rathole_server client:$rathole_client"; fi
+    declare -A t0=() c0=()
+    for p in $procs; do t0[$p]=$(cpu_ticks "${p##*:}"); c0[$p]=$(ctx_switches "${p##*:}"); done
+    line=$(wrk -t1 -c1 -d5s -s "$work/report.lua" "${URL[$target]}/small" | grep '^RESULT')
+    read -r _ reqs _ <<<"$line"
+    for p in $procs; do
+      python3 -c "import sys; t, c, r, hz = map(int, sys.argv[1:]); print(f'== cpu $target ${p%%:*}: {t / hz * 1e6 / r:.1f} us CPU and {c / r:.2f} context switches per request ({r} requests, small, 1 connection)')" \
+        "$(($(cpu_ticks "${p##*:}") - ${t0[$p]}))" "$(($(ctx_switches "${p##*:}") - ${c0[$p]}))" "$reqs" "$hz"
+    done
+  done
   for target in tether rathole; do
     if [ "$target" = tether ]; then procs="server:$tether_server client:$tether_client"; else procs="server:$rathole_server client:$rathole_client"; fi
     spids=()
@@ -290,12 +306,14 @@ for case in cases:
               f"{min(r['rps'] for r in rs):,.0f}–{max(r['rps'] for r in rs):,.0f} | "
               f"{p50 / 1000:.2f} / {p99 / 1000:.2f} ms | {errs} |")
 print()
-print("| case | Tether / rathole | Tether / direct | rathole / direct |")
-print("|---|---|---|---|")
+print("| case | Tether / rathole (of the medians) | the rounds' own Tether / rathole: median, min–max | Tether / direct | rathole / direct |")
+print("|---|---|---|---|---|")
 out = {}
 for case in cases:
     t, r, d = (med.get((case, w)) for w in ("tether", "rathole", "direct"))
-    print(f"| {case} | **{t / r:.2f}×** | {t / d:.2f}× | {r / d:.2f}× |")
+    per_round = [a["rps"] / b["rps"] for a, b in zip(rows[(case, "tether")], rows[(case, "rathole")])]
+    print(f"| {case} | **{t / r:.2f}×** | {statistics.median(per_round):.2f}×, "
+          f"{min(per_round):.2f}–{max(per_round):.2f}× | {t / d:.2f}× | {r / d:.2f}× |")
     # mib1 (the goal) is the 8-connection case; at 1 connection rathole's relayed sockets
     # keep Nagle on (it sets TCP_NODELAY only on its own channels), see RESULTS.md.
     key = {"small_c64": "small_c64", "small_c1": "small_c1", "mib1_c1": "mib1_c1", "mib1_c8": "mib1"}[case]
