@@ -1,12 +1,71 @@
-//! Shared by the connection fuzz targets: operations that a peer, the clock and the
-//! embedder can apply to one `Connection`, with structured frames so the fuzzer gets past
-//! the handshake, and the invariants checked after each operation.
+//! Shared by the connection fuzz targets (`connection_server`, `connection_client`) and the
+//! workspace test `proto/tests/fuzz_corpus.rs`, which replays their committed corpora:
+//! operations that a peer, the clock and the embedder can apply to one `Connection`, with
+//! structured frames so the fuzzer gets past the handshake, and the invariants checked
+//! after each operation.
+
+// Each target uses one of `server` and `client`.
+#![allow(dead_code)]
 
 use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tether_proto::connection::{Admission, CloseFrame, Connection, Event, State, WsMessage};
+use tether_proto::connection::{
+    Admission, Carrier, CloseFrame, Config, Connection, Event, State, WsMessage,
+};
 use tether_proto::{CloseCode, Frame, Hello, Ping, Pong, Resume, ResumeToken, Settings, Welcome};
+
+/// The `connection_server` target's input: short timers or the defaults, then the operations.
+pub type ServerInput = (bool, Vec<Op>);
+
+/// The `connection_client` target's input: frame carrier or WebSocket control frames, a
+/// resumption to offer, then the operations.
+pub type ClientInput = (bool, Option<[u8; 16]>, Vec<Op>);
+
+/// Up to 256 operations into one server `Connection`.
+pub fn server(input: ServerInput) {
+    let (short, ops) = input;
+    let mut builder = Config::builder().versions(&[1, 2]);
+    if short {
+        builder = builder
+            .heartbeat(Duration::from_millis(50), Duration::from_millis(120))
+            .handshake_timeout(Duration::from_millis(500));
+    }
+    let config = Arc::new(builder.build().expect("valid config"));
+    let now = Instant::now();
+    let mut h = Harness::new(Connection::server(config, now), now);
+    for op in ops.into_iter().take(256) {
+        h.apply(op);
+    }
+}
+
+/// Up to 256 operations into one client `Connection` (optionally resuming).
+pub fn client(input: ClientInput) {
+    let (frames, resume, ops) = input;
+    let carrier = if frames {
+        Carrier::Frame
+    } else {
+        Carrier::WebSocket
+    };
+    let config = Config::builder()
+        .carrier(carrier)
+        .heartbeat(Duration::from_millis(50), Duration::from_millis(120))
+        .heartbeat_app_data(&b"fz"[..])
+        .build()
+        .expect("valid config");
+    let resume = resume.map(|id| Resume {
+        connection_id: uuid::Uuid::from_bytes(id),
+        token: ResumeToken::from_bytes(id),
+    });
+    let now = Instant::now();
+    let conn = Connection::client(Arc::new(config), Bytes::from_static(b"{}"), resume, now)
+        .expect("valid metadata");
+    let mut h = Harness::new(conn, now);
+    for op in ops.into_iter().take(256) {
+        h.apply(op);
+    }
+}
 
 #[derive(Arbitrary, Debug)]
 pub enum Op {
@@ -163,7 +222,13 @@ impl Harness {
                     }
                 };
                 let deciding = self.conn.state() == State::AwaitingDecision;
-                let ok = self.conn.accept(Admission::fresh(&mut rng).expect("a closure source cannot fail"), now).is_ok();
+                let ok = self
+                    .conn
+                    .accept(
+                        Admission::fresh(&mut rng).expect("a closure source cannot fail"),
+                        now,
+                    )
+                    .is_ok();
                 assert_eq!(ok, deciding);
                 assert!(!ok || self.conn.state() == State::AwaitingAck);
                 None

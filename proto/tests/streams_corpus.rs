@@ -1,23 +1,22 @@
-//! Replays the committed inputs of the `streams` fuzz target's corpus
-//! (`fuzz/corpus/streams/seed-*` and `regression-*`, the findings) through the target's own
-//! interpretation, so each finding stays a regression test of the workspace (the fuzz
-//! crate is outside it).
+//! Replays the committed corpus of the `streams` fuzz target (`fuzz/corpus/streams/`: the
+//! seeds, the findings `regression-*` and the minimised corpus a run grew) through the
+//! target's own interpretation, so each input stays a regression test of the workspace
+//! (the fuzz crate is outside it). The other proto targets: `fuzz_corpus.rs`.
 
 #[path = "../../fuzz/fuzz_targets/streams_common.rs"]
 mod streams_common;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/streams");
     let mut inputs: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|entry| {
+        .map(|entry| {
             let path = entry.expect("directory entry").path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            // What a local fuzzing run added is not committed: skip it.
-            let committed = name.starts_with("seed-") || name.starts_with("regression-");
-            committed.then(|| (name, std::fs::read(&path).expect("corpus file")))
+            (name, std::fs::read(&path).expect("corpus file"))
         })
         .collect();
     inputs.sort();
@@ -28,10 +27,15 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
 fn every_streams_corpus_input_keeps_the_invariants() {
     let inputs = corpus();
     assert!(inputs.len() >= 9, "the corpus is missing");
-    for (name, data) in inputs {
-        eprintln!("replaying {name}");
-        streams_common::run(&data);
-    }
+    let failed: Vec<_> = inputs
+        .iter()
+        .filter(|(_, data)| catch_unwind(AssertUnwindSafe(|| streams_common::run(data))).is_err())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{failed:?} break the target's invariants"
+    );
 }
 
 /// spec/protocol.md §10.8: two correct peers whose requester lets 64 concurrent streams

@@ -35,3 +35,68 @@ pub fn origin_form(target: &Uri) -> Result<Uri, GatewayError> {
 pub fn strip_request_hops(headers: &mut HeaderMap) {
     crate::gateway::proxy::strip_request_hops(headers)
 }
+
+// The runtime targets' own checks, shared with fuzz/fuzz_targets/ (paths relative to src/).
+#[cfg(test)]
+#[allow(unreachable_pub)]
+#[path = "../../fuzz/fuzz_targets/gateway_http_common.rs"]
+mod gateway_http_common;
+#[cfg(test)]
+#[allow(unreachable_pub)]
+#[path = "../../fuzz/fuzz_targets/http1_common.rs"]
+mod http1_common;
+#[cfg(test)]
+#[allow(unreachable_pub)]
+#[path = "../../fuzz/fuzz_targets/ws_upgrade_common.rs"]
+mod ws_upgrade_common;
+
+/// Replays the committed corpora of the runtime fuzz targets (`fuzz/corpus/ws_upgrade/`,
+/// `fuzz/corpus/gateway_http/`: seeds, regressions and the minimised corpus a run grew)
+/// through the targets' own checks, so every corpus file, and every future finding
+/// committed there, is a regression test of `cargo test --workspace`.
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::path::Path;
+
+    /// Runs `check` on every file of `fuzz/corpus/<target>` (at least `min`) and fails with
+    /// the names of the inputs whose check panicked.
+    fn replay(target: &str, min: usize, check: fn(&[u8])) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| {
+                let path = entry.expect("directory entry").path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&path).expect("corpus file"))
+            })
+            .collect();
+        inputs.sort();
+        assert!(
+            inputs.len() >= min,
+            "{target}: {} files, the corpus is missing",
+            inputs.len()
+        );
+        let failed: Vec<_> = inputs
+            .iter()
+            .filter(|(_, data)| catch_unwind(AssertUnwindSafe(|| check(data))).is_err())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{target}: {failed:?} break the target's checks"
+        );
+    }
+
+    #[test]
+    fn ws_upgrade_corpus() {
+        replay("ws_upgrade", 7, super::ws_upgrade_common::run);
+    }
+
+    #[test]
+    fn gateway_http_corpus() {
+        replay("gateway_http", 9, super::gateway_http_common::run);
+    }
+}

@@ -49,11 +49,17 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+// The fuzz targets' checks that src/fuzzing.rs's unit tests share (by `#[path]`) name this
+// crate `tether_tokio`, as the fuzz crate does.
+#[cfg(test)]
+extern crate self as tether_tokio;
+
 pub mod client;
 pub mod compat;
 mod conn;
 pub mod events;
-#[cfg(feature = "fuzzing")]
+// Also under `cfg(test)`: its unit tests replay the runtime fuzz targets' corpora.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
