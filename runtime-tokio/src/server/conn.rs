@@ -32,49 +32,11 @@ pub(super) async fn serve(
 ) {
     let span = tracing::info_span!("tether_conn", %peer, id = tracing::field::Empty);
     async move {
-        // spec/protocol.md §10.8 "Reconnecting abusers": an address in cool-down is
-        // answered 429 before any WebSocket or Tether state exists.
-        if let Err(wait) = shared.admit_address(peer.ip(), Instant::now()) {
-            tracing::debug!(
-                retry_after = wait.seconds(),
-                "address in abuse cool-down: 429"
-            );
-            let policy = &shared.policy;
-            match &shared.tls {
-                Some(tls) => {
-                    let timeout = shared.config.upgrade_timeout;
-                    if let Ok(Ok(stream)) = tokio::time::timeout(timeout, tls.accept(stream)).await
-                    {
-                        upgrade::refuse(stream, policy, wait.seconds()).await;
-                    }
-                }
-                None => upgrade::refuse(stream, policy, wait.seconds()).await,
-            }
+        // Boxed: the TLS handshake and hyper's upgrade are large futures (several KiB)
+        // that live only until the WebSocket is open; inline, every idle connection's task
+        // would keep room for them (issue 11 goal 5).
+        let Some((ws, info)) = Box::pin(handshake(stream, peer, &shared)).await else {
             return;
-        }
-        let upgraded = match &shared.tls {
-            Some(tls) => {
-                let timeout = shared.config.upgrade_timeout;
-                match tokio::time::timeout(timeout, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => upgrade::accept(stream, peer, &shared.policy).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!("TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake timed out");
-                        return;
-                    }
-                }
-            }
-            None => upgrade::accept(stream, peer, &shared.policy).await,
-        };
-        let (ws, info) = match upgraded {
-            Ok(ok) => ok,
-            Err(e) => {
-                tracing::debug!("upgrade failed: {e}");
-                return;
-            }
         };
         tracing::debug!(path = %info.uri, "WebSocket open");
         let _live = LiveGuard::new(&live);
@@ -82,6 +44,58 @@ pub(super) async fn serve(
     }
     .instrument(span)
     .await
+}
+
+/// Admission, TLS and the WebSocket upgrade of one accepted socket; `None` when the
+/// connection ended there (refused, failed or timed out; logged).
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<(ServerStream, RequestInfo)> {
+    // spec/protocol.md §10.8 "Reconnecting abusers": an address in cool-down is
+    // answered 429 before any WebSocket or Tether state exists.
+    if let Err(wait) = shared.admit_address(peer.ip(), Instant::now()) {
+        tracing::debug!(
+            retry_after = wait.seconds(),
+            "address in abuse cool-down: 429"
+        );
+        let policy = &shared.policy;
+        match &shared.tls {
+            Some(tls) => {
+                let timeout = shared.config.upgrade_timeout;
+                if let Ok(Ok(stream)) = tokio::time::timeout(timeout, tls.accept(stream)).await {
+                    upgrade::refuse(stream, policy, wait.seconds()).await;
+                }
+            }
+            None => upgrade::refuse(stream, policy, wait.seconds()).await,
+        }
+        return None;
+    }
+    let upgraded = match &shared.tls {
+        Some(tls) => {
+            let timeout = shared.config.upgrade_timeout;
+            match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => upgrade::accept(stream, peer, &shared.policy).await,
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake failed: {e}");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return None;
+                }
+            }
+        }
+        None => upgrade::accept(stream, peer, &shared.policy).await,
+    };
+    match upgraded {
+        Ok(ok) => Some(ok),
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            None
+        }
+    }
 }
 
 /// The per-connection state the run loop keeps beside the machine.
@@ -230,8 +244,12 @@ impl Task<'_> {
                 let request = HelloRequest {
                     hello: hello.clone(),
                     remote_addr: self.info.peer,
-                    uri: self.info.uri.clone(),
-                    headers: self.info.headers.clone(),
+                    // Moved, not cloned: hyper parsed them as views into its 8 KiB read
+                    // buffer, which they would otherwise keep alive for the connection's
+                    // lifetime (issue 11 goal 5: idle memory). One HELLO per connection
+                    // (spec/protocol.md §7.1, §7.2), so nothing needs them afterwards.
+                    uri: std::mem::take(&mut self.info.uri),
+                    headers: std::mem::take(&mut self.info.headers),
                 };
                 let decision = hook.decide(request);
                 let decision = match conn.poll_timeout() {
