@@ -231,7 +231,8 @@ impl ClientError {
 
 #[derive(Debug)]
 enum Command {
-    Close(CloseCode, String),
+    /// Boxed: one pointer per slot of the channel every client allocates up front.
+    Close(Box<(CloseCode, String)>),
 }
 
 /// A connected (or reconnecting) client; see the [module docs](self).
@@ -381,7 +382,7 @@ impl Client {
     pub async fn close_with(&self, code: CloseCode, reason: &str) {
         let _ = self
             .commands
-            .send(Command::Close(code, reason.to_owned()))
+            .send(Command::Close(Box::new((code, reason.to_owned()))))
             .await;
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut task) = task {
@@ -610,7 +611,8 @@ impl Runner {
     /// `close()` while no connection is up (dialing, or waiting to reconnect): there is
     /// no peer to tell, but the application still hears that the client ended, once.
     fn closed_while_idle(&self, cmd: Option<Command>) {
-        if let Some(Command::Close(code, reason)) = cmd {
+        if let Some(Command::Close(close)) = cmd {
+            let (code, reason) = *close;
             self.events.publish(ClientEvent::Closed {
                 id: None,
                 code,
@@ -681,7 +683,8 @@ impl Runner {
                     violated = true;
                     conn.handle_websocket_error(kind, now);
                 }
-                Some(Input::Command(Command::Close(code, reason))) => {
+                Some(Input::Command(Command::Close(close))) => {
+                    let (code, reason) = *close;
                     end.local = true;
                     // Callers wait for the next connection (there is none: they fail).
                     self.link.send_replace(None);

@@ -152,7 +152,7 @@ async fn run(
                         (super::SHUTDOWN_CODE, "server stopped".to_owned())
                     }
                 };
-                Input::Command(Command::Close(code, reason))
+                Input::Command(Command::Close(Box::new((code, reason))))
             }
             input = link::next_input(&mut ws, &conn, &mut rx, &mut driver) => input,
         };
@@ -173,7 +173,8 @@ async fn run(
                 violated = true;
                 conn.handle_websocket_error(kind, now);
             }
-            Input::Command(Command::Close(code, reason)) => {
+            Input::Command(Command::Close(close)) => {
+                let (code, reason) = *close;
                 tracing::debug!(%code, %reason, "closing on request");
                 // spec/protocol.md §10.7: the machine drains what is in flight first.
                 let drain = shared.config.rest.drain_timeout;
