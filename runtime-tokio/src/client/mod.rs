@@ -532,8 +532,12 @@ impl Runner {
         loop {
             tracing::debug!(resume = self.ticket.is_some(), "dialing");
             let timeout = self.config.connect_timeout;
+            // Boxed: the dial (TCP, TLS, the HTTP upgrade) is a large future that lives only
+            // until the WebSocket is open; inline, the client task would keep room for it
+            // for as long as the connection is up (issue 11 goal 5).
+            let dial = Box::pin(self.target.dial(&self.config));
             let dialed = tokio::select! {
-                dialed = tokio::time::timeout(timeout, self.target.dial(&self.config)) => dialed,
+                dialed = tokio::time::timeout(timeout, dial) => dialed,
                 cmd = self.commands.recv() => {
                     tracing::info!(?cmd, "closed while connecting");
                     return self.closed_while_idle(cmd);

@@ -227,6 +227,61 @@ fn peer_may_be_sending(error: &ConnectionError) -> bool {
 }
 
 impl Task<'_> {
+    /// The HELLO: the hook decides, then the session is admitted (or the HELLO rejected).
+    async fn on_hello(
+        &mut self,
+        conn: &mut Connection,
+        hello: tether_proto::connection::HelloInfo,
+        hook: &dyn HelloHook,
+    ) {
+        let shared = self.shared;
+        tracing::debug!(
+            version = hello.version,
+            resume = hello.resume.is_some(),
+            "HELLO"
+        );
+        let request = HelloRequest {
+            hello: hello.clone(),
+            remote_addr: self.info.peer,
+            // Moved, not cloned: hyper parsed them as views into its 8 KiB read
+            // buffer, which they would otherwise keep alive for the connection's
+            // lifetime (issue 11 goal 5: idle memory). One HELLO per connection
+            // (spec/protocol.md §7.1, §7.2), so nothing needs them afterwards.
+            uri: std::mem::take(&mut self.info.uri),
+            headers: std::mem::take(&mut self.info.headers),
+        };
+        let decision = hook.decide(request);
+        let decision = match conn.poll_timeout() {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), decision)
+                .await
+                .ok(),
+            None => Some(decision.await),
+        };
+        let now = Instant::now();
+        match decision {
+            None => conn.handle_timeout(now),
+            Some(Decision::Reject { code, reason }) => {
+                tracing::info!(%code, %reason, "HELLO rejected");
+                conn.reject(code, &reason, now);
+            }
+            Some(Decision::Accept) => {
+                let admission = shared.sessions(|store| {
+                    store.admit(hello.resume.as_ref(), hello.metadata, &mut OsRandom, now)
+                });
+                match &admission {
+                    Ok(admission) => self.replaces = admission.replaces().is_some(),
+                    Err(e @ StoreError::Full(_)) => tracing::info!("HELLO refused: {e}"),
+                    Err(e) => tracing::error!("no session: {e}"),
+                }
+                // The machine closes with the code the spec gives a store error
+                // (4007 full, 4008 for a failed random source, §7.3, §9.1).
+                if let Err(e) = conn.admit(admission, now) {
+                    tracing::warn!("admit: {e}");
+                }
+            }
+        }
+    }
+
     async fn on_event(
         &mut self,
         conn: &mut Connection,
@@ -236,53 +291,10 @@ impl Task<'_> {
     ) {
         let shared = self.shared;
         match event {
-            Event::HelloReceived(hello) => {
-                tracing::debug!(
-                    version = hello.version,
-                    resume = hello.resume.is_some(),
-                    "HELLO"
-                );
-                let request = HelloRequest {
-                    hello: hello.clone(),
-                    remote_addr: self.info.peer,
-                    // Moved, not cloned: hyper parsed them as views into its 8 KiB read
-                    // buffer, which they would otherwise keep alive for the connection's
-                    // lifetime (issue 11 goal 5: idle memory). One HELLO per connection
-                    // (spec/protocol.md §7.1, §7.2), so nothing needs them afterwards.
-                    uri: std::mem::take(&mut self.info.uri),
-                    headers: std::mem::take(&mut self.info.headers),
-                };
-                let decision = hook.decide(request);
-                let decision = match conn.poll_timeout() {
-                    Some(deadline) => tokio::time::timeout_at(deadline.into(), decision)
-                        .await
-                        .ok(),
-                    None => Some(decision.await),
-                };
-                let now = Instant::now();
-                match decision {
-                    None => conn.handle_timeout(now),
-                    Some(Decision::Reject { code, reason }) => {
-                        tracing::info!(%code, %reason, "HELLO rejected");
-                        conn.reject(code, &reason, now);
-                    }
-                    Some(Decision::Accept) => {
-                        let admission = shared.sessions(|store| {
-                            store.admit(hello.resume.as_ref(), hello.metadata, &mut OsRandom, now)
-                        });
-                        match &admission {
-                            Ok(admission) => self.replaces = admission.replaces().is_some(),
-                            Err(e @ StoreError::Full(_)) => tracing::info!("HELLO refused: {e}"),
-                            Err(e) => tracing::error!("no session: {e}"),
-                        }
-                        // The machine closes with the code the spec gives a store error
-                        // (4007 full, 4008 for a failed random source, §7.3, §9.1).
-                        if let Err(e) = conn.admit(admission, now) {
-                            tracing::warn!("admit: {e}");
-                        }
-                    }
-                }
-            }
+            // Boxed: the HELLO's decision (the hook, its timeout) is the largest state of
+            // this future and happens once per connection; inline, every idle connection's
+            // task would keep room for it (issue 11 goal 5).
+            Event::HelloReceived(hello) => Box::pin(self.on_hello(conn, hello, hook)).await,
             Event::Received { id, metadata } => self.established(driver, id, metadata, false),
             Event::Resumed { id, metadata } => self.established(driver, id, metadata, true),
             Event::Stream(event) => driver.on_event(conn, event, Instant::now()),
