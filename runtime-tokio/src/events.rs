@@ -6,6 +6,8 @@
 //! missed from [`EventStream::dropped`] (and a `warn` trace). Every subscriber sees every
 //! event sent after it subscribed.
 
+use std::sync::Arc;
+
 use tokio::sync::broadcast;
 
 /// Default number of events an [`EventStream`] holds for a slow consumer: a server's one
@@ -14,27 +16,36 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
 /// Default for a client's own stream: lifecycle events and one RTT sample per heartbeat.
 /// Kept small because the ring is allocated up front, per client: at 1,024 entries it was
-/// about 185 KiB of every idle connection (benches/RESULTS.md, idle connections).
+/// about 185 KiB of every idle connection (benches/RESULTS.md, idle connections). Each
+/// slot holds a pointer to its event, not the event itself, so the 64 slots cost about
+/// 2.5 KiB, not the 11.5 KiB they did with events of 184 bytes inline.
 pub const DEFAULT_CLIENT_EVENT_CAPACITY: usize = 64;
 
 /// A stream of events of a server or client; see the [module docs](self) for what happens
 /// when the consumer falls behind.
 #[derive(Debug)]
 pub struct EventStream<T> {
-    rx: broadcast::Receiver<T>,
+    /// Events travel as `Arc`s: the ring's slots stay pointer-sized (it is allocated up
+    /// front, per client) and each event is allocated only when it is published.
+    rx: broadcast::Receiver<Arc<T>>,
     dropped: u64,
 }
 
 impl<T: Clone> EventStream<T> {
-    pub(crate) fn new(rx: broadcast::Receiver<T>) -> Self {
+    pub(crate) fn new(rx: broadcast::Receiver<Arc<T>>) -> Self {
         Self { rx, dropped: 0 }
+    }
+
+    /// The event itself: moved out when this was its last holder, cloned otherwise.
+    fn owned(event: Arc<T>) -> T {
+        Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone())
     }
 
     /// The next event; `None` once the server or client is gone and every event was read.
     pub async fn recv(&mut self) -> Option<T> {
         loop {
             match self.rx.recv().await {
-                Ok(event) => return Some(event),
+                Ok(event) => return Some(Self::owned(event)),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(
                         dropped = n,
@@ -51,7 +62,7 @@ impl<T: Clone> EventStream<T> {
     pub fn try_recv(&mut self) -> Option<T> {
         loop {
             match self.rx.try_recv() {
-                Ok(event) => return Some(event),
+                Ok(event) => return Some(Self::owned(event)),
                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
                     self.dropped = self.dropped.saturating_add(n);
                 }
@@ -69,7 +80,7 @@ impl<T: Clone> EventStream<T> {
 /// The sending half: publishing never blocks, and succeeds with no subscriber too.
 #[derive(Debug, Clone)]
 pub(crate) struct Publisher<T> {
-    tx: broadcast::Sender<T>,
+    tx: broadcast::Sender<Arc<T>>,
 }
 
 impl<T: Clone> Publisher<T> {
@@ -79,7 +90,7 @@ impl<T: Clone> Publisher<T> {
     }
 
     pub(crate) fn publish(&self, event: T) {
-        let _ = self.tx.send(event);
+        let _ = self.tx.send(Arc::new(event));
     }
 
     pub(crate) fn subscribe(&self) -> EventStream<T> {
@@ -97,7 +108,7 @@ impl<T: Clone> Publisher<T> {
 /// Subscribes while the publisher lives; streams end when it is gone.
 #[derive(Debug, Clone)]
 pub(crate) struct Subscriber<T> {
-    tx: broadcast::WeakSender<T>,
+    tx: broadcast::WeakSender<Arc<T>>,
 }
 
 impl<T: Clone> Subscriber<T> {

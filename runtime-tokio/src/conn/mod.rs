@@ -313,9 +313,12 @@ pub(crate) async fn finish<S>(ws: &mut WebSocketStream<S>, ending: Ending)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Boxed: these futures are large (a few KiB: timeouts around tungstenite's close) and
+    // live once per connection, at its end; inline they would make every connection
+    // task's future, and so its idle memory, that much larger (issue 11 goal 5).
     match ending {
-        Ending::Orderly => closing::close_reply(ws).await,
-        Ending::Violation => closing::linger(ws).await,
+        Ending::Orderly => Box::pin(closing::close_reply(ws)).await,
+        Ending::Violation => Box::pin(closing::linger(ws)).await,
         Ending::Failed | Ending::Lost => {}
     }
 }

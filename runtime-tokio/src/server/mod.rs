@@ -638,14 +638,14 @@ impl Server {
     pub fn close(&self, id: &Uuid, code: CloseCode, reason: &str) -> bool {
         self.shared
             .registry
-            .send(id, Command::Close(code, reason.to_owned()))
+            .send(id, Command::Close(Box::new((code, reason.to_owned()))))
     }
 
     /// Closes every established connection; returns how many. New ones are still accepted.
     pub fn close_all(&self, code: CloseCode, reason: &str) -> usize {
         self.shared
             .registry
-            .send_all(&Command::Close(code, reason.to_owned()))
+            .send_all(&Command::Close(Box::new((code, reason.to_owned()))))
     }
 
     /// Stops accepting, closes every connection with 1001 "server shutdown" and waits up

@@ -14,8 +14,10 @@ use crate::rest::{LinkHandle, Links};
 /// A command to one connection task.
 #[derive(Debug, Clone)]
 pub(crate) enum Command {
-    /// Close (gracefully for 1000 and 1001) with this code and reason.
-    Close(CloseCode, String),
+    /// Close (gracefully for 1000 and 1001) with this code and reason (boxed: the command
+    /// is then one pointer, and so is each slot of the channel every connection task
+    /// allocates up front; issue 11 goal 5).
+    Close(Box<(CloseCode, String)>),
     /// The connection's session was resumed on a new connection (spec/protocol.md §9.3).
     Replaced,
 }

@@ -24,9 +24,10 @@
 
 use std::io::{self, IoSlice};
 use std::ops::Range;
+use std::pin::Pin;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 /// A payload at least this large is written from its own memory (server side), not copied.
 pub(crate) const COPY_BELOW: usize = 4096;
@@ -206,7 +207,11 @@ impl FrameWriter {
     {
         let (mut part, mut offset) = (0, 0);
         while part < self.parts.len() {
-            let n = {
+            // The slices are built inside the poll, not held across the await: an array of
+            // MAX_SLICES of them (1 KiB) would otherwise be part of every connection task's
+            // future, idle or not (issue 11 goal 5). A write that is pending rebuilds them
+            // when polled again (cheap next to the system call).
+            let n = std::future::poll_fn(|cx| {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let mut count = 0;
                 for (i, p) in self.parts[part..].iter().take(MAX_SLICES).enumerate() {
@@ -217,8 +222,9 @@ impl FrameWriter {
                     slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
                     count = i + 1;
                 }
-                io.write_vectored(&slices[..count]).await?
-            };
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }

@@ -33,12 +33,16 @@ impl tether_proto::RandomSource for OsRandom {
 ///
 /// tungstenite (0.30) grows both buffers to hold a large message and never shrinks them:
 /// a connection that once carried a 64 KiB frame keeps about that much on each side until
-/// it closes (an idle connection that never did stays small). The 4 KiB read buffer also caps
-/// each read at 4 KiB; [`ReadAhead`](read_ahead::ReadAhead) takes the system calls that would cost off the hot
-/// path.
+/// it closes (an idle connection that never did stays small). The read buffer is 1 KiB, what
+/// an idle connection holds on the server side (issue 11 goal 5: it was 4 KiB, a sixth of a
+/// server's memory per idle connection; a client's stays 4 KiB, the buffer of tungstenite's
+/// client handshake, which it keeps). It also caps each read at 1 KiB;
+/// [`ReadAhead`](read_ahead::ReadAhead) takes the system calls that would cost off the hot
+/// path (a large frame is then many reads from its buffer, not from the socket: the small
+/// and large `rest_load` measurements did not move beyond their noise, benches/RESULTS.md).
 pub(crate) fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(max_message_size.saturating_mul(2).max(64 * 1024))
         .max_message_size(Some(max_message_size))

@@ -1,16 +1,16 @@
 //! [`ReadAhead`]: fewer read system calls for large WebSocket messages, without a large
 //! buffer on idle connections.
 //!
-//! tungstenite reads a message at most `read_buffer_size` bytes per call (4 KiB here, see
+//! tungstenite reads a message at most `read_buffer_size` bytes per call (1 KiB here, see
 //! [`ws_config`](crate::transport::ws_config), kept small so that 10,000 idle connections stay
-//! cheap). A 64 KiB DATA frame then costs 16 or more `recv` calls, each a system call and a
+//! cheap). A 64 KiB DATA frame then costs 64 or more `recv` calls, each a system call and a
 //! trip through the runtime's I/O driver: most of the cost of a large body on loopback.
 //!
 //! [`ReadAhead`] sits between tungstenite and the socket. While reads are small it passes
 //! them straight through (no copy, no buffer). When a read fills the caller's buffer
 //! completely, more is probably waiting, so it switches to reading [`CHUNK`] bytes at a
 //! time into its own buffer and hands them out from there: one system call per chunk
-//! instead of one per 4 KiB, for one extra copy within the process (much cheaper than the
+//! instead of one per 1 KiB, for one extra copy within the process (much cheaper than the
 //! system calls it saves). The buffer is freed when the socket runs dry twice without a
 //! large read in between (the traffic is no longer bulk), so an idle connection holds none:
 //! at the latest its next heartbeat frees it. Keeping it across the short gaps of a bulk
