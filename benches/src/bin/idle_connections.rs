@@ -1,8 +1,8 @@
-//! Load run: resident memory per idle connection, over real loopback sockets.
+//! Load run: resident memory and CPU per idle connection, over real loopback sockets.
 //!
 //! ```text
 //! idle_connections [--json] tcp|tether|clients|serve [N]
-//! idle_connections [--json] N
+//! idle_connections [--json] [--cpu-window SECONDS] N
 //! ```
 //!
 //! One measurement per process:
@@ -37,6 +37,26 @@
 //!   floor). A process holding both ends needs two descriptors per connection, so these two
 //!   run with N capped by the open-files limit (`one_process_connections` says how many).
 //!
+//! **Idle CPU** (issue 11 goal 5: 10,000 idle connections with a 10 s heartbeat cost the
+//! server under 2 % of one core). Every connection here has the heartbeat set explicitly
+//! to the spec's defaults (interval 10 s, timeout 30 s, spec/protocol.md §8.4), announced in
+//! HELLO and WELCOME. In the same summary run, over a window of `--cpu-window SECONDS`
+//! (default 60: six heartbeat intervals, and past the 30 s timeout; 0 skips this part):
+//!
+//! - `server_cpu_percent_of_core_no_connections`, the floor: the `serve` child's CPU time
+//!   (user + system, `/proc/<pid>/stat`, all threads) over one window, listening, before
+//!   any client connects;
+//! - `server_cpu_percent_of_core`: the same, over one window after the clients child has
+//!   reported (all N connections up, 2 s settled), connections idle;
+//!   `client_cpu_percent_of_core`: the clients child over the same window;
+//! - that the heartbeat ran: the server's counters (its metrics, asked for on the `serve`
+//!   child's standard input with a line `stats`) before and after the window give
+//!   `server_probes_in_window` (its probes: idle, every message it sends is one, 8 payload
+//!   bytes each), `server_probes_answered_in_window` (RTT samples), `client_probes_in_window`
+//!   (Pings it received: payload received / 8 − answers), `probes_per_connection_and_interval`
+//!   (one or two by spec/protocol.md §8.3), and `handshakes_in_window`, `closes_in_window`
+//!   (0: no connection was lost and re-made) and `connections_after_window` (N).
+//!
 //! Results and the commands that produced them: benches/RESULTS.md.
 
 use std::io::{BufRead, BufReader, Write};
@@ -44,9 +64,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tether_proto::connection::Config;
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 use tether_tokio::server::{Server, ServerConfig};
-use tether_proto::connection::Config;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -405,12 +425,11 @@ fn summary(n: usize, json: bool, cpu_window: Duration) {
             idle.client,
         ));
         say(format!(
-            "    heartbeat in the window: {:.0} probes from the server ({:.0} answered) and {:.0} from the clients, {:.2} per connection ({:.2} expected); {} handshakes, {} closes, {} connections at the end",
+            "    heartbeat in the window: {:.0} probes from the server ({:.0} answered) and {:.0} from the clients, {:.2} per connection and heartbeat interval (one or two: spec/protocol.md §8.3); {} handshakes, {} closes, {} connections at the end",
             idle.server_probes,
             idle.rtt_samples,
             idle.client_probes,
-            (idle.server_probes + idle.client_probes) / n as f64,
-            w / HEARTBEAT_INTERVAL.as_secs_f64(),
+            (idle.server_probes + idle.client_probes) / n as f64 / (w / HEARTBEAT_INTERVAL.as_secs_f64()),
             idle.handshakes,
             idle.closes,
             idle.connections_after,
@@ -438,7 +457,9 @@ fn summary(n: usize, json: bool, cpu_window: Duration) {
                 "server_probes_in_window": idle.server_probes,
                 "server_probes_answered_in_window": idle.rtt_samples,
                 "client_probes_in_window": idle.client_probes,
-                "probes_per_connection_in_window": (idle.server_probes + idle.client_probes) / n as f64,
+                "probes_per_connection_and_interval": (idle.server_probes + idle.client_probes)
+                    / n as f64
+                    / (cpu_window.as_secs_f64() / HEARTBEAT_INTERVAL.as_secs_f64()),
                 "handshakes_in_window": idle.handshakes,
                 "closes_in_window": idle.closes,
                 "connections_after_window": idle.connections_after,
