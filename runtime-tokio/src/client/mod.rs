@@ -674,7 +674,9 @@ impl Runner {
         let mut violated = false;
         let mut input = None;
         loop {
-            let now = Instant::now();
+            // One clock read per loop turn (and one per write burst that leaves events): the
+            // handlers of this turn's events use it.
+            let mut now = Instant::now();
             match input.take() {
                 None => {} // the HELLO is already queued
                 Some(Input::Message(msg)) => {
@@ -708,7 +710,7 @@ impl Runner {
             loop {
                 while let Some(event) = conn.poll_event() {
                     meter.on_event(&event);
-                    self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff);
+                    self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff, now);
                 }
                 let again =
                     link::write_step(&mut ws, &mut conn, self.config.write_timeout, &mut lost)
@@ -717,6 +719,7 @@ impl Runner {
                 if !again {
                     break;
                 }
+                now = Instant::now();
             }
             if conn.is_closed() {
                 break;
@@ -750,6 +753,7 @@ impl Runner {
         id: &mut Option<Uuid>,
         end: &mut SessionEnd,
         backoff: &mut Backoff,
+        now: Instant,
     ) {
         match event {
             Event::Established { id: new, resumed } => {
@@ -790,7 +794,7 @@ impl Runner {
                 });
             }
             Event::PongReceived { .. } | Event::PingReceived { .. } => {}
-            Event::Stream(event) => driver.on_event(conn, event, Instant::now()),
+            Event::Stream(event) => driver.on_event(conn, event, now),
             // This side sent GOAWAY: requests waiting for a stream go to the next connection.
             Event::Draining => driver.going_away(),
             Event::Closed {
