@@ -38,7 +38,7 @@ use tokio::task::AbortHandle;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
-use super::body::Chunk;
+use super::body::{body_queue, BodyTx};
 use super::{
     Body, BoxBody, BoxError, BoxService, ConnectionInfo, RequestError, RestConfig, ServiceSlot,
 };
@@ -116,7 +116,7 @@ pub(crate) enum Failed {
 struct Slot {
     /// Where the received body goes (the response body of our request, or the request
     /// body of a request we serve).
-    body: Option<mpsc::UnboundedSender<Chunk>>,
+    body: Option<BodyTx>,
     /// The caller waiting for the response head.
     reply: Option<oneshot::Sender<Result<Response<Body>, Failed>>>,
     /// The timeout of our request, for its error.
@@ -720,7 +720,7 @@ fn incoming(
     if end_stream {
         return Body::empty();
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = body_queue();
     slot.body = Some(tx);
     let content_length = tether_proto::head::content_length(headers);
     Body::incoming(id, rx, commands.clone(), content_length)
