@@ -710,7 +710,13 @@ impl Runner {
             loop {
                 while let Some(event) = conn.poll_event() {
                     meter.on_event(&event);
-                    self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff, now);
+                    match event {
+                        // The stream layer's events use this turn's clock read.
+                        Event::Stream(event) => driver.on_event(&mut conn, event, now),
+                        event => {
+                            self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff)
+                        }
+                    }
                 }
                 let again =
                     link::write_step(&mut ws, &mut conn, self.config.write_timeout, &mut lost)
@@ -753,7 +759,6 @@ impl Runner {
         id: &mut Option<Uuid>,
         end: &mut SessionEnd,
         backoff: &mut Backoff,
-        now: Instant,
     ) {
         match event {
             Event::Established { id: new, resumed } => {
@@ -794,7 +799,7 @@ impl Runner {
                 });
             }
             Event::PongReceived { .. } | Event::PingReceived { .. } => {}
-            Event::Stream(event) => driver.on_event(conn, event, now),
+            Event::Stream(event) => driver.on_event(conn, event, Instant::now()),
             // This side sent GOAWAY: requests waiting for a stream go to the next connection.
             Event::Draining => driver.going_away(),
             Event::Closed {

@@ -198,7 +198,8 @@ async fn run(
                 if let Event::Failure { error } = &event {
                     linger = peer_may_be_sending(error);
                 }
-                task.on_event(&mut conn, &mut driver, event, hook, now).await;
+                task.on_event(&mut conn, &mut driver, event, hook, now)
+                    .await;
             }
             let again =
                 link::write_step(&mut ws, &mut conn, shared.config.write_timeout, &mut lost).await;
