@@ -347,3 +347,66 @@ impl Drop for Body {
         let _ = s.commands.send(Command::BodyDropped { id: s.id });
     }
 }
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    fn chunk(b: &'static [u8]) -> Chunk {
+        Ok(Frame::data(Bytes::from_static(b)))
+    }
+
+    #[test]
+    fn a_body_queue_delivers_in_order_then_ends_with_its_sender() {
+        let (tx, mut rx) = body_queue();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(!rx.is_done());
+        tx.send(chunk(b"a")).unwrap();
+        tx.send(chunk(b"b")).unwrap();
+        drop(tx);
+        // What was queued is still read after the sender went.
+        assert!(!rx.is_done());
+        for want in [b"a", b"b"] {
+            let Poll::Ready(Some(Ok(frame))) = rx.poll_recv(&mut cx) else {
+                panic!("a chunk");
+            };
+            assert_eq!(frame.into_data().unwrap(), &want[..]);
+        }
+        assert!(rx.is_done());
+        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn a_closed_or_dropped_body_refuses_chunks() {
+        let (tx, mut rx) = body_queue();
+        rx.close();
+        assert!(tx.send(chunk(b"a")).is_err());
+        let (tx, rx) = body_queue();
+        drop(rx);
+        assert!(tx.send(chunk(b"a")).is_err());
+    }
+
+    #[test]
+    fn a_waiting_reader_is_woken_by_a_chunk_and_by_the_end() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (tx, mut rx) = body_queue();
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        tx.send(chunk(b"a")).unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(rx.poll_recv(&mut cx).is_ready());
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        drop(tx);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
+    }
+}
