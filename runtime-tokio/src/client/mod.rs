@@ -674,7 +674,9 @@ impl Runner {
         let mut violated = false;
         let mut input = None;
         loop {
-            let now = Instant::now();
+            // One clock read per loop turn (and one per write burst that leaves events): the
+            // handlers of this turn's events use it.
+            let mut now = Instant::now();
             match input.take() {
                 None => {} // the HELLO is already queued
                 Some(Input::Message(msg)) => {
@@ -708,7 +710,13 @@ impl Runner {
             loop {
                 while let Some(event) = conn.poll_event() {
                     meter.on_event(&event);
-                    self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff);
+                    match event {
+                        // The stream layer's events use this turn's clock read.
+                        Event::Stream(event) => driver.on_event(&mut conn, event, now),
+                        event => {
+                            self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff)
+                        }
+                    }
                 }
                 let again =
                     link::write_step(&mut ws, &mut conn, self.config.write_timeout, &mut lost)
@@ -717,6 +725,7 @@ impl Runner {
                 if !again {
                     break;
                 }
+                now = Instant::now();
             }
             if conn.is_closed() {
                 break;

@@ -160,7 +160,9 @@ async fn run(
             }
             input = link::next_input(&mut ws, &conn, &mut rx, &mut driver) => input,
         };
-        let now = Instant::now();
+        // One clock read per loop turn (and one per write burst that leaves events): the
+        // handlers of this turn's events use it.
+        let mut now = Instant::now();
         match input {
             Input::Message(msg) => {
                 driver.sync_serving(&mut conn); // a service attached since
@@ -196,7 +198,8 @@ async fn run(
                 if let Event::Failure { error } = &event {
                     linger = peer_may_be_sending(error);
                 }
-                task.on_event(&mut conn, &mut driver, event, hook).await;
+                task.on_event(&mut conn, &mut driver, event, hook, now)
+                    .await;
             }
             let again =
                 link::write_step(&mut ws, &mut conn, shared.config.write_timeout, &mut lost).await;
@@ -204,6 +207,7 @@ async fn run(
             if !again {
                 break;
             }
+            now = Instant::now();
         }
         if conn.is_closed() {
             break;
@@ -292,6 +296,7 @@ impl Task<'_> {
         driver: &mut Driver,
         event: Event,
         hook: &dyn HelloHook,
+        now: Instant,
     ) {
         let shared = self.shared;
         match event {
@@ -301,7 +306,7 @@ impl Task<'_> {
             Event::HelloReceived(hello) => Box::pin(self.on_hello(conn, hello, hook)).await,
             Event::Received { id, metadata } => self.established(driver, id, metadata, false),
             Event::Resumed { id, metadata } => self.established(driver, id, metadata, true),
-            Event::Stream(event) => driver.on_event(conn, event, Instant::now()),
+            Event::Stream(event) => driver.on_event(conn, event, now),
             // This side sent GOAWAY: requests waiting for a stream fail (safe to retry).
             Event::Draining => driver.going_away(),
             Event::PingReceived { .. } => tracing::trace!("ping"),
