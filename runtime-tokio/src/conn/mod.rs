@@ -138,16 +138,9 @@ where
         }
         let wake = deadline.map(|d| wake::wake_at(d, now));
         tokio::select! {
-            msg = ws.next() => match msg {
-                Some(Ok(msg)) => match from_ws(msg) {
-                    Some(msg) => return Input::Message(msg),
-                    None => continue,
-                },
-                Some(Err(e)) => return match violation(&e) {
-                    Some(kind) => Input::Violation(kind, e),
-                    None => Input::TransportLost(Some(e)),
-                },
-                None => return Input::TransportLost(None),
+            msg = ws.next() => match message_input(msg) {
+                Some(input) => return input,
+                None => continue,
             },
             () = sleep_until(wake), if wake.is_some() => continue,
             cmd = commands.recv(), if commands_open => match cmd {
@@ -156,6 +149,116 @@ where
                 None => commands_open = false,
             },
             cmd = driver.recv() => return Input::Stream(cmd),
+        }
+    }
+}
+
+/// What a read of the WebSocket yielded, as an input; `None` for a raw frame (skipped).
+fn message_input<C>(msg: Option<Result<Message, WsError>>) -> Option<Input<C>> {
+    Some(match msg {
+        Some(Ok(msg)) => Input::Message(from_ws(msg)?),
+        Some(Err(e)) => match violation(&e) {
+            Some(kind) => Input::Violation(kind, e),
+            None => Input::TransportLost(Some(e)),
+        },
+        None => Input::TransportLost(None),
+    })
+}
+
+/// Most inputs one loop turn handles before its write burst (a command input drains up to
+/// [`COMMAND_BATCH`] commands): enough for a burst of small requests or responses to leave
+/// in one write, few enough that a busy peer cannot hold the burst, and with it our
+/// control frames, back for long (spec/protocol.md §10.3: they go first in the burst).
+const TURN_INPUTS: usize = 64;
+
+/// Most times one loop turn lets the tasks it handed work to run before it writes.
+const TURN_YIELDS: usize = 4;
+
+/// One turn of a run loop: after the input it woke for, the inputs that are ready without
+/// waiting (messages already read or readable, commands already queued), so that one write
+/// burst carries everything ready rather than one burst per message.
+///
+/// The handlers a turn starts and the callers it answers run as tasks of their own and
+/// answer with commands (`Respond`, the next `Open`). Each of them would wake the
+/// connection task, which would write that one answer (tokio runs a task woken by the
+/// running one next, on the same worker) before the next handler runs: one write per
+/// response. So while this turn's handlers and callers have not all answered, the turn
+/// yields (at most [`TURN_YIELDS`] times, and only while each yield brought something):
+/// tokio runs the connection task again once the worker's other ready tasks have run, and
+/// their answers leave together.
+pub(crate) struct Turn {
+    inputs: usize,
+    yields: usize,
+    /// Commands first on the next call (alternates with the socket, for fairness).
+    commands_first: bool,
+}
+
+impl Turn {
+    /// A new turn; the driver forgets what it handed out before.
+    pub(crate) fn new(driver: &mut Driver) -> Self {
+        driver.begin_turn();
+        Turn {
+            inputs: 0,
+            yields: 0,
+            commands_first: false,
+        }
+    }
+
+    /// The next input that is ready without waiting, `None` when there is none (or the
+    /// turn has handled its share): then the caller writes.
+    pub(crate) async fn next<S, C>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        driver: &mut Driver,
+    ) -> Option<Input<C>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.inputs >= TURN_INPUTS {
+            return None;
+        }
+        self.inputs += 1;
+        let mut yielded = false;
+        loop {
+            self.commands_first = !self.commands_first;
+            if self.commands_first {
+                if let Some(cmd) = driver.try_recv() {
+                    return Some(Input::Stream(cmd));
+                }
+            }
+            if let Some(input) = ready_message(ws).await {
+                return Some(input);
+            }
+            if let Some(cmd) = driver.try_recv() {
+                return Some(Input::Stream(cmd));
+            }
+            // Nothing came while the others ran (a slow handler, a caller done): write.
+            if yielded || self.yields >= TURN_YIELDS || !driver.awaits_answers() {
+                return None;
+            }
+            self.yields += 1;
+            yielded = true;
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// A message that is already buffered or readable, without waiting for one (the read
+/// registers the task's waker as a blocking read would, so no wake-up is lost).
+async fn ready_message<S, C>(ws: &mut WebSocketStream<S>) -> Option<Input<C>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let msg = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match ws.poll_next_unpin(cx) {
+                std::task::Poll::Ready(msg) => Some(msg),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await?;
+        if let Some(input) = message_input(msg) {
+            return Some(input);
         }
     }
 }

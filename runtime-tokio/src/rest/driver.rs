@@ -187,6 +187,12 @@ pub(crate) struct Driver {
     metrics: Option<crate::metrics::Metrics>,
     /// The machine was told that this side serves requests (a service is attached).
     serving: bool,
+    /// Since [`Driver::begin_turn`]: requests handed to a handler task and responses
+    /// handed to a waiting caller, each of which usually answers with a command soon
+    /// (`Respond`, or the caller's next `Open`)...
+    handed: u32,
+    /// ...and those answers received.
+    answered: u32,
 }
 
 impl Driver {
@@ -202,6 +208,8 @@ impl Driver {
             info: None,
             metrics: None,
             serving: false,
+            handed: 0,
+            answered: 0,
         }
     }
 
@@ -252,9 +260,28 @@ impl Driver {
         self.rx.try_recv().ok()
     }
 
+    /// A loop turn starts: forget what earlier turns handed to other tasks.
+    pub(crate) fn begin_turn(&mut self) {
+        self.handed = 0;
+        self.answered = 0;
+    }
+
+    /// Whether this turn handed requests or responses to other tasks (handlers, callers)
+    /// that have not answered yet: their commands would leave in this turn's write burst
+    /// if the connection task let them run first (see `conn::Turn`).
+    pub(crate) fn awaits_answers(&self) -> bool {
+        self.answered < self.handed
+    }
+
     // ---- commands
 
     pub(crate) fn on_command(&mut self, conn: &mut Connection, cmd: Command, now: Instant) {
+        if matches!(
+            cmd,
+            Command::Open(_) | Command::Respond { .. } | Command::Abandon { .. }
+        ) {
+            self.answered = self.answered.saturating_add(1);
+        }
         match cmd {
             Command::Open(open) => {
                 if self.queued.len() >= self.config.max_queued_requests {
@@ -497,6 +524,7 @@ impl Driver {
                 if let Some(info) = &self.info {
                     response.extensions_mut().insert(info.clone());
                 }
+                self.handed = self.handed.saturating_add(1);
                 if reply.send(Ok(response)).is_err() {
                     // The caller is gone; the body it never saw is dropped with the
                     // response and cancels the stream.
@@ -615,6 +643,7 @@ impl Driver {
     /// The call goes on in a task, which sends the response with [`Command::Respond`] and
     /// pumps a body that is not ready at once.
     fn serve_later(&mut self, id: StreamId, call: Oneshot<BoxService, Request<Body>>) {
+        self.handed = self.handed.saturating_add(1);
         let credit = Credit::new();
         let tx = self.tx.clone();
         let pump_credit = credit.clone();

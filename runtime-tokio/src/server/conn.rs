@@ -160,37 +160,56 @@ async fn run(
             }
             input = link::next_input(&mut ws, &conn, &mut rx, &mut driver) => input,
         };
-        // One clock read per loop turn (and one per write burst that leaves events): the
-        // handlers of this turn's events use it.
+        // One turn: this input, then every input that is ready without waiting (bounded,
+        // see `link::Turn`), each with its events handled, then one write burst for all.
+        let mut turn = link::Turn::new(&mut driver);
+        let mut input = Some(input);
         let mut now = Instant::now();
-        match input {
-            Input::Message(msg) => {
-                driver.sync_serving(&mut conn); // a service attached since
-                conn.handle_message(msg, now)
+        // One clock read per input (and one per write burst that leaves events): the
+        // handlers of its events use it.
+        while let Some(next) = input.take() {
+            match next {
+                Input::Message(msg) => {
+                    driver.sync_serving(&mut conn); // a service attached since
+                    conn.handle_message(msg, now)
+                }
+                Input::Timeout => conn.handle_timeout(now),
+                Input::TransportLost(error) => {
+                    tracing::debug!(?error, "transport lost");
+                    lost = true;
+                    conn.handle_transport_lost(now);
+                }
+                Input::Violation(kind, error) => {
+                    tracing::debug!(%error, "WebSocket violation");
+                    violated = true;
+                    conn.handle_websocket_error(kind, now);
+                }
+                Input::Command(Command::Close(close)) => {
+                    let (code, reason) = *close;
+                    tracing::debug!(%code, %reason, "closing on request");
+                    // spec/protocol.md §10.7: the machine drains what is in flight first.
+                    let drain = shared.config.rest.drain_timeout;
+                    conn.close_gracefully(code, &reason, drain, now);
+                }
+                Input::Command(Command::Replaced) => {
+                    tracing::debug!("session resumed on a new connection");
+                    conn.replaced(now); // spec/protocol.md §9.3
+                }
+                Input::Stream(cmd) => link::on_stream_commands(&mut driver, &mut conn, cmd, now),
             }
-            Input::Timeout => conn.handle_timeout(now),
-            Input::TransportLost(error) => {
-                tracing::debug!(?error, "transport lost");
-                lost = true;
-                conn.handle_transport_lost(now);
+            while let Some(event) = conn.poll_event() {
+                meter.on_event(&event);
+                if let Event::Failure { error } = &event {
+                    linger = peer_may_be_sending(error);
+                }
+                task.on_event(&mut conn, &mut driver, event, hook, now)
+                    .await;
             }
-            Input::Violation(kind, error) => {
-                tracing::debug!(%error, "WebSocket violation");
-                violated = true;
-                conn.handle_websocket_error(kind, now);
+            if conn.is_closed() || lost || violated {
+                break;
             }
-            Input::Command(Command::Close(close)) => {
-                let (code, reason) = *close;
-                tracing::debug!(%code, %reason, "closing on request");
-                // spec/protocol.md §10.7: the machine drains what is in flight first.
-                let drain = shared.config.rest.drain_timeout;
-                conn.close_gracefully(code, &reason, drain, now);
-            }
-            Input::Command(Command::Replaced) => {
-                tracing::debug!("session resumed on a new connection");
-                conn.replaced(now); // spec/protocol.md §9.3
-            }
-            Input::Stream(cmd) => link::on_stream_commands(&mut driver, &mut conn, cmd, now),
+            input = turn.next(&mut ws, &mut driver).await;
+            now = Instant::now();
         }
         loop {
             while let Some(event) = conn.poll_event() {
