@@ -169,7 +169,7 @@ fn message_input<C>(msg: Option<Result<Message, WsError>>) -> Option<Input<C>> {
 /// [`COMMAND_BATCH`] commands): enough for a burst of small requests or responses to leave
 /// in one write, few enough that a busy peer cannot hold the burst, and with it our
 /// control frames, back for long (spec/protocol.md §10.3: they go first in the burst).
-const TURN_INPUTS: usize = 64;
+const TURN_INPUTS: usize = 256;
 
 /// Most times one loop turn lets the tasks it handed work to run before it writes.
 const TURN_YIELDS: usize = 4;
@@ -180,12 +180,12 @@ const TURN_YIELDS: usize = 4;
 ///
 /// The handlers a turn starts and the callers it answers run as tasks of their own and
 /// answer with commands (`Respond`, the next `Open`). Each of them would wake the
-/// connection task, which would write that one answer (tokio runs a task woken by the
-/// running one next, on the same worker) before the next handler runs: one write per
-/// response. So while this turn's handlers and callers have not all answered, the turn
-/// yields (at most [`TURN_YIELDS`] times, and only while each yield brought something):
-/// tokio runs the connection task again once the worker's other ready tasks have run, and
-/// their answers leave together.
+/// connection task, which tokio runs next on the same worker (the task a running task wakes
+/// goes first), and which would write that one answer before the next handler ran: one
+/// write per response. So while this turn's handlers and callers have not all answered,
+/// the turn yields (at most [`TURN_YIELDS`] times, and only while each yield brought
+/// something): the connection task goes to the back of its worker's queue, behind the
+/// tasks it woke, and their answers leave together.
 pub(crate) struct Turn {
     inputs: usize,
     yields: usize,
@@ -238,9 +238,26 @@ impl Turn {
             }
             self.yields += 1;
             yielded = true;
-            tokio::task::yield_now().await;
+            requeue().await;
         }
     }
+}
+
+/// Lets the worker's other ready tasks run, then continues: the task wakes itself, which
+/// tokio treats as a yield (to the back of the worker's queue, not the slot it runs next).
+/// `tokio::task::yield_now` would wait until the worker ran dry and polled the I/O driver
+/// (one more `epoll_wait`, and a wake-up of the other worker, each time).
+async fn requeue() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// A message that is already buffered or readable, without waiting for one (the read
@@ -436,6 +453,43 @@ where
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A turn takes what is ready, in order, without waiting, and at most its share.
+    #[tokio::test]
+    async fn a_turn_takes_what_is_ready_and_no_more() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut ours = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let mut peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
+
+        // Nothing ready: the turn ends at once (no wait, no yield: nothing was handed out).
+        let mut turn = Turn::new(&mut driver);
+        assert!(turn.next::<_, ()>(&mut ours, &mut driver).await.is_none());
+
+        for i in 0..TURN_INPUTS + 3 {
+            peer.feed(Message::binary(vec![i as u8])).await.unwrap();
+        }
+        peer.flush().await.unwrap();
+        let mut turn = Turn::new(&mut driver);
+        let mut got = Vec::new();
+        while let Some(input) = turn.next::<_, ()>(&mut ours, &mut driver).await {
+            match input {
+                Input::Message(WsMessage::Binary(b)) => got.push(b[0]),
+                other => panic!("{other:?}"),
+            }
+        }
+        let expected: Vec<u8> = (0..TURN_INPUTS).map(|i| i as u8).collect();
+        assert_eq!(got, expected, "in order, and at most TURN_INPUTS");
+        // The rest is for the next turn.
+        let mut turn = Turn::new(&mut driver);
+        let mut rest = 0;
+        while turn.next::<_, ()>(&mut ours, &mut driver).await.is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, 3);
+    }
 
     #[test]
     fn messages_round_trip() {
