@@ -267,10 +267,14 @@ impl Driver {
     }
 
     /// Whether this turn handed requests or responses to other tasks (handlers, callers)
-    /// that have not answered yet: their commands would leave in this turn's write burst
+    /// of which at least two have not answered yet: their commands would leave in this turn's write burst
     /// if the connection task let them run first (see `conn::Turn`).
+    ///
+    /// One alone is not waited for: its answer wakes the connection task anyway, and
+    /// there is nothing to batch it with (yielding would only let the other worker take
+    /// the connection task away from the one running the handler).
     pub(crate) fn awaits_answers(&self) -> bool {
-        self.answered < self.handed
+        self.handed.saturating_sub(self.answered) >= 2
     }
 
     // ---- commands
