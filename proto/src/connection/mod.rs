@@ -942,7 +942,8 @@ impl Connection {
 
     fn on_inbound(&mut self, now: Instant) {
         if let Some(hb) = &self.heartbeat {
-            let (idle, probe) = (now.checked_add(hb.timeout), now.checked_add(hb.interval));
+            // spec/protocol.md §8.2: each side probes after its own probe delay of silence.
+            let (idle, probe) = (now.checked_add(hb.timeout), now.checked_add(hb.probe_after));
             self.timers.set_or_stop(Timer::Idle, idle);
             self.timers.set_or_stop(Timer::Probe, probe);
         }
@@ -1108,6 +1109,7 @@ impl Connection {
             return true;
         }
         let hb = Heartbeat::new(
+            self.side,
             interval,
             timeout,
             self.config.carrier(),
@@ -1125,7 +1127,7 @@ impl Connection {
         let payload = hb.probe(now);
         let carrier = hb.carrier();
         self.timers
-            .set_or_stop(Timer::Probe, now.checked_add(hb.interval));
+            .set_or_stop(Timer::Probe, now.checked_add(hb.probe_after));
         let msg = match carrier {
             Carrier::Frame => self.encode(&Frame::Ping(Ping(payload))),
             _ => WsMessage::Ping(payload),
