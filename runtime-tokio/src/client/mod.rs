@@ -46,7 +46,7 @@ use tether_proto::connection::{
 use tether_proto::Resume;
 use tether_proto::{CloseCode, Settings};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -59,6 +59,7 @@ use uuid::Uuid;
 use crate::conn::{self as link, Ending, Input, Io};
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
 use crate::rest::{BoxError, ConnectionInfo, Driver, LinkHandle, Peer, RestConfig, SharedService};
+use crate::transport::queue;
 use crate::transport::read_ahead::ReadAhead;
 use crate::transport::reconnect::{self, Wait};
 use std::sync::atomic::AtomicUsize;
@@ -231,14 +232,14 @@ impl ClientError {
 
 #[derive(Debug)]
 enum Command {
-    /// Boxed: one pointer per slot of the channel every client allocates up front.
+    /// Boxed: one pointer per slot of the client task's command queue.
     Close(Box<(CloseCode, String)>),
 }
 
 /// A connected (or reconnecting) client; see the [module docs](self).
 #[derive(Debug)]
 pub struct Client {
-    commands: mpsc::Sender<Command>,
+    commands: queue::Sender<Command>,
     current: watch::Receiver<Option<Uuid>>,
     link: watch::Receiver<Option<LinkHandle>>,
     service: SharedService,
@@ -297,7 +298,7 @@ impl Client {
             Instant::now(),
         )?;
         let (events, stream) = Publisher::new(config.event_capacity);
-        let (commands, rx) = mpsc::channel(4);
+        let (commands, rx) = queue::bounded(4);
         let (current_tx, current) = watch::channel(None);
         let (link_tx, link) = watch::channel(None);
         let rest = config.rest.clone();
@@ -380,10 +381,10 @@ impl Client {
 
     /// Closes with `code` and `reason` and stops reconnecting.
     pub async fn close_with(&self, code: CloseCode, reason: &str) {
+        // A full queue means closes are already pending: the first of them wins.
         let _ = self
             .commands
-            .send(Command::Close(Box::new((code, reason.to_owned()))))
-            .await;
+            .send(Command::Close(Box::new((code, reason.to_owned()))));
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut task) = task {
             let limit = crate::transport::closing::CLOSE_TIMEOUT + Duration::from_secs(1);
@@ -516,7 +517,7 @@ struct Runner {
     target: Target,
     config: ClientConfig,
     events: Publisher<ClientEvent>,
-    commands: mpsc::Receiver<Command>,
+    commands: queue::Receiver<Command>,
     current: watch::Sender<Option<Uuid>>,
     ticket: Option<Resume>,
     /// Where callers find the current connection.

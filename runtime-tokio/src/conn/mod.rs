@@ -119,7 +119,7 @@ pub(crate) fn to_ws(msg: WsMessage) -> Option<Message> {
 pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<S>,
     conn: &Connection,
-    commands: &mut tokio::sync::mpsc::Receiver<C>,
+    commands: &mut crate::transport::queue::Receiver<C>,
     driver: &mut Driver,
 ) -> Input<C>
 where

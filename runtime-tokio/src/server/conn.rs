@@ -8,7 +8,7 @@ use std::time::Instant;
 use tether_proto::connection::{Connection, ConnectionError, Event, Initiator, StoreError};
 use tether_proto::CloseCode;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -19,7 +19,7 @@ use crate::metrics::Meter;
 use crate::rest::{ConnectionInfo, Driver, LinkHandle};
 use crate::transport::acceptor::{Command as Broadcast, LiveGuard};
 use crate::transport::upgrade::{self, RequestInfo, ServerStream};
-use crate::transport::OsRandom;
+use crate::transport::{queue, OsRandom};
 use tether_proto::Side;
 
 pub(super) async fn serve(
@@ -103,7 +103,7 @@ struct Task<'a> {
     shared: &'a Shared,
     info: RequestInfo,
     serial: u64,
-    commands: mpsc::Sender<Command>,
+    commands: queue::Sender<Command>,
     /// Whether this connection's admission took its session over from a connection still
     /// open (spec/protocol.md §9.3): that one is told when this one is established.
     replaces: bool,
@@ -123,7 +123,7 @@ async fn run(
 ) {
     let (mut ws, info) = *upgraded;
     let mut conn = Connection::server(shared.config.connection.clone(), Instant::now());
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, mut rx) = queue::bounded(4);
     let mut task = Task {
         shared,
         info,
@@ -397,7 +397,7 @@ impl Task<'_> {
         // spec/protocol.md §9.3: the store said this admission took the session over from
         // a connection still open; the registry knows its task, whose machine closes it.
         if let (true, Some(old)) = (self.replaces, replaced) {
-            let _ = old.try_send(Command::Replaced);
+            let _ = old.send(Command::Replaced);
         }
         let event = if resumed {
             ServerEvent::Resumed {

@@ -1,6 +1,6 @@
 //! The transport under every product of this crate: TCP accept, the HTTP/1 upgrade to
 //! WebSocket, read-ahead, TLS, the bounded closing handshake, the write burst, the reconnect
-//! loop and the operating system's random source.
+//! loop, the connection tasks' command queues and the operating system's random source.
 //!
 //! Nothing here knows the Tether protocol: the Tether server and client use these pieces as
 //! the demo, echo and bindings servers and the compat engine (crate::compat) do.
@@ -9,6 +9,7 @@ pub(crate) mod acceptor;
 pub(crate) mod burst;
 pub(crate) mod closing;
 pub(crate) mod frames;
+pub(crate) mod queue;
 pub(crate) mod read_ahead;
 pub(crate) mod reconnect;
 pub mod tls;
