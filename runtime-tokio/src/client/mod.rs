@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use tether_proto::backoff::{parse_retry_after, Backoff, BackoffConfig, RetryPolicy};
 use tether_proto::connection::{
     Config, ConfigError, Connection, ConnectionError, Event, Initiator,
@@ -49,9 +48,6 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -59,6 +55,7 @@ use uuid::Uuid;
 use crate::conn::{self as link, Ending, Input, Io};
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
 use crate::rest::{BoxError, ConnectionInfo, Driver, LinkHandle, Peer, RestConfig, SharedService};
+use crate::transport::client_upgrade::{self, UpgradeError};
 use crate::transport::queue;
 use crate::transport::read_ahead::ReadAhead;
 use crate::transport::reconnect::{self, Wait};
@@ -406,7 +403,9 @@ impl Drop for Client {
 /// Where to dial.
 #[derive(Clone)]
 struct Target {
-    request: Request,
+    /// The URL; the upgrade request is built from it for each dial (kept, it was 0.7 KiB
+    /// of every client: issue 11 goal 5).
+    uri: http::Uri,
     host: String,
     port: u16,
     tls: Option<(
@@ -417,13 +416,9 @@ struct Target {
 
 impl Target {
     fn parse(url: &str, config: &ClientConfig) -> Result<Self, ClientError> {
-        let mut request = url
+        let request = url
             .into_client_request()
             .map_err(|e| ClientError::InvalidUrl(format!("{url}: {e}")))?;
-        request.headers_mut().insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(link::SUBPROTOCOL),
-        );
         let uri = request.uri().clone();
         let secure = match uri.scheme_str() {
             Some("ws") => false,
@@ -453,7 +448,7 @@ impl Target {
             None
         };
         Ok(Target {
-            request,
+            uri,
             host,
             port,
             tls,
@@ -479,27 +474,20 @@ impl Target {
         };
         let io: Box<dyn Io> = Box::new(ReadAhead::new(io));
         let ws_config = link::ws_config(&config.connection);
-        // spec/protocol.md §2.1: tungstenite fails the handshake itself when the server
-        // selects no subprotocol or another one (RFC 6455 §4.1), before any frame.
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(self.request.clone(), io, Some(ws_config))
-                .await
-                .map_err(|e| match e {
-                    WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(_)) => {
-                        ClientError::Subprotocol
-                    }
-                    WsError::Http(response)
-                        if response.status() == http::StatusCode::TOO_MANY_REQUESTS =>
-                    {
-                        let retry_after = response
-                            .headers()
-                            .get(http::header::RETRY_AFTER)
-                            .and_then(|v| parse_retry_after(v.as_bytes()));
-                        ClientError::TooManyRequests { retry_after }
-                    }
-                    e => ClientError::Connect(e.to_string()),
-                })?;
-        Ok(ws)
+        // spec/protocol.md §2.1: the upgrade fails when the server selects no subprotocol
+        // or another one (RFC 6455 §4.1), before any frame.
+        client_upgrade::connect(io, &self.uri, link::SUBPROTOCOL, ws_config)
+            .await
+            .map_err(|e| match e {
+                UpgradeError::Subprotocol => ClientError::Subprotocol,
+                UpgradeError::Refused {
+                    status: http::StatusCode::TOO_MANY_REQUESTS,
+                    retry_after,
+                } => ClientError::TooManyRequests {
+                    retry_after: retry_after.and_then(|v| parse_retry_after(v.as_bytes())),
+                },
+                e => ClientError::Connect(e.to_string()),
+            })
     }
 }
 
