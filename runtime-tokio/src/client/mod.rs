@@ -237,7 +237,7 @@ enum Command {
 #[derive(Debug)]
 pub struct Client {
     commands: queue::Sender<Command>,
-    current: watch::Receiver<Option<Uuid>>,
+    current: CurrentId,
     link: watch::Receiver<Option<LinkHandle>>,
     service: SharedService,
     rest: RestConfig,
@@ -296,7 +296,7 @@ impl Client {
         )?;
         let (events, stream) = Publisher::new(config.event_capacity);
         let (commands, rx) = queue::bounded(4);
-        let (current_tx, current) = watch::channel(None);
+        let current = CurrentId::default();
         let (link_tx, link) = watch::channel(None);
         let rest = config.rest.clone();
         let span = tracing::info_span!("tether_client", url = %url, id = tracing::field::Empty);
@@ -306,7 +306,7 @@ impl Client {
                 config,
                 events: events.clone(),
                 commands: rx,
-                current: current_tx,
+                current: current.clone(),
                 ticket: None,
                 link: link_tx,
                 service: service.clone(),
@@ -332,7 +332,7 @@ impl Client {
 
     /// The id of the established connection, `None` while (re)connecting or after the end.
     pub fn connection_id(&self) -> Option<Uuid> {
-        *self.current.borrow()
+        *self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Calls the server's HTTP API (see [`Peer`]). The peer outlives reconnects: requests
@@ -506,7 +506,7 @@ struct Runner {
     config: ClientConfig,
     events: Publisher<ClientEvent>,
     commands: queue::Receiver<Command>,
-    current: watch::Sender<Option<Uuid>>,
+    current: CurrentId,
     ticket: Option<Resume>,
     /// Where callers find the current connection.
     link: watch::Sender<Option<LinkHandle>>,
@@ -515,7 +515,16 @@ struct Runner {
     sessions: u64,
 }
 
+/// The id of the established connection, for [`Client::connection_id`]: a shared cell,
+/// not a `watch` channel, since nobody waits for it to change (a `watch` channel was
+/// 0.35 KiB of every client; issue 11 goal 5).
+type CurrentId = Arc<Mutex<Option<Uuid>>>;
+
 impl Runner {
+    fn set_current(&self, id: Option<Uuid>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = id;
+    }
+
     async fn run(mut self) {
         let mut backoff = Backoff::new(self.config.backoff.clone());
         loop {
@@ -727,7 +736,7 @@ impl Runner {
             // spec/protocol.md §9.5: the window runs from about now on the server.
             backoff.handle_resumable(Instant::now(), conn.resume_window());
         }
-        let _ = self.current.send(None);
+        self.set_current(None);
         end
     }
 
@@ -747,7 +756,7 @@ impl Runner {
                 *id = Some(new);
                 self.ticket = conn.resume_ticket();
                 backoff.handle_connected(Instant::now());
-                let _ = self.current.send(Some(new));
+                self.set_current(Some(new));
                 driver.set_info(ConnectionInfo {
                     id: new,
                     side: Side::Client,
