@@ -264,7 +264,11 @@ pub(crate) async fn write_step<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match write_burst(ws, conn, write_timeout).await {
+    // Boxed: the burst (its timeout's timer, the frame writer, tungstenite's feed and
+    // flush futures) is the largest state of a run loop, ≈ 0.9 KiB, and lives only while
+    // writing; inline, every idle connection's task would keep room for it (issue 11 goal
+    // 5). One allocation per burst, next to the burst's system calls.
+    match Box::pin(write_burst(ws, conn, write_timeout)).await {
         Burst::Written => conn.has_events(),
         Burst::Lost { more_events } => {
             *lost = true;
