@@ -226,7 +226,9 @@ mod tests {
     #[tokio::test]
     async fn refusals_and_bad_answers_are_errors() {
         let uri: http::Uri = "ws://example.test/x?y".parse().unwrap();
-        let cases: [(fn(&str) -> Vec<u8>, fn(&UpgradeError) -> bool); 4] = [
+        /// An answer (from the accept key) and a check of the error it causes.
+        type Case = (fn(&str) -> Vec<u8>, fn(&UpgradeError) -> bool);
+        let cases: [Case; 4] = [
             (
                 |_| {
                     "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n"
