@@ -556,8 +556,13 @@ fn collect_fields(src: &Bytes, fields: &[httparse::Header<'_>]) -> Result<Header
     let mut map = HeaderMap::with_capacity(fields.len());
     let mut content_length = None;
     for field in fields {
-        let name =
-            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::InvalidHeader)?;
+        // The deadline field comes with most requests: its name is not in `http`'s
+        // table of standard names, so parsing would copy it into an allocation each time.
+        let name = if field.name == crate::streams::TIMEOUT_HEADER {
+            HeaderName::from_static(crate::streams::TIMEOUT_HEADER)
+        } else {
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::InvalidHeader)?
+        };
         let value = HeaderValue::from_maybe_shared(src.slice_ref(field.value))
             .map_err(|_| HeadError::InvalidHeader)?;
         if is_connection_specific(&name)

@@ -575,3 +575,134 @@ async fn a_response_body_written_past_tungstenite_is_read_off_the_wire_by_hand()
     assert!(lengths.contains(&(5_000 + 8)), "{lengths:?}");
     assert!(lengths.contains(&(65_536 + 8)), "{lengths:?}");
 }
+
+/// Every tracing event and span field of the code under test, formatted as text: what any
+/// log subscriber an embedder installs could print.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<String>>);
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl tracing::field::Visit for CapturedLog {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let mut s = self.0.lock().unwrap();
+        s.push_str(&format!("{}={value:?} ", field.name()));
+    }
+}
+
+impl tracing::Subscriber for CapturedLog {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        span.record(&mut self.clone());
+        self.0.lock().unwrap().push('\n');
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        values.record(&mut self.clone());
+        self.0.lock().unwrap().push('\n');
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        event.record(&mut self.clone());
+        self.0.lock().unwrap().push('\n');
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The ways a 16-byte secret could show up in text: hex either case, `Debug` of the bytes,
+/// base64 (standard and URL-safe, padded or not).
+fn renderings(secret: &[u8; 16]) -> Vec<String> {
+    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let mut b64 = String::new();
+    for chunk in secret.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            b64.push(STD[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    let url = b64.replace('+', "-").replace('/', "_");
+    // A prefix is enough to count as a leak, and survives any line wrapping.
+    vec![
+        hex.clone(),
+        hex.to_uppercase(),
+        format!("{secret:?}"),
+        format!("{:?}", &secret[..8]),
+        b64[..16].to_string(),
+        url[..16].to_string(),
+    ]
+}
+
+/// The resume token is a bearer secret that MUST NOT be logged (spec/protocol.md §11
+/// [11-1]): a whole session's life on the server (HELLO, a transport loss, a resume with
+/// a wrong token, the resume with the right one, an orderly close), traced at every level,
+/// and the server's events, show no rendering of it.
+#[tokio::test]
+async fn the_resume_token_is_in_no_log_line_and_no_event() {
+    let log = CapturedLog::default();
+    // A current-thread runtime: the server's tasks run on this thread, under this default.
+    let _guard = tracing::subscriber::set_default(log.clone());
+    let (server, mut events) = server().await;
+    let mut seen_events = String::new();
+
+    let mut raw = Raw::connect(server.local_addr()).await;
+    let (conn, _) = raw.handshake(None).await;
+    let ticket = conn.resume_ticket().expect("ticket");
+    let id = received(&mut events).await;
+    drop(raw); // TCP ends without a Close: the session is kept (§9.1).
+
+    let wrong = Resume {
+        connection_id: ticket.connection_id,
+        token: tether_proto::ResumeToken::from_bytes(
+            ticket.token.as_bytes().map(|b| b.wrapping_add(1)),
+        ),
+    };
+    let mut guess = Raw::connect(server.local_addr()).await;
+    let (_, resumed) = guess.handshake(Some(wrong)).await;
+    assert!(!resumed, "a wrong token resumed the session");
+
+    let mut again = Raw::connect(server.local_addr()).await;
+    let (mut conn, resumed) = again.handshake(Some(ticket)).await;
+    assert!(resumed, "the right token did not resume");
+    conn.close(CloseCode::NORMAL, "done", Instant::now());
+    while let Some(WsMessage::Binary(b)) = conn.poll_transmit().map(WsMessage::from) {
+        again.send(true, false, BINARY, &b).await;
+    }
+    again.send(true, false, CLOSE, &1000u16.to_be_bytes()).await;
+    assert_eq!(again.expect_close().await, 1000);
+
+    // Everything the server reported, up to the end of that session.
+    loop {
+        let e = tokio::time::timeout(GUARD, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        seen_events.push_str(&format!("{e:?}\n"));
+        if matches!(&e, ServerEvent::Closed { id: got, .. } if *got == id) {
+            break;
+        }
+    }
+
+    let text = log.text();
+    // The capture works: the connection id, which is not secret, is in it.
+    assert!(text.contains(&id.to_string()), "nothing captured:\n{text}");
+    for secret in [*ticket.token.as_bytes(), *wrong.token.as_bytes()] {
+        for r in renderings(&secret) {
+            assert!(!text.contains(&r), "token logged as {r}:\n{text}");
+            assert!(
+                !seen_events.contains(&r),
+                "token in an event as {r}:\n{seen_events}"
+            );
+        }
+    }
+}

@@ -1,8 +1,8 @@
-//! Load run: resident memory per idle connection, over real loopback sockets.
+//! Load run: resident memory and CPU per idle connection, over real loopback sockets.
 //!
 //! ```text
 //! idle_connections [--json] tcp|tether|clients|serve [N]
-//! idle_connections [--json] N
+//! idle_connections [--json] [--cpu-window SECONDS] N
 //! ```
 //!
 //! One measurement per process:
@@ -37,15 +37,37 @@
 //!   floor). A process holding both ends needs two descriptors per connection, so these two
 //!   run with N capped by the open-files limit (`one_process_connections` says how many).
 //!
+//! **Idle CPU** (issue 11 goal 5: 10,000 idle connections with a 10 s heartbeat cost the
+//! server under 2 % of one core). Every connection here has the heartbeat set explicitly
+//! to the spec's defaults (interval 10 s, timeout 30 s, spec/protocol.md §8.4), announced in
+//! HELLO and WELCOME. In the same summary run, over a window of `--cpu-window SECONDS`
+//! (default 60: six heartbeat intervals, and past the 30 s timeout; 0 skips this part):
+//!
+//! - `server_cpu_percent_of_core_no_connections`, the floor: the `serve` child's CPU time
+//!   (user + system, `/proc/<pid>/stat`, all threads) over one window, listening, before
+//!   any client connects;
+//! - `server_cpu_percent_of_core`: the same, over one window after the clients child has
+//!   reported (all N connections up, 2 s settled), connections idle;
+//!   `client_cpu_percent_of_core`: the clients child over the same window;
+//! - that the heartbeat ran: the server's counters (its metrics, asked for on the `serve`
+//!   child's standard input with a line `stats`) before and after the window give
+//!   `server_probes_in_window` (its probes: idle, every message it sends is one, 8 payload
+//!   bytes each), `server_probes_answered_in_window` (RTT samples), `client_probes_in_window`
+//!   (Pings it received: payload received / 8 − answers), `probes_per_connection_and_interval`
+//!   (one or two by spec/protocol.md §8.3), and `handshakes_in_window`, `closes_in_window`
+//!   (0: no connection was lost and re-made) and `connections_after_window` (N).
+//!
 //! Results and the commands that produced them: benches/RESULTS.md.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tether_proto::connection::Config;
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 use tether_tokio::server::{Server, ServerConfig};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The environment variable that makes a measurement hold its connections, after printing
@@ -86,9 +108,7 @@ async fn tcp(n: usize) -> (Vec<TcpStream>, Vec<TcpStream>) {
 }
 
 async fn tether(n: usize) -> (Server, Vec<Client>) {
-    let (server, _events) = Server::bind(ServerConfig::new("127.0.0.1:0".parse().expect("addr")))
-        .await
-        .expect("bind");
+    let (server, _events) = Server::bind(server_config()).await.expect("bind");
     let url = format!("ws://{}/", server.local_addr());
     (server, clients(&url, n).await)
 }
@@ -98,6 +118,7 @@ async fn clients(url: &str, n: usize) -> Vec<Client> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
         let mut config = ClientConfig::new("{}");
+        config.connection = connection_config();
         if let Some(cap) = std::env::var("IDLE_EVENT_CAPACITY")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -117,15 +138,72 @@ async fn clients(url: &str, n: usize) -> Vec<Client> {
     clients
 }
 
-/// Binds a server, prints its URL and holds it until standard input closes.
+/// The heartbeat of every connection here, set explicitly: the spec's defaults
+/// (spec/protocol.md §8.4), interval 10 s, timeout 30 s, announced in HELLO and WELCOME.
+fn connection_config() -> Arc<Config> {
+    Arc::new(
+        Config::builder()
+            .heartbeat(HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT)
+            .build()
+            .expect("heartbeat config"),
+    )
+}
+
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn server_config() -> ServerConfig {
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"));
+    config.connection = connection_config();
+    config
+}
+
+/// Binds a server, prints its URL and holds it until standard input closes; answers each
+/// line `stats` on standard input with one JSON line of its counters ([`server_stats`]).
 async fn serve() {
-    let (server, _events) = Server::bind(ServerConfig::new("127.0.0.1:0".parse().expect("addr")))
-        .await
-        .expect("bind");
+    let (server, _events) = Server::bind(server_config()).await.expect("bind");
     println!("ws://{}/", server.local_addr());
     std::io::stdout().flush().expect("stdout");
-    wait_for_stdin_close().await;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim() == "stats" {
+            println!("{}", server_stats(&server));
+            std::io::stdout().flush().expect("stdout");
+        }
+    }
     drop(server);
+}
+
+/// The server's counters that show the heartbeat running: connections established now,
+/// heartbeat round trips completed (RTT samples), handshakes and closes so far, and the
+/// WebSocket payload bytes the connections sent (its own messages: the server's probes
+/// while idle; the transport's Pongs are not counted) and received (Pings and Pongs).
+fn server_stats(server: &Server) -> serde_json::Value {
+    let text = server.metrics().encode();
+    // Sum of the samples of one metric (all its label sets), from the OpenMetrics text.
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let sum_labelled = |name: &str, label: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(&format!("\"{label}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    serde_json::json!({
+        "connections": server.connection_count(),
+        "rtt_samples": sum("tether_heartbeat_rtt_seconds_count"),
+        "handshakes": sum("tether_handshakes_total"),
+        "closes": sum("tether_closes_total"),
+        "bytes_sent": sum_labelled("tether_bytes_total", "sent"),
+        "bytes_received": sum_labelled("tether_bytes_total", "received"),
+    })
 }
 
 async fn wait_for_stdin_close() {
@@ -176,22 +254,33 @@ async fn measure(kind: &str, n: usize, json: bool) {
     drop(keep);
 }
 
-const USAGE: &str =
-    "usage: idle_connections [--json] tcp|tether|clients|serve [N], or idle_connections [--json] N";
+const USAGE: &str = "usage: idle_connections [--json] tcp|tether|clients|serve [N], or idle_connections [--json] [--cpu-window SECONDS] N";
+
+/// The summary's CPU window: six heartbeat rounds, and past the heartbeat timeout (30 s),
+/// so connections whose heartbeat failed would be gone by its end.
+const DEFAULT_CPU_WINDOW: Duration = Duration::from_secs(60);
 
 fn main() {
     let mut json = false;
+    let mut cpu_window = DEFAULT_CPU_WINDOW;
     let mut rest = vec![];
-    for a in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
         if a == "--json" {
             json = true;
+        } else if a == "--cpu-window" {
+            let secs: f64 = args
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{USAGE}"));
+            cpu_window = Duration::from_secs_f64(secs);
         } else {
             rest.push(a);
         }
     }
     let first = rest.first().cloned().unwrap_or_else(|| "tether".into());
     if let Ok(n) = first.parse::<usize>() {
-        return summary(n.max(1), json);
+        return summary(n.max(1), json, cpu_window);
     }
     let n: usize = rest.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -242,7 +331,7 @@ fn per_conn(v: &serde_json::Value) -> f64 {
 }
 
 /// The summary: each measurement in a child process (see the module docs).
-fn summary(n: usize, json: bool) {
+fn summary(n: usize, json: bool, cpu_window: Duration) {
     let limit = open_files_limit().unwrap_or(1024);
     // Both ends in one process: two descriptors per connection, plus some for the runtime.
     let n_one = n.min(limit.saturating_sub(200) / 2).max(1);
@@ -281,15 +370,44 @@ fn summary(n: usize, json: bool) {
             .expect("spawn the server"),
     );
     let pid = server.0.id().to_string();
+    // Kept open: the server answers `stats` on it.
+    let mut server_out = BufReader::new(server.0.stdout.take().expect("stdout"));
     let mut url = String::new();
-    BufReader::new(server.0.stdout.take().expect("stdout"))
-        .read_line(&mut url)
-        .expect("the server's URL");
+    server_out.read_line(&mut url).expect("the server's URL");
     let url = url.trim().to_owned();
     let server_before = rss_kib(&pid);
+    // The floor: the same server process, listening, no connection.
+    let floor = (!cpu_window.is_zero()).then(|| cpu_over(&[&pid], cpu_window)[0]);
     let (clients, clients_result) = spawn_measure("clients", n, Some(&url));
     // Read while the clients still hold their connections open.
     let server_after = rss_kib(&pid);
+    let mut stats = |server: &mut ChildGuard| -> serde_json::Value {
+        let stdin = server.0.stdin.as_mut().expect("the server's stdin");
+        stdin.write_all(b"stats\n").expect("ask the server");
+        stdin.flush().expect("ask the server");
+        let mut line = String::new();
+        server_out.read_line(&mut line).expect("the server's stats");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not stats ({e}): {line:?}"))
+    };
+    let idle = (!cpu_window.is_zero()).then(|| {
+        let before = stats(&mut server);
+        let clients_pid = clients.0.id().to_string();
+        let cpu = cpu_over(&[&pid, &clients_pid], cpu_window);
+        let after = stats(&mut server);
+        let delta = |k: &str| after[k].as_f64().unwrap_or(0.0) - before[k].as_f64().unwrap_or(0.0);
+        IdleCpu {
+            server: cpu[0],
+            client: cpu[1],
+            rtt_samples: delta("rtt_samples"),
+            handshakes: delta("handshakes"),
+            closes: delta("closes"),
+            connections_after: after["connections"].as_u64().unwrap_or(0),
+            // Idle, every message is a probe or an answer with an 8-byte payload (the
+            // sequence number, no application data: spec/protocol.md §8.2).
+            server_probes: delta("bytes_sent") / PROBE_LEN,
+            client_probes: (delta("bytes_received") / PROBE_LEN - delta("rtt_samples")).max(0.0),
+        }
+    });
     drop(clients);
     drop(server);
     let server_per = server_after.saturating_sub(server_before) as f64 / n as f64;
@@ -298,23 +416,111 @@ fn summary(n: usize, json: bool) {
         "  tether, two processes: server {server_per:.1} KiB per connection (resident {server_before} -> {server_after} KiB), client {client_per:.1} KiB per connection; {:.1} KiB per pair",
         server_per + client_per
     ));
+    if let (Some(floor), Some(idle)) = (floor, &idle) {
+        let w = cpu_window.as_secs_f64();
+        say(format!(
+            "  idle CPU over {w:.0} s, heartbeat every {} s: server {:.3} % of one core with {n} connections ({floor:.3} % with none), clients process {:.3} %",
+            HEARTBEAT_INTERVAL.as_secs(),
+            idle.server,
+            idle.client,
+        ));
+        say(format!(
+            "    heartbeat in the window: {:.0} probes from the server ({:.0} answered) and {:.0} from the clients, {:.2} per connection and heartbeat interval (one or two: spec/protocol.md §8.3); {} handshakes, {} closes, {} connections at the end",
+            idle.server_probes,
+            idle.rtt_samples,
+            idle.client_probes,
+            (idle.server_probes + idle.client_probes) / n as f64 / (w / HEARTBEAT_INTERVAL.as_secs_f64()),
+            idle.handshakes,
+            idle.closes,
+            idle.connections_after,
+        ));
+    }
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "kib_per_pair": server_per + client_per,
-                "server_kib_per_conn": server_per,
-                "client_kib_per_conn": client_per,
-                "connections": n,
-                "server_rss_before_kib": server_before,
-                "server_rss_after_kib": server_after,
-                "one_process_kib_per_pair": per_conn(&one),
-                "tcp_kib_per_pair": per_conn(&tcp),
-                "one_process_connections": n_one,
-            })
-        );
+        let mut result = serde_json::json!({
+            "kib_per_pair": server_per + client_per,
+            "server_kib_per_conn": server_per,
+            "client_kib_per_conn": client_per,
+            "connections": n,
+            "server_rss_before_kib": server_before,
+            "server_rss_after_kib": server_after,
+            "one_process_kib_per_pair": per_conn(&one),
+            "tcp_kib_per_pair": per_conn(&tcp),
+            "one_process_connections": n_one,
+        });
+        if let (Some(floor), Some(idle)) = (floor, idle) {
+            let extra = serde_json::json!({
+                "cpu_window_s": cpu_window.as_secs_f64(),
+                "heartbeat_interval_s": HEARTBEAT_INTERVAL.as_secs_f64(),
+                "server_cpu_percent_of_core": idle.server,
+                "server_cpu_percent_of_core_no_connections": floor,
+                "client_cpu_percent_of_core": idle.client,
+                "server_probes_in_window": idle.server_probes,
+                "server_probes_answered_in_window": idle.rtt_samples,
+                "client_probes_in_window": idle.client_probes,
+                "probes_per_connection_and_interval": (idle.server_probes + idle.client_probes)
+                    / n as f64
+                    / (cpu_window.as_secs_f64() / HEARTBEAT_INTERVAL.as_secs_f64()),
+                "handshakes_in_window": idle.handshakes,
+                "closes_in_window": idle.closes,
+                "connections_after_window": idle.connections_after,
+            });
+            for (k, v) in extra.as_object().expect("object") {
+                result[k] = v.clone();
+            }
+        }
+        println!("{result}");
     }
 }
+
+/// What the server and the clients cost while idle, over the CPU window.
+struct IdleCpu {
+    /// The server process's CPU time over the window, in % of one core.
+    server: f64,
+    /// The clients process's, the same way.
+    client: f64,
+    /// Heartbeat round trips the server completed in the window (RTT samples).
+    rtt_samples: f64,
+    /// Handshakes and closes in the window (a connection lost and re-established).
+    handshakes: f64,
+    closes: f64,
+    /// The server's established connections at the end of the window.
+    connections_after: u64,
+    /// Probes the server sent, and probes the clients sent (received by the server).
+    server_probes: f64,
+    client_probes: f64,
+}
+
+/// CPU time (user + system) of processes, in clock ticks (`/proc/<pid>/stat` fields 14
+/// and 15, all threads).
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("procfs");
+    // Fields after the command name, which is in parentheses and may hold spaces: the
+    // first is field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').expect("stat") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> u64 { fields[i].parse().expect("a tick count") };
+    field(11) + field(12)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux).
+const TICKS_PER_S: f64 = 100.0;
+
+/// The CPU each process used over `window` of wall time, in % of one core.
+fn cpu_over(pids: &[&str], window: Duration) -> Vec<f64> {
+    let start = Instant::now();
+    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(p)).collect();
+    std::thread::sleep(window);
+    let after: Vec<u64> = pids.iter().map(|p| cpu_ticks(p)).collect();
+    let wall = start.elapsed().as_secs_f64();
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(*b) as f64 / TICKS_PER_S / wall * 100.0)
+        .collect()
+}
+
+/// The payload of a probe here: its sequence number alone.
+const PROBE_LEN: f64 = 8.0;
 
 /// The mappings holding the most resident memory (diagnostics, with IDLE_SMAPS=1).
 fn print_top_mappings() {

@@ -24,6 +24,8 @@ use crate::rest::Driver;
 use crate::transport::burst::{self, Outgoing};
 use crate::transport::closing;
 
+mod wake;
+
 /// Most commands of the HTTP side handled in one go before the write burst: enough to
 /// batch a burst of small requests into one flush, few enough not to delay the heartbeat.
 const COMMAND_BATCH: usize = 256;
@@ -115,7 +117,9 @@ pub(crate) fn to_ws(msg: WsMessage) -> Option<Message> {
 ///
 /// The sleep only wakes the loop; whether the deadline passed is checked against the
 /// clock, so a late or early wake-up can neither starve nor fire a timer twice
-/// (the house style's rule on timer starvation).
+/// (the house style's rule on timer starvation). A far deadline is slept to a little
+/// after it, on a boundary shared with the other connections ([`wake`]), so that idle
+/// connections' heartbeats wake the runtime together.
 pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<S>,
     conn: &Connection,
@@ -127,10 +131,12 @@ where
 {
     let mut commands_open = true;
     loop {
+        let now = Instant::now();
         let deadline = conn.poll_timeout();
-        if matches!(deadline, Some(d) if Instant::now() >= d) {
+        if matches!(deadline, Some(d) if now >= d) {
             return Input::Timeout;
         }
+        let wake = deadline.map(|d| wake::wake_at(d, now));
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(msg)) => match from_ws(msg) {
@@ -143,7 +149,7 @@ where
                 },
                 None => return Input::TransportLost(None),
             },
-            () = sleep_until(deadline), if deadline.is_some() => continue,
+            () = sleep_until(wake), if wake.is_some() => continue,
             cmd = commands.recv(), if commands_open => match cmd {
                 Some(cmd) => return Input::Command(cmd),
                 // Every handle is gone: nobody can ask anything any more; keep serving.

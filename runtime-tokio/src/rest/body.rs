@@ -2,13 +2,14 @@
 //!
 //! [`Peer`]: super::Peer
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use http_body::{Frame, SizeHint};
 use tether_proto::{Initiator, ResetCode, StreamId};
-use tokio::sync::mpsc;
 
 use super::driver::{Command, CommandSender};
 use super::BoxError;
@@ -43,6 +44,108 @@ fn side(initiator: Initiator) -> &'static str {
 /// What the connection task pushes into a streaming body.
 pub(crate) type Chunk = Result<Frame<Bytes>, BodyError>;
 
+/// The queue between the connection task and one streaming body: one small shared
+/// allocation (and the queue's buffer once a chunk waits), where a tokio channel costs an
+/// aligned allocation plus a block of 32 slots (about 3.6 KiB) per body (issue 11). It is
+/// unbounded like that channel was: what it holds is bounded by the stream's window,
+/// which only the body's reader releases (spec/protocol.md §10.3).
+pub(crate) fn body_queue() -> (BodyTx, BodyRx) {
+    let shared = Arc::new(Mutex::new(Queue {
+        chunks: VecDeque::new(),
+        waker: None,
+        sender: true,
+        receiver: true,
+    }));
+    (BodyTx(shared.clone()), BodyRx(shared))
+}
+
+struct Queue {
+    chunks: VecDeque<Chunk>,
+    /// The reader waiting for a chunk.
+    waker: Option<Waker>,
+    /// The sending half is still there.
+    sender: bool,
+    /// The receiving half is still there and not closed.
+    receiver: bool,
+}
+
+fn lock(q: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    q.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The connection task's half of a [`body_queue`].
+pub(crate) struct BodyTx(Arc<Mutex<Queue>>);
+
+impl BodyTx {
+    /// Queues a chunk; gives it back when the body is gone (dropped or closed).
+    pub(crate) fn send(&self, chunk: Chunk) -> Result<(), Chunk> {
+        let waker = {
+            let mut q = lock(&self.0);
+            if !q.receiver {
+                return Err(chunk);
+            }
+            q.chunks.push_back(chunk);
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BodyTx {
+    fn drop(&mut self) {
+        let waker = {
+            let mut q = lock(&self.0);
+            q.sender = false;
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The body's half of a [`body_queue`].
+pub(crate) struct BodyRx(Arc<Mutex<Queue>>);
+
+impl BodyRx {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        let mut q = lock(&self.0);
+        if let Some(chunk) = q.chunks.pop_front() {
+            return Poll::Ready(Some(chunk));
+        }
+        if !q.sender || !q.receiver {
+            return Poll::Ready(None);
+        }
+        match &mut q.waker {
+            Some(w) => w.clone_from(cx.waker()),
+            None => q.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// No chunk will come: the sender is gone (or this half closed) and nothing waits.
+    fn is_done(&self) -> bool {
+        let q = lock(&self.0);
+        (!q.sender || !q.receiver) && q.chunks.is_empty()
+    }
+
+    /// Refuses further chunks (what is queued stays readable).
+    fn close(&mut self) {
+        lock(&self.0).receiver = false;
+    }
+}
+
+impl Drop for BodyRx {
+    fn drop(&mut self) {
+        let mut q = lock(&self.0);
+        q.receiver = false;
+        q.waker = None;
+    }
+}
+
 /// The body of a request a service receives over Tether, or of a response a [`Peer`]
 /// returns. It streams: each DATA frame becomes a frame of this body as it arrives, the
 /// bytes still in the received message (no copy), and reading it is what gives the
@@ -65,7 +168,7 @@ enum Kind {
 
 struct Incoming {
     id: StreamId,
-    rx: mpsc::UnboundedReceiver<Chunk>,
+    rx: BodyRx,
     commands: CommandSender,
     /// Bytes still to come according to `content-length`, when it was given.
     remaining: Option<u64>,
@@ -83,7 +186,7 @@ impl Body {
     /// A body arriving on stream `id` of a connection task.
     pub(crate) fn incoming(
         id: StreamId,
-        rx: mpsc::UnboundedReceiver<Chunk>,
+        rx: BodyRx,
         commands: CommandSender,
         content_length: Option<u64>,
     ) -> Self {
@@ -216,7 +319,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
-            Kind::Stream(s) => s.ended || (s.rx.is_closed() && s.rx.is_empty()),
+            Kind::Stream(s) => s.ended || s.rx.is_done(),
         }
     }
 
@@ -242,5 +345,68 @@ impl Drop for Body {
         // The machine's discard_body gives back what was received and never read.
         s.rx.close();
         let _ = s.commands.send(Command::BodyDropped { id: s.id });
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    fn chunk(b: &'static [u8]) -> Chunk {
+        Ok(Frame::data(Bytes::from_static(b)))
+    }
+
+    #[test]
+    fn a_body_queue_delivers_in_order_then_ends_with_its_sender() {
+        let (tx, mut rx) = body_queue();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(!rx.is_done());
+        tx.send(chunk(b"a")).unwrap();
+        tx.send(chunk(b"b")).unwrap();
+        drop(tx);
+        // What was queued is still read after the sender went.
+        assert!(!rx.is_done());
+        for want in [b"a", b"b"] {
+            let Poll::Ready(Some(Ok(frame))) = rx.poll_recv(&mut cx) else {
+                panic!("a chunk");
+            };
+            assert_eq!(frame.into_data().unwrap(), &want[..]);
+        }
+        assert!(rx.is_done());
+        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn a_closed_or_dropped_body_refuses_chunks() {
+        let (tx, mut rx) = body_queue();
+        rx.close();
+        assert!(tx.send(chunk(b"a")).is_err());
+        let (tx, rx) = body_queue();
+        drop(rx);
+        assert!(tx.send(chunk(b"a")).is_err());
+    }
+
+    #[test]
+    fn a_waiting_reader_is_woken_by_a_chunk_and_by_the_end() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (tx, mut rx) = body_queue();
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        tx.send(chunk(b"a")).unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(rx.poll_recv(&mut cx).is_ready());
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        drop(tx);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
     }
 }

@@ -19,8 +19,10 @@
 //! bytes the flow-control windows let in, resets and drops by the number of streams.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -30,12 +32,15 @@ use http_body_util::BodyExt;
 use tether_proto::connection::Connection;
 use tether_proto::streams::{OpenError, SendError, StreamEvent};
 use tether_proto::{RequestHead, ResponseHead, StreamId};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::AbortHandle;
+use tower::util::Oneshot;
 use tower::ServiceExt;
 
-use super::body::Chunk;
-use super::{Body, BoxBody, BoxError, ConnectionInfo, RequestError, RestConfig, ServiceSlot};
+use super::body::{body_queue, BodyTx};
+use super::{
+    Body, BoxBody, BoxError, BoxService, ConnectionInfo, RequestError, RestConfig, ServiceSlot,
+};
 use crate::transport::queue;
 
 /// The sending half of a connection task's command channel.
@@ -111,7 +116,7 @@ pub(crate) enum Failed {
 struct Slot {
     /// Where the received body goes (the response body of our request, or the request
     /// body of a request we serve).
-    body: Option<mpsc::UnboundedSender<Chunk>>,
+    body: Option<BodyTx>,
     /// The caller waiting for the response head.
     reply: Option<oneshot::Sender<Result<Response<Body>, Failed>>>,
     /// The timeout of our request, for its error.
@@ -124,8 +129,8 @@ struct Slot {
     /// took its chunk but has no room for the next, so the body is not read ahead of the
     /// peer's credit (spec/protocol.md §10.3).
     owed: bool,
-    /// The body pump and the service call working for this stream.
-    tasks: Vec<AbortHandle>,
+    /// The body pump or the service call working for this stream.
+    task: Option<AbortHandle>,
     /// Why our request body failed, for the caller (the stream is being reset).
     body_error: Option<BoxError>,
 }
@@ -299,27 +304,7 @@ impl Driver {
                 head,
                 body,
                 end,
-            } => {
-                let Ok(mut stream) = conn.stream(id) else {
-                    return;
-                };
-                if let Some(m) = &self.metrics {
-                    if head.status.as_u16() >= 200 {
-                        m.request("served", head.status);
-                    }
-                }
-                let inline = !body.is_empty();
-                match stream.send_response(*head, end && !inline) {
-                    // Nothing of the stream is queued yet, so it takes the chunk whatever
-                    // the peer's window (spec/protocol.md §10.3); the machine sends it as
-                    // the window allows.
-                    Ok(()) if inline => self.send_data(conn, id, body, end),
-                    Ok(()) => {}
-                    // The machine already reset the stream (spec/protocol.md §5).
-                    Err(e @ SendError::HeadTooLarge { .. }) => tracing::warn!(%id, "{e}"),
-                    Err(e) => tracing::debug!(%id, "response not sent: {e}"),
-                }
-            }
+            } => self.respond(conn, id, *head, body, end),
             Command::Release { id, n } => {
                 if let Ok(mut stream) = conn.stream(id) {
                     stream.release_capacity(n);
@@ -349,6 +334,37 @@ impl Driver {
                     stream.abandon(now);
                 }
             }
+        }
+    }
+
+    /// Sends the response head of a request we serve, with a small body that was ready at
+    /// once (`body`; `end` ends the stream after it).
+    fn respond(
+        &mut self,
+        conn: &mut Connection,
+        id: StreamId,
+        head: ResponseHead,
+        body: Bytes,
+        end: bool,
+    ) {
+        let Ok(mut stream) = conn.stream(id) else {
+            return;
+        };
+        if let Some(m) = &self.metrics {
+            if head.status.as_u16() >= 200 {
+                m.request("served", head.status);
+            }
+        }
+        let inline = !body.is_empty();
+        match stream.send_response(head, end && !inline) {
+            // Nothing of the stream is queued yet, so it takes the chunk whatever
+            // the peer's window (spec/protocol.md §10.3); the machine sends it as
+            // the window allows.
+            Ok(()) if inline => self.send_data(conn, id, body, end),
+            Ok(()) => {}
+            // The machine already reset the stream (spec/protocol.md §5).
+            Err(e @ SendError::HeadTooLarge { .. }) => tracing::warn!(%id, "{e}"),
+            Err(e) => tracing::debug!(%id, "response not sent: {e}"),
         }
     }
 
@@ -411,7 +427,7 @@ impl Driver {
             slot.credit = Some(credit.clone());
             let tx = self.tx.clone();
             let task = tokio::spawn(pump(id, None, body, tx, credit));
-            slot.tasks.push(task.abort_handle());
+            slot.task = Some(task.abort_handle());
         }
         self.slots.insert(id, slot);
     }
@@ -540,7 +556,7 @@ impl Driver {
                 // (the credit closes with the slot), after a bounded drain of its source
                 // (see `linger`). Any other end stops the tasks at once.
                 if !matches!(outcome, tether_proto::streams::Outcome::Finished) {
-                    for task in slot.tasks.drain(..) {
+                    if let Some(task) = slot.task.take() {
                         task.abort();
                     }
                 }
@@ -579,11 +595,7 @@ impl Driver {
             }
             return;
         };
-        let credit = Credit::new();
-        let mut slot = Slot {
-            credit: Some(credit.clone()),
-            ..Slot::default()
-        };
+        let mut slot = Slot::default();
         let body = incoming(&mut slot, id, end_stream, &head.headers, &self.tx);
         let mut request = Request::new(body);
         *request.method_mut() = head.method;
@@ -593,7 +605,21 @@ impl Driver {
         if let Some(info) = &self.info {
             request.extensions_mut().insert(info.clone());
         }
+        self.slots.insert(id, slot);
+        // The call runs in a task of its own, so handlers spread over the worker threads
+        // and the connection task only moves frames. (Polling the service once here saved
+        // a task and a command per request and helped one request at a time, but it
+        // wrote each response in a burst of its own where the handlers' commands are
+        // batched: 128 requests at a time lost a quarter of their throughput; issue 11.)
+        self.serve_later(id, service.oneshot(request));
+    }
+
+    /// The call goes on in a task, which sends the response with [`Command::Respond`] and
+    /// pumps a body that is not ready at once.
+    fn serve_later(&mut self, id: StreamId, call: Oneshot<BoxService, Request<Body>>) {
+        let credit = Credit::new();
         let tx = self.tx.clone();
+        let pump_credit = credit.clone();
         let task = tokio::spawn(async move {
             // If the service or its response body panics (or this task is aborted), the
             // guard resets the stream so the caller hears of it at once.
@@ -602,33 +628,24 @@ impl Driver {
                 tx: tx.clone(),
                 armed: true,
             };
-            let response = match service.oneshot(request).await {
-                Ok(response) => response,
-                Err(e) => {
-                    tracing::warn!(%id, "service failed: {e}");
-                    text_response(StatusCode::INTERNAL_SERVER_ERROR, "service failed\n")
-                }
-            };
-            let (parts, mut body) = response.into_parts();
-            let head = Box::new(ResponseHead {
-                status: parts.status,
-                headers: parts.headers,
-            });
+            let (head, mut body) = response_parts(id, call.await);
             let (first, end, prefix) = ready_body(&mut body).await;
             let _ = tx.send(Command::Respond {
                 id,
-                head,
+                head: Box::new(head),
                 body: first,
                 end,
             });
             if !end {
                 // Still armed: a response body that panics resets the stream too.
-                pump(id, prefix, body, tx, credit).await;
+                pump(id, prefix, body, tx, pump_credit).await;
             }
             guard.disarm();
         });
-        slot.tasks.push(task.abort_handle());
-        self.slots.insert(id, slot);
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.credit = Some(credit);
+            slot.task = Some(task.abort_handle());
+        }
     }
 
     /// This end sent GOAWAY: requests still waiting for a stream go back to their callers
@@ -652,7 +669,7 @@ impl Driver {
             let _ = open.reply.send(Err(Failed::Unsent(Box::new(open.request))));
         }
         for (_, mut slot) in self.slots.drain() {
-            for task in slot.tasks.drain(..) {
+            if let Some(task) = slot.task.take() {
                 task.abort();
             }
             if let Some(tx) = slot.body.take() {
@@ -677,7 +694,7 @@ fn incoming(
     if end_stream {
         return Body::empty();
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = body_queue();
     slot.body = Some(tx);
     let content_length = tether_proto::head::content_length(headers);
     Body::incoming(id, rx, commands.clone(), content_length)
@@ -696,6 +713,23 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// A service's answer as a response head and body (a failed service answers 500).
+fn response_parts(
+    id: StreamId,
+    result: Result<Response<BoxBody>, BoxError>,
+) -> (ResponseHead, BoxBody) {
+    let response = result.unwrap_or_else(|e| {
+        tracing::warn!(%id, "service failed: {e}");
+        text_response(StatusCode::INTERNAL_SERVER_ERROR, "service failed\n")
+    });
+    let (parts, body) = response.into_parts();
+    let head = ResponseHead {
+        status: parts.status,
+        headers: parts.headers,
+    };
+    (head, body)
 }
 
 /// Resets its stream when dropped armed (the handler panicked or was aborted).
@@ -756,8 +790,6 @@ const INLINE_BODY: u64 = 16 * 1024;
 /// frame that does not end the body, trailers, an error), returned for the pump to send
 /// first.
 async fn ready_body(body: &mut BoxBody) -> (Bytes, bool, Option<BodyFrame>) {
-    use std::pin::Pin;
-    use std::task::Poll;
     if body.is_end_stream() {
         return (Bytes::new(), true, None);
     }
