@@ -54,11 +54,6 @@ pub use tether_proto::SUBPROTOCOL;
 /// Default time one burst of writes may take before the transport is declared lost.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A byte stream a connection can run over (TCP, TLS over TCP, an upgraded hyper
-/// connection).
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// The WebSocket config of a Tether connection: small buffers (they grow for a large
 /// message and shrink back) and one Tether frame per message, at most the frame header
 /// (8 bytes) plus the largest payload the machine accepts.

@@ -1,37 +1,46 @@
-//! The client's HTTP/1 upgrade to WebSocket (RFC 6455 §4.1), done here rather than by
+//! The client's HTTP/1 upgrade to WebSocket (RFC 6455 §4.1), on hyper's HTTP/1 client as
+//! the server's is on hyper's server ([`upgrade`](super::upgrade)), rather than by
 //! tungstenite's client handshake: tungstenite reads the server's answer into a buffer of
 //! a fixed 4 KiB and hands that buffer to the connection as its read buffer for good, a
-//! quarter of what an idle client cost (issue 11 goal 5). Here the answer is read into a
-//! buffer of its own, dropped once parsed, and the WebSocket starts with the configured
-//! read buffer (1 KiB, [`ws_config`](super::ws_config)), as the server's does.
+//! quarter of what an idle client cost (issue 11 goal 5). hyper reads the answer into a
+//! buffer of its own, which the connection lets go once the bytes that came behind the
+//! answer (if any) are read, and the WebSocket starts with the configured read buffer
+//! (1 KiB, [`ws_config`](super::ws_config)), as the server's does.
 //!
-//! The request is tungstenite's own ([`generate_request`]); the answer gets tungstenite's
-//! checks, in its order: the status, `Upgrade`, `Connection`, `Sec-WebSocket-Accept`, then
-//! the subprotocol (the server must select the one offered).
+//! The request is tungstenite's own ([`IntoClientRequest`]: `Host`, `Upgrade`,
+//! `Connection`, `Sec-WebSocket-Version: 13` and a fresh key from its `generate_key`) plus
+//! the subprotocol offered; the answer gets tungstenite's checks, in its order: the status,
+//! `Upgrade`, `Connection`, `Sec-WebSocket-Accept` (its [`derive_accept_key`]), then the
+//! subprotocol (the server must select the one offered).
 
-use std::io;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http::{header, HeaderMap, Response};
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::client::generate_request;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::conn::Io;
+use super::read_ahead::ReadAhead;
+use super::upgrade::ServerStream;
 
-/// Bytes the server's answer may take before it counts as malformed.
+/// The WebSocket stream of a client connection: the same as a server's (reading ahead
+/// while a large message streams in, see [`ReadAhead`]).
+pub(crate) type ClientStream = ServerStream;
+
+/// Bytes the server's answer may take before it counts as malformed (hyper's read buffer
+/// limit; it cannot be less than 8 KiB).
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-
-/// Header fields the server's answer may have.
-const MAX_HEADERS: usize = 64;
 
 /// Why the upgrade failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpgradeError {
-    /// The socket failed or closed.
-    #[error("{0}")]
-    Io(#[from] io::Error),
+    /// The HTTP exchange failed: the socket failed or closed, or the answer is not
+    /// HTTP/1 or too large.
+    #[error("HTTP error during the upgrade: {0}")]
+    Http(#[from] hyper::Error),
     /// The server answered with another status than 101.
     #[error("HTTP error: {status}")]
     Refused {
@@ -51,117 +60,116 @@ pub(crate) enum UpgradeError {
 /// Sends the upgrade request for `uri` (offering `subprotocol`) on `io`, reads and checks
 /// the answer, and returns the client's WebSocket; bytes that came after the answer are
 /// its first input.
-pub(crate) async fn connect<S: Io>(
-    mut io: S,
+pub(crate) async fn connect<S>(
+    io: S,
     uri: &http::Uri,
     subprotocol: &'static str,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<S>, UpgradeError> {
-    let mut request = uri
-        .into_client_request()
-        .map_err(|e| UpgradeError::Invalid(e.to_string()))?;
+) -> Result<ClientStream, UpgradeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let invalid = |e: &dyn std::fmt::Display| UpgradeError::Invalid(e.to_string());
+    let mut request = uri.into_client_request().map_err(|e| invalid(&e))?;
+    let accept = match request.headers().get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) => derive_accept_key(key.as_bytes()),
+        None => return Err(invalid(&"no Sec-WebSocket-Key")),
+    };
     request.headers_mut().insert(
-        http::header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_PROTOCOL,
         http::HeaderValue::from_static(subprotocol),
     );
-    let (bytes, key) =
-        generate_request(request).map_err(|e| UpgradeError::Invalid(e.to_string()))?;
-    io.write_all(&bytes).await?;
-    io.flush().await?;
-    drop(bytes);
-    let accept = derive_accept_key(key.as_bytes());
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        if buf.len() == buf.capacity() {
-            if buf.len() >= MAX_RESPONSE_HEAD {
-                return Err(UpgradeError::Invalid("response head too large".into()));
-            }
-            buf.reserve(buf.len());
-        }
-        if io.read_buf(&mut buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed during the upgrade",
-            )
-            .into());
-        }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Partial) => continue,
-            Ok(httparse::Status::Complete(len)) => {
-                check(&response, &accept, subprotocol)?;
-                let tail = buf[len..].to_vec();
-                drop(buf);
-                let ws = WebSocketStream::from_partially_read(io, tail, Role::Client, Some(config))
-                    .await;
-                return Ok(ws);
-            }
-            Err(e) => return Err(UpgradeError::Invalid(format!("bad response: {e}"))),
-        }
-    }
-}
+    // hyper's connection writes the target as given: the origin form (RFC 9112 §3.2.1).
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() = target.parse().map_err(|e| invalid(&e))?;
+    let request = request.map(|()| Empty::<Bytes>::new());
 
-/// The value of header `name`, if present once or more (the first).
-fn header<'a>(response: &'a httparse::Response<'_, '_>, name: &str) -> Option<&'a [u8]> {
-    response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_RESPONSE_HEAD)
+        .handshake(TokioIo::new(io))
+        .await?;
+    let exchange = async {
+        let response = sender.send_request(request).await?;
+        check(&response, &accept, subprotocol)?;
+        Ok::<_, UpgradeError>(hyper::upgrade::on(response).await?)
+    };
+    // The connection is driven beside the exchange, in this task: it ends once it has
+    // handed the socket to the upgrade the exchange awaits, and its failure ends both.
+    let drive = async {
+        if let Err(e) = conn.with_upgrades().await {
+            return e;
+        }
+        std::future::pending().await
+    };
+    let upgraded = tokio::select! {
+        biased;
+        upgraded = exchange => upgraded?,
+        e = drive => return Err(e.into()),
+    };
+    let ws = WebSocketStream::from_raw_socket(
+        ReadAhead::new(TokioIo::new(upgraded)),
+        Role::Client,
+        Some(config),
+    )
+    .await;
+    Ok(ws)
 }
 
 /// RFC 6455 §4.1's checks of the server's answer, in tungstenite's order.
 fn check(
-    response: &httparse::Response<'_, '_>,
+    response: &Response<Incoming>,
     accept: &str,
     subprotocol: &str,
 ) -> Result<(), UpgradeError> {
-    let status = response.code.unwrap_or_default();
-    if status != 101 {
-        let status = http::StatusCode::from_u16(status)
-            .map_err(|_| UpgradeError::Invalid(format!("bad status {status}")))?;
-        let retry_after =
-            header(response, "Retry-After").and_then(|v| http::HeaderValue::from_bytes(v).ok());
+    let headers = response.headers();
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         return Err(UpgradeError::Refused {
-            status,
-            retry_after,
+            status: response.status(),
+            retry_after: headers.get(header::RETRY_AFTER).cloned(),
         });
     }
-    let is = |name: &str, want: &str| {
-        header(response, name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
-    };
-    if !is("Upgrade", "websocket") {
+    if !has_token(headers, header::UPGRADE, "websocket") {
         return Err(UpgradeError::Invalid("no Upgrade: websocket".into()));
     }
-    if !is("Connection", "Upgrade") {
+    if !has_token(headers, header::CONNECTION, "upgrade") {
         return Err(UpgradeError::Invalid("no Connection: Upgrade".into()));
     }
-    if header(response, "Sec-WebSocket-Accept") != Some(accept.as_bytes()) {
+    if headers
+        .get(header::SEC_WEBSOCKET_ACCEPT)
+        .map(|v| v.as_bytes())
+        != Some(accept.as_bytes())
+    {
         return Err(UpgradeError::Invalid(
             "Sec-WebSocket-Accept mismatch".into(),
         ));
     }
-    match header(response, "Sec-WebSocket-Protocol") {
-        Some(selected) if selected == subprotocol.as_bytes() => Ok(()),
+    match headers.get(header::SEC_WEBSOCKET_PROTOCOL) {
+        Some(selected) if selected == subprotocol => Ok(()),
         _ => Err(UpgradeError::Subprotocol),
     }
+}
+
+/// Whether header `name` lists `token` (ASCII case-insensitive).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::Message;
 
     fn config() -> WebSocketConfig {
         super::super::ws_config(64 * 1024)
     }
 
-    /// Reads the request head from the other end and answers with `answer(key)`.
+    /// Reads the request head from the other end and answers with `answer(key)` (a write
+    /// that fails, the client having given up on a long answer, is not an error here).
     async fn serve(
         mut peer: tokio::io::DuplexStream,
         answer: impl FnOnce(&str) -> Vec<u8>,
@@ -173,18 +181,28 @@ mod tests {
             buf.push(byte[0]);
         }
         let head = String::from_utf8(buf).unwrap();
-        assert!(head.starts_with("GET /x?y HTTP/1.1\r\n"), "{head}");
-        assert!(
-            head.contains("Sec-WebSocket-Protocol: tether.v1\r\n"),
-            "{head}"
-        );
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.starts_with("get /x?y http/1.1\r\n"), "{head}");
+        for field in [
+            "host: example.test",
+            "upgrade: websocket",
+            "connection: upgrade",
+            "sec-websocket-version: 13",
+            "sec-websocket-protocol: tether.v1",
+        ] {
+            assert!(lower.contains(&format!("\r\n{field}")), "{field}: {head}");
+        }
         let key = head
             .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim())
+            })
             .unwrap();
-        peer.write_all(&answer(&derive_accept_key(key.as_bytes())))
-            .await
-            .unwrap();
+        let _ = peer
+            .write_all(&answer(&derive_accept_key(key.as_bytes())))
+            .await;
         peer
     }
 
@@ -228,7 +246,7 @@ mod tests {
         let uri: http::Uri = "ws://example.test/x?y".parse().unwrap();
         /// An answer (from the accept key) and a check of the error it causes.
         type Case = (fn(&str) -> Vec<u8>, fn(&UpgradeError) -> bool);
-        let cases: [Case; 4] = [
+        let cases: [Case; 6] = [
             (
                 |_| {
                     "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n"
@@ -249,7 +267,29 @@ mod tests {
             ),
             (
                 |_| upgrade("wrong", "sec-websocket-protocol: tether.v1\r\n"),
-                |e| matches!(e, UpgradeError::Invalid(_)),
+                |e| matches!(e, UpgradeError::Invalid(m) if m.contains("Accept")),
+            ),
+            (
+                |accept| {
+                    format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                         sec-websocket-accept: {accept}\r\nsec-websocket-protocol: tether.v1\r\n\r\n"
+                    )
+                    .into()
+                },
+                |e| matches!(e, UpgradeError::Invalid(m) if m.contains("Connection")),
+            ),
+            // A response head past the limit (here 20 KiB of one field) is refused
+            // before it is all read.
+            (
+                |accept| {
+                    let mut answer = upgrade(accept, "sec-websocket-protocol: tether.v1\r\n");
+                    let filler = format!("x-filler: {}\r\n", "a".repeat(20 * 1024));
+                    let at = answer.len() - 2;
+                    answer.splice(at..at, filler.into_bytes());
+                    answer
+                },
+                |e| matches!(e, UpgradeError::Http(e) if e.is_parse_too_large()),
             ),
         ];
         for (answer, expected) in cases {
