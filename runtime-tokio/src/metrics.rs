@@ -24,7 +24,7 @@
 //! | `tether_bytes_total` | counter | `direction`: sent, received (WebSocket payload bytes) |
 //! | `tether_buffered_bytes` | gauge | body bytes queued toward peers |
 //! | `tether_limit_hits_total` | counter | `limit`: stream_churn, probe_rate (connections this side closed with 4007) |
-//! | `tether_heartbeat_rtt_seconds` | histogram | round trips of heartbeat probes |
+//! | `tether_heartbeat_rtt_seconds` | histogram | round trips of this side's heartbeat probes (a server's idle connections give none: their clients probe, spec/protocol.md §8.2) |
 //!
 //! ```
 //! use tether_tokio::metrics::Metrics;

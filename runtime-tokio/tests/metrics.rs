@@ -215,9 +215,14 @@ async fn a_scrape_shows_connections_handshakes_requests_and_bytes() {
         .encode()
         .contains("tether_stream_timeouts_total 1\n"));
 
-    // Heartbeat round trips fill the histogram.
+    // Heartbeat round trips fill the histogram of the side that probes: on a connection
+    // with nothing else to say, the client (spec/protocol.md §8.2).
+    let client_exporter =
+        MetricsServer::bind("127.0.0.1:0".parse().unwrap(), client_metrics.clone())
+            .await
+            .unwrap();
     let count = "tether_heartbeat_rtt_seconds_count";
-    scrape_until(exporter.local_addr(), |s| {
+    scrape_until(client_exporter.local_addr(), |s| {
         s.get(count).is_some_and(|&n| n > 0.0)
     })
     .await;

@@ -321,11 +321,12 @@ def client_fails_without_a_subprotocol(ctx):
 
 # ---- §8 heartbeat, §9 resume ----------------------------------------------------------
 
-@case("client_heartbeat_probes_then_4005_then_resumes", ["8.2", "8.3", "9.5-2", "9.2"],
+@case("client_heartbeat_probes_then_4005_then_resumes", ["8.2-1", "8.3", "9.5-2", "9.2"],
       "client")
 def client_heartbeat_probes_then_4005_then_resumes(ctx):
     """WELCOME: interval 300 ms, timeout 1200 ms, resume window 10 s; the runner then says
-    nothing and answers nothing. The client probes on the carrier its HELLO announced
+    nothing and answers nothing. The client probes once it has heard nothing for the
+    interval, its probe delay (§8.2), on the carrier its HELLO announced
     (sequence numbers from 0, increasing), closes 4005 after 1.2 s of silence (not before,
     by interval + timeout + margin), then reconnects within the window with HELLO RESUME
     carrying that WELCOME's id and token."""
@@ -358,7 +359,7 @@ def client_heartbeat_probes_then_4005_then_resumes(ctx):
                 raise Violation(f"probe sequence numbers {seqs} (from 0, increasing, §8.2)")
             if len(seqs) == 1 and now - last_sent > interval + 1.0:
                 raise Violation(f"first probe {now - last_sent:.2f} s after the runner's last "
-                                f"message, interval {interval:g} s (§8.2)")
+                                f"message, interval {interval:g} s [8.2-1]")
             continue
         if isinstance(got, tw.Msg) and got.kind == "close":
             silent = now - last_sent
@@ -372,7 +373,7 @@ def client_heartbeat_probes_then_4005_then_resumes(ctx):
                 raise Violation(f"declared the server dead only after {silent:.2f} s (§8.3: "
                                 f"by {interval + timeout:g} s)")
             if not seqs:
-                raise Violation("closed 4005 without probing first (§8.2)")
+                raise Violation("closed 4005 without probing first [8.2-1]")
             ended = now
             try:
                 peer.ws.send_close(4005)

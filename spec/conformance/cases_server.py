@@ -178,26 +178,65 @@ def ping_frames_and_websocket_pings_are_answered(ctx):
     peer.expect_close(4000, what="for a PING frame before ACK [8.1-3] ")
 
 
-@case("heartbeat_probes_then_4005", ["8.2", "8.3"], "server")
-def heartbeat_probes_then_4005(ctx):
-    """With the WELCOME's interval I (at most 5 s to run), an idle server probes on the
-    carrier it announced, sequence numbers from 0; a client that then answers nothing and
-    sends nothing is closed with 4005 after the timeout T (not before T, by I + T + 1 s)."""
-    peer = ctx.dial()
+def _server_heartbeat(peer):
+    """(interval I, timeout T, the server's probe delay P = min(3I/2, (I + T)/2) of §8.2)
+    from the WELCOME, in seconds; skips when the heartbeat is off or too slow to test."""
     s = peer.welcome["settings"]
     interval = s.get(tw.S["HEARTBEAT_INTERVAL_MS"], 0) / 1000
     timeout = s.get(tw.S["HEARTBEAT_TIMEOUT_MS"], 0) / 1000
     if not interval or interval > 5 or timeout > 10:
         raise Skip(f"heartbeat interval {interval:g} s / timeout {timeout:g} s: configure "
                    "the target with at most 5 s / 10 s")
-    carrier = s.get(tw.S["HEARTBEAT_CARRIER"], 0)
+    return interval, timeout, min(1.5 * interval, (interval + timeout) / 2)
+
+
+@case("server_waits_its_probe_delay", ["8.2-2"], "server")
+def server_waits_its_probe_delay(ctx):
+    """With the WELCOME's interval I and timeout T, a server whose client has sent nothing
+    since its ACK does not probe before its probe delay P = min(3I/2, (I + T)/2): not
+    before (I + P)/2 (a server that probes after I, as in earlier revisions, fails this
+    and only this)."""
+    peer = ctx.dial()
+    interval, _, delay = _server_heartbeat(peer)
+    peer.ws.auto_pong = False
+    peer.answer_ping_frames = False
+    last_sent = time.monotonic()
+    deadline = last_sent + delay + 1.5
+    while True:
+        try:
+            got = peer.next(max(deadline - time.monotonic(), 0.001), heartbeat=True)
+        except TimeoutError:
+            raise Violation(f"no probe within {delay + 1.5:g} s [8.2-1]") from None
+        if isinstance(got, tw.Frame) and got.type == tw.PING or \
+                isinstance(got, tw.Msg) and got.kind == "ping":
+            took = time.monotonic() - last_sent
+            if took < (interval + delay) / 2:
+                raise Violation(f"first probe {took:.2f} s after the last message, before "
+                                f"the server's probe delay {delay:g} s (interval "
+                                f"{interval:g} s)")
+            peer.ws.close_transport()
+            return
+        if isinstance(got, tw.Msg):
+            raise Violation(f"expected a probe, got {got!r}")
+
+
+@case("heartbeat_probes_then_4005", ["8.2-1", "8.3"], "server")
+def heartbeat_probes_then_4005(ctx):
+    """With the WELCOME's interval I and timeout T (at most 5 s / 10 s to run), a server
+    whose client sends nothing probes once it has heard nothing for its probe delay
+    P = min(3I/2, (I + T)/2) (by P + 1.5 s), on the carrier it announced, sequence numbers
+    from 0; a client that then answers nothing and sends nothing is closed with 4005 after
+    the timeout T (not before T, by P + T + 1.5 s)."""
+    peer = ctx.dial()
+    interval, timeout, delay = _server_heartbeat(peer)
+    carrier = peer.welcome["settings"].get(tw.S["HEARTBEAT_CARRIER"], 0)
     peer.ws.auto_pong = False
     peer.answer_ping_frames = False
     last_sent = time.monotonic()
     seqs = []
     while True:
         try:
-            got = peer.next(interval + timeout + 2, heartbeat=True)
+            got = peer.next(delay + timeout + 2, heartbeat=True)
         except TimeoutError:
             raise Violation("neither probes nor a 4005 close from a server whose client "
                             "went silent") from None
@@ -214,9 +253,9 @@ def heartbeat_probes_then_4005(ctx):
             seqs.append(struct.unpack(">Q", data[:8])[0])
             if not seqs[0] == 0 or seqs != sorted(set(seqs)):
                 raise Violation(f"probe sequence numbers {seqs} (from 0, increasing, §8.2)")
-            if len(seqs) == 1 and now - last_sent > interval + 1.5:
+            if len(seqs) == 1 and now - last_sent > delay + 1.5:
                 raise Violation(f"first probe {now - last_sent:.2f} s after the last "
-                                f"message, interval {interval:g} s (§8.2)")
+                                f"message, the server's probe delay {delay:g} s [8.2-1]")
             continue
         if isinstance(got, tw.Msg) and got.kind == "close":
             if got.code != 4005:
@@ -224,11 +263,11 @@ def heartbeat_probes_then_4005(ctx):
             silent = now - last_sent
             if silent < timeout * 0.9:
                 raise Violation(f"declared dead after {silent:.2f} s, timeout {timeout:g} s")
-            if silent > interval + timeout + 1.5:
+            if silent > delay + timeout + 1.5:
                 raise Violation(f"declared dead only after {silent:.2f} s (§8.3: by "
-                                f"{interval + timeout:g} s)")
+                                f"{delay + timeout:g} s)")
             if not seqs:
-                raise Violation("closed 4005 without probing first (§8.2)")
+                raise Violation("closed 4005 without probing first [8.2-1]")
             return
         if isinstance(got, tw.Msg):
             raise Violation(f"expected probes and 4005, got {got!r}")

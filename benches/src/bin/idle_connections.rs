@@ -52,9 +52,11 @@
 //! - that the heartbeat ran: the server's counters (its metrics, asked for on the `serve`
 //!   child's standard input with a line `stats`) before and after the window give
 //!   `server_probes_in_window` (its probes: idle, every message it sends is one, 8 payload
-//!   bytes each), `server_probes_answered_in_window` (RTT samples), `client_probes_in_window`
+//!   bytes each; its answers to Pings go out through the WebSocket layer and are not counted),
+//!   `server_probes_answered_in_window` (RTT samples), `client_probes_in_window`
 //!   (Pings it received: payload received / 8 − answers), `probes_per_connection_and_interval`
-//!   (one or two by spec/protocol.md §8.3), and `handshakes_in_window`, `closes_in_window`
+//!   (one: the client's, spec/protocol.md §8.2 and §8.3; one or two from a server that
+//!   probes after the interval too), and `handshakes_in_window`, `closes_in_window`
 //!   (0: no connection was lost and re-made) and `connections_after_window` (N).
 //!
 //! Results and the commands that produced them: benches/RESULTS.md.
@@ -425,7 +427,7 @@ fn summary(n: usize, json: bool, cpu_window: Duration) {
             idle.client,
         ));
         say(format!(
-            "    heartbeat in the window: {:.0} probes from the server ({:.0} answered) and {:.0} from the clients, {:.2} per connection and heartbeat interval (one or two: spec/protocol.md §8.3); {} handshakes, {} closes, {} connections at the end",
+            "    heartbeat in the window: {:.0} probes from the server ({:.0} answered) and {:.0} from the clients, {:.2} per connection and heartbeat interval (one: spec/protocol.md §8.2, §8.3); {} handshakes, {} closes, {} connections at the end",
             idle.server_probes,
             idle.rtt_samples,
             idle.client_probes,

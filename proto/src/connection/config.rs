@@ -243,7 +243,9 @@ impl ConfigBuilder {
     }
 
     /// Heartbeat interval and timeout (default 10 s and 30 s). The timeout must be longer
-    /// than the interval.
+    /// than the interval. The client probes after an interval of silence, the server after
+    /// the smaller of 1.5 intervals and the midpoint of interval and timeout
+    /// (spec/protocol.md §8.2).
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.config.heartbeat_interval = interval;
         self.config.heartbeat_timeout = timeout;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::config::HEARTBEAT_SEQ_LEN;
 use super::Carrier;
+use crate::Side;
 
 /// How many unanswered probes are remembered for RTT samples. A pong for an older probe
 /// still proves liveness; it just gives no sample.
@@ -45,6 +46,23 @@ impl RttStats {
     }
 }
 
+/// How long `side` waits in silence before it probes (spec/protocol.md §8.2): the client
+/// the interval *I*, the server the smaller of 3*I*/2 and (*I* + *T*)/2. While both are
+/// idle the client's probe comes first and its answer resets the server's wait, so one
+/// probe and one answer cross per interval, not two of each; the server still probes
+/// before its timeout when nothing comes (a client that receives and sends nothing, or
+/// that does not probe), leaving at least (*T* − *I*)/2 for the answer. `timeout` is
+/// greater than `interval` (§7.4); were it not, the server would wait *I*.
+pub(super) fn probe_delay(side: Side, interval: Duration, timeout: Duration) -> Duration {
+    match side {
+        Side::Client => interval,
+        Side::Server => {
+            let half_margin = timeout.saturating_sub(interval) / 2;
+            interval.saturating_add(half_margin.min(interval / 2))
+        }
+    }
+}
+
 /// The heartbeat of an established connection.
 #[derive(Debug)]
 pub(super) struct Heartbeat {
@@ -53,6 +71,9 @@ pub(super) struct Heartbeat {
     pub(super) interval: Duration,
     /// Declare the peer dead after this much inbound silence.
     pub(super) timeout: Duration,
+    /// Probe after this much inbound silence, and again as often while it lasts: this
+    /// side's probe delay ([`probe_delay`]).
+    pub(super) probe_after: Duration,
     carrier: Carrier,
     app_data: Bytes,
     next_seq: u64,
@@ -62,6 +83,7 @@ pub(super) struct Heartbeat {
 
 impl Heartbeat {
     pub(super) fn new(
+        side: Side,
         interval: Duration,
         timeout: Duration,
         carrier: Carrier,
@@ -70,6 +92,7 @@ impl Heartbeat {
         Heartbeat {
             interval,
             timeout,
+            probe_after: probe_delay(side, interval, timeout),
             carrier,
             app_data,
             next_seq: 0,
@@ -129,10 +152,39 @@ mod tests {
     }
 
     #[test]
+    fn the_client_probes_first_and_the_server_before_its_timeout() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // The defaults (§8.4): the client after 10 s, the server after 15 s.
+        assert_eq!(probe_delay(Side::Client, s(10), s(30)), s(10));
+        assert_eq!(probe_delay(Side::Server, s(10), s(30)), s(15));
+        // A timeout close to the interval: half way between them.
+        assert_eq!(probe_delay(Side::Server, s(10), s(12)), s(11));
+        assert_eq!(probe_delay(Side::Server, ms(500), ms(1500)), ms(750));
+        assert_eq!(
+            probe_delay(Side::Server, ms(10), ms(11)),
+            ms(10) + Duration::from_micros(500)
+        );
+        // Never at or past the timeout while it is above the interval.
+        for (i, t) in [
+            (1, 2),
+            (1, 3),
+            (7, 8),
+            (10_000, 10_001),
+            (86_400_000, 86_400_000),
+        ] {
+            let (i, t) = (ms(i), ms(t));
+            let p = probe_delay(Side::Server, i, t);
+            assert!(p >= i && (p < t || t <= i), "{i:?} {t:?}: {p:?}");
+        }
+    }
+
+    #[test]
     fn pongs_match_recent_probes_only() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut hb = Heartbeat::new(
+            Side::Client,
             ms(10),
             ms(30),
             Carrier::WebSocket,

@@ -11,7 +11,7 @@ use std::time::Instant;
 pub(super) enum Timer {
     /// The handshake must be complete by then (§7.5).
     Handshake = 0,
-    /// Send a heartbeat probe: nothing was received for one interval (§8.2).
+    /// Send a heartbeat probe: nothing was received for this side's probe delay (§8.2).
     Probe = 1,
     /// The peer is dead: nothing was received for the heartbeat timeout (§8.3).
     Idle = 2,

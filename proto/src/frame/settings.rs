@@ -21,8 +21,9 @@ use super::FrameError;
 /// means "not sent"; the handshake section says which default then applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Settings {
-    /// 0x01 HEARTBEAT_INTERVAL_MS: how often each side probes (0 = no heartbeat); the
-    /// WELCOME's value applies to both sides (spec/protocol.md §7.4).
+    /// 0x01 HEARTBEAT_INTERVAL_MS: the heartbeat interval, after which silence the client
+    /// probes and from which the server's longer probe delay follows (0 = no heartbeat,
+    /// spec/protocol.md §8.2); the WELCOME's value applies to both sides (§7.4).
     pub heartbeat_interval_ms: Option<u32>,
     /// 0x02 HEARTBEAT_TIMEOUT_MS: silence after which a side declares its peer dead; the
     /// WELCOME's value applies to both sides (spec/protocol.md §7.4).

@@ -54,11 +54,6 @@ pub use tether_proto::SUBPROTOCOL;
 /// Default time one burst of writes may take before the transport is declared lost.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A byte stream a connection can run over (TCP, TLS over TCP, an upgraded hyper
-/// connection).
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// The WebSocket config of a Tether connection: small buffers (they grow for a large
 /// message and shrink back) and one Tether frame per message, at most the frame header
 /// (8 bytes) plus the largest payload the machine accepts.
@@ -123,7 +118,7 @@ pub(crate) fn to_ws(msg: WsMessage) -> Option<Message> {
 pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<S>,
     conn: &Connection,
-    commands: &mut tokio::sync::mpsc::Receiver<C>,
+    commands: &mut crate::transport::queue::Receiver<C>,
     driver: &mut Driver,
 ) -> Input<C>
 where
@@ -390,7 +385,11 @@ pub(crate) async fn write_step<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match write_burst(ws, conn, write_timeout).await {
+    // Boxed: the burst (its timeout's timer, the frame writer, tungstenite's feed and
+    // flush futures) is the largest state of a run loop, ≈ 0.9 KiB, and lives only while
+    // writing; inline, every idle connection's task would keep room for it (issue 11 goal
+    // 5). One allocation per burst, next to the burst's system calls.
+    match Box::pin(write_burst(ws, conn, write_timeout)).await {
         Burst::Written => conn.has_events(),
         Burst::Lost { more_events } => {
             *lost = true;

@@ -10,7 +10,8 @@
 //! once a service is attached ([`Driver::sync_serving`]); until then the machine answers
 //! them `501` by itself.
 //!
-//! Everything reaches the task through one channel of [`Command`]s. It is unbounded, but
+//! Everything reaches the task through one queue of [`Command`]s
+//! ([`queue`](crate::transport::queue): no memory while it is empty). It is unbounded, but
 //! every kind of command is bounded by something else: opens by
 //! [`RestConfig::max_queued_requests`] and the peer's stream limit, DATA chunks by one
 //! chunk in flight per stream (a pump reads a chunk only with a unit of its stream's
@@ -31,7 +32,7 @@ use http_body_util::BodyExt;
 use tether_proto::connection::Connection;
 use tether_proto::streams::{OpenError, SendError, StreamEvent};
 use tether_proto::{RequestHead, ResponseHead, StreamId};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::AbortHandle;
 use tower::util::Oneshot;
 use tower::ServiceExt;
@@ -40,12 +41,13 @@ use super::body::{body_queue, BodyTx};
 use super::{
     Body, BoxBody, BoxError, BoxService, ConnectionInfo, RequestError, RestConfig, ServiceSlot,
 };
+use crate::transport::queue;
 
 /// The sending half of a connection task's command channel.
-pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
+pub(crate) type CommandSender = queue::Sender<Command>;
 
 /// What bodies, handlers and callers ask of a connection task. Large payloads are boxed:
-/// the channel allocates its slots in blocks, one block per idle connection.
+/// a burst of commands (128 requests at a time) waits in the queue's slots.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Open a stream for a request (queued while the peer's stream limit is reached).
@@ -178,7 +180,7 @@ impl Credit {
 /// The HTTP side of one connection task (see the module docs).
 pub(crate) struct Driver {
     tx: CommandSender,
-    rx: mpsc::UnboundedReceiver<Command>,
+    rx: queue::Receiver<Command>,
     slots: HashMap<StreamId, Slot>,
     queued: VecDeque<Box<Open>>,
     config: RestConfig,
@@ -197,7 +199,7 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(config: RestConfig, service: Arc<ServiceSlot>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = queue::unbounded();
         Driver {
             tx,
             rx,
@@ -257,7 +259,7 @@ impl Driver {
 
     /// A command that is already waiting, to batch a burst before writing.
     pub(crate) fn try_recv(&mut self) -> Option<Command> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv()
     }
 
     /// A loop turn starts: forget what earlier turns handed to other tasks.
@@ -691,7 +693,7 @@ impl Driver {
     /// handler of this connection stops. Requests never sent are handed back.
     pub(crate) fn finish(&mut self) {
         self.rx.close();
-        while let Ok(cmd) = self.rx.try_recv() {
+        while let Some(cmd) = self.rx.try_recv() {
             if let Command::Open(open) = cmd {
                 self.queued.push_back(open);
             }
@@ -935,8 +937,8 @@ async fn pump_frames(
 
 #[cfg(test)]
 mod tests {
-    /// The command channel's first block (32 slots) is allocated for every connection,
-    /// idle or not: keep a command small.
+    /// A burst of commands waits in the queue's slots (freed when it drains): keep a
+    /// command small.
     #[test]
     fn commands_stay_small() {
         assert!(std::mem::size_of::<super::Command>() <= 56);

@@ -166,7 +166,7 @@ impl Peer {
             };
             if let Err(e) = link.commands.send(Command::Open(Box::new(open))) {
                 // The connection task just ended: try the next connection.
-                let Command::Open(open) = e.0 else {
+                let Command::Open(open) = e.into_inner() else {
                     unreachable!("the command sent was an Open")
                 };
                 request = open.request;

@@ -6,17 +6,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tether_proto::CloseCode;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::rest::{LinkHandle, Links};
+use crate::transport::queue;
 
 /// A command to one connection task.
 #[derive(Debug, Clone)]
 pub(crate) enum Command {
     /// Close (gracefully for 1000 and 1001) with this code and reason (boxed: the command
-    /// is then one pointer, and so is each slot of the channel every connection task
-    /// allocates up front; issue 11 goal 5).
+    /// is then one pointer, and so is each slot of the task's command queue).
     Close(Box<(CloseCode, String)>),
     /// The connection's session was resumed on a new connection (spec/protocol.md §9.3).
     Replaced,
@@ -29,7 +28,7 @@ struct Entry {
     metadata: Bytes,
     metadata_json: serde_json::Value,
     remote_addr: SocketAddr,
-    commands: mpsc::Sender<Command>,
+    commands: queue::Sender<Command>,
     /// The way in for requests to this client.
     link: LinkHandle,
 }
@@ -55,9 +54,9 @@ impl Registry {
         serial: u64,
         metadata: Bytes,
         remote_addr: SocketAddr,
-        commands: mpsc::Sender<Command>,
+        commands: queue::Sender<Command>,
         link: LinkHandle,
-    ) -> Option<mpsc::Sender<Command>> {
+    ) -> Option<queue::Sender<Command>> {
         let metadata_json = if metadata.is_empty() {
             serde_json::Value::Null
         } else {
@@ -125,7 +124,7 @@ impl Registry {
         match tx {
             Some(tx) => {
                 // A full queue means a close is already pending: that one wins.
-                let _ = tx.try_send(command);
+                let _ = tx.send(command);
                 true
             }
             None => false,
@@ -136,7 +135,7 @@ impl Registry {
     pub(crate) fn send_all(&self, command: &Command) -> usize {
         let txs: Vec<_> = self.lock().values().map(|e| e.commands.clone()).collect();
         for tx in &txs {
-            let _ = tx.try_send(command.clone());
+            let _ = tx.send(command.clone());
         }
         txs.len()
     }

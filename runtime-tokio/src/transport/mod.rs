@@ -1,14 +1,16 @@
 //! The transport under every product of this crate: TCP accept, the HTTP/1 upgrade to
 //! WebSocket, read-ahead, TLS, the bounded closing handshake, the write burst, the reconnect
-//! loop and the operating system's random source.
+//! loop, the connection tasks' command queues and the operating system's random source.
 //!
 //! Nothing here knows the Tether protocol: the Tether server and client use these pieces as
 //! the demo, echo and bindings servers and the compat engine (crate::compat) do.
 
 pub(crate) mod acceptor;
 pub(crate) mod burst;
+pub(crate) mod client_upgrade;
 pub(crate) mod closing;
 pub(crate) mod frames;
+pub(crate) mod queue;
 pub(crate) mod read_ahead;
 pub(crate) mod reconnect;
 pub mod tls;
@@ -34,9 +36,10 @@ impl tether_proto::RandomSource for OsRandom {
 /// tungstenite (0.30) grows both buffers to hold a large message and never shrinks them:
 /// a connection that once carried a 64 KiB frame keeps about that much on each side until
 /// it closes (an idle connection that never did stays small). The read buffer is 1 KiB, what
-/// an idle connection holds on the server side (issue 11 goal 5: it was 4 KiB, a sixth of a
-/// server's memory per idle connection; a client's stays 4 KiB, the buffer of tungstenite's
-/// client handshake, which it keeps). It also caps each read at 1 KiB;
+/// an idle connection holds on either side (issue 11 goal 5: it was 4 KiB, a sixth of a
+/// server's memory per idle connection; the client gets the same since it does its own
+/// upgrade, [`client_upgrade`], instead of tungstenite's client handshake, whose 4 KiB
+/// buffer became the connection's). It also caps each read at 1 KiB;
 /// [`ReadAhead`](read_ahead::ReadAhead) takes the system calls that would cost off the hot
 /// path (a large frame is then many reads from its buffer, not from the socket: the small
 /// and large `rest_load` measurements did not move beyond their noise, benches/RESULTS.md).
