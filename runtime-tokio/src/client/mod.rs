@@ -716,7 +716,7 @@ impl Runner {
                 if conn.is_closed() || lost || violated {
                     break;
                 }
-                input = turn.next(&mut ws, &mut driver).await;
+                input = turn.next(ws, &mut driver).await;
                 now = Instant::now();
                 if input.is_none() {
                     break;

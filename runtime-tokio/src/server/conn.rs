@@ -198,12 +198,12 @@ async fn run(
                 Input::Stream(cmd) => link::on_stream_commands(&mut driver, &mut conn, cmd, now),
             }
             while let Some(event) = conn.poll_event() {
-                meter.on_event(&event);
-                if let Event::Failure { error } = &event {
-                    linger = peer_may_be_sending(error);
+                // A plain function; only the HELLO's decision is awaited (see below).
+                if let Some(hello) =
+                    task.on_event(&mut conn, &mut driver, &mut meter, &mut linger, event, now)
+                {
+                    Box::pin(task.on_hello(&mut conn, hello, hook)).await;
                 }
-                task.on_event(&mut conn, &mut driver, event, hook, now)
-                    .await;
             }
             if conn.is_closed() || lost || violated {
                 break;
