@@ -5,14 +5,15 @@
 //!
 //! ```text
 //! rest_load [--json] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R]
-//!           [--window-kib W] [--only small|tether-small|large|tether-large|http1-large|h2-large|hol|floor]
+//!           [--window-kib W] [--only small|tether-small|h2-small|large|tether-large|http1-large|h2-large|hol|floor]
 //! ```
 //!
 //! Defaults: C = 1,128 (each listed concurrency is measured), N = 20,000, M = 256, R = 5, and
 //! Tether's default configuration. `--window-kib W` sets Tether's stream window and send
 //! buffer to W KiB and its connection window to 4 W KiB on both ends (default 256 KiB,
 //! 256 KiB and 1 MiB), to see how much of the large-body rate is flow control. `--only` runs
-//! one part: `small`, `tether-small` (only Tether's, e.g. under a profiler), `large` (the
+//! one part: `small`, `tether-small` (only Tether's, e.g. under a profiler), `h2-small`
+//! (only h2's, the same under a profiler, to compare), `large` (the
 //! four large-body measurements), `tether-large` (only
 //! Tether's two large-body transfers, e.g. under a profiler), `http1-large`, `h2-large`,
 //! `hol` or `floor`. `--json` prints one JSON object on stdout (the human text goes to
@@ -120,6 +121,7 @@ enum Only {
     All,
     Small,
     TetherSmall,
+    H2Small,
     Large,
     TetherLarge,
     Http1Large,
@@ -130,10 +132,19 @@ enum Only {
 
 impl Only {
     fn small(self) -> bool {
+        matches!(
+            self,
+            Only::All | Only::Small | Only::TetherSmall | Only::H2Small
+        )
+    }
+    fn tether_small(self) -> bool {
         matches!(self, Only::All | Only::Small | Only::TetherSmall)
     }
     fn peers_small(self) -> bool {
         matches!(self, Only::All | Only::Small)
+    }
+    fn h2_small(self) -> bool {
+        matches!(self, Only::All | Only::Small | Only::H2Small)
     }
     fn tether_large(self) -> bool {
         matches!(self, Only::All | Only::Large | Only::TetherLarge)
@@ -182,6 +193,7 @@ fn args() -> Result<Args, String> {
                 a.only = match value.as_str() {
                     "small" => Only::Small,
                     "tether-small" => Only::TetherSmall,
+                    "h2-small" => Only::H2Small,
                     "large" => Only::Large,
                     "tether-large" => Only::TetherLarge,
                     "http1-large" => Only::Http1Large,
@@ -189,7 +201,7 @@ fn args() -> Result<Args, String> {
                     "hol" => Only::Hol,
                     "floor" => Only::Floor,
                     other => return Err(format!(
-                        "--only: small, tether-small, large, tether-large, http1-large, h2-large, hol or floor, not {other}"
+                        "--only: small, tether-small, h2-small, large, tether-large, http1-large, h2-large, hol or floor, not {other}"
                     )),
                 }
             }
@@ -235,7 +247,7 @@ type Row = BTreeMap<String, f64>;
 async fn main() -> Result<(), Error> {
     let args = args().map_err(|e| {
         format!(
-            "{e}\nusage: rest_load [--json] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|tether-small|large|tether-large|http1-large|h2-large|hol|floor]"
+            "{e}\nusage: rest_load [--json] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|tether-small|h2-small|large|tether-large|http1-large|h2-large|hol|floor]"
         )
     })?;
     JSON.store(args.json, Ordering::Relaxed);
@@ -359,15 +371,18 @@ async fn round(rig: &mut Rig, args: &Args, n: usize, len: u64) -> Result<Row, Er
     let mib = len as f64 / (1 << 20) as f64;
     if only.small() {
         for &c in &args.concurrency {
-            let mut runs = vec![
-                ("tether_s2c", tether_small(&rig.tether.device, c, n).await?),
-                (
+            let mut runs = Vec::new();
+            if only.tether_small() {
+                runs.push(("tether_s2c", tether_small(&rig.tether.device, c, n).await?));
+                runs.push((
                     "tether_c2s",
                     tether_small(&rig.tether.upstream, c, n).await?,
-                ),
-            ];
+                ));
+            }
             if only.peers_small() {
                 runs.push(("http1", http1_small(&mut rig.http1.conns, c, n).await?));
+            }
+            if only.h2_small() {
                 runs.push(("h2", h2_small(&rig.h2, &rig.h2_base, c, n).await?));
             }
             for (name, (took, mut lat)) in runs {
@@ -418,7 +433,9 @@ async fn round(rig: &mut Rig, args: &Args, n: usize, len: u64) -> Result<Row, Er
 fn print_row(row: &Row, args: &Args) {
     let g = |k: String| row.get(&k).copied().unwrap_or(f64::NAN);
     for &c in &args.concurrency {
-        if !row.contains_key(&format!("small_c{c}_tether_c2s_rps")) {
+        if !row.contains_key(&format!("small_c{c}_tether_c2s_rps"))
+            && !row.contains_key(&format!("small_c{c}_h2_rps"))
+        {
             continue;
         }
         let mut line = format!("  small, {c} at a time (req/s, p50/p99 ms):");
