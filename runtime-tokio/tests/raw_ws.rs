@@ -650,8 +650,14 @@ fn renderings(secret: &[u8; 16]) -> Vec<String> {
 #[tokio::test]
 async fn the_resume_token_is_in_no_log_line_and_no_event() {
     let log = CapturedLog::default();
-    // A current-thread runtime: the server's tasks run on this thread, under this default.
-    let _guard = tracing::subscriber::set_default(log.clone());
+    // The process-wide subscriber, not a thread's default: the other tests of this binary
+    // run the same code on other threads at the same time, and a callsite they reach
+    // first while only a thread-local subscriber exists elsewhere can have its interest
+    // cached as "never", so its events would be missed here (the capture check below
+    // failed that way in one run in a few). The other tests' lines land in the capture
+    // too; their tokens are their own. Only this test of the binary sets a subscriber.
+    tracing::subscriber::set_global_default(log.clone()).expect("no other subscriber");
+    tracing::callsite::rebuild_interest_cache();
     let (server, mut events) = server().await;
     let mut seen_events = String::new();
 

@@ -2,10 +2,8 @@
 //!
 //! [`Peer`]: super::Peer
 
-use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http_body::{Frame, SizeHint};
@@ -13,6 +11,7 @@ use tether_proto::{Initiator, ResetCode, StreamId};
 
 use super::driver::{Command, CommandSender};
 use super::BoxError;
+use crate::transport::queue;
 
 /// Why a body arriving over Tether did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,105 +43,44 @@ fn side(initiator: Initiator) -> &'static str {
 /// What the connection task pushes into a streaming body.
 pub(crate) type Chunk = Result<Frame<Bytes>, BodyError>;
 
-/// The queue between the connection task and one streaming body: one small shared
-/// allocation (and the queue's buffer once a chunk waits), where a tokio channel costs an
-/// aligned allocation plus a block of 32 slots (about 3.6 KiB) per body (issue 11). It is
-/// unbounded like that channel was: what it holds is bounded by the stream's window,
-/// which only the body's reader releases (spec/protocol.md §10.3).
+/// The queue between the connection task and one streaming body: a
+/// [`queue`](crate::transport::queue) with one sender, one small shared allocation (and the
+/// queue's buffer while a chunk waits), where a tokio channel costs an aligned allocation
+/// plus a block of 32 slots (about 3.6 KiB) per body (issue 11). It is unbounded like that
+/// channel was: what it holds is bounded by the stream's window, which only the body's
+/// reader releases (spec/protocol.md §10.3).
 pub(crate) fn body_queue() -> (BodyTx, BodyRx) {
-    let shared = Arc::new(Mutex::new(Queue {
-        chunks: VecDeque::new(),
-        waker: None,
-        sender: true,
-        receiver: true,
-    }));
-    (BodyTx(shared.clone()), BodyRx(shared))
-}
-
-struct Queue {
-    chunks: VecDeque<Chunk>,
-    /// The reader waiting for a chunk.
-    waker: Option<Waker>,
-    /// The sending half is still there.
-    sender: bool,
-    /// The receiving half is still there and not closed.
-    receiver: bool,
-}
-
-fn lock(q: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
-    q.lock().unwrap_or_else(|e| e.into_inner())
+    let (tx, rx) = queue::unbounded();
+    (BodyTx(tx), BodyRx(rx))
 }
 
 /// The connection task's half of a [`body_queue`].
-pub(crate) struct BodyTx(Arc<Mutex<Queue>>);
+pub(crate) struct BodyTx(queue::Sender<Chunk>);
 
 impl BodyTx {
     /// Queues a chunk; gives it back when the body is gone (dropped or closed).
     pub(crate) fn send(&self, chunk: Chunk) -> Result<(), Chunk> {
-        let waker = {
-            let mut q = lock(&self.0);
-            if !q.receiver {
-                return Err(chunk);
-            }
-            q.chunks.push_back(chunk);
-            q.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
+        self.0.send(chunk).map_err(queue::SendError::into_inner)
     }
 }
 
-impl Drop for BodyTx {
-    fn drop(&mut self) {
-        let waker = {
-            let mut q = lock(&self.0);
-            q.sender = false;
-            q.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-/// The body's half of a [`body_queue`].
-pub(crate) struct BodyRx(Arc<Mutex<Queue>>);
+/// The body's half of a [`body_queue`]. Dropping it drops the chunks still queued and
+/// makes the sender's next chunk come back.
+pub(crate) struct BodyRx(queue::Receiver<Chunk>);
 
 impl BodyRx {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
-        let mut q = lock(&self.0);
-        if let Some(chunk) = q.chunks.pop_front() {
-            return Poll::Ready(Some(chunk));
-        }
-        if !q.sender || !q.receiver {
-            return Poll::Ready(None);
-        }
-        match &mut q.waker {
-            Some(w) => w.clone_from(cx.waker()),
-            None => q.waker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        self.0.poll_recv(cx)
     }
 
     /// No chunk will come: the sender is gone (or this half closed) and nothing waits.
     fn is_done(&self) -> bool {
-        let q = lock(&self.0);
-        (!q.sender || !q.receiver) && q.chunks.is_empty()
+        self.0.is_done()
     }
 
     /// Refuses further chunks (what is queued stays readable).
     fn close(&mut self) {
-        lock(&self.0).receiver = false;
-    }
-}
-
-impl Drop for BodyRx {
-    fn drop(&mut self) {
-        let mut q = lock(&self.0);
-        q.receiver = false;
-        q.waker = None;
+        self.0.close();
     }
 }
 
@@ -351,6 +289,8 @@ impl Drop for Body {
 #[cfg(test)]
 mod queue_tests {
     use super::*;
+    use std::sync::Arc;
+    use std::task::Waker;
 
     fn chunk(b: &'static [u8]) -> Chunk {
         Ok(Frame::data(Bytes::from_static(b)))

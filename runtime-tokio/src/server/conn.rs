@@ -475,9 +475,11 @@ mod tests {
     /// 10,872 bytes (debug build), 11 KiB of every idle connection. 3,288 bytes now (3,240
     /// before the loop kept one clock read per turn); with the events handled in an async
     /// fn (an `Event` kept three times) it is 3,656, with the arguments by value 4,744.
+    /// 3,304 since the heartbeat keeps its side's probe delay (spec/protocol.md §8.2: a
+    /// `Duration` in the machine, which the task holds).
     #[test]
     fn the_connection_task_stays_small() {
         let size = future_size(&serve);
-        assert!(size <= 3288, "serve future: {size} bytes");
+        assert!(size <= 3304, "serve future: {size} bytes");
     }
 }

@@ -152,7 +152,7 @@ pub(crate) struct Receiver<T> {
 }
 
 impl<T> Receiver<T> {
-    /// The next value; `None` once it is empty and every sender is gone.
+    /// The next value; `None` once it is empty and every sender is gone (or it is closed).
     pub(crate) async fn recv(&mut self) -> Option<T> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -167,12 +167,19 @@ impl<T> Receiver<T> {
         pop(&mut lock(&self.shared).items)
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// No value will come: every sender is gone (or the queue is closed) and none waits.
+    pub(crate) fn is_done(&self) -> bool {
+        let state = lock(&self.shared);
+        (state.senders == 0 || state.closed) && state.items.is_empty()
+    }
+
+    /// [`recv`](Self::recv) as a poll.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = lock(&self.shared);
         if let Some(value) = pop(&mut state.items) {
             return Poll::Ready(Some(value));
         }
-        if state.senders == 0 {
+        if state.senders == 0 || state.closed {
             return Poll::Ready(None);
         }
         match &mut state.waker {

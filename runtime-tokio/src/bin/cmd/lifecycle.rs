@@ -14,7 +14,8 @@ use super::common::{parse_byte_size, parse_duration};
 /// Heartbeat and handshake timing.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Timing {
-    /// Time between heartbeat probes (a server imposes it; a client proposes it).
+    /// Heartbeat interval: an idle client probes after this much silence, a server somewhat
+    /// later (spec §8.2); a server imposes it, a client proposes it.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) heartbeat_interval: Duration,
     /// Silence after which the peer is declared dead (close 4005); longer than the interval.
