@@ -862,9 +862,11 @@ mod task_size_tests {
     /// on the heap). 4,664 with the write burst inline and the dialed WebSocket by value
     /// (3,872 with only the burst boxed). 3,376 since the heartbeat keeps its side's probe
     /// delay (spec/protocol.md §8.2: a `Duration` in the machine, which the task holds).
+    /// 3,408 since a loop turn batches its inputs (`conn::Turn`, held across the wait for
+    /// the next input, and the driver's count of answers outstanding).
     #[test]
     fn the_client_task_stays_small() {
         let size = future_size(&Runner::run);
-        assert!(size <= 3376, "client task future: {size} bytes");
+        assert!(size <= 3408, "client task future: {size} bytes");
     }
 }
