@@ -26,9 +26,9 @@ use crate::transport::closing;
 
 mod wake;
 
-/// Most commands of the HTTP side handled in one go before the write burst: enough to
-/// batch a burst of small requests into one flush, few enough not to delay the heartbeat.
-const COMMAND_BATCH: usize = 256;
+/// Most commands of the HTTP side handled in one go (one input of a [`Turn`]); the same
+/// bound as the turn's inputs, for the same reason (see [`TURN_INPUTS`]).
+const COMMAND_BATCH: usize = 32;
 
 /// Hands one command of the HTTP side to the driver, and then those already waiting (up
 /// to [`COMMAND_BATCH`]), so that their frames leave in one write burst.
@@ -133,16 +133,9 @@ where
         }
         let wake = deadline.map(|d| wake::wake_at(d, now));
         tokio::select! {
-            msg = ws.next() => match msg {
-                Some(Ok(msg)) => match from_ws(msg) {
-                    Some(msg) => return Input::Message(msg),
-                    None => continue,
-                },
-                Some(Err(e)) => return match violation(&e) {
-                    Some(kind) => Input::Violation(kind, e),
-                    None => Input::TransportLost(Some(e)),
-                },
-                None => return Input::TransportLost(None),
+            msg = ws.next() => match message_input(msg) {
+                Some(input) => return input,
+                None => continue,
             },
             () = sleep_until(wake), if wake.is_some() => continue,
             cmd = commands.recv(), if commands_open => match cmd {
@@ -151,6 +144,141 @@ where
                 None => commands_open = false,
             },
             cmd = driver.recv() => return Input::Stream(cmd),
+        }
+    }
+}
+
+/// What a read of the WebSocket yielded, as an input; `None` for a raw frame (skipped).
+fn message_input<C>(msg: Option<Result<Message, WsError>>) -> Option<Input<C>> {
+    Some(match msg {
+        Some(Ok(msg)) => Input::Message(from_ws(msg)?),
+        Some(Err(e)) => match violation(&e) {
+            Some(kind) => Input::Violation(kind, e),
+            None => Input::TransportLost(Some(e)),
+        },
+        None => Input::TransportLost(None),
+    })
+}
+
+/// Most inputs one loop turn handles before its write burst (a command input drains up to
+/// [`COMMAND_BATCH`] commands).
+///
+/// Enough that a burst of small requests or responses leaves in a few writes instead of
+/// one each, few enough that a busy peer cannot hold the burst, and with it our control
+/// frames, back for long (spec/protocol.md §10.3: they go first in the burst). And a
+/// fraction of what is usually in flight: a turn that took everything ready (256 here
+/// before) makes the two ends of a busy connection take turns, each idle while the other
+/// works through the whole window; batches of 32 keep both ends, and both cores, busy
+/// at once. Measured with `rest_load --only small --concurrency 128` on an idle 2-core
+/// machine: 1.04–1.14× h2 with 256, 1.5–1.6× with 24, 32 or 48, 1.35–1.46× with only the
+/// turn bounded (benches/RESULTS.md, "Small requests, fourth pass").
+const TURN_INPUTS: usize = 32;
+
+/// Most times one loop turn lets the tasks it handed work to run before it writes.
+const TURN_YIELDS: usize = 4;
+
+/// One turn of a run loop: after the input it woke for, the inputs that are ready without
+/// waiting (messages already read or readable, commands already queued), so that one write
+/// burst carries everything ready rather than one burst per message.
+///
+/// The handlers a turn starts and the callers it answers run as tasks of their own and
+/// answer with commands (`Respond`, the next `Open`). Each of them would wake the
+/// connection task, which tokio runs next on the same worker (the task a running task wakes
+/// goes first), and which would write that one answer before the next handler ran: one
+/// write per response. So while this turn's handlers and callers have not all answered,
+/// the turn yields (at most [`TURN_YIELDS`] times, and only while each yield brought
+/// something): the connection task goes to the back of its worker's queue, behind the
+/// tasks it woke, and their answers leave together.
+pub(crate) struct Turn {
+    inputs: usize,
+    yields: usize,
+    /// Commands first on the next call (alternates with the socket, for fairness).
+    commands_first: bool,
+}
+
+impl Turn {
+    /// A new turn; the driver forgets what it handed out before.
+    pub(crate) fn new(driver: &mut Driver) -> Self {
+        driver.begin_turn();
+        Turn {
+            inputs: 0,
+            yields: 0,
+            commands_first: false,
+        }
+    }
+
+    /// The next input that is ready without waiting, `None` when there is none (or the
+    /// turn has handled its share): then the caller writes.
+    pub(crate) async fn next<S, C>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        driver: &mut Driver,
+    ) -> Option<Input<C>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.inputs >= TURN_INPUTS {
+            return None;
+        }
+        self.inputs += 1;
+        let mut yielded = false;
+        loop {
+            self.commands_first = !self.commands_first;
+            if self.commands_first {
+                if let Some(cmd) = driver.try_recv() {
+                    return Some(Input::Stream(cmd));
+                }
+            }
+            if let Some(input) = ready_message(ws).await {
+                return Some(input);
+            }
+            if let Some(cmd) = driver.try_recv() {
+                return Some(Input::Stream(cmd));
+            }
+            // Nothing came while the others ran (a slow handler, a caller done): write.
+            if yielded || self.yields >= TURN_YIELDS || !driver.awaits_answers() {
+                return None;
+            }
+            self.yields += 1;
+            yielded = true;
+            requeue().await;
+        }
+    }
+}
+
+/// Lets the worker's other ready tasks run, then continues: the task wakes itself, which
+/// tokio treats as a yield (to the back of the worker's queue, not the slot it runs next).
+/// `tokio::task::yield_now` would wait until the worker ran dry and polled the I/O driver
+/// (one more `epoll_wait`, and a wake-up of the other worker, each time).
+async fn requeue() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// A message that is already buffered or readable, without waiting for one (the read
+/// registers the task's waker as a blocking read would, so no wake-up is lost).
+async fn ready_message<S, C>(ws: &mut WebSocketStream<S>) -> Option<Input<C>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let msg = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match ws.poll_next_unpin(cx) {
+                std::task::Poll::Ready(msg) => Some(msg),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await?;
+        if let Some(input) = message_input(msg) {
+            return Some(input);
         }
     }
 }
@@ -332,6 +460,43 @@ where
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A turn takes what is ready, in order, without waiting, and at most its share.
+    #[tokio::test]
+    async fn a_turn_takes_what_is_ready_and_no_more() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut ours = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let mut peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
+
+        // Nothing ready: the turn ends at once (no wait, no yield: nothing was handed out).
+        let mut turn = Turn::new(&mut driver);
+        assert!(turn.next::<_, ()>(&mut ours, &mut driver).await.is_none());
+
+        for i in 0..TURN_INPUTS + 3 {
+            peer.feed(Message::binary(vec![i as u8])).await.unwrap();
+        }
+        peer.flush().await.unwrap();
+        let mut turn = Turn::new(&mut driver);
+        let mut got = Vec::new();
+        while let Some(input) = turn.next::<_, ()>(&mut ours, &mut driver).await {
+            match input {
+                Input::Message(WsMessage::Binary(b)) => got.push(b[0]),
+                other => panic!("{other:?}"),
+            }
+        }
+        let expected: Vec<u8> = (0..TURN_INPUTS).map(|i| i as u8).collect();
+        assert_eq!(got, expected, "in order, and at most TURN_INPUTS");
+        // The rest is for the next turn.
+        let mut turn = Turn::new(&mut driver);
+        let mut rest = 0;
+        while turn.next::<_, ()>(&mut ours, &mut driver).await.is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, 3);
+    }
 
     #[test]
     fn messages_round_trip() {

@@ -19,10 +19,12 @@
 //! bytes the flow-control windows let in, resets and drops by the number of streams.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -189,6 +191,12 @@ pub(crate) struct Driver {
     metrics: Option<crate::metrics::Metrics>,
     /// The machine was told that this side serves requests (a service is attached).
     serving: bool,
+    /// Since [`Driver::begin_turn`]: requests handed to a handler task and responses
+    /// handed to a waiting caller, each of which usually answers with a command soon
+    /// (`Respond`, or the caller's next `Open`)...
+    handed: u32,
+    /// ...and those answers received.
+    answered: u32,
 }
 
 impl Driver {
@@ -204,6 +212,8 @@ impl Driver {
             info: None,
             metrics: None,
             serving: false,
+            handed: 0,
+            answered: 0,
         }
     }
 
@@ -254,9 +264,32 @@ impl Driver {
         self.rx.try_recv()
     }
 
+    /// A loop turn starts: forget what earlier turns handed to other tasks.
+    pub(crate) fn begin_turn(&mut self) {
+        self.handed = 0;
+        self.answered = 0;
+    }
+
+    /// Whether this turn handed requests or responses to other tasks (handlers, callers)
+    /// of which at least two have not answered yet: their commands would leave in this turn's write burst
+    /// if the connection task let them run first (see `conn::Turn`).
+    ///
+    /// One alone is not waited for: its answer wakes the connection task anyway, and
+    /// there is nothing to batch it with (yielding would only let the other worker take
+    /// the connection task away from the one running the handler).
+    pub(crate) fn awaits_answers(&self) -> bool {
+        self.handed.saturating_sub(self.answered) >= 2
+    }
+
     // ---- commands
 
     pub(crate) fn on_command(&mut self, conn: &mut Connection, cmd: Command, now: Instant) {
+        if matches!(
+            cmd,
+            Command::Open(_) | Command::Respond { .. } | Command::Abandon { .. }
+        ) {
+            self.answered = self.answered.saturating_add(1);
+        }
         match cmd {
             Command::Open(open) => {
                 if self.queued.len() >= self.config.max_queued_requests {
@@ -499,6 +532,7 @@ impl Driver {
                 if let Some(info) = &self.info {
                     response.extensions_mut().insert(info.clone());
                 }
+                self.handed = self.handed.saturating_add(1);
                 if reply.send(Ok(response)).is_err() {
                     // The caller is gone; the body it never saw is dropped with the
                     // response and cancels the stream.
@@ -606,17 +640,44 @@ impl Driver {
             request.extensions_mut().insert(info.clone());
         }
         self.slots.insert(id, slot);
-        // The call runs in a task of its own, so handlers spread over the worker threads
-        // and the connection task only moves frames. (Polling the service once here saved
-        // a task and a command per request and helped one request at a time, but it
-        // wrote each response in a burst of its own where the handlers' commands are
-        // batched: 128 requests at a time lost a quarter of their throughput; issue 11.)
-        self.serve_later(id, service.oneshot(request));
+        let mut call = service.oneshot(request);
+        // The service is polled once here, in the connection task: a handler that answers
+        // at once, with a body that is ready (or small and complete), costs no task, no
+        // command and no wake-up (issue 11). Anything else goes on in a task of its own.
+        let answered = match poll_once(|cx| Pin::new(&mut call).poll(cx)) {
+            Ok(Poll::Ready(result)) => {
+                let (head, mut body) = response_parts(id, result);
+                poll_once(|cx| ready_body_now(&mut body, cx)).map(|ready| (head, body, ready))
+            }
+            Ok(Poll::Pending) => return self.serve_later(id, call),
+            Err(()) => Err(()),
+        };
+        match answered {
+            Ok((head, _, (first, true, _))) => self.respond(conn, id, head, first, true),
+            Ok((head, body, (first, false, prefix))) => {
+                self.respond(conn, id, head, first, false);
+                let credit = Credit::new();
+                let task = tokio::spawn(pump(id, prefix, body, self.tx.clone(), credit.clone()));
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.credit = Some(credit);
+                    slot.task = Some(task.abort_handle());
+                }
+            }
+            // The service or its response body panicked: the stream is reset so the caller
+            // hears of it at once (as a panicking handler task does, see `ResetOnDrop`).
+            Err(()) => {
+                tracing::warn!(%id, "service panicked");
+                if let Ok(mut stream) = conn.stream(id) {
+                    stream.abandon(now);
+                }
+            }
+        }
     }
 
-    /// The call goes on in a task, which sends the response with [`Command::Respond`] and
-    /// pumps a body that is not ready at once.
+    /// The service did not answer at once: the call goes on in a task, which sends the
+    /// response with [`Command::Respond`] and pumps a body that is not ready at once.
     fn serve_later(&mut self, id: StreamId, call: Oneshot<BoxService, Request<Body>>) {
+        self.handed = self.handed.saturating_add(1);
         let credit = Credit::new();
         let tx = self.tx.clone();
         let pump_credit = credit.clone();
@@ -732,6 +793,13 @@ fn response_parts(
     (head, body)
 }
 
+/// Polls `f` once without a task to wake (whoever goes on polling it later registers its
+/// own waker); `Err` if it panicked.
+fn poll_once<T>(f: impl FnOnce(&mut Context<'_>) -> T) -> Result<T, ()> {
+    let mut cx = Context::from_waker(Waker::noop());
+    std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut cx))).map_err(|_| ())
+}
+
 /// Resets its stream when dropped armed (the handler panicked or was aborted).
 struct ResetOnDrop {
     id: StreamId,
@@ -790,14 +858,18 @@ const INLINE_BODY: u64 = 16 * 1024;
 /// frame that does not end the body, trailers, an error), returned for the pump to send
 /// first.
 async fn ready_body(body: &mut BoxBody) -> (Bytes, bool, Option<BodyFrame>) {
+    std::future::poll_fn(|cx| Poll::Ready(ready_body_now(body, cx))).await
+}
+
+/// [`ready_body`] with the caller's context.
+fn ready_body_now(body: &mut BoxBody, cx: &mut Context<'_>) -> (Bytes, bool, Option<BodyFrame>) {
     if body.is_end_stream() {
         return (Bytes::new(), true, None);
     }
     if body.size_hint().exact().is_none_or(|n| n > INLINE_BODY) {
         return (Bytes::new(), false, None);
     }
-    let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
-    match polled {
+    match Pin::new(&mut *body).poll_frame(cx) {
         Poll::Pending => (Bytes::new(), false, None),
         Poll::Ready(None) => (Bytes::new(), true, None),
         Poll::Ready(Some(Ok(frame))) => match frame.into_data() {

@@ -6,6 +6,15 @@
 //! bodies stream both ways in DATA frames under flow control (a slow reader slows the
 //! writer; nothing buffers without bound), and the heartbeat is never stuck behind them.
 //!
+//! **How a request is served.** The connection's task polls the service once as the
+//! request arrives. A handler that answers at once (nothing it awaits has to wait, as with
+//! most small GETs) is answered right there: no task, no hand-off, and its response leaves
+//! in the same write as the others of that moment. A handler that has to wait goes on in a
+//! task of its own, so a slow handler holds up no other stream. So, as everywhere in async
+//! Rust, a handler must not block its thread (long CPU work, blocking I/O) before its first
+//! `.await`: in that first poll it would hold up its whole connection for that time; use
+//! `tokio::task::spawn_blocking` for such work.
+//!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use axum::{routing::get, Extension, Router};
