@@ -191,6 +191,8 @@ pub(crate) struct Driver {
     metrics: Option<crate::metrics::Metrics>,
     /// The machine was told that this side serves requests (a service is attached).
     serving: bool,
+    /// Whether to poll the service in the connection task first (see [`Driver::serve`]).
+    inline: InlineServe,
     /// Since [`Driver::begin_turn`]: requests handed to a handler task and responses
     /// handed to a waiting caller, each of which usually answers with a command soon
     /// (`Respond`, or the caller's next `Open`)...
@@ -212,6 +214,7 @@ impl Driver {
             info: None,
             metrics: None,
             serving: false,
+            inline: InlineServe::default(),
             handed: 0,
             answered: 0,
         }
@@ -644,12 +647,21 @@ impl Driver {
         // The service is polled once here, in the connection task: a handler that answers
         // at once, with a body that is ready (or small and complete), costs no task, no
         // command and no wake-up (issue 11). Anything else goes on in a task of its own.
+        // A service whose calls keep having to wait (a proxy) is not polled here: that
+        // first poll would only be done twice (see `InlineServe`).
+        if !self.inline.try_now() {
+            return self.serve_later(id, call);
+        }
         let answered = match poll_once(|cx| Pin::new(&mut call).poll(cx)) {
             Ok(Poll::Ready(result)) => {
+                self.inline.answered(true);
                 let (head, mut body) = response_parts(id, result);
                 poll_once(|cx| ready_body_now(&mut body, cx)).map(|ready| (head, body, ready))
             }
-            Ok(Poll::Pending) => return self.serve_later(id, call),
+            Ok(Poll::Pending) => {
+                self.inline.answered(false);
+                return self.serve_later(id, call);
+            }
             Err(()) => Err(()),
         };
         match answered {
@@ -791,6 +803,56 @@ fn response_parts(
         headers: parts.headers,
     };
     (head, body)
+}
+
+/// Whether a connection polls its service in its own task before handing the call to a
+/// task of its own (`Driver::serve`), learnt from the service's answers.
+///
+/// Serving in the connection task pays when handlers answer at once (no task, no
+/// hand-off: 128 small requests at a time went from 1.06× to 1.59× of h2 with the
+/// batched turn). A service that has to wait for something, such as the CLI's upstream
+/// proxy, gains nothing from it and loses: its first poll runs twice, and the tasks it
+/// wakes queue behind the connection task (the CLI tunnel at one connection went from
+/// 3,600–3,900 to 3,000–3,500 requests a second, benches/RESULTS.md "fourth pass"). So
+/// after [`INLINE_MISSES`] calls in a row that had to wait, the connection stops polling
+/// inline, and tries again once every [`INLINE_RETRY`] requests; one call answered at
+/// once turns it back on.
+#[derive(Debug, Default)]
+struct InlineServe {
+    /// Calls in a row that did not answer at once (saturating).
+    misses: u8,
+    /// Requests spawned without trying since the last try.
+    skipped: u8,
+}
+
+/// Calls in a row that had to wait before a connection stops polling its service inline.
+const INLINE_MISSES: u8 = 4;
+
+/// While it does not, one request in this many is still tried inline.
+const INLINE_RETRY: u8 = 32;
+
+impl InlineServe {
+    /// Whether to poll this request's call in the connection task.
+    fn try_now(&mut self) -> bool {
+        if self.misses < INLINE_MISSES {
+            return true;
+        }
+        self.skipped += 1;
+        if self.skipped >= INLINE_RETRY {
+            self.skipped = 0;
+            return true;
+        }
+        false
+    }
+
+    /// What the inline poll gave: an answer at once, or a call that has to wait.
+    fn answered(&mut self, at_once: bool) {
+        self.misses = if at_once {
+            0
+        } else {
+            self.misses.saturating_add(1)
+        };
+    }
 }
 
 /// Polls `f` once without a task to wake (whoever goes on polling it later registers its
@@ -981,6 +1043,35 @@ mod tests {
     #[test]
     fn commands_stay_small() {
         assert!(std::mem::size_of::<super::Command>() <= 56);
+    }
+
+    /// A service that keeps waiting stops being polled inline after `INLINE_MISSES` calls,
+    /// is tried again once every `INLINE_RETRY` requests, and one answer at once turns
+    /// inline serving back on.
+    #[test]
+    fn inline_serving_follows_the_services_answers() {
+        let mut inline = super::InlineServe::default();
+        for _ in 0..super::INLINE_MISSES {
+            assert!(inline.try_now());
+            inline.answered(false);
+        }
+        let tries = |inline: &mut super::InlineServe, n: usize| {
+            (0..n).filter(|_| inline.try_now()).count()
+        };
+        // Skipped, except one try in INLINE_RETRY (which keeps waiting here).
+        let n = 10 * super::INLINE_RETRY as usize;
+        assert_eq!(tries(&mut inline, n), 10);
+        // A retry that answers at once: every request is tried again.
+        while !inline.try_now() {}
+        inline.answered(true);
+        assert_eq!(tries(&mut inline, 100), 100);
+        // A miss now and then (fewer than INLINE_MISSES in a row) changes nothing.
+        for _ in 0..100 {
+            assert!(inline.try_now());
+            inline.answered(false);
+            assert!(inline.try_now());
+            inline.answered(true);
+        }
     }
 
     use super::*;
