@@ -1055,9 +1055,8 @@ mod tests {
             assert!(inline.try_now());
             inline.answered(false);
         }
-        let tries = |inline: &mut super::InlineServe, n: usize| {
-            (0..n).filter(|_| inline.try_now()).count()
-        };
+        let tries =
+            |inline: &mut super::InlineServe, n: usize| (0..n).filter(|_| inline.try_now()).count();
         // Skipped, except one try in INLINE_RETRY (which keeps waiting here).
         let n = 10 * super::INLINE_RETRY as usize;
         assert_eq!(tries(&mut inline, n), 10);
