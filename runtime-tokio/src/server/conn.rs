@@ -476,13 +476,13 @@ mod tests {
     /// before the loop kept one clock read per turn); with the events handled in an async
     /// fn (an `Event` kept three times) it is 3,656, with the arguments by value 4,744.
     /// 3,304 since the heartbeat keeps its side's probe delay (spec/protocol.md §8.2: a
-    /// `Duration` in the machine, which the task holds). 3,416 since a loop turn batches
-    /// its inputs (`conn::Turn` and its `next` future, held across the wait for the next
-    /// input: 112 bytes of every idle connection, against the write burst per input it
-    /// saves a busy one).
+    /// `Duration` in the machine, which the task holds). 3,432 (debug; 3,416 in a release
+    /// build) since a loop turn batches its inputs (`conn::Turn` and its `next` future,
+    /// held across the wait for the next input: about 112 bytes of every idle connection,
+    /// against the write burst per input it saves a busy one).
     #[test]
     fn the_connection_task_stays_small() {
         let size = future_size(&serve);
-        assert!(size <= 3416, "serve future: {size} bytes");
+        assert!(size <= 3432, "serve future: {size} bytes");
     }
 }
