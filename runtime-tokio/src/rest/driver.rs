@@ -121,13 +121,19 @@ struct Slot {
     timeout: Option<Duration>,
     /// A chunk the machine refused (its send queue was full), sent again on `Writable`.
     pending: Option<(Bytes, bool)>,
-    /// The body we send on this stream, until its end is in the machine.
-    sending: Option<Sending>,
+    /// The body we send on this stream, until its end is in the machine (boxed: a slot
+    /// without one stays small).
+    sending: Option<Box<Sending>>,
     /// The service call working for this stream in a task of its own.
     task: Option<AbortHandle>,
     /// Why our request body failed, for the caller (the stream is being reset).
     body_error: Option<BoxError>,
 }
+
+/// Most frames one call of [`Driver::pump`] takes from a body. The stream's room bounds the
+/// bytes; this bounds the work for a body of many tiny frames (a body of 64 KiB chunks
+/// never comes near it: the stream's room ends first).
+const PUMP_POLLS: usize = 64;
 
 /// A body this end sends on a stream, polled by the connection task (see the module docs).
 struct Sending {
@@ -502,7 +508,7 @@ impl Driver {
         body: BoxBody,
         now: Instant,
     ) {
-        let sending = Sending::new(id, prefix, body, &self.tx);
+        let sending = Box::new(Sending::new(id, prefix, body, &self.tx));
         let Some(slot) = self.slots.get_mut(&id) else {
             return; // the stream is gone: the body is dropped
         };
@@ -516,7 +522,7 @@ impl Driver {
     /// the body gives is in the machine, never held here, except a chunk larger than the
     /// room left (it waits in the slot for `Writable`). Bounded by the stream's room.
     fn pump(&mut self, conn: &mut Connection, id: StreamId, now: Instant) {
-        loop {
+        for polls in 0.. {
             let Some(slot) = self.slots.get_mut(&id) else {
                 return;
             };
@@ -524,6 +530,12 @@ impl Driver {
                 return;
             };
             if sending.stopped || slot.pending.is_some() {
+                return;
+            }
+            if polls == PUMP_POLLS {
+                // A body of many tiny (or empty) frames: the rest waits for a later turn,
+                // behind this turn's write and the other streams.
+                sending.waker.wake_by_ref();
                 return;
             }
             let writable = match conn.stream(id) {
@@ -1091,7 +1103,11 @@ mod tests {
     /// Moves messages both ways and hands the client's stream events to its driver; the
     /// server releases no capacity, so the client's body stops at the peer's window. Returns
     /// the body bytes the server received.
-    fn exchange(client: &mut Connection, server: &mut Connection, driver: &mut Driver) -> usize {
+    pub(super) fn exchange(
+        client: &mut Connection,
+        server: &mut Connection,
+        driver: &mut Driver,
+    ) -> usize {
         let now = Instant::now();
         let mut received = 0;
         loop {
@@ -1184,6 +1200,86 @@ mod tests {
             received + queued,
             "a chunk was read ahead of credit"
         );
+    }
+}
+
+#[cfg(test)]
+mod sending_tests {
+    use super::tests::exchange;
+    use super::*;
+    use tether_proto::connection::{Admission, Config};
+
+    fn established() -> (Connection, Connection, Driver) {
+        let config = Arc::new(Config::builder().heartbeat_disabled().build().unwrap());
+        let now = Instant::now();
+        let mut client = Connection::client(config.clone(), Bytes::new(), None, now).unwrap();
+        let mut server = Connection::server(config, now);
+        server.set_serve_requests(true);
+        let mut driver = Driver::new(RestConfig::default(), Arc::default());
+        exchange(&mut client, &mut server, &mut driver);
+        let mut rng = |b: &mut [u8]| b.fill(7);
+        server
+            .accept(Admission::fresh(&mut rng).unwrap(), now)
+            .unwrap();
+        exchange(&mut client, &mut server, &mut driver);
+        assert!(client.is_established());
+        (client, server, driver)
+    }
+
+    /// A body that is not ready is polled again when its waker fires, through one
+    /// `BodyReady` command however often it fires; a body of many tiny frames is taken a
+    /// bounded number of frames per call, and the rest follows.
+    #[tokio::test]
+    async fn a_waiting_body_is_woken_once_and_a_chatty_one_in_bounded_steps() {
+        // Outside tokio's cooperative budget: the channel would otherwise answer `Pending`
+        // after 128 receives in this one poll of the test's task.
+        tokio::task::unconstrained(woken_and_chatty()).await;
+    }
+
+    async fn woken_and_chatty() {
+        let (mut client, mut server, mut driver) = established();
+        let now = Instant::now();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, BoxError>(http_body::Frame::data(chunk)), rx))
+        });
+        let body = http_body_util::StreamBody::new(frames).boxed_unsync();
+        let (reply, _response) = oneshot::channel();
+        let open = Open {
+            request: Request::post("/sink").body(body).unwrap(),
+            timeout: None,
+            opened: Arc::default(),
+            reply,
+        };
+        driver.on_command(&mut client, Command::Open(Box::new(open)), now);
+        assert_eq!(exchange(&mut client, &mut server, &mut driver), 0);
+
+        // The body's waker fires three times: one command.
+        let id = StreamId::new(1);
+        let waker = driver.slots[&id].sending.as_ref().unwrap().waker.clone();
+        waker.wake_by_ref();
+        waker.wake_by_ref();
+        waker.wake();
+        assert!(matches!(driver.try_recv(), Some(Command::BodyReady { id: i }) if i == id));
+        assert!(driver.try_recv().is_none(), "one command per stream");
+        driver.on_command(&mut client, Command::BodyReady { id }, now);
+
+        // 200 one-byte chunks, ready at once: one call takes PUMP_POLLS of them and queues
+        // the next step; all of them arrive.
+        for _ in 0..200 {
+            tx.send(Bytes::from_static(b"x")).unwrap();
+        }
+        let Some(cmd @ Command::BodyReady { .. }) = driver.try_recv() else {
+            panic!("the channel woke the body");
+        };
+        driver.on_command(&mut client, cmd, now);
+        let queued = client.streams().unwrap().queued_bytes(id);
+        assert_eq!(queued, PUMP_POLLS, "one step");
+        assert!(matches!(driver.try_recv(), Some(Command::BodyReady { .. })));
+        driver.on_command(&mut client, Command::BodyReady { id }, now);
+        let received = exchange(&mut client, &mut server, &mut driver);
+        assert_eq!(received, 200);
     }
 }
 
