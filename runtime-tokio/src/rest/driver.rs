@@ -74,7 +74,7 @@ pub(crate) enum Command {
     /// (`rest`: a frame already read, then the body).
     Respond {
         id: StreamId,
-        head: Box<(ResponseHead, Option<(Option<BodyFrame>, BoxBody)>)>,
+        head: Box<(ResponseHead, Option<RestOfBody>)>,
         body: Bytes,
         end: bool,
     },
@@ -88,6 +88,9 @@ pub(crate) enum Command {
     /// [`StreamMut::abandon`]: tether_proto::streams::StreamMut::abandon
     Abandon { id: StreamId },
 }
+
+/// A body not sent with its head: a frame already read (sent first), then the body.
+pub(crate) type RestOfBody = (Option<BodyFrame>, BoxBody);
 
 /// A request waiting to be opened.
 #[derive(Debug)]
