@@ -216,10 +216,15 @@ async fn handle(p: Probe, req: Request<Body>) -> Result<Response<ApiBody>, BoxEr
         }
         "/panic" => panic!("handler panics (on purpose)"),
         "/error" => Err("the service failed (on purpose)".into()),
+        // The failure comes a moment after the first chunk, as an upstream's would: a
+        // reset discards what its stream still had queued (as RST_STREAM does in HTTP/2),
+        // so a failure in the same poll as the chunk before it may overtake that chunk.
         "/body-error" => Ok(streaming(first_chunk().chain(stream::once(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             Err("the response body failed (on purpose)".into())
         })))),
         "/body-panic" => Ok(streaming(first_chunk().chain(stream::once(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             panic!("the response body panics (on purpose)")
         })))),
         "/slow" => {

@@ -13,16 +13,27 @@
 //! Everything reaches the task through one queue of [`Command`]s
 //! ([`queue`](crate::transport::queue): no memory while it is empty). It is unbounded, but
 //! every kind of command is bounded by something else: opens by
-//! [`RestConfig::max_queued_requests`] and the peer's stream limit, DATA chunks by one
-//! chunk in flight per stream (a pump reads a chunk only with a unit of its stream's
-//! [`Credit`], and the task grants the next once the machine has room), releases by the
-//! bytes the flow-control windows let in, resets and drops by the number of streams.
+//! [`RestConfig::max_queued_requests`] and the peer's stream limit, wake-ups of the bodies
+//! we send by one per stream (see below), releases by the bytes the flow-control windows
+//! let in, resets and drops by the number of streams.
+//!
+//! The bodies this end sends (our requests' bodies, the responses' of requests we serve)
+//! are polled here, in the connection task, and only while their stream has room
+//! ([`StreamMut::poll_writable`](tether_proto::streams::StreamMut::poll_writable): the
+//! peer's credit, the connection's cap and the process-wide budget, spec/protocol.md §10.3,
+//! §10.8), so an unread body waits in its source, never in this runtime, and a chunk goes
+//! from its source into the machine without a hand-off between tasks. A body that is not
+//! ready registers a waker of its stream ([`BodyWaker`]), which queues one
+//! [`Command::BodyReady`] when it fires; a stream that is not writable is polled again on
+//! its [`StreamEvent::Writable`]. So a body that is always ready (bytes in memory, a file)
+//! fills the stream's share of the write burst in one go, and the burst leaves in one
+//! `writev`, as an HTTP/1.1 connection writes its body (issue 11).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -34,7 +45,7 @@ use http_body_util::BodyExt;
 use tether_proto::connection::Connection;
 use tether_proto::streams::{OpenError, SendError, StreamEvent};
 use tether_proto::{RequestHead, ResponseHead, StreamId};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tower::util::Oneshot;
 use tower::ServiceExt;
@@ -54,28 +65,16 @@ pub(crate) type CommandSender = queue::Sender<Command>;
 pub(crate) enum Command {
     /// Open a stream for a request (queued while the peer's stream limit is reached).
     Open(Box<Open>),
-    /// A body pump is about to read its first chunk: its credit is granted once the
-    /// stream takes data (spec/protocol.md §10.3).
-    Ready { id: StreamId },
-    /// Queue body bytes on a stream (sent with a unit of the stream's credit; the next is
-    /// granted once the machine took them and has room for more).
-    Data {
-        id: StreamId,
-        chunk: Bytes,
-        end: bool,
-    },
-    /// Queue trailers, which end our direction of the stream.
-    Trailers {
-        id: StreamId,
-        trailers: Box<HeaderMap>,
-        ack: oneshot::Sender<()>,
-    },
+    /// A body we send on this stream has more to give (its [`BodyWaker`] fired): poll it
+    /// again. At most one is queued per stream.
+    BodyReady { id: StreamId },
     /// Send the response head of a request we serve; a small body that was ready at once
     /// comes with it (`body`, then `end` ends the stream after it), so a short answer
-    /// costs one command and no credit round trip.
+    /// costs one command. Otherwise the rest of the body comes too, for this task to send
+    /// (`rest`: a frame already read, then the body).
     Respond {
         id: StreamId,
-        head: Box<ResponseHead>,
+        head: Box<(ResponseHead, Option<RestOfBody>)>,
         body: Bytes,
         end: bool,
     },
@@ -88,10 +87,10 @@ pub(crate) enum Command {
     ///
     /// [`StreamMut::abandon`]: tether_proto::streams::StreamMut::abandon
     Abandon { id: StreamId },
-    /// A body we were sending failed: the stream is abandoned; a caller still waiting for
-    /// the response head gets [`RequestError::Body`].
-    BodyFailed { id: StreamId, error: BoxError },
 }
+
+/// A body not sent with its head: a frame already read (sent first), then the body.
+pub(crate) type RestOfBody = (Option<BodyFrame>, BoxBody);
 
 /// A request waiting to be opened.
 #[derive(Debug)]
@@ -125,56 +124,90 @@ struct Slot {
     timeout: Option<Duration>,
     /// A chunk the machine refused (its send queue was full), sent again on `Writable`.
     pending: Option<(Bytes, bool)>,
-    /// The credit of the pump sending our body on this stream (see [`Credit`]).
-    credit: Option<Credit>,
-    /// A unit of credit owed to the pump once the stream is writable again: the machine
-    /// took its chunk but has no room for the next, so the body is not read ahead of the
-    /// peer's credit (spec/protocol.md §10.3).
-    owed: bool,
-    /// The body pump or the service call working for this stream.
+    /// The body we send on this stream, until its end is in the machine (boxed: a slot
+    /// without one stays small).
+    sending: Option<Box<Sending>>,
+    /// The service call working for this stream in a task of its own.
     task: Option<AbortHandle>,
     /// Why our request body failed, for the caller (the stream is being reset).
     body_error: Option<BoxError>,
 }
 
-impl Slot {
-    /// Lets the pump read and send its next chunk.
-    fn grant(&mut self) {
-        self.owed = false;
-        if let Some(c) = &self.credit {
-            c.0.add_permits(1);
+/// Most frames one call of [`Driver::pump`] takes from a body. The stream's room bounds the
+/// bytes; this bounds the work for a body of many tiny frames (a body of 64 KiB chunks
+/// never comes near it: the stream's room ends first).
+const PUMP_POLLS: usize = 64;
+
+/// A body this end sends on a stream, polled by the connection task (see the module docs).
+struct Sending {
+    body: BoxBody,
+    /// A frame read before the body came here (looking for a small body to send with the
+    /// response head), sent first.
+    prefix: Option<BodyFrame>,
+    /// The body's waker, and the flag that keeps its wake-ups to one queued command.
+    waker: Waker,
+    woken: Arc<BodyWaker>,
+    /// The stream no longer takes data (it ended or was reset): the body waits for the
+    /// stream's `Closed` event, which decides whether it is drained ([`linger`]) or dropped.
+    stopped: bool,
+}
+
+impl Sending {
+    fn new(id: StreamId, prefix: Option<BodyFrame>, body: BoxBody, tx: &CommandSender) -> Self {
+        let woken = Arc::new(BodyWaker {
+            id,
+            tx: tx.clone(),
+            queued: AtomicBool::new(false),
+        });
+        Sending {
+            body,
+            prefix,
+            waker: Waker::from(woken.clone()),
+            woken,
+            stopped: false,
+        }
+    }
+
+    /// The body, for [`linger`].
+    fn into_body(mut self) -> BoxBody {
+        std::mem::replace(&mut self.body, empty_body())
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        // The body is the application's: a drop that panics must not take the connection
+        // task with it (a body in a task of its own would only have ended that task).
+        let body = std::mem::replace(&mut self.body, empty_body());
+        if std::panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
+            tracing::warn!("a response or request body panicked when dropped");
         }
     }
 }
 
-/// How far a body pump may go: one unit is one chunk it may read from the body and send.
-/// The connection task grants a unit when the stream has room (spec/protocol.md §10.3,
-/// §10.8) and closes it when the stream ends (or its slot is dropped: either copy closes
-/// it when dropped, and the pump's goes only when the pump is done). One per stream with a
-/// body to send, instead of a channel per chunk.
-#[derive(Debug, Clone)]
-pub(crate) struct Credit(Arc<Semaphore>);
-
-impl Drop for Credit {
-    fn drop(&mut self) {
-        // The stream is gone: a pump still waiting for credit stops.
-        self.0.close();
-    }
+fn empty_body() -> BoxBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
-impl Credit {
-    fn new() -> Self {
-        Credit(Arc::new(Semaphore::new(0)))
+/// The waker of a body this end sends: queues one [`Command::BodyReady`] for its stream,
+/// and no more until the connection task polled the body again.
+struct BodyWaker {
+    id: StreamId,
+    tx: CommandSender,
+    queued: AtomicBool,
+}
+
+impl std::task::Wake for BodyWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
     }
 
-    /// Waits for a unit and spends it; `false` once the stream is gone.
-    async fn take(&self) -> bool {
-        match self.0.acquire().await {
-            Ok(permit) => {
-                permit.forget();
-                true
-            }
-            Err(_) => false,
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            // A connection that is gone has nothing to poll.
+            let _ = self.tx.send(Command::BodyReady { id: self.id });
         }
     }
 }
@@ -308,39 +341,19 @@ impl Driver {
                     self.queued.push_back(open);
                 }
             }
-            Command::Data { id, chunk, end } => self.send_data(conn, id, chunk, end),
-            Command::Ready { id } => {
-                let Ok(mut stream) = conn.stream(id) else {
-                    return;
-                };
-                let writable = stream.poll_writable();
-                if let Some(slot) = self.slots.get_mut(&id) {
-                    if writable {
-                        slot.grant();
-                    } else {
-                        slot.owed = true; // granted on Writable; closed if the stream ends
-                    }
-                }
-            }
-            Command::Trailers { id, trailers, ack } => {
-                let Ok(mut stream) = conn.stream(id) else {
-                    return;
-                };
-                match stream.send_trailers(*trailers) {
-                    Ok(()) => {
-                        let _ = ack.send(());
-                    }
-                    // The machine already reset the stream (spec/protocol.md §5).
-                    Err(e @ SendError::HeadTooLarge { .. }) => tracing::warn!(%id, "{e}"),
-                    Err(e) => tracing::debug!(%id, "trailers not sent: {e}"),
-                }
-            }
+            Command::BodyReady { id } => self.pump(conn, id, now),
             Command::Respond {
                 id,
                 head,
                 body,
                 end,
-            } => self.respond(conn, id, *head, body, end),
+            } => {
+                let (head, rest) = *head;
+                self.respond(conn, id, head, body, end);
+                if let Some((prefix, rest)) = rest {
+                    self.send_body(conn, id, prefix, rest, now);
+                }
+            }
             Command::Release { id, n } => {
                 if let Ok(mut stream) = conn.stream(id) {
                     stream.release_capacity(n);
@@ -358,14 +371,6 @@ impl Driver {
                 }
             }
             Command::Abandon { id } => {
-                if let Ok(mut stream) = conn.stream(id) {
-                    stream.abandon(now);
-                }
-            }
-            Command::BodyFailed { id, error } => {
-                if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.body_error = Some(error);
-                }
                 if let Ok(mut stream) = conn.stream(id) {
                     stream.abandon(now);
                 }
@@ -453,19 +458,15 @@ impl Driver {
             }
         };
         opened.store(id.value(), Ordering::Release);
-        let mut slot = Slot {
+        let slot = Slot {
             reply: Some(reply),
             timeout,
             ..Slot::default()
         };
-        if !end {
-            let credit = Credit::new();
-            slot.credit = Some(credit.clone());
-            let tx = self.tx.clone();
-            let task = tokio::spawn(pump(id, None, body, tx, credit));
-            slot.task = Some(task.abort_handle());
-        }
         self.slots.insert(id, slot);
+        if !end {
+            self.send_body(conn, id, None, body, now);
+        }
     }
 
     fn open_queued(&mut self, conn: &mut Connection, now: Instant) {
@@ -478,27 +479,154 @@ impl Driver {
         }
     }
 
+    /// Queues a chunk of the body we send on stream `id`; a chunk the machine has no room
+    /// for waits in the slot for the stream's `Writable` event.
     fn send_data(&mut self, conn: &mut Connection, id: StreamId, chunk: Bytes, end: bool) {
-        let (result, writable) = match conn.stream(id) {
-            Ok(mut stream) => {
-                let result = stream.send_data(chunk, end);
-                (result, stream.is_writable())
-            }
-            Err(_) => (Err(SendError::UnknownStream(id)), false),
+        let result = match conn.stream(id) {
+            Ok(mut stream) => stream.send_data(chunk, end),
+            Err(_) => Err(SendError::UnknownStream(id)),
         };
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
         match result {
-            Ok(()) if end => {}
-            Ok(()) if writable => slot.grant(),
-            Ok(()) => slot.owed = true,
+            Ok(()) => {}
             Err(SendError::Blocked { data, .. }) => slot.pending = Some((data, end)),
-            // The stream ended meanwhile: closing the credit stops the pump.
+            // The stream ended meanwhile: its body is read no further.
             Err(e) => {
                 tracing::trace!(%id, "data not sent: {e}");
-                if let Some(c) = &slot.credit {
-                    c.0.close();
+                if let Some(sending) = &mut slot.sending {
+                    sending.stopped = true;
+                }
+            }
+        }
+    }
+
+    /// Starts sending `body` on stream `id` (after `prefix`, a frame already read).
+    fn send_body(
+        &mut self,
+        conn: &mut Connection,
+        id: StreamId,
+        prefix: Option<BodyFrame>,
+        body: BoxBody,
+        now: Instant,
+    ) {
+        let sending = Box::new(Sending::new(id, prefix, body, &self.tx));
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return; // the stream is gone: the body is dropped
+        };
+        slot.sending = Some(sending);
+        self.pump(conn, id, now);
+    }
+
+    /// Moves the body we send on stream `id` into the machine, chunk by chunk, for as long
+    /// as the stream has room and the body has a chunk ready (see the module docs). Each
+    /// chunk is read only once the stream has room for it (spec/protocol.md §10.3): what
+    /// the body gives is in the machine, never held here, except a chunk larger than the
+    /// room left (it waits in the slot for `Writable`). Bounded by the stream's room.
+    fn pump(&mut self, conn: &mut Connection, id: StreamId, now: Instant) {
+        for polls in 0.. {
+            let Some(slot) = self.slots.get_mut(&id) else {
+                return;
+            };
+            let Some(sending) = slot.sending.as_mut() else {
+                return;
+            };
+            if sending.stopped || slot.pending.is_some() {
+                return;
+            }
+            if polls == PUMP_POLLS {
+                // A body of many tiny (or empty) frames: the rest waits for a later turn,
+                // behind this turn's write and the other streams.
+                sending.waker.wake_by_ref();
+                return;
+            }
+            let writable = match conn.stream(id) {
+                Ok(mut stream) => stream.poll_writable(),
+                Err(_) => false,
+            };
+            if !writable {
+                return; // polled again on `Writable` (or dropped on `Closed`)
+            }
+            // Cleared before the poll: a wake-up during or after it queues a command.
+            sending.woken.queued.store(false, Ordering::Release);
+            let prefix = sending.prefix.take();
+            let body = &mut sending.body;
+            let mut cx = Context::from_waker(&sending.waker);
+            // The body is the application's: a panic in it fails this stream, not the task.
+            // Polled outside tokio's cooperative budget, which this task's own reads and
+            // writes spend: a body on a tokio channel would otherwise answer `Pending` and
+            // wake itself at once, over and over, until the turn ends. The stream's room and
+            // `PUMP_POLLS` bound the work here instead.
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let next = match prefix {
+                    Some(frame) => Poll::Ready(Some(frame)),
+                    None => {
+                        let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx));
+                        Pin::new(&mut tokio::task::unconstrained(frame)).poll(&mut cx)
+                    }
+                };
+                next.map(|frame| frame.map(|frame| (frame, body.is_end_stream())))
+            }));
+            let (frame, end) = match polled {
+                Ok(Poll::Pending) => return, // its waker queues `BodyReady`
+                Ok(Poll::Ready(Some(next))) => next,
+                Ok(Poll::Ready(None)) => {
+                    slot.sending = None;
+                    return self.send_data(conn, id, Bytes::new(), true);
+                }
+                Err(_) => {
+                    // The body panicked: the stream is reset so the other end hears of it
+                    // at once (the machine picks the code).
+                    tracing::warn!(%id, "body panicked");
+                    slot.sending = None;
+                    if let Ok(mut stream) = conn.stream(id) {
+                        stream.abandon(now);
+                    }
+                    return;
+                }
+            };
+            match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(mut chunk) => {
+                        if !chunk.has_remaining() && !end {
+                            continue;
+                        }
+                        let chunk = chunk.copy_to_bytes(chunk.remaining());
+                        if end {
+                            slot.sending = None;
+                        }
+                        self.send_data(conn, id, chunk, end);
+                        if end {
+                            return;
+                        }
+                    }
+                    Err(frame) => {
+                        slot.sending = None;
+                        let Ok(trailers) = frame.into_trailers() else {
+                            return; // a frame kind http-body may add: not ours to guess
+                        };
+                        let Ok(mut stream) = conn.stream(id) else {
+                            return;
+                        };
+                        match stream.send_trailers(trailers) {
+                            Ok(()) => {}
+                            // The machine already reset the stream (spec/protocol.md §5).
+                            Err(e @ SendError::HeadTooLarge { .. }) => tracing::warn!(%id, "{e}"),
+                            Err(e) => tracing::debug!(%id, "trailers not sent: {e}"),
+                        }
+                        return;
+                    }
+                },
+                Err(error) => {
+                    // The caller still waiting for the response head hears why.
+                    tracing::debug!(%id, "body failed: {error}");
+                    slot.sending = None;
+                    slot.body_error = Some(error);
+                    if let Ok(mut stream) = conn.stream(id) {
+                        stream.abandon(now);
+                    }
+                    return;
                 }
             }
         }
@@ -574,12 +702,10 @@ impl Driver {
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
-                if slot.owed {
-                    slot.grant();
-                }
                 if let Some((data, end)) = slot.pending.take() {
                     self.send_data(conn, id, data, end);
                 }
+                self.pump(conn, id, now);
             }
             StreamEvent::CanOpen => self.open_queued(conn, now),
             // No new streams on this connection: what waits goes back to its caller.
@@ -588,14 +714,16 @@ impl Driver {
                 let Some(mut slot) = self.slots.remove(&id) else {
                     return;
                 };
-                // A finished exchange leaves nothing to stop, except the pump of a request
-                // body the peer answered before reading it all: that one ends on its own
-                // (the credit closes with the slot), after a bounded drain of its source
-                // (see `linger`). Any other end stops the tasks at once.
-                if !matches!(outcome, tether_proto::streams::Outcome::Finished) {
-                    if let Some(task) = slot.task.take() {
-                        task.abort();
+                // A finished exchange leaves nothing to stop, except a request body the
+                // peer answered before reading it all: its source is drained for a bounded
+                // time (see `linger`). Any other end stops the body and the service call
+                // at once.
+                if matches!(outcome, tether_proto::streams::Outcome::Finished) {
+                    if let Some(sending) = slot.sending.take() {
+                        tokio::spawn(linger(sending.into_body()));
                     }
+                } else if let Some(task) = slot.task.take() {
+                    task.abort();
                 }
                 if let Some(error) = super::BodyError::from_outcome(&outcome) {
                     if let Some(tx) = slot.body.take() {
@@ -668,12 +796,7 @@ impl Driver {
             Ok((head, _, (first, true, _))) => self.respond(conn, id, head, first, true),
             Ok((head, body, (first, false, prefix))) => {
                 self.respond(conn, id, head, first, false);
-                let credit = Credit::new();
-                let task = tokio::spawn(pump(id, prefix, body, self.tx.clone(), credit.clone()));
-                if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.credit = Some(credit);
-                    slot.task = Some(task.abort_handle());
-                }
+                self.send_body(conn, id, prefix, body, now);
             }
             // The service or its response body panicked: the stream is reset so the caller
             // hears of it at once (as a panicking handler task does, see `ResetOnDrop`).
@@ -687,12 +810,11 @@ impl Driver {
     }
 
     /// The service did not answer at once: the call goes on in a task, which sends the
-    /// response with [`Command::Respond`] and pumps a body that is not ready at once.
+    /// response with [`Command::Respond`], with the body for this task to send unless it
+    /// was small and ready at once.
     fn serve_later(&mut self, id: StreamId, call: Oneshot<BoxService, Request<Body>>) {
         self.handed = self.handed.saturating_add(1);
-        let credit = Credit::new();
         let tx = self.tx.clone();
-        let pump_credit = credit.clone();
         let task = tokio::spawn(async move {
             // If the service or its response body panics (or this task is aborted), the
             // guard resets the stream so the caller hears of it at once.
@@ -703,20 +825,16 @@ impl Driver {
             };
             let (head, mut body) = response_parts(id, call.await);
             let (first, end, prefix) = ready_body(&mut body).await;
+            let rest = (!end).then_some((prefix, body));
             let _ = tx.send(Command::Respond {
                 id,
-                head: Box::new(head),
+                head: Box::new((head, rest)),
                 body: first,
                 end,
             });
-            if !end {
-                // Still armed: a response body that panics resets the stream too.
-                pump(id, prefix, body, tx, pump_credit).await;
-            }
             guard.disarm();
         });
         if let Some(slot) = self.slots.get_mut(&id) {
-            slot.credit = Some(credit);
             slot.task = Some(task.abort_handle());
         }
     }
@@ -883,30 +1001,6 @@ impl Drop for ResetOnDrop {
     }
 }
 
-/// Sends a body on stream `id`, one chunk at a time: each chunk is read only with a unit of
-/// `credit`, which the task grants once the machine took the previous chunk and the
-/// stream has room again (the peer's credit, the connection's cap and the process-wide
-/// budget, spec/protocol.md §10.3, §10.8), so an unread body waits in its source, not
-/// here. A body that fails abandons the stream (the machine picks the reset code), and a
-/// caller still waiting for the response head gets the error.
-pub(crate) async fn pump(
-    id: StreamId,
-    prefix: Option<BodyFrame>,
-    body: BoxBody,
-    tx: CommandSender,
-    credit: Credit,
-) {
-    // A body that panics (or a pump aborted with its stream still open) resets the stream,
-    // so the other end hears of it at once rather than at its deadline.
-    let guard = ResetOnDrop {
-        id,
-        tx: tx.clone(),
-        armed: true,
-    };
-    pump_frames(id, prefix, body, &tx, &credit).await;
-    guard.disarm();
-}
-
 /// One item of a body: a frame or its error.
 pub(crate) type BodyFrame = Result<http_body::Frame<Bytes>, BoxError>;
 
@@ -957,7 +1051,7 @@ const LINGER_BYTES: usize = 16 * 1024 * 1024;
 /// its way to the client (curl: "Send failure: Broken pipe"). So the rest is read and
 /// discarded, as an HTTP server's lingering close does, for at most [`LINGER_TIME`] and
 /// [`LINGER_BYTES`]; then the body is dropped. (A stream that was reset or lost has its
-/// pump aborted instead and never gets here.)
+/// body dropped instead and never gets here.)
 async fn linger(mut body: BoxBody) {
     let drained = async {
         let mut seen = 0usize;
@@ -971,69 +1065,6 @@ async fn linger(mut body: BoxBody) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drained).await;
-}
-
-async fn pump_frames(
-    id: StreamId,
-    mut prefix: Option<BodyFrame>,
-    mut body: BoxBody,
-    tx: &CommandSender,
-    credit: &Credit,
-) {
-    // Not even the first chunk is read before the stream has room for it.
-    if tx.send(Command::Ready { id }).is_err() || !credit.take().await {
-        return linger(body).await;
-    }
-    // Here, and at the top of every turn, one unit of credit is held: one chunk may be
-    // read and sent (the frame already read, if any, first).
-    loop {
-        let next = match prefix.take() {
-            Some(frame) => Some(frame),
-            None => body.frame().await,
-        };
-        match next {
-            None => {
-                let _ = tx.send(Command::Data {
-                    id,
-                    chunk: Bytes::new(),
-                    end: true,
-                });
-                return;
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(mut chunk) => {
-                    let end = body.is_end_stream();
-                    if !chunk.has_remaining() && !end {
-                        continue;
-                    }
-                    let chunk = chunk.copy_to_bytes(chunk.remaining());
-                    let sent = tx.send(Command::Data { id, chunk, end });
-                    if sent.is_err() || end {
-                        return;
-                    }
-                    if !credit.take().await {
-                        return linger(body).await;
-                    }
-                }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        let (ack, done) = oneshot::channel();
-                        let trailers = Box::new(trailers);
-                        let sent = tx.send(Command::Trailers { id, trailers, ack });
-                        if sent.is_ok() {
-                            let _ = done.await;
-                        }
-                    }
-                    return;
-                }
-            },
-            Some(Err(error)) => {
-                tracing::debug!(%id, "body failed: {error}");
-                let _ = tx.send(Command::BodyFailed { id, error });
-                return;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1082,7 +1113,11 @@ mod tests {
     /// Moves messages both ways and hands the client's stream events to its driver; the
     /// server releases no capacity, so the client's body stops at the peer's window. Returns
     /// the body bytes the server received.
-    fn exchange(client: &mut Connection, server: &mut Connection, driver: &mut Driver) -> usize {
+    pub(super) fn exchange(
+        client: &mut Connection,
+        server: &mut Connection,
+        driver: &mut Driver,
+    ) -> usize {
         let now = Instant::now();
         let mut received = 0;
         loop {
@@ -1118,8 +1153,8 @@ mod tests {
     }
 
     /// spec/protocol.md §10.3: a body is read from its source only as fast as the peer's
-    /// credit lets it leave. Every chunk the pump pulled is in the machine (sent or
-    /// queued), none waits in the runtime: the credit is granted only while the stream is
+    /// credit lets it leave. Every chunk pulled from the body is in the machine (sent or
+    /// queued), none waits in the runtime: the body is polled only while the stream is
     /// writable.
     #[tokio::test]
     async fn a_body_is_pulled_only_as_far_as_the_peer_grants_credit() {
@@ -1156,7 +1191,7 @@ mod tests {
             reply,
         };
         driver.on_command(&mut client, Command::Open(Box::new(open)), now);
-        // Let the pump run until it waits for credit, moving what it sends.
+        // Move what it sends until the window stops it.
         let mut received = 0;
         for _ in 0..200 {
             tokio::task::yield_now().await;
@@ -1175,6 +1210,82 @@ mod tests {
             received + queued,
             "a chunk was read ahead of credit"
         );
+    }
+}
+
+#[cfg(test)]
+mod sending_tests {
+    use super::tests::exchange;
+    use super::*;
+    use tether_proto::connection::{Admission, Config};
+
+    fn established() -> (Connection, Connection, Driver) {
+        let config = Arc::new(Config::builder().heartbeat_disabled().build().unwrap());
+        let now = Instant::now();
+        let mut client = Connection::client(config.clone(), Bytes::new(), None, now).unwrap();
+        let mut server = Connection::server(config, now);
+        server.set_serve_requests(true);
+        let mut driver = Driver::new(RestConfig::default(), Arc::default());
+        exchange(&mut client, &mut server, &mut driver);
+        let mut rng = |b: &mut [u8]| b.fill(7);
+        server
+            .accept(Admission::fresh(&mut rng).unwrap(), now)
+            .unwrap();
+        exchange(&mut client, &mut server, &mut driver);
+        assert!(client.is_established());
+        (client, server, driver)
+    }
+
+    /// A body that is not ready is polled again when its waker fires, through one
+    /// `BodyReady` command however often it fires; a body of many tiny frames is taken a
+    /// bounded number of frames per call, and the rest follows. The body here is a tokio
+    /// channel, all 200 frames received in one poll of the test's task: more than tokio's
+    /// cooperative budget (128), which the driver's polls must not be held to.
+    #[tokio::test]
+    async fn a_waiting_body_is_woken_once_and_a_chatty_one_in_bounded_steps() {
+        let (mut client, mut server, mut driver) = established();
+        let now = Instant::now();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, BoxError>(http_body::Frame::data(chunk)), rx))
+        });
+        let body = http_body_util::StreamBody::new(frames).boxed_unsync();
+        let (reply, _response) = oneshot::channel();
+        let open = Open {
+            request: Request::post("/sink").body(body).unwrap(),
+            timeout: None,
+            opened: Arc::default(),
+            reply,
+        };
+        driver.on_command(&mut client, Command::Open(Box::new(open)), now);
+        assert_eq!(exchange(&mut client, &mut server, &mut driver), 0);
+
+        // The body's waker fires three times: one command.
+        let id = StreamId::new(1);
+        let waker = driver.slots[&id].sending.as_ref().unwrap().waker.clone();
+        waker.wake_by_ref();
+        waker.wake_by_ref();
+        waker.wake();
+        assert!(matches!(driver.try_recv(), Some(Command::BodyReady { id: i }) if i == id));
+        assert!(driver.try_recv().is_none(), "one command per stream");
+        driver.on_command(&mut client, Command::BodyReady { id }, now);
+
+        // 200 one-byte chunks, ready at once: one call takes PUMP_POLLS of them and queues
+        // the next step; all of them arrive.
+        for _ in 0..200 {
+            tx.send(Bytes::from_static(b"x")).unwrap();
+        }
+        let Some(cmd @ Command::BodyReady { .. }) = driver.try_recv() else {
+            panic!("the channel woke the body");
+        };
+        driver.on_command(&mut client, cmd, now);
+        let queued = client.streams().unwrap().queued_bytes(id);
+        assert_eq!(queued, PUMP_POLLS, "one step");
+        assert!(matches!(driver.try_recv(), Some(Command::BodyReady { .. })));
+        driver.on_command(&mut client, Command::BodyReady { id }, now);
+        let received = exchange(&mut client, &mut server, &mut driver);
+        assert_eq!(received, 200);
     }
 }
 

@@ -15,6 +15,13 @@
 //! `.await`: in that first poll it would hold up its whole connection for that time; use
 //! `tokio::task::spawn_blocking` for such work.
 //!
+//! The bodies a connection sends (request bodies of its calls, response bodies of the
+//! requests it serves) are polled by the connection's task too, and only while the peer's
+//! flow-control credit has room for more, so a body is read from its source no faster than
+//! the peer reads it. The same rule holds for a body: its `poll_frame` must not block.
+//! A body that produces its chunks with heavy work belongs behind a channel fed by a task
+//! of its own (`http_body_util::StreamBody` over a `tokio::sync::mpsc` receiver, say).
+//!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use axum::{routing::get, Extension, Router};
