@@ -4,7 +4,7 @@
 //! runtime (two worker threads), so each measurement pays for both ends.
 //!
 //! ```text
-//! rest_load [--json] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R]
+//! rest_load [--json] [--split] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R]
 //!           [--window-kib W] [--only small|tether-small|h2-small|large|tether-large|http1-large|h2-large|hol|floor]
 //! ```
 //!
@@ -18,6 +18,12 @@
 //! Tether's two large-body transfers, e.g. under a profiler), `http1-large`, `h2-large`,
 //! `hol` or `floor`. `--json` prints one JSON object on stdout (the human text goes to
 //! stderr then); a measurement that did not run is `null` in it.
+//!
+//! By default every end runs in one tokio runtime of two worker threads, so the two ends
+//! of a connection compete for the same two workers. `--split` runs the server ends
+//! (Tether's server, the HTTP/1.1, h2 and echo servers) in a runtime of one worker of
+//! their own and the client ends in another of one worker, the way two processes would
+//! each have their own core: the same two threads, but no end can run on the other's.
 //!
 //! Measured, each round, in this order:
 //!
@@ -56,10 +62,11 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -113,6 +120,7 @@ struct Args {
     window_kib: Option<u32>,
     only: Only,
     json: bool,
+    split: bool,
 }
 
 /// Which measurements run (`--only`).
@@ -180,11 +188,16 @@ fn args() -> Result<Args, String> {
         window_kib: None,
         only: Only::All,
         json: false,
+        split: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--json" {
             a.json = true;
+            continue;
+        }
+        if flag == "--split" {
+            a.split = true;
             continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -243,18 +256,44 @@ struct Rig {
 /// One round's figures by name (see `round`); NaN when not measured.
 type Row = BTreeMap<String, f64>;
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Error> {
+/// With `--split`: the runtime the server ends run in (see the module docs).
+static SERVERS: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+
+/// Runs `f` where the server ends run: on the servers' runtime with `--split` (what it
+/// spawns is spawned there, and the sockets it opens are that runtime's), else here.
+async fn on_servers<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
+    match SERVERS.get() {
+        Some(servers) => servers.spawn(f).await.expect("the servers' task"),
+        None => f.await,
+    }
+}
+
+fn main() -> Result<(), Error> {
     let args = args().map_err(|e| {
         format!(
-            "{e}\nusage: rest_load [--json] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|tether-small|h2-small|large|tether-large|http1-large|h2-large|hol|floor]"
+            "{e}\nusage: rest_load [--json] [--split] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|tether-small|h2-small|large|tether-large|http1-large|h2-large|hol|floor]"
         )
     })?;
     JSON.store(args.json, Ordering::Relaxed);
+    let runtime = |workers: usize, name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name(name)
+            .enable_all()
+            .build()
+    };
+    let clients = if args.split {
+        // Kept for the whole run: the servers live until the process ends.
+        let servers: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime(1, "servers")?));
+        let _ = SERVERS.set(servers.handle().clone());
+        runtime(1, "clients")?
+    } else {
+        runtime(2, "tokio-runtime-worker")?
+    };
     // Everything runs in a spawned task, on the runtime's worker threads: the main thread
     // (where `main`'s own future runs) would add a cross-thread wake-up to every step the
     // measuring loop takes itself (the floor, the head-of-line requests).
-    tokio::spawn(run(args)).await?
+    clients.block_on(async { tokio::spawn(run(args)).await? })
 }
 
 async fn run(args: Args) -> Result<(), Error> {
@@ -269,10 +308,15 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let (n, mib) = (args.requests, args.body_mib);
     say!(
-        "rest_load: concurrency {:?}, {n} small requests per measurement, {mib} MiB body; {} rounds after a warm-up; tether windows: {}",
+        "rest_load: concurrency {:?}, {n} small requests per measurement, {mib} MiB body; {} rounds after a warm-up; tether windows: {}; {}",
         args.concurrency,
         args.rounds,
-        args.window_kib.map_or("default".into(), |w| format!("stream {w} KiB, connection {} KiB", 4 * w))
+        args.window_kib.map_or("default".into(), |w| format!("stream {w} KiB, connection {} KiB", 4 * w)),
+        if args.split {
+            "servers and clients on one worker each (--split)"
+        } else {
+            "one runtime of two workers"
+        }
     );
 
     // Warm-up: connections, allocator, caches.
@@ -351,6 +395,7 @@ async fn run(args: Args) -> Result<(), Error> {
     out.insert("requests".into(), n.into());
     out.insert("body_mib".into(), mib.into());
     out.insert("concurrency".into(), args.concurrency.clone().into());
+    out.insert("split".into(), args.split.into());
     out.insert(
         "tether_window_kib".into(),
         args.window_kib.map_or(serde_json::Value::Null, Into::into),
@@ -674,7 +719,7 @@ impl Tether {
             sconfig.connection = connection.clone();
             cconfig.connection = connection;
         }
-        let (server, mut events) = Server::bind(sconfig).await?;
+        let (server, mut events) = on_servers(Server::bind(sconfig)).await?;
         server.serve(tower::service_fn(tether_api));
         let url = format!("ws://{}/", server.local_addr());
         let (client, _client_events) = Client::connect(&url, cconfig)?;
@@ -771,19 +816,21 @@ struct Http1 {
 
 impl Http1 {
     async fn start(c: usize) -> Result<Self, Error> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new().serve_connection(
+        let addr = on_servers(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
                         TokioIo::new(stream),
                         hyper::service::service_fn(hyper_api),
-                    ),
-                );
-            }
-        });
+                    ));
+                }
+            });
+            Ok::<_, Error>(addr)
+        })
+        .await?;
         let mut conns = Vec::with_capacity(c);
         for _ in 0..c {
             conns.push(http1_connect(addr).await?);
@@ -869,17 +916,24 @@ async fn http1_large(conn: &mut SendRequest<Chunks>, len: u64) -> Result<Duratio
 /// Starts an h2c server and opens one connection to it: its sender (cloned per caller) and
 /// the `http://addr` the requests' URIs start with.
 async fn h2_start() -> Result<(H2SendRequest<Chunks>, String), Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(hyper_api)),
-            );
-        }
-    });
+    let addr = on_servers(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(
+                            TokioIo::new(stream),
+                            hyper::service::service_fn(hyper_api),
+                        ),
+                );
+            }
+        });
+        Ok::<_, Error>(addr)
+    })
+    .await?;
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) =
@@ -968,24 +1022,28 @@ struct Floor {
 impl Floor {
     /// An echo server and one connection to it.
     async fn start() -> Result<Self, Error> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(async move {
-                    let mut ws = tokio_tungstenite::accept_async(stream).await?;
-                    while let Some(message) = ws.next().await {
-                        match message? {
-                            m @ Message::Binary(_) => ws.send(m).await?,
-                            Message::Close(_) => break,
-                            _ => {}
+        let addr = on_servers(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let mut ws = tokio_tungstenite::accept_async(stream).await?;
+                        while let Some(message) = ws.next().await {
+                            match message? {
+                                m @ Message::Binary(_) => ws.send(m).await?,
+                                Message::Close(_) => break,
+                                _ => {}
+                            }
                         }
-                    }
-                    Ok::<_, Error>(())
-                });
-            }
-        });
+                        Ok::<_, Error>(())
+                    });
+                }
+            });
+            Ok::<_, Error>(addr)
+        })
+        .await?;
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), stream).await?;
