@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The CLI tunnel against rathole (issue 11), in one run, with tools we did not write: nginx
-# as the upstream, wrk as the load generator, and three ways to reach nginx:
+# as the upstream, wrk as the load generator, and four ways to reach nginx:
 #   tether:  wrk -> tether server --gateway -> (one WebSocket) -> tether client --upstream -> nginx
+#   tether-tcp: wrk -> tether server --tcp-gateway -> (the same WebSocket, one CONNECT stream
+#            per TCP connection, spec §10.9) -> tether client --tcp-upstream -> nginx
 #   rathole: wrk -> rathole server service port -> (TCP data channel) -> rathole client -> nginx
 #   direct:  wrk -> nginx (the ceiling: no tunnel)
 # Cases: a 60-byte file at 64 connections and at 1 connection, and a 1 MiB file at 1 and at 8
@@ -64,9 +66,9 @@ cleanup() {
 trap cleanup EXIT
 
 # Free loopback ports: bound together (so they differ), then released.
-read -r P_NGINX P_TLISTEN P_TGW P_RCTL P_RSVC < <(python3 -c '
+read -r P_NGINX P_TLISTEN P_TGW P_RCTL P_RSVC P_TTCP < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(5)]
+ss = [socket.socket() for _ in range(6)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 
@@ -107,11 +109,13 @@ pids+=($!)
 wait_port "$P_NGINX"
 
 # Tether: the server's gateway carries requests to the client, whose upstream is nginx.
-"$TETHER" server --listen "127.0.0.1:$P_TLISTEN" --gateway "127.0.0.1:$P_TGW" >"$work/tether-server.log" 2>&1 &
+"$TETHER" server --listen "127.0.0.1:$P_TLISTEN" --gateway "127.0.0.1:$P_TGW" \
+  --tcp-gateway "127.0.0.1:$P_TTCP=127.0.0.1:$P_NGINX" >"$work/tether-server.log" 2>&1 &
 pids+=($!)
 tether_server=$!
 wait_port "$P_TLISTEN"
-"$TETHER" client "ws://127.0.0.1:$P_TLISTEN/" --upstream "http://127.0.0.1:$P_NGINX" >"$work/tether-client.log" 2>&1 &
+"$TETHER" client "ws://127.0.0.1:$P_TLISTEN/" --upstream "http://127.0.0.1:$P_NGINX" \
+  --tcp-upstream "127.0.0.1:$P_NGINX" >"$work/tether-client.log" 2>&1 &
 pids+=($!)
 tether_client=$!
 
@@ -139,6 +143,7 @@ wait_port "$P_RCTL"
 pids+=($!)
 rathole_client=$!
 wait_port "$P_TGW"
+wait_port "$P_TTCP"
 wait_port "$P_RSVC"
 
 # One response of each size through each way, compared byte for byte (sha256). A tunnel
@@ -161,10 +166,11 @@ fetch_ok() { # url file
 }
 declare -A URL=(
   [tether]="http://127.0.0.1:$P_TGW"
+  [tether-tcp]="http://127.0.0.1:$P_TTCP"
   [rathole]="http://127.0.0.1:$P_RSVC"
   [direct]="http://127.0.0.1:$P_NGINX"
 )
-for target in direct tether rathole; do
+for target in direct tether tether-tcp rathole; do
   for file in small mib1; do
     fetch_ok "${URL[$target]}" "$file" || {
       for log in "$work"/*.log "$work/nginx/error.log"; do say "--- $log"; tail -5 "$log" >&2 || true; done
@@ -172,7 +178,7 @@ for target in direct tether rathole; do
     }
   done
 done
-say "sha256 of /small and /mib1 checked through tether, rathole and direct"
+say "sha256 of /small and /mib1 checked through tether, tether-tcp, rathole and direct"
 
 # wrk prints one machine-readable line at the end: requests, bytes, duration (us), the
 # error counts, latency p50 and p99 (us).
@@ -210,11 +216,11 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # Warm-up: a short run of each case each way (connections, pools, page cache).
 for c in "${CASES[@]}"; do
-  for target in tether rathole direct; do run_wrk "$c" "$target" 0 2; done
+  for target in tether tether-tcp rathole direct; do run_wrk "$c" "$target" 0 2; done
 done
 : >"$work/results"
 for round in $(seq "$ROUNDS"); do
-  if [ $((round % 2)) = 1 ]; then order=(tether rathole direct); else order=(rathole tether direct); fi
+  if [ $((round % 2)) = 1 ]; then order=(tether tether-tcp rathole direct); else order=(rathole tether-tcp tether direct); fi
   for c in "${CASES[@]}"; do
     for target in "${order[@]}"; do run_wrk "$c" "$target" "$round" "$DURATION"; done
   done
@@ -229,8 +235,8 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n }'; }
 if [ "$STRACE" = 1 ]; then
   hz=$(getconf CLK_TCK)
-  for target in tether rathole; do
-    if [ "$target" = tether ]; then procs="server:$tether_server client:$tether_client"; else procs="server:$rathole_server client:$rathole_client"; fi
+  for target in tether tether-tcp rathole; do
+    if [ "$target" != rathole ]; then procs="server:$tether_server client:$tether_client"; else procs="server:$rathole_server client:$rathole_client"; fi
     declare -A t0=() c0=()
     for p in $procs; do t0[$p]=$(cpu_ticks "${p##*:}"); c0[$p]=$(ctx_switches "${p##*:}"); done
     line=$(wrk -t1 -c1 -d5s -s "$work/report.lua" "${URL[$target]}/small" | grep '^RESULT')
@@ -240,8 +246,8 @@ if [ "$STRACE" = 1 ]; then
         "$(($(cpu_ticks "${p##*:}") - ${t0[$p]}))" "$(($(ctx_switches "${p##*:}") - ${c0[$p]}))" "$reqs" "$hz"
     done
   done
-  for target in tether rathole; do
-    if [ "$target" = tether ]; then procs="server:$tether_server client:$tether_client"; else procs="server:$rathole_server client:$rathole_client"; fi
+  for target in tether tether-tcp rathole; do
+    if [ "$target" != rathole ]; then procs="server:$tether_server client:$tether_client"; else procs="server:$rathole_server client:$rathole_client"; fi
     spids=()
     for p in $procs; do
       strace -c -f -o "$work/strace-$target-${p%%:*}" -p "${p##*:}" 2>/dev/null &
@@ -290,7 +296,7 @@ print("| case | way | median req/s | median MiB/s (body) | min–max req/s | med
 print("|---|---|---|---|---|---|---|")
 for case in cases:
     body = size[case.split("_")[0]]
-    for target in ["tether", "rathole", "direct"]:
+    for target in ["tether", "tether-tcp", "rathole", "direct"]:
         rs = rows.get((case, target), [])
         if not rs:
             continue
@@ -306,25 +312,26 @@ for case in cases:
               f"{min(r['rps'] for r in rs):,.0f}–{max(r['rps'] for r in rs):,.0f} | "
               f"{p50 / 1000:.2f} / {p99 / 1000:.2f} ms | {errs} |")
 print()
-print("| case | Tether / rathole (of the medians) | the rounds' own Tether / rathole: median, min–max | Tether / direct | rathole / direct |")
-print("|---|---|---|---|---|")
+print("| case | way | way / rathole (of the medians) | the rounds' own way / rathole: median, min–max | way / direct | rathole / direct |")
+print("|---|---|---|---|---|---|")
 out = {}
 for case in cases:
-    t, r, d = (med.get((case, w)) for w in ("tether", "rathole", "direct"))
-    per_round = [a["rps"] / b["rps"] for a, b in zip(rows[(case, "tether")], rows[(case, "rathole")])]
-    print(f"| {case} | **{t / r:.2f}×** | {statistics.median(per_round):.2f}×, "
-          f"{min(per_round):.2f}–{max(per_round):.2f}× | {t / d:.2f}× | {r / d:.2f}× |")
-    # mib1 (the goal) is the 8-connection case; at 1 connection rathole's relayed sockets
-    # keep Nagle on (it sets TCP_NODELAY only on its own channels), see RESULTS.md.
-    key = {"small_c64": "small_c64", "small_c1": "small_c1", "mib1_c1": "mib1_c1", "mib1_c8": "mib1"}[case]
-    out[f"{key}_vs_rathole"] = round(t / r, 3)
+    for way, prefix in (("tether", ""), ("tether-tcp", "tcp_")):
+        t, r, d = (med.get((case, w)) for w in (way, "rathole", "direct"))
+        per_round = [a["rps"] / b["rps"] for a, b in zip(rows[(case, way)], rows[(case, "rathole")])]
+        print(f"| {case} | {way} | **{t / r:.2f}×** | {statistics.median(per_round):.2f}×, "
+              f"{min(per_round):.2f}–{max(per_round):.2f}× | {t / d:.2f}× | {r / d:.2f}× |")
+        # mib1 (the goal) is the 8-connection case; at 1 connection rathole's relayed sockets
+        # keep Nagle on (it sets TCP_NODELAY only on its own channels), see RESULTS.md.
+        key = {"small_c64": "small_c64", "small_c1": "small_c1", "mib1_c1": "mib1_c1", "mib1_c8": "mib1"}[case]
+        out[f"{prefix}{key}_vs_rathole"] = round(t / r, 3)
 for case in cases:
     body = size[case.split("_")[0]]
-    for w in ("tether", "rathole", "direct"):
+    for w in ("tether", "tether-tcp", "rathole", "direct"):
         if case.startswith("small"):
-            out[f"{case}_{w}_rps"] = round(med[(case, w)])
+            out[f"{case}_{w.replace('-', '_')}_rps"] = round(med[(case, w)])
         else:
-            out[f"{case}_{w}_mibs"] = round(med[(case, w)] * body / 1048576, 1)
+            out[f"{case}_{w.replace('-', '_')}_mibs"] = round(med[(case, w)] * body / 1048576, 1)
 print()
 print(json.dumps(out))
 bad = sum(r["errs"] for rs in rows.values() for r in rs)

@@ -28,7 +28,11 @@ fn event(e: StreamEvent) -> Value {
                 "request",
                 id.value(),
                 head.method.as_str(),
-                head.uri.path(),
+                // The target as sent: a path, or for CONNECT an authority (§4.1).
+                match (head.uri.scheme(), head.uri.authority()) {
+                    (None, Some(authority)) => authority.as_str(),
+                    _ => head.uri.path(),
+                },
                 end_stream
             ])
         }

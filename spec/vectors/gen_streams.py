@@ -298,6 +298,33 @@ S.append(script("waiting_with_nothing_queued_is_not_stalled", "server", [
          events=[["closed", 1, "finished"]]),
 ], "§10.8: a long poll or an idle event stream has nothing queued and is never stalled",
     stall_timeout_ms=1000))
+# §10.9 CONNECT streams: a byte tunnel in both directions, half-closed one way at a time.
+S.append(script("connect_tunnel_carries_bytes_both_ways", "server", [
+    step(recv(request(1, "CONNECT", "db.internal:5432", end=False)),
+         events=[["request", 1, "CONNECT", "db.internal:5432", False]]),
+    # The requester's first bytes may come before the answer.
+    step(recv(data(1, b"ping")), events=[["data", 1, 4, False]]),
+    step({"respond": [1, 200, False]}, send=[response(1, 200, "OK", end=False)]),
+    step({"send_data": [1, "706f6e67", False]}, send=[data(1, b"pong")]),
+    # The requester half-closes; the destination's direction stays open.
+    step(recv(data(1, b"bye", end=True)), events=[["data", 1, 3, True]]),
+    step({"send_data": [1, "6c617374", False]}, send=[data(1, b"last")]),
+    step({"send_data": [1, "", True]}, send=[data(1, b"", end=True)],
+         events=[["closed", 1, "finished"]]),
+], "§10.9: the request's and the response's DATA are the two directions of the tunnel; "
+   "bytes may precede the 2xx; END_STREAM is a half-close and the stream finishes when "
+   "both directions have ended"))
+S.append(script("connect_half_close_keeps_the_other_direction", "client", [
+    step({"open": ["CONNECT", "db.internal:5432", False, None]},
+         send=[request(1, "CONNECT", "db.internal:5432", end=False)]),
+    step(recv(response(1, 200, "OK", end=False)), events=[["response", 1, 200, False]]),
+    # The destination half-closes first...
+    step(recv(data(1, b"done", end=True)), events=[["data", 1, 4, True]]),
+    # ...and the requester still sends, then ends its direction.
+    step({"send_data": [1, "6d6f7265", False]}, send=[data(1, b"more")]),
+    step({"send_data": [1, "", True]}, send=[data(1, b"", end=True)],
+         events=[["closed", 1, "finished"]]),
+], "§10.9: after the destination's half-close the requester's direction stays open"))
 S.append(script("slow_but_moving_is_not_stalled", "server", [
     step(recv(request(1, "GET", "/slow")), events=[["request", 1, "GET", "/slow", True]]),
     step({"respond": [1, 200, False]}, send=[response(1, 200, "OK", end=False)]),

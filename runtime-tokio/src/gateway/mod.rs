@@ -66,11 +66,13 @@
 //! [`Server::serve`]: crate::server::Server::serve
 
 pub(crate) mod proxy;
+mod tcp;
 mod upstream;
 pub(crate) mod upstream_pool;
 
 pub use proxy::strip_hop_by_hop;
 use proxy::{origin_form, strip_request_hops};
+pub use tcp::{TcpBody, TcpGateway, TcpUpstream};
 pub use upstream::{Upstream, UpstreamBody, UpstreamUrlError};
 
 use std::convert::Infallible;
@@ -127,6 +129,10 @@ pub enum GatewayError {
     /// The method cannot be carried (CONNECT: there is no tunnel inside a stream) (501).
     #[error("{0} is not supported through a Tether gateway")]
     UnsupportedMethod(Method),
+    /// A CONNECT stream asked for a destination that is not on the allow-list of the
+    /// [`TcpUpstream`] (403, spec/protocol.md §10.9).
+    #[error("the destination {0} is not one this end opens")]
+    DestinationNotAllowed(String),
     /// The request target is not origin-form (`/path?query`) (400).
     #[error("the request target must be a path (origin-form), not {0:?}")]
     UnsupportedTarget(String),
@@ -193,6 +199,7 @@ impl GatewayError {
             | GatewayError::UnsupportedTarget(_)
             | GatewayError::HiddenDotSegment(_) => StatusCode::BAD_REQUEST,
             GatewayError::UnsupportedMethod(_) => StatusCode::NOT_IMPLEMENTED,
+            GatewayError::DestinationNotAllowed(_) => StatusCode::FORBIDDEN,
             GatewayError::Request(e) => match e {
                 RequestError::NotConnected
                 | RequestError::Closed
@@ -481,6 +488,7 @@ mod tests {
             (GatewayError::MalformedConnectionId, 400),
             (GatewayError::Ambiguous(3), 400),
             (GatewayError::UnsupportedMethod(Method::CONNECT), 501),
+            (GatewayError::DestinationNotAllowed("h:1".into()), 403),
             (GatewayError::UnsupportedTarget("*".into()), 400),
             (GatewayError::HiddenDotSegment("/..%2f".into()), 400),
             (R::NotConnected.into(), 503),

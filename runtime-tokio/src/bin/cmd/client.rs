@@ -84,7 +84,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
                     return code;
                 }
             };
-        let gateway = match args.tunnel.gateway(Target::Peer(client.peer())).await {
+        let gateway = match args.tunnel.gateways(Target::Peer(client.peer())).await {
             Ok(gateway) => gateway,
             Err(e) => {
                 eprintln!("error: {e}");

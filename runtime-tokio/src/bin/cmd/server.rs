@@ -128,7 +128,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         };
         let gateway = match args
             .tunnel
-            .gateway(Target::Server(server.connections()))
+            .gateways(Target::Server(server.connections()))
             .await
         {
             Ok(gateway) => gateway,

@@ -1,10 +1,11 @@
-//! `--gateway` and `--upstream`, shared by `tether server` and `tether client`: plain HTTP
-//! through the Tether connection (see `tether_tokio::gateway`).
+//! `--gateway`, `--upstream`, `--tcp-gateway` and `--tcp-upstream`, shared by `tether
+//! server` and `tether client`: plain HTTP and raw TCP through the Tether connection (see
+//! `tether_tokio::gateway`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tether_tokio::gateway::{Gateway, Target, Upstream};
+use tether_tokio::gateway::{Gateway, Target, TcpGateway, TcpUpstream, Upstream};
 use tether_tokio::rest::RestConfig;
 
 use super::common::parse_duration;
@@ -38,6 +39,47 @@ pub(crate) struct Tunnel {
     #[arg(long, value_name = "N", default_value_t = Upstream::DEFAULT_MAX_CONNECTIONS,
           value_parser = parse_max_connections)]
     pub(crate) upstream_max_connections: usize,
+    /// Listen for TCP on LISTEN and forward each connection, its bytes both ways, to
+    /// HOST:PORT as seen from the other end of the Tether connection, which must allow it
+    /// with --tcp-upstream (a CONNECT stream, spec/protocol.md §10.9; on a server, to the
+    /// only connected client). Repeat for more ports. Prints `tcp-gateway LISTEN ->
+    /// HOST:PORT` once listening. Example: --tcp-gateway 0.0.0.0:2222=127.0.0.1:22
+    #[arg(long, value_name = "LISTEN=HOST:PORT", value_parser = parse_tcp_gateway)]
+    pub(crate) tcp_gateway: Vec<(SocketAddr, String)>,
+    /// Open HOST:PORT when the other end's --tcp-gateway asks for it, and no other
+    /// destination (403). Repeat for more. Without it, tunnels from the other end get 501.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_tcp_upstream)]
+    pub(crate) tcp_upstream: Vec<String>,
+    /// Time a --tcp-upstream destination may take to accept a connection (then the
+    /// tunnel is refused with 504 and the other end closes its connection).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) tcp_connect_timeout: Duration,
+    /// Tunnels through each --tcp-gateway at most; a connection beyond it is closed at once.
+    #[arg(long, value_name = "N", default_value_t = TcpGateway::DEFAULT_MAX_TUNNELS,
+          value_parser = parse_max_connections)]
+    pub(crate) tcp_max_tunnels: usize,
+}
+
+fn parse_tcp_gateway(arg: &str) -> Result<(SocketAddr, String), String> {
+    let (listen, destination) = arg.split_once('=').ok_or_else(|| {
+        format!("expected LISTEN=HOST:PORT, e.g. 0.0.0.0:2222=127.0.0.1:22: {arg:?}")
+    })?;
+    let listen = listen
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("expected a listen address such as 0.0.0.0:2222: {listen:?}"))?;
+    Ok((listen, parse_tcp_upstream(destination)?))
+}
+
+fn parse_tcp_upstream(destination: &str) -> Result<String, String> {
+    // The same check the library makes, so a typo fails at the command line.
+    TcpUpstream::new([destination]).map_err(|e| e.to_string())?;
+    Ok(destination.to_owned())
+}
+
+/// The gateways a command runs.
+pub(crate) struct Gateways {
+    http: Option<Gateway>,
+    tcp: Vec<TcpGateway>,
 }
 
 fn parse_max_connections(n: &str) -> Result<usize, String> {
@@ -60,36 +102,84 @@ impl Tunnel {
         rest
     }
 
-    /// The upstream service to serve, if any (and prints `upstream URL`).
-    pub(crate) fn upstream(&self) -> Option<Upstream> {
-        let upstream = self.upstream.clone()?;
-        println!("upstream {}", upstream.url());
-        Some(
+    /// The service to serve, if any: the HTTP upstream and the TCP destinations (prints
+    /// `upstream URL` and `tcp-upstream HOST:PORT`).
+    pub(crate) fn upstream(&self) -> Option<TcpUpstream> {
+        if self.upstream.is_none() && self.tcp_upstream.is_empty() {
+            return None;
+        }
+        let http = self.upstream.clone().map(|upstream| {
+            println!("upstream {}", upstream.url());
             upstream
                 .with_timeout(Some(self.upstream_timeout))
-                .with_max_connections(self.upstream_max_connections),
-        )
+                .with_max_connections(self.upstream_max_connections)
+        });
+        for destination in &self.tcp_upstream {
+            println!("tcp-upstream {destination}");
+        }
+        let service = TcpUpstream::new(self.tcp_upstream.iter().map(String::as_str))
+            .expect("checked by the argument parser")
+            .with_connect_timeout(self.tcp_connect_timeout)
+            .with_http(http);
+        Some(service)
     }
 
-    /// Starts the gateway, if asked (and prints `gateway http://ADDR/`); `Err` carries the
-    /// message for a listener that cannot be bound.
-    pub(crate) async fn gateway(&self, target: Target) -> Result<Option<Gateway>, String> {
-        let Some(addr) = self.gateway else {
-            return Ok(None);
+    /// Starts the gateways asked for (and prints `gateway http://ADDR/` and
+    /// `tcp-gateway ADDR -> HOST:PORT`); `Err` carries the message for a listener that
+    /// cannot be bound.
+    pub(crate) async fn gateways(&self, target: Target) -> Result<Gateways, String> {
+        let mut gateways = Gateways {
+            http: None,
+            tcp: Vec::new(),
         };
-        let gateway = Gateway::bind(addr, target)
-            .await
-            .map_err(|e| format!("cannot listen on {addr} for --gateway: {e}"))?;
-        println!("gateway http://{}/", gateway.local_addr());
-        Ok(Some(gateway))
+        for (listen, destination) in &self.tcp_gateway {
+            let listener = tokio::net::TcpListener::bind(listen).await;
+            let gateway = listener.and_then(|listener| {
+                TcpGateway::from_listener(
+                    listener,
+                    destination,
+                    target.clone(),
+                    self.tcp_max_tunnels,
+                )
+            });
+            match gateway {
+                Ok(gateway) => {
+                    println!("tcp-gateway {} -> {destination}", gateway.local_addr());
+                    gateways.tcp.push(gateway);
+                }
+                Err(e) => {
+                    stop(gateways, Duration::ZERO).await;
+                    return Err(format!("cannot listen on {listen} for --tcp-gateway: {e}"));
+                }
+            }
+        }
+        if let Some(addr) = self.gateway {
+            match Gateway::bind(addr, target).await {
+                Ok(gateway) => {
+                    println!("gateway http://{}/", gateway.local_addr());
+                    gateways.http = Some(gateway);
+                }
+                Err(e) => {
+                    stop(gateways, Duration::ZERO).await;
+                    return Err(format!("cannot listen on {addr} for --gateway: {e}"));
+                }
+            }
+        }
+        Ok(gateways)
     }
 }
 
-/// Stops a gateway, letting requests in flight finish within `timeout`.
-pub(crate) async fn stop(gateway: Option<Gateway>, timeout: Duration) {
-    if let Some(gateway) = gateway {
+/// Stops the gateways, letting requests in flight and open tunnels finish within
+/// `timeout`.
+pub(crate) async fn stop(gateways: Gateways, timeout: Duration) {
+    if let Some(gateway) = gateways.http {
         if let Err(e) = gateway.shutdown(timeout).await {
             eprintln!("warning: gateway: {e}");
+        }
+    }
+    for gateway in gateways.tcp {
+        if let Err(e) = gateway.shutdown(timeout).await {
+            eprintln!("warning: tcp gateway: {e}");
         }
     }
 }
