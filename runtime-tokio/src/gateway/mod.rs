@@ -9,6 +9,10 @@
 //!   request header `Tether-Connection: <id>` picks the client (or the only connected
 //!   one is used); see [`Target`].
 //!
+//! - [`TcpGateway`] and [`TcpUpstream`] do the same for raw TCP: one CONNECT stream per
+//!   TCP connection (spec/protocol.md §10.9), to destinations the other end allows; see
+//!   the [`tcp`] module.
+//!
 //! Together, a device behind NAT that runs `tether client … --upstream http://127.0.0.1:80`
 //! is reachable as `http://gateway-host:8080/` on the server that runs
 //! `tether server … --gateway 0.0.0.0:8080`, and the same works the other way round.
@@ -66,7 +70,7 @@
 //! [`Server::serve`]: crate::server::Server::serve
 
 pub(crate) mod proxy;
-mod tcp;
+pub mod tcp;
 mod upstream;
 pub(crate) mod upstream_pool;
 
@@ -126,7 +130,9 @@ pub enum GatewayError {
          `Tether-Connection: <id>` (`tether server` prints each id on its `received` line)"
     )]
     Ambiguous(usize),
-    /// The method cannot be carried (CONNECT: there is no tunnel inside a stream) (501).
+    /// The method cannot be carried (501): CONNECT sent to an HTTP [`Gateway`] or
+    /// [`Upstream`] (raw TCP goes through a [`TcpGateway`] to a [`TcpUpstream`]), or any
+    /// method but CONNECT to a [`TcpUpstream`] without an HTTP upstream.
     #[error("{0} is not supported through a Tether gateway")]
     UnsupportedMethod(Method),
     /// A CONNECT stream asked for a destination that is not on the allow-list of the

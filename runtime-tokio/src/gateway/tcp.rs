@@ -74,7 +74,7 @@ use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -134,8 +134,8 @@ impl http_body::Body for TcpBody {
                 // Reuses the allocation when every chunk cut from it has been sent.
                 this.buf.reserve(this.next);
             }
-            let room = this.buf.capacity();
-            match this.read.try_read_buf(&mut this.buf) {
+            let room = this.buf.capacity() - this.buf.len();
+            match read_some(this.read.as_ref(), &mut this.buf) {
                 Ok(0) => {
                     this.done = true;
                     this.buf = BytesMut::new();
@@ -168,6 +168,29 @@ impl http_body::Body for TcpBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// Reads what `socket` has into `buf`. A read that leaves room in the buffer found the
+/// socket empty at that moment, so it also clears the socket's readiness: the next poll
+/// waits for the next readiness event instead of making a read that can only say
+/// `WouldBlock` (one system call fewer per burst; a burst is one request in request-response
+/// traffic). An event that arrived after the read keeps the socket ready (tokio clears only
+/// the readiness it saw before the call).
+fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let room = buf.capacity() - buf.len();
+    let mut short = None;
+    let result = socket.try_io(Interest::READABLE, || {
+        let n = socket.try_read_buf(buf)?;
+        if n > 0 && n < room {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (result, short) {
+        (_, Some(n)) => Ok(n),
+        (result, None) => result,
     }
 }
 
