@@ -72,10 +72,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::Interest;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -192,89 +192,6 @@ fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
         (_, Some(n)) => Ok(n),
         (result, None) => result,
     }
-}
-
-/// Writes the DATA of `body` to `write`, then half-closes it (the peer's END_STREAM is a
-/// FIN, §10.9). Every ready chunk is written in one `writev`. On a failure of either side
-/// the socket is aborted (a TCP reset, not a FIN: the bytes did not all arrive) and the
-/// body dropped, which resets the stream.
-async fn write_body(mut body: Body, mut write: OwnedWriteHalf) {
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let failed = loop {
-        let Some(frame) = body.frame().await else {
-            break false;
-        };
-        let data = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_) => continue, // trailers mean nothing to a byte stream
-            },
-            Err(e) => {
-                tracing::debug!(error = %e, "tunnel stream ended with an error");
-                break true;
-            }
-        };
-        chunks.push(data);
-        // Take what else is ready, so a burst leaves in one write.
-        while let Some(Some(Ok(frame))) = futures_now(&mut body) {
-            if let Ok(data) = frame.into_data() {
-                chunks.push(data);
-            }
-        }
-        if let Err(e) = write_all_vectored(&mut write, &mut chunks).await {
-            tracing::debug!(error = %e, "tunnel socket write failed");
-            break true;
-        }
-    };
-    if failed {
-        abort(write);
-        return;
-    }
-    let _ = write.shutdown().await;
-}
-
-/// The body's next frame if it is ready now.
-fn futures_now(body: &mut Body) -> Option<Option<Result<Frame<Bytes>, crate::rest::BodyError>>> {
-    let waker = std::task::Waker::noop();
-    let mut cx = Context::from_waker(waker);
-    match Pin::new(body).poll_frame(&mut cx) {
-        Poll::Ready(frame) => Some(frame),
-        Poll::Pending => None,
-    }
-}
-
-async fn write_all_vectored(write: &mut OwnedWriteHalf, chunks: &mut Vec<Bytes>) -> io::Result<()> {
-    use bytes::Buf;
-    let mut first = 0;
-    while first < chunks.len() {
-        let slices: Vec<io::IoSlice<'_>> = chunks[first..]
-            .iter()
-            .map(|c| io::IoSlice::new(c))
-            .collect();
-        let mut n = write.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 {
-            let len = chunks[first].len();
-            if n >= len {
-                n -= len;
-                first += 1;
-            } else {
-                chunks[first].advance(n);
-                n = 0;
-            }
-        }
-    }
-    chunks.clear();
-    Ok(())
-}
-
-/// Closes the socket with a reset rather than a FIN once the read half is dropped too
-/// (dropping a write half would send a FIN first, and the peer would read a clean end).
-fn abort(write: OwnedWriteHalf) {
-    let _ = write.as_ref().set_zero_linger();
-    write.forget();
 }
 
 /// Listens for TCP and forwards every accepted connection through a CONNECT stream to
@@ -409,16 +326,17 @@ async fn tunnel(
         .expect("a valid authority-form request");
     match peer.request(request).await {
         Ok(response) if response.status().is_success() => {
-            write_body(response.into_body(), write).await;
+            // The connection task writes the answer's DATA to the socket as it arrives.
+            response.into_body().into_socket(write);
         }
         Ok(response) => {
             tracing::info!(%remote, %destination, status = %response.status(),
                 "tcp gateway: the other end refused the tunnel");
-            abort(write);
+            crate::rest::sink::abort(write);
         }
         Err(e) => {
             tracing::info!(%remote, %destination, error = %e, "tcp gateway: tunnel failed");
-            abort(write);
+            crate::rest::sink::abort(write);
         }
     }
 }
@@ -503,7 +421,8 @@ impl TcpUpstream {
         };
         let _ = socket.set_nodelay(true);
         let (read, write) = socket.into_split();
-        tokio::spawn(write_body(body, write));
+        // The connection task writes the request's DATA to the socket as it arrives.
+        body.into_socket(write);
         Ok(Response::new(
             TcpBody::new(read).map_err(BoxError::from).boxed_unsync(),
         ))

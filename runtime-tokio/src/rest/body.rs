@@ -73,6 +73,11 @@ impl BodyRx {
         self.0.poll_recv(cx)
     }
 
+    /// The next chunk if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Option<Chunk> {
+        self.0.try_recv()
+    }
+
     /// No chunk will come: the sender is gone (or this half closed) and nothing waits.
     fn is_done(&self) -> bool {
         self.0.is_done()
@@ -136,6 +141,50 @@ impl Body {
                 remaining: content_length,
                 ended: false,
             }),
+        }
+    }
+
+    /// Writes this body to `socket`, then half-closes it (a FIN); if the body fails (its
+    /// stream is reset, the connection is lost) the socket is aborted (a TCP reset)
+    /// instead. A body arriving over Tether is written by its connection task as its DATA
+    /// arrives, with no task in between, and its flow-control credit goes back as the
+    /// socket takes the bytes (spec/protocol.md §10.3, §10.9); any other body is written
+    /// by a task of its own. Returns at once.
+    pub(crate) fn into_socket(mut self, socket: tokio::net::tcp::OwnedWriteHalf) {
+        let commands = match &self.kind {
+            Kind::Stream(s) if !s.ended => s.commands.clone(),
+            _ => {
+                tokio::spawn(super::sink::write_body(self, socket));
+                return;
+            }
+        };
+        let Kind::Stream(s) = &self.kind else {
+            unreachable!("matched above")
+        };
+        let id = s.id;
+        let adopt = Command::Sink {
+            id,
+            body: Box::new((std::mem::take(&mut self), socket)),
+        };
+        if let Err(e) = commands.send(adopt) {
+            // The connection task is gone: what was queued is still readable.
+            let Command::Sink { body, .. } = e.into_inner() else {
+                unreachable!("the command sent was a Sink")
+            };
+            let (body, socket) = *body;
+            tokio::spawn(super::sink::write_body(body, socket));
+        }
+    }
+
+    /// The stream and the queue of a body arriving over Tether, taken out of it (the
+    /// body is then empty, and its drop does nothing).
+    pub(crate) fn take_incoming(&mut self) -> Option<(StreamId, BodyRx)> {
+        match std::mem::replace(&mut self.kind, Kind::Full(None)) {
+            Kind::Stream(s) if !s.ended => Some((s.id, s.rx)),
+            other => {
+                self.kind = other;
+                None
+            }
         }
     }
 

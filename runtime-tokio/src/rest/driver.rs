@@ -28,6 +28,11 @@
 //! its [`StreamEvent::Writable`]. So a body that is always ready (bytes in memory, a file)
 //! fills the stream's share of the write burst in one go, and the burst leaves in one
 //! `writev`, as an HTTP/1.1 connection writes its body (issue 11).
+//!
+//! The other way round, a received body handed to a socket ([`Body::into_socket`], the
+//! tunnels of spec/protocol.md §10.9) is written here too: each DATA chunk goes from the
+//! message to the socket as it arrives, and its credit goes back as the socket takes it
+//! ([`super::sink`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -51,6 +56,7 @@ use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use super::body::{body_queue, BodyTx};
+use super::sink::Sink;
 use super::{
     Body, BoxBody, BoxError, BoxService, ConnectionInfo, RequestError, RestConfig, ServiceSlot,
 };
@@ -82,6 +88,14 @@ pub(crate) enum Command {
     Release { id: StreamId, n: u32 },
     /// A received body was dropped before its end.
     BodyDropped { id: StreamId },
+    /// Write the received body of this stream to a socket from now on
+    /// ([`Body::into_socket`]); the body still holds what arrived before.
+    Sink {
+        id: StreamId,
+        body: Box<(Body, tokio::net::tcp::OwnedWriteHalf)>,
+    },
+    /// A [`Sink`]'s socket can take more: write again. At most one is queued per stream.
+    SinkReady { id: StreamId },
     /// This end gave up on a stream (a caller went away, a handler or a body panicked):
     /// the machine resets it with the code the spec gives ([`StreamMut::abandon`]).
     ///
@@ -131,6 +145,9 @@ struct Slot {
     task: Option<AbortHandle>,
     /// Why our request body failed, for the caller (the stream is being reset).
     body_error: Option<BoxError>,
+    /// The socket the received body is written to, instead of `body` (boxed: a slot
+    /// without one stays small).
+    sink: Option<Box<Sink>>,
 }
 
 /// Most frames one call of [`Driver::pump`] takes from a body. The stream's room bounds the
@@ -322,7 +339,10 @@ impl Driver {
     pub(crate) fn on_command(&mut self, conn: &mut Connection, cmd: Command, now: Instant) {
         if matches!(
             cmd,
-            Command::Open(_) | Command::Respond { .. } | Command::Abandon { .. }
+            Command::Open(_)
+                | Command::Respond { .. }
+                | Command::Abandon { .. }
+                | Command::Sink { .. }
         ) {
             self.answered = self.answered.saturating_add(1);
         }
@@ -371,6 +391,76 @@ impl Driver {
                 }
             }
             Command::Abandon { id } => {
+                if let Ok(mut stream) = conn.stream(id) {
+                    stream.abandon(now);
+                }
+            }
+            Command::Sink { id, body } => self.adopt_sink(conn, id, *body, now),
+            Command::SinkReady { id } => self.write_sink(conn, id, now),
+        }
+    }
+
+    /// Takes over writing the received body of stream `id` to `socket` (see
+    /// [`super::sink`]): what the body's queue holds is written first.
+    fn adopt_sink(
+        &mut self,
+        conn: &mut Connection,
+        id: StreamId,
+        (mut body, socket): (Body, tokio::net::tcp::OwnedWriteHalf),
+        now: Instant,
+    ) {
+        let slot = match self.slots.get_mut(&id) {
+            Some(slot) if slot.sink.is_none() && slot.body.is_some() => slot,
+            // The stream is done with (closed, or its body ended before the last chunk
+            // was read): a task writes what the body still holds.
+            _ => return drop(tokio::spawn(super::sink::write_body(body, socket))),
+        };
+        let Some((_, mut rx)) = body.take_incoming() else {
+            return drop(tokio::spawn(super::sink::write_body(body, socket)));
+        };
+        let mut sink = Box::new(Sink::new(id, socket, &self.tx));
+        while let Some(chunk) = rx.try_recv() {
+            match chunk {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        sink.push(data);
+                    }
+                }
+                Err(_) => return sink.abort(), // a Closed event follows
+            }
+        }
+        slot.body = None;
+        slot.sink = Some(sink);
+        self.write_sink(conn, id, now);
+    }
+
+    /// Writes what a [`Sink`] holds as far as its socket takes it, releases that much
+    /// credit, and half-closes the socket once the body ended and everything is written.
+    fn write_sink(&mut self, conn: &mut Connection, id: StreamId, now: Instant) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(sink) = slot.sink.as_mut() else {
+            return;
+        };
+        match sink.write_ready() {
+            Ok(n) => {
+                if n > 0 {
+                    if let Ok(mut stream) = conn.stream(id) {
+                        stream.release_capacity(u32::try_from(n).unwrap_or(u32::MAX));
+                    }
+                }
+                if sink.is_done() {
+                    slot.sink = None; // dropping the write half sends the FIN
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%id, "tunnel socket write failed: {e}");
+                if let Some(sink) = slot.sink.take() {
+                    sink.abort();
+                }
+                // Nobody takes the rest: the stream is reset (CANCEL for our request,
+                // INTERNAL_ERROR for one we serve) and the machine releases its window.
                 if let Ok(mut stream) = conn.stream(id) {
                     stream.abandon(now);
                 }
@@ -677,6 +767,13 @@ impl Driver {
             } => {
                 let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
                 let mut delivered = false;
+                if let Some(sink) = self.slots.get_mut(&id).and_then(|s| s.sink.as_mut()) {
+                    sink.push(data);
+                    if end_stream {
+                        sink.end();
+                    }
+                    return self.write_sink(conn, id, now);
+                }
                 if let Some(slot) = self.slots.get_mut(&id) {
                     if let (Some(tx), true) = (&slot.body, n > 0) {
                         delivered = tx.send(Ok(http_body::Frame::data(data))).is_ok();
@@ -694,6 +791,11 @@ impl Driver {
                 }
             }
             StreamEvent::Trailers { id, trailers } => {
+                if let Some(sink) = self.slots.get_mut(&id).and_then(|s| s.sink.as_mut()) {
+                    // A byte stream has no trailers; they end it all the same.
+                    sink.end();
+                    return self.write_sink(conn, id, now);
+                }
                 if let Some(tx) = self.slots.get_mut(&id).and_then(|s| s.body.take()) {
                     let _ = tx.send(Ok(http_body::Frame::trailers(trailers)));
                 }
@@ -722,8 +824,16 @@ impl Driver {
                     if let Some(sending) = slot.sending.take() {
                         tokio::spawn(linger(sending.into_body()));
                     }
-                } else if let Some(task) = slot.task.take() {
-                    task.abort();
+                    if let Some(sink) = slot.sink.take() {
+                        sink.finish_later();
+                    }
+                } else {
+                    if let Some(task) = slot.task.take() {
+                        task.abort();
+                    }
+                    if let Some(sink) = slot.sink.take() {
+                        sink.abort();
+                    }
                 }
                 if let Some(error) = super::BodyError::from_outcome(&outcome) {
                     if let Some(tx) = slot.body.take() {

@@ -62,6 +62,7 @@ mod body;
 pub(crate) mod driver;
 mod error;
 mod peer;
+pub(crate) mod sink;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
