@@ -377,3 +377,50 @@ async fn a_visitor_that_does_not_read_stops_the_destination() {
     client.close().await;
     server.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Every open destination holds a descriptor: `TcpUpstream` bounds them for all peers
+/// together (503 beyond), and a tunnel that ends gives its place back.
+#[tokio::test]
+async fn a_tcp_upstream_bounds_the_destinations_it_holds_open() {
+    let (dest, _) = service(echo);
+    let upstream = TcpUpstream::new([dest.to_string().as_str()])
+        .unwrap()
+        .with_max_open(1);
+    let (server, client) = pair(upstream).await;
+    let peer = server.peer(&server.ids()[0]).unwrap();
+    // A request body that never ends keeps the tunnel's upstream direction open.
+    struct Silent;
+    impl http_body::Body for Silent {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+    let connect = || {
+        http::Request::connect(dest.to_string())
+            .body(Silent)
+            .unwrap()
+    };
+    let first = peer.request(connect()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(peer.request(connect()).await.unwrap().status(), 503);
+    // The first tunnel ends (its answer is dropped: the stream is cancelled)...
+    drop(first);
+    // ...and its place is free again.
+    let started = Instant::now();
+    loop {
+        let status = peer.request(connect()).await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(started.elapsed() < GUARD, "the place never came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}

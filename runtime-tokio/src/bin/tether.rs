@@ -56,6 +56,16 @@ enum Command {
     ///   device$ tether client ws://server:9000/ --upstream http://127.0.0.1:80
     ///
     ///   server$ curl http://127.0.0.1:8080/status
+    ///
+    /// TCP tunnel: with --tcp-gateway LISTEN=HOST:PORT, each TCP connection to LISTEN is
+    /// carried, bytes both ways, to HOST:PORT on the client's side, which the client must
+    /// allow with --tcp-upstream HOST:PORT (one CONNECT stream per connection, spec §10.9):
+    ///
+    ///   server$ tether server --listen 0.0.0.0:9000 --tcp-gateway 127.0.0.1:2222=127.0.0.1:22
+    ///
+    ///   device$ tether client ws://server:9000/ --tcp-upstream 127.0.0.1:22
+    ///
+    ///   server$ ssh -p 2222 user@127.0.0.1
     Server(cmd::server::Args),
     /// Connect to a Tether server and stay connected.
     ///
@@ -76,6 +86,10 @@ enum Command {
     ///   device$ tether client ws://server:9000/ --gateway 127.0.0.1:8080
     ///
     ///   device$ curl http://127.0.0.1:8080/v1/jobs    # reaches http://127.0.0.1:3000/api/v1/jobs
+    ///
+    /// TCP tunnel: --tcp-upstream HOST:PORT lets the server's --tcp-gateway reach HOST:PORT
+    /// (no other destination); --tcp-gateway LISTEN=HOST:PORT carries each TCP connection to
+    /// LISTEN to HOST:PORT on the server's side (allowed by its --tcp-upstream).
     Client(cmd::client::Args),
     /// Serve the demo WebSocket schema (wire-compatible with the Go demowsserver).
     ///

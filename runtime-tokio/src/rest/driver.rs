@@ -767,14 +767,14 @@ impl Driver {
             } => {
                 let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
                 let mut delivered = false;
-                if let Some(sink) = self.slots.get_mut(&id).and_then(|s| s.sink.as_mut()) {
-                    sink.push(data);
-                    if end_stream {
-                        sink.end();
-                    }
-                    return self.write_sink(conn, id, now);
-                }
                 if let Some(slot) = self.slots.get_mut(&id) {
+                    if let Some(sink) = slot.sink.as_mut() {
+                        sink.push(data);
+                        if end_stream {
+                            sink.end();
+                        }
+                        return self.write_sink(conn, id, now);
+                    }
                     if let (Some(tx), true) = (&slot.body, n > 0) {
                         delivered = tx.send(Ok(http_body::Frame::data(data))).is_ok();
                     }

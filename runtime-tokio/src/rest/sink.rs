@@ -29,8 +29,12 @@ const MAX_SLICES: usize = 64;
 
 /// Where a received body's bytes go when the connection task writes them (see the module
 /// docs).
+///
+/// Dropped before its body ended and was written (the connection task ends, the stream
+/// is reset), it aborts its socket: a peer must not take a lost tunnel for a clean end.
 pub(crate) struct Sink {
-    write: OwnedWriteHalf,
+    /// `None` once handed on ([`Sink::abort`], [`Sink::finish_later`]).
+    write: Option<OwnedWriteHalf>,
     pending: VecDeque<Bytes>,
     /// The body ended (END_STREAM, or trailers): the socket is half-closed once `pending`
     /// is written.
@@ -47,7 +51,7 @@ impl Sink {
             queued: AtomicBool::new(false),
         });
         Sink {
-            write,
+            write: Some(write),
             pending: VecDeque::new(),
             end: false,
             waker: Waker::from(woken.clone()),
@@ -74,6 +78,9 @@ impl Sink {
     /// socket is full, its waker is registered and queues [`Command::SinkReady`].
     pub(crate) fn write_ready(&mut self) -> io::Result<usize> {
         self.woken.queued.store(false, Ordering::Release);
+        let Some(write) = &self.write else {
+            return Ok(0);
+        };
         let mut written = 0;
         while !self.pending.is_empty() {
             let slices: Vec<IoSlice<'_>> = self
@@ -82,7 +89,7 @@ impl Sink {
                 .take(MAX_SLICES)
                 .map(|c| IoSlice::new(c))
                 .collect();
-            match self.write.as_ref().try_write_vectored(&slices) {
+            match write.as_ref().try_write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
@@ -90,7 +97,7 @@ impl Sink {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let mut cx = Context::from_waker(&self.waker);
-                    match self.write.as_ref().poll_write_ready(&mut cx) {
+                    match write.as_ref().poll_write_ready(&mut cx) {
                         Poll::Ready(Ok(())) => continue, // ready again already
                         Poll::Ready(Err(e)) => return Err(e),
                         Poll::Pending => break,
@@ -104,16 +111,19 @@ impl Sink {
     }
 
     /// Closes the socket with a reset (the stream failed: the bytes did not all arrive).
-    pub(crate) fn abort(self) {
-        abort(self.write);
+    pub(crate) fn abort(mut self) {
+        if let Some(write) = self.write.take() {
+            abort(write);
+        }
     }
 
     /// The stream finished with bytes still to write: a task writes them, then
     /// half-closes the socket.
-    pub(crate) fn finish_later(self) {
-        let Sink {
-            mut write, pending, ..
-        } = self;
+    pub(crate) fn finish_later(mut self) {
+        let Some(mut write) = self.write.take() else {
+            return;
+        };
+        let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
             return drop(write); // the FIN
         }
@@ -125,6 +135,18 @@ impl Sink {
             }
             let _ = write.shutdown().await;
         });
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Some(write) = self.write.take() {
+            if self.is_done() {
+                drop(write); // the FIN, after every byte
+            } else {
+                abort(write);
+            }
+        }
     }
 }
 

@@ -10,9 +10,9 @@ use tether_tokio::rest::RestConfig;
 
 use super::common::parse_duration;
 
-/// The HTTP tunnel options.
+/// The tunnel options (HTTP and TCP).
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "HTTP tunnel")]
+#[command(next_help_heading = "Tunnels (HTTP and TCP)")]
 pub(crate) struct Tunnel {
     /// Listen for plain HTTP on ADDR (e.g. 127.0.0.1:8080) and forward every request to the
     /// other end of the Tether connection. On a server, the request header
@@ -54,7 +54,9 @@ pub(crate) struct Tunnel {
     /// tunnel is refused with 504 and the other end closes its connection).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) tcp_connect_timeout: Duration,
-    /// Tunnels through each --tcp-gateway at most; a connection beyond it is closed at once.
+    /// Tunnels at most through each --tcp-gateway (a connection beyond it is closed at
+    /// once), and destinations open at once for --tcp-upstream, all peers together (a
+    /// tunnel beyond it is refused with 503).
     #[arg(long, value_name = "N", default_value_t = TcpGateway::DEFAULT_MAX_TUNNELS,
           value_parser = parse_max_connections)]
     pub(crate) tcp_max_tunnels: usize,
@@ -120,6 +122,7 @@ impl Tunnel {
         let service = TcpUpstream::new(self.tcp_upstream.iter().map(String::as_str))
             .expect("checked by the argument parser")
             .with_connect_timeout(self.tcp_connect_timeout)
+            .with_max_open(self.tcp_max_tunnels)
             .with_http(http);
         Some(service)
     }
