@@ -148,6 +148,16 @@ async fn bytes_cross_both_ways_and_each_half_close_arrives() {
     for handle in handles {
         tokio::time::timeout(GUARD, handle).await.unwrap().unwrap();
     }
+    // Every tunnel ended, in both directions: none is counted any more.
+    let started = Instant::now();
+    while gateway.tunnel_count() > 0 {
+        assert!(
+            started.elapsed() < GUARD,
+            "{} tunnels left",
+            gateway.tunnel_count()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     gateway.shutdown(Duration::from_secs(5)).await.unwrap();
     client.close().await;
@@ -347,6 +357,8 @@ async fn a_visitor_that_does_not_read_stops_the_destination() {
         last = now;
     }
     let written = WRITTEN.load(Ordering::SeqCst);
+    // Established and stalled, the tunnel is open and counted.
+    assert_eq!(gateway.tunnel_count(), 1);
     // The loopback sockets' buffers (a few MiB each way, autotuned) plus one stream
     // window; without credit-driven reads it would be all 96 MiB.
     assert!(

@@ -78,9 +78,10 @@ use tokio::io::Interest;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use super::{GatewayError, Target, Upstream, UpstreamBody};
+use crate::rest::sink::Hold;
 use crate::rest::{Body, BoxError};
 use crate::transport::acceptor::{Command, LiveGuard, Running, StopError};
 
@@ -100,8 +101,9 @@ const MAX_READ: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct TcpBody {
     read: OwnedReadHalf,
-    /// The [`TcpUpstream`]'s count of open destinations, held while the tunnel lives.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// Kept while the tunnel lives (with its other direction's socket): the count of open
+    /// tunnels or destinations.
+    hold: Option<Hold>,
     buf: BytesMut,
     next: usize,
     done: bool,
@@ -112,7 +114,7 @@ impl TcpBody {
     pub fn new(read: OwnedReadHalf) -> Self {
         TcpBody {
             read,
-            _permit: None,
+            hold: None,
             buf: BytesMut::new(),
             next: FIRST_READ,
             done: false,
@@ -279,13 +281,15 @@ impl TcpGateway {
         self.destination.as_str()
     }
 
-    /// Number of open tunnels.
+    /// Number of open tunnels: accepted connections whose two directions are not both
+    /// done with yet.
     pub fn tunnel_count(&self) -> usize {
         self.running.connection_count()
     }
 
-    /// Stops accepting and waits up to `timeout` for the open tunnels to end; the ones
-    /// still open then are dropped (their streams reset).
+    /// Stops accepting and waits up to `timeout` for the open tunnels to end. Tunnels
+    /// still open then are left to end by themselves, or with their Tether connection
+    /// (whose close aborts them).
     pub async fn shutdown(self, timeout: Duration) -> Result<(), StopError> {
         self.running.stop(1001, "gateway shutdown", timeout).await
     }
@@ -312,7 +316,11 @@ async fn tunnel(
     live: Arc<AtomicUsize>,
     max_tunnels: usize,
 ) {
-    let _live = LiveGuard::new(&live);
+    // The tunnel counts as open (and this task waits) until both of its sockets are done
+    // with: the visitor's bytes (the request body, polled by the connection task) and the
+    // answer's (written by the connection task).
+    let (ended, tunnel_ended) = oneshot::channel::<()>();
+    let hold: Hold = Arc::new((LiveGuard::new(&live), ended));
     if live.load(Ordering::Relaxed) > max_tunnels {
         tracing::warn!(%remote, max_tunnels, "tcp gateway: too many tunnels, connection closed");
         return;
@@ -326,15 +334,19 @@ async fn tunnel(
         }
     };
     let (read, write) = visitor.into_split();
+    let mut body = TcpBody::new(read);
+    body.hold = Some(hold.clone());
     let request = Request::builder()
         .method(Method::CONNECT)
         .uri(destination.as_str())
-        .body(TcpBody::new(read))
+        .body(body)
         .expect("a valid authority-form request");
     match peer.request(request).await {
         Ok(response) if response.status().is_success() => {
             // The connection task writes the answer's DATA to the socket as it arrives.
-            response.into_body().into_socket(write);
+            response.into_body().into_socket(write, Some(hold));
+            // Waits for the tunnel's end, so that a shutdown waits for it too.
+            let _ = tunnel_ended.await;
         }
         Ok(response) => {
             tracing::info!(%remote, %destination, status = %response.status(),
@@ -454,10 +466,12 @@ impl TcpUpstream {
         };
         let _ = socket.set_nodelay(true);
         let (read, write) = socket.into_split();
-        // The connection task writes the request's DATA to the socket as it arrives.
-        body.into_socket(write);
+        // The connection task writes the request's DATA to the socket as it arrives. The
+        // destination counts as open until both directions are done with.
+        let hold: Hold = Arc::new(permit);
+        body.into_socket(write, Some(hold.clone()));
         let mut response_body = TcpBody::new(read);
-        response_body._permit = Some(permit);
+        response_body.hold = Some(hold);
         Ok(Response::new(
             response_body.map_err(BoxError::from).boxed_unsync(),
         ))

@@ -149,12 +149,17 @@ impl Body {
     /// instead. A body arriving over Tether is written by its connection task as its DATA
     /// arrives, with no task in between, and its flow-control credit goes back as the
     /// socket takes the bytes (spec/protocol.md §10.3, §10.9); any other body is written
-    /// by a task of its own. Returns at once.
-    pub(crate) fn into_socket(mut self, socket: tokio::net::tcp::OwnedWriteHalf) {
+    /// by a task of its own. Returns at once; `hold` is dropped once the socket is done with
+    /// (written to its end, or aborted).
+    pub(crate) fn into_socket(
+        mut self,
+        socket: tokio::net::tcp::OwnedWriteHalf,
+        hold: Option<super::sink::Hold>,
+    ) {
         let commands = match &self.kind {
             Kind::Stream(s) if !s.ended => s.commands.clone(),
             _ => {
-                tokio::spawn(super::sink::write_body(self, socket));
+                tokio::spawn(super::sink::write_body(self, socket, hold));
                 return;
             }
         };
@@ -164,15 +169,15 @@ impl Body {
         let id = s.id;
         let adopt = Command::Sink {
             id,
-            body: Box::new((std::mem::take(&mut self), socket)),
+            body: Box::new((std::mem::take(&mut self), socket, hold)),
         };
         if let Err(e) = commands.send(adopt) {
             // The connection task is gone: what was queued is still readable.
             let Command::Sink { body, .. } = e.into_inner() else {
                 unreachable!("the command sent was a Sink")
             };
-            let (body, socket) = *body;
-            tokio::spawn(super::sink::write_body(body, socket));
+            let (body, socket, hold) = *body;
+            tokio::spawn(super::sink::write_body(body, socket, hold));
         }
     }
 

@@ -92,7 +92,11 @@ pub(crate) enum Command {
     /// ([`Body::into_socket`]); the body still holds what arrived before.
     Sink {
         id: StreamId,
-        body: Box<(Body, tokio::net::tcp::OwnedWriteHalf)>,
+        body: Box<(
+            Body,
+            tokio::net::tcp::OwnedWriteHalf,
+            Option<super::sink::Hold>,
+        )>,
     },
     /// A [`Sink`]'s socket can take more: write again. At most one is queued per stream.
     SinkReady { id: StreamId },
@@ -406,19 +410,23 @@ impl Driver {
         &mut self,
         conn: &mut Connection,
         id: StreamId,
-        (mut body, socket): (Body, tokio::net::tcp::OwnedWriteHalf),
+        (mut body, socket, hold): (
+            Body,
+            tokio::net::tcp::OwnedWriteHalf,
+            Option<super::sink::Hold>,
+        ),
         now: Instant,
     ) {
         let slot = match self.slots.get_mut(&id) {
             Some(slot) if slot.sink.is_none() && slot.body.is_some() => slot,
             // The stream is done with (closed, or its body ended before the last chunk
             // was read): a task writes what the body still holds.
-            _ => return drop(tokio::spawn(super::sink::write_body(body, socket))),
+            _ => return drop(tokio::spawn(super::sink::write_body(body, socket, hold))),
         };
         let Some((_, mut rx)) = body.take_incoming() else {
-            return drop(tokio::spawn(super::sink::write_body(body, socket)));
+            return drop(tokio::spawn(super::sink::write_body(body, socket, hold)));
         };
-        let mut sink = Box::new(Sink::new(id, socket, &self.tx));
+        let mut sink = Box::new(Sink::new(id, socket, hold, &self.tx));
         while let Some(chunk) = rx.try_recv() {
             match chunk {
                 Ok(frame) => {

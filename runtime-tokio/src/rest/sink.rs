@@ -24,6 +24,10 @@ use tokio::net::tcp::OwnedWriteHalf;
 use super::driver::{Command, CommandSender};
 use super::Body;
 
+/// Something the owner of a socket wants kept until the socket is done with (a count of
+/// open tunnels, a permit): dropped once the last byte was written or the socket aborted.
+pub(crate) type Hold = Arc<dyn std::any::Any + Send + Sync>;
+
 /// At most this many chunks go into one `writev`.
 const MAX_SLICES: usize = 64;
 
@@ -41,10 +45,16 @@ pub(crate) struct Sink {
     end: bool,
     waker: Waker,
     woken: Arc<SinkWaker>,
+    hold: Option<Hold>,
 }
 
 impl Sink {
-    pub(crate) fn new(id: StreamId, write: OwnedWriteHalf, tx: &CommandSender) -> Self {
+    pub(crate) fn new(
+        id: StreamId,
+        write: OwnedWriteHalf,
+        hold: Option<Hold>,
+        tx: &CommandSender,
+    ) -> Self {
         let woken = Arc::new(SinkWaker {
             id,
             tx: tx.clone(),
@@ -56,6 +66,7 @@ impl Sink {
             end: false,
             waker: Waker::from(woken.clone()),
             woken,
+            hold,
         }
     }
 
@@ -124,10 +135,12 @@ impl Sink {
             return;
         };
         let pending = std::mem::take(&mut self.pending);
+        let hold = self.hold.take();
         if pending.is_empty() {
             return drop(write); // the FIN
         }
         tokio::spawn(async move {
+            let _hold = hold;
             for chunk in pending {
                 if write.write_all(&chunk).await.is_err() {
                     return abort(write);
@@ -196,7 +209,8 @@ pub(crate) fn abort(write: OwnedWriteHalf) {
 /// no connection task to do it ([`Body::into_socket`] falls back to this). Every ready
 /// chunk is written in one `writev`; on a failure of either side the socket is aborted
 /// and the body dropped, which resets its stream.
-pub(crate) async fn write_body(mut body: Body, mut write: OwnedWriteHalf) {
+pub(crate) async fn write_body(mut body: Body, mut write: OwnedWriteHalf, hold: Option<Hold>) {
+    let _hold = hold;
     let mut chunks: VecDeque<Bytes> = VecDeque::new();
     loop {
         let Some(frame) = body.frame().await else {

@@ -172,17 +172,20 @@ impl Tunnel {
     }
 }
 
-/// Stops the gateways, letting requests in flight and open tunnels finish within
+/// Stops the gateways together, letting requests in flight and open tunnels finish within
 /// `timeout`.
 pub(crate) async fn stop(gateways: Gateways, timeout: Duration) {
-    if let Some(gateway) = gateways.http {
-        if let Err(e) = gateway.shutdown(timeout).await {
-            eprintln!("warning: gateway: {e}");
+    let http = async {
+        if let Some(gateway) = gateways.http {
+            if let Err(e) = gateway.shutdown(timeout).await {
+                eprintln!("warning: gateway: {e}");
+            }
         }
-    }
-    for gateway in gateways.tcp {
+    };
+    let tcp = futures_util::future::join_all(gateways.tcp.into_iter().map(|gateway| async move {
         if let Err(e) = gateway.shutdown(timeout).await {
             eprintln!("warning: tcp gateway: {e}");
         }
-    }
+    }));
+    tokio::join!(http, tcp);
 }
