@@ -51,6 +51,7 @@
 //! let mut answer = String::new();
 //! socket.read_to_string(&mut answer).await?;
 //! assert_eq!(answer, "hello");
+//! drop(socket); // the tunnel ends when both sides have
 //!
 //! gateway.shutdown(std::time::Duration::from_secs(1)).await?;
 //! client.close().await;
