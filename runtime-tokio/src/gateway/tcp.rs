@@ -515,3 +515,60 @@ fn error_response(error: &GatewayError) -> Response<UpstreamBody> {
         .to_response::<Full<Bytes>>()
         .map(|body| body.map_err(|never| match never {}).boxed_unsync())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_host_and_port_and_anything_else_is_a_typed_error() {
+        for good in [
+            "h:1",
+            "db.internal:5432",
+            "127.0.0.1:80",
+            "[::1]:22",
+            "DB:65535",
+        ] {
+            let parsed = parse_destination(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(parsed.as_str(), good);
+        }
+        for bad in [
+            "",
+            "h",
+            "h:",
+            ":80",
+            "h:port",
+            "h:65536",
+            "h:99999999999",
+            "u@h:1",
+            "h:1/x",
+            "h:1?q",
+            "[::1:22",
+            "http://h:1",
+            "h :1",
+            "h:1:2",
+            "\0:1",
+            "é:1",
+        ] {
+            let e = parse_destination(bad).expect_err(bad);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
+        }
+        // Arbitrary strings: an error or a destination, never a panic.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let len = (x % 24) as usize;
+            let s: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let alphabet = b":[]@/.0123456789abcdefhxyz%?# \x7f";
+                    char::from(alphabet[(x % alphabet.len() as u64) as usize])
+                })
+                .collect();
+            if let Ok(a) = parse_destination(&s) {
+                assert!(a.port_u16().is_some() && !a.host().is_empty(), "{s:?}");
+            }
+        }
+    }
+}

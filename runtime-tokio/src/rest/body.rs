@@ -156,17 +156,13 @@ impl Body {
         socket: tokio::net::tcp::OwnedWriteHalf,
         hold: Option<super::sink::Hold>,
     ) {
-        let commands = match &self.kind {
-            Kind::Stream(s) if !s.ended => s.commands.clone(),
+        let (id, commands) = match &self.kind {
+            Kind::Stream(s) if !s.ended => (s.id, s.commands.clone()),
             _ => {
                 tokio::spawn(super::sink::write_body(self, socket, hold));
                 return;
             }
         };
-        let Kind::Stream(s) = &self.kind else {
-            unreachable!("matched above")
-        };
-        let id = s.id;
         let adopt = Command::Sink {
             id,
             body: Box::new((std::mem::take(&mut self), socket, hold)),
@@ -181,11 +177,11 @@ impl Body {
         }
     }
 
-    /// The stream and the queue of a body arriving over Tether, taken out of it (the
-    /// body is then empty, and its drop does nothing).
-    pub(crate) fn take_incoming(&mut self) -> Option<(StreamId, BodyRx)> {
+    /// The queue of a body arriving over Tether, taken out of it (the body is then
+    /// empty, and its drop does nothing).
+    pub(crate) fn take_incoming(&mut self) -> Option<BodyRx> {
         match std::mem::replace(&mut self.kind, Kind::Full(None)) {
-            Kind::Stream(s) if !s.ended => Some((s.id, s.rx)),
+            Kind::Stream(s) if !s.ended => Some(s.rx),
             other => {
                 self.kind = other;
                 None

@@ -423,7 +423,7 @@ impl Driver {
             // was read): a task writes what the body still holds.
             _ => return drop(tokio::spawn(super::sink::write_body(body, socket, hold))),
         };
-        let Some((_, mut rx)) = body.take_incoming() else {
+        let Some(mut rx) = body.take_incoming() else {
             return drop(tokio::spawn(super::sink::write_body(body, socket, hold)));
         };
         let mut sink = Box::new(Sink::new(id, socket, hold, &self.tx));
@@ -439,40 +439,13 @@ impl Driver {
         }
         slot.body = None;
         slot.sink = Some(sink);
-        self.write_sink(conn, id, now);
+        flush_sink(slot, conn, id, now);
     }
 
-    /// Writes what a [`Sink`] holds as far as its socket takes it, releases that much
-    /// credit, and half-closes the socket once the body ended and everything is written.
+    /// The socket of stream `id`'s [`Sink`] can take more ([`Command::SinkReady`]).
     fn write_sink(&mut self, conn: &mut Connection, id: StreamId, now: Instant) {
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return;
-        };
-        let Some(sink) = slot.sink.as_mut() else {
-            return;
-        };
-        match sink.write_ready() {
-            Ok(n) => {
-                if n > 0 {
-                    if let Ok(mut stream) = conn.stream(id) {
-                        stream.release_capacity(u32::try_from(n).unwrap_or(u32::MAX));
-                    }
-                }
-                if sink.is_done() {
-                    slot.sink = None; // dropping the write half sends the FIN
-                }
-            }
-            Err(e) => {
-                tracing::debug!(%id, "tunnel socket write failed: {e}");
-                if let Some(sink) = slot.sink.take() {
-                    sink.abort();
-                }
-                // Nobody takes the rest: the stream is reset (CANCEL for our request,
-                // INTERNAL_ERROR for one we serve) and the machine releases its window.
-                if let Ok(mut stream) = conn.stream(id) {
-                    stream.abandon(now);
-                }
-            }
+        if let Some(slot) = self.slots.get_mut(&id) {
+            flush_sink(slot, conn, id, now);
         }
     }
 
@@ -781,7 +754,7 @@ impl Driver {
                         if end_stream {
                             sink.end();
                         }
-                        return self.write_sink(conn, id, now);
+                        return flush_sink(slot, conn, id, now);
                     }
                     if let (Some(tx), true) = (&slot.body, n > 0) {
                         delivered = tx.send(Ok(http_body::Frame::data(data))).is_ok();
@@ -799,10 +772,12 @@ impl Driver {
                 }
             }
             StreamEvent::Trailers { id, trailers } => {
-                if let Some(sink) = self.slots.get_mut(&id).and_then(|s| s.sink.as_mut()) {
-                    // A byte stream has no trailers; they end it all the same.
-                    sink.end();
-                    return self.write_sink(conn, id, now);
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    if let Some(sink) = slot.sink.as_mut() {
+                        // A byte stream has no trailers; they end it all the same.
+                        sink.end();
+                        return flush_sink(slot, conn, id, now);
+                    }
                 }
                 if let Some(tx) = self.slots.get_mut(&id).and_then(|s| s.body.take()) {
                     let _ = tx.send(Ok(http_body::Frame::trailers(trailers)));
@@ -1007,6 +982,38 @@ fn incoming(
     slot.body = Some(tx);
     let content_length = tether_proto::head::content_length(headers);
     Body::incoming(id, rx, commands.clone(), content_length)
+}
+
+/// Writes what the [`Sink`] of `slot` holds as far as its socket takes it, releases that
+/// much credit, and half-closes the socket once the body ended and everything is written
+/// (see [`Driver::write_sink`]).
+fn flush_sink(slot: &mut Slot, conn: &mut Connection, id: StreamId, now: Instant) {
+    let Some(sink) = slot.sink.as_mut() else {
+        return;
+    };
+    match sink.write_ready() {
+        Ok(n) => {
+            if n > 0 {
+                if let Ok(mut stream) = conn.stream(id) {
+                    stream.release_capacity(u32::try_from(n).unwrap_or(u32::MAX));
+                }
+            }
+            if sink.is_done() {
+                slot.sink = None; // dropping the write half sends the FIN
+            }
+        }
+        Err(e) => {
+            tracing::debug!(%id, "tunnel socket write failed: {e}");
+            if let Some(sink) = slot.sink.take() {
+                sink.abort();
+            }
+            // Nobody takes the rest: the stream is reset (CANCEL for our request,
+            // INTERNAL_ERROR for one we serve) and the machine releases its window.
+            if let Ok(mut stream) = conn.stream(id) {
+                stream.abandon(now);
+            }
+        }
+    }
 }
 
 /// A short `text/plain` response.

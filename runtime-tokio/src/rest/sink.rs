@@ -18,7 +18,7 @@ use bytes::{Buf, Bytes};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tether_proto::StreamId;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 
 use super::driver::{Command, CommandSender};
@@ -94,13 +94,9 @@ impl Sink {
         };
         let mut written = 0;
         while !self.pending.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .pending
-                .iter()
-                .take(MAX_SLICES)
-                .map(|c| IoSlice::new(c))
-                .collect();
-            match write.as_ref().try_write_vectored(&slices) {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = fill(&self.pending, &mut slices);
+            match write.as_ref().try_write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
@@ -161,6 +157,17 @@ impl Drop for Sink {
             }
         }
     }
+}
+
+/// Points `slices` at the first chunks of `pending` (no allocation, as the frame writer
+/// does); returns how many.
+fn fill<'a>(pending: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
+    let mut count = 0;
+    for (slice, chunk) in slices.iter_mut().zip(pending) {
+        *slice = IoSlice::new(chunk);
+        count += 1;
+    }
+    count
 }
 
 fn advance(pending: &mut VecDeque<Bytes>, mut n: usize) {
@@ -246,12 +253,14 @@ pub(crate) async fn write_body(mut body: Body, mut write: OwnedWriteHalf, hold: 
             return abort(write);
         }
         while !chunks.is_empty() {
-            let slices: Vec<IoSlice<'_>> = chunks
-                .iter()
-                .take(MAX_SLICES)
-                .map(|c| IoSlice::new(c))
-                .collect();
-            match write.write_vectored(&slices).await {
+            // The slices are built inside the poll, not held across the await.
+            let written = std::future::poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = fill(&chunks, &mut slices);
+                Pin::new(&mut write).poll_write_vectored(cx, &slices[..count])
+            })
+            .await;
+            match written {
                 Ok(0) | Err(_) => return abort(write),
                 Ok(n) => advance(&mut chunks, n),
             }

@@ -189,3 +189,32 @@ pub(crate) async fn stop(gateways: Gateways, timeout: Duration) {
     }));
     tokio::join!(http, tcp);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_gateway_arguments_are_listen_equals_destination() {
+        assert_eq!(
+            parse_tcp_gateway("127.0.0.1:2222=127.0.0.1:22").unwrap(),
+            ("127.0.0.1:2222".parse().unwrap(), "127.0.0.1:22".to_owned())
+        );
+        for bad in [
+            "",
+            "=",
+            "127.0.0.1:2222",
+            "127.0.0.1:2222=",
+            "=127.0.0.1:22",
+            "host:1=h:2",
+            "127.0.0.1:2222=h",
+            "127.0.0.1:2222=h:1=x",
+            "127.0.0.1:99999=h:1",
+        ] {
+            let e = parse_tcp_gateway(bad).expect_err(bad);
+            assert!(e.starts_with("expected"), "{bad}: {e}");
+        }
+        assert!(parse_tcp_upstream("db:5432").is_ok());
+        assert!(parse_tcp_upstream("db").is_err());
+    }
+}
