@@ -17,7 +17,7 @@
 //! released for every DATA, requests answered 501 unless [`StreamsConfig::serve_requests`])
 //! are the same here.
 //!
-//! Costs: stream lookup is a hash-map access; timers live in one binary heap; sending picks
+//! Costs: stream lookup is a hash-map access (with a fast keyed hasher, [`StreamIdHasher`]); timers live in one binary heap; sending picks
 //! the next stream from a ready list (round-robin, one frame per turn, so one large body
 //! cannot starve the others); no call walks every open stream, except GOAWAY and
 //! connection loss, which end many streams at once by nature.
@@ -47,6 +47,7 @@
 //! ```
 
 mod budget;
+mod hasher;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -75,6 +76,7 @@ pub const MAX_GOAWAY_REASON: usize = 256;
 pub const TIMEOUT_HEADER: &str = "tether-timeout";
 
 pub use self::budget::SendBudget;
+pub use self::hasher::StreamIdHasher;
 pub use self::view::{StreamError, StreamMut};
 pub use crate::{Initiator, Side};
 
@@ -461,7 +463,7 @@ pub struct Streams {
     side: Side,
     config: StreamsConfig,
     peer: PeerLimits,
-    streams: HashMap<StreamId, Stream>,
+    streams: HashMap<StreamId, Stream, StreamIdHasher>,
     /// The id our next stream gets; `None` once exhausted.
     next_local: Option<u32>,
     /// The highest id the peer has opened (processed or refused).
@@ -498,7 +500,7 @@ pub struct Streams {
     /// Our streams cancelled younger than the minimum lifetime: closed for the
     /// application, but their RESET (this code) waits until the stream is that old, and
     /// their slot stays taken until then (spec/protocol.md §10.8).
-    deferred_cancels: HashMap<StreamId, (Instant, ResetCode)>,
+    deferred_cancels: HashMap<StreamId, (Instant, ResetCode), StreamIdHasher>,
 }
 
 impl Streams {
@@ -536,8 +538,8 @@ impl Streams {
             churn: 0,
             churn_since: None,
             churn_exceeded: None,
-            deferred_cancels: HashMap::new(),
-            streams: HashMap::new(),
+            deferred_cancels: HashMap::default(),
+            streams: HashMap::default(),
             config,
             peer,
         })

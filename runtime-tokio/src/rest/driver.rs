@@ -48,7 +48,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Versio
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tether_proto::connection::Connection;
-use tether_proto::streams::{OpenError, SendError, StreamEvent};
+use tether_proto::streams::{OpenError, SendError, StreamEvent, StreamIdHasher};
 use tether_proto::{RequestHead, ResponseHead, StreamId};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
@@ -237,7 +237,7 @@ impl std::task::Wake for BodyWaker {
 pub(crate) struct Driver {
     tx: CommandSender,
     rx: queue::Receiver<Command>,
-    slots: HashMap<StreamId, Slot>,
+    slots: HashMap<StreamId, Slot, StreamIdHasher>,
     queued: VecDeque<Box<Open>>,
     config: RestConfig,
     service: Arc<ServiceSlot>,
@@ -261,7 +261,7 @@ impl Driver {
         Driver {
             tx,
             rx,
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             queued: VecDeque::new(),
             config,
             service,
