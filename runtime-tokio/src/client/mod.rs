@@ -665,6 +665,7 @@ impl Runner {
         let mut lost = false;
         let mut violated = false;
         let mut input = None;
+        let mut timer = std::pin::pin!(link::timer());
         loop {
             // One turn: this input, then every input that is ready without waiting (bounded,
             // see `link::Turn`), each with its events handled, then one write burst for all.
@@ -744,7 +745,8 @@ impl Runner {
             if conn.is_closed() {
                 break;
             }
-            input = Some(link::next_input(ws, &conn, &mut self.commands, &mut driver).await);
+            let timer = timer.as_mut();
+            input = Some(link::next_input(ws, &conn, &mut self.commands, &mut driver, timer).await);
         }
         // Callers wait for the next connection from now on; what this one still holds is
         // answered (requests never sent go back to their callers, to be sent again).

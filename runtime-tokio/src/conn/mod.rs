@@ -23,6 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::rest::Driver;
 use crate::transport::burst::{self, Outgoing};
 use crate::transport::closing;
+use crate::transport::read_ahead::ReadAhead;
 
 mod wake;
 
@@ -108,18 +109,32 @@ pub(crate) fn to_ws(msg: WsMessage) -> Option<Message> {
     })
 }
 
+/// The timer of a run loop: one per connection for its whole life, moved to the next wake
+/// by [`next_input`] only when that changes.
+pub(crate) type Timer = tokio::time::Sleep;
+
+/// A run loop's [`Timer`], not armed yet (it is first polled with a deadline set by
+/// [`next_input`]).
+pub(crate) fn timer() -> Timer {
+    tokio::time::sleep(Duration::ZERO)
+}
+
 /// Waits for the next input: a message, the machine's deadline, or a command.
 ///
-/// The sleep only wakes the loop; whether the deadline passed is checked against the
+/// The timer only wakes the loop; whether the deadline passed is checked against the
 /// clock, so a late or early wake-up can neither starve nor fire a timer twice
 /// (the house style's rule on timer starvation). A far deadline is slept to a little
 /// after it, on a boundary shared with the other connections ([`wake`]), so that idle
-/// connections' heartbeats wake the runtime together.
+/// connections' heartbeats wake the runtime together. The timer is the connection's own
+/// ([`timer`]) and is moved only when the wake changes: a far wake stays on its boundary
+/// for many turns, and a new timer per turn would enter and leave the runtime's timer
+/// wheel (a lock each) every turn.
 pub(crate) async fn next_input<S, C>(
-    ws: &mut WebSocketStream<S>,
+    ws: &mut WebSocketStream<ReadAhead<S>>,
     conn: &Connection,
     commands: &mut crate::transport::queue::Receiver<C>,
     driver: &mut Driver,
+    mut timer: std::pin::Pin<&mut Timer>,
 ) -> Input<C>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -132,12 +147,18 @@ where
             return Input::Timeout;
         }
         let wake = deadline.map(|d| wake::wake_at(d, now));
+        if let Some(wake) = wake {
+            let wake = tokio::time::Instant::from_std(wake);
+            if timer.deadline() != wake || timer.is_elapsed() {
+                timer.as_mut().reset(wake);
+            }
+        }
         tokio::select! {
-            msg = ws.next() => match message_input(msg) {
+            msg = std::future::poll_fn(|cx| poll_message(ws, cx)) => match message_input(msg) {
                 Some(input) => return input,
                 None => continue,
             },
-            () = sleep_until(wake), if wake.is_some() => continue,
+            () = timer.as_mut(), if wake.is_some() => continue,
             cmd = commands.recv(), if commands_open => match cmd {
                 Some(cmd) => return Input::Command(cmd),
                 // Every handle is gone: nobody can ask anything any more; keep serving.
@@ -211,7 +232,7 @@ impl Turn {
     /// turn has handled its share): then the caller writes.
     pub(crate) async fn next<S, C>(
         &mut self,
-        ws: &mut WebSocketStream<S>,
+        ws: &mut WebSocketStream<ReadAhead<S>>,
         driver: &mut Driver,
     ) -> Option<Input<C>>
     where
@@ -263,15 +284,31 @@ async fn requeue() {
     .await
 }
 
+/// The next message of `ws`, without reading when the socket is known to be empty
+/// ([`ReadAhead::idle`]): the read that found it empty left the task's waker with the
+/// socket, so skipping this one loses no wake-up.
+fn poll_message<S>(
+    ws: &mut WebSocketStream<ReadAhead<S>>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Option<Result<Message, WsError>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if ws.get_ref().idle() {
+        return std::task::Poll::Pending;
+    }
+    ws.poll_next_unpin(cx)
+}
+
 /// A message that is already buffered or readable, without waiting for one (the read
 /// registers the task's waker as a blocking read would, so no wake-up is lost).
-async fn ready_message<S, C>(ws: &mut WebSocketStream<S>) -> Option<Input<C>>
+async fn ready_message<S, C>(ws: &mut WebSocketStream<ReadAhead<S>>) -> Option<Input<C>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
         let msg = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match ws.poll_next_unpin(cx) {
+            std::task::Poll::Ready(match poll_message(ws, cx) {
                 std::task::Poll::Ready(msg) => Some(msg),
                 std::task::Poll::Pending => None,
             })
@@ -292,13 +329,6 @@ pub(crate) fn violation(err: &WsError) -> Option<WebSocketError> {
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some(WebSocketError::Protocol),
         _ => None,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -467,7 +497,8 @@ mod tests {
     #[tokio::test]
     async fn a_turn_takes_what_is_ready_and_no_more() {
         let (a, b) = tokio::io::duplex(1 << 20);
-        let mut ours = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let mut ours =
+            WebSocketStream::from_raw_socket(ReadAhead::new(a), Role::Server, None).await;
         let mut peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
         let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
 

@@ -119,7 +119,7 @@ async fn run(
     upgraded: Box<(ServerStream, RequestInfo)>,
     shared: &Shared,
     hook: &dyn HelloHook,
-    mut broadcast: watch::Receiver<Broadcast>,
+    broadcast: watch::Receiver<Broadcast>,
 ) {
     let (mut ws, info) = *upgraded;
     let mut conn = Connection::server(shared.config.connection.clone(), Instant::now());
@@ -140,25 +140,29 @@ async fn run(
     let mut linger = false;
     let mut lost = false;
     let mut violated = false;
+    // The wait for the server's broadcast and the machine's timer last across turns (see
+    // `broadcast_changed` and `link::next_input`).
+    let mut broadcast = Box::pin(broadcast_changed(broadcast));
     let mut broadcast_open = true;
+    let mut timer = std::pin::pin!(link::timer());
     loop {
         let input = tokio::select! {
-            changed = broadcast.changed(), if broadcast_open => {
-                let (code, reason) = match changed {
-                    Ok(()) => broadcast
+            (mut receiver, open) = &mut broadcast, if broadcast_open => {
+                let (code, reason) = if open {
+                    receiver
                         .borrow_and_update()
                         .close
                         .clone()
                         .map(|(code, reason)| (CloseCode::from_u(code), reason))
-                        .unwrap_or((super::SHUTDOWN_CODE, String::new())),
-                    Err(_) => {
-                        broadcast_open = false;
-                        (super::SHUTDOWN_CODE, "server stopped".to_owned())
-                    }
+                        .unwrap_or((super::SHUTDOWN_CODE, String::new()))
+                } else {
+                    (super::SHUTDOWN_CODE, "server stopped".to_owned())
                 };
+                broadcast_open = open;
+                broadcast.set(broadcast_changed(receiver));
                 Input::Command(Command::Close(Box::new((code, reason))))
             }
-            input = link::next_input(&mut ws, &conn, &mut rx, &mut driver) => input,
+            input = link::next_input(&mut ws, &conn, &mut rx, &mut driver, timer.as_mut()) => input,
         };
         // One turn: this input, then every input that is ready without waiting (bounded,
         // see `link::Turn`), each with its events handled, then one write burst for all.
@@ -244,6 +248,17 @@ async fn run(
         shared.registry.remove(id, task.serial);
     }
     tracing::debug!("connection task done");
+}
+
+/// The next change of the server's broadcast (a close for every connection), and whether
+/// the server is still there. The wait owns its receiver so that a run loop keeps one wait
+/// for as long as nothing changes: a new `changed()` per turn would enter and leave the
+/// channel's waiter list (a lock each) every turn.
+async fn broadcast_changed(
+    mut receiver: watch::Receiver<Broadcast>,
+) -> (watch::Receiver<Broadcast>, bool) {
+    let open = receiver.changed().await.is_ok();
+    (receiver, open)
 }
 
 /// Whether this side failed the connection while the peer may still be sending: then

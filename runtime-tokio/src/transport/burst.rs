@@ -17,6 +17,8 @@
 //! written in its buffer), so neither ever sees a partial frame of the other; tungstenite
 //! keeps the closing handshake.
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -99,7 +101,7 @@ where
 /// Writes the messages `next` yields until it returns `None`, then flushes once (no flush
 /// when it yielded nothing): [`Outgoing::Binary`] framed here (masked when `masked`, the
 /// client side, RFC 6455 §5.3), the others through tungstenite, in order (see the module
-/// docs). The whole burst may take `timeout`.
+/// docs). The whole burst may take `timeout` from its first wait for the socket.
 pub(crate) async fn write_framed<S, F>(
     ws: &mut WebSocketStream<S>,
     timeout: Duration,
@@ -110,7 +112,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnMut() -> Option<Outgoing>,
 {
-    match tokio::time::timeout(timeout, burst(ws, masked, next)).await {
+    let mut burst = std::pin::pin!(burst(ws, masked, next));
+    // Most bursts are written whole in their first poll (the socket has room): they need
+    // no timer, whose creation, clock read and handle lookup would be most of a small
+    // burst's cost in user space. The timeout counts from the first wait.
+    if let Poll::Ready(result) =
+        std::future::poll_fn(|cx| Poll::Ready(burst.as_mut().poll(cx))).await
+    {
+        return result;
+    }
+    match tokio::time::timeout(timeout, burst).await {
         Ok(result) => result,
         Err(_) => Err(BurstError::TimedOut),
     }

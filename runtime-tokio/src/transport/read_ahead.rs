@@ -15,11 +15,22 @@
 //! large read in between (the traffic is no longer bulk), so an idle connection holds none:
 //! at the latest its next heartbeat frees it. Keeping it across the short gaps of a bulk
 //! transfer matters: freeing and allocating it per gap costs page faults.
+//!
+//! It also knows when a read would find nothing ([`ReadAhead::idle`]): its last read found
+//! the socket empty, and the socket has not woken the reader since. A run loop polls its
+//! WebSocket after every input it handles and before every wait, most often for nothing;
+//! each such poll goes through tungstenite's read path and five layers of adapters down to
+//! the runtime's readiness check (about 600 instructions, four times per request of a
+//! connection that carries one request at a time). Asking [`ReadAhead::idle`] first costs
+//! one atomic load.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes asked of the socket in one read while in read-ahead mode.
@@ -42,6 +53,29 @@ pub(crate) struct ReadAhead<S> {
     end: usize,
     /// Whether a large read happened since the socket last ran dry.
     bulk: bool,
+    /// The waker every read of `inner` registers (see [`ReadWake`]).
+    wake: Arc<ReadWake>,
+}
+
+/// Between the socket and its reader: remembers whether the socket woke the reader since
+/// the last read found it empty, then passes the wake on.
+#[derive(Debug, Default)]
+struct ReadWake {
+    /// The last read of the socket found it empty, and the socket has not woken since.
+    idle: AtomicBool,
+    /// The waker of the last read.
+    reader: AtomicWaker,
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.idle.store(false, Ordering::SeqCst);
+        self.reader.wake();
+    }
 }
 
 impl<S> ReadAhead<S> {
@@ -52,7 +86,17 @@ impl<S> ReadAhead<S> {
             pos: 0,
             end: 0,
             bulk: false,
+            wake: Arc::default(),
         }
+    }
+
+    /// Whether a read now would find nothing: the last read of the socket found it empty
+    /// (`Pending`), and the socket has not woken the reader since. Nothing is buffered here
+    /// then either, and a reader above (tungstenite) that got `Pending` from that read had
+    /// no whole message left in its own buffer. A reader that skips its read while this is
+    /// `true` still gets woken, through the waker of the read that found the socket empty.
+    pub(crate) fn idle(&self) -> bool {
+        self.wake.idle.load(Ordering::SeqCst)
     }
 
     /// The wrapped stream.
@@ -84,7 +128,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             // Pass-through: small traffic, or a reader with a large buffer of its own.
             let wanted = out.remaining();
             let before = out.filled().len();
-            let result = Pin::new(&mut this.inner).poll_read(cx, out);
+            let result = poll_socket(&mut this.inner, &this.wake, cx, out);
             if let Poll::Ready(Ok(())) = result {
                 let got = out.filled().len() - before;
                 if wanted > 0 && got == wanted && wanted < CHUNK {
@@ -96,7 +140,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             return result;
         }
         let mut ahead = ReadBuf::new(&mut this.buf);
-        match Pin::new(&mut this.inner).poll_read(cx, &mut ahead) {
+        let result = poll_socket(&mut this.inner, &this.wake, cx, &mut ahead);
+        let got = ahead.filled().len();
+        match result {
             Poll::Pending => {
                 if !std::mem::take(&mut this.bulk) {
                     this.buf = Vec::new();
@@ -107,7 +153,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) => {
-                let got = ahead.filled().len();
                 this.bulk |= got >= LARGE_READ;
                 let n = got.min(out.remaining());
                 out.put_slice(&this.buf[..n]);
@@ -117,6 +162,25 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             }
         }
     }
+}
+
+/// Reads the socket with [`ReadWake`] as the waker (see [`ReadAhead::idle`]).
+fn poll_socket<S: AsyncRead + Unpin>(
+    socket: &mut S,
+    wake: &Arc<ReadWake>,
+    cx: &mut Context<'_>,
+    out: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    wake.reader.register(cx.waker());
+    // Before the read: a wake that comes while it runs clears it again.
+    wake.idle.store(true, Ordering::SeqCst);
+    // The same waker every time (one `Arc`), which the runtime recognizes and keeps.
+    let waker = Waker::from(wake.clone());
+    let result = Pin::new(socket).poll_read(&mut Context::from_waker(&waker), out);
+    if result.is_ready() {
+        wake.idle.store(false, Ordering::SeqCst);
+    }
+    result
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
@@ -239,6 +303,53 @@ mod tests {
         r.inner.queue.push_back(pattern(40, 2));
         assert_eq!(drain_small(&mut r), pattern(40, 2));
         assert_eq!(r.buffer_capacity(), 0);
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// `idle` is true from a read that found the socket empty until the socket wakes the
+    /// reader, whose waker still gets the wake; a read that gets bytes clears it.
+    #[tokio::test]
+    async fn idle_from_an_empty_read_until_the_socket_wakes_the_reader() {
+        let (mut tx, rx) = tokio::io::duplex(1024);
+        let mut r = ReadAhead::new(rx);
+        assert!(!r.idle(), "nothing was read yet");
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut space = [0u8; 64];
+        let mut out = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_pending());
+        assert!(r.idle());
+        assert!(r.idle(), "asking does not change it");
+
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"hello")
+            .await
+            .unwrap();
+        assert!(!r.idle(), "the socket woke the reader");
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "and the reader's waker got it"
+        );
+        let mut out = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_ready());
+        assert_eq!(out.filled(), b"hello");
+        assert!(!r.idle(), "a read that got bytes may be followed by more");
+
+        let mut out = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_pending());
+        assert!(r.idle());
+        drop(tx);
+        assert!(!r.idle(), "the end of the stream wakes the reader too");
     }
 
     #[tokio::test]
