@@ -153,18 +153,23 @@ where
                 timer.as_mut().reset(wake);
             }
         }
+        // In a fixed order (a random start costs a thread-local lookup per poll): the
+        // embedder's rare commands first; a busy socket cannot starve the HTTP side's
+        // commands, because the turn that follows alternates between the two ([`Turn`]),
+        // nor the deadline, which is checked above.
         tokio::select! {
-            msg = std::future::poll_fn(|cx| poll_message(ws, cx)) => match message_input(msg) {
-                Some(input) => return input,
-                None => continue,
-            },
-            () = timer.as_mut(), if wake.is_some() => continue,
+            biased;
             cmd = commands.recv(), if commands_open => match cmd {
                 Some(cmd) => return Input::Command(cmd),
                 // Every handle is gone: nobody can ask anything any more; keep serving.
                 None => commands_open = false,
             },
+            msg = std::future::poll_fn(|cx| poll_message(ws, cx)) => match message_input(msg) {
+                Some(input) => return input,
+                None => continue,
+            },
             cmd = driver.recv() => return Input::Stream(cmd),
+            () = timer.as_mut(), if wake.is_some() => continue,
         }
     }
 }

@@ -32,17 +32,25 @@ fn epoch() -> Instant {
 pub(crate) fn wake_at(deadline: Instant, now: Instant) -> Instant {
     let epoch = epoch();
     let wait = deadline.saturating_duration_since(now);
-    let step_ms = u64::try_from((wait / 16).min(MAX_LATENESS).as_millis()).unwrap_or(0);
+    let step_ms = (millis(wait) / 16).min(millis(MAX_LATENESS));
     if step_ms < 2 || deadline < epoch {
         return deadline;
     }
     // The largest power of two not above step_ms.
     let step = 1u64 << (63 - step_ms.leading_zeros());
-    let since = u64::try_from(deadline.duration_since(epoch).as_millis()).unwrap_or(u64::MAX);
+    let since = millis(deadline.duration_since(epoch));
     let boundary = (since / step).saturating_add(1).saturating_mul(step);
     epoch
         .checked_add(Duration::from_millis(boundary))
         .unwrap_or(deadline)
+}
+
+/// Whole milliseconds, in 64 bits (`Duration::as_millis` divides in 128; this runs once per
+/// wait of every run loop).
+fn millis(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 #[cfg(test)]

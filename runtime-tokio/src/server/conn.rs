@@ -147,6 +147,7 @@ async fn run(
     let mut timer = std::pin::pin!(link::timer());
     loop {
         let input = tokio::select! {
+            biased; // the broadcast first: it is rare, and a close must not wait for a lull
             (mut receiver, open) = &mut broadcast, if broadcast_open => {
                 let (code, reason) = if open {
                     receiver
