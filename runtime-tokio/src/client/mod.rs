@@ -45,7 +45,6 @@ use tether_proto::connection::{
 use tether_proto::Resume;
 use tether_proto::{CloseCode, Settings};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tracing::Instrument;
@@ -53,7 +52,10 @@ use uuid::Uuid;
 
 use crate::conn::{self as link, Ending, Input};
 use crate::events::{EventStream, Publisher, Subscriber, DEFAULT_CLIENT_EVENT_CAPACITY};
-use crate::rest::{BoxError, ConnectionInfo, Driver, LinkHandle, Peer, RestConfig, SharedService};
+use crate::rest::{
+    BoxError, ClientLink, ClientLinkOwner, ConnectionInfo, Driver, LinkHandle, Peer, RestConfig,
+    SharedService,
+};
 use crate::transport::client_upgrade::{self, ClientStream, UpgradeError};
 use crate::transport::queue;
 use crate::transport::reconnect::{self, Wait};
@@ -236,7 +238,7 @@ enum Command {
 pub struct Client {
     commands: queue::Sender<Command>,
     current: CurrentId,
-    link: watch::Receiver<Option<LinkHandle>>,
+    link: Arc<ClientLink>,
     service: SharedService,
     rest: RestConfig,
     waiting: Arc<AtomicUsize>,
@@ -295,7 +297,7 @@ impl Client {
         let (events, stream) = Publisher::new(config.event_capacity);
         let (commands, rx) = queue::bounded(4);
         let current = CurrentId::default();
-        let (link_tx, link) = watch::channel(None);
+        let link = Arc::new(ClientLink::default());
         let rest = config.rest.clone();
         let span = tracing::info_span!("tether_client", url = %url, id = tracing::field::Empty);
         let task = tokio::spawn(
@@ -306,7 +308,7 @@ impl Client {
                 commands: rx,
                 current: current.clone(),
                 ticket: None,
-                link: link_tx,
+                link: ClientLinkOwner(link.clone()),
                 service: service.clone(),
                 sessions: 0,
             }
@@ -506,7 +508,7 @@ struct Runner {
     current: CurrentId,
     ticket: Option<Resume>,
     /// Where callers find the current connection.
-    link: watch::Sender<Option<LinkHandle>>,
+    link: ClientLinkOwner,
     service: SharedService,
     /// Sessions started, to tell a caller's connection from the next one.
     sessions: u64,
@@ -695,7 +697,7 @@ impl Runner {
                         let (code, reason) = *close;
                         end.local = true;
                         // Callers wait for the next connection (there is none: they fail).
-                        self.link.send_replace(None);
+                        self.link.0.set(None);
                         // spec/protocol.md §10.7: the machine drains what is in flight first.
                         let drain = self.config.rest.drain_timeout;
                         conn.close_gracefully(code, &reason, drain, now);
@@ -750,7 +752,7 @@ impl Runner {
         }
         // Callers wait for the next connection from now on; what this one still holds is
         // answered (requests never sent go back to their callers, to be sent again).
-        self.link.send_replace(None);
+        self.link.0.set(None);
         driver.finish();
         link::finish(ws, Ending::of(lost, end.failed, violated)).await;
         if id.is_some() {
@@ -790,7 +792,7 @@ impl Runner {
                     metadata: self.config.metadata.clone(),
                     remote_addr: None,
                 });
-                self.link.send_replace(Some(LinkHandle {
+                self.link.0.set(Some(LinkHandle {
                     id: new,
                     serial: self.sessions,
                     commands: driver.sender(),

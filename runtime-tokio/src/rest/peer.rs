@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Buf;
 use http::{Request, Response};
 use tether_proto::StreamId;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -57,7 +57,7 @@ pub struct Peer {
 enum Route {
     /// A client's current connection, `None` while it (re)connects; the sender is gone
     /// once the client is done.
-    Client(watch::Receiver<Option<LinkHandle>>),
+    Client(Arc<super::ClientLink>),
     /// One connection of a server.
     Server { registry: Arc<dyn Links>, id: Uuid },
 }
@@ -73,7 +73,7 @@ impl std::fmt::Debug for Peer {
 
 impl Peer {
     pub(crate) fn client(
-        link: watch::Receiver<Option<LinkHandle>>,
+        link: Arc<super::ClientLink>,
         config: RestConfig,
         waiting: Arc<AtomicUsize>,
     ) -> Self {
@@ -97,7 +97,7 @@ impl Peer {
     /// The id of the connection requests go to now (`None` while a client reconnects).
     pub fn connection_id(&self) -> Option<Uuid> {
         match &self.route {
-            Route::Client(link) => link.borrow().as_ref().map(|l| l.id),
+            Route::Client(link) => link.get().map(|l| l.id),
             Route::Server { registry, id } => registry.link(id).map(|l| l.id),
         }
     }
@@ -219,7 +219,7 @@ impl Peer {
         not: Option<u64>,
         timeout: Option<Duration>,
     ) -> Result<LinkHandle, RequestError> {
-        let mut link = match &self.route {
+        let link = match &self.route {
             Route::Server { registry, id } => {
                 return match registry.link(id) {
                     Some(link) if Some(link.serial) != not => Ok(link),
@@ -229,11 +229,9 @@ impl Peer {
             Route::Client(link) => link.clone(),
         };
         let usable = |l: &Option<LinkHandle>| l.as_ref().is_some_and(|l| Some(l.serial) != not);
-        {
-            let current = link.borrow();
-            if let (true, Some(l)) = (usable(&current), current.as_ref()) {
-                return Ok(l.clone());
-            }
+        let current = link.get();
+        if let (true, Some(l)) = (usable(&current), current) {
+            return Ok(l);
         }
         // Wait, counted against the queue bound.
         let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
@@ -247,10 +245,7 @@ impl Peer {
             _ => (wait_until, false),
         };
         let waited = tokio::time::timeout_at(until, async {
-            match link.wait_for(usable).await {
-                Ok(l) => l.clone().ok_or(RequestError::Closed),
-                Err(_) => Err(RequestError::Closed),
-            }
+            link.wait_for(usable).await.ok_or(RequestError::Closed)
         })
         .await;
         match waited {
