@@ -3,7 +3,7 @@
 //! A stream id is chosen by the peer, so the map must not let the peer pick ids that all
 //! land in one bucket (HashDoS). The standard library's SipHash resists that, at about 150
 //! instructions per lookup, and a DATA frame costs several lookups between the machine
-//! and a runtime's own map: 7 % of all the instructions of a connection that tunnels one
+//! and a runtime's own map: 9 % of all the instructions of a connection that tunnels one
 //! small request at a time (benches/RESULTS.md, "Lighter turns"). foldhash, the hasher of
 //! hashbrown and of the standard library's own map implementation, hashes a `u32` in a
 //! few instructions. Its per-map seed is secret here: it comes from the standard
