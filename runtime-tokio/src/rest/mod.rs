@@ -345,4 +345,53 @@ mod tests {
         let empty = box_body(http_body_util::Empty::<Bytes>::new());
         assert!(empty.is_end_stream());
     }
+
+    /// Callers of a client wait for a usable connection, see each new one, and stop
+    /// waiting when the client's task is gone.
+    #[tokio::test]
+    async fn callers_wait_for_the_clients_connection_until_its_task_is_gone() {
+        let driver = Driver::new(RestConfig::default(), Default::default());
+        let handle = |serial: u64| LinkHandle {
+            id: Uuid::from_u128(serial.into()),
+            serial,
+            commands: driver.sender(),
+        };
+        let link = Arc::new(ClientLink::default());
+        let owner = ClientLinkOwner(link.clone());
+        assert!(link.get().is_none());
+
+        // A waiter sees the connection set after it started waiting, and only a usable one.
+        let waiter = tokio::spawn({
+            let link = link.clone();
+            async move {
+                link.wait_for(|l| l.as_ref().is_some_and(|l| l.serial == 2))
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        owner.0.set(Some(handle(1)));
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "serial 1 is not usable for it");
+        owner.0.set(Some(handle(2)));
+        let within = |f| tokio::time::timeout(std::time::Duration::from_secs(5), f);
+        let got = within(waiter)
+            .await
+            .expect("woken")
+            .unwrap()
+            .expect("the second connection");
+        assert_eq!(got.serial, 2);
+        assert_eq!(link.get().map(|l| l.id), Some(Uuid::from_u128(2)));
+
+        // The client's task ends: a waiter for a connection that cannot come stops.
+        owner.0.set(None);
+        let waiter = tokio::spawn({
+            let link = link.clone();
+            async move { link.wait_for(|l| l.is_some()).await }
+        });
+        tokio::task::yield_now().await;
+        drop(owner);
+        assert!(within(waiter).await.expect("woken").unwrap().is_none());
+        // And one that starts afterwards does not wait at all.
+        assert!(link.wait_for(|l| l.is_some()).await.is_none());
+    }
 }
