@@ -28,9 +28,9 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
+use futures_util::task::{waker_ref, ArcWake, AtomicWaker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes asked of the socket in one read while in read-ahead mode.
@@ -67,14 +67,10 @@ struct ReadWake {
     reader: AtomicWaker,
 }
 
-impl Wake for ReadWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.idle.store(false, Ordering::SeqCst);
-        self.reader.wake();
+impl ArcWake for ReadWake {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.idle.store(false, Ordering::SeqCst);
+        arc_self.reader.wake();
     }
 }
 
@@ -174,8 +170,9 @@ fn poll_socket<S: AsyncRead + Unpin>(
     wake.reader.register(cx.waker());
     // Before the read: a wake that comes while it runs clears it again.
     wake.idle.store(true, Ordering::SeqCst);
-    // The same waker every time (one `Arc`), which the runtime recognizes and keeps.
-    let waker = Waker::from(wake.clone());
+    // The same waker every time, borrowed (no reference count touched per read); the
+    // runtime recognizes it and keeps the clone it took the first time.
+    let waker = waker_ref(wake);
     let result = Pin::new(socket).poll_read(&mut Context::from_waker(&waker), out);
     if result.is_ready() {
         wake.idle.store(false, Ordering::SeqCst);
@@ -304,6 +301,8 @@ mod tests {
         assert_eq!(drain_small(&mut r), pattern(40, 2));
         assert_eq!(r.buffer_capacity(), 0);
     }
+
+    use std::task::{Wake, Waker};
 
     /// Counts its wakes.
     #[derive(Default)]
