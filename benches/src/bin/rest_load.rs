@@ -14,9 +14,9 @@
 //! 256 KiB and 1 MiB), to see how much of the large-body rate is flow control. `--only` runs
 //! one part: `small`, `tether-small` (only Tether's, e.g. under a profiler), `h2-small`
 //! (only h2's, the same under a profiler, to compare), `large` (the
-//! four large-body measurements), `tether-large` (only
+//! four large-body measurements and the large floor), `tether-large` (only
 //! Tether's two large-body transfers, e.g. under a profiler), `http1-large`, `h2-large`,
-//! `hol` or `floor`. `--json` prints one JSON object on stdout (the human text goes to
+//! `hol` or `floor` (both floors). `--json` prints one JSON object on stdout (the human text goes to
 //! stderr then); a measurement that did not run is `null` in it.
 //!
 //! By default every end runs in one tokio runtime of two worker threads, so the two ends
@@ -46,7 +46,16 @@
 //!   for comparison.
 //! - **floor**: N round trips of one 64-byte binary message echoed over one raw
 //!   tokio-tungstenite WebSocket on loopback (one message at a time, `TCP_NODELAY`): the
-//!   least one request over a WebSocket can take, in µs (mean, p50, p99).
+//!   least one request over a WebSocket can take, in µs (mean, p50, p99). And one M MiB
+//!   body client → server over the same WebSocket as 64 KiB binary messages, written as one
+//!   stream and counted by the echo server: the least a body over tokio-tungstenite can take
+//!   (its default 128 KiB read buffer, no framing or flow control of ours, but the masking
+//!   RFC 6455 §5.3 requires), in MiB per second (`floor_large_mibps`; `large_vs_floor` is
+//!   Tether client → server against it, `floor_large_vs_http1` the floor against HTTP/1.1).
+//!
+//! The JSON also names the kernel's TCP congestion control (`tcp_congestion_control`): with
+//! BBR, a long-lived connection's bulk rate on loopback depends on what the connection
+//! carried before (RESULTS.md, "The large body after the 128-in-flight phase").
 //!
 //! A warm-up round (a tenth of the requests, a quarter of the body) comes first and is not
 //! reported. Rates and latencies are medians over the rounds. A ratio is Tether / peer: the
@@ -168,6 +177,9 @@ impl Only {
     }
     fn floor(self) -> bool {
         matches!(self, Only::All | Only::Floor)
+    }
+    fn floor_large(self) -> bool {
+        matches!(self, Only::All | Only::Large | Only::Floor)
     }
 }
 
@@ -319,6 +331,14 @@ async fn run(args: Args) -> Result<(), Error> {
         }
     );
 
+    // The kernel's congestion control decides the large-body rates on loopback: with BBR,
+    // its pacing can hold a long-lived connection's bulk transfer at half the rate it
+    // reaches under CUBIC (RESULTS.md, "The large body after the 128-in-flight phase").
+    say!(
+        "rest_load: TCP congestion control {}",
+        congestion_control().as_deref().unwrap_or("unknown")
+    );
+
     // Warm-up: connections, allocator, caches.
     let warm = (n / 10).max(max_c);
     round(&mut rig, &args, warm, (mib << 20) / 4).await?;
@@ -371,6 +391,15 @@ async fn run(args: Args) -> Result<(), Error> {
             );
         }
     }
+    // How close the large body is to its floor, and how close the floor is to HTTP/1.1.
+    ratios.insert(
+        "large_vs_floor".into(),
+        ratio("large_tether_c2s_mibps", "floor_large_mibps"),
+    );
+    ratios.insert(
+        "floor_large_vs_http1".into(),
+        ratio("floor_large_mibps", "large_http1_mibps"),
+    );
     // The keys the issue asks for are there even when a measurement did not run (null).
     for key in [
         "small_c1_vs_http1",
@@ -396,6 +425,10 @@ async fn run(args: Args) -> Result<(), Error> {
     out.insert("body_mib".into(), mib.into());
     out.insert("concurrency".into(), args.concurrency.clone().into());
     out.insert("split".into(), args.split.into());
+    out.insert(
+        "tcp_congestion_control".into(),
+        congestion_control().map_or(serde_json::Value::Null, Into::into),
+    );
     out.insert(
         "tether_window_kib".into(),
         args.window_kib.map_or(serde_json::Value::Null, Into::into),
@@ -442,6 +475,10 @@ async fn round(rig: &mut Rig, args: &Args, n: usize, len: u64) -> Result<Row, Er
         row.insert("large_tether_c2s_mibps".into(), rate(mib, took));
         let took = tether_large(&rig.tether.device, len, None).await?;
         row.insert("large_tether_s2c_mibps".into(), rate(mib, took));
+    }
+    if only.floor_large() {
+        let took = rig.floor.large(len).await?;
+        row.insert("floor_large_mibps".into(), rate(mib, took));
     }
     if only.http1_large() {
         let took = http1_large(&mut rig.http1.large, len).await?;
@@ -500,11 +537,12 @@ fn print_row(row: &Row, args: &Args) {
         say!("{line}");
     }
     say!(
-        "  large body MiB/s: tether c->s {:.0}  tether s->c {:.0}  http/1.1 {:.0}  h2 {:.0}",
+        "  large body MiB/s: tether c->s {:.0}  tether s->c {:.0}  http/1.1 {:.0}  h2 {:.0}  floor (raw websocket c->s) {:.0}",
         g("large_tether_c2s_mibps".into()),
         g("large_tether_s2c_mibps".into()),
         g("large_http1_mibps".into()),
         g("large_h2_mibps".into()),
+        g("floor_large_mibps".into()),
     );
     say!(
         "  head-of-line (small c->s during a body c->s): tether p50/p99 {:.3}/{:.3} ms over {:.0} requests (body {:.0} MiB/s); h2 {:.3}/{:.3} ms over {:.0} (body {:.0} MiB/s)",
@@ -523,6 +561,12 @@ fn print_row(row: &Row, args: &Args) {
         g("floor_ws_rtt_p50_us".into()),
         g("floor_ws_rtt_p99_us".into()),
     );
+}
+
+/// The kernel's default TCP congestion control (Linux), which every socket here uses.
+fn congestion_control() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").ok()?;
+    Some(name.trim().to_owned())
 }
 
 fn rate(amount: f64, took: Duration) -> f64 {
@@ -1030,9 +1074,16 @@ impl Floor {
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(async move {
                         let mut ws = tokio_tungstenite::accept_async(stream).await?;
+                        // Bytes of the large body so far (`Floor::large`).
+                        let mut sunk = 0u64;
                         while let Some(message) = ws.next().await {
                             match message? {
+                                Message::Binary(b) if b.len() != PING => sunk += b.len() as u64,
                                 m @ Message::Binary(_) => ws.send(m).await?,
+                                Message::Text(_) => {
+                                    let count = std::mem::take(&mut sunk).to_string();
+                                    ws.send(Message::Text(count.into())).await?
+                                }
                                 Message::Close(_) => break,
                                 _ => {}
                             }
@@ -1065,5 +1116,28 @@ impl Floor {
             lat.push(t.elapsed());
         }
         Ok((started.elapsed(), lat))
+    }
+
+    /// One body of `len` bytes client → server as 64 KiB binary messages, written as one
+    /// stream (flushed once, at the end), counted by the server, which answers the count
+    /// (checked) when a text message marks the end: the least a body over a WebSocket of
+    /// tokio-tungstenite can take (its default 128 KiB read buffer, no framing of ours,
+    /// no flow control, but the client's masking and the server's unmasking, which
+    /// RFC 6455 §5.3 requires).
+    async fn large(&mut self, len: u64) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let mut left = len;
+        while left > 0 {
+            let n = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+            let chunk = Bytes::from_static(&CHUNK_DATA[..n]);
+            self.ws.feed(Message::Binary(chunk)).await?;
+            left -= n as u64;
+        }
+        self.ws.send(Message::Text("end".into())).await?;
+        match self.ws.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str() == len.to_string() => {}
+            other => return Err(format!("floor: large body counted as {other:?}").into()),
+        }
+        Ok(started.elapsed())
     }
 }
