@@ -1074,16 +1074,19 @@ impl Floor {
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(async move {
                         let mut ws = tokio_tungstenite::accept_async(stream).await?;
-                        // Bytes of the large body so far (`Floor::large`).
-                        let mut sunk = 0u64;
+                        // Bytes of the large body so far, while one comes (`Floor::large`:
+                        // a text message begins it, another ends it and is answered).
+                        let mut sunk: Option<u64> = None;
                         while let Some(message) = ws.next().await {
                             match message? {
-                                Message::Binary(b) if b.len() != PING => sunk += b.len() as u64,
-                                m @ Message::Binary(_) => ws.send(m).await?,
-                                Message::Text(_) => {
-                                    let count = std::mem::take(&mut sunk).to_string();
-                                    ws.send(Message::Text(count.into())).await?
+                                Message::Binary(b) if sunk.is_some() => {
+                                    sunk = sunk.map(|n| n + b.len() as u64)
                                 }
+                                m @ Message::Binary(_) => ws.send(m).await?,
+                                Message::Text(_) => match sunk.take() {
+                                    None => sunk = Some(0),
+                                    Some(n) => ws.send(Message::Text(n.to_string().into())).await?,
+                                },
                                 Message::Close(_) => break,
                                 _ => {}
                             }
@@ -1119,13 +1122,14 @@ impl Floor {
     }
 
     /// One body of `len` bytes client → server as 64 KiB binary messages, written as one
-    /// stream (flushed once, at the end), counted by the server, which answers the count
-    /// (checked) when a text message marks the end: the least a body over a WebSocket of
+    /// stream (flushed once, at the end) between two text messages, counted by the server,
+    /// which answers the count (checked) at the second: the least a body over a WebSocket of
     /// tokio-tungstenite can take (its default 128 KiB read buffer, no framing of ours,
     /// no flow control, but the client's masking and the server's unmasking, which
     /// RFC 6455 §5.3 requires).
     async fn large(&mut self, len: u64) -> Result<Duration, Error> {
         let started = Instant::now();
+        self.ws.feed(Message::Text("begin".into())).await?;
         let mut left = len;
         while left > 0 {
             let n = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
