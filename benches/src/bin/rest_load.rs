@@ -334,9 +334,10 @@ async fn run(args: Args) -> Result<(), Error> {
     // The kernel's congestion control decides the large-body rates on loopback: with BBR,
     // its pacing can hold a long-lived connection's bulk transfer at half the rate it
     // reaches under CUBIC (RESULTS.md, "The large body after the 128-in-flight phase").
+    let congestion = congestion_control();
     say!(
         "rest_load: TCP congestion control {}",
-        congestion_control().as_deref().unwrap_or("unknown")
+        congestion.as_deref().unwrap_or("unknown")
     );
 
     // Warm-up: connections, allocator, caches.
@@ -427,7 +428,7 @@ async fn run(args: Args) -> Result<(), Error> {
     out.insert("split".into(), args.split.into());
     out.insert(
         "tcp_congestion_control".into(),
-        congestion_control().map_or(serde_json::Value::Null, Into::into),
+        congestion.map_or(serde_json::Value::Null, Into::into),
     );
     out.insert(
         "tether_window_kib".into(),

@@ -214,6 +214,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
+    use std::task::{Wake, Waker};
     use tokio::io::AsyncReadExt;
 
     /// A socket that delivers queued bursts (as much of one as the reader asks for per
@@ -301,8 +302,6 @@ mod tests {
         assert_eq!(drain_small(&mut r), pattern(40, 2));
         assert_eq!(r.buffer_capacity(), 0);
     }
-
-    use std::task::{Wake, Waker};
 
     /// Counts its wakes.
     #[derive(Default)]
