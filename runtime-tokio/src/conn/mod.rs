@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tether_proto::connection::{CloseFrame, Connection, Transmit, WebSocketError, WsMessage};
 use tether_proto::CloseCode;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::rest::Driver;
 use crate::transport::burst::{self, Outgoing};
 use crate::transport::closing;
-use crate::transport::read_ahead::ReadAhead;
+use crate::transport::read_ahead::{poll_message, ReadAhead};
 
 mod wake;
 
@@ -289,22 +288,6 @@ async fn requeue() {
     .await
 }
 
-/// The next message of `ws`, without reading when the socket is known to be empty
-/// ([`ReadAhead::idle`]): the read that found it empty left the task's waker with the
-/// socket, so skipping this one loses no wake-up.
-fn poll_message<S>(
-    ws: &mut WebSocketStream<ReadAhead<S>>,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<Option<Result<Message, WsError>>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if ws.get_ref().idle() {
-        return std::task::Poll::Pending;
-    }
-    ws.poll_next_unpin(cx)
-}
-
 /// A message that is already buffered or readable, without waiting for one (the read
 /// registers the task's waker as a blocking read would, so no wake-up is lost).
 async fn ready_message<S, C>(ws: &mut WebSocketStream<ReadAhead<S>>) -> Option<Input<C>>
@@ -503,7 +486,8 @@ mod tests {
     async fn a_turn_takes_what_is_ready_and_no_more() {
         let (a, b) = tokio::io::duplex(1 << 20);
         let mut ours =
-            WebSocketStream::from_raw_socket(ReadAhead::new(a), Role::Server, None).await;
+            WebSocketStream::from_raw_socket(ReadAhead::new(a, Role::Server), Role::Server, None)
+                .await;
         let mut peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
         let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
 

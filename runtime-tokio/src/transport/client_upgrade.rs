@@ -107,7 +107,7 @@ where
         e = drive => return Err(e.into()),
     };
     let ws = WebSocketStream::from_raw_socket(
-        ReadAhead::new(TokioIo::new(upgraded)),
+        ReadAhead::new(TokioIo::new(upgraded), Role::Client),
         Role::Client,
         Some(config),
     )

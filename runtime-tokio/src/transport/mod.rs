@@ -1,11 +1,13 @@
 //! The transport under every product of this crate: TCP accept, the HTTP/1 upgrade to
-//! WebSocket, read-ahead, TLS, the bounded closing handshake, the write burst, the reconnect
-//! loop, the connection tasks' command queues and the operating system's random source.
+//! WebSocket, read-ahead (with binary frames read whole at frame boundaries), TLS, the
+//! bounded closing handshake, the write burst, the reconnect loop, the connection tasks'
+//! command queues and the operating system's random source.
 //!
 //! Nothing here knows the Tether protocol: the Tether server and client use these pieces as
 //! the demo, echo and bindings servers and the compat engine (crate::compat) do.
 
 pub(crate) mod acceptor;
+pub(crate) mod boundaries;
 pub(crate) mod burst;
 pub(crate) mod client_upgrade;
 pub(crate) mod closing;
@@ -41,8 +43,8 @@ impl tether_proto::RandomSource for OsRandom {
 /// upgrade, [`client_upgrade`], instead of tungstenite's client handshake, whose 4 KiB
 /// buffer became the connection's). It also caps each read at 1 KiB;
 /// [`ReadAhead`](read_ahead::ReadAhead) takes the system calls that would cost off the hot
-/// path (a large frame is then many reads from its buffer, not from the socket: the small
-/// and large `rest_load` measurements did not move beyond their noise, benches/RESULTS.md).
+/// path, and on a Tether connection reads large binary frames whole, past tungstenite
+/// (benches/RESULTS.md, ninth pass).
 pub(crate) fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)

@@ -1,5 +1,5 @@
-//! [`ReadAhead`]: fewer read system calls for large WebSocket messages, without a large
-//! buffer on idle connections.
+//! [`ReadAhead`]: fewer read system calls and fewer copies for large WebSocket messages,
+//! without a large buffer on idle connections.
 //!
 //! tungstenite reads a message at most `read_buffer_size` bytes per call (1 KiB here, see
 //! [`ws_config`](crate::transport::ws_config), kept small so that 10,000 idle connections stay
@@ -10,11 +10,36 @@
 //! them straight through (no copy, no buffer). When a read fills the caller's buffer
 //! completely, more is probably waiting, so it switches to reading [`CHUNK`] bytes at a
 //! time into its own buffer and hands them out from there: one system call per chunk
-//! instead of one per 1 KiB, for one extra copy within the process (much cheaper than the
-//! system calls it saves). The buffer is freed when the socket runs dry twice without a
+//! instead of one per 1 KiB. The buffer is freed when the socket runs dry twice without a
 //! large read in between (the traffic is no longer bulk), so an idle connection holds none:
 //! at the latest its next heartbeat frees it. Keeping it across the short gaps of a bulk
 //! transfer matters: freeing and allocating it per gap costs page faults.
+//!
+//! # Binary frames read whole
+//!
+//! Handing a frame out 1 KiB at a time still costs tungstenite's work per piece (it
+//! zero-fills its buffer before every read) and one copy into its buffer. So while
+//! [`poll_message`] reads a Tether connection's next message, read-ahead mode reads a final
+//! binary frame itself, whole, and returns its payload as the message: a frame of at least
+//! [`OWN_ALLOCATION`] bytes is read straight into an allocation made for it (with at most
+//! [`TAIL`] bytes more, which bring the next frame's header along) and its payload is
+//! split off without a copy; a smaller one is copied out of the read-ahead buffer. Either
+//! way a payload holds no memory but its own frame's, however long its reader keeps it.
+//!
+//! It may do so only where tungstenite would make the same message of the same bytes, and
+//! holds none of them itself:
+//! - at a frame boundary ([`Boundaries`], which follows every byte handed to tungstenite):
+//!   a reader asks for bytes only when its buffer holds no whole frame, and the bytes it
+//!   was handed end with a whole frame, so its buffer is empty;
+//! - outside a fragmented message and before any close frame;
+//! - for a frame tungstenite would accept: final, binary, no reserved bit, masked exactly
+//!   when this is the server, no larger than its frame and message limits.
+//!
+//! Any other frame is handed to tungstenite as before, one frame at a time (a read never
+//! goes past the end of the current frame, so that every frame starts at a boundary), and
+//! tungstenite keeps every rule, error and control frame it handles. A frame read only in
+//! part when the connection stops taking frames (the closing handshake reads through
+//! tungstenite alone) is still raw bytes in the buffer, and tungstenite gets it as it came.
 //!
 //! It also knows when a read would find nothing ([`ReadAhead::idle`]): its last read found
 //! the socket empty, and the socket has not woken the reader since. A run loop polls its
@@ -24,14 +49,24 @@
 //! connection that carries one request at a time). Asking [`ReadAhead::idle`] first costs
 //! one atomic load.
 
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, BufMut, BytesMut};
 use futures_util::task::{waker_ref, ArcWake, AtomicWaker};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::boundaries::{self, Boundaries, Header, Peek, MAX_HEADER};
+use super::frames::apply_mask;
 
 /// Bytes asked of the socket in one read while in read-ahead mode.
 pub(crate) const CHUNK: usize = 128 * 1024;
@@ -40,19 +75,38 @@ pub(crate) const CHUNK: usize = 128 * 1024;
 /// time the socket runs dry.
 const LARGE_READ: usize = CHUNK / 8;
 
-/// A byte stream that reads ahead in [`CHUNK`]s while data is streaming in (see the module
-/// docs). Writes pass straight through. Every WebSocket of a Tether connection, client and
-/// server side, runs over one.
+/// A binary frame taken whole of at least this many bytes (header and payload) is read
+/// into an allocation of its own and its payload split off without a copy; a smaller one
+/// is copied out (see the module docs).
+pub(crate) const OWN_ALLOCATION: usize = 16 * 1024;
+
+/// Bytes read past the end of a frame read into its own allocation: the next frame's
+/// header comes with the same system call.
+pub(crate) const TAIL: usize = 16;
+
+/// A byte stream that reads ahead in [`CHUNK`]s while data is streaming in, and reads
+/// binary frames whole for [`poll_message`] (see the module docs). Writes pass straight
+/// through. Every WebSocket of a Tether connection, client and server side, runs over one.
 #[derive(Debug)]
 pub(crate) struct ReadAhead<S> {
     inner: S,
-    /// Empty outside read-ahead mode; otherwise `CHUNK` bytes, of which `pos..end` are
-    /// read from the socket and not yet handed out (`end` is the size of the last read).
-    buf: Vec<u8>,
-    pos: usize,
-    end: usize,
+    /// Read from the socket, not handed out yet: empty outside read-ahead mode.
+    buf: BytesMut,
+    /// Read-ahead mode: reads go through `buf`.
+    ahead: bool,
+    /// `buf`'s allocation was made for the frame at its start (the frame and [`TAIL`]).
+    sized: bool,
     /// Whether a large read happened since the socket last ran dry.
     bulk: bool,
+    /// The server side: frames from the peer are masked (RFC 6455 §5.3).
+    server: bool,
+    /// A whole binary frame is at the start of `buf`, for [`poll_message`] to take.
+    frame_ready: bool,
+    /// Nonzero while [`poll_message`] reads: binary frames up to this payload length may
+    /// be taken whole (tungstenite's frame and message limits, at most `u32::MAX`).
+    take_max: u32,
+    /// The frame structure of the bytes handed out.
+    bounds: Boundaries,
     /// The waker every read of `inner` registers (see [`ReadWake`]).
     wake: Arc<ReadWake>,
 }
@@ -75,22 +129,28 @@ impl ArcWake for ReadWake {
 }
 
 impl<S> ReadAhead<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    /// Wraps `inner`, the socket of a WebSocket on the `role` side.
+    pub(crate) fn new(inner: S, role: Role) -> Self {
         ReadAhead {
             inner,
-            buf: Vec::new(),
-            pos: 0,
-            end: 0,
+            buf: BytesMut::new(),
+            ahead: false,
+            sized: false,
             bulk: false,
+            server: role == Role::Server,
+            frame_ready: false,
+            take_max: 0,
+            bounds: Boundaries::default(),
             wake: Arc::default(),
         }
     }
 
     /// Whether a read now would find nothing: the last read of the socket found it empty
-    /// (`Pending`), and the socket has not woken the reader since. Nothing is buffered here
-    /// then either, and a reader above (tungstenite) that got `Pending` from that read had
-    /// no whole message left in its own buffer. A reader that skips its read while this is
-    /// `true` still gets woken, through the waker of the read that found the socket empty.
+    /// (`Pending`), and the socket has not woken the reader since. Nothing whole is
+    /// buffered here then either, and a reader above (tungstenite) that got `Pending` from
+    /// that read had no whole message left in its own buffer. A reader that skips its read
+    /// while this is `true` still gets woken, through the waker of the read that found the
+    /// socket empty.
     pub(crate) fn idle(&self) -> bool {
         self.wake.idle.load(Ordering::SeqCst)
     }
@@ -105,6 +165,135 @@ impl<S> ReadAhead<S> {
     fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
     }
+
+    /// Hands out buffered bytes, up to the end of the current frame.
+    fn hand_out(&mut self, out: &mut ReadBuf<'_>) {
+        let n = self.bounds.frame_rest(&self.buf).min(out.remaining());
+        out.put_slice(&self.buf[..n]);
+        self.bounds.pass(&self.buf[..n]);
+        self.buf.advance(n);
+        // What follows is not the frame the allocation was made for.
+        self.sized = false;
+    }
+
+    /// The socket ran dry: leaves read-ahead mode unless a large read came since the last
+    /// time (and nothing is buffered).
+    fn on_dry(&mut self) {
+        if !std::mem::take(&mut self.bulk) && self.buf.is_empty() {
+            self.ahead = false;
+            self.sized = false;
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// Whether tungstenite would make a binary message of this frame as it is: then the
+    /// frame's size in bytes, header and payload, with room for [`TAIL`] more.
+    fn takeable(&self, h: &Header) -> Option<usize> {
+        let hd = &h.header;
+        let ours = hd.is_final
+            && matches!(hd.opcode, OpCode::Data(Data::Binary))
+            && !(hd.rsv1 || hd.rsv2 || hd.rsv3)
+            && hd.mask.is_some() == self.server
+            && h.payload <= u64::from(self.take_max);
+        let total = usize::try_from(h.payload).ok()?.checked_add(h.size)?;
+        (ours && total.checked_add(TAIL).is_some()).then_some(total)
+    }
+
+    /// Makes room for `wanted` more bytes in `buf` (an allocation of up to [`CHUNK`],
+    /// shared by the frames read into it); returns how many the next read may bring.
+    fn room(&mut self, wanted: usize) -> usize {
+        if self.buf.capacity() - self.buf.len() < wanted {
+            let mut fresh = BytesMut::with_capacity(CHUNK.max(self.buf.len() + wanted));
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
+            self.sized = false;
+        }
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// The frame [`poll_read`](AsyncRead::poll_read) found ready (`frame_ready`): its
+    /// payload, unmasked. Split off without a copy from an allocation made for it, copied
+    /// out of a shared one.
+    fn take_frame(&mut self) -> Option<bytes::Bytes> {
+        if !std::mem::take(&mut self.frame_ready) {
+            return None;
+        }
+        let Peek::Header(h) = boundaries::peek(&self.buf) else {
+            unreachable!("a ready frame starts with a whole header");
+        };
+        // Its size was checked by `takeable`, and all of it is in `buf`.
+        let total = h.size + h.payload as usize;
+        let mut payload = if std::mem::take(&mut self.sized) {
+            let mut frame = self.buf.split_to(total);
+            frame.advance(h.size);
+            frame
+        } else {
+            let payload = BytesMut::from(&self.buf[h.size..total]);
+            self.buf.advance(total);
+            payload
+        };
+        if let Some(key) = h.header.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        #[cfg(test)]
+        tests::TAKEN.with(|taken| taken.set(taken.get() + 1));
+        Some(payload.freeze())
+    }
+}
+
+impl<S: AsyncRead + Unpin> ReadAhead<S> {
+    /// At a boundary, in read-ahead mode, while [`poll_message`] reads: reads the next
+    /// frame whole if it is one to take. `Ready(Ok(true))` when it is at the start of
+    /// `buf` (`frame_ready`), `Ready(Ok(false))` when the next frame is tungstenite's (or
+    /// the stream ended), `Pending` when the socket is empty before the frame is whole.
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        loop {
+            let wanted = match boundaries::peek(&self.buf) {
+                Peek::Invalid => return Poll::Ready(Ok(false)),
+                Peek::Header(h) => {
+                    let Some(total) = self.takeable(&h) else {
+                        return Poll::Ready(Ok(false));
+                    };
+                    if self.buf.len() >= total {
+                        self.frame_ready = true;
+                        return Poll::Ready(Ok(true));
+                    }
+                    if total >= OWN_ALLOCATION {
+                        if !self.sized {
+                            let mut own = BytesMut::with_capacity(total + TAIL);
+                            own.extend_from_slice(&self.buf);
+                            self.buf = own;
+                            self.sized = true;
+                        }
+                        total + TAIL - self.buf.len()
+                    } else {
+                        self.room(total - self.buf.len())
+                    }
+                }
+                // A header's worth only: the frame's size decides where the rest goes.
+                Peek::Incomplete => {
+                    let wanted = MAX_HEADER - self.buf.len();
+                    if self.buf.capacity() - self.buf.len() < wanted {
+                        let mut fresh = BytesMut::with_capacity(4 * MAX_HEADER);
+                        fresh.extend_from_slice(&self.buf);
+                        self.buf = fresh;
+                        self.sized = false;
+                    }
+                    wanted
+                }
+            };
+            match poll_socket_buf(&mut self.inner, &self.wake, cx, &mut self.buf, wanted) {
+                Poll::Pending => {
+                    self.on_dry();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // The stream ended inside the frame: tungstenite gets what came.
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(false)),
+                Poll::Ready(Ok(got)) => self.bulk |= got >= LARGE_READ,
+            }
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
@@ -114,49 +303,84 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.pos < this.end {
-            let n = (this.end - this.pos).min(out.remaining());
-            out.put_slice(&this.buf[this.pos..this.pos + n]);
-            this.pos += n;
+        if this.take_max > 0 && this.ahead && !this.frame_ready && this.bounds.may_take() {
+            match this.poll_take(cx) {
+                // The frame is for poll_message; tungstenite, whose buffer is empty, waits.
+                Poll::Ready(Ok(true)) | Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(false)) => {}
+            }
+        }
+        if !this.buf.is_empty() {
+            this.hand_out(out);
             return Poll::Ready(Ok(()));
         }
-        if this.buf.is_empty() || out.remaining() >= CHUNK {
+        if !this.ahead || out.remaining() >= CHUNK {
             // Pass-through: small traffic, or a reader with a large buffer of its own.
             let wanted = out.remaining();
             let before = out.filled().len();
             let result = poll_socket(&mut this.inner, &this.wake, cx, out);
             if let Poll::Ready(Ok(())) = result {
-                let got = out.filled().len() - before;
-                if wanted > 0 && got == wanted && wanted < CHUNK {
+                let got = &out.filled()[before..];
+                this.bounds.pass(got);
+                if wanted > 0 && got.len() == wanted && wanted < CHUNK {
                     // The caller's buffer was too small for what is waiting: read ahead.
-                    this.buf = vec![0; CHUNK];
+                    this.ahead = true;
                     this.bulk = true;
                 }
             }
             return result;
         }
-        let mut ahead = ReadBuf::new(&mut this.buf);
-        let result = poll_socket(&mut this.inner, &this.wake, cx, &mut ahead);
-        let got = ahead.filled().len();
-        match result {
+        // An empty buffer whose allocation is no one else's is reused where it is.
+        this.buf.reserve(CHUNK);
+        this.sized = false;
+        match poll_socket_buf(&mut this.inner, &this.wake, cx, &mut this.buf, CHUNK) {
             Poll::Pending => {
-                if !std::mem::take(&mut this.bulk) {
-                    this.buf = Vec::new();
-                    this.pos = 0;
-                    this.end = 0;
-                }
+                this.on_dry();
                 Poll::Pending
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) => {
+            Poll::Ready(Ok(got)) => {
                 this.bulk |= got >= LARGE_READ;
-                let n = got.min(out.remaining());
-                out.put_slice(&this.buf[..n]);
-                this.pos = n;
-                this.end = got;
+                this.hand_out(out);
                 Poll::Ready(Ok(()))
             }
         }
+    }
+}
+
+/// The next message of a Tether connection's WebSocket: a final binary frame read whole by
+/// its [`ReadAhead`] when that may be (see the module docs), otherwise tungstenite's next
+/// message. Without reading when the socket is known to be empty ([`ReadAhead::idle`]):
+/// the read that found it empty left the task's waker with the socket, so skipping this
+/// one loses no wake-up.
+pub(crate) fn poll_message<S>(
+    ws: &mut WebSocketStream<ReadAhead<S>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Message, WsError>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if ws.get_ref().idle() {
+        return Poll::Pending;
+    }
+    let config = ws.get_config();
+    // No frame is taken whole without a limit to check it against.
+    let max = match (config.max_frame_size, config.max_message_size) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => 0,
+    };
+    ws.get_mut().take_max = u32::try_from(max).unwrap_or(u32::MAX);
+    let polled = ws.poll_next_unpin(cx);
+    let ahead = ws.get_mut();
+    ahead.take_max = 0;
+    match ahead.take_frame() {
+        Some(payload) => {
+            debug_assert!(polled.is_pending(), "tungstenite waited for the frame");
+            Poll::Ready(Some(Ok(Message::Binary(payload))))
+        }
+        None => polled,
     }
 }
 
@@ -174,6 +398,26 @@ fn poll_socket<S: AsyncRead + Unpin>(
     // runtime recognizes it and keeps the clone it took the first time.
     let waker = waker_ref(wake);
     let result = Pin::new(socket).poll_read(&mut Context::from_waker(&waker), out);
+    if result.is_ready() {
+        wake.idle.store(false, Ordering::SeqCst);
+    }
+    result
+}
+
+/// [`poll_socket`] into the spare capacity of `buf`, at most `limit` bytes (none of it
+/// zero-filled first); the number of bytes read, 0 at the end of the stream.
+fn poll_socket_buf<S: AsyncRead + Unpin>(
+    socket: &mut S,
+    wake: &Arc<ReadWake>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Poll<io::Result<usize>> {
+    wake.reader.register(cx.waker());
+    wake.idle.store(true, Ordering::SeqCst);
+    let waker = waker_ref(wake);
+    let mut limited = BufMut::limit(&mut *buf, limit);
+    let result = pin!(socket.read_buf(&mut limited)).poll(&mut Context::from_waker(&waker));
     if result.is_ready() {
         wake.idle.store(false, Ordering::SeqCst);
     }
@@ -210,8 +454,256 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
     }
 }
 
+/// The same bytes read by [`poll_message`] over a [`ReadAhead`] and by tungstenite alone,
+/// for the tests and the `ws_read` fuzz target (through `crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod differential {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::task::Waker;
+
+    /// A socket the test feeds: hands out what was pushed (at most `max_read` bytes per
+    /// read), then is empty (`Pending`) until the next push, or ended; writes vanish.
+    pub(crate) struct Fed {
+        data: VecDeque<u8>,
+        max_read: usize,
+        ended: bool,
+        waker: Option<Waker>,
+        /// Reads that returned bytes.
+        pub(crate) reads: usize,
+    }
+
+    impl Fed {
+        pub(crate) fn new(max_read: usize) -> Self {
+            Fed {
+                data: VecDeque::new(),
+                max_read,
+                ended: false,
+                waker: None,
+                reads: 0,
+            }
+        }
+
+        pub(crate) fn push(&mut self, bytes: &[u8]) {
+            self.data.extend(bytes);
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
+        }
+
+        pub(crate) fn end(&mut self) {
+            self.ended = true;
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    impl AsyncRead for Fed {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if this.data.is_empty() {
+                if this.ended {
+                    return Poll::Ready(Ok(()));
+                }
+                this.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let n = this.data.len().min(out.remaining()).min(this.max_read);
+            let (a, b) = this.data.as_slices();
+            let from_a = n.min(a.len());
+            out.put_slice(&a[..from_a]);
+            out.put_slice(&b[..n - from_a]);
+            this.data.drain(..n);
+            this.reads += 1;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Fed {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A blocking stream over bytes, for tungstenite's own reading (writes vanish).
+    struct Wire(std::io::Cursor<Vec<u8>>);
+
+    impl std::io::Read for Wire {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::io::Read::read(&mut self.0, buf)
+        }
+    }
+
+    impl std::io::Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What a reader made of a wire: its messages, then how it ended.
+    #[derive(Debug, PartialEq)]
+    pub(crate) enum Outcome {
+        Message(Message),
+        /// The stream ended after the closing handshake.
+        End,
+        Error(String),
+    }
+
+    /// The largest message of these connections.
+    pub(crate) const MAX: usize = 65_536 + 8;
+
+    pub(crate) fn config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+        crate::transport::ws_config(MAX)
+    }
+
+    /// tungstenite alone, reading `wire` as the `role` side.
+    pub(crate) fn tungstenite_reads(wire: &[u8], role: Role) -> Vec<Outcome> {
+        use tokio_tungstenite::tungstenite::protocol::WebSocket;
+        let mut ws = WebSocket::from_raw_socket(
+            Wire(std::io::Cursor::new(wire.to_vec())),
+            role,
+            Some(config()),
+        );
+        let mut seen = Vec::new();
+        loop {
+            match ws.read() {
+                Ok(m) => seen.push(Outcome::Message(m)),
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    seen.push(Outcome::End);
+                    return seen;
+                }
+                Err(e) => {
+                    seen.push(Outcome::Error(e.to_string()));
+                    return seen;
+                }
+            }
+        }
+    }
+
+    /// [`poll_message`] over [`ReadAhead`], reading `wire` as the `role` side, fed to the
+    /// socket in bursts of the given sizes (the rest in one), the socket handing out at
+    /// most `max_read` bytes per read.
+    pub(crate) fn we_read(
+        wire: &[u8],
+        role: Role,
+        bursts: &[usize],
+        max_read: usize,
+    ) -> Vec<Outcome> {
+        we_read_counting(wire, role, bursts, max_read).0
+    }
+
+    /// [`we_read`], and how many reads of the socket returned bytes.
+    pub(crate) fn we_read_counting(
+        wire: &[u8],
+        role: Role,
+        bursts: &[usize],
+        max_read: usize,
+    ) -> (Vec<Outcome>, usize) {
+        use futures_util::FutureExt;
+        let socket = ReadAhead::new(Fed::new(max_read), role);
+        let mut ws = WebSocketStream::from_raw_socket(socket, role, Some(config()))
+            .now_or_never()
+            .unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut seen = Vec::new();
+        let mut at = 0;
+        let mut bursts = bursts.iter();
+        loop {
+            match poll_message(&mut ws, &mut cx) {
+                Poll::Ready(Some(Ok(m))) => seen.push(Outcome::Message(m)),
+                Poll::Ready(None) => {
+                    seen.push(Outcome::End);
+                    return (seen, ws.get_mut().get_mut().reads);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    seen.push(Outcome::Error(e.to_string()));
+                    return (seen, ws.get_mut().get_mut().reads);
+                }
+                Poll::Pending => {
+                    let fed = ws.get_mut().get_mut();
+                    if at == wire.len() {
+                        assert!(!fed.ended, "pending after the end of the stream");
+                        fed.end();
+                        continue;
+                    }
+                    let n = bursts
+                        .next()
+                        .copied()
+                        .unwrap_or(wire.len())
+                        .clamp(1, wire.len() - at);
+                    fed.push(&wire[at..at + n]);
+                    at += n;
+                }
+            }
+        }
+    }
+
+    /// Sizes of the bursts the socket gets, chosen by the input's bytes.
+    const BURSTS: [usize; 16] = [
+        1, 2, 7, 13, 14, 15, 100, 1000, 1024, 1025, 4096, 5000, 16_384, 16_400, 70_000, 300_000,
+    ];
+    /// The socket's largest read, chosen by the input.
+    const MAX_READS: [usize; 8] = [1, 7, 100, 1024, 4096, 16_384, 65_536, usize::MAX];
+
+    /// Reads `data` both ways; the first difference, if any. Input: byte 0 bit 0 the side
+    /// that reads (0 the server, 1 the client), bits 1 to 3 the socket's largest read; byte
+    /// 1 the number of bursts (modulo 32), then a byte per burst choosing its size; then
+    /// the bytes of the stream.
+    pub(crate) fn compare(data: &[u8]) -> Result<(), String> {
+        let Some((&first, rest)) = data.split_first() else {
+            return Ok(());
+        };
+        let role = if first & 1 == 0 {
+            Role::Server
+        } else {
+            Role::Client
+        };
+        let max_read = MAX_READS[usize::from(first >> 1) % MAX_READS.len()];
+        let (count, rest) = rest
+            .split_first()
+            .map_or((0, rest), |(&n, r)| (usize::from(n % 32), r));
+        let count = count.min(rest.len());
+        let bursts: Vec<usize> = rest[..count]
+            .iter()
+            .map(|&b| BURSTS[usize::from(b) % BURSTS.len()])
+            .collect();
+        let wire = &rest[count..];
+        if wire.is_empty() {
+            return Ok(());
+        }
+        let expected = tungstenite_reads(wire, role);
+        let got = we_read(wire, role, &bursts, max_read);
+        if got == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "{role:?} side, bursts {bursts:?}, max read {max_read}: read whole {got:?}, tungstenite {expected:?}"
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::differential::*;
     use super::*;
     use std::collections::VecDeque;
     use std::task::{Wake, Waker};
@@ -271,10 +763,13 @@ mod tests {
     #[test]
     fn a_large_burst_takes_few_reads_and_arrives_intact() {
         let data = pattern(1 << 20, 7);
-        let mut r = ReadAhead::new(Bursts {
-            queue: VecDeque::from([data.clone()]),
-            reads: 0,
-        });
+        let mut r = ReadAhead::new(
+            Bursts {
+                queue: VecDeque::from([data.clone()]),
+                reads: 0,
+            },
+            Role::Server,
+        );
         assert_eq!(drain_small(&mut r), data);
         // One 4 KiB read, then 1 MiB in 128 KiB chunks, then the empty socket: instead of
         // 256 reads of 4 KiB.
@@ -286,7 +781,7 @@ mod tests {
 
     #[test]
     fn small_traffic_passes_through_and_frees_the_buffer() {
-        let mut r = ReadAhead::new(Bursts::default());
+        let mut r = ReadAhead::new(Bursts::default(), Role::Server);
         // Small messages: no buffer is ever allocated.
         for seed in 0..10 {
             r.inner.queue.push_back(pattern(300, seed));
@@ -318,7 +813,7 @@ mod tests {
     #[tokio::test]
     async fn idle_from_an_empty_read_until_the_socket_wakes_the_reader() {
         let (mut tx, rx) = tokio::io::duplex(1024);
-        let mut r = ReadAhead::new(rx);
+        let mut r = ReadAhead::new(rx, Role::Server);
         assert!(!r.idle(), "nothing was read yet");
         let wakes = Arc::new(Wakes::default());
         let waker = Waker::from(wakes.clone());
@@ -360,11 +855,238 @@ mod tests {
                 .await
                 .unwrap();
         });
-        let mut r = ReadAhead::new(rx);
+        let mut r = ReadAhead::new(rx, Role::Server);
         let mut got = Vec::new();
         // read_to_end asks for large reads once its buffer grows: both paths run.
         r.read_to_end(&mut got).await.unwrap();
         writer.await.unwrap();
         assert_eq!(got, data);
+    }
+
+    thread_local! {
+        /// Frames taken whole on this thread.
+        pub(super) static TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A frame as RFC 6455 §5.2 lays it out: `long` sends the length in the 8-byte form
+    /// whatever it is (allowed, and tungstenite accepts it).
+    fn encode(first: u8, payload: &[u8], mask: Option<[u8; 4]>, long: bool) -> Vec<u8> {
+        let mut out = vec![first];
+        let m = if mask.is_some() { 0x80 } else { 0 };
+        let len = payload.len();
+        if long {
+            out.push(m | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        } else if len < 126 {
+            out.push(m | len as u8);
+        } else if len <= 0xFFFF {
+            out.push(m | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(m | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let mut body = payload.to_vec();
+        if let Some(key) = mask {
+            out.extend_from_slice(&key);
+            apply_mask(&mut body, key, 0);
+        }
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A small deterministic generator (xorshift64*).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+            from[self.below(from.len())]
+        }
+    }
+
+    /// A random wire from the peer of `role`: binary frames of every size class, control
+    /// frames, text, fragmented messages with control frames inside, long length forms;
+    /// with `garbage`, sometimes a frame tungstenite refuses (each where a binary frame
+    /// would be taken whole if it were valid); a close frame or nothing at the end.
+    fn random_wire(rng: &mut Rng, role: Role, garbage: bool) -> Vec<u8> {
+        let server = role == Role::Server;
+        let key = |rng: &mut Rng| server.then(|| (rng.next() as u32).to_be_bytes());
+        let sizes = [
+            0,
+            1,
+            13,
+            125,
+            126,
+            1000,
+            OWN_ALLOCATION - 20,
+            OWN_ALLOCATION,
+            40_000,
+            MAX,
+        ];
+        let mut wire = Vec::new();
+        for _ in 0..rng.below(12) + 1 {
+            let payload: Vec<u8> = (0..rng.pick(&sizes)).map(|i| (i * 7) as u8).collect();
+            match rng.below(if garbage { 9 } else { 6 }) {
+                0..=2 => {
+                    let k = key(rng);
+                    wire.extend(encode(0x82, &payload, k, rng.below(8) == 0));
+                }
+                3 => {
+                    let k = key(rng);
+                    wire.extend(encode(0x89, b"ping", k, false));
+                }
+                4 => {
+                    let k = key(rng);
+                    wire.extend(encode(0x81, b"text", k, false));
+                }
+                5 => {
+                    // A fragmented binary message with a ping between its frames.
+                    let (a, b) = payload.split_at(payload.len() / 2);
+                    let k = key(rng);
+                    wire.extend(encode(0x02, a, k, false));
+                    let k = key(rng);
+                    wire.extend(encode(0x89, b"", k, false));
+                    let k = key(rng);
+                    wire.extend(encode(0x80, b, k, false));
+                }
+                _ => {
+                    let bad = match rng.below(7) {
+                        // A reserved bit.
+                        0 => encode(0xC2, &payload, key(rng), false),
+                        // The wrong masking for the side.
+                        1 => encode(0x82, &payload, (!server).then_some([1, 2, 3, 4]), false),
+                        // Beyond the limits.
+                        2 => encode(0x82, &vec![0; MAX + 1], key(rng), false),
+                        // A reserved opcode.
+                        3 => encode(0x83, &payload, key(rng), false),
+                        // A continuation with nothing to continue.
+                        4 => encode(0x80, &payload, key(rng), false),
+                        // A binary frame inside a fragmented message.
+                        5 => [
+                            encode(0x02, b"a", key(rng), false),
+                            encode(0x82, &payload, key(rng), false),
+                        ]
+                        .concat(),
+                        // A binary frame after the close frame.
+                        _ => [
+                            encode(0x88, &[0x03, 0xE8], key(rng), false),
+                            encode(0x82, &payload, key(rng), false),
+                        ]
+                        .concat(),
+                    };
+                    wire.extend(bad);
+                }
+            }
+        }
+        if rng.below(2) == 0 {
+            let k = key(rng);
+            wire.extend(encode(0x88, &[0x03, 0xE8], k, false));
+        }
+        wire
+    }
+
+    /// Reading binary frames whole changes nothing tungstenite would make of the same
+    /// bytes: the same messages, the same end, the same error, for any way the bytes
+    /// arrive, both sides, valid wires and wires with frames tungstenite refuses.
+    #[test]
+    fn the_same_messages_and_errors_as_tungstenite_for_any_arrival() {
+        let mut rng = Rng(0x7E7E_4E11_0000_0001);
+        let taken_before = TAKEN.with(|t| t.get());
+        let mut refused = 0;
+        for case in 0..400 {
+            let role = if case % 2 == 0 {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let wire = random_wire(&mut rng, role, case % 4 >= 2);
+            let expected = tungstenite_reads(&wire, role);
+            if matches!(expected.last(), Some(Outcome::Error(e)) if !e.contains("without closing handshake"))
+            {
+                refused += 1;
+            }
+            let bursts: Vec<usize> = (0..rng.below(40))
+                .map(|_| {
+                    rng.pick(&[
+                        1, 2, 7, 14, 15, 100, 1024, 1025, 5000, 16_384, 70_000, 300_000,
+                    ])
+                })
+                .collect();
+            let max_read = rng.pick(&[1, 1024, 4096, 65_536, usize::MAX]);
+            let got = we_read(&wire, role, &bursts, max_read);
+            assert_eq!(
+                got, expected,
+                "case {case}: bursts {bursts:?}, max read {max_read}"
+            );
+        }
+        let taken = TAKEN.with(|t| t.get()) - taken_before;
+        assert!(taken > 200, "frames taken whole: {taken}");
+        assert!(refused > 50, "wires tungstenite refused: {refused}");
+    }
+
+    /// A stream of large binary frames, as a body streams in: after the first frame every
+    /// one is taken whole, and those of at least OWN_ALLOCATION bytes cost one read each.
+    #[test]
+    fn a_body_of_large_frames_is_taken_whole_in_one_read_each() {
+        let frames = 50;
+        let mut wire = Vec::new();
+        for i in 0..frames {
+            let payload: Vec<u8> = (0..65_536).map(|j| (i * 3 + j) as u8).collect();
+            wire.extend(encode(0x82, &payload, Some([9, 8, 7, i as u8]), false));
+        }
+        let taken_before = TAKEN.with(|t| t.get());
+        let (got, reads) = we_read_counting(&wire, Role::Server, &[wire.len()], usize::MAX);
+        assert_eq!(got, tungstenite_reads(&wire, Role::Server));
+        let taken = TAKEN.with(|t| t.get()) - taken_before;
+        assert!(taken >= frames - 2, "taken whole: {taken} of {frames}");
+        // The first frame through tungstenite (1 KiB, then a chunk), then one each.
+        assert!(reads <= frames + 3, "{reads} reads for {frames} frames");
+    }
+
+    /// A frame read only in part when the connection stops taking frames (the closing
+    /// handshake reads through tungstenite alone) reaches tungstenite as it came.
+    #[test]
+    fn a_frame_half_read_whole_reaches_tungstenite_intact() {
+        use futures_util::FutureExt;
+        let payload: Vec<u8> = (0..40_000).map(|j| j as u8).collect();
+        let wire = [
+            encode(0x82, &payload, Some([1, 2, 3, 4]), false),
+            encode(0x82, &payload[..30_000], Some([5, 6, 7, 8]), false),
+            encode(0x88, &[0x03, 0xE8], Some([5, 6, 7, 8]), false),
+        ]
+        .concat();
+        let first = wire.len() - 20_000;
+        let socket = ReadAhead::new(Fed::new(usize::MAX), Role::Server);
+        let mut ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config()))
+            .now_or_never()
+            .unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        ws.get_mut().get_mut().push(&wire[..first]);
+        let mut got = Vec::new();
+        while let Poll::Ready(Some(m)) = poll_message(&mut ws, &mut cx) {
+            got.push(m.unwrap());
+        }
+        assert_eq!(got, [Message::binary(payload.clone())]);
+        assert!(
+            !ws.get_ref().buf.is_empty(),
+            "the second frame is half read"
+        );
+        // From here on tungstenite reads alone.
+        ws.get_mut().get_mut().push(&wire[first..]);
+        let mut rest = Vec::new();
+        while let Poll::Ready(Some(m)) = ws.poll_next_unpin(&mut cx) {
+            rest.push(m.unwrap());
+        }
+        assert_eq!(rest[0], Message::binary(payload[..30_000].to_vec()));
+        assert!(matches!(rest[1], Message::Close(_)));
     }
 }

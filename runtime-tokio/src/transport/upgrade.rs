@@ -180,7 +180,7 @@ where
         Ok(result) => result?,
     };
     let ws = WebSocketStream::from_raw_socket(
-        ReadAhead::new(wrap(TokioIo::new(upgraded))),
+        ReadAhead::new(wrap(TokioIo::new(upgraded)), Role::Server),
         Role::Server,
         Some(policy.ws_config),
     )
