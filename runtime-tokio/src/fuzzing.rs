@@ -36,6 +36,16 @@ pub fn strip_request_hops(headers: &mut HeaderMap) {
     crate::gateway::proxy::strip_request_hops(headers)
 }
 
+/// A WebSocket byte stream read by a Tether connection (its socket's `ReadAhead` reads
+/// binary frames whole, `transport/read_ahead.rs`) and by tungstenite alone: `Err` names
+/// the first difference in the messages, the end or the error. Input: byte 0 bit 0 the
+/// side that reads (0 the server, 1 the client), bits 1 to 3 the socket's largest read;
+/// byte 1 the number of bursts the bytes arrive in (modulo 32), then a byte per burst
+/// choosing its size; then the bytes.
+pub fn ws_read(data: &[u8]) -> Result<(), String> {
+    crate::transport::read_ahead::differential::compare(data)
+}
+
 // The runtime targets' own checks, shared with fuzz/fuzz_targets/ (paths relative to src/).
 #[cfg(test)]
 #[allow(unreachable_pub)]
@@ -51,7 +61,7 @@ mod http1_common;
 mod ws_upgrade_common;
 
 /// Replays the committed corpora of the runtime fuzz targets (`fuzz/corpus/ws_upgrade/`,
-/// `fuzz/corpus/gateway_http/`: seeds, regressions and the minimised corpus a run grew)
+/// `fuzz/corpus/gateway_http/`, `fuzz/corpus/ws_read/`: seeds, regressions and the minimised corpus a run grew)
 /// through the targets' own checks, so every corpus file, and every future finding
 /// committed there, is a regression test of `cargo test --workspace`.
 #[cfg(test)]
@@ -93,6 +103,15 @@ mod tests {
     #[test]
     fn ws_upgrade_corpus() {
         replay("ws_upgrade", 7, super::ws_upgrade_common::run);
+    }
+
+    #[test]
+    fn ws_read_corpus() {
+        replay("ws_read", 4, |data| {
+            if let Err(e) = super::ws_read(data) {
+                panic!("{e}")
+            }
+        });
     }
 
     #[test]
