@@ -41,23 +41,18 @@
 //! part when the connection stops taking frames (the closing handshake reads through
 //! tungstenite alone) is still raw bytes in the buffer, and tungstenite gets it as it came.
 //!
-//! It also knows when a read would find nothing ([`ReadAhead::idle`]): its last read found
-//! the socket empty, and the socket has not woken the reader since. A run loop polls its
-//! WebSocket after every input it handles and before every wait, most often for nothing;
-//! each such poll goes through tungstenite's read path and five layers of adapters down to
-//! the runtime's readiness check (about 600 instructions, four times per request of a
-//! connection that carries one request at a time). Asking [`ReadAhead::idle`] first costs
-//! one atomic load.
+//! It registers the caller's waker with the socket as it is, and keeps no waker of its own.
+//! An earlier version put its own waker between the two, to know without a read when the
+//! socket was empty (and skip tungstenite's read path then): under 1 MiB bodies on eight
+//! streams the connection's task then sometimes slept for seconds with its socket readable
+//! (benches/RESULTS.md, "Binary frames read whole"), and with the caller's waker it does not.
 
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, BytesMut};
-use futures_util::task::{waker_ref, ArcWake, AtomicWaker};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -107,25 +102,6 @@ pub(crate) struct ReadAhead<S> {
     take_max: u32,
     /// The frame structure of the bytes handed out.
     bounds: Boundaries,
-    /// The waker every read of `inner` registers (see [`ReadWake`]).
-    wake: Arc<ReadWake>,
-}
-
-/// Between the socket and its reader: remembers whether the socket woke the reader since
-/// the last read found it empty, then passes the wake on.
-#[derive(Debug, Default)]
-struct ReadWake {
-    /// The last read of the socket found it empty, and the socket has not woken since.
-    idle: AtomicBool,
-    /// The waker of the last read.
-    reader: AtomicWaker,
-}
-
-impl ArcWake for ReadWake {
-    fn wake_by_ref(arc_self: &Arc<Self>) {
-        arc_self.idle.store(false, Ordering::SeqCst);
-        arc_self.reader.wake();
-    }
 }
 
 impl<S> ReadAhead<S> {
@@ -141,18 +117,7 @@ impl<S> ReadAhead<S> {
             frame_ready: false,
             take_max: 0,
             bounds: Boundaries::default(),
-            wake: Arc::default(),
         }
-    }
-
-    /// Whether a read now would find nothing: the last read of the socket found it empty
-    /// (`Pending`), and the socket has not woken the reader since. Nothing whole is
-    /// buffered here then either, and a reader above (tungstenite) that got `Pending` from
-    /// that read had no whole message left in its own buffer. A reader that skips its read
-    /// while this is `true` still gets woken, through the waker of the read that found the
-    /// socket empty.
-    pub(crate) fn idle(&self) -> bool {
-        self.wake.idle.load(Ordering::SeqCst)
     }
 
     /// The wrapped stream.
@@ -282,7 +247,7 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                     wanted
                 }
             };
-            match poll_socket_buf(&mut self.inner, &self.wake, cx, &mut self.buf, wanted) {
+            match poll_socket_buf(&mut self.inner, cx, &mut self.buf, wanted) {
                 Poll::Pending => {
                     self.on_dry();
                     return Poll::Pending;
@@ -319,7 +284,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             // Pass-through: small traffic, or a reader with a large buffer of its own.
             let wanted = out.remaining();
             let before = out.filled().len();
-            let result = poll_socket(&mut this.inner, &this.wake, cx, out);
+            let result = Pin::new(&mut this.inner).poll_read(cx, out);
             if let Poll::Ready(Ok(())) = result {
                 let got = &out.filled()[before..];
                 this.bounds.pass(got);
@@ -334,7 +299,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         // An empty buffer whose allocation is no one else's is reused where it is.
         this.buf.reserve(CHUNK);
         this.sized = false;
-        match poll_socket_buf(&mut this.inner, &this.wake, cx, &mut this.buf, CHUNK) {
+        match poll_socket_buf(&mut this.inner, cx, &mut this.buf, CHUNK) {
             Poll::Pending => {
                 this.on_dry();
                 Poll::Pending
@@ -351,9 +316,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
 
 /// The next message of a Tether connection's WebSocket: a final binary frame read whole by
 /// its [`ReadAhead`] when that may be (see the module docs), otherwise tungstenite's next
-/// message. Without reading when the socket is known to be empty ([`ReadAhead::idle`]):
-/// the read that found it empty left the task's waker with the socket, so skipping this
-/// one loses no wake-up.
+/// message.
 pub(crate) fn poll_message<S>(
     ws: &mut WebSocketStream<ReadAhead<S>>,
     cx: &mut Context<'_>,
@@ -361,9 +324,6 @@ pub(crate) fn poll_message<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if ws.get_ref().idle() {
-        return Poll::Pending;
-    }
     let config = ws.get_config();
     // No frame is taken whole without a limit to check it against.
     let max = match (config.max_frame_size, config.max_message_size) {
@@ -384,44 +344,16 @@ where
     }
 }
 
-/// Reads the socket with [`ReadWake`] as the waker (see [`ReadAhead::idle`]).
-fn poll_socket<S: AsyncRead + Unpin>(
-    socket: &mut S,
-    wake: &Arc<ReadWake>,
-    cx: &mut Context<'_>,
-    out: &mut ReadBuf<'_>,
-) -> Poll<io::Result<()>> {
-    wake.reader.register(cx.waker());
-    // Before the read: a wake that comes while it runs clears it again.
-    wake.idle.store(true, Ordering::SeqCst);
-    // The same waker every time, borrowed (no reference count touched per read); the
-    // runtime recognizes it and keeps the clone it took the first time.
-    let waker = waker_ref(wake);
-    let result = Pin::new(socket).poll_read(&mut Context::from_waker(&waker), out);
-    if result.is_ready() {
-        wake.idle.store(false, Ordering::SeqCst);
-    }
-    result
-}
-
-/// [`poll_socket`] into the spare capacity of `buf`, at most `limit` bytes (none of it
+/// Reads the socket into the spare capacity of `buf`, at most `limit` bytes (none of it
 /// zero-filled first); the number of bytes read, 0 at the end of the stream.
 fn poll_socket_buf<S: AsyncRead + Unpin>(
     socket: &mut S,
-    wake: &Arc<ReadWake>,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
     limit: usize,
 ) -> Poll<io::Result<usize>> {
-    wake.reader.register(cx.waker());
-    wake.idle.store(true, Ordering::SeqCst);
-    let waker = waker_ref(wake);
     let mut limited = BufMut::limit(&mut *buf, limit);
-    let result = pin!(socket.read_buf(&mut limited)).poll(&mut Context::from_waker(&waker));
-    if result.is_ready() {
-        wake.idle.store(false, Ordering::SeqCst);
-    }
-    result
+    pin!(socket.read_buf(&mut limited)).poll(cx)
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
@@ -706,7 +638,7 @@ mod tests {
     use super::differential::*;
     use super::*;
     use std::collections::VecDeque;
-    use std::task::{Wake, Waker};
+    use std::task::Waker;
     use tokio::io::AsyncReadExt;
 
     /// A socket that delivers queued bursts (as much of one as the reader asks for per
@@ -796,53 +728,6 @@ mod tests {
         r.inner.queue.push_back(pattern(40, 2));
         assert_eq!(drain_small(&mut r), pattern(40, 2));
         assert_eq!(r.buffer_capacity(), 0);
-    }
-
-    /// Counts its wakes.
-    #[derive(Default)]
-    struct Wakes(std::sync::atomic::AtomicUsize);
-
-    impl Wake for Wakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// `idle` is true from a read that found the socket empty until the socket wakes the
-    /// reader, whose waker still gets the wake; a read that gets bytes clears it.
-    #[tokio::test]
-    async fn idle_from_an_empty_read_until_the_socket_wakes_the_reader() {
-        let (mut tx, rx) = tokio::io::duplex(1024);
-        let mut r = ReadAhead::new(rx, Role::Server);
-        assert!(!r.idle(), "nothing was read yet");
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut space = [0u8; 64];
-        let mut out = ReadBuf::new(&mut space);
-        assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_pending());
-        assert!(r.idle());
-        assert!(r.idle(), "asking does not change it");
-
-        tokio::io::AsyncWriteExt::write_all(&mut tx, b"hello")
-            .await
-            .unwrap();
-        assert!(!r.idle(), "the socket woke the reader");
-        assert_eq!(
-            wakes.0.load(Ordering::SeqCst),
-            1,
-            "and the reader's waker got it"
-        );
-        let mut out = ReadBuf::new(&mut space);
-        assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_ready());
-        assert_eq!(out.filled(), b"hello");
-        assert!(!r.idle(), "a read that got bytes may be followed by more");
-
-        let mut out = ReadBuf::new(&mut space);
-        assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_pending());
-        assert!(r.idle());
-        drop(tx);
-        assert!(!r.idle(), "the end of the stream wakes the reader too");
     }
 
     #[tokio::test]
