@@ -392,7 +392,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
 pub(crate) mod differential {
     use super::*;
     use std::collections::VecDeque;
-    use std::task::Waker;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
 
     /// A socket the test feeds: hands out what was pushed (at most `max_read` bytes per
     /// read), then is empty (`Pending`) until the next push, or ended; writes vanish.
@@ -472,6 +474,22 @@ pub(crate) mod differential {
         }
     }
 
+    /// A waker that remembers whether it was woken.
+    #[derive(Default)]
+    pub(crate) struct Woken(AtomicBool);
+
+    impl Woken {
+        pub(crate) fn is_set(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// A blocking stream over bytes, for tungstenite's own reading (writes vanish).
     struct Wire(std::io::Cursor<Vec<u8>>);
 
@@ -532,7 +550,9 @@ pub(crate) mod differential {
 
     /// [`poll_message`] over [`ReadAhead`], reading `wire` as the `role` side, fed to the
     /// socket in bursts of the given sizes (the rest in one), the socket handing out at
-    /// most `max_read` bytes per read.
+    /// most `max_read` bytes per read. Panics on a lost wake-up: a `Pending` with bytes
+    /// still readable and no wake-up, or bytes arriving that do not wake the poll that
+    /// returned `Pending` (a task that would sleep with its socket readable).
     pub(crate) fn we_read(
         wire: &[u8],
         role: Role,
@@ -554,11 +574,16 @@ pub(crate) mod differential {
         let mut ws = WebSocketStream::from_raw_socket(socket, role, Some(config()))
             .now_or_never()
             .unwrap();
-        let mut cx = Context::from_waker(Waker::noop());
         let mut seen = Vec::new();
         let mut at = 0;
         let mut bursts = bursts.iter();
+        let mut self_wakes = 0;
         loop {
+            // Every poll gets a waker of its own, so that a wake-up meant for an earlier
+            // poll does not count for this one.
+            let woken = Arc::new(Woken::default());
+            let waker = Waker::from(woken.clone());
+            let mut cx = Context::from_waker(&waker);
             match poll_message(&mut ws, &mut cx) {
                 Poll::Ready(Some(Ok(m))) => seen.push(Outcome::Message(m)),
                 Poll::Ready(None) => {
@@ -571,18 +596,34 @@ pub(crate) mod differential {
                 }
                 Poll::Pending => {
                     let fed = ws.get_mut().get_mut();
+                    // A reader that returns `Pending` with bytes still unread in the
+                    // socket, and has not woken itself, sleeps until some other event.
+                    assert!(
+                        fed.data.is_empty() || woken.is_set(),
+                        "pending with {} bytes readable and no wake-up",
+                        fed.data.len()
+                    );
+                    if woken.is_set() {
+                        // Woken before returning (a yield): poll again, but not forever.
+                        self_wakes += 1;
+                        assert!(self_wakes < 1_000_000, "the reader keeps waking itself");
+                        continue;
+                    }
                     if at == wire.len() {
                         assert!(!fed.ended, "pending after the end of the stream");
                         fed.end();
-                        continue;
+                    } else {
+                        let n = bursts
+                            .next()
+                            .copied()
+                            .unwrap_or(wire.len())
+                            .clamp(1, wire.len() - at);
+                        fed.push(&wire[at..at + n]);
+                        at += n;
                     }
-                    let n = bursts
-                        .next()
-                        .copied()
-                        .unwrap_or(wire.len())
-                        .clamp(1, wire.len() - at);
-                    fed.push(&wire[at..at + n]);
-                    at += n;
+                    // What the socket got must wake the task that waits for it: the waker
+                    // of the poll that returned `Pending`, not one from before.
+                    assert!(woken.is_set(), "the socket became readable and nobody woke");
                 }
             }
         }
