@@ -52,6 +52,14 @@
 //!   (its default 128 KiB read buffer, no framing or flow control of ours, but the masking
 //!   RFC 6455 §5.3 requires), in MiB per second (`floor_large_mibps`; `large_vs_floor` is
 //!   Tether client → server against it, `floor_large_vs_http1` the floor against HTTP/1.1).
+//!   And the same 64-byte ping-pong with the WebSocket frames written and read by hand over
+//!   a plain tokio `TcpStream` (`floor_frames_rtt_us`), and over tokio-tungstenite
+//!   configured as Tether's WebSocket is (`floor_ws1k_rtt_us`: a 1 KiB read buffer, where
+//!   the default 128 KiB one is zero-filled before every read): what a round trip costs with no
+//!   WebSocket library's work per message, so the difference between the two floors is
+//!   tokio-tungstenite's. `floor_ws_vs_http1` and `floor_frames_vs_http1` are each floor's
+//!   round trips per second against HTTP/1.1 one request at a time; `small_c1_vs_floor_ws`
+//!   and `small_c1_vs_floor_frames` are Tether's one at a time against each.
 //!
 //! The JSON also names the kernel's TCP congestion control (`tcp_congestion_control`): with
 //! BBR, a long-lived connection's bulk rate on loopback depends on what the connection
@@ -95,6 +103,7 @@ use tether_tokio::rest::{Body, Peer};
 use tether_tokio::server::{Server, ServerConfig, ServerEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The answer of `GET /small`.
@@ -263,6 +272,9 @@ struct Rig {
     h2: H2SendRequest<Chunks>,
     h2_base: String,
     floor: Floor,
+    /// The same echo with the read and write buffers Tether's WebSocket uses.
+    floor_1k: Floor,
+    frames: FramesFloor,
 }
 
 /// One round's figures by name (see `round`); NaN when not measured.
@@ -316,7 +328,9 @@ async fn run(args: Args) -> Result<(), Error> {
         http1: Http1::start(max_c).await?,
         h2,
         h2_base,
-        floor: Floor::start().await?,
+        floor: Floor::start(None).await?,
+        floor_1k: Floor::start(Some(tether_ws_config())).await?,
+        frames: FramesFloor::start().await?,
     };
     let (n, mib) = (args.requests, args.body_mib);
     say!(
@@ -401,6 +415,26 @@ async fn run(args: Args) -> Result<(), Error> {
         "floor_large_vs_http1".into(),
         ratio("floor_large_mibps", "large_http1_mibps"),
     );
+    // One round trip at a time: each floor's rate (1 / its mean round trip) against
+    // HTTP/1.1's one request at a time, and Tether's against each floor.
+    let per_round = |f: &dyn Fn(&Row) -> Option<f64>| {
+        if rows.iter().all(|r| f(r).is_some()) {
+            median(rows.iter().map(|r| f(r).unwrap_or(f64::NAN)))
+        } else {
+            f64::NAN
+        }
+    };
+    for floor in ["ws", "ws1k", "frames"] {
+        let key = format!("floor_{floor}_rtt_us");
+        ratios.insert(
+            format!("floor_{floor}_vs_http1"),
+            per_round(&|r: &Row| Some(1e6 / r.get(&key)? / r.get("small_c1_http1_rps")?)),
+        );
+        ratios.insert(
+            format!("small_c1_vs_floor_{floor}"),
+            per_round(&|r: &Row| Some(r.get("small_c1_tether_c2s_rps")? * r.get(&key)? / 1e6)),
+        );
+    }
     // The keys the issue asks for are there even when a measurement did not run (null).
     for key in [
         "small_c1_vs_http1",
@@ -509,6 +543,20 @@ async fn round(rig: &mut Rig, args: &Args, n: usize, len: u64) -> Result<Row, Er
         );
         row.insert("floor_ws_rtt_p50_us".into(), us(pct(&mut lat, 0.50)));
         row.insert("floor_ws_rtt_p99_us".into(), us(pct(&mut lat, 0.99)));
+        let (took, mut lat) = rig.floor_1k.run(n).await?;
+        row.insert(
+            "floor_ws1k_rtt_us".into(),
+            took.as_secs_f64() * 1e6 / n as f64,
+        );
+        row.insert("floor_ws1k_rtt_p50_us".into(), us(pct(&mut lat, 0.50)));
+        row.insert("floor_ws1k_rtt_p99_us".into(), us(pct(&mut lat, 0.99)));
+        let (took, mut lat) = rig.frames.run(n).await?;
+        row.insert(
+            "floor_frames_rtt_us".into(),
+            took.as_secs_f64() * 1e6 / n as f64,
+        );
+        row.insert("floor_frames_rtt_p50_us".into(), us(pct(&mut lat, 0.50)));
+        row.insert("floor_frames_rtt_p99_us".into(), us(pct(&mut lat, 0.99)));
     }
     Ok(row)
 }
@@ -561,6 +609,18 @@ fn print_row(row: &Row, args: &Args) {
         g("floor_ws_rtt_us".into()),
         g("floor_ws_rtt_p50_us".into()),
         g("floor_ws_rtt_p99_us".into()),
+    );
+    say!(
+        "  floor (the same, 1 KiB read buffer as Tether's): {:.1} us per round trip, p50/p99 {:.1}/{:.1} us",
+        g("floor_ws1k_rtt_us".into()),
+        g("floor_ws1k_rtt_p50_us".into()),
+        g("floor_ws1k_rtt_p99_us".into()),
+    );
+    say!(
+        "  floor (64-byte websocket frames by hand, no library): {:.1} us per round trip, p50/p99 {:.1}/{:.1} us",
+        g("floor_frames_rtt_us".into()),
+        g("floor_frames_rtt_p50_us".into()),
+        g("floor_frames_rtt_p99_us".into()),
     );
 }
 
@@ -1058,6 +1118,125 @@ async fn h2_hol(
     .await
 }
 
+/// The WebSocket configuration of Tether's transport (`tether_tokio::transport::ws_config`
+/// for 64 KiB messages): a 1 KiB read buffer, a 16 KiB write buffer.
+fn tether_ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(128 * 1024)
+        .max_message_size(Some(64 * 1024 + 64))
+        .max_frame_size(Some(64 * 1024 + 64))
+}
+
+// ---- the frames floor: the same ping-pong, WebSocket frames written and read by hand
+
+/// The echo of [`Floor::run`] without a WebSocket library: a 64-byte binary frame, masked
+/// (RFC 6455 §5.2, §5.3) and written with one `write_all`, read back unmasked. The echo
+/// server reads what the socket has, answers every whole frame in it, and writes the
+/// answers with one `write_all`. No opening handshake (its cost is once per connection) and
+/// only the frames this ping-pong sends are understood: it is a measuring instrument for
+/// what a WebSocket round trip costs over tokio with no library's work per message, not a
+/// WebSocket. Against it, [`Floor`] shows what tokio-tungstenite adds.
+struct FramesFloor {
+    stream: TcpStream,
+    /// The frame written, then what was read back.
+    buf: bytes::BytesMut,
+    /// The state of the masking keys' generator (xorshift; the keys of a floor need not be
+    /// unpredictable, only different).
+    key: u32,
+}
+
+impl FramesFloor {
+    async fn start() -> Result<Self, Error> {
+        use bytes::{Buf, BytesMut};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = on_servers(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let (mut inbox, mut out) = (BytesMut::with_capacity(4096), Vec::new());
+                        loop {
+                            inbox.reserve(4096);
+                            if stream.read_buf(&mut inbox).await? == 0 {
+                                return Ok::<_, Error>(());
+                            }
+                            // Every whole frame: FIN + binary, masked, a 7-bit length.
+                            while inbox.len() >= 2 {
+                                let (head, len) = (inbox[0], usize::from(inbox[1] & 0x7f));
+                                if head != 0x82 || inbox[1] & 0x80 == 0 || len > 125 {
+                                    return Err(
+                                        "frames floor: not a frame of this ping-pong".into()
+                                    );
+                                }
+                                if inbox.len() < 6 + len {
+                                    break;
+                                }
+                                let key = [inbox[2], inbox[3], inbox[4], inbox[5]];
+                                out.extend_from_slice(&[0x82, len as u8]);
+                                out.extend(
+                                    inbox[6..6 + len]
+                                        .iter()
+                                        .enumerate()
+                                        .map(|(i, b)| b ^ key[i % 4]),
+                                );
+                                inbox.advance(6 + len);
+                            }
+                            stream.write_all(&out).await?;
+                            out.clear();
+                        }
+                    });
+                }
+            });
+            Ok::<_, Error>(addr)
+        })
+        .await?;
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(FramesFloor {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            key: 0x9e37_79b9,
+        })
+    }
+
+    /// `n` round trips of a 64-byte message, one at a time.
+    async fn run(&mut self, n: usize) -> Result<(Duration, Vec<Duration>), Error> {
+        use bytes::BufMut;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ping = &CHUNK_DATA[..PING];
+        let mut lat = Vec::with_capacity(n);
+        let started = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            self.key ^= self.key << 13;
+            self.key ^= self.key >> 17;
+            self.key ^= self.key << 5;
+            let key = self.key.to_be_bytes();
+            self.buf.clear();
+            self.buf.put_slice(&[0x82, 0x80 | PING as u8]);
+            self.buf.put_slice(&key);
+            self.buf
+                .extend(ping.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+            self.stream.write_all(&self.buf).await?;
+            self.buf.clear();
+            while self.buf.len() < 2 + PING {
+                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                    return Err("frames floor: the echo server closed".into());
+                }
+            }
+            if self.buf[..2] != [0x82, PING as u8] || &self.buf[2..] != ping {
+                return Err("frames floor: a wrong echo".into());
+            }
+            lat.push(t.elapsed());
+        }
+        Ok((started.elapsed(), lat))
+    }
+}
+
 // ---- the floor: a raw WebSocket ping-pong with tokio-tungstenite
 
 struct Floor {
@@ -1066,15 +1245,18 @@ struct Floor {
 
 impl Floor {
     /// An echo server and one connection to it.
-    async fn start() -> Result<Self, Error> {
-        let addr = on_servers(async {
+    /// With tokio-tungstenite's default configuration (a 128 KiB read buffer, which it
+    /// zero-fills up to its size before every read) or `config`.
+    async fn start(config: Option<WebSocketConfig>) -> Result<Self, Error> {
+        let addr = on_servers(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(async move {
-                        let mut ws = tokio_tungstenite::accept_async(stream).await?;
+                        let mut ws =
+                            tokio_tungstenite::accept_async_with_config(stream, config).await?;
                         // Bytes of the large body so far, while one comes (`Floor::large`:
                         // a text message begins it, another ends it and is answered).
                         let mut sunk: Option<u64> = None;
@@ -1101,7 +1283,9 @@ impl Floor {
         .await?;
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), stream).await?;
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(format!("ws://{addr}/"), stream, config)
+                .await?;
         Ok(Floor { ws })
     }
 
