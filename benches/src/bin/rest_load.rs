@@ -52,14 +52,18 @@
 //!   (its default 128 KiB read buffer, no framing or flow control of ours, but the masking
 //!   RFC 6455 §5.3 requires), in MiB per second (`floor_large_mibps`; `large_vs_floor` is
 //!   Tether client → server against it, `floor_large_vs_http1` the floor against HTTP/1.1).
-//!   And the same 64-byte ping-pong with the WebSocket frames written and read by hand over
-//!   a plain tokio `TcpStream` (`floor_frames_rtt_us`), and over tokio-tungstenite
-//!   configured as Tether's WebSocket is (`floor_ws1k_rtt_us`: a 1 KiB read buffer, where
-//!   the default 128 KiB one is zero-filled before every read): what a round trip costs with no
-//!   WebSocket library's work per message, so the difference between the two floors is
-//!   tokio-tungstenite's. `floor_ws_vs_http1` and `floor_frames_vs_http1` are each floor's
-//!   round trips per second against HTTP/1.1 one request at a time; `small_c1_vs_floor_ws`
-//!   and `small_c1_vs_floor_frames` are Tether's one at a time against each.
+//!   Two more floors of the same two measurements:
+//!   - over tokio-tungstenite configured as Tether's WebSocket is (`floor_ws1k_rtt_us`): a
+//!     1 KiB read buffer, where the default one (above) is 128 KiB and tungstenite
+//!     zero-fills it up to its size before every read;
+//!   - with the WebSocket frames written and read by hand over a plain tokio `TcpStream`
+//!     (`floor_frames_rtt_us`, `floor_frames_large_mibps`): what a round trip or a masked
+//!     body costs with no WebSocket library's work per message.
+//!
+//!   `floor_ws_vs_http1`, `floor_ws1k_vs_http1` and `floor_frames_vs_http1` are each
+//!   floor's round trips per second against HTTP/1.1 one request at a time, and
+//!   `small_c1_vs_floor_ws`, `…_ws1k`, `…_frames` Tether's one at a time against each;
+//!   `floor_frames_large_vs_http1` and `large_vs_floor_frames` the same for the body.
 //!
 //! The JSON also names the kernel's TCP congestion control (`tcp_congestion_control`): with
 //! BBR, a long-lived connection's bulk rate on loopback depends on what the connection
@@ -112,6 +116,10 @@ const SMALL: &[u8] = b"{\"ok\":true,\"pad\":\"0123456789abcdef0123456789abcdef01
 const CHUNK: usize = 64 * 1024;
 /// The bytes every large body is made of (sliced, never copied on the sending side).
 static CHUNK_DATA: [u8; CHUNK] = [0x5a; CHUNK];
+
+/// The frames floor's body frames, and what its server reads at once: Tether's client
+/// writer masks and writes in chunks of this size too (`transport::frames::WRITE_AT`).
+const FLOOR_FRAME: usize = 256 * 1024;
 /// The size of the floor's message.
 const PING: usize = 64;
 
@@ -415,6 +423,14 @@ async fn run(args: Args) -> Result<(), Error> {
         "floor_large_vs_http1".into(),
         ratio("floor_large_mibps", "large_http1_mibps"),
     );
+    ratios.insert(
+        "large_vs_floor_frames".into(),
+        ratio("large_tether_c2s_mibps", "floor_frames_large_mibps"),
+    );
+    ratios.insert(
+        "floor_frames_large_vs_http1".into(),
+        ratio("floor_frames_large_mibps", "large_http1_mibps"),
+    );
     // One round trip at a time: each floor's rate (1 / its mean round trip) against
     // HTTP/1.1's one request at a time, and Tether's against each floor.
     let per_round = |f: &dyn Fn(&Row) -> Option<f64>| {
@@ -514,6 +530,8 @@ async fn round(rig: &mut Rig, args: &Args, n: usize, len: u64) -> Result<Row, Er
     if only.floor_large() {
         let took = rig.floor.large(len).await?;
         row.insert("floor_large_mibps".into(), rate(mib, took));
+        let took = rig.frames.large(len).await?;
+        row.insert("floor_frames_large_mibps".into(), rate(mib, took));
     }
     if only.http1_large() {
         let took = http1_large(&mut rig.http1.large, len).await?;
@@ -592,6 +610,10 @@ fn print_row(row: &Row, args: &Args) {
         g("large_http1_mibps".into()),
         g("large_h2_mibps".into()),
         g("floor_large_mibps".into()),
+    );
+    say!(
+        "  large body floor, websocket frames by hand (c->s, masked): {:.0} MiB/s",
+        g("floor_frames_large_mibps".into()),
     );
     say!(
         "  head-of-line (small c->s during a body c->s): tether p50/p99 {:.3}/{:.3} ms over {:.0} requests (body {:.0} MiB/s); h2 {:.3}/{:.3} ms over {:.0} (body {:.0} MiB/s)",
@@ -1149,46 +1171,14 @@ struct FramesFloor {
 
 impl FramesFloor {
     async fn start() -> Result<Self, Error> {
-        use bytes::{Buf, BytesMut};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use bytes::BytesMut;
         let addr = on_servers(async {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             tokio::spawn(async move {
-                while let Ok((mut stream, _)) = listener.accept().await {
+                while let Ok((stream, _)) = listener.accept().await {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(async move {
-                        let (mut inbox, mut out) = (BytesMut::with_capacity(4096), Vec::new());
-                        loop {
-                            inbox.reserve(4096);
-                            if stream.read_buf(&mut inbox).await? == 0 {
-                                return Ok::<_, Error>(());
-                            }
-                            // Every whole frame: FIN + binary, masked, a 7-bit length.
-                            while inbox.len() >= 2 {
-                                let (head, len) = (inbox[0], usize::from(inbox[1] & 0x7f));
-                                if head != 0x82 || inbox[1] & 0x80 == 0 || len > 125 {
-                                    return Err(
-                                        "frames floor: not a frame of this ping-pong".into()
-                                    );
-                                }
-                                if inbox.len() < 6 + len {
-                                    break;
-                                }
-                                let key = [inbox[2], inbox[3], inbox[4], inbox[5]];
-                                out.extend_from_slice(&[0x82, len as u8]);
-                                out.extend(
-                                    inbox[6..6 + len]
-                                        .iter()
-                                        .enumerate()
-                                        .map(|(i, b)| b ^ key[i % 4]),
-                                );
-                                inbox.advance(6 + len);
-                            }
-                            stream.write_all(&out).await?;
-                            out.clear();
-                        }
-                    });
+                    tokio::spawn(frames_server(stream));
                 }
             });
             Ok::<_, Error>(addr)
@@ -1203,6 +1193,54 @@ impl FramesFloor {
         })
     }
 
+    /// The next masking key.
+    fn next_key(&mut self) -> [u8; 4] {
+        self.key ^= self.key << 13;
+        self.key ^= self.key >> 17;
+        self.key ^= self.key << 5;
+        self.key.to_be_bytes()
+    }
+
+    /// One body of `len` bytes client → server as binary frames of [`FLOOR_FRAME`] bytes,
+    /// each masked (copied into a buffer, then masked in place, as a WebSocket client's
+    /// writer does) and written with one `write_all`; then an empty frame, which the server
+    /// answers with the count of payload bytes it unmasked (checked). The least a body over
+    /// a WebSocket can take: masking and unmasking are all it does per byte beyond what
+    /// HTTP/1.1 does.
+    async fn large(&mut self, len: u64) -> Result<Duration, Error> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let started = Instant::now();
+        let mut frame = Vec::with_capacity(14 + FLOOR_FRAME);
+        let mut left = len;
+        while left > 0 {
+            let n = FLOOR_FRAME.min(usize::try_from(left).unwrap_or(FLOOR_FRAME));
+            let key = self.next_key();
+            frame.clear();
+            frame.extend_from_slice(&[0x82, 0x80 | 127]);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+            frame.extend_from_slice(&key);
+            let mut fill = n;
+            while fill > 0 {
+                let k = fill.min(CHUNK);
+                frame.extend_from_slice(&CHUNK_DATA[..k]);
+                fill -= k;
+            }
+            mask(&mut frame[14..], key, 0);
+            self.stream.write_all(&frame).await?;
+            left -= n as u64;
+        }
+        let key = self.next_key();
+        self.stream
+            .write_all(&[0x82, 0x80, key[0], key[1], key[2], key[3]])
+            .await?;
+        let mut answer = [0u8; 10];
+        self.stream.read_exact(&mut answer).await?;
+        if answer[..2] != [0x82, 8] || answer[2..] != len.to_be_bytes() {
+            return Err(format!("frames floor: large body counted as {answer:?}").into());
+        }
+        Ok(started.elapsed())
+    }
+
     /// `n` round trips of a 64-byte message, one at a time.
     async fn run(&mut self, n: usize) -> Result<(Duration, Vec<Duration>), Error> {
         use bytes::BufMut;
@@ -1212,10 +1250,7 @@ impl FramesFloor {
         let started = Instant::now();
         for _ in 0..n {
             let t = Instant::now();
-            self.key ^= self.key << 13;
-            self.key ^= self.key >> 17;
-            self.key ^= self.key << 5;
-            let key = self.key.to_be_bytes();
+            let key = self.next_key();
             self.buf.clear();
             self.buf.put_slice(&[0x82, 0x80 | PING as u8]);
             self.buf.put_slice(&key);
@@ -1234,6 +1269,101 @@ impl FramesFloor {
             lat.push(t.elapsed());
         }
         Ok((started.elapsed(), lat))
+    }
+}
+
+/// XORs `data` with the masking `key`, `data[0]` at the key's byte `phase` (RFC 6455
+/// §5.3), eight bytes at a time.
+fn mask(data: &mut [u8], key: [u8; 4], phase: usize) {
+    let k: [u8; 4] = std::array::from_fn(|i| key[(phase + i) % 4]);
+    let wide = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
+    let mut words = data.chunks_exact_mut(8);
+    for w in &mut words {
+        let v = u64::from_ne_bytes(w.try_into().expect("8 bytes")) ^ wide;
+        w.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= k[i % 4];
+    }
+}
+
+/// The frames floor's server: reads what the socket has, and for every frame in it (FIN +
+/// binary, masked) either echoes it (a payload of 1 to 125 bytes: a ping of
+/// [`FramesFloor::run`]), unmasks it in place and counts it (a larger one: a chunk of
+/// [`FramesFloor::large`]'s body), or answers the count so far (an empty one); then writes
+/// what it answered with one `write_all`.
+async fn frames_server(mut stream: TcpStream) -> Result<(), Error> {
+    use bytes::{Buf, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut inbox, mut out) = (BytesMut::with_capacity(FLOOR_FRAME), Vec::new());
+    // The large frame being read: its payload bytes still to come, its key, the key's
+    // phase at the next byte; and the body's bytes so far.
+    let (mut left, mut key, mut phase, mut sunk) = (0u64, [0u8; 4], 0usize, 0u64);
+    loop {
+        inbox.reserve(FLOOR_FRAME);
+        if stream.read_buf(&mut inbox).await? == 0 {
+            return Ok(());
+        }
+        loop {
+            if left > 0 {
+                let k = inbox.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                if k == 0 {
+                    break;
+                }
+                mask(&mut inbox[..k], key, phase);
+                (phase, left, sunk) = ((phase + k) % 4, left - k as u64, sunk + k as u64);
+                inbox.advance(k);
+                continue;
+            }
+            if inbox.len() < 2 {
+                break;
+            }
+            let (head, short) = (inbox[0], inbox[1] & 0x7f);
+            if head != 0x82 || inbox[1] & 0x80 == 0 {
+                return Err("frames floor: not a frame of this floor".into());
+            }
+            let extra = match short {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            if inbox.len() < 6 + extra {
+                break;
+            }
+            let len = match extra {
+                0 => u64::from(short),
+                2 => u64::from(u16::from_be_bytes([inbox[2], inbox[3]])),
+                _ => u64::from_be_bytes(inbox[2..10].try_into()?),
+            };
+            key = inbox[2 + extra..6 + extra].try_into()?;
+            match len {
+                0 => {
+                    inbox.advance(6 + extra);
+                    out.extend_from_slice(&[0x82, 8]);
+                    out.extend_from_slice(&sunk.to_be_bytes());
+                    sunk = 0;
+                }
+                1..=125 if extra == 0 => {
+                    let n = len as usize;
+                    if inbox.len() < 6 + n {
+                        break;
+                    }
+                    out.extend_from_slice(&[0x82, n as u8]);
+                    let at = out.len();
+                    out.extend_from_slice(&inbox[6..6 + n]);
+                    mask(&mut out[at..], key, 0);
+                    inbox.advance(6 + n);
+                }
+                _ => {
+                    inbox.advance(6 + extra);
+                    (left, phase) = (len, 0);
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
     }
 }
 
