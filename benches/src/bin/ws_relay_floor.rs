@@ -31,7 +31,8 @@
 //!
 //! What it keeps, so that it is still a fair floor: two processes over loopback, a real
 //! WebSocket (HTTP upgrade, framing, masking from the client side) through
-//! tokio-tungstenite's default configuration, `TCP_NODELAY` on every socket, and the same
+//! tokio-tungstenite with the read and write buffers Tether's WebSocket uses ([`config`]),
+//! `TCP_NODELAY` on every socket, and the same
 //! runtime as the `tether` CLI (tokio's multi-threaded runtime with its default number of
 //! worker threads, i.e. one per core).
 //!
@@ -55,6 +56,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -138,6 +140,18 @@ async fn main() -> ExitCode {
     }
 }
 
+/// tokio-tungstenite's configuration, with the read and write buffers of Tether's
+/// WebSocket (`tether_tokio::transport::ws_config`): a 1 KiB read buffer and a 16 KiB
+/// write buffer. The default read buffer (128 KiB) is zero-filled up to its size before
+/// every read, which costs a small message more than the rest of its way through
+/// tungstenite (benches/RESULTS.md, "One at a time: the floor was tungstenite's
+/// configuration"); until 2026-12-04 this floor ran with it.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(16 * 1024)
+}
+
 /// The gateway: one WebSocket, then visitors one at a time, each relayed by its own task.
 async fn gateway(listen: SocketAddr, ws_listen: SocketAddr) -> Result<(), BoxError> {
     // Both bound first, so that a port that is taken fails at once; visitors that come
@@ -149,7 +163,7 @@ async fn gateway(listen: SocketAddr, ws_listen: SocketAddr) -> Result<(), BoxErr
     let mut ws = loop {
         let (stream, peer) = ws_listener.accept().await?;
         stream.set_nodelay(true)?;
-        match tokio_tungstenite::accept_async(stream).await {
+        match tokio_tungstenite::accept_async_with_config(stream, Some(config())).await {
             Ok(ws) => break ws,
             Err(e) => eprintln!("ws_relay_floor: WebSocket handshake from {peer} failed: {e}"),
         }
@@ -171,7 +185,8 @@ async fn upstream(url: &str, connect: &str) -> Result<(), BoxError> {
     let addr = format!("{}:{}", host, uri.port_u16().unwrap_or(80));
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config())).await?;
     loop {
         let first = match ws.next().await {
             Some(Ok(Message::Binary(bytes))) => bytes,
