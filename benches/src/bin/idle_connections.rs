@@ -66,6 +66,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tether_proto::connection::Config;
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 use tether_tokio::server::{Server, ServerConfig};
@@ -223,7 +225,7 @@ async fn measure(kind: &str, n: usize, json: bool) {
         "tether" => Box::new(tether(n).await),
         // Only the client side here; the server is another process (e.g. `tether server`).
         "clients" => Box::new(clients(&std::env::var("IDLE_URL").expect("IDLE_URL"), n).await),
-        other => panic!("{USAGE}; not {other}"),
+        other => unreachable!("not a measurement: {other}"),
     };
     let took = start.elapsed();
     // Let the connections settle (heartbeats, buffers) before measuring.
@@ -256,44 +258,104 @@ async fn measure(kind: &str, n: usize, json: bool) {
     drop(keep);
 }
 
-const USAGE: &str = "usage: idle_connections [--json] tcp|tether|clients|serve [N], or idle_connections [--json] [--cpu-window SECONDS] N";
+/// Resident memory and CPU per idle connection, over real loopback sockets.
+///
+/// With N alone, the summary: each measurement in a child process of its own (this same
+/// binary), the server's and the clients' memory and idle CPU apart, and both ends in one
+/// process next to plain TCP. With a measurement instead, that one measurement in this
+/// process: it prints the growth of its resident set, 2 s after the last connection came
+/// up, divided by N. Without either: `tether 2000`. The docs at the top of
+/// benches/src/bin/idle_connections.rs say what each figure is.
+#[derive(Parser)]
+#[command(
+    name = "idle_connections",
+    override_usage = "idle_connections [--json] [--cpu-window SECONDS] N\n       \
+                      idle_connections [--json] tcp|tether|clients|serve [N]",
+    // An option given twice counts once, with its last value.
+    args_override_self = true,
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// Print one JSON object on stdout; the human text goes to stderr.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The summary's idle-CPU window, in seconds (fractions allowed; 0 skips the CPU part).
+    /// The default, 60 s, is six heartbeat intervals and past the heartbeat timeout (30 s),
+    /// so connections whose heartbeat failed would be gone by its end.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = seconds)]
+    cpu_window: Duration,
+    /// Run the summary with N idle connections (at least 1).
+    #[arg(value_name = "N")]
+    n: Option<usize>,
+    #[command(subcommand)]
+    measurement: Option<Measurement>,
+}
 
-/// The summary's CPU window: six heartbeat rounds, and past the heartbeat timeout (30 s),
-/// so connections whose heartbeat failed would be gone by its end.
-const DEFAULT_CPU_WINDOW: Duration = Duration::from_secs(60);
+/// One measurement in this process.
+#[derive(Subcommand)]
+enum Measurement {
+    /// N plain TCP connection pairs, both ends in this process: the floor any transport
+    /// pays.
+    Tcp(Count),
+    /// N Tether connections, server and client side both in this process (handshake done,
+    /// heartbeat running).
+    Tether(Count),
+    /// Only the client side of N Tether connections, to the server at the URL in IDLE_URL
+    /// (another process, e.g. `tether server` or `idle_connections serve`).
+    Clients(Count),
+    /// Bind a Tether server on 127.0.0.1:0, print its URL on one line and hold it until
+    /// standard input closes; answer each line `stats` on it with the server's counters.
+    Serve {
+        /// Ignored: `serve N` has always been accepted.
+        #[arg(hide = true)]
+        _n: Option<usize>,
+    },
+}
+
+#[derive(Args)]
+struct Count {
+    /// Connections to open.
+    #[arg(default_value_t = DEFAULT_CONNECTIONS)]
+    n: usize,
+}
+
+/// A measurement's connections when none are given.
+const DEFAULT_CONNECTIONS: usize = 2000;
+
+/// Parses a number of seconds (`--cpu-window`).
+fn seconds(value: &str) -> Result<Duration, String> {
+    let secs: f64 = value.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}"))
+}
 
 fn main() {
-    let mut json = false;
-    let mut cpu_window = DEFAULT_CPU_WINDOW;
-    let mut rest = vec![];
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--json" {
-            json = true;
-        } else if a == "--cpu-window" {
-            let secs: f64 = args
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{USAGE}"));
-            cpu_window = Duration::from_secs_f64(secs);
-        } else {
-            rest.push(a);
-        }
+    let cli = Cli::parse();
+    if cli.n.is_some() && cli.measurement.is_some() {
+        Cli::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                "N alone runs the summary; a measurement takes its N after its name",
+            )
+            .exit();
     }
-    let first = rest.first().cloned().unwrap_or_else(|| "tether".into());
-    if let Ok(n) = first.parse::<usize>() {
-        return summary(n.max(1), json, cpu_window);
+    if let Some(n) = cli.n {
+        return summary(n.max(1), cli.json, cli.cpu_window);
     }
-    let n: usize = rest.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let measurement = cli.measurement.unwrap_or(Measurement::Tether(Count {
+        n: DEFAULT_CONNECTIONS,
+    }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    match first.as_str() {
-        "serve" => runtime.block_on(serve()),
-        kind => runtime.block_on(measure(kind, n, json)),
-    }
+    let (kind, count) = match measurement {
+        Measurement::Serve { .. } => return runtime.block_on(serve()),
+        Measurement::Tcp(count) => ("tcp", count),
+        Measurement::Tether(count) => ("tether", count),
+        Measurement::Clients(count) => ("clients", count),
+    };
+    runtime.block_on(measure(kind, count.n, cli.json))
 }
 
 /// Starts a measurement child (`--json KIND N`) and reads its result; the child holds its

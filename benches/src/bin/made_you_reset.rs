@@ -27,12 +27,14 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -400,30 +402,45 @@ impl Drop for Killed {
     }
 }
 
+/// "MadeYouReset" against a `tether server --upstream`: attackers that make the server reset
+/// every stream they open, next to one legitimate caller.
+///
+/// Starts a local upstream (`/slow` answers after 1 s, `/fast` at once) and `TETHER_BIN
+/// server --upstream` on it; attacks for SECONDS while the legitimate caller calls `GET
+/// /fast` 20 times a second. Prints each attacking connection's upstream work and resets
+/// and the caller's latencies, quiet and under attack. With `MYR_PROVOCATION=data` a reset
+/// is provoked by DATA beyond a `POST /slow`'s content-length instead of by
+/// WINDOW_UPDATE(stream, 0).
+#[derive(Parser)]
+#[command(name = "made_you_reset")]
+struct Args {
+    /// The `tether` binary to attack: run as `TETHER_BIN server --listen ADDR --upstream URL`.
+    #[arg(value_name = "TETHER_BIN")]
+    bin: PathBuf,
+    /// How long the attack runs, in seconds (after 2 s of the legitimate caller alone).
+    #[arg(default_value_t = 10)]
+    seconds: u64,
+    /// Attacking Tether connections at once (one that the server closes is replaced).
+    #[arg(default_value_t = 1)]
+    attackers: u64,
+    /// `GET /slow` streams an attacker opens, and has reset, per batch (below the server's
+    /// MAX_CONCURRENT_STREAMS).
+    #[arg(default_value_t = 100)]
+    batch: usize,
+    /// More arguments for `tether server`, after `--`.
+    #[arg(last = true, value_name = "SERVER_ARG")]
+    server_args: Vec<String>,
+}
+
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: made_you_reset TETHER_BIN [SECONDS] [ATTACKERS] [BATCH] [-- server args]";
-    let bin = args.get(1).expect(usage).clone();
-    let positional: Vec<&String> = args.iter().skip(2).take_while(|a| *a != "--").collect();
-    let seconds: u64 = positional
-        .first()
-        .map(|v| v.parse().expect(usage))
-        .unwrap_or(10);
-    let attackers: u64 = positional
-        .get(1)
-        .map(|v| v.parse().expect(usage))
-        .unwrap_or(1);
-    let batch: usize = positional
-        .get(2)
-        .map(|v| v.parse().expect(usage))
-        .unwrap_or(100);
-    let extra: Vec<String> = args
-        .iter()
-        .skip_while(|a| *a != "--")
-        .skip(1)
-        .cloned()
-        .collect();
+    let Args {
+        bin,
+        seconds,
+        attackers,
+        batch,
+        server_args: extra,
+    } = Args::parse();
     let data_mode = std::env::var("MYR_PROVOCATION").is_ok_and(|m| m == "data");
 
     let started = Arc::new(Started::default());

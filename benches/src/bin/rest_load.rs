@@ -85,13 +85,17 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::ParseIntError;
 use std::pin::Pin;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::error::ErrorKind;
+use clap::{value_parser, ArgAction, CommandFactory, Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
@@ -138,29 +142,80 @@ macro_rules! say {
     };
 }
 
+/// REST over one Tether connection, next to hyper's HTTP/1.1 and HTTP/2 and a raw WebSocket
+/// floor, with both ends of everything in this process, over loopback.
+///
+/// A warm-up round (a tenth of the requests, a quarter of the body) comes first and is not
+/// reported; rates and latencies are medians over the rounds after it. What each
+/// measurement does and what each JSON key means: the docs at the top of
+/// benches/src/bin/rest_load.rs.
+#[derive(Parser)]
+// An option given twice counts once, with its last value (`--concurrency` too).
+#[command(name = "rest_load", args_override_self = true)]
 struct Args {
-    concurrency: Vec<usize>,
-    requests: usize,
-    body_mib: u64,
-    rounds: usize,
-    window_kib: Option<u32>,
-    only: Only,
+    /// Print one JSON object on stdout (the human text goes to stderr then); a measurement
+    /// that did not run is null in it.
+    #[arg(long)]
     json: bool,
+    /// Run the server ends (Tether's server, the HTTP/1.1, h2 and echo servers) in a tokio
+    /// runtime of one worker of their own and the client ends in another of one worker, as
+    /// two processes on two cores would. Without it every end shares one runtime of two
+    /// workers.
+    #[arg(long)]
     split: bool,
+    /// Callers at once in the small-request measurements, as a comma-separated list: each
+    /// concurrency listed is measured. Each must be at most --requests.
+    #[arg(
+        long,
+        value_name = "C[,C...]",
+        value_delimiter = ',',
+        action = ArgAction::Set,
+        default_value = "1,128",
+        value_parser = positive::<usize>,
+    )]
+    concurrency: Vec<usize>,
+    /// Small requests (`GET /small`) per measurement and round, shared among the callers;
+    /// also the number of round trips each floor times.
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = positive::<usize>)]
+    requests: usize,
+    /// Size of the large body, in MiB (sent in 64 KiB chunks).
+    #[arg(long, value_name = "M", default_value_t = 256, value_parser = positive::<u64>)]
+    body_mib: u64,
+    /// Measured rounds, after the warm-up round.
+    #[arg(long, value_name = "R", default_value_t = 5, value_parser = positive::<usize>)]
+    rounds: usize,
+    /// Tether's stream window and send buffer, in KiB (1 to 1048576), on both ends; its
+    /// connection window becomes 4 W KiB. Without it, Tether's defaults: 256 KiB, 256 KiB
+    /// and 1 MiB.
+    #[arg(long, value_name = "W", value_parser = value_parser!(u32).range(1..=1 << 20))]
+    window_kib: Option<u32>,
+    /// Run only one part of the measurements.
+    #[arg(long, value_enum, default_value_t = Only::All)]
+    only: Only,
 }
 
 /// Which measurements run (`--only`).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Only {
+    /// Everything.
     All,
+    /// The small requests: Tether's, HTTP/1.1's and h2's.
     Small,
+    /// Only Tether's small requests (e.g. under a profiler).
     TetherSmall,
+    /// Only h2's small requests (the same under a profiler, to compare).
     H2Small,
+    /// The four large-body transfers and the large floors.
     Large,
+    /// Only Tether's two large-body transfers (e.g. under a profiler).
     TetherLarge,
+    /// Only HTTP/1.1's large body.
     Http1Large,
+    /// Only h2's large body.
     H2Large,
+    /// The head-of-line measurements, Tether's and h2's.
     Hol,
+    /// The floors: their round trips and their large bodies.
     Floor,
 }
 
@@ -200,77 +255,17 @@ impl Only {
     }
 }
 
-fn positive(flag: &str, value: &str) -> Result<usize, String> {
-    value
-        .parse()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or(format!("{flag}: not a positive number: {value}"))
-}
-
-fn args() -> Result<Args, String> {
-    let mut a = Args {
-        concurrency: vec![1, 128],
-        requests: 20_000,
-        body_mib: 256,
-        rounds: 5,
-        window_kib: None,
-        only: Only::All,
-        json: false,
-        split: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--json" {
-            a.json = true;
-            continue;
-        }
-        if flag == "--split" {
-            a.split = true;
-            continue;
-        }
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--only" => {
-                a.only = match value.as_str() {
-                    "small" => Only::Small,
-                    "tether-small" => Only::TetherSmall,
-                    "h2-small" => Only::H2Small,
-                    "large" => Only::Large,
-                    "tether-large" => Only::TetherLarge,
-                    "http1-large" => Only::Http1Large,
-                    "h2-large" => Only::H2Large,
-                    "hol" => Only::Hol,
-                    "floor" => Only::Floor,
-                    other => return Err(format!(
-                        "--only: small, tether-small, h2-small, large, tether-large, http1-large, h2-large, hol or floor, not {other}"
-                    )),
-                }
-            }
-            "--concurrency" => {
-                a.concurrency = value
-                    .split(',')
-                    .map(|v| positive(&flag, v))
-                    .collect::<Result<_, _>>()?
-            }
-            "--requests" => a.requests = positive(&flag, &value)?,
-            "--body-mib" => a.body_mib = positive(&flag, &value)? as u64,
-            "--rounds" => a.rounds = positive(&flag, &value)?,
-            "--window-kib" => {
-                a.window_kib = Some(
-                    u32::try_from(positive(&flag, &value)?)
-                        .ok()
-                        .filter(|&w| w <= 1 << 20)
-                        .ok_or("--window-kib: at most 1048576")?,
-                )
-            }
-            other => return Err(format!("unknown flag {other}")),
-        }
+/// Parses a count that must be above zero (`--concurrency`, `--requests`, `--body-mib`,
+/// `--rounds`).
+fn positive<T>(value: &str) -> Result<T, String>
+where
+    T: FromStr<Err = ParseIntError> + From<u8> + PartialEq,
+{
+    match value.parse() {
+        Ok(n) if n == T::from(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
     }
-    if a.concurrency.iter().any(|&c| a.requests < c) {
-        return Err("--requests must be at least every --concurrency".into());
-    }
-    Ok(a)
 }
 
 /// Everything measured, started once.
@@ -301,11 +296,15 @@ async fn on_servers<T: Send + 'static>(f: impl Future<Output = T> + Send + 'stat
 }
 
 fn main() -> Result<(), Error> {
-    let args = args().map_err(|e| {
-        format!(
-            "{e}\nusage: rest_load [--json] [--split] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R] [--window-kib W] [--only small|tether-small|h2-small|large|tether-large|http1-large|h2-large|hol|floor]"
-        )
-    })?;
+    let args = Args::parse();
+    if args.concurrency.iter().any(|&c| args.requests < c) {
+        Args::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                "--requests must be at least every --concurrency",
+            )
+            .exit();
+    }
     JSON.store(args.json, Ordering::Relaxed);
     let runtime = |workers: usize, name: &str| {
         tokio::runtime::Builder::new_multi_thread()

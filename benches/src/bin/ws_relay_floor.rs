@@ -52,6 +52,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use bytes::{Bytes, BytesMut};
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -69,65 +70,40 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How much one read from a TCP socket may take, and so the largest message sent.
 const READ_SIZE: usize = 64 * 1024;
 
-const USAGE: &str = "usage:
-  ws_relay_floor gateway  --listen ADDR --ws-listen WSADDR
-  ws_relay_floor upstream --ws URL --connect HOST:PORT";
-
-/// What the command line asks for.
+/// The floor of a TCP tunnel over one WebSocket with tokio-tungstenite: one visitor at a
+/// time, no header, no flow control.
+///
+/// visitor -> ADDR [gateway] == one WebSocket (WSADDR) == [upstream] -> HOST:PORT
+#[derive(Parser)]
+#[command(name = "ws_relay_floor")]
 enum Mode {
-    /// Accept the WebSocket on `ws_listen`, visitors on `listen`.
+    /// Accept the WebSocket on WSADDR (the first whose handshake succeeds), then TCP
+    /// visitors on ADDR, one at a time.
     Gateway {
+        /// Where visitors connect (TCP), e.g. 127.0.0.1:8080.
+        #[arg(long, value_name = "ADDR")]
         listen: SocketAddr,
+        /// Where the upstream's WebSocket connects, e.g. 127.0.0.1:9000.
+        #[arg(long, value_name = "WSADDR")]
         ws_listen: SocketAddr,
     },
-    /// Dial the WebSocket at `ws`, connect to `connect` for each visitor.
-    Upstream { ws: String, connect: String },
-}
-
-/// Parses `MODE --flag VALUE ...`; `None` for anything else (then the usage is printed).
-fn parse(args: &[String]) -> Option<Mode> {
-    let (mode, rest) = args.split_first()?;
-    if rest.len() % 2 != 0 {
-        return None;
-    }
-    let flag = |name: &str| {
-        rest.chunks(2)
-            .find(|pair| pair[0] == name)
-            .map(|pair| pair[1].clone())
-    };
-    let known: &[&str] = match mode.as_str() {
-        "gateway" => &["--listen", "--ws-listen"],
-        "upstream" => &["--ws", "--connect"],
-        _ => return None,
-    };
-    if rest
-        .chunks(2)
-        .any(|pair| !known.contains(&pair[0].as_str()))
-    {
-        return None;
-    }
-    match mode.as_str() {
-        "gateway" => Some(Mode::Gateway {
-            listen: flag("--listen")?.parse().ok()?,
-            ws_listen: flag("--ws-listen")?.parse().ok()?,
-        }),
-        _ => Some(Mode::Upstream {
-            ws: flag("--ws")?,
-            connect: flag("--connect")?,
-        }),
-    }
+    /// Dial the gateway's WebSocket, then open one TCP connection to HOST:PORT for each
+    /// visitor.
+    Upstream {
+        /// The gateway's WebSocket, e.g. ws://127.0.0.1:9000/.
+        #[arg(long, value_name = "URL")]
+        ws: String,
+        /// Where each visitor's bytes go, e.g. 127.0.0.1:80.
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: String,
+    },
 }
 
 // The same runtime as the `tether` CLI (runtime-tokio/src/bin/cmd/common.rs `block_on`):
 // multi-threaded, the default number of workers (one per core: 2 on the bench machine).
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(mode) = parse(&args) else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let result = match mode {
+    let result = match Mode::parse() {
         Mode::Gateway { listen, ws_listen } => gateway(listen, ws_listen).await,
         Mode::Upstream { ws, connect } => upstream(&ws, &connect).await,
     };

@@ -16,6 +16,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, Uri};
 use http_body::Frame;
@@ -184,20 +186,43 @@ impl Drop for Killed {
     }
 }
 
+/// What a peer that grants no credit costs a `tether server --upstream`: its resident set,
+/// per attacking connection.
+///
+/// Starts a local upstream whose `/big` answers 50 MB and `TETHER_BIN server --upstream` on
+/// it, then opens CONNECTIONS clients that announce zero windows, open STREAMS `GET /big`
+/// each and never read. Prints the server's VmRSS before and every second. With
+/// `ZERO_WINDOW_MODE=noread` the clients announce the default windows and stop reading
+/// their socket instead.
+#[derive(Parser)]
+#[command(name = "zero_window")]
+struct Args {
+    /// The `tether` binary to attack: run as `TETHER_BIN server --listen ADDR --upstream URL`.
+    #[arg(value_name = "TETHER_BIN")]
+    bin: PathBuf,
+    /// Attacking connections, each a hand-driven Tether client.
+    connections: usize,
+    /// `GET /big` streams each connection opens.
+    #[arg(default_value_t = 128)]
+    streams: usize,
+    /// How long to watch the server's memory, in seconds (keep it below the server's stall
+    /// timeout, 30 s by default, to see the pinned state).
+    #[arg(default_value_t = 10)]
+    seconds: u64,
+    /// More arguments for `tether server`, after `--`.
+    #[arg(last = true, value_name = "SERVER_ARG")]
+    server_args: Vec<String>,
+}
+
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: zero_window TETHER_BIN CONNECTIONS [STREAMS] [SECONDS] [-- server args]";
-    let bin = args.get(1).expect(usage).clone();
-    let connections: usize = args.get(2).and_then(|v| v.parse().ok()).expect(usage);
-    let streams: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(128);
-    let seconds: u64 = args.get(4).and_then(|v| v.parse().ok()).unwrap_or(10);
-    let extra: Vec<String> = args
-        .iter()
-        .skip_while(|a| *a != "--")
-        .skip(1)
-        .cloned()
-        .collect();
+    let Args {
+        bin,
+        connections,
+        streams,
+        seconds,
+        server_args: extra,
+    } = Args::parse();
 
     let up = upstream().await;
     let port = TcpListener::bind("127.0.0.1:0")
