@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, Uri};
@@ -200,7 +201,8 @@ struct Args {
     /// The `tether` binary to attack: run as `TETHER_BIN server --listen ADDR --upstream URL`.
     #[arg(value_name = "TETHER_BIN")]
     bin: PathBuf,
-    /// Attacking connections, each a hand-driven Tether client.
+    /// Attacking connections, each a hand-driven Tether client (at least 1).
+    #[arg(value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     connections: usize,
     /// `GET /big` streams each connection opens.
     #[arg(default_value_t = 128)]
