@@ -8,8 +8,9 @@
 #   floor:   wrk -> ws_relay_floor gateway -> (one WebSocket, one visitor at a time, no
 #            header: benches/src/bin/ws_relay_floor.rs) -> ws_relay_floor upstream -> nginx
 #   direct:  wrk -> nginx (the ceiling: no tunnel)
-# `floor` is the least a TCP tunnel over tokio-tungstenite can do per byte: if it cannot
-# reach rathole at one connection, no design on tokio-tungstenite can. It serves one
+# `floor` is the least a TCP tunnel over tokio-tungstenite (configured with Tether's read
+# and write buffers) can do per byte: how close a tunnel on this WebSocket stack can come
+# to rathole at one connection, and what of the gap is Tether's own work. It serves one
 # visitor at a time, so it is measured only in the case small_c1.
 # Cases: a 60-byte file at 64 connections and at 1 connection, and a 1 MiB file at 1 and at 8
 # connections. Each round runs every case against every target (floor: small_c1 only),
