@@ -282,3 +282,21 @@ async fn main() {
         grown as f64 / 1024.0 / connections as f64
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+    use clap::Parser;
+
+    #[test]
+    fn connections_below_one_or_not_a_number_are_refused() {
+        for bad in ["0", "-1", "many", ""] {
+            assert!(
+                Args::try_parse_from(["zero_window", "tether", bad]).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        let args = Args::try_parse_from(["zero_window", "tether", "1"]).unwrap();
+        assert_eq!((args.connections, args.streams, args.seconds), (1, 128, 10));
+    }
+}
