@@ -630,6 +630,9 @@ impl Runner {
     /// memory stayed allocated until the session ended (issue 11 goal 5).
     async fn session(&mut self, mut ws: Box<ClientStream>, backoff: &mut Backoff) -> SessionEnd {
         let ws = &mut *ws;
+        // Received frames' allocations are reused within what the peer may have in flight.
+        let window = self.config.connection.streams().initial_connection_window;
+        ws.get_mut().set_pool_limit(window);
         let now = Instant::now();
         let mut conn = match Connection::client(
             self.config.connection.clone(),

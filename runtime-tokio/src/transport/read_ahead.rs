@@ -24,7 +24,27 @@
 //! [`OWN_ALLOCATION`] bytes is read straight into an allocation made for it (with at most
 //! [`TAIL`] bytes more, which bring the next frame's header along) and its payload is
 //! split off without a copy; a smaller one is copied out of the read-ahead buffer. Either
-//! way a payload holds no memory but its own frame's, however long its reader keeps it.
+//! way a payload holds no memory but its own frame's (an own allocation is rounded up to
+//! 4 KiB, and one taken again may be up to twice the frame), however long its reader
+//! keeps it.
+//!
+//! # Allocations reused
+//!
+//! An allocation made for a frame read whole is kept, once the reading moves on to the
+//! next one, in a small pool of the connection ([`Pool`]), and taken again for a later
+//! frame as soon as every payload split off it has been dropped (the pool holds an empty
+//! handle of it, which [`BytesMut::try_reclaim`] turns back into the whole allocation
+//! only when no other handle is left: a payload still held is never written over). A
+//! body streaming in at the speed its reader takes it so cycles through the same few
+//! allocations, as many as its frames in flight, instead of one `malloc` and `free` per
+//! frame. That matters once more than about a megabyte is in flight (windows larger than
+//! the defaults, spec/protocol.md §10.3): the allocator then gave the top of its heap back
+//! to the kernel and took it again, over and over, and each page came back through a page
+//! fault, about one per 4 KiB received, which halved the rate of a body
+//! (benches/RESULTS.md, "Allocations reused"). The pool holds at most the connection's
+//! receive window (and one allocation), which is what the peer may have in flight anyway,
+//! so it adds nothing to what a connection may be made to hold; it is freed with the
+//! buffer when the traffic is no longer bulk, so an idle connection holds none.
 //!
 //! It may do so only where tungstenite would make the same message of the same bytes, and
 //! holds none of them itself:
@@ -79,6 +99,74 @@ pub(crate) const OWN_ALLOCATION: usize = 16 * 1024;
 /// header comes with the same system call.
 pub(crate) const TAIL: usize = 16;
 
+/// Own allocations are made in multiples of this many bytes, so that frames of nearly the
+/// same size (a body's last, shorter frame, a different header form) can take each
+/// other's allocations from the [`Pool`].
+const OWN_ROUNDING: usize = 4096;
+
+/// What the [`Pool`] keeps at most until the connection tells it its receive window
+/// ([`ReadAhead::set_pool_limit`]): spec/protocol.md §10.8's default connection window.
+const DEFAULT_POOL_LIMIT: u32 = 1024 * 1024;
+
+/// Allocations of frames read whole, kept for reuse once every payload split off them
+/// is dropped (see the module docs). Exists only while frames are read whole.
+#[derive(Debug, Default)]
+struct Pool {
+    /// Empty handles of retired allocations with their sizes, oldest first.
+    spares: std::collections::VecDeque<(BytesMut, usize)>,
+    /// The sum of the sizes in `spares`.
+    bytes: usize,
+    /// The size of the allocation `buf` is in, when it is an own allocation (else 0).
+    current: usize,
+}
+
+impl Pool {
+    /// An allocation of at least `size` bytes (already rounded): the oldest retired one
+    /// when nothing points into it any more and it is not more than twice too large (a
+    /// payload holds its whole allocation), else a new one.
+    ///
+    /// Payloads are mostly dropped in the order they arrived, so the oldest is the one to
+    /// try; one its reader still holds goes to the back, and the next is tried, so that a
+    /// payload kept for long does not stop the reuse of the others.
+    fn take(&mut self, size: usize) -> (BytesMut, usize) {
+        for _ in 0..2 {
+            let Some((spare, cap)) = self.spares.front_mut() else {
+                break;
+            };
+            let fits = *cap >= size && *cap <= 2 * size;
+            if fits && spare.try_reclaim(*cap) {
+                let (spare, cap) = self.spares.pop_front().expect("front exists");
+                self.bytes -= cap;
+                #[cfg(test)]
+                tests::REUSED.with(|n| n.set(n.get() + 1));
+                return (spare, cap);
+            }
+            let (spare, cap) = self.spares.pop_front().expect("front exists");
+            if fits {
+                self.spares.push_back((spare, cap));
+            } else {
+                // Never taken again: let it go (its memory is freed with its last payload).
+                self.bytes -= cap;
+            }
+        }
+        (BytesMut::with_capacity(size), size)
+    }
+
+    /// Keeps the allocation `old` (of `cap` bytes) is in for a later frame, within `limit`
+    /// bytes: the oldest go first.
+    fn retire(&mut self, mut old: BytesMut, cap: usize, limit: usize) {
+        old.clear();
+        self.spares.push_back((old, cap));
+        self.bytes += cap;
+        while self.bytes > limit {
+            let Some((_, cap)) = self.spares.pop_front() else {
+                break;
+            };
+            self.bytes -= cap;
+        }
+    }
+}
+
 /// A byte stream that reads ahead in [`CHUNK`]s while data is streaming in, and reads
 /// binary frames whole for [`poll_message`] (see the module docs). Writes pass straight
 /// through. Every WebSocket of a Tether connection, client and server side, runs over one.
@@ -93,6 +181,8 @@ pub(crate) struct ReadAhead<S> {
     sized: bool,
     /// Whether a large read happened since the socket last ran dry.
     bulk: bool,
+    /// Whether any bytes came since the socket last ran dry.
+    fed: bool,
     /// The server side: frames from the peer are masked (RFC 6455 §5.3).
     server: bool,
     /// A whole binary frame is at the start of `buf`, for [`poll_message`] to take.
@@ -102,6 +192,10 @@ pub(crate) struct ReadAhead<S> {
     take_max: u32,
     /// The frame structure of the bytes handed out.
     bounds: Boundaries,
+    /// Most bytes the [`Pool`] keeps (the connection's receive window).
+    pool_limit: u32,
+    /// Allocations of frames read whole, for reuse (while frames are read whole).
+    pool: Option<Box<Pool>>,
 }
 
 impl<S> ReadAhead<S> {
@@ -113,11 +207,20 @@ impl<S> ReadAhead<S> {
             ahead: false,
             sized: false,
             bulk: false,
+            fed: false,
             server: role == Role::Server,
             frame_ready: false,
             take_max: 0,
             bounds: Boundaries::default(),
+            pool_limit: DEFAULT_POOL_LIMIT,
+            pool: None,
         }
+    }
+
+    /// Lets the [`Pool`] keep the allocations of up to `window` payload bytes, the
+    /// connection's receive window (what the peer may have in flight).
+    pub(crate) fn set_pool_limit(&mut self, window: u32) {
+        self.pool_limit = window;
     }
 
     /// The wrapped stream.
@@ -142,12 +245,34 @@ impl<S> ReadAhead<S> {
     }
 
     /// The socket ran dry: leaves read-ahead mode unless a large read came since the last
-    /// time (and nothing is buffered).
+    /// time (and nothing is buffered). A socket polled again before anything came (the
+    /// task was woken for something else, such as its reader releasing credit) is the same
+    /// gap, not a second one: counting it freed the buffers in the middle of a body.
     fn on_dry(&mut self) {
+        if !std::mem::take(&mut self.fed) {
+            return;
+        }
         if !std::mem::take(&mut self.bulk) && self.buf.is_empty() {
             self.ahead = false;
             self.sized = false;
             self.buf = BytesMut::new();
+            self.pool = None;
+        }
+    }
+
+    /// Replaces `buf` with `fresh` (which holds what `buf` held), keeping `buf`'s
+    /// allocation in the pool when it is an own allocation.
+    fn replace_buf(&mut self, fresh: BytesMut, fresh_own: usize) {
+        let old = std::mem::replace(&mut self.buf, fresh);
+        if let Some(pool) = self.pool.as_deref_mut() {
+            let cap = std::mem::replace(&mut pool.current, fresh_own);
+            if cap > 0 {
+                // The window counts payload bytes; allocations are larger by their
+                // rounding and headers (about 6 % for 64 KiB frames): a quarter more.
+                let window = self.pool_limit as usize;
+                let limit = window.saturating_add(window / 4).saturating_add(cap);
+                pool.retire(old, cap, limit);
+            }
         }
     }
 
@@ -170,7 +295,7 @@ impl<S> ReadAhead<S> {
         if self.buf.capacity() - self.buf.len() < wanted {
             let mut fresh = BytesMut::with_capacity(CHUNK.max(self.buf.len() + wanted));
             fresh.extend_from_slice(&self.buf);
-            self.buf = fresh;
+            self.replace_buf(fresh, 0);
             self.sized = false;
         }
         self.buf.capacity() - self.buf.len()
@@ -225,9 +350,11 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                     }
                     if total >= OWN_ALLOCATION {
                         if !self.sized {
-                            let mut own = BytesMut::with_capacity(total + TAIL);
+                            let size = (total + TAIL).div_ceil(OWN_ROUNDING) * OWN_ROUNDING;
+                            let pool = self.pool.get_or_insert_with(Box::default);
+                            let (mut own, cap) = pool.take(size);
                             own.extend_from_slice(&self.buf);
-                            self.buf = own;
+                            self.replace_buf(own, cap);
                             self.sized = true;
                         }
                         total + TAIL - self.buf.len()
@@ -241,7 +368,7 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                     if self.buf.capacity() - self.buf.len() < wanted {
                         let mut fresh = BytesMut::with_capacity(4 * MAX_HEADER);
                         fresh.extend_from_slice(&self.buf);
-                        self.buf = fresh;
+                        self.replace_buf(fresh, 0);
                         self.sized = false;
                     }
                     wanted
@@ -255,7 +382,10 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 // The stream ended inside the frame: tungstenite gets what came.
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(false)),
-                Poll::Ready(Ok(got)) => self.bulk |= got >= LARGE_READ,
+                Poll::Ready(Ok(got)) => {
+                    self.fed = true;
+                    self.bulk |= got >= LARGE_READ;
+                }
             }
         }
     }
@@ -292,11 +422,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
                     // The caller's buffer was too small for what is waiting: read ahead.
                     this.ahead = true;
                     this.bulk = true;
+                    this.fed = true;
                 }
             }
             return result;
         }
-        // An empty buffer whose allocation is no one else's is reused where it is.
+        // An empty buffer whose allocation is no one else's is reused where it is; one
+        // made for a frame goes back to the pool.
+        if this.pool.as_ref().is_some_and(|pool| pool.current > 0) {
+            this.replace_buf(BytesMut::new(), 0);
+        }
         this.buf.reserve(CHUNK);
         this.sized = false;
         match poll_socket_buf(&mut this.inner, cx, &mut this.buf, CHUNK) {
@@ -306,6 +441,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(got)) => {
+                this.fed = true;
                 this.bulk |= got >= LARGE_READ;
                 this.hand_out(out);
                 Poll::Ready(Ok(()))
@@ -792,6 +928,8 @@ mod tests {
     thread_local! {
         /// Frames taken whole on this thread.
         pub(super) static TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Allocations taken again from a pool on this thread.
+        pub(super) static REUSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
     /// A frame as RFC 6455 §5.2 lays it out: `long` sends the length in the 8-byte form
@@ -976,6 +1114,130 @@ mod tests {
         assert!(taken >= frames - 2, "taken whole: {taken} of {frames}");
         // The first frame through tungstenite (1 KiB, then a chunk), then one each.
         assert!(reads <= frames + 3, "{reads} reads for {frames} frames");
+    }
+
+    /// A server-side WebSocket over a [`Fed`] socket, as the run loop reads it.
+    fn fed_server() -> WebSocketStream<ReadAhead<Fed>> {
+        use futures_util::FutureExt;
+        let socket = ReadAhead::new(Fed::new(usize::MAX), Role::Server);
+        WebSocketStream::from_raw_socket(socket, Role::Server, Some(config()))
+            .now_or_never()
+            .unwrap()
+    }
+
+    /// The payload of frame `i` of a body: about 64 KiB, some a little shorter.
+    fn body_frame(i: usize) -> Vec<u8> {
+        (0..65_536 - (i % 3) * 1000)
+            .map(|j| (i * 7 + j) as u8)
+            .collect()
+    }
+
+    /// The wire of `frames` body frames, masked as a client sends them.
+    fn body_wire(frames: std::ops::Range<usize>) -> Vec<u8> {
+        frames
+            .flat_map(|i| encode(0x82, &body_frame(i), Some([1, 2, 3, i as u8]), false))
+            .collect()
+    }
+
+    /// The next message, which must be frame `i` of [`body_frame`].
+    fn expect_body_frame(ws: &mut WebSocketStream<ReadAhead<Fed>>, i: usize) -> bytes::Bytes {
+        let mut cx = Context::from_waker(Waker::noop());
+        match poll_message(ws, &mut cx) {
+            Poll::Ready(Some(Ok(Message::Binary(got)))) => {
+                assert!(got[..] == body_frame(i)[..], "frame {i} differs");
+                got
+            }
+            other => panic!("frame {i}: {other:?}"),
+        }
+    }
+
+    /// A body whose reader drops each payload as it takes it cycles through a few
+    /// allocations instead of one per frame (module docs, "Allocations reused"); payloads
+    /// the reader keeps are never written over, and do not stop the reuse of the others.
+    #[test]
+    fn allocations_of_frames_taken_whole_are_reused_once_dropped() {
+        let frames = 60;
+        let mut ws = fed_server();
+        ws.get_mut().get_mut().push(&body_wire(0..frames));
+        let reused_before = REUSED.with(|n| n.get());
+        let mut kept = Vec::new();
+        for i in 0..frames {
+            let payload = expect_body_frame(&mut ws, i);
+            if i % 8 == 0 {
+                kept.push((i, payload));
+            }
+        }
+        let reused = REUSED.with(|n| n.get()) - reused_before;
+        // All but the first frames (through tungstenite, and the first own allocations)
+        // and those kept (whose allocations cannot be taken again).
+        assert!(
+            reused >= frames - 2 * kept.len() - 4,
+            "reused {reused} of {frames}"
+        );
+        for (i, payload) in kept {
+            assert!(
+                payload[..] == body_frame(i)[..],
+                "kept frame {i} was written over"
+            );
+        }
+    }
+
+    /// The pool keeps no more than the connection's window allows (with a quarter for
+    /// the allocations' overhead, and one allocation), however many payloads are held.
+    #[test]
+    fn the_pool_stays_within_the_window() {
+        let frames = 40;
+        let window = 256 * 1024;
+        let mut ws = fed_server();
+        ws.get_mut().set_pool_limit(window);
+        ws.get_mut().get_mut().push(&body_wire(0..frames));
+        let mut held = Vec::new();
+        let mut largest = 0;
+        for i in 0..frames {
+            held.push(expect_body_frame(&mut ws, i));
+            let pool = ws.get_ref().pool.as_deref().map_or(0, |p| p.bytes);
+            largest = largest.max(pool);
+        }
+        let bound = window as usize + window as usize / 4 + 72 * 1024;
+        assert!(
+            largest > window as usize / 2,
+            "the pool was used: {largest}"
+        );
+        assert!(largest <= bound, "pool {largest} bytes, bound {bound}");
+    }
+
+    /// A socket polled again before anything came is the same gap: a body's buffers stay
+    /// through it (the task is woken for other things in the middle of a body). A small
+    /// message after a gap (an idle connection's heartbeat) still frees them.
+    #[test]
+    fn buffers_stay_through_one_gap_and_go_once_the_traffic_is_small() {
+        let mut ws = fed_server();
+        ws.get_mut().get_mut().push(&body_wire(0..6));
+        for i in 0..6 {
+            expect_body_frame(&mut ws, i);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..3 {
+            assert!(poll_message(&mut ws, &mut cx).is_pending());
+            assert!(ws.get_ref().pool.is_some(), "the pool went in a gap");
+        }
+        // The body goes on after the gap.
+        ws.get_mut().get_mut().push(&body_wire(6..12));
+        for i in 6..12 {
+            expect_body_frame(&mut ws, i);
+        }
+        assert!(poll_message(&mut ws, &mut cx).is_pending());
+        // A heartbeat-sized message, then the socket runs dry: the buffers go.
+        ws.get_mut()
+            .get_mut()
+            .push(&encode(0x82, b"ping", Some([4, 3, 2, 1]), false));
+        match poll_message(&mut ws, &mut cx) {
+            Poll::Ready(Some(Ok(Message::Binary(got)))) => assert_eq!(&got[..], b"ping"),
+            other => panic!("{other:?}"),
+        }
+        assert!(poll_message(&mut ws, &mut cx).is_pending());
+        assert!(ws.get_ref().pool.is_none());
+        assert_eq!(ws.get_ref().buffer_capacity(), 0);
     }
 
     /// A frame read only in part when the connection stops taking frames (the closing
