@@ -5,13 +5,18 @@
 //!
 //! ```text
 //! rest_load [--json] [--split] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R]
-//!           [--window-kib W] [--only small|tether-small|h2-small|large|tether-large|http1-large|h2-large|hol|floor]
+//!           [--window-kib W] [--frame-kib F] [--chunk-kib K]
+//!           [--only small|tether-small|h2-small|large|tether-large|http1-large|h2-large|hol|floor]
 //! ```
 //!
 //! Defaults: C = 1,128 (each listed concurrency is measured), N = 20,000, M = 256, R = 5, and
 //! Tether's default configuration. `--window-kib W` sets Tether's stream window and send
 //! buffer to W KiB and its connection window to 4 W KiB on both ends (default 256 KiB,
-//! 256 KiB and 1 MiB), to see how much of the large-body rate is flow control. `--only` runs
+//! 256 KiB and 1 MiB), to see how much of the large-body rate is flow control.
+//! `--frame-kib F` sets Tether's largest frame payload to F KiB on both ends (default 64),
+//! and `--chunk-kib K` the large bodies' chunk size for every protocol (default 64; a DATA
+//! frame is never larger than its chunk): together they show what frame size does
+//! (RESULTS.md, "Allocations reused"). `--only` runs
 //! one part: `small`, `tether-small` (only Tether's, e.g. under a profiler), `h2-small`
 //! (only h2's, the same under a profiler, to compare), `large` (the
 //! four large-body measurements and the large floor), `tether-large` (only
@@ -35,7 +40,7 @@
 //!   connection, so this is the same concurrency). HTTP/2: all C callers as concurrent
 //!   streams on ONE h2c connection (prior knowledge, no upgrade), like Tether. Requests per
 //!   second, and the p50 / p99 of the requests' latencies.
-//! - **one large body**: M MiB streamed in 64 KiB chunks to `POST /sink`, which counts the
+//! - **one large body**: M MiB streamed in 64 KiB chunks (`--chunk-kib`) to `POST /sink`, which counts the
 //!   bytes as they arrive and answers the count (checked): Tether both ways, HTTP/1.1 on one
 //!   keep-alive connection, HTTP/2 on the h2 connection. MiB per second, from the request to
 //!   the answer.
@@ -47,7 +52,7 @@
 //! - **floor**: N round trips of one 64-byte binary message echoed over one raw
 //!   tokio-tungstenite WebSocket on loopback (one message at a time, `TCP_NODELAY`): the
 //!   least one request over a WebSocket can take, in µs (mean, p50, p99). And one M MiB
-//!   body client → server over the same WebSocket as 64 KiB binary messages, written as one
+//!   body client → server over the same WebSocket as 64 KiB binary messages (`--chunk-kib`), written as one
 //!   stream and counted by the echo server: the least a body over tokio-tungstenite can take
 //!   (its default 128 KiB read buffer, no framing or flow control of ours, but the masking
 //!   RFC 6455 §5.3 requires), in MiB per second (`floor_large_mibps`; `large_vs_floor` is
@@ -106,6 +111,7 @@ use hyper::client::conn::http2::SendRequest as H2SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tether_proto::connection::Config;
 use tether_proto::streams::StreamsConfig;
+use tether_proto::Limits;
 use tether_tokio::client::{Client, ClientConfig};
 use tether_tokio::rest::{Body, Peer};
 use tether_tokio::server::{Server, ServerConfig, ServerEvent};
@@ -116,10 +122,19 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// The answer of `GET /small`.
 const SMALL: &[u8] = b"{\"ok\":true,\"pad\":\"0123456789abcdef0123456789abcdef0123456\"}\n";
-/// Chunk size of the large body, on every transport.
+/// Default chunk size of the large body, on every transport (`--chunk-kib`).
 const CHUNK: usize = 64 * 1024;
+/// Largest chunk `--chunk-kib` allows.
+const MAX_CHUNK: usize = 1 << 20;
 /// The bytes every large body is made of (sliced, never copied on the sending side).
-static CHUNK_DATA: [u8; CHUNK] = [0x5a; CHUNK];
+static CHUNK_DATA: [u8; MAX_CHUNK] = [0x5a; MAX_CHUNK];
+/// The large body's chunk size of this run, set once from `--chunk-kib`.
+static CHUNK_LEN: OnceLock<usize> = OnceLock::new();
+
+/// The large body's chunk size of this run.
+fn chunk_len() -> usize {
+    CHUNK_LEN.get().copied().unwrap_or(CHUNK)
+}
 
 /// The frames floor's body frames, and what its server reads at once: Tether's client
 /// writer masks and writes in chunks of this size too (`transport::frames::WRITE_AT`).
@@ -178,7 +193,7 @@ struct Args {
     /// also the number of round trips each floor times.
     #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = positive::<usize>)]
     requests: usize,
-    /// Size of the large body, in MiB (sent in 64 KiB chunks).
+    /// Size of the large body, in MiB (sent in chunks of --chunk-kib).
     #[arg(long, value_name = "M", default_value_t = 256, value_parser = positive::<u64>)]
     body_mib: u64,
     /// Measured rounds, after the warm-up round.
@@ -189,6 +204,15 @@ struct Args {
     /// and 1 MiB.
     #[arg(long, value_name = "W", value_parser = value_parser!(u32).range(1..=1 << 20))]
     window_kib: Option<u32>,
+    /// Tether's largest frame payload (`Limits::max_frame_payload`, announced as
+    /// MAX_FRAME_PAYLOAD) on both ends, in KiB (1 to 16384). Without it, 64 KiB. A DATA
+    /// frame is never larger than the body's chunk, so a larger frame needs --chunk-kib too.
+    #[arg(long, value_name = "F", value_parser = value_parser!(u32).range(1..=16384))]
+    frame_kib: Option<u32>,
+    /// Chunk size of the large bodies, in KiB (1 to 1024), for every protocol and floor
+    /// alike (the frames floor keeps its 256 KiB frames).
+    #[arg(long, value_name = "K", default_value_t = 64, value_parser = value_parser!(u32).range(1..=1024))]
+    chunk_kib: u32,
     /// Run only one part of the measurements.
     #[arg(long, value_enum, default_value_t = Only::All)]
     only: Only,
@@ -328,10 +352,11 @@ fn main() -> Result<(), Error> {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
+    let _ = CHUNK_LEN.set(args.chunk_kib as usize * 1024);
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
     let (h2, h2_base) = h2_start().await?;
     let mut rig = Rig {
-        tether: Tether::start(args.window_kib).await?,
+        tether: Tether::start(args.window_kib, args.frame_kib).await?,
         http1: Http1::start(max_c).await?,
         h2,
         h2_base,
@@ -341,10 +366,12 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let (n, mib) = (args.requests, args.body_mib);
     say!(
-        "rest_load: concurrency {:?}, {n} small requests per measurement, {mib} MiB body; {} rounds after a warm-up; tether windows: {}; {}",
+        "rest_load: concurrency {:?}, {n} small requests per measurement, {mib} MiB body in {} KiB chunks; {} rounds after a warm-up; tether windows: {}; tether frames: {}; {}",
         args.concurrency,
+        args.chunk_kib,
         args.rounds,
         args.window_kib.map_or("default".into(), |w| format!("stream {w} KiB, connection {} KiB", 4 * w)),
+        args.frame_kib.map_or("default".into(), |f| format!("{f} KiB")),
         if args.split {
             "servers and clients on one worker each (--split)"
         } else {
@@ -483,6 +510,11 @@ async fn run(args: Args) -> Result<(), Error> {
         "tether_window_kib".into(),
         args.window_kib.map_or(serde_json::Value::Null, Into::into),
     );
+    out.insert(
+        "tether_frame_kib".into(),
+        args.frame_kib.map_or(serde_json::Value::Null, Into::into),
+    );
+    out.insert("chunk_kib".into(), args.chunk_kib.into());
     if args.json {
         println!("{}", serde_json::to_string(&out)?);
     }
@@ -777,7 +809,7 @@ impl http_body::Body for Chunks {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        let n = self.remaining.min(CHUNK as u64);
+        let n = self.remaining.min(chunk_len() as u64);
         self.remaining -= n;
         if let Some(sent) = &self.sent {
             sent.fetch_add(n, Ordering::Relaxed);
@@ -831,17 +863,31 @@ struct Tether {
 }
 
 impl Tether {
-    async fn start(window_kib: Option<u32>) -> Result<Self, Error> {
+    async fn start(window_kib: Option<u32>, frame_kib: Option<u32>) -> Result<Self, Error> {
         let mut sconfig = ServerConfig::new(([127, 0, 0, 1], 0).into());
         let mut cconfig = ClientConfig::new("{}");
-        if let Some(w) = window_kib {
-            let streams = StreamsConfig {
-                initial_stream_window: w * 1024,
-                initial_connection_window: 4 * w * 1024,
-                max_send_buffer: w as usize * 1024,
-                ..StreamsConfig::default()
-            };
-            let connection = Arc::new(Config::builder().streams(streams).build()?);
+        if window_kib.is_some() || frame_kib.is_some() {
+            let mut builder = Config::builder();
+            if let Some(w) = window_kib {
+                builder = builder.streams(StreamsConfig {
+                    initial_stream_window: w * 1024,
+                    initial_connection_window: 4 * w * 1024,
+                    max_send_buffer: w as usize * 1024,
+                    ..StreamsConfig::default()
+                });
+            }
+            if let Some(f) = frame_kib {
+                // The head and metadata limits may not exceed the frame payload (spec §5).
+                let d = Limits::default();
+                let frame = f * 1024;
+                builder = builder.limits(Limits {
+                    max_frame_payload: frame,
+                    max_head_size: d.max_head_size.min(frame),
+                    max_metadata_size: d.max_metadata_size.min(frame),
+                    ..d
+                });
+            }
+            let connection = Arc::new(builder.build()?);
             sconfig.connection = connection.clone();
             cconfig.connection = connection;
         }
@@ -1435,7 +1481,8 @@ impl Floor {
         Ok((started.elapsed(), lat))
     }
 
-    /// One body of `len` bytes client → server as 64 KiB binary messages, written as one
+    /// One body of `len` bytes client → server as binary messages of the chunk size
+    /// (`--chunk-kib`, 64 KiB by default), written as one
     /// stream (flushed once, at the end) between two text messages, counted by the server,
     /// which answers the count (checked) at the second: the least a body over a WebSocket of
     /// tokio-tungstenite can take (its default 128 KiB read buffer, no framing of ours,
@@ -1446,7 +1493,7 @@ impl Floor {
         self.ws.feed(Message::Text("begin".into())).await?;
         let mut left = len;
         while left > 0 {
-            let n = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+            let n = chunk_len().min(usize::try_from(left).unwrap_or(usize::MAX));
             let chunk = Bytes::from_static(&CHUNK_DATA[..n]);
             self.ws.feed(Message::Binary(chunk)).await?;
             left -= n as u64;
