@@ -139,6 +139,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut commands_open = true;
+    // No stream open: no body will arrive soon, so the socket's allocations kept for
+    // reuse go (transport::read_ahead, "Allocations reused").
+    if conn.streams().is_none_or(|s| s.open_streams() == 0) {
+        ws.get_mut().shed_pool();
+    }
     loop {
         let now = Instant::now();
         let deadline = conn.poll_timeout();
@@ -516,6 +521,40 @@ mod tests {
             rest += 1;
         }
         assert_eq!(rest, 3);
+    }
+
+    /// A connection waiting for its next input with no stream open sheds its socket's
+    /// allocations kept for reuse (transport::read_ahead, "Allocations reused"): on a
+    /// connection without heartbeat nothing else would free them.
+    #[tokio::test]
+    async fn waiting_with_no_stream_open_sheds_the_read_pool() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let config = Some(crate::transport::ws_config(1 << 20));
+        let mut ours =
+            WebSocketStream::from_raw_socket(ReadAhead::new(a, Role::Server), Role::Server, config)
+                .await;
+        let mut peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        // A body of large frames: read whole, their allocations kept.
+        for i in 0..8 {
+            peer.feed(Message::binary(vec![i; 64 * 1024]))
+                .await
+                .unwrap();
+        }
+        peer.flush().await.unwrap();
+        for _ in 0..8 {
+            let msg = std::future::poll_fn(|cx| poll_message(&mut ours, cx)).await;
+            assert!(matches!(msg, Some(Ok(Message::Binary(_)))), "{msg:?}");
+        }
+        assert!(ours.get_ref().has_pool());
+        // The run loop waits on a connection with no stream; a message ends the wait.
+        let conn = Connection::server(Default::default(), Instant::now());
+        let (_tx, mut commands) = crate::transport::queue::bounded::<()>(1);
+        let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
+        let mut timer = std::pin::pin!(timer());
+        peer.send(Message::binary(vec![1])).await.unwrap();
+        let input = next_input(&mut ours, &conn, &mut commands, &mut driver, timer.as_mut()).await;
+        assert!(matches!(input, Input::Message(_)), "{input:?}");
+        assert!(!ours.get_ref().has_pool());
     }
 
     #[test]

@@ -41,10 +41,14 @@
 //! the defaults, spec/protocol.md §10.3): the allocator then gave the top of its heap back
 //! to the kernel and took it again, over and over, and each page came back through a page
 //! fault, about one per 4 KiB received, which halved the rate of a body
-//! (benches/RESULTS.md, "Allocations reused"). The pool holds at most the connection's
-//! receive window (and one allocation), which is what the peer may have in flight anyway,
-//! so it adds nothing to what a connection may be made to hold; it is freed with the
-//! buffer when the traffic is no longer bulk, so an idle connection holds none.
+//! (benches/RESULTS.md, "Allocations reused"). The pool holds the allocations of at most
+//! the connection's receive window and a quarter (for rounding and headers), and one
+//! allocation more, counting those still holding payloads. So what a connection may be
+//! made to hold stays of the order its window allows: in the worst case, payloads a slow
+//! reader keeps outside the pool plus a pool of free allocations, about twice the window.
+//! It is freed when the connection has no stream open ([`ReadAhead::shed_pool`], from the
+//! run loop), and with the buffer when the traffic is no longer bulk, so an idle
+//! connection holds none.
 //!
 //! It may do so only where tungstenite would make the same message of the same bytes, and
 //! holds none of them itself:
@@ -103,10 +107,6 @@ pub(crate) const TAIL: usize = 16;
 /// same size (a body's last, shorter frame, a different header form) can take each
 /// other's allocations from the [`Pool`].
 const OWN_ROUNDING: usize = 4096;
-
-/// What the [`Pool`] keeps at most until the connection tells it its receive window
-/// ([`ReadAhead::set_pool_limit`]): spec/protocol.md §10.8's default connection window.
-const DEFAULT_POOL_LIMIT: u32 = 1024 * 1024;
 
 /// Allocations of frames read whole, kept for reuse once every payload split off them
 /// is dropped (see the module docs). Exists only while frames are read whole.
@@ -192,7 +192,8 @@ pub(crate) struct ReadAhead<S> {
     take_max: u32,
     /// The frame structure of the bytes handed out.
     bounds: Boundaries,
-    /// Most bytes the [`Pool`] keeps (the connection's receive window).
+    /// Payload bytes whose allocations the [`Pool`] keeps (the connection's receive
+    /// window, [`set_pool_limit`](Self::set_pool_limit)); 0 until set: one allocation.
     pool_limit: u32,
     /// Allocations of frames read whole, for reuse (while frames are read whole).
     pool: Option<Box<Pool>>,
@@ -212,7 +213,7 @@ impl<S> ReadAhead<S> {
             frame_ready: false,
             take_max: 0,
             bounds: Boundaries::default(),
-            pool_limit: DEFAULT_POOL_LIMIT,
+            pool_limit: 0,
             pool: None,
         }
     }
@@ -223,9 +224,23 @@ impl<S> ReadAhead<S> {
         self.pool_limit = window;
     }
 
+    /// Frees the allocations kept for reuse: the connection has no stream a body could
+    /// still arrive on, so none will be taken again soon (without this they would stay
+    /// until the traffic is seen to be small, which on a connection without heartbeat
+    /// may be never). Those still holding payloads go when their payloads do.
+    pub(crate) fn shed_pool(&mut self) {
+        self.pool = None;
+    }
+
     /// The wrapped stream.
     pub(crate) fn get_mut(&mut self) -> &mut S {
         &mut self.inner
+    }
+
+    /// Whether allocations are kept for reuse, for tests.
+    #[cfg(test)]
+    pub(crate) fn has_pool(&self) -> bool {
+        self.pool.is_some()
     }
 
     /// Bytes held in this wrapper's own buffer (0 when idle), for tests.
@@ -1119,7 +1134,8 @@ mod tests {
     /// A server-side WebSocket over a [`Fed`] socket, as the run loop reads it.
     fn fed_server() -> WebSocketStream<ReadAhead<Fed>> {
         use futures_util::FutureExt;
-        let socket = ReadAhead::new(Fed::new(usize::MAX), Role::Server);
+        let mut socket = ReadAhead::new(Fed::new(usize::MAX), Role::Server);
+        socket.set_pool_limit(1024 * 1024);
         WebSocketStream::from_raw_socket(socket, Role::Server, Some(config()))
             .now_or_never()
             .unwrap()
@@ -1204,6 +1220,25 @@ mod tests {
             "the pool was used: {largest}"
         );
         assert!(largest <= bound, "pool {largest} bytes, bound {bound}");
+    }
+
+    /// Shedding the pool (the run loop does when no stream is open) frees it at once and
+    /// costs nothing else: the next body reads as before and builds a pool again.
+    #[test]
+    fn a_shed_pool_is_gone_and_the_next_body_reads_as_before() {
+        let mut ws = fed_server();
+        ws.get_mut().get_mut().push(&body_wire(0..6));
+        for i in 0..6 {
+            expect_body_frame(&mut ws, i);
+        }
+        assert!(ws.get_ref().pool.as_deref().is_some_and(|p| p.bytes > 0));
+        ws.get_mut().shed_pool();
+        assert!(ws.get_ref().pool.is_none());
+        ws.get_mut().get_mut().push(&body_wire(6..12));
+        for i in 6..12 {
+            expect_body_frame(&mut ws, i);
+        }
+        assert!(ws.get_ref().pool.as_deref().is_some_and(|p| p.bytes > 0));
     }
 
     /// A socket polled again before anything came is the same gap: a body's buffers stay
