@@ -316,6 +316,10 @@ impl ConfigBuilder {
         if st.stall_timeout.is_zero() {
             return Err(ConfigError::ZeroStallTimeout);
         }
+        let largest = crate::frame::MAX_INCREMENT;
+        if st.max_stream_window > largest || st.max_connection_window > largest {
+            return Err(ConfigError::WindowTooLarge);
+        }
         c.settings().validate()?;
         Ok(c)
     }
@@ -338,6 +342,10 @@ pub enum ConfigError {
     /// budget) is zero (nothing could ever be sent).
     #[error("send buffers and the send budget must not be zero")]
     ZeroSendBuffer,
+    /// A receive window's maximum (`max_stream_window`, `max_connection_window`) is above
+    /// 2,147,483,647, the largest window spec/protocol.md §10.3 allows.
+    #[error("a receive window may grow to at most 2,147,483,647 bytes")]
+    WindowTooLarge,
     /// The stream layer's stall timeout is zero (every queued byte would be a stall).
     #[error("the stall timeout must not be zero")]
     ZeroStallTimeout,

@@ -1,4 +1,5 @@
-//! The process-wide budget of bytes queued toward peers (spec/protocol.md §10.8).
+//! The process-wide budgets: bytes queued toward peers (spec/protocol.md §10.8) and
+//! receive windows grown beyond their initial size (§10.3.1).
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -114,9 +115,117 @@ impl fmt::Debug for SendBudget {
     }
 }
 
+/// Receive-window growth, counted across every stream machine that holds a clone (all
+/// connections of a server or client share the one in their
+/// [`StreamsConfig`](super::StreamsConfig)). A connection window grows beyond its initial
+/// size (spec/protocol.md §10.3.1) only by taking the growth from this budget, and gives it
+/// back when the machine is dropped; while the budget is used up, windows keep the size
+/// they have. So the body bytes that peers can make the process hold are at most the
+/// initial connection windows plus this limit.
+///
+/// A counter, like [`SendBudget`]: clones share the count, and two budgets compare equal
+/// when their limits are equal.
+///
+/// ```
+/// use tether_proto::streams::RecvBudget;
+///
+/// let budget = RecvBudget::new(256 * 1024 * 1024);
+/// assert_eq!((budget.clone().used(), budget.limit()), (0, 256 * 1024 * 1024));
+/// ```
+#[derive(Clone)]
+pub struct RecvBudget(Arc<Inner>);
+
+impl RecvBudget {
+    /// The default limit: 256 MiB (spec/protocol.md §10.3.1).
+    pub const DEFAULT_LIMIT: usize = 256 * 1024 * 1024;
+
+    /// A fresh budget of `limit` bytes (0: no window ever grows).
+    pub fn new(limit: usize) -> Self {
+        RecvBudget(Arc::new(Inner {
+            limit,
+            used: AtomicUsize::new(0),
+        }))
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    /// Bytes of window growth currently granted by every machine sharing this budget.
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Acquire)
+    }
+
+    /// Whether `other` is a clone of this budget (counts the same bytes).
+    pub fn is_shared_with(&self, other: &RecvBudget) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Takes `n` bytes if all of them fit under the limit.
+    pub(crate) fn try_acquire(&self, n: usize) -> bool {
+        let limit = self.0.limit;
+        self.0
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&after| after <= limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives `n` bytes back.
+    pub(crate) fn release(&self, n: usize) {
+        if n > 0 {
+            let _ = self
+                .0
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    Some(used.saturating_sub(n))
+                });
+        }
+    }
+}
+
+impl Default for RecvBudget {
+    /// A fresh budget of [`RecvBudget::DEFAULT_LIMIT`].
+    fn default() -> Self {
+        RecvBudget::new(Self::DEFAULT_LIMIT)
+    }
+}
+
+impl PartialEq for RecvBudget {
+    fn eq(&self, other: &Self) -> bool {
+        self.limit() == other.limit()
+    }
+}
+
+impl Eq for RecvBudget {}
+
+impl fmt::Debug for RecvBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvBudget")
+            .field("limit", &self.limit())
+            .field("used", &self.used())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::SendBudget;
+    use super::{RecvBudget, SendBudget};
+
+    #[test]
+    fn growth_is_taken_whole_or_not_at_all() {
+        let b = RecvBudget::new(100);
+        assert!(b.try_acquire(60));
+        assert!(!b.try_acquire(60), "never beyond the limit");
+        assert!(b.try_acquire(40));
+        assert_eq!(b.used(), 100);
+        b.release(60);
+        assert!(b.try_acquire(60));
+        b.release(1000);
+        assert_eq!(b.used(), 0, "never below zero");
+    }
 
     #[test]
     fn takes_while_below_the_limit_and_overshoots_by_at_most_one_chunk() {

@@ -47,6 +47,7 @@
 //! ```
 
 mod budget;
+mod growth;
 mod hasher;
 mod stream;
 #[cfg(test)]
@@ -59,6 +60,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use self::growth::Growth;
 use self::stream::{Recv, Send, Stream};
 use crate::frame::MAX_INCREMENT;
 use crate::head::{self, EncodedSize, RequestHead, ResponseHead};
@@ -75,7 +77,7 @@ pub const MAX_GOAWAY_REASON: usize = 256;
 /// when the request was sent (spec/protocol.md §10.6).
 pub const TIMEOUT_HEADER: &str = "tether-timeout";
 
-pub use self::budget::SendBudget;
+pub use self::budget::{RecvBudget, SendBudget};
 pub use self::hasher::StreamIdHasher;
 pub use self::view::{StreamError, StreamMut};
 pub use crate::{Initiator, Side};
@@ -96,6 +98,17 @@ pub struct StreamsConfig {
     /// Receive window of the whole connection. Announced as INITIAL_CONNECTION_WINDOW.
     /// Default 1 MiB.
     pub initial_connection_window: u32,
+    /// Largest size a stream's receive window grows to when it, and not the reader,
+    /// limits the rate (spec/protocol.md §10.3.1); at or below `initial_stream_window`
+    /// stream windows never grow. Default 16 MiB.
+    pub max_stream_window: u32,
+    /// Largest size the connection's receive window grows to (§10.3.1), each growth taken
+    /// from `recv_budget`; at or below `initial_connection_window` it never grows, and it
+    /// bounds the body bytes the peer can make this connection hold. Default 16 MiB.
+    pub max_connection_window: u32,
+    /// The process-wide budget of connection-window growth, shared by every connection
+    /// whose config holds a clone of it. Default: a fresh budget of 256 MiB (§10.3.1).
+    pub recv_budget: RecvBudget,
     /// Body bytes that may wait in one stream's send queue before `send_data` pushes back.
     /// Default 256 KiB. Whatever this allows, a stream takes more only while its queue is
     /// below the peer's window for it, or one chunk when the queue is empty (§10.3).
@@ -153,6 +166,9 @@ impl Default for StreamsConfig {
             max_concurrent_streams: 128,
             initial_stream_window: 256 * 1024,
             initial_connection_window: 1024 * 1024,
+            max_stream_window: 16 * 1024 * 1024,
+            max_connection_window: 16 * 1024 * 1024,
+            recv_budget: RecvBudget::default(),
             max_send_buffer: 256 * 1024,
             max_connection_send_buffer: 1024 * 1024,
             send_budget: SendBudget::default(),
@@ -457,6 +473,31 @@ enum Timer {
     Cancel,
 }
 
+/// The connection's share of window growth (spec/protocol.md §10.3.1).
+#[derive(Debug)]
+struct Tuning {
+    /// The size of the connection's receive window and how it grows.
+    conn: Growth,
+    /// Growth of the connection window taken from `config.recv_budget`.
+    grown: usize,
+    /// The smallest round trip measured from our grants, on any window.
+    rtt_min: Option<Duration>,
+}
+
+impl Tuning {
+    fn new(initial_connection_window: u32) -> Self {
+        Tuning {
+            conn: Growth::new(initial_connection_window),
+            grown: 0,
+            rtt_min: None,
+        }
+    }
+
+    fn sample_rtt(&mut self, rtt: Duration) {
+        self.rtt_min = Some(self.rtt_min.map_or(rtt, |min| min.min(rtt)));
+    }
+}
+
 /// The stream layer of one connection (spec/protocol.md §10).
 #[derive(Debug)]
 pub struct Streams {
@@ -473,6 +514,9 @@ pub struct Streams {
     conn_send_window: i64,
     conn_recv_window: u32,
     conn_release_pending: u32,
+    /// Window growth (§10.3.1): allocated by the first grant of the connection window or
+    /// the first round trip measured, so an idle connection does not carry it.
+    tuning: Option<Box<Tuning>>,
     /// Frames that go before any DATA: heads, resets, window updates, GOAWAY.
     control: VecDeque<Frame>,
     /// Streams with something to send, in turn order.
@@ -525,6 +569,7 @@ impl Streams {
             conn_send_window: i64::from(peer.initial_connection_window),
             conn_recv_window: config.initial_connection_window,
             conn_release_pending: 0,
+            tuning: None,
             control: VecDeque::new(),
             ready: VecDeque::new(),
             events: VecDeque::new(),
@@ -572,6 +617,25 @@ impl Streams {
     /// Bytes we may still send on the connection before the peer grants more.
     pub fn connection_send_window(&self) -> i64 {
         self.conn_send_window
+    }
+
+    /// The size of the connection's receive window: `initial_connection_window`, or more
+    /// once it grew (spec/protocol.md §10.3.1). The body bytes the peer can make the
+    /// connection hold are at most this.
+    pub fn connection_window_size(&self) -> u32 {
+        self.tuning
+            .as_ref()
+            .map_or(self.config.initial_connection_window, |t| t.conn.size())
+    }
+
+    /// The size of stream `id`'s receive window (`None` for a stream not open).
+    pub fn stream_window_size(&self, id: StreamId) -> Option<u32> {
+        self.streams.get(&id).map(|s| s.growth.size())
+    }
+
+    /// The smallest round trip measured from the window updates we sent (§10.3.1).
+    pub fn window_rtt(&self) -> Option<Duration> {
+        self.tuning.as_ref().and_then(|t| t.rtt_min)
     }
 
     /// Bytes queued for sending on `id` (0 for an unknown stream).
@@ -874,6 +938,11 @@ impl Streams {
             return Err(StreamsError::ConnectionWindowExceeded);
         }
         self.conn_recv_window -= len;
+        if let Some(t) = self.tuning.as_mut() {
+            if let Some(rtt) = t.conn.on_data(len, self.clock) {
+                t.sample_rtt(rtt);
+            }
+        }
         let max_body = self.config.max_body_size;
         let Some(s) = self.streams.get_mut(&id) else {
             let seen = self.was_ever_opened(id);
@@ -898,6 +967,12 @@ impl Streams {
             s.recv_window -= len;
             s.unreleased += len;
             s.recv_bytes += u64::from(len);
+            if let Some(rtt) = s.growth.on_data(len, self.clock) {
+                let initial = self.config.initial_connection_window;
+                self.tuning
+                    .get_or_insert_with(|| Box::new(Tuning::new(initial)))
+                    .sample_rtt(rtt);
+            }
             let over_length = s
                 .expected_len
                 .is_some_and(|n| s.recv_bytes > n || (d.end_stream && s.recv_bytes != n));
@@ -1362,9 +1437,22 @@ impl Streams {
         }
     }
 
+    /// [`release_capacity`](Self::release_capacity), with the time of the release: window
+    /// growth (spec/protocol.md §10.3.1) times each grant, and `release_capacity` uses the
+    /// `now` of the latest input for it. An embedder that releases bytes in turns with no
+    /// other input (its reader consumed them later) passes the time here.
+    pub fn release_capacity_at(&mut self, id: StreamId, n: u32, now: Instant) {
+        if self.clock.is_none_or(|clock| clock < now) {
+            self.clock = Some(now);
+        }
+        self.release_capacity(id, n);
+    }
+
     /// The application consumed `n` received bytes of stream `id`: the window is given
     /// back to the peer (batched: a WINDOW_UPDATE goes out once half a window is due, and
-    /// never with an increment of 0, spec/protocol.md §3.4.7).
+    /// never with an increment of 0, spec/protocol.md §3.4.7). A window used up within two
+    /// round trips grows (§10.3.1); the grant is timed with the `now` of the latest input
+    /// ([`release_capacity_at`](Self::release_capacity_at) passes one).
     pub fn release_capacity(&mut self, id: StreamId, n: u32) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
@@ -1377,8 +1465,16 @@ impl Streams {
         if s.recv == Recv::Open {
             s.release_pending += n;
             // Never an increment of 0, which the peer treats as an error (§3.4.7).
-            if s.release_pending >= self.config.initial_stream_window / 2 && s.release_pending > 0 {
-                let inc = std::mem::take(&mut s.release_pending);
+            if s.release_pending >= s.growth.size() / 2 && s.release_pending > 0 {
+                let mut inc = std::mem::take(&mut s.release_pending);
+                // §10.3.1: a window used up within two round trips grows.
+                let rtt = self.tuning.as_ref().and_then(|t| t.rtt_min);
+                if s.growth.on_grant(inc, s.recv_window, self.clock, rtt) {
+                    let extra = s.growth.headroom(self.config.max_stream_window);
+                    s.growth.grow(extra);
+                    inc += extra;
+                    tracing::debug!(%id, window = s.growth.size(), ?rtt, "stream receive window grew");
+                }
                 s.recv_window += inc;
                 self.control.push_back(Frame::WindowUpdate(WindowUpdate {
                     stream_id: id,
@@ -1685,10 +1781,31 @@ impl Streams {
     /// Gives `n` received connection-window bytes back to the peer (batched).
     fn release_connection(&mut self, n: u32, is_reply: bool) -> Result<(), StreamsError> {
         self.conn_release_pending += n;
-        if self.conn_release_pending >= self.config.initial_connection_window / 2
+        if self.conn_release_pending >= self.connection_window_size() / 2
             && self.conn_release_pending > 0
         {
-            let inc = std::mem::take(&mut self.conn_release_pending);
+            let mut inc = std::mem::take(&mut self.conn_release_pending);
+            // §10.3.1: a window used up within two round trips grows, as far as the
+            // process-wide budget allows.
+            let initial = self.config.initial_connection_window;
+            let t = self
+                .tuning
+                .get_or_insert_with(|| Box::new(Tuning::new(initial)));
+            if t.conn
+                .on_grant(inc, self.conn_recv_window, self.clock, t.rtt_min)
+            {
+                let extra = t.conn.headroom(self.config.max_connection_window);
+                if extra > 0 && self.config.recv_budget.try_acquire(extra as usize) {
+                    t.conn.grow(extra);
+                    t.grown += extra as usize;
+                    inc += extra;
+                    tracing::debug!(
+                        window = t.conn.size(),
+                        rtt = ?t.rtt_min,
+                        "connection receive window grew"
+                    );
+                }
+            }
             self.conn_recv_window += inc;
             let frame = Frame::WindowUpdate(WindowUpdate {
                 stream_id: StreamId::ZERO,
@@ -1858,8 +1975,11 @@ impl Streams {
 
 impl Drop for Streams {
     fn drop(&mut self) {
-        // The shared budget outlives this connection: give back what it still holds.
+        // The shared budgets outlive this connection: give back what it still holds.
         self.config.send_budget.release(self.conn_queued);
+        if let Some(t) = &self.tuning {
+            self.config.recv_budget.release(t.grown);
+        }
     }
 }
 

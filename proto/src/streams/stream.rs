@@ -60,6 +60,8 @@ pub(crate) struct Stream {
     pub(crate) unreleased: u32,
     /// Bytes released by the application but not yet granted back with WINDOW_UPDATE.
     pub(crate) release_pending: u32,
+    /// The size of the receive window and how it grows (spec/protocol.md §10.3.1).
+    pub(crate) growth: super::growth::Growth,
     /// Body chunks waiting for window, in order.
     pub(crate) queue: VecDeque<Bytes>,
     pub(crate) queued_bytes: usize,
@@ -110,6 +112,7 @@ impl Stream {
             recv_window,
             unreleased: 0,
             release_pending: 0,
+            growth: super::growth::Growth::new(recv_window),
             queue: VecDeque::new(),
             queued_bytes: 0,
             trailers: None,

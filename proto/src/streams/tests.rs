@@ -1571,3 +1571,6 @@ mod flow;
 
 #[path = "tests_contract.rs"]
 mod contract;
+
+#[path = "tests_growth.rs"]
+mod growth;

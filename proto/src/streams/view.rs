@@ -111,6 +111,13 @@ impl StreamMut<'_> {
         self.streams.release_capacity(self.id, n);
     }
 
+    /// [`release_capacity`](Self::release_capacity) at `now`: the grant it may send is
+    /// timed with `now` instead of the latest input's time (see
+    /// [`Streams::release_capacity_at`]).
+    pub fn release_capacity_at(&mut self, n: u32, now: Instant) {
+        self.streams.release_capacity_at(self.id, n, now);
+    }
+
     /// The body being received on this stream is not wanted any more: the machine picks
     /// the reaction (CANCEL for our own request; NO_ERROR once our response is out for
     /// the peer's), see [`Streams::discard_body`]. With manual release, bytes received and

@@ -870,10 +870,12 @@ mod task_size_tests {
     /// (3,872 with only the burst boxed). 3,376 since the heartbeat keeps its side's probe
     /// delay (spec/protocol.md §8.2: a `Duration` in the machine, which the task holds).
     /// 3,408 since a loop turn batches its inputs (`conn::Turn`, held across the wait for
-    /// the next input, and the driver's count of answers outstanding).
+    /// the next input, and the driver's count of answers outstanding). 3,416 since receive
+    /// windows grow (spec/protocol.md §10.3.1: a pointer to the growth state, which exists
+    /// only once the connection window was granted again).
     #[test]
     fn the_client_task_stays_small() {
         let size = future_size(&Runner::run);
-        assert!(size <= 3408, "client task future: {size} bytes");
+        assert!(size <= 3416, "client task future: {size} bytes");
     }
 }
