@@ -141,8 +141,11 @@ where
     let mut commands_open = true;
     // No stream open: no body will arrive soon, so the socket's allocations kept for
     // reuse go (transport::read_ahead, "Allocations reused").
-    if conn.streams().is_none_or(|s| s.open_streams() == 0) {
-        ws.get_mut().shed_pool();
+    match conn.streams() {
+        None => ws.get_mut().shed_pool(),
+        Some(s) if s.open_streams() == 0 => ws.get_mut().shed_pool(),
+        // What the peer may have in flight, grown with the window (§10.3.1).
+        Some(s) => ws.get_mut().set_pool_limit(s.connection_window_size()),
     }
     loop {
         let now = Instant::now();

@@ -380,7 +380,7 @@ impl Driver {
             }
             Command::Release { id, n } => {
                 if let Ok(mut stream) = conn.stream(id) {
-                    stream.release_capacity(n);
+                    stream.release_capacity_at(n, now);
                 }
             }
             Command::BodyDropped { id } => {
@@ -767,7 +767,7 @@ impl Driver {
                 // the window goes back now.
                 if !delivered && n > 0 {
                     if let Ok(mut stream) = conn.stream(id) {
-                        stream.release_capacity(n);
+                        stream.release_capacity_at(n, now);
                     }
                 }
             }
@@ -995,7 +995,7 @@ fn flush_sink(slot: &mut Slot, conn: &mut Connection, id: StreamId, now: Instant
         Ok(n) => {
             if n > 0 {
                 if let Ok(mut stream) = conn.stream(id) {
-                    stream.release_capacity(u32::try_from(n).unwrap_or(u32::MAX));
+                    stream.release_capacity_at(u32::try_from(n).unwrap_or(u32::MAX), now);
                 }
             }
             if sink.is_done() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_proto::connection::{Config, ConfigBuilder};
-use tether_proto::streams::{SendBudget, StreamsConfig};
+use tether_proto::streams::{RecvBudget, SendBudget, StreamsConfig};
 use tether_tokio::client::ClientEvent;
 use tether_tokio::server::ServerEvent;
 
@@ -38,7 +38,8 @@ fn build(builder: ConfigBuilder) -> Result<Arc<Config>, String> {
     builder.build().map(Arc::new).map_err(|e| e.to_string())
 }
 
-/// Limits on body bytes queued toward the peer (spec/protocol.md §10.8).
+/// Limits on body bytes queued toward the peer (spec/protocol.md §10.8) and on the receive
+/// windows' growth (§10.3.1).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Flow {
     /// Most response and request body bytes queued toward peers by all connections of this
@@ -50,6 +51,17 @@ pub(crate) struct Flow {
     /// ENHANCE_YOUR_CALM (a stream with nothing queued, e.g. a long poll, is never cut).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) stall_timeout: Duration,
+    /// Largest receive window of a stream and of a connection (e.g. 16MiB). Windows start
+    /// at 256 KiB per stream and 1 MiB per connection and double, up to this, while they
+    /// and not the reader limit a body's rate (spec §10.3.1): over a 50 ms round trip,
+    /// 50 MiB/s needs 2.5 MiB of window. It bounds the body bytes a peer can make one
+    /// connection hold; 256KiB keeps every window at its initial size.
+    #[arg(long, default_value = "16MiB", value_parser = parse_byte_size)]
+    pub(crate) max_window: usize,
+    /// Most receive-window growth granted by all connections of this process together
+    /// (e.g. 256MiB): once used up, windows keep the size they have.
+    #[arg(long, default_value = "256MiB", value_parser = parse_byte_size)]
+    pub(crate) recv_budget: usize,
 }
 
 impl Flow {
@@ -58,6 +70,9 @@ impl Flow {
         build(timing.builder().streams(StreamsConfig {
             send_budget: SendBudget::new(self.send_budget),
             stall_timeout: self.stall_timeout,
+            max_stream_window: u32::try_from(self.max_window).unwrap_or(u32::MAX),
+            max_connection_window: u32::try_from(self.max_window).unwrap_or(u32::MAX),
+            recv_budget: RecvBudget::new(self.recv_budget),
             ..StreamsConfig::default()
         }))
     }
