@@ -7,7 +7,8 @@
 //! checked after every step:
 //! - no panic, and a peer never closes the connection when both sides are this
 //!   implementation and no frame was dropped or corrupted;
-//! - a receiver never holds more unreleased bytes than its connection window;
+//! - a receiver never holds more unreleased bytes than its connection window, which grows
+//!   (spec/protocol.md §10.3.1) only up to its configured maximum;
 //! - every stream ends at most once per side, and after connection loss every stream that
 //!   was open has ended exactly once.
 //!
@@ -29,7 +30,8 @@ struct Peer {
     closed: HashMap<StreamId, u32>,
     unreleased: HashMap<StreamId, u32>,
     hold: bool,
-    window: u32,
+    /// The connection window's maximum (`max_connection_window`).
+    max_window: u32,
 }
 
 fn config(small: bool) -> StreamsConfig {
@@ -38,6 +40,9 @@ fn config(small: bool) -> StreamsConfig {
         initial_stream_window: if small { 1500 } else { 65_536 },
         initial_connection_window: if small { 4000 } else { 262_144 },
         max_send_buffer: 8192,
+        // Small enough that the time steps (20 ms each) make windows grow, §10.3.1.
+        max_stream_window: if small { 6000 } else { 262_144 },
+        max_connection_window: if small { 16_000 } else { 1_048_576 },
         // The model answers requests and releases (or holds) received bytes itself.
         serve_requests: true,
         manual_release: true,
@@ -76,10 +81,15 @@ fn drain(p: &mut Peer) {
         }
     }
     let held: u32 = p.unreleased.values().sum();
+    let window = p.s.connection_window_size();
     assert!(
-        held <= p.window,
-        "holding {held} bytes beyond the connection window {}",
-        p.window
+        held <= window,
+        "holding {held} bytes beyond the connection window {window}"
+    );
+    assert!(
+        window <= p.max_window,
+        "the connection window grew to {window}, beyond its maximum {}",
+        p.max_window
     );
 }
 
@@ -97,7 +107,7 @@ pub fn run(data: &[u8]) {
         closed: HashMap::new(),
         unreleased: HashMap::new(),
         hold: mode & 4 == 4,
-        window: own.initial_connection_window,
+        max_window: own.max_connection_window.max(own.initial_connection_window),
     };
     let mut peers = [mk(Side::Client, &cc, &sc), mk(Side::Server, &sc, &cc)];
     let mut now = Instant::now();

@@ -1462,6 +1462,7 @@ impl Streams {
             return;
         }
         s.unreleased -= n;
+        let mut grew_to = None;
         if s.recv == Recv::Open {
             s.release_pending += n;
             // Never an increment of 0, which the peer treats as an error (§3.4.7).
@@ -1473,6 +1474,7 @@ impl Streams {
                     let extra = s.growth.headroom(self.config.max_stream_window);
                     s.growth.grow(extra);
                     inc += extra;
+                    grew_to = Some(s.growth.size());
                     tracing::debug!(%id, window = s.growth.size(), ?rtt, "stream receive window grew");
                 }
                 s.recv_window += inc;
@@ -1484,6 +1486,39 @@ impl Streams {
         }
         // Only the peer can make this fail, through replies; a release is ours.
         let _ = self.release_connection(n, false);
+        // The connection window stays at least twice the stream windows that grew, so
+        // that it is not what holds a growing stream back (§10.3.1).
+        if grew_to
+            .is_some_and(|size| u64::from(size) * 2 > u64::from(self.connection_window_size()))
+        {
+            self.grow_connection();
+        }
+    }
+
+    /// Doubles the connection window (within its maximum and the process-wide budget) and
+    /// grants the growth at once, with what is due anyway (§10.3.1).
+    fn grow_connection(&mut self) {
+        let initial = self.config.initial_connection_window;
+        let t = self
+            .tuning
+            .get_or_insert_with(|| Box::new(Tuning::new(initial)));
+        let extra = t.conn.headroom(self.config.max_connection_window);
+        if extra == 0 || !self.config.recv_budget.try_acquire(extra as usize) {
+            return;
+        }
+        t.conn.grow(extra);
+        t.grown += extra as usize;
+        tracing::debug!(
+            window = t.conn.size(),
+            rtt = ?t.rtt_min,
+            "connection receive window grew with a stream's"
+        );
+        let inc = extra + std::mem::take(&mut self.conn_release_pending);
+        self.conn_recv_window += inc;
+        self.control.push_back(Frame::WindowUpdate(WindowUpdate {
+            stream_id: StreamId::ZERO,
+            increment: inc,
+        }));
     }
 
     /// No more of the peer's data is wanted on `id` (behind `discard_body` and the 501 the
