@@ -100,11 +100,13 @@ pub struct StreamsConfig {
     pub initial_connection_window: u32,
     /// Largest size a stream's receive window grows to when it, and not the reader,
     /// limits the rate (spec/protocol.md §10.3.1); at or below `initial_stream_window`
-    /// stream windows never grow. Default 16 MiB.
+    /// stream windows never grow, and above 2,147,483,647 (the largest window, §10.3) it
+    /// counts as that. Default 16 MiB.
     pub max_stream_window: u32,
     /// Largest size the connection's receive window grows to (§10.3.1), each growth taken
-    /// from `recv_budget`; at or below `initial_connection_window` it never grows, and it
-    /// bounds the body bytes the peer can make this connection hold. Default 16 MiB.
+    /// from `recv_budget`; at or below `initial_connection_window` it never grows, above
+    /// 2,147,483,647 it counts as that, and it bounds the body bytes the peer can make this
+    /// connection hold. Default 16 MiB.
     pub max_connection_window: u32,
     /// The process-wide budget of connection-window growth, shared by every connection
     /// whose config holds a clone of it. Default: a fresh budget of 256 MiB (§10.3.1).
@@ -1471,7 +1473,9 @@ impl Streams {
                 // §10.3.1: a window used up within two round trips grows.
                 let rtt = self.tuning.as_ref().and_then(|t| t.rtt_min);
                 if s.growth.on_grant(inc, s.recv_window, self.clock, rtt) {
-                    let extra = s.growth.headroom(self.config.max_stream_window);
+                    let extra = s
+                        .growth
+                        .headroom(self.config.max_stream_window.min(MAX_INCREMENT));
                     s.growth.grow(extra);
                     inc += extra;
                     grew_to = Some(s.growth.size());
@@ -1502,7 +1506,9 @@ impl Streams {
         let t = self
             .tuning
             .get_or_insert_with(|| Box::new(Tuning::new(initial)));
-        let extra = t.conn.headroom(self.config.max_connection_window);
+        let extra = t
+            .conn
+            .headroom(self.config.max_connection_window.min(MAX_INCREMENT));
         if extra == 0 || !self.config.recv_budget.try_acquire(extra as usize) {
             return;
         }
@@ -1829,7 +1835,9 @@ impl Streams {
             if t.conn
                 .on_grant(inc, self.conn_recv_window, self.clock, t.rtt_min)
             {
-                let extra = t.conn.headroom(self.config.max_connection_window);
+                let extra = t
+                    .conn
+                    .headroom(self.config.max_connection_window.min(MAX_INCREMENT));
                 if extra > 0 && self.config.recv_budget.try_acquire(extra as usize) {
                     t.conn.grow(extra);
                     t.grown += extra as usize;

@@ -209,3 +209,35 @@ fn a_live_machine_holds_its_growth_in_the_budget() {
     drop(s);
     assert_eq!(budget.used(), 0);
 }
+
+#[test]
+fn a_window_never_grows_beyond_the_largest_the_spec_allows() {
+    // A config built without `ConfigBuilder::build`, whose maximum is out of range.
+    let mut s = Streams::new(
+        Side::Client,
+        StreamsConfig {
+            max_connection_window: u32::MAX,
+            recv_budget: RecvBudget::new(usize::MAX),
+            ..StreamsConfig::default()
+        },
+        PeerLimits::default(),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let mut tuning = Tuning::new(s.config.initial_connection_window);
+    tuning.sample_rtt(Duration::from_millis(20));
+    s.tuning = Some(Box::new(tuning));
+    for i in 0..200u64 {
+        s.clock = Some(t0 + Duration::from_millis(10 * i));
+        let half = s.connection_window_size() / 2;
+        s.conn_recv_window -= half;
+        s.release_connection(half, false).unwrap();
+    }
+    assert_eq!(s.connection_window_size(), crate::frame::MAX_INCREMENT);
+    assert!(s.conn_recv_window <= crate::frame::MAX_INCREMENT);
+    while let Some(frame) = s.poll_transmit() {
+        if let Frame::WindowUpdate(w) = frame {
+            assert!(w.increment <= crate::frame::MAX_INCREMENT);
+        }
+    }
+}
