@@ -5,6 +5,87 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// The count behind both budgets.
+struct Inner {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl Inner {
+    /// Adds `n` when `admit(used)` gives the new count.
+    fn take(&self, admit: impl Fn(usize) -> Option<usize>) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, admit)
+            .is_ok()
+    }
+}
+
+/// What both budgets have in common: a limit and a shared count of bytes, nothing more (no
+/// threads, no I/O). Clones share the count. Two budgets compare equal when their limits
+/// are equal (as configuration); whether they are the same counter is `is_shared_with`.
+macro_rules! budget {
+    ($name:ident, $default:expr, $default_doc:literal, $used_doc:literal) => {
+        impl $name {
+            #[doc = $default_doc]
+            pub const DEFAULT_LIMIT: usize = $default;
+
+            /// A fresh budget of `limit` bytes.
+            pub fn new(limit: usize) -> Self {
+                $name(Arc::new(Inner {
+                    limit,
+                    used: AtomicUsize::new(0),
+                }))
+            }
+
+            /// The limit in bytes.
+            pub fn limit(&self) -> usize {
+                self.0.limit
+            }
+
+            #[doc = $used_doc]
+            pub fn used(&self) -> usize {
+                self.0.used.load(Ordering::Acquire)
+            }
+
+            /// Whether `other` is a clone of this budget (counts the same bytes).
+            pub fn is_shared_with(&self, other: &$name) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
+            }
+
+            /// Gives `n` bytes back (never below zero, whatever a caller does).
+            pub(crate) fn release(&self, n: usize) {
+                if n > 0 {
+                    self.0.take(|used| Some(used.saturating_sub(n)));
+                }
+            }
+        }
+
+        impl Default for $name {
+            /// A fresh budget of `DEFAULT_LIMIT`.
+            fn default() -> Self {
+                $name::new(Self::DEFAULT_LIMIT)
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.limit() == other.limit()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("limit", &self.limit())
+                    .field("used", &self.used())
+                    .finish()
+            }
+        }
+    };
+}
+
 /// Body bytes queued for sending, counted across every stream machine that holds a clone
 /// (all connections of a server or client share the one in their
 /// [`StreamsConfig`](super::StreamsConfig)). A machine takes budget for each chunk it
@@ -28,38 +109,14 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct SendBudget(Arc<Inner>);
 
-struct Inner {
-    limit: usize,
-    used: AtomicUsize,
-}
+budget!(
+    SendBudget,
+    64 * 1024 * 1024,
+    "The default limit: 64 MiB (spec/protocol.md §10.8).",
+    "Bytes currently queued toward peers by every machine sharing this budget."
+);
 
 impl SendBudget {
-    /// The default limit: 64 MiB (spec/protocol.md §10.8).
-    pub const DEFAULT_LIMIT: usize = 64 * 1024 * 1024;
-
-    /// A fresh budget of `limit` bytes.
-    pub fn new(limit: usize) -> Self {
-        SendBudget(Arc::new(Inner {
-            limit,
-            used: AtomicUsize::new(0),
-        }))
-    }
-
-    /// The limit in bytes.
-    pub fn limit(&self) -> usize {
-        self.0.limit
-    }
-
-    /// Bytes currently queued toward peers by every machine sharing this budget.
-    pub fn used(&self) -> usize {
-        self.0.used.load(Ordering::Acquire)
-    }
-
-    /// Whether `other` is a clone of this budget (counts the same bytes).
-    pub fn is_shared_with(&self, other: &SendBudget) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-
     /// Whether a machine may queue another chunk now (the budget is not used up).
     pub fn has_room(&self) -> bool {
         self.used() < self.0.limit
@@ -70,48 +127,7 @@ impl SendBudget {
     pub(crate) fn try_acquire(&self, n: usize) -> bool {
         let limit = self.0.limit;
         self.0
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used < limit).then(|| used.saturating_add(n))
-            })
-            .is_ok()
-    }
-
-    /// Gives `n` bytes back.
-    pub(crate) fn release(&self, n: usize) {
-        if n > 0 {
-            // Never below zero, whatever a caller does.
-            let _ = self
-                .0
-                .used
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                    Some(used.saturating_sub(n))
-                });
-        }
-    }
-}
-
-impl Default for SendBudget {
-    /// A fresh budget of [`SendBudget::DEFAULT_LIMIT`].
-    fn default() -> Self {
-        SendBudget::new(Self::DEFAULT_LIMIT)
-    }
-}
-
-impl PartialEq for SendBudget {
-    fn eq(&self, other: &Self) -> bool {
-        self.limit() == other.limit()
-    }
-}
-
-impl Eq for SendBudget {}
-
-impl fmt::Debug for SendBudget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendBudget")
-            .field("limit", &self.limit())
-            .field("used", &self.used())
-            .finish()
+            .take(|used| (used < limit).then(|| used.saturating_add(n)))
     }
 }
 
@@ -135,78 +151,19 @@ impl fmt::Debug for SendBudget {
 #[derive(Clone)]
 pub struct RecvBudget(Arc<Inner>);
 
+budget!(
+    RecvBudget,
+    256 * 1024 * 1024,
+    "The default limit: 256 MiB (spec/protocol.md §10.3.1). 0: no window ever grows.",
+    "Bytes of window growth currently granted by every machine sharing this budget."
+);
+
 impl RecvBudget {
-    /// The default limit: 256 MiB (spec/protocol.md §10.3.1).
-    pub const DEFAULT_LIMIT: usize = 256 * 1024 * 1024;
-
-    /// A fresh budget of `limit` bytes (0: no window ever grows).
-    pub fn new(limit: usize) -> Self {
-        RecvBudget(Arc::new(Inner {
-            limit,
-            used: AtomicUsize::new(0),
-        }))
-    }
-
-    /// The limit in bytes.
-    pub fn limit(&self) -> usize {
-        self.0.limit
-    }
-
-    /// Bytes of window growth currently granted by every machine sharing this budget.
-    pub fn used(&self) -> usize {
-        self.0.used.load(Ordering::Acquire)
-    }
-
-    /// Whether `other` is a clone of this budget (counts the same bytes).
-    pub fn is_shared_with(&self, other: &RecvBudget) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-
     /// Takes `n` bytes if all of them fit under the limit.
     pub(crate) fn try_acquire(&self, n: usize) -> bool {
         let limit = self.0.limit;
         self.0
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&after| after <= limit)
-            })
-            .is_ok()
-    }
-
-    /// Gives `n` bytes back.
-    pub(crate) fn release(&self, n: usize) {
-        if n > 0 {
-            let _ = self
-                .0
-                .used
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                    Some(used.saturating_sub(n))
-                });
-        }
-    }
-}
-
-impl Default for RecvBudget {
-    /// A fresh budget of [`RecvBudget::DEFAULT_LIMIT`].
-    fn default() -> Self {
-        RecvBudget::new(Self::DEFAULT_LIMIT)
-    }
-}
-
-impl PartialEq for RecvBudget {
-    fn eq(&self, other: &Self) -> bool {
-        self.limit() == other.limit()
-    }
-}
-
-impl Eq for RecvBudget {}
-
-impl fmt::Debug for RecvBudget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecvBudget")
-            .field("limit", &self.limit())
-            .field("used", &self.used())
-            .finish()
+            .take(|used| used.checked_add(n).filter(|&after| after <= limit))
     }
 }
 

@@ -7,10 +7,10 @@
 //! about 5 MiB/s whatever the link. At each grant at least a round trip after the last
 //! decision, the receiver looks at the rate its reader consumed at since then; when a
 //! whole window would be consumed at that rate in less than two round trips (the window
-//! is below twice the bytes that rate moves per round trip), the window doubles (up to its maximum, and for the connection window only
-//! as far as the process-wide [`RecvBudget`](super::RecvBudget) allows). Over loopback,
-//! where a round trip is a few tens of microseconds, a window takes longer than that to
-//! consume and stays as it is.
+//! is below twice the bytes that rate moves per round trip), the window doubles, up to
+//! its maximum, and for the connection window only as far as the process-wide
+//! [`RecvBudget`](super::RecvBudget) allows. Over loopback, where a round trip is tens of
+//! microseconds, windows grow once or twice at most.
 //!
 //! The round trip is measured from the grants themselves: a DATA frame carrying a byte
 //! beyond what the peer was allowed before a grant cannot have left the peer before that
@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Growth {
     /// The window's size: what the receiver keeps granted ahead of what it consumed.
     size: u32,
-    /// Bytes granted back for consumption so far (growth not counted).
-    consumed: u64,
-    /// Where the window being timed began: the time and `consumed` of a grant.
+    /// The timing of the reader's rate: when it began (a grant), and the bytes consumed
+    /// and granted back since (growth not counted).
     timing: Option<(Instant, u64)>,
     /// A round-trip probe: the bytes the peer could still send without the grant (the
     /// window left before it), counted down as DATA arrives, and when the grant went out.
@@ -37,7 +36,6 @@ impl Growth {
     pub(crate) fn new(size: u32) -> Self {
         Growth {
             size,
-            consumed: 0,
             timing: None,
             probe: None,
         }
@@ -62,9 +60,9 @@ impl Growth {
     }
 
     /// A grant of `consumed` bytes the reader consumed goes out at `now`; before it the
-    /// peer could send `left` more bytes. Whether the window should grow: at least a round trip has
-    /// passed since the last decision, and at the rate the reader consumed at since then a
-    /// whole window takes less than two round trips.
+    /// peer could send `left` more bytes. Whether the window should grow: at least a round
+    /// trip has passed since the last decision, and at the rate the reader consumed at
+    /// since then a whole window takes less than two round trips.
     pub(crate) fn on_grant(
         &mut self,
         consumed: u32,
@@ -72,24 +70,25 @@ impl Growth {
         now: Option<Instant>,
         rtt: Option<Duration>,
     ) -> bool {
-        self.consumed += u64::from(consumed);
         let Some(now) = now else {
             return false;
         };
         if self.probe.is_none() {
             self.probe = Some((left, now));
         }
-        let (Some((began, at)), Some(rtt)) = (self.timing, rtt) else {
-            self.timing = Some((now, self.consumed));
+        // What the first grant of a timing gives back was consumed before it began.
+        let (Some((began, since)), Some(rtt)) = (self.timing.as_mut(), rtt) else {
+            self.timing = Some((now, 0));
             return false;
         };
-        let span = now.saturating_duration_since(began);
+        *since += u64::from(consumed);
+        let span = now.saturating_duration_since(*began);
         if span < rtt || span.is_zero() {
             return false;
         }
-        self.timing = Some((now, self.consumed));
         // bytes / span > size / (2 rtt), without dividing.
-        let bytes = u128::from(self.consumed - at);
+        let bytes = u128::from(*since);
+        self.timing = Some((now, 0));
         bytes * rtt.saturating_mul(2).as_nanos() > u128::from(self.size) * span.as_nanos()
     }
 
@@ -99,7 +98,7 @@ impl Growth {
         self.size.min(max.saturating_sub(self.size))
     }
 
-    /// The window grows by `extra`; the next decision times a whole window of the new size.
+    /// The window grows by `extra`.
     pub(crate) fn grow(&mut self, extra: u32) {
         self.size += extra;
     }

@@ -475,28 +475,45 @@ enum Timer {
     Cancel,
 }
 
-/// The connection's share of window growth (spec/protocol.md §10.3.1).
+/// The connection's share of window growth (spec/protocol.md §10.3.1). Its growth beyond
+/// `initial_connection_window` is what it holds of `config.recv_budget`.
 #[derive(Debug)]
 struct Tuning {
     /// The size of the connection's receive window and how it grows.
     conn: Growth,
-    /// Growth of the connection window taken from `config.recv_budget`.
-    grown: usize,
     /// The smallest round trip measured from our grants, on any window.
     rtt_min: Option<Duration>,
 }
 
 impl Tuning {
-    fn new(initial_connection_window: u32) -> Self {
-        Tuning {
-            conn: Growth::new(initial_connection_window),
-            grown: 0,
-            rtt_min: None,
-        }
+    /// The tuning in `slot`, made on first use (an idle connection carries none).
+    fn of(slot: &mut Option<Box<Tuning>>, initial_connection_window: u32) -> &mut Tuning {
+        slot.get_or_insert_with(|| {
+            Box::new(Tuning {
+                conn: Growth::new(initial_connection_window),
+                rtt_min: None,
+            })
+        })
     }
 
     fn sample_rtt(&mut self, rtt: Duration) {
         self.rtt_min = Some(self.rtt_min.map_or(rtt, |min| min.min(rtt)));
+    }
+
+    /// Doubles the connection window toward `max` (at most 2^31-1) if `budget` has the
+    /// room for all of it; how much it grew (0 if it did not).
+    fn grow_connection(&mut self, max: u32, budget: &RecvBudget) -> u32 {
+        let extra = self.conn.headroom(max.min(MAX_INCREMENT));
+        if extra == 0 || !budget.try_acquire(extra as usize) {
+            return 0;
+        }
+        self.conn.grow(extra);
+        tracing::debug!(
+            window = self.conn.size(),
+            rtt = ?self.rtt_min,
+            "connection receive window grew"
+        );
+        extra
     }
 }
 
@@ -970,10 +987,7 @@ impl Streams {
             s.unreleased += len;
             s.recv_bytes += u64::from(len);
             if let Some(rtt) = s.growth.on_data(len, self.clock) {
-                let initial = self.config.initial_connection_window;
-                self.tuning
-                    .get_or_insert_with(|| Box::new(Tuning::new(initial)))
-                    .sample_rtt(rtt);
+                Tuning::of(&mut self.tuning, self.config.initial_connection_window).sample_rtt(rtt);
             }
             let over_length = s
                 .expected_len
@@ -1502,23 +1516,11 @@ impl Streams {
     /// Doubles the connection window (within its maximum and the process-wide budget) and
     /// grants the growth at once, with what is due anyway (§10.3.1).
     fn grow_connection(&mut self) {
-        let initial = self.config.initial_connection_window;
-        let t = self
-            .tuning
-            .get_or_insert_with(|| Box::new(Tuning::new(initial)));
-        let extra = t
-            .conn
-            .headroom(self.config.max_connection_window.min(MAX_INCREMENT));
-        if extra == 0 || !self.config.recv_budget.try_acquire(extra as usize) {
+        let extra = Tuning::of(&mut self.tuning, self.config.initial_connection_window)
+            .grow_connection(self.config.max_connection_window, &self.config.recv_budget);
+        if extra == 0 {
             return;
         }
-        t.conn.grow(extra);
-        t.grown += extra as usize;
-        tracing::debug!(
-            window = t.conn.size(),
-            rtt = ?t.rtt_min,
-            "connection receive window grew with a stream's"
-        );
         let inc = extra + std::mem::take(&mut self.conn_release_pending);
         self.conn_recv_window += inc;
         self.control.push_back(Frame::WindowUpdate(WindowUpdate {
@@ -1828,26 +1830,12 @@ impl Streams {
             let mut inc = std::mem::take(&mut self.conn_release_pending);
             // §10.3.1: a window used up within two round trips grows, as far as the
             // process-wide budget allows.
-            let initial = self.config.initial_connection_window;
-            let t = self
-                .tuning
-                .get_or_insert_with(|| Box::new(Tuning::new(initial)));
+            let t = Tuning::of(&mut self.tuning, self.config.initial_connection_window);
             if t.conn
                 .on_grant(inc, self.conn_recv_window, self.clock, t.rtt_min)
             {
-                let extra = t
-                    .conn
-                    .headroom(self.config.max_connection_window.min(MAX_INCREMENT));
-                if extra > 0 && self.config.recv_budget.try_acquire(extra as usize) {
-                    t.conn.grow(extra);
-                    t.grown += extra as usize;
-                    inc += extra;
-                    tracing::debug!(
-                        window = t.conn.size(),
-                        rtt = ?t.rtt_min,
-                        "connection receive window grew"
-                    );
-                }
+                inc +=
+                    t.grow_connection(self.config.max_connection_window, &self.config.recv_budget);
             }
             self.conn_recv_window += inc;
             let frame = Frame::WindowUpdate(WindowUpdate {
@@ -2020,9 +2008,8 @@ impl Drop for Streams {
     fn drop(&mut self) {
         // The shared budgets outlive this connection: give back what it still holds.
         self.config.send_budget.release(self.conn_queued);
-        if let Some(t) = &self.tuning {
-            self.config.recv_budget.release(t.grown);
-        }
+        let grown = self.connection_window_size() - self.config.initial_connection_window;
+        self.config.recv_budget.release(grown as usize);
     }
 }
 

@@ -97,6 +97,20 @@ fn transfer(
     panic!("{received} of {body} bytes arrived")
 }
 
+/// Drives the connection window's growth alone, by hand: `n` grants of half the window,
+/// 10 ms apart, with a measured round trip of 20 ms.
+fn grant_connection_halves(s: &mut Streams, n: u64) {
+    let t0 = Instant::now();
+    Tuning::of(&mut s.tuning, s.config.initial_connection_window)
+        .sample_rtt(Duration::from_millis(20));
+    for i in 0..n {
+        s.clock = Some(t0 + Duration::from_millis(10 * i));
+        let half = s.connection_window_size() / 2;
+        s.conn_recv_window -= half;
+        s.release_connection(half, false).unwrap();
+    }
+}
+
 fn no_growth() -> StreamsConfig {
     StreamsConfig {
         max_stream_window: 0,
@@ -192,18 +206,8 @@ fn a_live_machine_holds_its_growth_in_the_budget() {
         PeerLimits::default(),
     )
     .unwrap();
-    let t0 = Instant::now();
-    // The connection window's growth alone, driven by hand: a grant of half the window
-    // every 10 ms with a measured round trip of 20 ms.
-    let mut tuning = Tuning::new(s.config.initial_connection_window);
-    tuning.sample_rtt(Duration::from_millis(20));
-    s.tuning = Some(Box::new(tuning));
-    for i in 0..3u64 {
-        s.clock = Some(t0 + Duration::from_millis(10 * i));
-        let half = s.connection_window_size() / 2;
-        s.conn_recv_window -= half;
-        s.release_connection(half, false).unwrap();
-    }
+    // The connection window's growth alone: 1 MiB -> 2 MiB.
+    grant_connection_halves(&mut s, 3);
     assert_eq!(s.connection_window_size(), 2 * MIB as u32);
     assert_eq!(budget.used(), MIB);
     drop(s);
@@ -223,16 +227,7 @@ fn a_window_never_grows_beyond_the_largest_the_spec_allows() {
         PeerLimits::default(),
     )
     .unwrap();
-    let t0 = Instant::now();
-    let mut tuning = Tuning::new(s.config.initial_connection_window);
-    tuning.sample_rtt(Duration::from_millis(20));
-    s.tuning = Some(Box::new(tuning));
-    for i in 0..200u64 {
-        s.clock = Some(t0 + Duration::from_millis(10 * i));
-        let half = s.connection_window_size() / 2;
-        s.conn_recv_window -= half;
-        s.release_connection(half, false).unwrap();
-    }
+    grant_connection_halves(&mut s, 200);
     assert_eq!(s.connection_window_size(), crate::frame::MAX_INCREMENT);
     assert!(s.conn_recv_window <= crate::frame::MAX_INCREMENT);
     while let Some(frame) = s.poll_transmit() {

@@ -142,10 +142,9 @@ where
     // No stream open: no body will arrive soon, so the socket's allocations kept for
     // reuse go (transport::read_ahead, "Allocations reused").
     match conn.streams() {
-        None => ws.get_mut().shed_pool(),
-        Some(s) if s.open_streams() == 0 => ws.get_mut().shed_pool(),
         // What the peer may have in flight, grown with the window (§10.3.1).
-        Some(s) => ws.get_mut().set_pool_limit(s.connection_window_size()),
+        Some(s) if s.open_streams() > 0 => ws.get_mut().set_pool_limit(s.connection_window_size()),
+        _ => ws.get_mut().shed_pool(),
     }
     loop {
         let now = Instant::now();

@@ -67,11 +67,13 @@ pub(crate) struct Flow {
 impl Flow {
     /// The connection config: `timing` plus these limits, one budget for the process.
     pub(crate) fn config(&self, timing: &Timing) -> Result<Arc<Config>, String> {
+        // Above 2^31-1 the builder refuses it with a message naming the limit.
+        let max_window = u32::try_from(self.max_window).unwrap_or(u32::MAX);
         build(timing.builder().streams(StreamsConfig {
             send_budget: SendBudget::new(self.send_budget),
             stall_timeout: self.stall_timeout,
-            max_stream_window: u32::try_from(self.max_window).unwrap_or(u32::MAX),
-            max_connection_window: u32::try_from(self.max_window).unwrap_or(u32::MAX),
+            max_stream_window: max_window,
+            max_connection_window: max_window,
             recv_budget: RecvBudget::new(self.recv_budget),
             ..StreamsConfig::default()
         }))
