@@ -23,6 +23,8 @@
 //! | `tether_closes_total` | counter | `code`: close code (`none` for a transport lost without one); `initiator`: local, peer |
 //! | `tether_bytes_total` | counter | `direction`: sent, received (WebSocket payload bytes) |
 //! | `tether_buffered_bytes` | gauge | body bytes queued toward peers |
+//! | `tether_budget_used_bytes` | gauge | `budget`: send (body bytes queued toward peers, [`SendBudget`]), receive (receive-window growth granted to peers, [`RecvBudget`], spec/protocol.md §10.3.1): what is taken of the process-wide budgets of the servers and clients that record here |
+//! | `tether_budget_limit_bytes` | gauge | `budget`: send, receive: the limits of those budgets (their sum, when several distinct budgets record here) |
 //! | `tether_limit_hits_total` | counter | `limit`: stream_churn, probe_rate (connections this side closed with 4007) |
 //! | `tether_heartbeat_rtt_seconds` | histogram | round trips of this side's heartbeat probes (a server's idle connections give none: their clients probe, spec/protocol.md §8.2) |
 //!
@@ -39,7 +41,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -53,8 +55,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tether_proto::connection::{Connection, ConnectionError, Event, Initiator};
-use tether_proto::streams::{Outcome, StreamEvent};
+use tether_proto::connection::{Config, Connection, ConnectionError, Event, Initiator};
+use tether_proto::streams::{Outcome, RecvBudget, SendBudget, StreamEvent};
 use tether_proto::{CloseCode, ResetCode};
 use tokio::net::TcpListener;
 
@@ -94,6 +96,11 @@ struct LimitLabel {
     limit: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabel {
+    budget: &'static str,
+}
+
 type Refresher = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 struct Inner {
@@ -110,6 +117,10 @@ struct Inner {
     limit_hits: Family<LimitLabel, Counter>,
     timeouts: Counter,
     rtt: Histogram,
+    budget_used: Family<BudgetLabel, Gauge>,
+    budget_limit: Family<BudgetLabel, Gauge>,
+    /// The connection configs whose budgets are reported, as long as someone holds them.
+    budgets: Mutex<Vec<Weak<Config>>>,
     /// Run before every encoding, to read values kept elsewhere (the session store).
     refreshers: Mutex<Vec<Refresher>>,
 }
@@ -204,6 +215,18 @@ impl Metrics {
             "Round-trip times of heartbeat probes",
             rtt.clone(),
         );
+        let budget_used = Family::<BudgetLabel, Gauge>::default();
+        registry.register(
+            "budget_used_bytes",
+            "Bytes taken of the process-wide budgets: send (body bytes queued toward peers), receive (receive-window growth granted to peers)",
+            budget_used.clone(),
+        );
+        let budget_limit = Family::<BudgetLabel, Gauge>::default();
+        registry.register(
+            "budget_limit_bytes",
+            "Limits of the process-wide send and receive budgets",
+            budget_limit.clone(),
+        );
         // A family shows once one of its label sets is used: the fixed sets start at zero
         // (resets, closes and requests show from their first sample).
         for direction in ["sent", "received"] {
@@ -214,6 +237,10 @@ impl Metrics {
         }
         for limit in ["stream_churn", "probe_rate"] {
             limit_hits.get_or_create(&LimitLabel { limit }).get();
+        }
+        for budget in ["send", "receive"] {
+            budget_used.get_or_create(&BudgetLabel { budget }).get();
+            budget_limit.get_or_create(&BudgetLabel { budget }).get();
         }
         Metrics(Arc::new(Inner {
             registry,
@@ -229,12 +256,16 @@ impl Metrics {
             limit_hits,
             timeouts,
             rtt,
+            budget_used,
+            budget_limit,
+            budgets: Mutex::new(Vec::new()),
             refreshers: Mutex::new(Vec::new()),
         }))
     }
 
     /// The registry in the OpenMetrics text format (content type [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
+        self.refresh_budgets();
         {
             let refreshers = self.0.refreshers.lock().unwrap_or_else(|e| e.into_inner());
             for refresh in refreshers.iter() {
@@ -258,6 +289,65 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Box::new(refresh));
+    }
+
+    /// Reports the send and receive budgets of `config` (spec/protocol.md §10.8, §10.3.1)
+    /// for as long as anyone holds it. A server or client calls it with its connection
+    /// config; a config already reported, or dropped since, is not kept twice.
+    pub(crate) fn report_budgets(&self, config: &Arc<Config>) {
+        let mut configs = self.0.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        configs.retain(|c| c.strong_count() > 0);
+        if !configs
+            .iter()
+            .any(|c| std::ptr::eq(c.as_ptr(), Arc::as_ptr(config)))
+        {
+            configs.push(Arc::downgrade(config));
+        }
+    }
+
+    /// Moves the budget gauges to the budgets' counts now. Configs that share a budget
+    /// (clones of one [`SendBudget`] or [`RecvBudget`]) count it once.
+    fn refresh_budgets(&self) {
+        let configs = self.0.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut send: Vec<SendBudget> = Vec::new();
+        let mut receive: Vec<RecvBudget> = Vec::new();
+        for config in configs.iter().filter_map(Weak::upgrade) {
+            let streams = config.streams();
+            if !send.iter().any(|b| b.is_shared_with(&streams.send_budget)) {
+                send.push(streams.send_budget.clone());
+            }
+            if !receive
+                .iter()
+                .any(|b| b.is_shared_with(&streams.recv_budget))
+            {
+                receive.push(streams.recv_budget.clone());
+            }
+        }
+        let set = |family: &Family<BudgetLabel, Gauge>, budget, n: usize| {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            family.get_or_create(&BudgetLabel { budget }).set(n);
+        };
+        let sum = |counts: &mut dyn Iterator<Item = usize>| counts.fold(0, usize::saturating_add);
+        set(
+            &self.0.budget_used,
+            "send",
+            sum(&mut send.iter().map(SendBudget::used)),
+        );
+        set(
+            &self.0.budget_limit,
+            "send",
+            sum(&mut send.iter().map(SendBudget::limit)),
+        );
+        set(
+            &self.0.budget_used,
+            "receive",
+            sum(&mut receive.iter().map(RecvBudget::used)),
+        );
+        set(
+            &self.0.budget_limit,
+            "receive",
+            sum(&mut receive.iter().map(RecvBudget::limit)),
+        );
     }
 
     pub(crate) fn set_detached_sessions(&self, n: usize) {
@@ -551,6 +641,8 @@ mod tests {
             "tether_buffered_bytes",
             "tether_limit_hits",
             "tether_heartbeat_rtt_seconds",
+            "tether_budget_used_bytes",
+            "tether_budget_limit_bytes",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {family} ")),
@@ -574,5 +666,48 @@ mod tests {
         assert_eq!(m.connections(), 1);
         drop(meter);
         assert_eq!(m.connections(), 0);
+    }
+
+    #[test]
+    fn budgets_are_summed_once_each_while_their_configs_live() {
+        use tether_proto::streams::StreamsConfig;
+        let config =
+            |streams: StreamsConfig| Arc::new(Config::builder().streams(streams).build().unwrap());
+        let gauge = |m: &Metrics, name: &str, budget: &str| -> u64 {
+            let text = m.encode();
+            let key = format!("tether_budget_{name}_bytes{{budget=\"{budget}\"}} ");
+            let line = text.lines().find(|l| l.starts_with(&key)).unwrap();
+            line[key.len()..].parse().unwrap()
+        };
+        let m = Metrics::new();
+        assert_eq!(gauge(&m, "limit", "send"), 0, "nothing reported yet");
+        let shared = StreamsConfig {
+            send_budget: SendBudget::new(1000),
+            recv_budget: RecvBudget::new(5000),
+            ..StreamsConfig::default()
+        };
+        // Two configs sharing one pair of budgets (a server and a client of one process),
+        // one reported twice: each budget counts once.
+        let (a, b) = (config(shared.clone()), config(shared.clone()));
+        m.report_budgets(&a);
+        m.report_budgets(&a);
+        m.report_budgets(&b);
+        assert_eq!(gauge(&m, "limit", "send"), 1000);
+        assert_eq!(gauge(&m, "limit", "receive"), 5000);
+        // A config with budgets of its own adds them.
+        let own = config(StreamsConfig {
+            send_budget: SendBudget::new(1000),
+            recv_budget: RecvBudget::new(7),
+            ..StreamsConfig::default()
+        });
+        m.report_budgets(&own);
+        assert_eq!(gauge(&m, "limit", "send"), 2000);
+        assert_eq!(gauge(&m, "limit", "receive"), 5007);
+        assert_eq!(gauge(&m, "used", "receive"), 0);
+        // Gone with the last holder of its config.
+        drop(own);
+        assert_eq!(gauge(&m, "limit", "send"), 1000);
+        drop((a, b));
+        assert_eq!(gauge(&m, "limit", "receive"), 0);
     }
 }

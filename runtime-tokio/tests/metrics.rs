@@ -159,6 +159,8 @@ async fn a_scrape_shows_connections_handshakes_requests_and_bytes() {
         "tether_limit_hits counter",
         "tether_stream_timeouts counter",
         "tether_heartbeat_rtt_seconds histogram",
+        "tether_budget_used_bytes gauge",
+        "tether_budget_limit_bytes gauge",
     ] {
         assert!(
             types.contains(&format!("# TYPE {family}")),
@@ -167,6 +169,15 @@ async fn a_scrape_shows_connections_handshakes_requests_and_bytes() {
     }
     assert_eq!(value(&samples, "tether_connections"), 1.0);
     assert_eq!(value(&samples, "tether_detached_sessions"), 0.0);
+    // The server's budgets: the defaults, 64 MiB to send and 256 MiB of window growth.
+    assert_eq!(
+        value(&samples, r#"tether_budget_limit_bytes{budget="send"}"#),
+        (64u64 << 20) as f64
+    );
+    assert_eq!(
+        value(&samples, r#"tether_budget_limit_bytes{budget="receive"}"#),
+        (256u64 << 20) as f64
+    );
     assert_eq!(
         value(&samples, r#"tether_handshakes_total{outcome="accepted"}"#),
         1.0

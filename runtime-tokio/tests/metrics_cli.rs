@@ -54,6 +54,8 @@ async fn server_and_client_serve_metrics_with_the_metrics_flag() {
             "127.0.0.1:0",
             "--metrics",
             "127.0.0.1:0",
+            "--recv-budget",
+            "8MiB",
         ],
         Stdio::inherit(),
     );
@@ -66,7 +68,14 @@ async fn server_and_client_serve_metrics_with_the_metrics_flag() {
         .contains("tether_connections 0\n"));
 
     let mut client = common::tether(
-        &["client", &url, "--metrics", "127.0.0.1:0"],
+        &[
+            "client",
+            &url,
+            "--metrics",
+            "127.0.0.1:0",
+            "--send-budget",
+            "1MiB",
+        ],
         Stdio::inherit(),
     );
     let mut clines = stdout(&mut client);
@@ -79,8 +88,20 @@ async fn server_and_client_serve_metrics_with_the_metrics_flag() {
         text.contains(r#"tether_handshakes_total{outcome="accepted"} 1"#),
         "{text}"
     );
+    // The budgets each process was given: the one set on its command line, the default
+    // for the other.
+    assert!(
+        text.contains("tether_budget_limit_bytes{budget=\"receive\"} 8388608\n")
+            && text.contains("tether_budget_limit_bytes{budget=\"send\"} 67108864\n"),
+        "{text}"
+    );
     let text = scrape(&client_metrics).await;
     assert!(text.contains("tether_connections 1\n"), "{text}");
+    assert!(
+        text.contains("tether_budget_limit_bytes{budget=\"send\"} 1048576\n")
+            && text.contains("tether_budget_limit_bytes{budget=\"receive\"} 268435456\n"),
+        "{text}"
+    );
 
     sigterm(&client);
     assert!(tokio::time::timeout(GUARD, client.wait())

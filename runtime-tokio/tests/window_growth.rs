@@ -3,6 +3,8 @@
 //! way, and posts a 16 MiB body. With fixed windows (256 KiB per stream) that takes at
 //! least 64 round trips, 3.2 s, whatever the machine; with the default, growing windows
 //! the window doubles about every round trip and the body takes a fraction of that.
+//! The server's metrics show the growth taken from its receive budget while the
+//! connection lasts, and none once it has ended.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,8 +78,26 @@ fn config(streams: StreamsConfig) -> Arc<Config> {
     Arc::new(Config::builder().streams(streams).build().unwrap())
 }
 
-/// Posts the body through the long path with `streams` on both ends; the time it took.
-async fn post_through_long_path(streams: StreamsConfig) -> Duration {
+/// The value of `tether_budget_used_bytes{budget="receive"}` in `metrics`.
+fn receive_budget_used(metrics: &tether_tokio::metrics::Metrics) -> i64 {
+    let text = metrics.encode();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("tether_budget_used_bytes{budget=\"receive\"}"))
+        .unwrap_or_else(|| panic!("no receive budget gauge in:\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// What one post through the long path showed.
+struct Post {
+    /// The time the body took.
+    took: Duration,
+    /// The server's receive budget in use after the body, with the connection still open.
+    budget_held: i64,
+}
+
+/// Posts the body through the long path with `streams` on both ends.
+async fn post_through_long_path(streams: StreamsConfig) -> Post {
     let mut server_config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
     server_config.connection = config(streams.clone());
     let (server, _events) = Server::bind(server_config).await.unwrap();
@@ -110,9 +130,16 @@ async fn post_through_long_path(streams: StreamsConfig) -> Duration {
     let got = response.into_body().collect_limited(64).await.unwrap();
     let took = start.elapsed();
     assert_eq!(got, BODY.to_string());
+    let budget_held = receive_budget_used(&server.metrics());
     client.close().await;
+    // The connection's end gives its growth back.
+    let deadline = Instant::now() + GUARD;
+    while receive_budget_used(&server.metrics()) != 0 {
+        assert!(Instant::now() < deadline, "the growth was never given back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.shutdown(Duration::from_secs(1)).await.unwrap();
-    took
+    Post { took, budget_held }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +150,15 @@ async fn windows_grow_over_a_long_path() {
         ..StreamsConfig::default()
     })
     .await;
+    assert_eq!(fixed.budget_held, 0, "fixed windows take no budget");
     let grown = post_through_long_path(StreamsConfig::default()).await;
+    let limit = i64::try_from(tether_proto::streams::RecvBudget::default().limit()).unwrap();
+    assert!(
+        grown.budget_held > 0 && grown.budget_held <= limit,
+        "growth held: {}",
+        grown.budget_held
+    );
+    let (fixed, grown) = (fixed.took, grown.took);
     // 16 MiB in 256 KiB windows is 64 round trips of 50 ms at the least.
     assert!(
         fixed >= Duration::from_millis(3200),

@@ -294,6 +294,9 @@ impl Client {
             None,
             Instant::now(),
         )?;
+        if let Some(m) = &config.metrics {
+            m.report_budgets(&config.connection);
+        }
         let (events, stream) = Publisher::new(config.event_capacity);
         let (commands, rx) = queue::bounded(4);
         let current = CurrentId::default();

@@ -506,6 +506,7 @@ impl Server {
             subprotocol: Some(crate::conn::SUBPROTOCOL),
         };
         let metrics = config.metrics.clone().unwrap_or_default();
+        metrics.report_budgets(&config.connection);
         let store = SessionStore::new(config.resume_window)
             .with_max_detached(config.max_detached_sessions.max(1));
         let store_changed = Arc::new(Notify::new());
