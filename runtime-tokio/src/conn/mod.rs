@@ -7,6 +7,8 @@
 //! run loops follow the embedding contract written in
 //! [`tether_proto::connection`](tether_proto::connection#the-contract).
 
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tether_proto::connection::{CloseFrame, Connection, Transmit, WebSocketError, WsMessage};
@@ -60,6 +62,89 @@ pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn ws_config(conn_config: &tether_proto::connection::Config) -> WebSocketConfig {
     let max = 8 + conn_config.limits().max_frame_payload as usize;
     crate::transport::ws_config(max)
+}
+
+/// What the last read of a run loop's WebSocket found in the current poll of its task
+/// (reset by [`counted`] at every poll). The run loop reads its WebSocket without waiting
+/// after every input and before every wait, and most of those reads find nothing (seven of
+/// ten per small request one at a time, each through tungstenite's read path and the
+/// adapters below it down to the runtime's readiness check, about 850 instructions;
+/// benches/RESULTS.md, "Empty reads skipped").
+///
+/// A read that found the socket empty left the task's waker with the socket, so until the
+/// task's poll ends, another read can find nothing the first would not have woken the task
+/// for: a byte that arrives in between wakes the task, which the runtime then polls again
+/// as soon as this poll ends. So a read made again in the same poll of the task is skipped
+/// (at most [`MAX_SKIPS`] times in a row, so that a burst of commands cannot hold the
+/// socket back for long). Nothing is put between the socket and the task's waker: the
+/// reset at every poll is all this relies on, and a run loop not wrapped in [`counted`]
+/// never skips.
+#[derive(Debug, Default)]
+pub(crate) struct Polls(AtomicU8);
+
+/// [`Polls`]: the run loop is wrapped in [`counted`] (set at its first poll).
+const COUNTED: u8 = 0x80;
+
+/// Most reads skipped after one that found the socket empty (see [`Polls`]): the reads a
+/// turn makes after its last input and before its wait, and the one after a command. The
+/// bits of [`Polls`] below [`COUNTED`] hold the skips left.
+const MAX_SKIPS: u8 = 2;
+
+impl Polls {
+    /// A new poll of the task: nothing is known of the socket in it yet. Only the task
+    /// itself reads and writes the state, so plain loads and stores do.
+    fn bump(&self) {
+        self.0.store(COUNTED, Relaxed);
+    }
+
+    /// Whether a read now may be skipped: one found the socket empty earlier in this poll
+    /// of the task, and the skips are not used up.
+    fn skip(&self) -> bool {
+        let state = self.0.load(Relaxed);
+        if state & !COUNTED == 0 {
+            return false;
+        }
+        self.0.store(state - 1, Relaxed);
+        true
+    }
+
+    /// Records what a read found: nothing (`Pending`), or something.
+    fn record(&self, empty: bool) {
+        let counted = self.0.load(Relaxed) & COUNTED;
+        let skips = if empty && counted != 0 { MAX_SKIPS } else { 0 };
+        self.0.store(counted | skips, Relaxed);
+    }
+}
+
+/// Runs `fut`, a run loop reading its WebSocket with `polls`, counting the task's polls
+/// (see [`Polls`]). The run loop is pinned where it is (an `async fn` taking it by value
+/// would keep room for it twice in the task).
+pub(crate) fn counted<'a, F: std::future::Future>(
+    polls: &'a Polls,
+    mut fut: std::pin::Pin<&'a mut F>,
+) -> impl std::future::Future<Output = F::Output> + 'a {
+    std::future::poll_fn(move |cx| {
+        polls.bump();
+        fut.as_mut().poll(cx)
+    })
+}
+
+/// The run loop's next WebSocket message ([`poll_message`]), or `Pending` without a read
+/// when one found the socket empty earlier in this poll of the task ([`Polls`]).
+fn poll_ws<S>(
+    ws: &mut WebSocketStream<ReadAhead<S>>,
+    cx: &mut Context<'_>,
+    polls: &Polls,
+) -> Poll<Option<Result<Message, WsError>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if polls.skip() {
+        return Poll::Pending;
+    }
+    let polled = poll_message(ws, cx);
+    polls.record(polled.is_pending());
+    polled
 }
 
 /// What woke the run loop.
@@ -130,6 +215,7 @@ pub(crate) fn timer() -> Timer {
 /// wheel (a lock each) every turn.
 pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<ReadAhead<S>>,
+    polls: &Polls,
     conn: &Connection,
     commands: &mut crate::transport::queue::Receiver<C>,
     driver: &mut Driver,
@@ -170,7 +256,7 @@ where
                 // Every handle is gone: nobody can ask anything any more; keep serving.
                 None => commands_open = false,
             },
-            msg = std::future::poll_fn(|cx| poll_message(ws, cx)) => match message_input(msg) {
+            msg = std::future::poll_fn(|cx| poll_ws(ws, cx, polls)) => match message_input(msg) {
                 Some(input) => return input,
                 None => continue,
             },
@@ -244,6 +330,7 @@ impl Turn {
     pub(crate) async fn next<S, C>(
         &mut self,
         ws: &mut WebSocketStream<ReadAhead<S>>,
+        polls: &Polls,
         driver: &mut Driver,
     ) -> Option<Input<C>>
     where
@@ -261,7 +348,7 @@ impl Turn {
                     return Some(Input::Stream(cmd));
                 }
             }
-            if let Some(input) = ready_message(ws).await {
+            if let Some(input) = ready_message(ws, polls).await {
                 return Some(input);
             }
             if let Some(cmd) = driver.try_recv() {
@@ -297,13 +384,16 @@ async fn requeue() {
 
 /// A message that is already buffered or readable, without waiting for one (the read
 /// registers the task's waker as a blocking read would, so no wake-up is lost).
-async fn ready_message<S, C>(ws: &mut WebSocketStream<ReadAhead<S>>) -> Option<Input<C>>
+async fn ready_message<S, C>(
+    ws: &mut WebSocketStream<ReadAhead<S>>,
+    polls: &Polls,
+) -> Option<Input<C>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
         let msg = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match poll_message(ws, cx) {
+            std::task::Poll::Ready(match poll_ws(ws, cx, polls) {
                 std::task::Poll::Ready(msg) => Some(msg),
                 std::task::Poll::Pending => None,
             })
@@ -500,7 +590,10 @@ mod tests {
 
         // Nothing ready: the turn ends at once (no wait, no yield: nothing was handed out).
         let mut turn = Turn::new(&mut driver);
-        assert!(turn.next::<_, ()>(&mut ours, &mut driver).await.is_none());
+        assert!(turn
+            .next::<_, ()>(&mut ours, &Polls::default(), &mut driver)
+            .await
+            .is_none());
 
         for i in 0..TURN_INPUTS + 3 {
             peer.feed(Message::binary(vec![i as u8])).await.unwrap();
@@ -508,7 +601,10 @@ mod tests {
         peer.flush().await.unwrap();
         let mut turn = Turn::new(&mut driver);
         let mut got = Vec::new();
-        while let Some(input) = turn.next::<_, ()>(&mut ours, &mut driver).await {
+        while let Some(input) = turn
+            .next::<_, ()>(&mut ours, &Polls::default(), &mut driver)
+            .await
+        {
             match input {
                 Input::Message(WsMessage::Binary(b)) => got.push(b[0]),
                 other => panic!("{other:?}"),
@@ -519,7 +615,11 @@ mod tests {
         // The rest is for the next turn.
         let mut turn = Turn::new(&mut driver);
         let mut rest = 0;
-        while turn.next::<_, ()>(&mut ours, &mut driver).await.is_some() {
+        while turn
+            .next::<_, ()>(&mut ours, &Polls::default(), &mut driver)
+            .await
+            .is_some()
+        {
             rest += 1;
         }
         assert_eq!(rest, 3);
@@ -554,9 +654,63 @@ mod tests {
         let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
         let mut timer = std::pin::pin!(timer());
         peer.send(Message::binary(vec![1])).await.unwrap();
-        let input = next_input(&mut ours, &conn, &mut commands, &mut driver, timer.as_mut()).await;
+        let polls = Polls::default();
+        let input = next_input(
+            &mut ours,
+            &polls,
+            &conn,
+            &mut commands,
+            &mut driver,
+            timer.as_mut(),
+        )
+        .await;
         assert!(matches!(input, Input::Message(_)), "{input:?}");
         assert!(!ours.get_ref().has_pool());
+    }
+
+    /// A read made again in the same poll of the task after one found the socket empty is
+    /// skipped, at most `MAX_SKIPS` times, and loses nothing: a message that arrives in
+    /// between has woken the task, whose next poll reads it. A run loop not wrapped in
+    /// `counted` never skips.
+    #[tokio::test]
+    async fn reads_skipped_in_one_poll_lose_nothing() {
+        use crate::transport::read_ahead::differential::Woken;
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut ours =
+            WebSocketStream::from_raw_socket(ReadAhead::new(a, Role::Server), Role::Server, None)
+                .await;
+        let mut peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let woken = std::sync::Arc::new(Woken::default());
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let polls = Polls::default();
+        let got = |p: Poll<Option<Result<Message, WsError>>>| match p {
+            Poll::Ready(Some(Ok(Message::Binary(b)))) => Some(b[0]),
+            Poll::Pending => None,
+            other => panic!("{other:?}"),
+        };
+
+        polls.bump(); // a poll of the task begins
+        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "empty");
+        peer.send(Message::binary(vec![1])).await.unwrap();
+        assert!(woken.is_set(), "the message woke the task");
+        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "skipped");
+        polls.bump(); // the runtime polls the woken task again
+        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), Some(1));
+
+        // Skips are bounded: the read after MAX_SKIPS of them is made.
+        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "empty");
+        peer.send(Message::binary(vec![2])).await.unwrap();
+        for _ in 0..MAX_SKIPS {
+            assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "skipped");
+        }
+        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), Some(2));
+
+        // Never counted: every read is made.
+        let polls = Polls::default();
+        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "empty");
+        peer.send(Message::binary(vec![3])).await.unwrap();
+        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), Some(3));
     }
 
     #[test]
