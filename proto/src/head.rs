@@ -559,7 +559,7 @@ fn collect_fields(src: &Bytes, fields: &[httparse::Header<'_>]) -> Result<Header
         // The deadline field comes with most requests: its name is not in `http`'s
         // table of standard names, so parsing would copy it into an allocation each time.
         let name = if field.name == crate::streams::TIMEOUT_HEADER {
-            HeaderName::from_static(crate::streams::TIMEOUT_HEADER)
+            crate::streams::TIMEOUT_NAME
         } else {
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::InvalidHeader)?
         };

@@ -55,7 +55,7 @@ mod tests;
 mod view;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -76,6 +76,10 @@ pub const MAX_GOAWAY_REASON: usize = 256;
 /// The request header that carries the caller's deadline, in whole milliseconds remaining
 /// when the request was sent (spec/protocol.md §10.6).
 pub const TIMEOUT_HEADER: &str = "tether-timeout";
+
+/// [`TIMEOUT_HEADER`] as a header name, made once: looked up or added by a `&str`, the name
+/// would be parsed (and, added, copied into an allocation) on every request.
+pub(crate) const TIMEOUT_NAME: HeaderName = HeaderName::from_static(TIMEOUT_HEADER);
 
 pub use self::budget::{RecvBudget, SendBudget};
 pub use self::hasher::StreamIdHasher;
@@ -828,7 +832,7 @@ impl Streams {
             self.config.initial_stream_window,
         );
         stream.expected_len = head::content_length(&head.headers);
-        let deadline = match parse_timeout(head.headers.get_all(TIMEOUT_HEADER)) {
+        let deadline = match parse_timeout(head.headers.get_all(&TIMEOUT_NAME)) {
             Ok(d) => d,
             Err(()) => {
                 return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
@@ -1220,7 +1224,7 @@ impl Streams {
         let id = StreamId::new(self.next_local.ok_or(OpenError::Exhausted)?);
         // The deadline field is added below: count it in.
         let mut size = head.encoded_size();
-        if timeout.is_some() && !head.headers.contains_key(TIMEOUT_HEADER) {
+        if timeout.is_some() && !head.headers.contains_key(&TIMEOUT_NAME) {
             size.bytes += TIMEOUT_HEADER.len() + MAX_TIMEOUT_DIGITS + 4;
             size.fields += 1;
         }
@@ -1244,7 +1248,7 @@ impl Streams {
             // The header carries at most MAX_TIMEOUT_MS, and both ends run the same
             // deadline: a longer timeout is cut to it here too (spec/protocol.md §10.6).
             let ms = t.as_millis().clamp(1, u128::from(MAX_TIMEOUT_MS)) as u64;
-            head.headers.insert(TIMEOUT_HEADER, HeaderValue::from(ms));
+            head.headers.insert(TIMEOUT_NAME, HeaderValue::from(ms));
             let t = t.min(Duration::from_millis(MAX_TIMEOUT_MS));
             // A deadline too far to represent is never reached: no timer (§5).
             if let Some(at) = now.checked_add(t) {
