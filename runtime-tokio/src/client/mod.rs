@@ -545,9 +545,8 @@ impl Runner {
             };
             let end = match dialed {
                 Ok(Ok(ws)) => {
-                    let polls = link::Polls::default();
-                    let session = std::pin::pin!(self.session(ws, &polls, &mut backoff));
-                    link::counted(&polls, session).await
+                    let session = std::pin::pin!(self.session(ws, &mut backoff));
+                    link::counted(session).await
                 }
                 Ok(Err(error)) => {
                     tracing::info!(%error, "connect failed");
@@ -635,12 +634,7 @@ impl Runner {
     /// it would take twice its size in the client task for as long as the connection is
     /// up, and moved out of the box (`*ws`) it took its size in the task while the box's
     /// memory stayed allocated until the session ended (issue 11 goal 5).
-    async fn session(
-        &mut self,
-        mut ws: Box<ClientStream>,
-        polls: &link::Polls,
-        backoff: &mut Backoff,
-    ) -> SessionEnd {
+    async fn session(&mut self, mut ws: Box<ClientStream>, backoff: &mut Backoff) -> SessionEnd {
         let ws = &mut *ws;
         // Received frames' allocations are reused within what the peer may have in flight.
         let window = self.config.connection.streams().initial_connection_window;
@@ -734,7 +728,7 @@ impl Runner {
                 if conn.is_closed() || lost || violated {
                     break;
                 }
-                input = turn.next(ws, polls, &mut driver).await;
+                input = turn.next(ws, &mut driver).await;
                 now = Instant::now();
                 if input.is_none() {
                     break;
@@ -764,7 +758,7 @@ impl Runner {
             }
             let timer = timer.as_mut();
             let commands = &mut self.commands;
-            input = Some(link::next_input(ws, polls, &conn, commands, &mut driver, timer).await);
+            input = Some(link::next_input(ws, &conn, commands, &mut driver, timer).await);
         }
         // Callers wait for the next connection from now on; what this one still holds is
         // answered (requests never sent go back to their callers, to be sent again).
@@ -885,11 +879,11 @@ mod task_size_tests {
     /// 3,408 since a loop turn batches its inputs (`conn::Turn`, held across the wait for
     /// the next input, and the driver's count of answers outstanding). 3,416 since receive
     /// windows grow (spec/protocol.md §10.3.1: a pointer to the growth state, which exists
-    /// only once the connection window was granted again). 3,480 since reads of the
-    /// WebSocket that would find nothing are skipped (`link::Polls`, as on the server).
+    /// only once the connection window was granted again). 3,424 since reads of the
+    /// WebSocket that would find nothing are skipped (`link::counted`, as on the server).
     #[test]
     fn the_client_task_stays_small() {
         let size = future_size(&Runner::run);
-        assert!(size <= 3480, "client task future: {size} bytes");
+        assert!(size <= 3424, "client task future: {size} bytes");
     }
 }

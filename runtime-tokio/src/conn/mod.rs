@@ -7,7 +7,6 @@
 //! run loops follow the embedding contract written in
 //! [`tether_proto::connection`](tether_proto::connection#the-contract).
 
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -64,86 +63,88 @@ pub(crate) fn ws_config(conn_config: &tether_proto::connection::Config) -> WebSo
     crate::transport::ws_config(max)
 }
 
-/// What the last read of a run loop's WebSocket found in the current poll of its task
-/// (reset by [`counted`] at every poll). The run loop reads its WebSocket without waiting
-/// after every input and before every wait, and most of those reads find nothing (seven of
-/// ten per small request one at a time, each through tungstenite's read path and the
-/// adapters below it down to the runtime's readiness check, about 850 instructions;
-/// benches/RESULTS.md, "Empty reads skipped").
-///
-/// A read that found the socket empty left the task's waker with the socket, so until the
-/// task's poll ends, another read can find nothing the first would not have woken the task
-/// for: a byte that arrives in between wakes the task, which the runtime then polls again
-/// as soon as this poll ends. So a read made again in the same poll of the task is skipped
-/// (at most [`MAX_SKIPS`] times in a row, so that a burst of commands cannot hold the
-/// socket back for long). Nothing is put between the socket and the task's waker: the
-/// reset at every poll is all this relies on, and a run loop not wrapped in [`counted`]
-/// never skips.
-#[derive(Debug, Default)]
-pub(crate) struct Polls(AtomicU8);
-
-/// [`Polls`]: the run loop is wrapped in [`counted`] (set at its first poll).
-const COUNTED: u8 = 0x80;
-
-/// Most reads skipped after one that found the socket empty (see [`Polls`]): the reads a
-/// turn makes after its last input and before its wait, and the one after a command. The
-/// bits of [`Polls`] below [`COUNTED`] hold the skips left.
-const MAX_SKIPS: u8 = 2;
-
-impl Polls {
-    /// A new poll of the task: nothing is known of the socket in it yet. Only the task
-    /// itself reads and writes the state, so plain loads and stores do.
-    fn bump(&self) {
-        self.0.store(COUNTED, Relaxed);
-    }
-
-    /// Whether a read now may be skipped: one found the socket empty earlier in this poll
-    /// of the task, and the skips are not used up.
-    fn skip(&self) -> bool {
-        let state = self.0.load(Relaxed);
-        if state & !COUNTED == 0 {
-            return false;
-        }
-        self.0.store(state - 1, Relaxed);
-        true
-    }
-
-    /// Records what a read found: nothing (`Pending`), or something.
-    fn record(&self, empty: bool) {
-        let counted = self.0.load(Relaxed) & COUNTED;
-        let skips = if empty && counted != 0 { MAX_SKIPS } else { 0 };
-        self.0.store(counted | skips, Relaxed);
-    }
+thread_local! {
+    /// What the last read of the WebSocket found in the current poll of a run loop's task (set
+    /// by [`counted`] for the length of each poll; 0 outside one). The run loop reads its
+    /// WebSocket without waiting after every input and before every wait, and most of those
+    /// reads find nothing (seven of ten per small request one at a time, each through
+    /// tungstenite's read path and the adapters below it down to the runtime's readiness check,
+    /// about 850 instructions; benches/RESULTS.md, "Empty reads skipped").
+    ///
+    /// A read that found the socket empty left the task's waker with the socket, so until the
+    /// task's poll ends, another read can find nothing the first would not have woken the task
+    /// for: a byte that arrives in between wakes the task, which the runtime then polls again
+    /// as soon as this poll ends. So a read made again in the same poll of the task is skipped
+    /// (at most [`MAX_SKIPS`] times in a row, so that a burst of commands cannot hold the
+    /// socket back for long). Nothing is put between the socket and the task's waker, and
+    /// nothing is kept in the task: a poll runs on one thread, and [`counted`] starts every
+    /// poll of the run loop afresh and clears the state when it returns, so what one poll
+    /// found never reaches another poll, of this task or any other. A run loop not wrapped in
+    /// [`counted`] never skips.
+    static DRY: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
-/// Runs `fut`, a run loop reading its WebSocket with `polls`, counting the task's polls
-/// (see [`Polls`]). The run loop is pinned where it is (an `async fn` taking it by value
-/// would keep room for it twice in the task).
-pub(crate) fn counted<'a, F: std::future::Future>(
-    polls: &'a Polls,
-    mut fut: std::pin::Pin<&'a mut F>,
-) -> impl std::future::Future<Output = F::Output> + 'a {
+/// [`DRY`]: the current poll is a run loop's, wrapped in [`counted`].
+const COUNTED: u8 = 0x80;
+
+/// Most reads skipped after one that found the socket empty (see [`DRY`]): the reads a turn
+/// makes after its last input and before its wait, and the one after a command. The bits of
+/// [`DRY`] below [`COUNTED`] hold the skips left.
+const MAX_SKIPS: u8 = 2;
+
+/// Whether a read now may be skipped: one found the socket empty earlier in this poll of
+/// the task, and the skips are not used up.
+fn skip_read() -> bool {
+    let state = DRY.get();
+    if state & !COUNTED == 0 {
+        return false;
+    }
+    DRY.set(state - 1);
+    true
+}
+
+/// Records what a read found: nothing (`Pending`), or something.
+fn record_read(empty: bool) {
+    let counted = DRY.get() & COUNTED;
+    let skips = if empty && counted != 0 { MAX_SKIPS } else { 0 };
+    DRY.set(counted | skips);
+}
+
+/// Polls `fut`, a run loop, starting each of its polls with nothing known of its WebSocket
+/// and forgetting it again when the poll returns (see [`DRY`]). The run loop is pinned
+/// where it is (an `async fn` taking it by value would keep room for it twice in the
+/// task).
+pub(crate) fn counted<F: std::future::Future + ?Sized>(
+    mut fut: std::pin::Pin<&mut F>,
+) -> impl std::future::Future<Output = F::Output> + '_ {
+    /// Clears the state when the poll ends, even by a panic.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            DRY.set(0);
+        }
+    }
     std::future::poll_fn(move |cx| {
-        polls.bump();
+        DRY.set(COUNTED);
+        let _clear = Clear;
         fut.as_mut().poll(cx)
     })
 }
 
 /// The run loop's next WebSocket message ([`poll_message`]), or `Pending` without a read
-/// when one found the socket empty earlier in this poll of the task ([`Polls`]).
+/// when one found the socket empty earlier in this poll of the task ([`DRY`]).
 fn poll_ws<S>(
     ws: &mut WebSocketStream<ReadAhead<S>>,
     cx: &mut Context<'_>,
-    polls: &Polls,
 ) -> Poll<Option<Result<Message, WsError>>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if polls.skip() {
+    if skip_read() {
         return Poll::Pending;
     }
     let polled = poll_message(ws, cx);
-    polls.record(polled.is_pending());
+    record_read(polled.is_pending());
     polled
 }
 
@@ -215,7 +216,6 @@ pub(crate) fn timer() -> Timer {
 /// wheel (a lock each) every turn.
 pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<ReadAhead<S>>,
-    polls: &Polls,
     conn: &Connection,
     commands: &mut crate::transport::queue::Receiver<C>,
     driver: &mut Driver,
@@ -256,7 +256,7 @@ where
                 // Every handle is gone: nobody can ask anything any more; keep serving.
                 None => commands_open = false,
             },
-            msg = std::future::poll_fn(|cx| poll_ws(ws, cx, polls)) => match message_input(msg) {
+            msg = std::future::poll_fn(|cx| poll_ws(ws, cx)) => match message_input(msg) {
                 Some(input) => return input,
                 None => continue,
             },
@@ -330,7 +330,6 @@ impl Turn {
     pub(crate) async fn next<S, C>(
         &mut self,
         ws: &mut WebSocketStream<ReadAhead<S>>,
-        polls: &Polls,
         driver: &mut Driver,
     ) -> Option<Input<C>>
     where
@@ -348,7 +347,7 @@ impl Turn {
                     return Some(Input::Stream(cmd));
                 }
             }
-            if let Some(input) = ready_message(ws, polls).await {
+            if let Some(input) = ready_message(ws).await {
                 return Some(input);
             }
             if let Some(cmd) = driver.try_recv() {
@@ -384,16 +383,13 @@ async fn requeue() {
 
 /// A message that is already buffered or readable, without waiting for one (the read
 /// registers the task's waker as a blocking read would, so no wake-up is lost).
-async fn ready_message<S, C>(
-    ws: &mut WebSocketStream<ReadAhead<S>>,
-    polls: &Polls,
-) -> Option<Input<C>>
+async fn ready_message<S, C>(ws: &mut WebSocketStream<ReadAhead<S>>) -> Option<Input<C>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
         let msg = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match poll_ws(ws, cx, polls) {
+            std::task::Poll::Ready(match poll_ws(ws, cx) {
                 std::task::Poll::Ready(msg) => Some(msg),
                 std::task::Poll::Pending => None,
             })
@@ -590,10 +586,7 @@ mod tests {
 
         // Nothing ready: the turn ends at once (no wait, no yield: nothing was handed out).
         let mut turn = Turn::new(&mut driver);
-        assert!(turn
-            .next::<_, ()>(&mut ours, &Polls::default(), &mut driver)
-            .await
-            .is_none());
+        assert!(turn.next::<_, ()>(&mut ours, &mut driver).await.is_none());
 
         for i in 0..TURN_INPUTS + 3 {
             peer.feed(Message::binary(vec![i as u8])).await.unwrap();
@@ -601,10 +594,7 @@ mod tests {
         peer.flush().await.unwrap();
         let mut turn = Turn::new(&mut driver);
         let mut got = Vec::new();
-        while let Some(input) = turn
-            .next::<_, ()>(&mut ours, &Polls::default(), &mut driver)
-            .await
-        {
+        while let Some(input) = turn.next::<_, ()>(&mut ours, &mut driver).await {
             match input {
                 Input::Message(WsMessage::Binary(b)) => got.push(b[0]),
                 other => panic!("{other:?}"),
@@ -615,11 +605,7 @@ mod tests {
         // The rest is for the next turn.
         let mut turn = Turn::new(&mut driver);
         let mut rest = 0;
-        while turn
-            .next::<_, ()>(&mut ours, &Polls::default(), &mut driver)
-            .await
-            .is_some()
-        {
+        while turn.next::<_, ()>(&mut ours, &mut driver).await.is_some() {
             rest += 1;
         }
         assert_eq!(rest, 3);
@@ -654,27 +640,19 @@ mod tests {
         let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
         let mut timer = std::pin::pin!(timer());
         peer.send(Message::binary(vec![1])).await.unwrap();
-        let polls = Polls::default();
-        let input = next_input(
-            &mut ours,
-            &polls,
-            &conn,
-            &mut commands,
-            &mut driver,
-            timer.as_mut(),
-        )
-        .await;
+        let input = next_input(&mut ours, &conn, &mut commands, &mut driver, timer.as_mut()).await;
         assert!(matches!(input, Input::Message(_)), "{input:?}");
         assert!(!ours.get_ref().has_pool());
     }
 
     /// A read made again in the same poll of the task after one found the socket empty is
     /// skipped, at most `MAX_SKIPS` times, and loses nothing: a message that arrives in
-    /// between has woken the task, whose next poll reads it. A run loop not wrapped in
-    /// `counted` never skips.
+    /// between has woken the task, whose next poll reads it. Outside a poll of `counted`
+    /// nothing is skipped, and nothing is kept after one.
     #[tokio::test]
     async fn reads_skipped_in_one_poll_lose_nothing() {
         use crate::transport::read_ahead::differential::Woken;
+        use std::future::Future;
         let (a, b) = tokio::io::duplex(1 << 20);
         let mut ours =
             WebSocketStream::from_raw_socket(ReadAhead::new(a, Role::Server), Role::Server, None)
@@ -682,35 +660,58 @@ mod tests {
         let mut peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
         let woken = std::sync::Arc::new(Woken::default());
         let waker = std::task::Waker::from(woken.clone());
-        let mut cx = Context::from_waker(&waker);
-        let polls = Polls::default();
-        let got = |p: Poll<Option<Result<Message, WsError>>>| match p {
-            Poll::Ready(Some(Ok(Message::Binary(b)))) => Some(b[0]),
-            Poll::Pending => None,
-            other => panic!("{other:?}"),
+        // What one read without waiting found: a message's first byte, or nothing.
+        async fn read<S: AsyncRead + AsyncWrite + Unpin>(
+            ws: &mut WebSocketStream<ReadAhead<S>>,
+        ) -> Option<u8> {
+            std::future::poll_fn(|cx| {
+                Poll::Ready(match poll_ws(ws, cx) {
+                    Poll::Ready(Some(Ok(Message::Binary(b)))) => Some(b[0]),
+                    Poll::Pending => None,
+                    other => panic!("{other:?}"),
+                })
+            })
+            .await
+        }
+        // Runs `run` as one poll of a counted run loop (it never waits: the duplex has room).
+        let one_poll = |run: std::pin::Pin<&mut dyn Future<Output = Vec<Option<u8>>>>| {
+            let mut cx = Context::from_waker(&waker);
+            match std::pin::pin!(counted(run)).poll(&mut cx) {
+                Poll::Ready(found) => found,
+                Poll::Pending => panic!("the poll waited"),
+            }
         };
 
-        polls.bump(); // a poll of the task begins
-        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "empty");
-        peer.send(Message::binary(vec![1])).await.unwrap();
+        // Empty; a message arrives and wakes the task; the read made again is skipped. The
+        // next poll reads the message.
+        let found = one_poll(std::pin::pin!(async {
+            let empty = read(&mut ours).await;
+            peer.send(Message::binary(vec![1])).await.unwrap();
+            vec![empty, read(&mut ours).await]
+        }));
+        assert_eq!(found, [None, None], "empty, then skipped");
         assert!(woken.is_set(), "the message woke the task");
-        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "skipped");
-        polls.bump(); // the runtime polls the woken task again
-        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), Some(1));
+        assert_eq!(DRY.get(), 0, "nothing is kept after the poll");
+        let found = one_poll(std::pin::pin!(async { vec![read(&mut ours).await] }));
+        assert_eq!(found, [Some(1)], "the next poll reads it");
 
         // Skips are bounded: the read after MAX_SKIPS of them is made.
-        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "empty");
-        peer.send(Message::binary(vec![2])).await.unwrap();
-        for _ in 0..MAX_SKIPS {
-            assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "skipped");
-        }
-        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), Some(2));
+        let found = one_poll(std::pin::pin!(async {
+            let mut found = vec![read(&mut ours).await];
+            peer.send(Message::binary(vec![2])).await.unwrap();
+            for _ in 0..=MAX_SKIPS {
+                found.push(read(&mut ours).await);
+            }
+            found
+        }));
+        let mut expected = vec![None; 1 + usize::from(MAX_SKIPS)];
+        expected.push(Some(2));
+        assert_eq!(found, expected);
 
-        // Never counted: every read is made.
-        let polls = Polls::default();
-        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), None, "empty");
+        // Not counted: every read is made.
+        assert_eq!(read(&mut ours).await, None, "empty");
         peer.send(Message::binary(vec![3])).await.unwrap();
-        assert_eq!(got(poll_ws(&mut ours, &mut cx, &polls)), Some(3));
+        assert_eq!(read(&mut ours).await, Some(3));
     }
 
     #[test]

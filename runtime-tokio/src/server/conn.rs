@@ -40,9 +40,8 @@ pub(super) async fn serve(
         };
         tracing::debug!(path = %upgraded.1.uri, "WebSocket open");
         let _live = LiveGuard::new(&live);
-        let polls = link::Polls::default();
-        let run = std::pin::pin!(run(upgraded, &polls, &shared, hook.as_ref(), broadcast));
-        link::counted(&polls, run).await;
+        let run = std::pin::pin!(run(upgraded, &shared, hook.as_ref(), broadcast));
+        link::counted(run).await;
     }
     .instrument(span)
     .await
@@ -119,7 +118,6 @@ struct Task<'a> {
 /// (issue 11 goal 5).
 async fn run(
     upgraded: Box<(ServerStream, RequestInfo)>,
-    polls: &link::Polls,
     shared: &Shared,
     hook: &dyn HelloHook,
     broadcast: watch::Receiver<Broadcast>,
@@ -169,7 +167,7 @@ async fn run(
                 broadcast.set(broadcast_changed(receiver));
                 Input::Command(Command::Close(Box::new((code, reason))))
             }
-            input = link::next_input(&mut ws, polls, &conn, &mut rx, &mut driver, timer.as_mut()) => input,
+            input = link::next_input(&mut ws, &conn, &mut rx, &mut driver, timer.as_mut()) => input,
         };
         // One turn: this input, then every input that is ready without waiting (bounded,
         // see `link::Turn`), each with its events handled, then one write burst for all.
@@ -219,7 +217,7 @@ async fn run(
             if conn.is_closed() || lost || violated {
                 break;
             }
-            input = turn.next(&mut ws, polls, &mut driver).await;
+            input = turn.next(&mut ws, &mut driver).await;
             now = Instant::now();
         }
         loop {
@@ -514,12 +512,12 @@ mod tests {
     /// (spec/protocol.md §10.3.1): the stream layer's config holds the windows' maxima and
     /// the process-wide receive budget (16 bytes), and the stream layer a pointer to the
     /// growth state, which exists only once the connection window was granted again.
-    /// 3,616 since reads of the WebSocket that would find nothing are skipped
-    /// (`link::Polls`: its state, the wrapper that resets it at every poll of the task, and
-    /// the references to it the run loop's waits hold).
+    /// 3,584 since reads of the WebSocket that would find nothing are skipped
+    /// (`link::counted`: the pointer to the pinned run loop; its state is a thread-local of
+    /// the poll, none of it in the task).
     #[test]
     fn the_connection_task_stays_small() {
         let size = future_size(&serve);
-        assert!(size <= 3616, "serve future: {size} bytes");
+        assert!(size <= 3584, "serve future: {size} bytes");
     }
 }
