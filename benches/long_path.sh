@@ -37,24 +37,8 @@ for tool in python3 curl sha256sum; do
   command -v "$tool" >/dev/null || { echo "long_path: needs $tool" >&2; exit 2; }
 done
 
-work=$(mktemp -d)
-pids=()
-# shellcheck disable=SC2317 # run by the EXIT trap
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "long_path: nothing listens on port $1" >&2
-  return 1
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 mkdir -p "$work/www"
 head -c "$((SIZE_MIB << 20))" /dev/urandom >"$work/www/file"
@@ -62,31 +46,14 @@ want=$(sha256sum <"$work/www/file" | cut -d' ' -f1)
 chmod -R a+rX "$work"
 up=$((BASE + 1))
 if command -v nginx >/dev/null; then
-  mkdir -p "$work/nginx"
-  cat >"$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
-  server { listen 127.0.0.1:$up; root $work/www; }
-}
-CONF
-  nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+  start_nginx nginx "$up" "$work/www"
   upstream=nginx
 else
   (cd "$work/www" && exec python3 -m http.server "$up" --bind 127.0.0.1 >/dev/null 2>&1) &
+  pids+=($!)
+  wait_port "$up"
   upstream=python
 fi
-pids+=($!)
-wait_port "$up"
 
 delay=(--delay-ms "$DELAY_MS" --in-flight-kib "$IN_FLIGHT_KIB")
 # http1 direct: curl -> proxy -> upstream.

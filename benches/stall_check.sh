@@ -30,51 +30,14 @@ for tool in "$NGINX" wrk; do
   command -v "$tool" >/dev/null || { echo "stall_check: $tool is missing" >&2; exit 2; }
 done
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+read -r P_NGINX P_LISTEN P_GW P_TCP < <(free_ports 4)
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "stall_check: nothing listens on $1" >&2
-  return 1
-}
-P_NGINX=$(port) P_LISTEN=$(port) P_GW=$(port) P_TCP=$(port)
-
-mkdir -p "$work/www" "$work/nginx"
+mkdir -p "$work/www"
 printf '{"ok":true}\n' >"$work/www/small"
 head -c 1048576 /dev/urandom >"$work/www/mib1"
-chmod -R a+rX "$work"
-cat >"$work/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
-  default_type application/octet-stream;
-  server { listen 127.0.0.1:$P_NGINX; root $work/www; }
-}
-EOF
-"$NGINX" -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>>"$work/nginx/error.log" &
-pids+=($!)
-wait_port "$P_NGINX"
+start_nginx "$NGINX" "$P_NGINX" "$work/www"
 "$TETHER" server --listen "127.0.0.1:$P_LISTEN" --gateway "127.0.0.1:$P_GW" \
   --tcp-gateway "127.0.0.1:$P_TCP=127.0.0.1:$P_NGINX" >"$work/server.log" 2>&1 &
 pids+=($!)

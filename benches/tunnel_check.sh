@@ -34,29 +34,13 @@ for tool in python3 curl sha256sum; do
   command -v "$tool" >/dev/null || { echo "tunnel_check: needs $tool" >&2; exit 2; }
 done
 
-work=$(mktemp -d)
-pids=()
-# shellcheck disable=SC2317 # run by the EXIT trap, which shellcheck 0.9 does not follow
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 mkdir -p "$work/www"
 head -c "$((SIZE_MIB << 20))" /dev/urandom >"$work/www/file"
 want=$(sha256sum <"$work/www/file" | cut -d' ' -f1)
 chmod -R a+rX "$work" # nginx's workers run unprivileged
-
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "tunnel_check: nothing listens on port $1" >&2
-  return 1
-}
 
 # python3 -m http.server for GET; a few lines of http.server for POST echo.
 (cd "$work/www" && exec python3 -m http.server "$((BASE + 1))" --bind 127.0.0.1 >/dev/null 2>&1) &
@@ -87,26 +71,7 @@ wait_port "$((BASE + 1))"
 wait_port "$((BASE + 2))"
 upstreams=("python:$((BASE + 1))")
 if command -v nginx >/dev/null; then
-  mkdir -p "$work/nginx"
-  cat >"$work/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
-  server { listen 127.0.0.1:$((BASE + 3)); root $work/www; }
-}
-EOF
-  nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
-  pids+=($!)
-  wait_port "$((BASE + 3))"
+  start_nginx nginx "$((BASE + 3))" "$work/www"
   upstreams+=("nginx:$((BASE + 3))")
 else
   echo "tunnel_check: nginx not installed, python upstream only"

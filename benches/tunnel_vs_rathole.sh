@@ -70,57 +70,15 @@ for tool in "$NGINX" wrk curl python3 sha256sum; do
 done
 [ "$STRACE" = 1 ] && { command -v strace >/dev/null || { say "STRACE=1 needs strace"; exit 2; }; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Free loopback ports: bound together (so they differ), then released.
-read -r P_NGINX P_TLISTEN P_TGW P_RCTL P_RSVC P_TTCP P_FWS P_FGW < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(8)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
-
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  say "nothing listens on port $1"
-  return 1
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+read -r P_NGINX P_TLISTEN P_TGW P_RCTL P_RSVC P_TTCP P_FWS P_FGW < <(free_ports 8)
 
 # The files: /small is 60 bytes, like rest_load's `GET /small`; /mib1 is 1 MiB of random bytes.
-mkdir -p "$work/www" "$work/nginx"
+mkdir -p "$work/www"
 printf '{"ok":true,"pad":"0123456789abcdef0123456789abcdef0123456"}\n' >"$work/www/small"
 head -c 1048576 /dev/urandom >"$work/www/mib1"
-chmod -R a+rX "$work" # when run as root, nginx's worker runs as nobody
-cat >"$work/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000; # no reconnects mid-run, through any tunnel
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
-  default_type application/octet-stream;
-  server { listen 127.0.0.1:$P_NGINX; root $work/www; }
-}
-EOF
-"$NGINX" -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>>"$work/nginx/error.log" &
-pids+=($!)
-wait_port "$P_NGINX"
+start_nginx "$NGINX" "$P_NGINX" "$work/www"
 
 # Tether: the server's gateway carries requests to the client, whose upstream is nginx.
 "$TETHER" server --listen "127.0.0.1:$P_TLISTEN" --gateway "127.0.0.1:$P_TGW" \
