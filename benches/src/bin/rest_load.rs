@@ -6,7 +6,7 @@
 //! ```text
 //! rest_load [--json] [--split] [--concurrency C[,C...]] [--requests N] [--body-mib M] [--rounds R]
 //!           [--window-kib W] [--frame-kib F] [--chunk-kib K]
-//!           [--only small|tether-small|h2-small|large|tether-large|http1-large|h2-large|hol|floor]
+//!           [--only small|tether-small|h2-small|http1-small|large|tether-large|http1-large|h2-large|hol|floor]
 //! ```
 //!
 //! Defaults: C = 1,128 (each listed concurrency is measured), N = 20,000, M = 256, R = 5, and
@@ -18,7 +18,7 @@
 //! frame is never larger than its chunk): together they show what frame size does
 //! (RESULTS.md, "Allocations reused"). `--only` runs
 //! one part: `small`, `tether-small` (only Tether's, e.g. under a profiler), `h2-small`
-//! (only h2's, the same under a profiler, to compare), `large` (the
+//! (only h2's, the same under a profiler, to compare), `http1-small`, `large` (the
 //! four large-body measurements and the large floor), `tether-large` (only
 //! Tether's two large-body transfers, e.g. under a profiler), `http1-large`, `h2-large`,
 //! `hol` or `floor` (both floors). `--json` prints one JSON object on stdout (the human text goes to
@@ -229,6 +229,8 @@ enum Only {
     TetherSmall,
     /// Only h2's small requests (the same under a profiler, to compare).
     H2Small,
+    /// Only HTTP/1.1's small requests (the same under a profiler, to compare).
+    Http1Small,
     /// The four large-body transfers and the large floors.
     Large,
     /// Only Tether's two large-body transfers (e.g. under a profiler).
@@ -247,14 +249,14 @@ impl Only {
     fn small(self) -> bool {
         matches!(
             self,
-            Only::All | Only::Small | Only::TetherSmall | Only::H2Small
+            Only::All | Only::Small | Only::TetherSmall | Only::H2Small | Only::Http1Small
         )
     }
     fn tether_small(self) -> bool {
         matches!(self, Only::All | Only::Small | Only::TetherSmall)
     }
-    fn peers_small(self) -> bool {
-        matches!(self, Only::All | Only::Small)
+    fn http1_small(self) -> bool {
+        matches!(self, Only::All | Only::Small | Only::Http1Small)
     }
     fn h2_small(self) -> bool {
         matches!(self, Only::All | Only::Small | Only::H2Small)
@@ -539,7 +541,7 @@ async fn round(rig: &mut Rig, args: &Args, n: usize, len: u64) -> Result<Row, Er
                     tether_small(&rig.tether.upstream, c, n).await?,
                 ));
             }
-            if only.peers_small() {
+            if only.http1_small() {
                 runs.push(("http1", http1_small(&mut rig.http1.conns, c, n).await?));
             }
             if only.h2_small() {

@@ -32,6 +32,9 @@ impl tether_proto::RandomSource for OsRandom {
     }
 }
 
+/// tungstenite's read buffer, and the most it reads in one call (see [`ws_config`]).
+pub(crate) const READ_BUFFER: usize = 1024;
+
 /// A WebSocket config sized for many connections: small read/write buffers, and
 /// `max_message_size` as both message and frame limit.
 ///
@@ -43,11 +46,11 @@ impl tether_proto::RandomSource for OsRandom {
 /// upgrade, [`client_upgrade`], instead of tungstenite's client handshake, whose 4 KiB
 /// buffer became the connection's). It also caps each read at 1 KiB;
 /// [`ReadAhead`](read_ahead::ReadAhead) takes the system calls that would cost off the hot
-/// path, and on a Tether connection reads large binary frames whole, past tungstenite
-/// (benches/RESULTS.md, ninth pass).
+/// path, and on a Tether connection reads binary frames whole, past tungstenite: large
+/// ones (benches/RESULTS.md, ninth pass) and small ones that arrive whole (fourteenth).
 pub(crate) fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(max_message_size.saturating_mul(2).max(64 * 1024))
         .max_message_size(Some(max_message_size))

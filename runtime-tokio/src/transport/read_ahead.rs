@@ -7,7 +7,8 @@
 //! trip through the runtime's I/O driver: most of the cost of a large body on loopback.
 //!
 //! [`ReadAhead`] sits between tungstenite and the socket. While reads are small it passes
-//! them straight through (no copy, no buffer). When a read fills the caller's buffer
+//! them straight through (no copy, no buffer), or reads them for [`poll_message`] itself
+//! (below, "Binary frames read whole"). When a read fills the caller's buffer
 //! completely, more is probably waiting, so it switches to reading [`CHUNK`] bytes at a
 //! time into its own buffer and hands them out from there: one system call per chunk
 //! instead of one per 1 KiB. The buffer is freed when the socket runs dry twice without a
@@ -27,6 +28,19 @@
 //! way a payload holds no memory but its own frame's (an own allocation is rounded up to
 //! 4 KiB, and one taken again may be up to twice the frame), however long its reader
 //! keeps it.
+//!
+//! Small traffic is read past tungstenite as well. Outside read-ahead mode, at a boundary
+//! where a frame may be taken whole (below), [`poll_message`] reads the socket itself,
+//! [`SMALL_READ`] bytes at most, into a buffer on the stack. A final binary frame that is
+//! all the read brought is copied out of it as its payload: one allocation, the message's,
+//! and nothing kept. Several frames that came together are kept in the buffer, exactly as
+//! many bytes as came, and taken from it one per message; a frame not to take (a ping, a
+//! part of a frame) goes from there to tungstenite as any buffered bytes do, and the buffer
+//! is freed once empty. tungstenite's read path (its frame parser, the zero-filling of its
+//! buffer, the adapters between it and the socket) then runs only for what it alone
+//! handles: it cost about a tenth of a small request's instructions (benches/RESULTS.md,
+//! "Small frames read past tungstenite"). A read that fills the stack buffer switches to
+//! read-ahead mode, as one that fills tungstenite's buffer does.
 //!
 //! # Allocations reused
 //!
@@ -99,6 +113,11 @@ const LARGE_READ: usize = CHUNK / 8;
 /// is copied out (see the module docs).
 pub(crate) const OWN_ALLOCATION: usize = 16 * 1024;
 
+/// Bytes asked of the socket in one read outside read-ahead mode while [`poll_message`]
+/// reads (into a buffer on the stack), as many as tungstenite's own read buffer holds
+/// ([`READ_BUFFER`](super::READ_BUFFER)).
+const SMALL_READ: usize = super::READ_BUFFER;
+
 /// Bytes read past the end of a frame read into its own allocation: the next frame's
 /// header comes with the same system call.
 pub(crate) const TAIL: usize = 16;
@@ -167,6 +186,27 @@ impl Pool {
     }
 }
 
+/// What `buf` holds for [`poll_message`] to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    /// Nothing.
+    No,
+    /// A whole binary frame to take, at its start.
+    Frame,
+    /// Only the payload of a binary frame read whole from one small read, unmasked.
+    Payload,
+}
+
+/// What [`ReadAhead::poll_small`] did with what the socket had.
+enum Small {
+    /// A message is ready for [`poll_message`].
+    Taken,
+    /// Bytes for tungstenite wait in `buf`.
+    Buffered,
+    /// The stream ended.
+    Ended,
+}
+
 /// A byte stream that reads ahead in [`CHUNK`]s while data is streaming in, and reads
 /// binary frames whole for [`poll_message`] (see the module docs). Writes pass straight
 /// through. Every WebSocket of a Tether connection, client and server side, runs over one.
@@ -185,8 +225,8 @@ pub(crate) struct ReadAhead<S> {
     fed: bool,
     /// The server side: frames from the peer are masked (RFC 6455 §5.3).
     server: bool,
-    /// A whole binary frame is at the start of `buf`, for [`poll_message`] to take.
-    frame_ready: bool,
+    /// Whether a message waits in `buf` for [`poll_message`] to take, and in which form.
+    ready: Ready,
     /// Nonzero while [`poll_message`] reads: binary frames up to this payload length may
     /// be taken whole (tungstenite's frame and message limits, at most `u32::MAX`).
     take_max: u32,
@@ -210,7 +250,7 @@ impl<S> ReadAhead<S> {
             bulk: false,
             fed: false,
             server: role == Role::Server,
-            frame_ready: false,
+            ready: Ready::No,
             take_max: 0,
             bounds: Boundaries::default(),
             pool_limit: 0,
@@ -257,6 +297,15 @@ impl<S> ReadAhead<S> {
         self.buf.advance(n);
         // What follows is not the frame the allocation was made for.
         self.sized = false;
+        self.release_small();
+    }
+
+    /// Outside read-ahead mode `buf` holds only what is left of one small read: its
+    /// allocation goes as soon as it is empty, so that an idle connection holds none.
+    fn release_small(&mut self) {
+        if !self.ahead && self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// The socket ran dry: leaves read-ahead mode unless a large read came since the last
@@ -316,12 +365,18 @@ impl<S> ReadAhead<S> {
         self.buf.capacity() - self.buf.len()
     }
 
-    /// The frame [`poll_read`](AsyncRead::poll_read) found ready (`frame_ready`): its
+    /// The message [`poll_read`](AsyncRead::poll_read) found ready (`ready`): a frame's
     /// payload, unmasked. Split off without a copy from an allocation made for it, copied
-    /// out of a shared one.
+    /// out of a shared one, or `buf` itself when it holds only the payload.
     fn take_frame(&mut self) -> Option<bytes::Bytes> {
-        if !std::mem::take(&mut self.frame_ready) {
-            return None;
+        match std::mem::replace(&mut self.ready, Ready::No) {
+            Ready::No => return None,
+            Ready::Payload => {
+                #[cfg(test)]
+                tests::TAKEN.with(|taken| taken.set(taken.get() + 1));
+                return Some(std::mem::take(&mut self.buf).freeze());
+            }
+            Ready::Frame => {}
         }
         let Peek::Header(h) = boundaries::peek(&self.buf) else {
             unreachable!("a ready frame starts with a whole header");
@@ -340,16 +395,84 @@ impl<S> ReadAhead<S> {
         if let Some(key) = h.header.mask {
             apply_mask(&mut payload, key, 0);
         }
+        self.release_small();
         #[cfg(test)]
         tests::TAKEN.with(|taken| taken.set(taken.get() + 1));
         Some(payload.freeze())
     }
+
+    /// Whether [`poll_message`] reads the socket itself, before tungstenite: outside
+    /// read-ahead mode, at a boundary where a frame may be taken whole, nothing buffered.
+    fn small_read_first(&self) -> bool {
+        self.take_max > 0
+            && !self.ahead
+            && self.ready == Ready::No
+            && self.buf.is_empty()
+            && self.bounds.may_take()
+    }
+
+    /// Whether a whole frame to take is at the start of `buf`.
+    fn whole_in_buf(&self) -> bool {
+        match boundaries::peek(&self.buf) {
+            Peek::Header(h) => self
+                .takeable(&h)
+                .is_some_and(|total| total <= self.buf.len()),
+            _ => false,
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> ReadAhead<S> {
+    /// At a boundary, outside read-ahead mode, while [`poll_message`] reads and `buf` is
+    /// empty: one read of up to [`SMALL_READ`] bytes into a buffer on the stack. A whole
+    /// frame to take that is all the read brought becomes `buf`, payload only (one
+    /// allocation, the message's); one followed by more bytes is taken out of `buf`, which
+    /// then holds the read. Anything else waits in `buf` for tungstenite. A read that fills
+    /// the stack buffer switches to read-ahead mode, as a pass-through read that fills
+    /// tungstenite's buffer does.
+    fn poll_small(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Small>> {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); SMALL_READ];
+        let mut read = ReadBuf::uninit(&mut stack);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
+        let got = read.filled();
+        if got.is_empty() {
+            return Poll::Ready(Ok(Small::Ended));
+        }
+        if got.len() == SMALL_READ {
+            self.ahead = true;
+            self.bulk = true;
+            self.fed = true;
+        }
+        if let Peek::Header(h) = boundaries::peek(got) {
+            match self.takeable(&h) {
+                Some(total) if total == got.len() => {
+                    let mut payload = BytesMut::from(&got[h.size..]);
+                    if let Some(key) = h.header.mask {
+                        apply_mask(&mut payload, key, 0);
+                    }
+                    self.buf = payload;
+                    self.ready = Ready::Payload;
+                    return Poll::Ready(Ok(Small::Taken));
+                }
+                Some(total) if total < got.len() => {
+                    self.buf = BytesMut::from(got);
+                    self.ready = Ready::Frame;
+                    return Poll::Ready(Ok(Small::Taken));
+                }
+                _ => {}
+            }
+        }
+        self.buf = BytesMut::from(got);
+        Poll::Ready(Ok(Small::Buffered))
+    }
+
     /// At a boundary, in read-ahead mode, while [`poll_message`] reads: reads the next
     /// frame whole if it is one to take. `Ready(Ok(true))` when it is at the start of
-    /// `buf` (`frame_ready`), `Ready(Ok(false))` when the next frame is tungstenite's (or
+    /// `buf` (`ready`), `Ready(Ok(false))` when the next frame is tungstenite's (or
     /// the stream ended), `Pending` when the socket is empty before the frame is whole.
     fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         loop {
@@ -360,7 +483,7 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                         return Poll::Ready(Ok(false));
                     };
                     if self.buf.len() >= total {
-                        self.frame_ready = true;
+                        self.ready = Ready::Frame;
                         return Poll::Ready(Ok(true));
                     }
                     if total >= OWN_ALLOCATION {
@@ -413,12 +536,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.take_max > 0 && this.ahead && !this.frame_ready && this.bounds.may_take() {
-            match this.poll_take(cx) {
-                // The frame is for poll_message; tungstenite, whose buffer is empty, waits.
-                Poll::Ready(Ok(true)) | Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(false)) => {}
+        if this.ready != Ready::No {
+            // A message waits for poll_message; tungstenite, whose buffer is empty, waits.
+            return Poll::Pending;
+        }
+        if this.take_max > 0 && this.bounds.may_take() {
+            if this.ahead {
+                match this.poll_take(cx) {
+                    // The frame is for poll_message; tungstenite waits.
+                    Poll::Ready(Ok(true)) | Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(false)) => {}
+                }
+            } else if this.whole_in_buf() {
+                // Left of a small read (poll_message): taken out of `buf`.
+                this.ready = Ready::Frame;
+                return Poll::Pending;
             }
         }
         if !this.buf.is_empty() {
@@ -482,7 +615,28 @@ where
         (Some(a), None) | (None, Some(a)) => a,
         (None, None) => 0,
     };
-    ws.get_mut().take_max = u32::try_from(max).unwrap_or(u32::MAX);
+    let ahead = ws.get_mut();
+    ahead.take_max = u32::try_from(max).unwrap_or(u32::MAX);
+    if ahead.small_read_first() {
+        // tungstenite holds no byte and would only pass its read through: read past it.
+        match ahead.poll_small(cx) {
+            Poll::Pending => {
+                ahead.take_max = 0;
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(Small::Taken)) => {
+                ahead.take_max = 0;
+                let payload = ahead.take_frame().expect("a message is ready");
+                return Poll::Ready(Some(Ok(Message::Binary(payload))));
+            }
+            Poll::Ready(Err(e)) => {
+                ahead.take_max = 0;
+                return Poll::Ready(Some(Err(WsError::Io(e))));
+            }
+            // What came is tungstenite's, or the stream ended (a socket says so again).
+            Poll::Ready(Ok(Small::Buffered | Small::Ended)) => {}
+        }
+    }
     let polled = ws.poll_next_unpin(cx);
     let ahead = ws.get_mut();
     ahead.take_max = 0;
@@ -1184,10 +1338,11 @@ mod tests {
             }
         }
         let reused = REUSED.with(|n| n.get()) - reused_before;
-        // All but the first frames (through tungstenite, and the first own allocations)
-        // and those kept (whose allocations cannot be taken again).
+        // All but the first own allocations and those kept: a kept payload's allocation
+        // cannot be taken again, and each time it is at the front of the pool it spends one
+        // of the two tries of a take (the frames' sizes differ, so a few other tries miss).
         assert!(
-            reused >= frames - 2 * kept.len() - 4,
+            reused >= frames - 3 * kept.len() - 4,
             "reused {reused} of {frames}"
         );
         for (i, payload) in kept {
@@ -1239,6 +1394,45 @@ mod tests {
             expect_body_frame(&mut ws, i);
         }
         assert!(ws.get_ref().pool.as_deref().is_some_and(|p| p.bytes > 0));
+    }
+
+    /// Small traffic: a final binary frame that is all one read brought is taken whole,
+    /// past tungstenite, and so are frames that came together in one read (a ping among
+    /// them goes through tungstenite); once they are taken no buffer is left.
+    #[test]
+    fn small_frames_are_taken_whole_and_leave_no_buffer() {
+        let mut ws = fed_server();
+        let mut cx = Context::from_waker(Waker::noop());
+        let key = Some([9, 8, 7, 6]);
+        let mut expect =
+            |ws: &mut WebSocketStream<ReadAhead<Fed>>, want: &[u8]| match poll_message(ws, &mut cx)
+            {
+                Poll::Ready(Some(Ok(Message::Binary(got)))) => assert_eq!(&got[..], want),
+                Poll::Ready(Some(Ok(Message::Ping(got)))) => assert_eq!(b"ping", &got[..]),
+                other => panic!("{other:?}"),
+            };
+        let taken_before = TAKEN.with(|t| t.get());
+
+        ws.get_mut()
+            .get_mut()
+            .push(&encode(0x82, b"alone", key, false));
+        expect(&mut ws, b"alone");
+        assert_eq!(TAKEN.with(|t| t.get()) - taken_before, 1);
+        assert_eq!(ws.get_ref().buffer_capacity(), 0);
+
+        let mut wire = encode(0x82, b"first", key, false);
+        wire.extend(encode(0x89, b"ping", key, false));
+        wire.extend(encode(0x82, &[5; 200], key, false));
+        wire.extend(encode(0x82, b"third", key, false));
+        ws.get_mut().get_mut().push(&wire);
+        expect(&mut ws, b"first");
+        expect(&mut ws, b"ping");
+        expect(&mut ws, &[5; 200]);
+        expect(&mut ws, b"third");
+        assert_eq!(TAKEN.with(|t| t.get()) - taken_before, 4);
+        assert_eq!(ws.get_ref().buffer_capacity(), 0);
+        assert!(poll_message(&mut ws, &mut cx).is_pending());
+        assert_eq!(ws.get_mut().get_mut().reads, 2, "one read per arrival");
     }
 
     /// A socket polled again before anything came is the same gap: a body's buffers stay
