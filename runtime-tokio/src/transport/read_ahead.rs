@@ -31,7 +31,10 @@
 //!
 //! Small traffic is read past tungstenite as well. Outside read-ahead mode, at a boundary
 //! where a frame may be taken whole (below), [`poll_message`] reads the socket itself,
-//! [`SMALL_READ`] bytes at most, into a buffer on the stack. A final binary frame that is
+//! [`SMALL_READ`] bytes at most, into a buffer on the stack: before asking tungstenite
+//! when tungstenite holds no byte (it asked for bytes at a boundary and was handed none
+//! since; a pass-through read may have handed it several frames, and those come first),
+//! else when tungstenite asks. A final binary frame that is
 //! all the read brought is copied out of it as its payload: one allocation, the message's,
 //! and nothing kept. Several frames that came together are kept in the buffer, exactly as
 //! many bytes as came, and taken from it one per message; a frame not to take (a ping, a
@@ -227,6 +230,10 @@ pub(crate) struct ReadAhead<S> {
     server: bool,
     /// Whether a message waits in `buf` for [`poll_message`] to take, and in which form.
     ready: Ready,
+    /// tungstenite holds no byte: it asked for bytes at a boundary (so its buffer held no
+    /// frame), and none were handed to it since. Only then may [`poll_message`] read
+    /// before asking tungstenite: a frame it still holds must come first.
+    reader_empty: bool,
     /// Nonzero while [`poll_message`] reads: binary frames up to this payload length may
     /// be taken whole (tungstenite's frame and message limits, at most `u32::MAX`).
     take_max: u32,
@@ -251,6 +258,7 @@ impl<S> ReadAhead<S> {
             fed: false,
             server: role == Role::Server,
             ready: Ready::No,
+            reader_empty: false,
             take_max: 0,
             bounds: Boundaries::default(),
             pool_limit: 0,
@@ -295,6 +303,7 @@ impl<S> ReadAhead<S> {
         out.put_slice(&self.buf[..n]);
         self.bounds.pass(&self.buf[..n]);
         self.buf.advance(n);
+        self.reader_empty = false;
         // What follows is not the frame the allocation was made for.
         self.sized = false;
         self.release_small();
@@ -401,10 +410,12 @@ impl<S> ReadAhead<S> {
         Some(payload.freeze())
     }
 
-    /// Whether [`poll_message`] reads the socket itself, before tungstenite: outside
-    /// read-ahead mode, at a boundary where a frame may be taken whole, nothing buffered.
+    /// Whether [`poll_message`] reads the socket itself, before tungstenite: tungstenite
+    /// holds no byte, outside read-ahead mode, at a boundary where a frame may be taken
+    /// whole, nothing buffered here.
     fn small_read_first(&self) -> bool {
         self.take_max > 0
+            && self.reader_empty
             && !self.ahead
             && self.ready == Ready::No
             && self.buf.is_empty()
@@ -424,7 +435,7 @@ impl<S> ReadAhead<S> {
 
 impl<S: AsyncRead + Unpin> ReadAhead<S> {
     /// At a boundary, outside read-ahead mode, while [`poll_message`] reads and `buf` is
-    /// empty: one read of up to [`SMALL_READ`] bytes into a buffer on the stack. A whole
+    /// empty (before tungstenite when it holds no byte, else when it asks): one read of up to [`SMALL_READ`] bytes into a buffer on the stack. A whole
     /// frame to take that is all the read brought becomes `buf`, payload only (one
     /// allocation, the message's); one followed by more bytes is taken out of `buf`, which
     /// then holds the read. Anything else waits in `buf` for tungstenite. A read that fills
@@ -540,6 +551,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             // A message waits for poll_message; tungstenite, whose buffer is empty, waits.
             return Poll::Pending;
         }
+        if this.bounds.at_boundary() {
+            this.reader_empty = true;
+        }
         if this.take_max > 0 && this.bounds.may_take() {
             if this.ahead {
                 match this.poll_take(cx) {
@@ -548,10 +562,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Ready(Ok(false)) => {}
                 }
-            } else if this.whole_in_buf() {
-                // Left of a small read (poll_message): taken out of `buf`.
-                this.ready = Ready::Frame;
-                return Poll::Pending;
+            } else if !this.buf.is_empty() {
+                if this.whole_in_buf() {
+                    // Left of a small read: taken out of `buf`.
+                    this.ready = Ready::Frame;
+                    return Poll::Pending;
+                }
+            } else if out.remaining() < CHUNK {
+                match this.poll_small(cx) {
+                    Poll::Ready(Ok(Small::Taken)) | Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(Small::Ended)) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(Small::Buffered)) => {}
+                }
             }
         }
         if !this.buf.is_empty() {
@@ -566,6 +589,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             if let Poll::Ready(Ok(())) = result {
                 let got = &out.filled()[before..];
                 this.bounds.pass(got);
+                this.reader_empty &= got.is_empty();
                 if wanted > 0 && got.len() == wanted && wanted < CHUNK {
                     // The caller's buffer was too small for what is waiting: read ahead.
                     this.ahead = true;
@@ -1433,6 +1457,34 @@ mod tests {
         assert_eq!(ws.get_ref().buffer_capacity(), 0);
         assert!(poll_message(&mut ws, &mut cx).is_pending());
         assert_eq!(ws.get_mut().get_mut().reads, 2, "one read per arrival");
+    }
+
+    /// Frames a pass-through read handed tungstenite come before any read past it: here a
+    /// read brings the rest of a text frame and a whole binary frame into tungstenite's
+    /// buffer, and the binary frame that comes after must not overtake it (the fuzz target
+    /// `ws_read` found this order broken in a first version).
+    #[test]
+    fn frames_tungstenite_holds_come_before_a_read_past_it() {
+        let mut ws = fed_server();
+        let mut cx = Context::from_waker(Waker::noop());
+        let key = Some([1, 2, 3, 4]);
+        let text = encode(0x81, b"text", key, false);
+        ws.get_mut().get_mut().push(&text[..1]);
+        assert!(poll_message(&mut ws, &mut cx).is_pending());
+        let mut rest = text[1..].to_vec();
+        rest.extend(encode(0x82, b"held", key, false));
+        ws.get_mut().get_mut().push(&rest);
+        match poll_message(&mut ws, &mut cx) {
+            Poll::Ready(Some(Ok(Message::Text(got)))) => assert_eq!(got.as_str(), "text"),
+            other => panic!("{other:?}"),
+        }
+        ws.get_mut().get_mut().push(&encode(0x82, b"after", key, false));
+        for want in [&b"held"[..], b"after"] {
+            match poll_message(&mut ws, &mut cx) {
+                Poll::Ready(Some(Ok(Message::Binary(got)))) => assert_eq!(&got[..], want),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// A socket polled again before anything came is the same gap: a body's buffers stay
