@@ -1478,7 +1478,9 @@ mod tests {
             Poll::Ready(Some(Ok(Message::Text(got)))) => assert_eq!(got.as_str(), "text"),
             other => panic!("{other:?}"),
         }
-        ws.get_mut().get_mut().push(&encode(0x82, b"after", key, false));
+        ws.get_mut()
+            .get_mut()
+            .push(&encode(0x82, b"after", key, false));
         for want in [&b"held"[..], b"after"] {
             match poll_message(&mut ws, &mut cx) {
                 Poll::Ready(Some(Ok(Message::Binary(got)))) => assert_eq!(&got[..], want),
