@@ -34,12 +34,11 @@
 //! [`SMALL_READ`] bytes at most, into a buffer on the stack: before asking tungstenite
 //! when tungstenite holds no byte (it asked for bytes at a boundary and was handed none
 //! since; a pass-through read may have handed it several frames, and those come first),
-//! else when tungstenite asks. A final binary frame that is
-//! all the read brought is copied out of it as its payload: one allocation, the message's,
-//! and nothing kept. Several frames that came together are kept in the buffer, exactly as
-//! many bytes as came, and taken from it one per message; a frame not to take (a ping, a
-//! part of a frame) goes from there to tungstenite as any buffered bytes do, and the buffer
-//! is freed once empty. tungstenite's read path (its frame parser, the zero-filling of its
+//! else when tungstenite asks. A final binary frame that is all the read brought is copied
+//! out of it as its payload: one allocation, the message's, and nothing kept. Several
+//! frames that came together are kept in the buffer, exactly as many bytes as came, and
+//! taken from it one per message; a frame not to take (a ping, a part of a frame) goes
+//! from there to tungstenite as any buffered bytes do, and the buffer is freed once empty. tungstenite's read path (its frame parser, the zero-filling of its
 //! buffer, the adapters between it and the socket) then runs only for what it alone
 //! handles: it cost about a tenth of a small request's instructions (benches/RESULTS.md,
 //! "Small frames read past tungstenite"). A read that fills the stack buffer switches to
@@ -435,12 +434,13 @@ impl<S> ReadAhead<S> {
 
 impl<S: AsyncRead + Unpin> ReadAhead<S> {
     /// At a boundary, outside read-ahead mode, while [`poll_message`] reads and `buf` is
-    /// empty (before tungstenite when it holds no byte, else when it asks): one read of up to [`SMALL_READ`] bytes into a buffer on the stack. A whole
-    /// frame to take that is all the read brought becomes `buf`, payload only (one
-    /// allocation, the message's); one followed by more bytes is taken out of `buf`, which
-    /// then holds the read. Anything else waits in `buf` for tungstenite. A read that fills
-    /// the stack buffer switches to read-ahead mode, as a pass-through read that fills
-    /// tungstenite's buffer does.
+    /// empty (before tungstenite when it holds no byte, else when it asks): one read of up
+    /// to [`SMALL_READ`] bytes into a buffer on the stack. A whole frame to take that is
+    /// all the read brought becomes `buf`, payload only (one allocation, the message's);
+    /// one followed by more bytes is taken out of `buf`, which then holds the read.
+    /// Anything else waits in `buf` for tungstenite. A read that fills the stack buffer
+    /// switches to read-ahead mode, as a pass-through read that fills tungstenite's buffer
+    /// does.
     fn poll_small(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Small>> {
         let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); SMALL_READ];
         let mut read = ReadBuf::uninit(&mut stack);
