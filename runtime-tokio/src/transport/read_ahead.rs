@@ -409,15 +409,15 @@ impl<S> ReadAhead<S> {
         Some(payload.freeze())
     }
 
-    /// Whether [`poll_message`] reads the socket itself, before tungstenite: tungstenite
-    /// holds no byte, outside read-ahead mode, at a boundary where a frame may be taken
-    /// whole, nothing buffered here.
-    fn small_read_first(&self) -> bool {
+    /// Whether [`poll_message`] takes the next message itself, before asking tungstenite:
+    /// tungstenite holds no byte, outside read-ahead mode, at a boundary where a frame may
+    /// be taken whole. It then reads the socket if nothing is buffered here, or takes a
+    /// whole frame left of a small read.
+    fn takes_first(&self) -> bool {
         self.take_max > 0
             && self.reader_empty
             && !self.ahead
             && self.ready == Ready::No
-            && self.buf.is_empty()
             && self.bounds.may_take()
     }
 
@@ -641,7 +641,14 @@ where
     };
     let ahead = ws.get_mut();
     ahead.take_max = u32::try_from(max).unwrap_or(u32::MAX);
-    if ahead.small_read_first() {
+    if ahead.takes_first() && !ahead.buf.is_empty() && ahead.whole_in_buf() {
+        // Left of a small read, with nothing before it in tungstenite.
+        ahead.take_max = 0;
+        ahead.ready = Ready::Frame;
+        let payload = ahead.take_frame().expect("a message is ready");
+        return Poll::Ready(Some(Ok(Message::Binary(payload))));
+    }
+    if ahead.takes_first() && ahead.buf.is_empty() {
         // tungstenite holds no byte and would only pass its read through: read past it.
         match ahead.poll_small(cx) {
             Poll::Pending => {
