@@ -42,7 +42,11 @@
 //! buffer, the adapters between it and the socket) then runs only for what it alone
 //! handles: it cost about a tenth of a small request's instructions (benches/RESULTS.md,
 //! "Small frames read past tungstenite"). A read that fills the stack buffer switches to
-//! read-ahead mode, as one that fills tungstenite's buffer does.
+//! read-ahead mode, as one that fills tungstenite's buffer does. One thing tungstenite did
+//! at the start of each read no longer happens at every message: writing a pong it could
+//! not write when it answered a ping (the socket's send buffer was full). Such a pong goes
+//! out with the next write burst, which flushes tungstenite first (the heartbeat makes one
+//! at least every interval); a pong that could be written went out at once, as before.
 //!
 //! # Allocations reused
 //!
