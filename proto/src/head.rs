@@ -90,9 +90,17 @@ impl RequestHead {
     /// `"`). A sender checks this before sending.
     pub fn check_target(&self) -> Result<(), HeadError> {
         let target = RequestTarget::of(&self.uri);
-        let mut buf = BytesMut::with_capacity(target.len());
-        target.write(&mut buf);
-        check_target(&self.method, &buf)
+        match target {
+            // Written as is: checked where it lies, without a copy.
+            RequestTarget::Authority(s) | RequestTarget::Path(s) => {
+                check_target(&self.method, s.as_bytes())
+            }
+            RequestTarget::Absolute(_) => {
+                let mut buf = BytesMut::with_capacity(target.len());
+                target.write(&mut buf);
+                check_target(&self.method, &buf)
+            }
+        }
     }
 
     /// Parses a request head that fills `src` exactly (spec/protocol.md §4.1).

@@ -413,8 +413,9 @@ pub(crate) fn violation(err: &WsError) -> Option<WebSocketError> {
     }
 }
 
-/// Writes every queued message of the machine as one burst and flushes once
-/// ([`burst::write_framed`]). Returns whether a close frame was among them.
+/// Writes `first` (the machine's first transmit) and every message the machine queued
+/// after it as one burst, and flushes once ([`burst::write_framed`]). Returns whether a
+/// close frame was among them.
 ///
 /// Every Tether frame is a binary message framed by the burst itself: a DATA frame's
 /// payload leaves without a copy on the server side and with the masking copy only on the
@@ -423,14 +424,20 @@ pub(crate) fn violation(err: &WsError) -> Option<WebSocketError> {
 pub(crate) async fn flush<S>(
     ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
+    first: Transmit,
     write_timeout: Duration,
 ) -> Result<bool, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let masked = conn.side() == tether_proto::Side::Client;
+    let mut first = Some(first);
     let next = || loop {
-        return Some(match conn.poll_transmit()? {
+        let transmit = match first.take() {
+            Some(t) => t,
+            None => conn.poll_transmit()?,
+        };
+        return Some(match transmit {
             Transmit::Data { header, payload } => Outgoing::Binary {
                 header: Some(header),
                 payload,
@@ -471,12 +478,13 @@ enum Burst {
 async fn write_burst<S>(
     ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
+    first: Transmit,
     write_timeout: Duration,
 ) -> Burst
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match flush(ws, conn, write_timeout).await {
+    match flush(ws, conn, first, write_timeout).await {
         Ok(_) => Burst::Written,
         Err(e) => {
             tracing::debug!("write failed: {e}");
@@ -504,11 +512,17 @@ pub(crate) async fn write_step<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Nothing queued: no burst. An empty burst writes and flushes nothing anyway
+    // (`burst::write_framed`); this skips its allocation too, which a turn that only
+    // delivered (a response head, a request whose answer comes later) would pay.
+    let Some(first) = conn.poll_transmit() else {
+        return conn.has_events();
+    };
     // Boxed: the burst (its timeout's timer, the frame writer, tungstenite's feed and
     // flush futures) is the largest state of a run loop, ≈ 0.9 KiB, and lives only while
     // writing; inline, every idle connection's task would keep room for it (issue 11 goal
     // 5). One allocation per burst, next to the burst's system calls.
-    match Box::pin(write_burst(ws, conn, write_timeout)).await {
+    match Box::pin(write_burst(ws, conn, first, write_timeout)).await {
         Burst::Written => conn.has_events(),
         Burst::Lost { more_events } => {
             *lost = true;
