@@ -133,9 +133,8 @@ impl Peer {
         B::Data: Buf + Send,
         B::Error: Into<BoxError>,
     {
-        let peer = self.clone();
-        let request = request.map(box_body);
-        async move { peer.send(request).await }
+        // `send` owns its peer: its future is the call's, with no wrapper to move it into.
+        self.clone().send(request.map(box_body))
     }
 
     async fn send(self, mut request: Request<BoxBody>) -> Result<Response<Body>, RequestError> {

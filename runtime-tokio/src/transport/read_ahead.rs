@@ -36,8 +36,9 @@
 //! since; a pass-through read may have handed it several frames, and those come first),
 //! else when tungstenite asks. A final binary frame that is all the read brought is copied
 //! out of it as its payload: one allocation, the message's, and nothing kept. Several
-//! frames that came together are kept in the buffer, exactly as many bytes as came, and
-//! taken from it one per message; a frame not to take (a ping, a part of a frame) goes
+//! frames that came together are kept in the buffer, exactly as many bytes as came (one
+//! allocation, made for that read), and split off it one per message without a copy: a
+//! payload so holds at most [`SMALL_READ`] bytes of memory; a frame not to take (a ping, a part of a frame) goes
 //! from there to tungstenite as any buffered bytes do, and the buffer is freed once empty. tungstenite's read path (its frame parser, the zero-filling of its
 //! buffer, the adapters between it and the socket) then runs only for what it alone
 //! handles: it cost about a tenth of a small request's instructions (benches/RESULTS.md,
@@ -225,6 +226,9 @@ pub(crate) struct ReadAhead<S> {
     ahead: bool,
     /// `buf`'s allocation was made for the frame at its start (the frame and [`TAIL`]).
     sized: bool,
+    /// Outside read-ahead mode: `buf` is what is left of one small read, in an allocation
+    /// made for it (at most [`SMALL_READ`] bytes), so frames are split off it, not copied.
+    small_read: bool,
     /// Whether a large read happened since the socket last ran dry.
     bulk: bool,
     /// Whether any bytes came since the socket last ran dry.
@@ -257,6 +261,7 @@ impl<S> ReadAhead<S> {
             buf: BytesMut::new(),
             ahead: false,
             sized: false,
+            small_read: false,
             bulk: false,
             fed: false,
             server: role == Role::Server,
@@ -317,6 +322,7 @@ impl<S> ReadAhead<S> {
     fn release_small(&mut self) {
         if !self.ahead && self.buf.is_empty() {
             self.buf = BytesMut::new();
+            self.small_read = false;
         }
     }
 
@@ -331,6 +337,7 @@ impl<S> ReadAhead<S> {
         if !std::mem::take(&mut self.bulk) && self.buf.is_empty() {
             self.ahead = false;
             self.sized = false;
+            self.small_read = false;
             self.buf = BytesMut::new();
             self.pool = None;
         }
@@ -339,6 +346,7 @@ impl<S> ReadAhead<S> {
     /// Replaces `buf` with `fresh` (which holds what `buf` held), keeping `buf`'s
     /// allocation in the pool when it is an own allocation.
     fn replace_buf(&mut self, fresh: BytesMut, fresh_own: usize) {
+        self.small_read = false;
         let old = std::mem::replace(&mut self.buf, fresh);
         if let Some(pool) = self.pool.as_deref_mut() {
             let cap = std::mem::replace(&mut pool.current, fresh_own);
@@ -395,7 +403,9 @@ impl<S> ReadAhead<S> {
         };
         // Its size was checked by `takeable`, and all of it is in `buf`.
         let total = h.size + h.payload as usize;
-        let mut payload = if std::mem::take(&mut self.sized) {
+        // A small read's allocation is at most SMALL_READ bytes: its frames share it.
+        let split = std::mem::take(&mut self.sized) || (self.small_read && !self.ahead);
+        let mut payload = if split {
             let mut frame = self.buf.split_to(total);
             frame.advance(h.size);
             frame
@@ -470,11 +480,13 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                         apply_mask(&mut payload, key, 0);
                     }
                     self.buf = payload;
+                    self.small_read = false;
                     self.ready = Ready::Payload;
                     return Poll::Ready(Ok(Small::Taken));
                 }
                 Some(total) if total < got.len() => {
                     self.buf = BytesMut::from(got);
+                    self.small_read = true;
                     self.ready = Ready::Frame;
                     return Poll::Ready(Ok(Small::Taken));
                 }
@@ -482,6 +494,7 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
             }
         }
         self.buf = BytesMut::from(got);
+        self.small_read = true;
         Poll::Ready(Ok(Small::Buffered))
     }
 
@@ -610,6 +623,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         }
         this.buf.reserve(CHUNK);
         this.sized = false;
+        this.small_read = false;
         match poll_socket_buf(&mut this.inner, cx, &mut this.buf, CHUNK) {
             Poll::Pending => {
                 this.on_dry();
@@ -1468,6 +1482,37 @@ mod tests {
         assert_eq!(ws.get_ref().buffer_capacity(), 0);
         assert!(poll_message(&mut ws, &mut cx).is_pending());
         assert_eq!(ws.get_mut().get_mut().reads, 2, "one read per arrival");
+    }
+
+    /// Frames that came in one small read are split off its allocation, not copied: the
+    /// second payload lies right after the first frame, in the same memory.
+    #[test]
+    fn frames_of_one_small_read_share_its_allocation() {
+        let mut ws = fed_server();
+        let mut cx = Context::from_waker(Waker::noop());
+        let key = Some([4, 3, 2, 1]);
+        let mut wire = encode(0x82, b"one", key, false);
+        let second_at = wire.len() + 6; // its 2-byte header and 4-byte key
+        wire.extend(encode(0x82, b"two", key, false));
+        ws.get_mut().get_mut().push(&wire);
+        let mut payloads = Vec::new();
+        for want in [&b"one"[..], b"two"] {
+            match poll_message(&mut ws, &mut cx) {
+                Poll::Ready(Some(Ok(Message::Binary(got)))) => {
+                    assert_eq!(&got[..], want);
+                    payloads.push(got);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let first_at = 6;
+        assert_eq!(
+            payloads[1].as_ptr() as usize - payloads[0].as_ptr() as usize,
+            second_at - first_at,
+            "split off one allocation"
+        );
+        assert_eq!(ws.get_ref().buffer_capacity(), 0);
+        assert!(poll_message(&mut ws, &mut cx).is_pending());
     }
 
     /// Frames a pass-through read handed tungstenite come before any read past it: here a
