@@ -58,7 +58,7 @@ use tower::ServiceExt;
 use super::body::{body_queue, BodyTx};
 use super::sink::Sink;
 use super::{
-    Body, BoxBody, BoxError, BoxService, ConnectionInfo, RequestError, RestConfig, ServiceSlot,
+    AnyBody, Body, BoxError, BoxService, ConnectionInfo, RequestError, RestConfig, ServiceSlot,
 };
 use crate::transport::queue;
 
@@ -108,12 +108,12 @@ pub(crate) enum Command {
 }
 
 /// A body not sent with its head: a frame already read (sent first), then the body.
-pub(crate) type RestOfBody = (Option<BodyFrame>, BoxBody);
+pub(crate) type RestOfBody = (Option<BodyFrame>, AnyBody);
 
 /// A request waiting to be opened.
 #[derive(Debug)]
 pub(crate) struct Open {
-    pub(crate) request: Request<BoxBody>,
+    pub(crate) request: Request<AnyBody>,
     pub(crate) timeout: Option<Duration>,
     /// Set to the stream id once opened, so a caller that gives up can cancel it.
     pub(crate) opened: Arc<AtomicU32>,
@@ -125,7 +125,7 @@ pub(crate) struct Open {
 pub(crate) enum Failed {
     /// It was never sent (the connection ended or went away first): the request is handed
     /// back so the caller can send it on the next connection.
-    Unsent(Box<Request<BoxBody>>),
+    Unsent(Box<Request<AnyBody>>),
     /// It failed.
     Error(RequestError),
 }
@@ -161,7 +161,7 @@ const PUMP_POLLS: usize = 64;
 
 /// A body this end sends on a stream, polled by the connection task (see the module docs).
 struct Sending {
-    body: BoxBody,
+    body: AnyBody,
     /// A frame read before the body came here (looking for a small body to send with the
     /// response head), sent first.
     prefix: Option<BodyFrame>,
@@ -174,7 +174,7 @@ struct Sending {
 }
 
 impl Sending {
-    fn new(id: StreamId, prefix: Option<BodyFrame>, body: BoxBody, tx: &CommandSender) -> Self {
+    fn new(id: StreamId, prefix: Option<BodyFrame>, body: AnyBody, tx: &CommandSender) -> Self {
         let woken = Arc::new(BodyWaker {
             id,
             tx: tx.clone(),
@@ -190,7 +190,7 @@ impl Sending {
     }
 
     /// The body, for [`linger`].
-    fn into_body(mut self) -> BoxBody {
+    fn into_body(mut self) -> AnyBody {
         std::mem::replace(&mut self.body, empty_body())
     }
 }
@@ -206,10 +206,8 @@ impl Drop for Sending {
     }
 }
 
-fn empty_body() -> BoxBody {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
+fn empty_body() -> AnyBody {
+    AnyBody::empty()
 }
 
 /// The waker of a body this end sends: queues one [`Command::BodyReady`] for its stream,
@@ -579,7 +577,7 @@ impl Driver {
         conn: &mut Connection,
         id: StreamId,
         prefix: Option<BodyFrame>,
-        body: BoxBody,
+        body: AnyBody,
         now: Instant,
     ) {
         let sending = Box::new(Sending::new(id, prefix, body, &self.tx));
@@ -1017,12 +1015,8 @@ fn flush_sink(slot: &mut Slot, conn: &mut Connection, id: StreamId, now: Instant
 }
 
 /// A short `text/plain` response.
-pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<BoxBody> {
-    let mut response = Response::new(
-        http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<AnyBody> {
+    let mut response = Response::new(AnyBody::Tether(Body::from(text)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -1034,8 +1028,8 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
 /// A service's answer as a response head and body (a failed service answers 500).
 fn response_parts(
     id: StreamId,
-    result: Result<Response<BoxBody>, BoxError>,
-) -> (ResponseHead, BoxBody) {
+    result: Result<Response<AnyBody>, BoxError>,
+) -> (ResponseHead, AnyBody) {
     let response = result.unwrap_or_else(|e| {
         tracing::warn!(%id, "service failed: {e}");
         text_response(StatusCode::INTERNAL_SERVER_ERROR, "service failed\n")
@@ -1138,12 +1132,12 @@ const INLINE_BODY: u64 = 16 * 1024;
 /// Anything else was not consumed, except a frame that could not go with the head (a data
 /// frame that does not end the body, trailers, an error), returned for the pump to send
 /// first.
-async fn ready_body(body: &mut BoxBody) -> (Bytes, bool, Option<BodyFrame>) {
+async fn ready_body(body: &mut AnyBody) -> (Bytes, bool, Option<BodyFrame>) {
     std::future::poll_fn(|cx| Poll::Ready(ready_body_now(body, cx))).await
 }
 
 /// [`ready_body`] with the caller's context.
-fn ready_body_now(body: &mut BoxBody, cx: &mut Context<'_>) -> (Bytes, bool, Option<BodyFrame>) {
+fn ready_body_now(body: &mut AnyBody, cx: &mut Context<'_>) -> (Bytes, bool, Option<BodyFrame>) {
     if body.is_end_stream() {
         return (Bytes::new(), true, None);
     }
@@ -1177,7 +1171,7 @@ const LINGER_BYTES: usize = 16 * 1024 * 1024;
 /// discarded, as an HTTP server's lingering close does, for at most [`LINGER_TIME`] and
 /// [`LINGER_BYTES`]; then the body is dropped. (A stream that was reset or lost has its
 /// body dropped instead and never gets here.)
-async fn linger(mut body: BoxBody) {
+async fn linger(mut body: AnyBody) {
     let drained = async {
         let mut seen = 0usize;
         while seen < LINGER_BYTES {
@@ -1307,7 +1301,7 @@ mod tests {
             counter.fetch_add(1, Ordering::SeqCst);
             Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(vec![1u8; CHUNK])))
         });
-        let body = http_body_util::StreamBody::new(source).boxed_unsync();
+        let body = AnyBody::from(http_body_util::StreamBody::new(source).boxed_unsync());
         let (reply, _response) = oneshot::channel();
         let open = Open {
             request: Request::post("/sink").body(body).unwrap(),
@@ -1375,7 +1369,7 @@ mod sending_tests {
             let chunk = rx.recv().await?;
             Some((Ok::<_, BoxError>(http_body::Frame::data(chunk)), rx))
         });
-        let body = http_body_util::StreamBody::new(frames).boxed_unsync();
+        let body = AnyBody::from(http_body_util::StreamBody::new(frames).boxed_unsync());
         let (reply, _response) = oneshot::channel();
         let open = Open {
             request: Request::post("/sink").body(body).unwrap(),
@@ -1418,10 +1412,27 @@ mod sending_tests {
 mod ready_body_tests {
     use super::*;
 
-    fn full(n: usize) -> BoxBody {
+    fn full(n: usize) -> AnyBody {
         http_body_util::Full::new(Bytes::from(vec![3u8; n]))
             .map_err(|never| match never {})
             .boxed_unsync()
+            .into()
+    }
+
+    /// This crate's own body, which is not boxed, is read the same way.
+    #[tokio::test]
+    async fn a_tether_body_goes_with_the_head_as_a_boxed_one_does() {
+        let ours = |n: usize| crate::rest::any_body(Body::from(vec![3u8; n]));
+        assert!(matches!(ours(1), AnyBody::Tether(_)));
+        let (bytes, end, prefix) = ready_body(&mut ours(100)).await;
+        assert_eq!((bytes.len(), end, prefix.is_none()), (100, true, true));
+        let (bytes, end, prefix) = ready_body(&mut AnyBody::empty()).await;
+        assert_eq!((bytes.len(), end, prefix.is_none()), (0, true, true));
+        let mut large = ours(INLINE_BODY as usize + 1);
+        let (bytes, end, prefix) = ready_body(&mut large).await;
+        assert_eq!((bytes.len(), end, prefix.is_none()), (0, false, true));
+        let rest = large.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(rest.len(), INLINE_BODY as usize + 1);
     }
 
     /// A small body that is ready goes with the head; a large one, or one that is not
@@ -1459,20 +1470,20 @@ mod ready_body_tests {
             Ok::<_, BoxError>(http_body::Frame::data(Bytes::from_static(b"ab"))),
             Ok(http_body::Frame::data(Bytes::from_static(b"cd"))),
         ]);
-        let mut two = http_body_util::StreamBody::new(chunks).boxed_unsync();
+        let mut two = AnyBody::from(http_body_util::StreamBody::new(chunks).boxed_unsync());
         let (bytes, end, prefix) = ready_body(&mut two).await;
         assert!(bytes.is_empty() && !end);
         // StreamBody gives no exact size: nothing is read at all.
         assert!(prefix.is_none());
         let (bytes, end, prefix) =
-            ready_body(&mut http_body_util::BodyExt::boxed_unsync(WithLen(two, 2))).await;
+            ready_body(&mut http_body_util::BodyExt::boxed_unsync(WithLen(two, 2)).into()).await;
         assert!(bytes.is_empty() && !end);
         let frame = prefix.expect("the frame read is handed on").unwrap();
         assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"ab"));
     }
 
     /// A body with an exact size hint that it does not end after one frame.
-    struct WithLen(BoxBody, u64);
+    struct WithLen(AnyBody, u64);
 
     impl http_body::Body for WithLen {
         type Data = Bytes;

@@ -84,17 +84,89 @@ pub use peer::{Peer, ResponseFuture};
 /// A boxed error, as services and bodies return them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A body of any type, boxed (what a request or response body becomes on its way out).
-pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+/// A body of any type, as a request or response body becomes on its way out: this crate's
+/// [`Body`] as it is, any other boxed.
+#[derive(Debug)]
+pub(crate) enum AnyBody {
+    /// [`Body`]: the usual case (`Body::from`, `Body::empty`, a body received and passed
+    /// on), kept out of a box: no allocation and no dynamic call per poll.
+    Tether(Body),
+    /// Any other body, boxed.
+    Boxed(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl AnyBody {
+    /// A body with no bytes.
+    pub(crate) fn empty() -> Self {
+        AnyBody::Tether(Body::empty())
+    }
+}
+
+impl From<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>> for AnyBody {
+    fn from(boxed: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>) -> Self {
+        AnyBody::Boxed(boxed)
+    }
+}
+
+impl http_body::Body for AnyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            AnyBody::Tether(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|r| r.map_err(Into::into))),
+            AnyBody::Boxed(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            AnyBody::Tether(body) => body.is_end_stream(),
+            AnyBody::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            AnyBody::Tether(body) => body.size_hint(),
+            AnyBody::Boxed(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Boxes any body whose chunks are a `Buf` (a `Bytes` passes through without a copy).
-pub(crate) fn box_body<B>(body: B) -> BoxBody
+pub(crate) fn box_body<B>(body: B) -> http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Buf + Send,
     B::Error: Into<BoxError>,
 {
     BytesBody { inner: body }.boxed_unsync()
+}
+
+/// Any body whose chunks are a `Buf`, as an [`AnyBody`]: a [`Body`] as it is, any other
+/// boxed (a `Bytes` chunk passes through without a copy).
+pub(crate) fn any_body<B>(body: B) -> AnyBody
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Into<BoxError>,
+{
+    let mut slot = Some(body);
+    let ours = (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<Body>>()
+        .and_then(Option::take);
+    match (ours, slot) {
+        (Some(body), _) => AnyBody::Tether(body),
+        (None, Some(inner)) => AnyBody::Boxed(box_body(inner)),
+        // Only a `Body` is taken out of the slot, and then it is the first arm.
+        (None, None) => AnyBody::empty(),
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -204,7 +276,7 @@ impl Default for RestConfig {
 }
 
 /// The service the peer's requests go to, once there is one.
-pub(crate) type BoxService = BoxCloneSyncService<Request<Body>, Response<BoxBody>, BoxError>;
+pub(crate) type BoxService = BoxCloneSyncService<Request<Body>, Response<AnyBody>, BoxError>;
 
 /// Where a handle keeps its service for its connection tasks. Once set it stays set
 /// (`set` replaces it, nothing removes it), so a connection that told its machine it
@@ -232,7 +304,7 @@ impl ServiceSlot {
     {
         use tower::ServiceExt;
         let service = service
-            .map_response(|response: Response<B>| response.map(box_body))
+            .map_response(|response: Response<B>| response.map(any_body))
             .map_err(Into::into);
         let boxed = BoxCloneSyncService::new(service);
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(boxed);
@@ -339,11 +411,38 @@ mod tests {
     /// Boxing keeps what the driver decides on: the exact size and the end.
     #[test]
     fn a_boxed_body_keeps_its_size_hint() {
-        let boxed = box_body(http_body_util::Full::new(Bytes::from_static(b"sixty")));
+        let boxed = any_body(http_body_util::Full::new(Bytes::from_static(b"sixty")));
+        assert!(matches!(boxed, AnyBody::Boxed(_)));
         assert_eq!(boxed.size_hint().exact(), Some(5));
         assert!(!boxed.is_end_stream());
-        let empty = box_body(http_body_util::Empty::<Bytes>::new());
+        let empty = any_body(http_body_util::Empty::<Bytes>::new());
         assert!(empty.is_end_stream());
+    }
+
+    /// This crate's own body is not boxed, and reads the same.
+    #[test]
+    fn a_tether_body_is_kept_as_it_is() {
+        let body = any_body(Body::from("sixty"));
+        assert!(matches!(body, AnyBody::Tether(_)));
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(!body.is_end_stream());
+        let bytes = futures_executor_free_collect(body);
+        assert_eq!(&bytes[..], b"sixty");
+        assert!(any_body(Body::empty()).is_end_stream());
+    }
+
+    /// Collects a body that is ready (no waker needed).
+    fn futures_executor_free_collect(mut body: AnyBody) -> Vec<u8> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        while let std::task::Poll::Ready(Some(frame)) =
+            std::pin::Pin::new(&mut body).poll_frame(&mut cx)
+        {
+            if let Ok(data) = frame.expect("a body that does not fail").into_data() {
+                out.extend_from_slice(&data);
+            }
+        }
+        out
     }
 
     /// Callers of a client wait for a usable connection, see each new one, and stop

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::driver::{Command, CommandSender, Failed, Open};
-use super::{box_body, Body, BoxBody, BoxError, LinkHandle, RequestError, RestConfig, Timeout};
+use super::{any_body, AnyBody, Body, BoxError, LinkHandle, RequestError, RestConfig, Timeout};
 
 /// Where a server's [`Peer`] finds the current connection of a client id (the server's
 /// registry): the REST layer depends on this, and the server implements it, not both ways.
@@ -134,10 +134,10 @@ impl Peer {
         B::Error: Into<BoxError>,
     {
         // `send` owns its peer: its future is the call's, with no wrapper to move it into.
-        self.clone().send(request.map(box_body))
+        self.clone().send(request.map(any_body))
     }
 
-    async fn send(self, mut request: Request<BoxBody>) -> Result<Response<Body>, RequestError> {
+    async fn send(self, mut request: Request<AnyBody>) -> Result<Response<Body>, RequestError> {
         let timeout = request
             .extensions()
             .get::<Timeout>()

@@ -37,10 +37,11 @@
 //! else when tungstenite asks. A final binary frame that is all the read brought is copied
 //! out of it as its payload: one allocation, the message's, and nothing kept. Several
 //! frames that came together are kept in the buffer, exactly as many bytes as came (one
-//! allocation, made for that read), and split off it one per message without a copy: a
-//! payload so holds at most [`SMALL_READ`] bytes of memory; a frame not to take (a ping, a part of a frame) goes
-//! from there to tungstenite as any buffered bytes do, and the buffer is freed once empty. tungstenite's read path (its frame parser, the zero-filling of its
-//! buffer, the adapters between it and the socket) then runs only for what it alone
+//! allocation, made for that read), and split off it one per message without a copy, so a
+//! payload holds at most [`SMALL_READ`] bytes of memory; a frame not to take (a ping, a
+//! part of a frame) goes from there to tungstenite as any buffered bytes do, and the
+//! buffer is freed once empty. tungstenite's read path (its frame parser, the zero-filling
+//! of its buffer, the adapters between it and the socket) then runs only for what it alone
 //! handles: it cost about a tenth of a small request's instructions (benches/RESULTS.md,
 //! "Small frames read past tungstenite"). A read that fills the stack buffer switches to
 //! read-ahead mode, as one that fills tungstenite's buffer does. One thing tungstenite did
