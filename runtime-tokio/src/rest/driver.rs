@@ -191,7 +191,7 @@ impl Sending {
 
     /// The body, for [`linger`].
     fn into_body(mut self) -> AnyBody {
-        std::mem::replace(&mut self.body, empty_body())
+        std::mem::replace(&mut self.body, AnyBody::empty())
     }
 }
 
@@ -199,15 +199,11 @@ impl Drop for Sending {
     fn drop(&mut self) {
         // The body is the application's: a drop that panics must not take the connection
         // task with it (a body in a task of its own would only have ended that task).
-        let body = std::mem::replace(&mut self.body, empty_body());
+        let body = std::mem::replace(&mut self.body, AnyBody::empty());
         if std::panic::catch_unwind(AssertUnwindSafe(move || drop(body))).is_err() {
             tracing::warn!("a response or request body panicked when dropped");
         }
     }
-}
-
-fn empty_body() -> AnyBody {
-    AnyBody::empty()
 }
 
 /// The waker of a body this end sends: queues one [`Command::BodyReady`] for its stream,

@@ -426,13 +426,13 @@ mod tests {
         assert!(matches!(body, AnyBody::Tether(_)));
         assert_eq!(body.size_hint().exact(), Some(5));
         assert!(!body.is_end_stream());
-        let bytes = futures_executor_free_collect(body);
+        let bytes = collect_ready(body);
         assert_eq!(&bytes[..], b"sixty");
         assert!(any_body(Body::empty()).is_end_stream());
     }
 
     /// Collects a body that is ready (no waker needed).
-    fn futures_executor_free_collect(mut body: AnyBody) -> Vec<u8> {
+    fn collect_ready(mut body: AnyBody) -> Vec<u8> {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let mut out = Vec::new();
         while let std::task::Poll::Ready(Some(frame)) =

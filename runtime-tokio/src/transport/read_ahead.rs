@@ -227,9 +227,6 @@ pub(crate) struct ReadAhead<S> {
     ahead: bool,
     /// `buf`'s allocation was made for the frame at its start (the frame and [`TAIL`]).
     sized: bool,
-    /// Outside read-ahead mode: `buf` is what is left of one small read, in an allocation
-    /// made for it (at most [`SMALL_READ`] bytes), so frames are split off it, not copied.
-    small_read: bool,
     /// Whether a large read happened since the socket last ran dry.
     bulk: bool,
     /// Whether any bytes came since the socket last ran dry.
@@ -262,7 +259,6 @@ impl<S> ReadAhead<S> {
             buf: BytesMut::new(),
             ahead: false,
             sized: false,
-            small_read: false,
             bulk: false,
             fed: false,
             server: role == Role::Server,
@@ -323,7 +319,6 @@ impl<S> ReadAhead<S> {
     fn release_small(&mut self) {
         if !self.ahead && self.buf.is_empty() {
             self.buf = BytesMut::new();
-            self.small_read = false;
         }
     }
 
@@ -338,7 +333,6 @@ impl<S> ReadAhead<S> {
         if !std::mem::take(&mut self.bulk) && self.buf.is_empty() {
             self.ahead = false;
             self.sized = false;
-            self.small_read = false;
             self.buf = BytesMut::new();
             self.pool = None;
         }
@@ -347,7 +341,6 @@ impl<S> ReadAhead<S> {
     /// Replaces `buf` with `fresh` (which holds what `buf` held), keeping `buf`'s
     /// allocation in the pool when it is an own allocation.
     fn replace_buf(&mut self, fresh: BytesMut, fresh_own: usize) {
-        self.small_read = false;
         let old = std::mem::replace(&mut self.buf, fresh);
         if let Some(pool) = self.pool.as_deref_mut() {
             let cap = std::mem::replace(&mut pool.current, fresh_own);
@@ -404,8 +397,10 @@ impl<S> ReadAhead<S> {
         };
         // Its size was checked by `takeable`, and all of it is in `buf`.
         let total = h.size + h.payload as usize;
-        // A small read's allocation is at most SMALL_READ bytes: its frames share it.
-        let split = std::mem::take(&mut self.sized) || (self.small_read && !self.ahead);
+        // Outside read-ahead mode `buf` only ever holds what is left of one small read, in
+        // an allocation made for it of at most SMALL_READ bytes (read-ahead mode ends only
+        // with `buf` empty, `on_dry`): its frames share it.
+        let split = std::mem::take(&mut self.sized) || !self.ahead;
         let mut payload = if split {
             let mut frame = self.buf.split_to(total);
             frame.advance(h.size);
@@ -481,13 +476,11 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                         apply_mask(&mut payload, key, 0);
                     }
                     self.buf = payload;
-                    self.small_read = false;
                     self.ready = Ready::Payload;
                     return Poll::Ready(Ok(Small::Taken));
                 }
                 Some(total) if total < got.len() => {
                     self.buf = BytesMut::from(got);
-                    self.small_read = true;
                     self.ready = Ready::Frame;
                     return Poll::Ready(Ok(Small::Taken));
                 }
@@ -495,7 +488,6 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
             }
         }
         self.buf = BytesMut::from(got);
-        self.small_read = true;
         Poll::Ready(Ok(Small::Buffered))
     }
 
@@ -624,7 +616,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         }
         this.buf.reserve(CHUNK);
         this.sized = false;
-        this.small_read = false;
         match poll_socket_buf(&mut this.inner, cx, &mut this.buf, CHUNK) {
             Poll::Pending => {
                 this.on_dry();
@@ -660,31 +651,32 @@ where
     };
     let ahead = ws.get_mut();
     ahead.take_max = u32::try_from(max).unwrap_or(u32::MAX);
-    if ahead.takes_first() && !ahead.buf.is_empty() && ahead.whole_in_buf() {
-        // Left of a small read, with nothing before it in tungstenite.
-        ahead.take_max = 0;
-        ahead.ready = Ready::Frame;
-        let payload = ahead.take_frame().expect("a message is ready");
-        return Poll::Ready(Some(Ok(Message::Binary(payload))));
-    }
-    if ahead.takes_first() && ahead.buf.is_empty() {
-        // tungstenite holds no byte and would only pass its read through: read past it.
-        match ahead.poll_small(cx) {
-            Poll::Pending => {
-                ahead.take_max = 0;
-                return Poll::Pending;
+    if ahead.takes_first() {
+        let taken = if !ahead.buf.is_empty() {
+            // Left of a small read, with nothing before it in tungstenite.
+            if ahead.whole_in_buf() {
+                ahead.ready = Ready::Frame;
             }
-            Poll::Ready(Ok(Small::Taken)) => {
-                ahead.take_max = 0;
-                let payload = ahead.take_frame().expect("a message is ready");
-                return Poll::Ready(Some(Ok(Message::Binary(payload))));
+            ahead.take_frame()
+        } else {
+            // tungstenite holds no byte and would only pass its read through: read past it.
+            match ahead.poll_small(cx) {
+                Poll::Pending => {
+                    ahead.take_max = 0;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => {
+                    ahead.take_max = 0;
+                    return Poll::Ready(Some(Err(WsError::Io(e))));
+                }
+                // `Taken` made a message ready. After `Buffered` or `Ended` none is: what
+                // came is tungstenite's, or the stream ended (a socket says so again).
+                Poll::Ready(Ok(_)) => ahead.take_frame(),
             }
-            Poll::Ready(Err(e)) => {
-                ahead.take_max = 0;
-                return Poll::Ready(Some(Err(WsError::Io(e))));
-            }
-            // What came is tungstenite's, or the stream ended (a socket says so again).
-            Poll::Ready(Ok(Small::Buffered | Small::Ended)) => {}
+        };
+        if let Some(payload) = taken {
+            ahead.take_max = 0;
+            return Poll::Ready(Some(Ok(Message::Binary(payload))));
         }
     }
     let polled = ws.poll_next_unpin(cx);
