@@ -22,12 +22,23 @@
 //! zero-fills its buffer before every read) and one copy into its buffer. So while
 //! [`poll_message`] reads a Tether connection's next message, read-ahead mode reads a final
 //! binary frame itself, whole, and returns its payload as the message: a frame of at least
-//! [`OWN_ALLOCATION`] bytes is read straight into an allocation made for it (with at most
-//! [`TAIL`] bytes more, which bring the next frame's header along) and its payload is
-//! split off without a copy; a smaller one is copied out of the read-ahead buffer. Either
-//! way a payload holds no memory but its own frame's (an own allocation is rounded up to
-//! 4 KiB, and one taken again may be up to twice the frame), however long its reader
-//! keeps it.
+//! [`OWN_ALLOCATION`] bytes is read straight into an allocation made for it and its
+//! payload is split off without a copy; a smaller one is copied out of the read-ahead
+//! buffer.
+//!
+//! An own allocation has room for the frames that most likely follow: up to
+//! [`OWN_FRAMES`] frames of the size of the one it is made for (a body's DATA frames mostly
+//! have one size, the peer's MAX_FRAME_PAYLOAD), [`OWN_AHEAD`] bytes at most, and [`TAIL`]
+//! bytes more, which bring the next header along. One read fills it up to the end of the
+//! last whole frame of that size that fits, so four 64 KiB frames cost one system call
+//! instead of four (benches/RESULTS.md, "Four frames to a read"); a frame that then lies
+//! at the allocation's end only in part goes to the next allocation with what of it came. The frames of one allocation share it:
+//! each payload split off holds the whole allocation for as long as its reader keeps it
+//! (or any slice of it). That is at most [`MAX_HELD`] times the payload's own frame: a
+//! frame smaller than that share of its allocation is copied out instead. A reader that
+//! drops its payloads in turn, as a body's reader does, frees each allocation with its
+//! last frame; one that keeps some of them and drops others holds up to that many times
+//! the bytes it keeps.
 //!
 //! Small traffic is read past tungstenite as well. Outside read-ahead mode, at a boundary
 //! where a frame may be taken whole (below), [`poll_message`] reads the socket itself,
@@ -52,14 +63,14 @@
 //!
 //! # Allocations reused
 //!
-//! An allocation made for a frame read whole is kept, once the reading moves on to the
-//! next one, in a small pool of the connection ([`Pool`]), and taken again for a later
-//! frame as soon as every payload split off it has been dropped (the pool holds an empty
+//! An allocation made for frames read whole is kept, once the reading moves on to the
+//! next one, in a small pool of the connection ([`Pool`]), and taken again for later
+//! frames as soon as every payload split off it has been dropped (the pool holds an empty
 //! handle of it, which [`BytesMut::try_reclaim`] turns back into the whole allocation
 //! only when no other handle is left: a payload still held is never written over). A
 //! body streaming in at the speed its reader takes it so cycles through the same few
-//! allocations, as many as its frames in flight, instead of one `malloc` and `free` per
-//! frame. That matters once more than about a megabyte is in flight (windows larger than
+//! allocations, as many as its frames in flight take, instead of one `malloc` and `free`
+//! per read. That matters once more than about a megabyte is in flight (windows larger than
 //! the defaults, spec/protocol.md §10.3): the allocator then gave the top of its heap back
 //! to the kernel and took it again, over and over, and each page came back through a page
 //! fault, about one per 4 KiB received, which halved the rate of a body
@@ -117,8 +128,8 @@ pub(crate) const CHUNK: usize = 128 * 1024;
 const LARGE_READ: usize = CHUNK / 8;
 
 /// A binary frame taken whole of at least this many bytes (header and payload) is read
-/// into an allocation of its own and its payload split off without a copy; a smaller one
-/// is copied out (see the module docs).
+/// into an own allocation (with the frames after it) and its payload split off without a
+/// copy; a smaller one is copied out (see the module docs).
 pub(crate) const OWN_ALLOCATION: usize = 16 * 1024;
 
 /// Bytes asked of the socket in one read outside read-ahead mode while [`poll_message`]
@@ -135,6 +146,30 @@ pub(crate) const TAIL: usize = 16;
 /// other's allocations from the [`Pool`].
 const OWN_ROUNDING: usize = 4096;
 
+/// An own allocation holds up to this many frames of the size of the one it is made for
+/// (fewer when they would take more than [`OWN_AHEAD`]), read with one system call: a
+/// body's frames come one after another, mostly of one size.
+const OWN_FRAMES: usize = 4;
+
+/// Bytes of the frames an own allocation is made for, at most (at least one frame): four
+/// DATA frames of the default MAX_FRAME_PAYLOAD, 64 KiB (spec/protocol.md §5), with their
+/// headers, WebSocket's and Tether's.
+const OWN_AHEAD: usize = 260 * 1024;
+
+/// A frame is split off an own allocation, its payload holding the whole allocation,
+/// only when the allocation is at most this many times the frame: [`OWN_FRAMES`] frames
+/// of the size it was made for, taken again from the [`Pool`] at up to twice its size,
+/// and the rounding. A smaller one is copied out.
+const MAX_HELD: usize = 2 * OWN_FRAMES + 1;
+
+/// The size of an own allocation for frames of `total` bytes (header and payload): as
+/// many as [`OWN_FRAMES`] and [`OWN_AHEAD`] allow, and [`TAIL`] bytes more, rounded up to
+/// [`OWN_ROUNDING`].
+fn own_size(total: usize) -> usize {
+    let frames = (OWN_AHEAD / total.max(1)).clamp(1, OWN_FRAMES);
+    (frames * total + TAIL).div_ceil(OWN_ROUNDING) * OWN_ROUNDING
+}
+
 /// Allocations of frames read whole, kept for reuse once every payload split off them
 /// is dropped (see the module docs). Exists only while frames are read whole.
 #[derive(Debug, Default)]
@@ -145,6 +180,9 @@ struct Pool {
     bytes: usize,
     /// The size of the allocation `buf` is in, when it is an own allocation (else 0).
     current: usize,
+    /// The size (header and payload) of the frames the current own allocation was made
+    /// for, which the frames after them most likely have too.
+    frame: usize,
 }
 
 impl Pool {
@@ -176,6 +214,8 @@ impl Pool {
                 self.bytes -= cap;
             }
         }
+        #[cfg(test)]
+        tests::MADE.with(|n| n.set(n.get() + 1));
         (BytesMut::with_capacity(size), size)
     }
 
@@ -225,8 +265,6 @@ pub(crate) struct ReadAhead<S> {
     buf: BytesMut,
     /// Read-ahead mode: reads go through `buf`.
     ahead: bool,
-    /// `buf`'s allocation was made for the frame at its start (the frame and [`TAIL`]).
-    sized: bool,
     /// Whether a large read happened since the socket last ran dry.
     bulk: bool,
     /// Whether any bytes came since the socket last ran dry.
@@ -258,7 +296,6 @@ impl<S> ReadAhead<S> {
             inner,
             buf: BytesMut::new(),
             ahead: false,
-            sized: false,
             bulk: false,
             fed: false,
             server: role == Role::Server,
@@ -309,8 +346,6 @@ impl<S> ReadAhead<S> {
         self.bounds.pass(&self.buf[..n]);
         self.buf.advance(n);
         self.reader_empty = false;
-        // What follows is not the frame the allocation was made for.
-        self.sized = false;
         self.release_small();
     }
 
@@ -332,7 +367,6 @@ impl<S> ReadAhead<S> {
         }
         if !std::mem::take(&mut self.bulk) && self.buf.is_empty() {
             self.ahead = false;
-            self.sized = false;
             self.buf = BytesMut::new();
             self.pool = None;
         }
@@ -352,6 +386,37 @@ impl<S> ReadAhead<S> {
                 pool.retire(old, cap, limit);
             }
         }
+    }
+
+    /// The size of the own allocation `buf` lies in (0 when it lies in none): frames at
+    /// its start are split off it (see [`take_frame`](Self::take_frame)).
+    fn own(&self) -> usize {
+        self.pool.as_deref().map_or(0, |pool| pool.current)
+    }
+
+    /// Moves what `buf` holds (the start of a frame of `total` bytes) into a new own
+    /// allocation, with room for as many whole frames of that size as [`own_size`] gives.
+    fn new_own(&mut self, total: usize) {
+        let pool = self.pool.get_or_insert_with(Box::default);
+        let (mut own, cap) = pool.take(own_size(total));
+        pool.frame = total;
+        own.extend_from_slice(&self.buf);
+        self.replace_buf(own, cap);
+    }
+
+    /// How much to read into an own allocation when `buf` holds the start of a frame of
+    /// `total` bytes: the rest of it, as many whole frames of the same size after it as
+    /// the allocation has room for, and [`TAIL`] bytes more, so that a read of frames of
+    /// one size ends where the next one's header does (its payload goes to the next
+    /// allocation without a copy).
+    fn own_read(&self, total: usize) -> usize {
+        let room = self.buf.capacity() - self.buf.len();
+        let rest = total.saturating_sub(self.buf.len());
+        let Some(after) = room.checked_sub(rest) else {
+            return room;
+        };
+        let more = after / total.max(1) * total;
+        (rest + more + TAIL).min(room)
     }
 
     /// Whether tungstenite would make a binary message of this frame as it is: then the
@@ -374,14 +439,14 @@ impl<S> ReadAhead<S> {
             let mut fresh = BytesMut::with_capacity(CHUNK.max(self.buf.len() + wanted));
             fresh.extend_from_slice(&self.buf);
             self.replace_buf(fresh, 0);
-            self.sized = false;
         }
         self.buf.capacity() - self.buf.len()
     }
 
     /// The message [`poll_read`](AsyncRead::poll_read) found ready (`ready`): a frame's
-    /// payload, unmasked. Split off without a copy from an allocation made for it, copied
-    /// out of a shared one, or `buf` itself when it holds only the payload.
+    /// payload, unmasked. Split off without a copy from an own allocation (or from the
+    /// buffer of one small read), copied out of a shared one or when too small for its own
+    /// allocation ([`MAX_HELD`]), or `buf` itself when it holds only the payload.
     fn take_frame(&mut self) -> Option<bytes::Bytes> {
         match std::mem::replace(&mut self.ready, Ready::No) {
             Ready::No => return None,
@@ -399,8 +464,10 @@ impl<S> ReadAhead<S> {
         let total = h.size + h.payload as usize;
         // Outside read-ahead mode `buf` only ever holds what is left of one small read, in
         // an allocation made for it of at most SMALL_READ bytes (read-ahead mode ends only
-        // with `buf` empty, `on_dry`): its frames share it.
-        let split = std::mem::take(&mut self.sized) || !self.ahead;
+        // with `buf` empty, `on_dry`): its frames share it. In an own allocation, a frame
+        // large enough that its payload may hold the whole allocation does.
+        let own = self.own();
+        let split = !self.ahead || (own > 0 && total >= OWN_ALLOCATION && total * MAX_HELD >= own);
         let mut payload = if split {
             let mut frame = self.buf.split_to(total);
             frame.advance(h.size);
@@ -508,15 +575,12 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                         return Poll::Ready(Ok(true));
                     }
                     if total >= OWN_ALLOCATION {
-                        if !self.sized {
-                            let size = (total + TAIL).div_ceil(OWN_ROUNDING) * OWN_ROUNDING;
-                            let pool = self.pool.get_or_insert_with(Box::default);
-                            let (mut own, cap) = pool.take(size);
-                            own.extend_from_slice(&self.buf);
-                            self.replace_buf(own, cap);
-                            self.sized = true;
+                        // Into an own allocation, with the frames that follow it as far as
+                        // the allocation goes.
+                        if self.own() == 0 || self.buf.capacity() < total + TAIL {
+                            self.new_own(total);
                         }
-                        total + TAIL - self.buf.len()
+                        self.own_read(total)
                     } else {
                         self.room(total - self.buf.len())
                     }
@@ -524,13 +588,24 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                 // A header's worth only: the frame's size decides where the rest goes.
                 Peek::Incomplete => {
                     let wanted = MAX_HEADER - self.buf.len();
+                    // The frames of a body come one after another, mostly of one size:
+                    // after an own allocation, the next ones go into one made alike.
+                    let frame = self.pool.as_deref().map_or(0, |p| p.frame);
+                    let own = self.own() > 0;
                     if self.buf.capacity() - self.buf.len() < wanted {
-                        let mut fresh = BytesMut::with_capacity(4 * MAX_HEADER);
-                        fresh.extend_from_slice(&self.buf);
-                        self.replace_buf(fresh, 0);
-                        self.sized = false;
+                        if own {
+                            self.new_own(frame);
+                        } else {
+                            let mut fresh = BytesMut::with_capacity(4 * MAX_HEADER);
+                            fresh.extend_from_slice(&self.buf);
+                            self.replace_buf(fresh, 0);
+                        }
                     }
-                    wanted
+                    if own {
+                        self.own_read(frame)
+                    } else {
+                        wanted
+                    }
                 }
             };
             match poll_socket_buf(&mut self.inner, cx, &mut self.buf, wanted) {
@@ -615,7 +690,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             this.replace_buf(BytesMut::new(), 0);
         }
         this.buf.reserve(CHUNK);
-        this.sized = false;
         match poll_socket_buf(&mut this.inner, cx, &mut this.buf, CHUNK) {
             Poll::Pending => {
                 this.on_dry();
@@ -1141,6 +1215,8 @@ mod tests {
         pub(super) static TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
         /// Allocations taken again from a pool on this thread.
         pub(super) static REUSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Own allocations made new on this thread.
+        pub(super) static MADE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
     /// A frame as RFC 6455 §5.2 lays it out: `long` sends the length in the 8-byte form
@@ -1309,9 +1385,9 @@ mod tests {
     }
 
     /// A stream of large binary frames, as a body streams in: after the first frame every
-    /// one is taken whole, and those of at least OWN_ALLOCATION bytes cost one read each.
+    /// one is taken whole, four frames of 64 KiB to a read (OWN_FRAMES).
     #[test]
-    fn a_body_of_large_frames_is_taken_whole_in_one_read_each() {
+    fn a_body_of_large_frames_is_taken_whole_four_frames_to_a_read() {
         let frames = 50;
         let mut wire = Vec::new();
         for i in 0..frames {
@@ -1323,8 +1399,61 @@ mod tests {
         assert_eq!(got, tungstenite_reads(&wire, Role::Server));
         let taken = TAKEN.with(|t| t.get()) - taken_before;
         assert!(taken >= frames - 2, "taken whole: {taken} of {frames}");
-        // The first frame through tungstenite (1 KiB, then a chunk), then one each.
-        assert!(reads <= frames + 3, "{reads} reads for {frames} frames");
+        // The first frame through tungstenite (1 KiB, then a chunk), then four a read.
+        assert!(
+            reads <= frames / OWN_FRAMES + 3,
+            "{reads} reads for {frames} frames"
+        );
+    }
+
+    /// Frames that came in one read into an own allocation are split off it without a
+    /// copy, each payload right after the last one's frame; a frame too small to hold the
+    /// whole allocation (MAX_HELD) is copied out, and the frames after it are split off as
+    /// before.
+    #[test]
+    fn frames_of_one_read_share_their_allocation_unless_too_small() {
+        let sizes = [65_536, 65_536, 20_000, 65_536];
+        let frames: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 5 + j) as u8).collect())
+            .collect();
+        let mut ws = fed_server();
+        ws.get_mut().get_mut().push(&body_wire(0..2));
+        let mut wire = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            wire.extend(encode(0x82, f, Some([4, 3, 2, i as u8]), false));
+        }
+        ws.get_mut().get_mut().push(&wire);
+        // Two body frames first, so that the four above start in read-ahead mode.
+        for i in 0..2 {
+            expect_body_frame(&mut ws, i);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut got = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            match poll_message(&mut ws, &mut cx) {
+                Poll::Ready(Some(Ok(Message::Binary(p)))) => {
+                    assert!(p[..] == f[..], "frame {i} differs");
+                    got.push(p);
+                }
+                other => panic!("frame {i}: {other:?}"),
+            }
+        }
+        let at = |p: &bytes::Bytes| p.as_ptr() as usize;
+        // A masked frame of 64 KiB has a 14-byte header (2 + 8 + the key).
+        assert_eq!(at(&got[1]), at(&got[0]) + got[0].len() + 14, "split off");
+        let copied = at(&got[2]);
+        assert!(
+            copied < at(&got[0]) || copied > at(&got[3]),
+            "the small payload does not hold the allocation"
+        );
+        // The third frame's header is 2 + 2 + 4 bytes.
+        assert_eq!(
+            at(&got[3]),
+            at(&got[1]) + got[1].len() + 8 + got[2].len() + 14,
+            "split off after it"
+        );
     }
 
     /// A server-side WebSocket over a [`Fed`] socket, as the run loop reads it.
@@ -1364,34 +1493,38 @@ mod tests {
     }
 
     /// A body whose reader drops each payload as it takes it cycles through a few
-    /// allocations instead of one per frame (module docs, "Allocations reused"); payloads
-    /// the reader keeps are never written over, and do not stop the reuse of the others.
+    /// allocations instead of one per read (module docs, "Allocations reused"); payloads
+    /// the reader keeps are never written over, and hold back the reuse of their own
+    /// allocations only.
     #[test]
     fn allocations_of_frames_taken_whole_are_reused_once_dropped() {
         let frames = 60;
-        let mut ws = fed_server();
-        ws.get_mut().get_mut().push(&body_wire(0..frames));
-        let reused_before = REUSED.with(|n| n.get());
-        let mut kept = Vec::new();
-        for i in 0..frames {
-            let payload = expect_body_frame(&mut ws, i);
-            if i % 8 == 0 {
-                kept.push((i, payload));
+        let counts = || (MADE.with(|n| n.get()), REUSED.with(|n| n.get()));
+        for keep_every in [None, Some(8)] {
+            let mut ws = fed_server();
+            ws.get_mut().get_mut().push(&body_wire(0..frames));
+            let (made_before, reused_before) = counts();
+            let mut kept = Vec::new();
+            for i in 0..frames {
+                let payload = expect_body_frame(&mut ws, i);
+                if keep_every.is_some_and(|k| i % k == 0) {
+                    kept.push((i, payload));
+                }
             }
-        }
-        let reused = REUSED.with(|n| n.get()) - reused_before;
-        // All but the first own allocations and those kept: a kept payload's allocation
-        // cannot be taken again, and each time it is at the front of the pool it spends one
-        // of the two tries of a take (the frames' sizes differ, so a few other tries miss).
-        assert!(
-            reused >= frames - 3 * kept.len() - 4,
-            "reused {reused} of {frames}"
-        );
-        for (i, payload) in kept {
-            assert!(
-                payload[..] == body_frame(i)[..],
-                "kept frame {i} was written over"
-            );
+            let (made, reused) = counts();
+            let (made, reused) = (made - made_before, reused - reused_before);
+            // Four frames to an allocation: 15 of them, or a few more where the frames'
+            // sizes (which differ a little) leave a spare too small for the next ones.
+            assert!((15..=18).contains(&(made + reused)), "{made} + {reused}");
+            // New ones only at first (sizes differ), and for every allocation a kept
+            // payload still holds.
+            assert!(made <= 4 + kept.len(), "made {made}, kept {}", kept.len());
+            for (i, payload) in kept {
+                assert!(
+                    payload[..] == body_frame(i)[..],
+                    "kept frame {i} was written over"
+                );
+            }
         }
     }
 
@@ -1411,7 +1544,7 @@ mod tests {
             let pool = ws.get_ref().pool.as_deref().map_or(0, |p| p.bytes);
             largest = largest.max(pool);
         }
-        let bound = window as usize + window as usize / 4 + 72 * 1024;
+        let bound = window as usize + window as usize / 4 + own_size(65_536 + MAX_HEADER);
         assert!(
             largest > window as usize / 2,
             "the pool was used: {largest}"
@@ -1424,15 +1557,15 @@ mod tests {
     #[test]
     fn a_shed_pool_is_gone_and_the_next_body_reads_as_before() {
         let mut ws = fed_server();
-        ws.get_mut().get_mut().push(&body_wire(0..6));
-        for i in 0..6 {
+        ws.get_mut().get_mut().push(&body_wire(0..12));
+        for i in 0..12 {
             expect_body_frame(&mut ws, i);
         }
         assert!(ws.get_ref().pool.as_deref().is_some_and(|p| p.bytes > 0));
         ws.get_mut().shed_pool();
         assert!(ws.get_ref().pool.is_none());
-        ws.get_mut().get_mut().push(&body_wire(6..12));
-        for i in 6..12 {
+        ws.get_mut().get_mut().push(&body_wire(12..24));
+        for i in 12..24 {
             expect_body_frame(&mut ws, i);
         }
         assert!(ws.get_ref().pool.as_deref().is_some_and(|p| p.bytes > 0));
