@@ -729,19 +729,29 @@ impl Runner {
                     break;
                 }
                 input = turn.next(ws, &mut driver).await;
-                now = Instant::now();
                 if input.is_none() {
                     break;
                 }
+                now = Instant::now();
             }
             loop {
-                while let Some(event) = conn.poll_event() {
-                    meter.on_event(&event);
-                    match event {
-                        // The stream layer's events use this turn's clock read.
-                        Event::Stream(event) => driver.on_event(&mut conn, event, now),
-                        event => {
-                            self.on_event(&mut conn, &mut driver, event, &mut id, &mut end, backoff)
+                // Events raised outside an input (by a write burst: a stream writable again,
+                // the transport lost) get a clock read of their own, taken only when there
+                // are some.
+                if conn.has_events() {
+                    now = Instant::now();
+                    while let Some(event) = conn.poll_event() {
+                        meter.on_event(&event);
+                        match event {
+                            Event::Stream(event) => driver.on_event(&mut conn, event, now),
+                            event => self.on_event(
+                                &mut conn,
+                                &mut driver,
+                                event,
+                                &mut id,
+                                &mut end,
+                                backoff,
+                            ),
                         }
                     }
                 }
@@ -751,7 +761,6 @@ impl Runner {
                 if !again {
                     break;
                 }
-                now = Instant::now();
             }
             if conn.is_closed() {
                 break;

@@ -218,19 +218,27 @@ async fn run(
                 break;
             }
             input = turn.next(&mut ws, &mut driver).await;
+            if input.is_none() {
+                break;
+            }
             now = Instant::now();
         }
         loop {
-            while let Some(event) = conn.poll_event() {
-                // The event is handled by a plain function, and only the HELLO's decision
-                // is awaited (boxed: it is the largest state of this future and happens
-                // once per connection): an event held across an await, or borrowed before
-                // one, would keep ≈ 0.2 KiB (an `Event`), or three copies of it, in every
-                // idle connection's task (issue 11 goal 5).
-                if let Some(hello) =
-                    task.on_event(&mut conn, &mut driver, &mut meter, &mut linger, event, now)
-                {
-                    Box::pin(task.on_hello(&mut conn, hello, hook)).await;
+            // Events raised outside an input (by a write burst: a stream writable again, the
+            // transport lost) get a clock read of their own, taken only when there are some.
+            if conn.has_events() {
+                now = Instant::now();
+                while let Some(event) = conn.poll_event() {
+                    // The event is handled by a plain function, and only the HELLO's
+                    // decision is awaited (boxed: it is the largest state of this future and
+                    // happens once per connection): an event held across an await, or
+                    // borrowed before one, would keep ≈ 0.2 KiB (an `Event`), or three
+                    // copies of it, in every idle connection's task (issue 11 goal 5).
+                    if let Some(hello) =
+                        task.on_event(&mut conn, &mut driver, &mut meter, &mut linger, event, now)
+                    {
+                        Box::pin(task.on_hello(&mut conn, hello, hook)).await;
+                    }
                 }
             }
             let again =
@@ -239,7 +247,6 @@ async fn run(
             if !again {
                 break;
             }
-            now = Instant::now();
         }
         if conn.is_closed() {
             break;
