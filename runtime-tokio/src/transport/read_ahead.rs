@@ -32,13 +32,13 @@
 //! bytes more, which bring the next header along. One read fills it up to the end of the
 //! last whole frame of that size that fits, so four 64 KiB frames cost one system call
 //! instead of four (benches/RESULTS.md, "Four frames to a read"); a frame that then lies
-//! at the allocation's end only in part goes to the next allocation with what of it came. The frames of one allocation share it:
-//! each payload split off holds the whole allocation for as long as its reader keeps it
-//! (or any slice of it). That is at most [`MAX_HELD`] times the payload's own frame: a
-//! frame smaller than that share of its allocation is copied out instead. A reader that
-//! drops its payloads in turn, as a body's reader does, frees each allocation with its
-//! last frame; one that keeps some of them and drops others holds up to that many times
-//! the bytes it keeps.
+//! at the allocation's end only in part goes to the next allocation with what of it came.
+//! The frames of one allocation share it: each payload split off holds the whole
+//! allocation for as long as its reader keeps it (or any slice of it). That is at most
+//! [`MAX_HELD`] times the payload's own frame: a frame smaller than that share of its
+//! allocation is copied out instead. A reader that drops its payloads in turn, as a body's
+//! reader does, frees each allocation with its last frame; one that keeps some of them and
+//! drops others holds up to that many times the bytes it keeps.
 //!
 //! Small traffic is read past tungstenite as well. Outside read-ahead mode, at a boundary
 //! where a frame may be taken whole (below), [`poll_message`] reads the socket itself,
