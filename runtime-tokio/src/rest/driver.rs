@@ -458,7 +458,7 @@ impl Driver {
         };
         if let Some(m) = &self.metrics {
             if head.status.as_u16() >= 200 {
-                m.request("served", head.status);
+                m.request(crate::metrics::RequestDirection::Served, head.status);
             }
         }
         let inline = !body.is_empty();
