@@ -182,6 +182,32 @@ async fn rejected_hello_is_fatal_for_the_client() {
     server.shutdown(GUARD).await.unwrap();
 }
 
+/// The hook sees the upgrade request as the client sent it: its target and its headers
+/// (the server keeps them only until the HELLO).
+#[tokio::test]
+async fn the_hook_sees_the_upgrade_requests_target_and_headers() {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    let hook = sync_hook(move |req: &HelloRequest| {
+        let protocol = req.headers.get("sec-websocket-protocol").cloned();
+        *record.lock().unwrap() = Some((req.uri.clone(), protocol, req.remote_addr));
+        Decision::Accept
+    });
+    let (server, _sev) = Server::bind_with_hook(server_config(), hook).await.unwrap();
+    let url = format!("ws://{}/devices/7?fleet=north", server.local_addr());
+    let (_client, mut cev) = Client::connect(&url, client_config("{}")).unwrap();
+    connected(&mut cev).await;
+    let (uri, protocol, remote) = seen.lock().unwrap().take().expect("the hook ran");
+    assert_eq!(uri.path(), "/devices/7");
+    assert_eq!(uri.query(), Some("fleet=north"));
+    assert_eq!(
+        protocol.as_ref().and_then(|p| p.to_str().ok()),
+        Some("tether.v1")
+    );
+    assert!(remote.ip().is_loopback(), "{remote}");
+    server.shutdown(GUARD).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_hook_that_does_not_answer_ends_in_handshake_timeout() {
     let mut config = server_config();
