@@ -66,6 +66,8 @@ pub mod gateway;
 pub mod metrics;
 pub mod rest;
 pub mod server;
+#[cfg(test)]
+mod test_util;
 pub mod transport;
 
 pub use conn::SUBPROTOCOL;

@@ -339,8 +339,6 @@ impl Drop for Body {
 #[cfg(test)]
 mod queue_tests {
     use super::*;
-    use std::sync::Arc;
-    use std::task::Waker;
 
     fn chunk(b: &'static [u8]) -> Chunk {
         Ok(Frame::data(Bytes::from_static(b)))
@@ -379,24 +377,17 @@ mod queue_tests {
 
     #[test]
     fn a_waiting_reader_is_woken_by_a_chunk_and_by_the_end() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        struct Count(AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        use std::sync::atomic::Ordering;
+        let (waker, count) = crate::test_util::counting_waker();
         let mut cx = Context::from_waker(&waker);
         let (tx, mut rx) = body_queue();
         assert!(rx.poll_recv(&mut cx).is_pending());
         tx.send(chunk(b"a")).unwrap();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
         assert!(rx.poll_recv(&mut cx).is_ready());
         assert!(rx.poll_recv(&mut cx).is_pending());
         drop(tx);
-        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
         assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
     }
 }

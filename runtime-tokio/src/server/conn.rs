@@ -552,18 +552,6 @@ mod tests {
         std::mem::size_of::<Fut>()
     }
 
-    /// A `Waker` that records that it was woken.
-    fn flag_waker() -> (Waker, Arc<std::sync::atomic::AtomicBool>) {
-        struct Flag(Arc<std::sync::atomic::AtomicBool>);
-        impl std::task::Wake for Flag {
-            fn wake(self: Arc<Self>) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        (Waker::from(Arc::new(Flag(flag.clone()))), flag)
-    }
-
     /// A future that counts its polls.
     struct Counting<'a, F> {
         inner: Pin<Box<F>>,
@@ -587,7 +575,8 @@ mod tests {
         let (tx, rx) = watch::channel(Broadcast::default());
         let mut peek = BroadcastPeek::new(&rx);
         let mut wait = std::pin::pin!(broadcast_changed(rx));
-        let ((a, a_woken), (b, b_woken)) = (flag_waker(), flag_waker());
+        let (a, a_woken) = crate::test_util::counting_waker();
+        let (b, b_woken) = crate::test_util::counting_waker();
         let receiver = {
             let mut poll = std::pin::pin!(peek.wait(wait.as_mut()));
             assert!(poll
@@ -603,8 +592,12 @@ mod tests {
                 .poll(&mut Context::from_waker(&b))
                 .is_pending());
             tx.send_modify(|_| {});
-            assert!(b_woken.load(Ordering::SeqCst), "the latest waker is woken");
-            assert!(!a_woken.load(Ordering::SeqCst), "not the one before");
+            assert_eq!(
+                b_woken.load(Ordering::SeqCst),
+                1,
+                "the latest waker is woken"
+            );
+            assert_eq!(a_woken.load(Ordering::SeqCst), 0, "not the one before");
             let Poll::Ready((receiver, open)) = poll.as_mut().poll(&mut Context::from_waker(&b))
             else {
                 panic!("a change makes the wait ready");
