@@ -18,11 +18,12 @@ use bytes::{Buf, Bytes};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tether_proto::StreamId;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
 use super::driver::{Command, CommandSender};
 use super::Body;
+use crate::transport::{poll_write_slices, try_write_slices};
 
 /// Something the owner of a socket wants kept until the socket is done with (a count of
 /// open tunnels, a permit): dropped once the last byte was written or the socket aborted.
@@ -96,7 +97,7 @@ impl Sink {
         while !self.pending.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let count = fill(&self.pending, &mut slices);
-            match write.as_ref().try_write_vectored(&slices[..count]) {
+            match try_write_slices(write.as_ref(), &slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
@@ -257,7 +258,7 @@ pub(crate) async fn write_body(mut body: Body, mut write: OwnedWriteHalf, hold: 
             let written = std::future::poll_fn(|cx| {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let count = fill(&chunks, &mut slices);
-                Pin::new(&mut write).poll_write_vectored(cx, &slices[..count])
+                poll_write_slices(Pin::new(&mut write), cx, &slices[..count])
             })
             .await;
             match written {

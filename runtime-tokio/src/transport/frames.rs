@@ -222,7 +222,7 @@ impl FrameWriter {
                     slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
                     count = i + 1;
                 }
-                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+                super::poll_write_slices(Pin::new(&mut *io), cx, &slices[..count])
             })
             .await?;
             if n == 0 {
