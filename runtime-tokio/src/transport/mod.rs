@@ -91,3 +91,90 @@ pub(crate) fn ws_config(max_message_size: usize) -> WebSocketConfig {
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records which kind of write it was asked for and takes every byte.
+    #[derive(Default)]
+    struct Recording {
+        plain: usize,
+        vectored: usize,
+        bytes: Vec<u8>,
+    }
+
+    impl AsyncWrite for Recording {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.plain += 1;
+            self.bytes.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.vectored += 1;
+            let mut n = 0;
+            for b in bufs {
+                self.bytes.extend_from_slice(b);
+                n += b.len();
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn one_slice_is_a_plain_write_and_more_are_one_vectored_write() {
+        let mut io = Recording::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let one = [IoSlice::new(b"head+payload")];
+        assert!(matches!(
+            poll_write_slices(Pin::new(&mut io), &mut cx, &one),
+            Poll::Ready(Ok(12))
+        ));
+        assert_eq!((io.plain, io.vectored), (1, 0));
+        let two = [IoSlice::new(b"head"), IoSlice::new(b"payload")];
+        assert!(matches!(
+            poll_write_slices(Pin::new(&mut io), &mut cx, &two),
+            Poll::Ready(Ok(11))
+        ));
+        assert_eq!((io.plain, io.vectored), (1, 1));
+        assert_eq!(io.bytes, b"head+payloadheadpayload");
+    }
+
+    #[tokio::test]
+    async fn try_write_slices_puts_every_slice_on_the_socket_in_order() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let writer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut reader, _) = listener.accept().await.unwrap();
+        writer.writable().await.unwrap();
+        let one = [IoSlice::new(b"one|")];
+        assert_eq!(try_write_slices(&writer, &one).unwrap(), 4);
+        let three = [IoSlice::new(b"a"), IoSlice::new(b""), IoSlice::new(b"bc")];
+        assert_eq!(try_write_slices(&writer, &three).unwrap(), 3);
+        drop(writer);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"one|abc");
+    }
+}
