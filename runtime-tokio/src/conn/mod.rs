@@ -211,8 +211,9 @@ pub(crate) fn timer() -> Timer {
 /// (the house style's rule on timer starvation). A far deadline is slept to a little
 /// after it, on a boundary shared with the other connections ([`wake`]), so that idle
 /// connections' heartbeats wake the runtime together. The timer is the connection's own
-/// ([`timer`]) and is moved only when the wake changes: a far wake stays on its boundary
-/// for many turns, and a new timer per turn would enter and leave the runtime's timer
+/// ([`timer`]) and is moved only when its wake no longer serves the deadline
+/// ([`wake::keeps`]): a far wake stays on its boundary for many turns while the heartbeat's
+/// deadline creeps later, and a new timer per turn would enter and leave the runtime's timer
 /// wheel (a lock each) every turn.
 pub(crate) async fn next_input<S, C>(
     ws: &mut WebSocketStream<ReadAhead<S>>,
@@ -238,11 +239,13 @@ where
         if matches!(deadline, Some(d) if now >= d) {
             return Input::Timeout;
         }
-        let wake = deadline.map(|d| wake::wake_at(d, now));
-        if let Some(wake) = wake {
-            let wake = tokio::time::Instant::from_std(wake);
-            if timer.deadline() != wake || timer.is_elapsed() {
-                timer.as_mut().reset(wake);
+        if let Some(deadline) = deadline {
+            let armed = timer.deadline().into_std();
+            if timer.is_elapsed() || !wake::keeps(armed, deadline, now) {
+                let wake = tokio::time::Instant::from_std(wake::wake_at(deadline, now));
+                if timer.deadline() != wake || timer.is_elapsed() {
+                    timer.as_mut().reset(wake);
+                }
             }
         }
         // In a fixed order (a random start costs a thread-local lookup per poll): the
@@ -261,7 +264,7 @@ where
                 None => continue,
             },
             cmd = driver.recv() => return Input::Stream(cmd),
-            () = timer.as_mut(), if wake.is_some() => continue,
+            () = timer.as_mut(), if deadline.is_some() => continue,
         }
     }
 }

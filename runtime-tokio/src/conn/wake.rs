@@ -45,6 +45,21 @@ pub(crate) fn wake_at(deadline: Instant, now: Instant) -> Instant {
         .unwrap_or(deadline)
 }
 
+/// Whether a wake armed at `wake` still serves `deadline`, seen at `now`: not before it,
+/// and no later than [`wake_at`] allows (a sixteenth of the wait, [`MAX_LATENESS`]).
+///
+/// A busy connection's deadline moves a little later with every message it receives (the
+/// heartbeat waits for inbound silence, spec/protocol.md §8.2), while the wake armed for it
+/// stays on its boundary: this check (two subtractions) keeps that wake without computing
+/// it again (about 200 instructions a time, twice per small request at each end).
+pub(crate) fn keeps(wake: Instant, deadline: Instant, now: Instant) -> bool {
+    if wake < deadline {
+        return false;
+    }
+    let late = wake.duration_since(deadline);
+    late <= MAX_LATENESS && late.saturating_mul(16) <= deadline.saturating_duration_since(now)
+}
+
 /// Whole milliseconds, in 64 bits (`Duration::as_millis` divides in 128; this runs once per
 /// wait of every run loop).
 fn millis(d: Duration) -> u64 {
@@ -71,6 +86,37 @@ mod tests {
             assert_eq!(wake.duration_since(epoch()).as_millis() % 256, 0);
         }
         assert!(wakes.windows(2).filter(|w| w[0] != w[1]).count() <= 1);
+    }
+
+    #[test]
+    fn a_wake_is_kept_while_it_is_neither_early_nor_too_late() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // What wake_at gives is kept for its deadline, near or far.
+        for wait_ms in [0, 1, 31, 32, 100, 999, 4_000, 10_000, 3_600_000] {
+            let deadline = now + ms(wait_ms);
+            assert!(keeps(wake_at(deadline, now), deadline, now), "{wait_ms} ms");
+        }
+        // A deadline that moved later, up to the wake: kept; past it: not (it would wake
+        // early, which is harmless, but a wake that is always early is a wasted one).
+        let deadline = now + ms(10_000);
+        let wake = wake_at(deadline, now);
+        assert!(keeps(wake, deadline + (wake - deadline) / 2, now));
+        assert!(keeps(wake, wake, now));
+        assert!(!keeps(wake, wake + ms(1), now));
+        // A deadline that moved earlier: kept only while the wake is late by at most a
+        // sixteenth of the wait and MAX_LATENESS.
+        let wake = now + ms(10_000);
+        assert!(keeps(wake, wake - ms(200), now));
+        // More than MAX_LATENESS late:
+        assert!(!keeps(wake, wake - ms(300), now));
+        // 10 ms late on a 90 ms wait, then 5 ms on 95 (within a sixteenth):
+        assert!(!keeps(now + ms(100), now + ms(90), now));
+        assert!(keeps(now + ms(100), now + ms(95), now));
+        // Time passing shrinks the wait, and with it what lateness is allowed.
+        let (deadline, wake) = (now + ms(1_000), now + ms(1_050));
+        assert!(keeps(wake, deadline, now));
+        assert!(!keeps(wake, deadline, now + ms(500)));
     }
 
     #[test]

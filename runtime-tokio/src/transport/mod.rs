@@ -165,7 +165,9 @@ mod tests {
     async fn try_write_slices_puts_every_slice_on_the_socket_in_order() {
         use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let writer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let writer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let (mut reader, _) = listener.accept().await.unwrap();
         writer.writable().await.unwrap();
         let one = [IoSlice::new(b"one|")];
