@@ -228,10 +228,17 @@ where
     let mut commands_open = true;
     // No stream open: no body will arrive soon, so the socket's allocations kept for
     // reuse go (transport::read_ahead, "Allocations reused").
+    // The same for the slots of the HTTP side's command queue.
     match conn.streams() {
         // What the peer may have in flight, grown with the window (§10.3.1).
-        Some(s) if s.open_streams() > 0 => ws.get_mut().set_pool_limit(s.connection_window_size()),
-        _ => ws.get_mut().shed_pool(),
+        Some(s) if s.open_streams() > 0 => {
+            ws.get_mut().set_pool_limit(s.connection_window_size());
+            driver.keep_slots(true);
+        }
+        _ => {
+            ws.get_mut().shed_pool();
+            driver.keep_slots(false);
+        }
     }
     loop {
         let now = Instant::now();

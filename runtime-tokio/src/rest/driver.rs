@@ -315,6 +315,12 @@ impl Driver {
         self.rx.try_recv()
     }
 
+    /// Whether the command queue keeps its slots when it runs empty: while streams are
+    /// open, when more commands are coming (see [`queue::Receiver::keep_slots`]).
+    pub(crate) fn keep_slots(&mut self, keep: bool) {
+        self.rx.keep_slots(keep);
+    }
+
     /// A loop turn starts: forget what earlier turns handed to other tasks.
     pub(crate) fn begin_turn(&mut self) {
         self.handed = 0;

@@ -8,7 +8,10 @@
 //! two (issue 11 goal 5: the server's goal is 8 KiB per idle connection). This queue is
 //! one small allocation (about 100 bytes) until a value is sent; the slots are allocated
 //! with the first value and freed again when the receiver takes the last one, so a
-//! connection at rest holds none, whatever it carried before.
+//! connection at rest holds none, whatever it carried before. A receiver that expects
+//! more soon keeps them ([`Receiver::keep_slots`]): a connection task while it has streams
+//! open, where a tunnel's every request would otherwise allocate and free them once (about
+//! 300 instructions at each end, benches/RESULTS.md, nineteenth pass).
 //!
 //! A bound, when given, is checked before a value is queued ([`Sender::send`] hands the
 //! value back with [`SendError::Full`]); [`unbounded`] is for a queue whose every kind of
@@ -44,6 +47,13 @@ struct Inner<T> {
     /// read without it by [`Receiver::try_recv`]. A value sent before something that
     /// happens before the read (the wake that polls the receiver's task) is seen.
     queued: AtomicBool,
+    /// The receiver keeps the slots when the queue runs empty ([`Receiver::keep_slots`]).
+    /// Written by the receiver only; read under the lock when a value is taken.
+    keep: AtomicBool,
+    /// The queue ran empty and kept its slots: the receiver frees them when it stops
+    /// keeping them. Both flags are the receiver's alone (values are only taken by it), so
+    /// it reads them without the lock.
+    kept: AtomicBool,
     state: Mutex<State<T>>,
 }
 
@@ -58,6 +68,8 @@ fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, State<T>> {
 fn new<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Inner {
         queued: AtomicBool::new(false),
+        keep: AtomicBool::new(false),
+        kept: AtomicBool::new(false),
         state: Mutex::new(State {
             items: VecDeque::new(),
             bound,
@@ -186,6 +198,29 @@ impl<T> Receiver<T> {
         pop(&self.shared, &mut lock(&self.shared))
     }
 
+    /// Whether the slots stay allocated when the queue runs empty (`false` at first: freed
+    /// each time). Turning it off frees slots kept; it takes the lock only if there are any.
+    pub(crate) fn keep_slots(&mut self, keep: bool) {
+        let shared = &self.shared;
+        if shared.keep.load(Ordering::Relaxed) == keep {
+            return;
+        }
+        shared.keep.store(keep, Ordering::Relaxed);
+        if keep || !shared.kept.load(Ordering::Relaxed) {
+            return;
+        }
+        let slots = {
+            let mut state = lock(shared);
+            shared.kept.store(false, Ordering::Relaxed);
+            if state.items.is_empty() {
+                std::mem::take(&mut state.items)
+            } else {
+                VecDeque::new() // the next value taken that empties it frees them
+            }
+        };
+        drop(slots);
+    }
+
     /// No value will come: every sender is gone (or the queue is closed) and none waits.
     pub(crate) fn is_done(&self) -> bool {
         let state = lock(&self.shared);
@@ -210,14 +245,18 @@ impl<T> Receiver<T> {
 }
 
 /// Takes the front value (`state` is `shared`'s, locked); the slots are freed when the
-/// queue runs empty.
+/// queue runs empty, unless the receiver keeps them.
 fn pop<T>(shared: &Shared<T>, state: &mut State<T>) -> Option<T> {
     let items = &mut state.items;
     let value = items.pop_front();
     if items.is_empty() {
         shared.queued.store(false, Ordering::Release);
         if items.capacity() > 0 {
-            *items = VecDeque::new();
+            if shared.keep.load(Ordering::Relaxed) {
+                shared.kept.store(true, Ordering::Relaxed);
+            } else {
+                *items = VecDeque::new();
+            }
         }
     }
     value
@@ -294,9 +333,35 @@ mod tests {
     /// 104 (with it) both take 112.
     #[test]
     fn the_shared_state_stays_in_its_allocation() {
-        // 80 bytes without the flag.
+        // 80 bytes without the flags.
         assert!(std::mem::size_of::<Mutex<State<u64>>>() <= 80);
         assert!(std::mem::size_of::<Inner<u64>>() <= 88);
+    }
+
+    #[test]
+    fn kept_slots_stay_while_kept_and_go_when_no_longer() {
+        let (tx, mut rx) = unbounded();
+        let capacity = |rx: &Receiver<u32>| lock(&rx.shared).items.capacity();
+        rx.keep_slots(true);
+        tx.send(1).unwrap();
+        assert_eq!(rx.try_recv(), Some(1));
+        assert!(capacity(&rx) > 0, "kept while kept");
+        tx.send(2).unwrap();
+        rx.keep_slots(false);
+        assert!(capacity(&rx) > 0, "not freed while a value waits");
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(capacity(&rx), 0, "freed by the value that emptied it");
+        // Kept, then no longer: freed at once.
+        rx.keep_slots(true);
+        tx.send(3).unwrap();
+        assert_eq!(rx.try_recv(), Some(3));
+        rx.keep_slots(false);
+        assert_eq!(capacity(&rx), 0);
+        assert!(!rx.shared.kept.load(Ordering::Relaxed));
+        // Not kept: freed each time the queue runs empty, as before.
+        tx.send(4).unwrap();
+        assert_eq!(rx.try_recv(), Some(4));
+        assert_eq!(capacity(&rx), 0);
     }
 
     #[test]
