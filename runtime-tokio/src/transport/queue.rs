@@ -18,15 +18,20 @@
 //! value is bounded by something else (see [`rest::driver`](crate::rest::driver)).
 //!
 //! The lock is held only to push or pop one value; the receiver's waker is woken after it
-//! is released. [`Receiver::try_recv`] on an empty queue takes no lock: a flag beside the
-//! lock says whether anything is queued (a run loop asks its queues once or twice per
-//! turn, and they are empty nearly every time). The flag fits in what the allocator gives
-//! the shared state anyway (112 bytes with it or without it).
+//! is released. An empty queue is asked without the lock: a flag beside the lock says
+//! whether there is anything to look at (a run loop asks its queues two to four times per
+//! small request, and they are empty nearly every time). [`Receiver::try_recv`] reads only
+//! that flag. [`Receiver::poll_recv`] also needs its waker registered: the waker stays
+//! registered until the receiver is polled with another one (a sender wakes it without
+//! taking it, when its value is the first of an empty queue), and the registered waker's
+//! two pointers beside the lock tell the receiver, without the lock, that the waker it is
+//! polled with is that one. 4 polls per request took 276 instructions at the TCP tunnel's
+//! client (benches/RESULTS.md, nineteenth pass).
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -34,7 +39,8 @@ struct State<T> {
     items: VecDeque<T>,
     /// Most values waiting at once (`usize::MAX`: unbounded).
     bound: usize,
-    /// The receiver, when it waits for a value.
+    /// The receiver's waker, from its last poll that waited: woken (not taken) by the value
+    /// that makes the queue non-empty and by the last sender's leaving.
     waker: Option<Waker>,
     /// Live senders: when the last goes, the receiver sees the end.
     senders: usize,
@@ -43,10 +49,16 @@ struct State<T> {
 }
 
 struct Inner<T> {
-    /// Whether `items` holds anything: written under the lock whenever `items` changes,
-    /// read without it by [`Receiver::try_recv`]. A value sent before something that
-    /// happens before the read (the wake that polls the receiver's task) is seen.
+    /// Whether the receiver has something to look at under the lock: values queued, or the
+    /// end (no sender left, or closed). Written under the lock whenever that changes, read
+    /// without it by the receiver. A value sent before something that happens before the
+    /// read (the wake that polls the receiver's task) is seen.
     queued: AtomicBool,
+    /// The data and vtable pointers of the registered waker (`State::waker`), 0 for none.
+    /// Written by the receiver under the lock when it registers one; read by the receiver
+    /// alone, so without the lock.
+    waker_data: AtomicUsize,
+    waker_vtable: AtomicUsize,
     /// The receiver keeps the slots when the queue runs empty ([`Receiver::keep_slots`]).
     /// Written by the receiver only; read under the lock when a value is taken.
     keep: AtomicBool,
@@ -68,6 +80,8 @@ fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, State<T>> {
 fn new<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Inner {
         queued: AtomicBool::new(false),
+        waker_data: AtomicUsize::new(0),
+        waker_vtable: AtomicUsize::new(0),
         keep: AtomicBool::new(false),
         kept: AtomicBool::new(false),
         state: Mutex::new(State {
@@ -130,9 +144,16 @@ impl<T> Sender<T> {
             if state.items.len() >= state.bound {
                 return Err(SendError::Full(value));
             }
+            let first = state.items.is_empty();
             state.items.push_back(value);
             self.shared.queued.store(true, Ordering::Release);
-            state.waker.take()
+            // A receiver waits only after it found the queue empty: a value behind others
+            // has a wake on its way already.
+            if first {
+                state.waker.clone()
+            } else {
+                None
+            }
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -156,7 +177,8 @@ impl<T> Drop for Sender<T> {
             let mut state = lock(&self.shared);
             state.senders -= 1;
             if state.senders == 0 {
-                state.waker.take()
+                self.shared.queued.store(true, Ordering::Release); // the end, to look at
+                state.waker.clone()
             } else {
                 None
             }
@@ -188,6 +210,7 @@ impl<T> Receiver<T> {
     /// Refuses further values; those already queued can still be taken.
     pub(crate) fn close(&mut self) {
         lock(&self.shared).closed = true;
+        self.shared.queued.store(true, Ordering::Release);
     }
 
     /// The next value if one is waiting.
@@ -229,17 +252,35 @@ impl<T> Receiver<T> {
 
     /// [`recv`](Self::recv) as a poll.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut state = lock(&self.shared);
-        if let Some(value) = pop(&self.shared, &mut state) {
+        let shared = &self.shared;
+        let waker = cx.waker();
+        // Nothing to look at, and this waker is registered: a sender will wake it.
+        if !shared.queued.load(Ordering::Acquire)
+            && shared.waker_data.load(Ordering::Relaxed) == waker.data() as usize
+            && shared.waker_vtable.load(Ordering::Relaxed)
+                == std::ptr::from_ref(waker.vtable()) as usize
+        {
+            return Poll::Pending;
+        }
+        let mut state = lock(shared);
+        if let Some(value) = pop(shared, &mut state) {
             return Poll::Ready(Some(value));
         }
         if state.senders == 0 || state.closed {
             return Poll::Ready(None);
         }
         match &mut state.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
+            Some(registered) if registered.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
         }
+        // Written while the lock is held, so always those of `state.waker`.
+        shared
+            .waker_data
+            .store(waker.data() as usize, Ordering::Relaxed);
+        shared.waker_vtable.store(
+            std::ptr::from_ref(waker.vtable()) as usize,
+            Ordering::Relaxed,
+        );
         Poll::Pending
     }
 }
@@ -250,7 +291,8 @@ fn pop<T>(shared: &Shared<T>, state: &mut State<T>) -> Option<T> {
     let items = &mut state.items;
     let value = items.pop_front();
     if items.is_empty() {
-        shared.queued.store(false, Ordering::Release);
+        let ended = state.senders == 0 || state.closed;
+        shared.queued.store(ended, Ordering::Release);
         if items.capacity() > 0 {
             if shared.keep.load(Ordering::Relaxed) {
                 shared.kept.store(true, Ordering::Relaxed);
@@ -333,9 +375,72 @@ mod tests {
     /// 104 (with it) both take 112.
     #[test]
     fn the_shared_state_stays_in_its_allocation() {
-        // 80 bytes without the flags.
+        // 80 bytes without the flags and the waker's pointers; with them, and the Arc's
+        // two counts, one 128-byte chunk of glibc's malloc (112 before the pointers).
         assert!(std::mem::size_of::<Mutex<State<u64>>>() <= 80);
-        assert!(std::mem::size_of::<Inner<u64>>() <= 88);
+        assert!(std::mem::size_of::<Inner<u64>>() <= 104);
+    }
+
+    #[test]
+    fn a_registered_waker_is_woken_by_the_first_value_and_the_end_without_being_taken() {
+        use crate::test_util::counting_waker;
+        let (tx, mut rx) = unbounded::<u32>();
+        let (a, woken_a) = counting_waker();
+        let (b, woken_b) = counting_waker();
+        let mut cx_a = Context::from_waker(&a);
+        let mut cx_b = Context::from_waker(&b);
+        assert!(rx.poll_recv(&mut cx_a).is_pending());
+        // Polled again with the same waker: nothing to look at, nothing changes.
+        assert!(rx.poll_recv(&mut cx_a).is_pending());
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(
+            woken_a.load(Ordering::SeqCst),
+            1,
+            "the first value of an empty queue"
+        );
+        assert_eq!(rx.poll_recv(&mut cx_a), Poll::Ready(Some(1)));
+        assert_eq!(rx.poll_recv(&mut cx_a), Poll::Ready(Some(2)));
+        assert!(rx.poll_recv(&mut cx_a).is_pending());
+        // Still registered (not taken by the wake): the next first value wakes it again,
+        // also after try_recv emptied the queue.
+        tx.send(3).unwrap();
+        assert_eq!(woken_a.load(Ordering::SeqCst), 2);
+        assert_eq!(rx.try_recv(), Some(3));
+        tx.send(4).unwrap();
+        assert_eq!(woken_a.load(Ordering::SeqCst), 3);
+        assert_eq!(rx.try_recv(), Some(4));
+        // Another waker replaces it.
+        assert!(rx.poll_recv(&mut cx_b).is_pending());
+        tx.send(5).unwrap();
+        assert_eq!(woken_a.load(Ordering::SeqCst), 3);
+        assert_eq!(woken_b.load(Ordering::SeqCst), 1);
+        assert_eq!(rx.poll_recv(&mut cx_b), Poll::Ready(Some(5)));
+        assert!(rx.poll_recv(&mut cx_b).is_pending());
+        // The last sender's leaving wakes it, and the end is seen although the waker is
+        // the registered one.
+        drop(tx);
+        assert_eq!(woken_b.load(Ordering::SeqCst), 2);
+        assert_eq!(rx.poll_recv(&mut cx_b), Poll::Ready(None));
+        assert_eq!(rx.poll_recv(&mut cx_b), Poll::Ready(None), "and stays seen");
+    }
+
+    #[test]
+    fn a_closed_queue_is_seen_ended_by_a_registered_waker() {
+        let (tx, mut rx) = unbounded::<u32>();
+        let (a, _) = crate::test_util::counting_waker();
+        let mut cx = Context::from_waker(&a);
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        tx.send(1).unwrap();
+        rx.close();
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+        assert_eq!(tx.send(2), Err(SendError::Closed(2)));
+        // Closed while empty and waiting:
+        let (_tx, mut rx) = unbounded::<u32>();
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        rx.close();
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
     }
 
     #[test]
