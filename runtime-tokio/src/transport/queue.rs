@@ -42,8 +42,6 @@ struct State<T> {
     /// The receiver's waker, from its last poll that waited: woken (not taken) by the value
     /// that makes the queue non-empty and by the last sender's leaving.
     waker: Option<Waker>,
-    /// Live senders: when the last goes, the receiver sees the end.
-    senders: usize,
     /// The receiver is gone: sending fails.
     closed: bool,
 }
@@ -59,6 +57,11 @@ struct Inner<T> {
     /// alone, so without the lock.
     waker_data: AtomicUsize,
     waker_vtable: AtomicUsize,
+    /// Live senders: when the last goes, the receiver sees the end. Counted outside the
+    /// lock, as `Arc` counts: a sender is cloned and dropped for most requests (a caller's
+    /// cancel guard, a received body's handle), and only the last one's leaving needs the
+    /// lock.
+    senders: AtomicUsize,
     /// The receiver keeps the slots when the queue runs empty ([`Receiver::keep_slots`]).
     /// Written by the receiver only; read under the lock when a value is taken.
     keep: AtomicBool,
@@ -82,13 +85,13 @@ fn new<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
         queued: AtomicBool::new(false),
         waker_data: AtomicUsize::new(0),
         waker_vtable: AtomicUsize::new(0),
+        senders: AtomicUsize::new(1),
         keep: AtomicBool::new(false),
         kept: AtomicBool::new(false),
         state: Mutex::new(State {
             items: VecDeque::new(),
             bound,
             waker: None,
-            senders: 1,
             closed: false,
         }),
     });
@@ -164,7 +167,9 @@ impl<T> Sender<T> {
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
-        lock(&self.shared).senders += 1;
+        // Relaxed, as `Arc::clone`: the clone is made from a live sender, so the count
+        // cannot reach zero meanwhile.
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
         Sender {
             shared: self.shared.clone(),
         }
@@ -173,15 +178,14 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
+        // Release: what this sender did happens before the receiver sees the end.
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
         let waker = {
-            let mut state = lock(&self.shared);
-            state.senders -= 1;
-            if state.senders == 0 {
-                self.shared.queued.store(true, Ordering::Release); // the end, to look at
-                state.waker.clone()
-            } else {
-                None
-            }
+            let state = lock(&self.shared);
+            self.shared.queued.store(true, Ordering::Release); // the end, to look at
+            state.waker.clone()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -247,7 +251,7 @@ impl<T> Receiver<T> {
     /// No value will come: every sender is gone (or the queue is closed) and none waits.
     pub(crate) fn is_done(&self) -> bool {
         let state = lock(&self.shared);
-        (state.senders == 0 || state.closed) && state.items.is_empty()
+        ended(&self.shared, &state) && state.items.is_empty()
     }
 
     /// [`recv`](Self::recv) as a poll.
@@ -266,7 +270,7 @@ impl<T> Receiver<T> {
         if let Some(value) = pop(shared, &mut state) {
             return Poll::Ready(Some(value));
         }
-        if state.senders == 0 || state.closed {
+        if ended(shared, &state) {
             return Poll::Ready(None);
         }
         match &mut state.waker {
@@ -285,19 +289,22 @@ impl<T> Receiver<T> {
     }
 }
 
+/// No value will be sent any more: every sender is gone, or the receiver closed the queue.
+fn ended<T>(shared: &Shared<T>, state: &State<T>) -> bool {
+    state.closed || shared.senders.load(Ordering::Acquire) == 0
+}
+
 /// Takes the front value (`state` is `shared`'s, locked); the slots are freed when the
 /// queue runs empty, unless the receiver keeps them.
 fn pop<T>(shared: &Shared<T>, state: &mut State<T>) -> Option<T> {
-    let items = &mut state.items;
-    let value = items.pop_front();
-    if items.is_empty() {
-        let ended = state.senders == 0 || state.closed;
-        shared.queued.store(ended, Ordering::Release);
-        if items.capacity() > 0 {
+    let value = state.items.pop_front();
+    if state.items.is_empty() {
+        shared.queued.store(ended(shared, state), Ordering::Release);
+        if state.items.capacity() > 0 {
             if shared.keep.load(Ordering::Relaxed) {
                 shared.kept.store(true, Ordering::Relaxed);
             } else {
-                *items = VecDeque::new();
+                state.items = VecDeque::new();
             }
         }
     }
@@ -376,9 +383,10 @@ mod tests {
     /// connection: `idle_connections`, 15.63 → 15.75 KiB a pair).
     #[test]
     fn the_shared_state_stays_in_its_allocation() {
-        // 80 bytes without the flags and the waker's pointers; with them, and the Arc's
-        // two counts, one 128-byte chunk of glibc's malloc (112 before the pointers).
-        assert!(std::mem::size_of::<Mutex<State<u64>>>() <= 80);
+        // 72 bytes (80 when the count of senders was in it); with the flags, the waker's
+        // pointers, the count and the Arc's two counts, one 128-byte chunk of glibc's
+        // malloc (112 before the pointers).
+        assert!(std::mem::size_of::<Mutex<State<u64>>>() <= 72);
         assert!(std::mem::size_of::<Inner<u64>>() <= 104);
     }
 
@@ -515,6 +523,35 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(tx2);
         assert_eq!(waiting.await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn senders_cloned_and_dropped_elsewhere_end_the_queue_only_with_the_last() {
+        let (tx, mut rx) = unbounded::<u32>();
+        let waiting = tokio::spawn(async move {
+            let first = rx.recv().await;
+            (first, rx.recv().await, rx.is_done())
+        });
+        let churn: Vec<_> = (0..4)
+            .map(|_| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    for i in 0..10_000 {
+                        drop(tx.clone());
+                        if i % 1000 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in churn {
+            task.await.unwrap();
+        }
+        assert!(!waiting.is_finished(), "one sender is left");
+        tx.send(7).unwrap();
+        drop(tx);
+        assert_eq!(waiting.await.unwrap(), (Some(7), None, true));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
