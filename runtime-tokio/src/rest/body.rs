@@ -40,8 +40,19 @@ fn side(initiator: Initiator) -> &'static str {
     }
 }
 
-/// What the connection task pushes into a streaming body.
-pub(crate) type Chunk = Result<Frame<Bytes>, BodyError>;
+/// A frame of a streaming body, or the error that ends it.
+pub(crate) type Item = Result<Frame<Bytes>, BodyError>;
+
+/// What the connection task pushes into a streaming body: an item, and whether reading its
+/// bytes gives the peer credit back (spec/protocol.md §10.3). A stream that closed with
+/// its last DATA had its unread bytes credited back to the connection at once (§10.3), so
+/// that chunk's reader owes nothing, and a response read whole costs no command to the
+/// connection task: a `Release` would wake it for a turn that does nothing (issue 11).
+pub(crate) struct Chunk {
+    pub(crate) item: Item,
+    /// The machine still counts the bytes against the peer's credit until they are read.
+    owed: bool,
+}
 
 /// The queue between the connection task and one streaming body: a
 /// [`queue`](crate::transport::queue) with one sender, one small shared allocation (and the
@@ -58,9 +69,17 @@ pub(crate) fn body_queue() -> (BodyTx, BodyRx) {
 pub(crate) struct BodyTx(queue::Sender<Chunk>);
 
 impl BodyTx {
-    /// Queues a chunk; gives it back when the body is gone (dropped or closed).
-    pub(crate) fn send(&self, chunk: Chunk) -> Result<(), Chunk> {
-        self.0.send(chunk).map_err(queue::SendError::into_inner)
+    /// Queues an item whose bytes the reader gives credit back for as it reads them; false
+    /// when the body is gone (dropped or closed).
+    pub(crate) fn send(&self, item: Item) -> bool {
+        self.0.send(Chunk { item, owed: true }).is_ok()
+    }
+
+    /// Queues the last DATA of a stream that closed with it: the machine credited its
+    /// bytes back already; false when the body is gone.
+    pub(crate) fn send_credited(&self, data: Bytes) -> bool {
+        let item = Ok(Frame::data(data));
+        self.0.send(Chunk { item, owed: false }).is_ok()
     }
 }
 
@@ -283,21 +302,26 @@ impl http_body::Body for Body {
                 s.ended = true;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => {
+            Poll::Ready(Some(Chunk { item: Err(e), .. })) => {
                 s.ended = true;
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Chunk {
+                item: Ok(frame),
+                owed,
+            })) => {
                 if let Some(data) = frame.data_ref() {
-                    // The application has the bytes: the peer may send as many again.
                     let n = data.remaining();
                     if let Some(r) = &mut s.remaining {
                         *r = r.saturating_sub(n as u64);
                     }
-                    let _ = s.commands.send(Command::Release {
-                        id: s.id,
-                        n: u32::try_from(n).unwrap_or(u32::MAX),
-                    });
+                    // The application has the bytes: the peer may send as many again.
+                    if owed {
+                        let _ = s.commands.send(Command::Release {
+                            id: s.id,
+                            n: u32::try_from(n).unwrap_or(u32::MAX),
+                        });
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -327,7 +351,8 @@ impl Drop for Body {
         let Kind::Stream(s) = &mut self.kind else {
             return;
         };
-        if s.ended {
+        // Read to its end (the last chunk taken, the sender gone): nothing to give back.
+        if s.ended || s.rx.is_done() {
             return;
         }
         // The machine's discard_body gives back what was received and never read.
@@ -340,7 +365,7 @@ impl Drop for Body {
 mod queue_tests {
     use super::*;
 
-    fn chunk(b: &'static [u8]) -> Chunk {
+    fn chunk(b: &'static [u8]) -> Item {
         Ok(Frame::data(Bytes::from_static(b)))
     }
 
@@ -350,13 +375,17 @@ mod queue_tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(rx.poll_recv(&mut cx).is_pending());
         assert!(!rx.is_done());
-        tx.send(chunk(b"a")).unwrap();
-        tx.send(chunk(b"b")).unwrap();
+        assert!(tx.send(chunk(b"a")));
+        assert!(tx.send(chunk(b"b")));
         drop(tx);
         // What was queued is still read after the sender went.
         assert!(!rx.is_done());
         for want in [b"a", b"b"] {
-            let Poll::Ready(Some(Ok(frame))) = rx.poll_recv(&mut cx) else {
+            let Poll::Ready(Some(Chunk {
+                item: Ok(frame),
+                owed: true,
+            })) = rx.poll_recv(&mut cx)
+            else {
                 panic!("a chunk");
             };
             assert_eq!(frame.into_data().unwrap(), &want[..]);
@@ -369,10 +398,10 @@ mod queue_tests {
     fn a_closed_or_dropped_body_refuses_chunks() {
         let (tx, mut rx) = body_queue();
         rx.close();
-        assert!(tx.send(chunk(b"a")).is_err());
+        assert!(!tx.send(chunk(b"a")));
         let (tx, rx) = body_queue();
         drop(rx);
-        assert!(tx.send(chunk(b"a")).is_err());
+        assert!(!tx.send(chunk(b"a")));
     }
 
     #[test]
@@ -382,7 +411,7 @@ mod queue_tests {
         let mut cx = Context::from_waker(&waker);
         let (tx, mut rx) = body_queue();
         assert!(rx.poll_recv(&mut cx).is_pending());
-        tx.send(chunk(b"a")).unwrap();
+        assert!(tx.send(chunk(b"a")));
         assert_eq!(count.load(Ordering::SeqCst), 1);
         assert!(rx.poll_recv(&mut cx).is_ready());
         assert!(rx.poll_recv(&mut cx).is_pending());

@@ -428,7 +428,7 @@ impl Driver {
         };
         let mut sink = Box::new(Sink::new(id, socket, hold, &self.tx));
         while let Some(chunk) = rx.try_recv() {
-            match chunk {
+            match chunk.item {
                 Ok(frame) => {
                     if let Ok(data) = frame.into_data() {
                         sink.push(data);
@@ -757,7 +757,13 @@ impl Driver {
                         return flush_sink(slot, conn, id, now);
                     }
                     if let (Some(tx), true) = (&slot.body, n > 0) {
-                        delivered = tx.send(Ok(http_body::Frame::data(data))).is_ok();
+                        // Only the last DATA can close the stream; if it did, the machine
+                        // credited its bytes back already (spec/protocol.md §10.3).
+                        delivered = if end_stream && conn.stream(id).is_err() {
+                            tx.send_credited(data)
+                        } else {
+                            tx.send(Ok(http_body::Frame::data(data)))
+                        };
                     }
                     if end_stream {
                         slot.body = None; // the body ends
@@ -1340,7 +1346,7 @@ mod sending_tests {
     use super::*;
     use tether_proto::connection::{Admission, Config};
 
-    fn established() -> (Connection, Connection, Driver) {
+    pub(super) fn established() -> (Connection, Connection, Driver) {
         let config = Arc::new(Config::builder().heartbeat_disabled().build().unwrap());
         let now = Instant::now();
         let mut client = Connection::client(config.clone(), Bytes::new(), None, now).unwrap();
@@ -1407,6 +1413,87 @@ mod sending_tests {
         driver.on_command(&mut client, Command::BodyReady { id }, now);
         let received = exchange(&mut client, &mut server, &mut driver);
         assert_eq!(received, 200);
+    }
+}
+
+#[cfg(test)]
+mod receiving_tests {
+    use super::sending_tests::established;
+    use super::tests::exchange;
+    use super::*;
+    use tether_proto::ResponseHead;
+
+    /// Opens `request` from the client's driver; the server answers it with a head and
+    /// `body` in one DATA frame that ends its side. Returns the response the caller got.
+    fn answered(request: Request<AnyBody>, body: &'static [u8]) -> (Response<Body>, Driver) {
+        let (mut client, mut server, mut driver) = established();
+        let now = Instant::now();
+        let (reply, mut response) = oneshot::channel();
+        let open = Open {
+            request,
+            timeout: None,
+            opened: Arc::default(),
+            reply,
+        };
+        driver.on_command(&mut client, Command::Open(Box::new(open)), now);
+        exchange(&mut client, &mut server, &mut driver);
+        let mut stream = server.stream(StreamId::new(1)).unwrap();
+        stream
+            .send_response(ResponseHead::new(StatusCode::OK), false)
+            .unwrap();
+        stream.send_data(Bytes::from_static(body), true).unwrap();
+        exchange(&mut client, &mut server, &mut driver);
+        let Ok(Ok(response)) = response.try_recv() else {
+            panic!("no response");
+        };
+        (response, driver)
+    }
+
+    fn read_frame(
+        body: &mut Body,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, super::super::BodyError>>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(body).poll_frame(&mut cx)
+    }
+
+    /// A response whose stream closed with its last DATA (the request had ended) had its
+    /// bytes credited back by the machine (spec/protocol.md §10.3): reading them, or
+    /// dropping the body once read, sends the connection task nothing, where a command
+    /// would wake it for a turn that does nothing (issue 11).
+    #[test]
+    fn a_response_read_whole_after_its_stream_closed_costs_no_command() {
+        let get = Request::get("/small").body(AnyBody::empty()).unwrap();
+        let (response, mut driver) = answered(get, b"hello");
+        let mut body = response.into_body();
+        let Poll::Ready(Some(Ok(frame))) = read_frame(&mut body) else {
+            panic!("the data");
+        };
+        assert_eq!(frame.into_data().unwrap(), &b"hello"[..]);
+        assert!(http_body::Body::is_end_stream(&body));
+        drop(body); // read to its end, though its end was never polled
+        assert!(driver.try_recv().is_none(), "a command for a closed stream");
+    }
+
+    /// While the request still sends, the stream stays open after the response's last
+    /// DATA: reading it gives the credit back with a command, as any chunk does.
+    #[test]
+    fn a_response_read_while_its_stream_is_open_gives_credit_back() {
+        let pending = http_body_util::StreamBody::new(futures_util::stream::pending::<
+            Result<http_body::Frame<Bytes>, BoxError>,
+        >());
+        let post = Request::post("/upload")
+            .body(AnyBody::from(pending.boxed_unsync()))
+            .unwrap();
+        let (response, mut driver) = answered(post, b"early");
+        let mut body = response.into_body();
+        assert!(matches!(read_frame(&mut body), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(
+            driver.try_recv(),
+            Some(Command::Release { n: 5, .. })
+        ));
+        assert!(matches!(read_frame(&mut body), Poll::Ready(None)));
+        drop(body);
+        assert!(driver.try_recv().is_none());
     }
 }
 
