@@ -47,7 +47,7 @@ pub(crate) type Item = Result<Frame<Bytes>, BodyError>;
 /// bytes gives the peer credit back (spec/protocol.md §10.3). A stream that closed with
 /// its last DATA had its unread bytes credited back to the connection at once (§10.3), so
 /// that chunk's reader owes nothing, and a response read whole costs no command to the
-/// connection task: a `Release` would wake it for a turn that does nothing (issue 11).
+/// connection task: a `Release` would cost it a turn that does nothing (issue 11).
 pub(crate) struct Chunk {
     pub(crate) item: Item,
     /// The machine still counts the bytes against the peer's credit until they are read.

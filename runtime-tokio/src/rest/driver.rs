@@ -1451,7 +1451,7 @@ mod receiving_tests {
 
     fn read_frame(
         body: &mut Body,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, super::super::BodyError>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, crate::rest::BodyError>>> {
         let mut cx = Context::from_waker(Waker::noop());
         Pin::new(body).poll_frame(&mut cx)
     }
@@ -1459,7 +1459,7 @@ mod receiving_tests {
     /// A response whose stream closed with its last DATA (the request had ended) had its
     /// bytes credited back by the machine (spec/protocol.md §10.3): reading them, or
     /// dropping the body once read, sends the connection task nothing, where a command
-    /// would wake it for a turn that does nothing (issue 11).
+    /// would cost it a turn that does nothing (issue 11).
     #[test]
     fn a_response_read_whole_after_its_stream_closed_costs_no_command() {
         let get = Request::get("/small").body(AnyBody::empty()).unwrap();
