@@ -17,7 +17,6 @@ use http::{Request, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use tether_proto::connection::Config;
-use tether_proto::streams::StreamsConfig;
 use tether_tokio::client::{Client, ClientConfig, ClientEvent};
 use tether_tokio::events::EventStream;
 use tether_tokio::rest::{Body, ConnectionInfo, Peer};
@@ -326,25 +325,8 @@ fn a_100_mib_body_each_way_with_bounded_memory() {
 
 async fn move_100_mib_each_way_with_bounded_memory() {
     const LEN: u64 = 100 << 20;
-    // Fixed windows: a window grows when the reader consumes it within two round trips
-    // (spec/protocol.md §10.3.1), which this reader, pausing 2 ms a MiB, may do on a loaded
-    // machine (CI saw a 512 KiB stream window and 1,114,112 bytes ahead). Growth has its own
-    // test (window_growth.rs); this one checks the bound the windows set.
-    let streams = StreamsConfig {
-        max_stream_window: 0,
-        max_connection_window: 0,
-        ..StreamsConfig::default()
-    };
-    // What the writer can be ahead of the reader: the stream's window (in flight, or
-    // received and not yet read: credit comes back only as the reader reads, §10.3), its
-    // send queue (it takes more only while the queue is below its send buffer and the
-    // window), the chunk pulled from the body last, and the DATA frame the reader took
-    // (its credit already sent back) but has not counted yet.
-    let max_ahead = u64::from(streams.initial_stream_window)
-        + streams.max_send_buffer as u64
-        + CHUNK as u64
-        + u64::from(tether_proto::Limits::default().max_frame_payload);
-    let connection = Arc::new(Config::builder().streams(streams).build().unwrap());
+    // Fixed windows (CI once saw a grown 512 KiB stream window and 1,114,112 bytes ahead).
+    let (connection, max_ahead) = common::fixed_windows(CHUNK);
     let uploaded = Arc::new(AtomicU64::new(0));
     let produced_up = Arc::new(AtomicU64::new(0));
     let server_api = {

@@ -32,6 +32,8 @@ use tether_tokio::EventStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
+mod common;
+
 /// A failure guard only: every wait ends as soon as what it waits for happens.
 const GUARD: Duration = Duration::from_secs(5);
 
@@ -518,21 +520,8 @@ async fn caller_gives_up_server_calls_client() {
 // ---- 3. the caller drops the response body mid-stream
 
 async fn dropped_response_body_stops_the_pump(dir: Dir) {
-    // Fixed windows, for an exact bound below: a window the reader consumes within two
-    // round trips grows (spec/protocol.md §10.3.1), and on a loaded machine it may.
-    let streams = StreamsConfig {
-        max_stream_window: 0,
-        max_connection_window: 0,
-        ..StreamsConfig::default()
-    };
-    // What the producer can be ahead of the reader: the stream's window (credit comes back
-    // only as the reader reads, §10.3), its send queue (below its send buffer), the chunk
-    // pulled last, and the DATA frame the reader took but has not counted.
-    let max_ahead = streams.initial_stream_window as usize
-        + streams.max_send_buffer
-        + CHUNK
-        + tether_proto::Limits::default().max_frame_payload as usize;
-    let connection = Arc::new(Config::builder().streams(streams).build().unwrap());
+    // Fixed windows, for an exact bound below.
+    let (connection, max_ahead) = common::fixed_windows(CHUNK);
     let (mut server, mut client) = (server_config(), client_config());
     server.connection = connection.clone();
     client.connection = connection;
@@ -554,7 +543,7 @@ async fn dropped_response_body_stops_the_pump(dir: Dir) {
     // Flow control held the producer back.
     let produced = probe.produced.load(Ordering::SeqCst);
     assert!(
-        produced <= read + max_ahead,
+        produced as u64 <= read as u64 + max_ahead,
         "read {read}, produced {produced}"
     );
     expect_ok(&peer, "/ok", "ok").await;

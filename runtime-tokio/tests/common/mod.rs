@@ -3,7 +3,11 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tether_proto::connection::Config;
+use tether_proto::streams::StreamsConfig;
 
 use tokio::process::{Child, Command};
 
@@ -65,4 +69,28 @@ pub fn in_a_process_of_its_own(name: &str) -> bool {
         "the child process did not run {name}"
     );
     false
+}
+
+/// A protocol config whose receive windows never grow, and how far the writer of a body
+/// sent in `chunk`-byte chunks can then be ahead of its reader. A window grows when its
+/// reader consumes it within two round trips (spec/protocol.md §10.3.1), which a fast
+/// reader may do on a loaded machine; a test that checks the bound the windows set fixes
+/// them (growth has its own test, window_growth.rs).
+///
+/// The bound: the stream's window (in flight, or received and not yet read: credit comes
+/// back only as the reader reads, §10.3), the sender's queue for the stream (it takes more
+/// only while the queue is below its send buffer), the chunk pulled from the body last,
+/// and the DATA frame the reader took (its credit already sent back) but has not counted.
+pub fn fixed_windows(chunk: usize) -> (Arc<Config>, u64) {
+    let streams = StreamsConfig {
+        max_stream_window: 0,
+        max_connection_window: 0,
+        ..StreamsConfig::default()
+    };
+    let max_ahead = u64::from(streams.initial_stream_window)
+        + streams.max_send_buffer as u64
+        + chunk as u64
+        + u64::from(tether_proto::Limits::default().max_frame_payload);
+    let config = Config::builder().streams(streams).build().unwrap();
+    (Arc::new(config), max_ahead)
 }
