@@ -14,6 +14,18 @@ use std::mem::MaybeUninit;
 
 use crate::Limits;
 
+/// The request header that carries the caller's deadline, in whole milliseconds remaining
+/// when the request was sent (spec/protocol.md §10.6). [`RequestHead`] carries it as
+/// [`RequestHead::timeout_ms`], not among its header fields.
+pub const TIMEOUT_HEADER: &str = "tether-timeout";
+
+/// [`TIMEOUT_HEADER`] as a header name, made once: looked up by a `&str`, the name would
+/// be parsed on every request.
+pub(crate) const TIMEOUT_NAME: HeaderName = HeaderName::from_static(TIMEOUT_HEADER);
+
+/// The largest `tether-timeout` value, 10 digits (about 115 days; spec/protocol.md §10.6).
+pub const MAX_TIMEOUT_MS: u64 = 9_999_999_999;
+
 /// The head of a request: method, target and header fields (spec/protocol.md §4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
@@ -24,6 +36,11 @@ pub struct RequestHead {
     pub uri: Uri,
     /// Header fields; connection-specific fields are never carried (§4.3).
     pub headers: HeaderMap,
+    /// The requester's deadline in milliseconds: the `tether-timeout` field (§10.6), kept
+    /// out of `headers`. [`decode`](Self::decode) takes a valid one out of the fields;
+    /// [`encode`](Self::encode) writes it after them, cut to [`MAX_TIMEOUT_MS`]. A head
+    /// that has one here and another in `headers` is malformed (a repeated field).
+    pub timeout_ms: Option<u64>,
 }
 
 /// The head of a response: status and header fields (spec/protocol.md §4.2).
@@ -42,20 +59,23 @@ impl RequestHead {
             method,
             uri,
             headers: HeaderMap::new(),
+            timeout_ms: None,
         }
     }
 
     /// Takes method, URI and headers from `http` request parts (version and extensions are
-    /// not carried).
+    /// not carried). A `tether-timeout` field stays among the headers, sent as it is.
     pub fn from_parts(parts: http::request::Parts) -> Self {
         RequestHead {
             method: parts.method,
             uri: parts.uri,
             headers: parts.headers,
+            timeout_ms: None,
         }
     }
 
-    /// Builds an `http::Request` with this head and `body`; the version is HTTP/1.1.
+    /// Builds an `http::Request` with this head and `body`; the version is HTTP/1.1. The
+    /// deadline ([`timeout_ms`](Self::timeout_ms)) is not among its headers.
     pub fn into_request<B>(self, body: B) -> http::Request<B> {
         let mut req = http::Request::new(body);
         *req.method_mut() = self.method;
@@ -69,6 +89,10 @@ impl RequestHead {
         let target = RequestTarget::of(&self.uri);
         let mut size = encoded_fields(&self.headers, false);
         size.bytes += self.method.as_str().len() + 1 + target.len() + " HTTP/1.1\r\n".len();
+        if let Some(ms) = self.timeout_ms {
+            size.bytes += timeout_field_len(ms);
+            size.fields += 1;
+        }
         size
     }
 
@@ -76,12 +100,17 @@ impl RequestHead {
     pub fn encode(&self, dst: &mut BytesMut) {
         let target = RequestTarget::of(&self.uri);
         let len = self.method.as_str().len() + target.len() + " HTTP/1.1\r\n".len() + 1;
-        dst.reserve(len + headers_len(&self.headers) + 2);
+        let timeout = self.timeout_ms.map_or(0, timeout_field_len);
+        dst.reserve(len + headers_len(&self.headers) + timeout + 2);
         dst.put_slice(self.method.as_str().as_bytes());
         dst.put_u8(b' ');
         target.write(dst);
         dst.put_slice(b" HTTP/1.1\r\n");
         encode_fields(&self.headers, dst, false);
+        if let Some(ms) = self.timeout_ms {
+            put_timeout_field(ms, dst);
+        }
+        dst.put_slice(b"\r\n");
     }
 
     /// Whether the method and the request-target it is written with follow
@@ -133,11 +162,13 @@ impl RequestHead {
         check_target(&method, path.as_bytes())?;
         let uri = Uri::from_maybe_shared(src.slice_ref(path.as_bytes()))
             .map_err(|_| HeadError::InvalidUri)?;
-        let headers = collect_fields(src, req.headers)?;
+        let mut timeout_ms = None;
+        let headers = collect_fields(src, req.headers, Some(&mut timeout_ms))?;
         Ok(RequestHead {
             method,
             uri,
             headers,
+            timeout_ms,
         })
     }
 }
@@ -186,6 +217,7 @@ impl ResponseHead {
         dst.put_slice(reason.as_bytes());
         dst.put_slice(b"\r\n");
         encode_fields(&self.headers, dst, false);
+        dst.put_slice(b"\r\n");
     }
 
     /// Parses a response head that fills `src` exactly (spec/protocol.md §4.2).
@@ -204,7 +236,7 @@ impl ResponseHead {
             }
             let status = StatusCode::from_u16(res.code.unwrap_or_default())
                 .map_err(|_| HeadError::InvalidStatus)?;
-            let headers = collect_fields(src, res.headers)?;
+            let headers = collect_fields(src, res.headers, None)?;
             Ok(ResponseHead { status, headers })
         })
     }
@@ -214,6 +246,7 @@ impl ResponseHead {
 pub fn encode_trailers(trailers: &HeaderMap, dst: &mut BytesMut) {
     dst.reserve(headers_len(trailers) + 2);
     encode_fields(trailers, dst, true);
+    dst.put_slice(b"\r\n");
 }
 
 /// Parses trailer fields that fill `src` exactly (spec/protocol.md §4.4).
@@ -225,7 +258,7 @@ pub fn decode_trailers(src: &Bytes, limits: &Limits) -> Result<HeaderMap, HeadEr
         if n != src.len() {
             return Err(HeadError::TrailingBytes);
         }
-        let trailers = collect_fields(src, fields)?;
+        let trailers = collect_fields(src, fields, None)?;
         // Framing is settled before trailers arrive: content-length has no place there
         // (spec/protocol.md §4.4).
         if trailers.contains_key(header::CONTENT_LENGTH) {
@@ -283,6 +316,10 @@ pub enum HeadError {
     /// `content-length` is not one decimal number (repeated values must agree).
     #[error("invalid content-length")]
     InvalidContentLength,
+    /// A request's `tether-timeout` is not 1 to 10 digits, or the field is repeated
+    /// (spec/protocol.md §10.6).
+    #[error("invalid tether-timeout")]
+    InvalidTimeout,
 }
 
 impl HeadError {
@@ -301,6 +338,7 @@ impl HeadError {
             HeadError::InvalidHeader => "invalid_header",
             HeadError::ConnectionSpecificHeader => "connection_specific_header",
             HeadError::InvalidContentLength => "invalid_content_length",
+            HeadError::InvalidTimeout => "invalid_timeout",
         }
     }
 
@@ -391,6 +429,7 @@ pub fn trailers_encoded_size(trailers: &HeaderMap) -> EncodedSize {
     encoded_fields(trailers, true)
 }
 
+/// Writes the field lines of `headers`; the empty line that ends a head is the caller's.
 fn encode_fields(headers: &HeaderMap, dst: &mut BytesMut, trailers: bool) {
     // A `Connection` field is itself dropped; the fields it nominates are dropped too.
     let nominating = headers.contains_key(header::CONNECTION).then_some(headers);
@@ -405,7 +444,36 @@ fn encode_fields(headers: &HeaderMap, dst: &mut BytesMut, trailers: bool) {
         dst.put_slice(value.as_bytes());
         dst.put_slice(b"\r\n");
     }
+}
+
+/// The bytes of the `tether-timeout` field line [`put_timeout_field`] writes.
+fn timeout_field_len(ms: u64) -> usize {
+    let digits = ms
+        .min(MAX_TIMEOUT_MS)
+        .checked_ilog10()
+        .map_or(1, |d| d as usize + 1);
+    TIMEOUT_HEADER.len() + ": ".len() + digits + 2
+}
+
+/// Writes the `tether-timeout` field line (§10.6), cut to [`MAX_TIMEOUT_MS`].
+fn put_timeout_field(ms: u64, dst: &mut BytesMut) {
+    dst.put_slice(TIMEOUT_HEADER.as_bytes());
+    dst.put_slice(b": ");
+    dst.put_slice(
+        itoa::Buffer::new()
+            .format(ms.min(MAX_TIMEOUT_MS))
+            .as_bytes(),
+    );
     dst.put_slice(b"\r\n");
+}
+
+/// Parses a `tether-timeout` value: 1 to 10 decimal digits of milliseconds; leading zeros
+/// allowed, `0` valid (spec/protocol.md §10.6).
+fn parse_timeout(v: &[u8]) -> Result<u64, HeadError> {
+    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(HeadError::InvalidTimeout);
+    }
+    Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// How a URI is written as a request target.
@@ -560,17 +628,37 @@ fn complete<T>(r: Result<httparse::Status<T>, httparse::Error>) -> Result<T, Hea
     }
 }
 
-fn collect_fields(src: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(fields.len());
+/// The header map of a head's fields. With `timeout` (a request head), the `tether-timeout`
+/// field is not put in the map but parsed into it (spec/protocol.md §10.6).
+fn collect_fields(
+    src: &Bytes,
+    fields: &[httparse::Header<'_>],
+    mut timeout: Option<&mut Option<u64>>,
+) -> Result<HeaderMap, HeadError> {
+    // Written in lower case by every sender we know: that compare is the cheap one.
+    let is_timeout = |f: &httparse::Header<'_>| {
+        f.name == TIMEOUT_HEADER || f.name.eq_ignore_ascii_case(TIMEOUT_HEADER)
+    };
+    let kept = match timeout {
+        Some(_) => fields.iter().filter(|f| !is_timeout(f)).count(),
+        None => fields.len(),
+    };
+    // Nothing is allocated for a head whose only field is its deadline.
+    let mut map = HeaderMap::with_capacity(kept);
     let mut content_length = None;
     for field in fields {
-        // The deadline field comes with most requests: its name is not in `http`'s
-        // table of standard names, so parsing would copy it into an allocation each time.
-        let name = if field.name == crate::streams::TIMEOUT_HEADER {
-            crate::streams::TIMEOUT_NAME
-        } else {
-            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::InvalidHeader)?
-        };
+        if let Some(slot) = timeout.as_deref_mut() {
+            if is_timeout(field) {
+                // Two deadlines are one too many: hops that pick different ones disagree.
+                if slot.is_some() {
+                    return Err(HeadError::InvalidTimeout);
+                }
+                *slot = Some(parse_timeout(field.value)?);
+                continue;
+            }
+        }
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::InvalidHeader)?;
         let value = HeaderValue::from_maybe_shared(src.slice_ref(field.value))
             .map_err(|_| HeadError::InvalidHeader)?;
         if is_connection_specific(&name)
@@ -985,5 +1073,60 @@ mod tests {
     fn content_length_helper() {
         let h = req(b"PUT / HTTP/1.1\r\ncontent-length: 42\r\n\r\n").unwrap();
         assert_eq!(content_length(&h.headers), Some(42));
+    }
+
+    /// spec/protocol.md §10.6: the deadline field of a request is the head's `timeout_ms`,
+    /// in any case of its name, never one of its headers; what is not 1 to 10 digits, or a
+    /// second one, is `invalid_timeout`.
+    #[test]
+    fn a_request_deadline_is_taken_out_of_the_fields() {
+        let h = req(b"GET / HTTP/1.1\r\nTether-Timeout: 0000000005\r\nx: 1\r\n\r\n").unwrap();
+        assert_eq!(h.timeout_ms, Some(5));
+        assert_eq!(h.headers.len(), 1);
+        assert!(!h.headers.contains_key(TIMEOUT_HEADER));
+        // Only the deadline: no map is allocated.
+        let h = req(b"GET / HTTP/1.1\r\ntether-timeout: 0\r\n\r\n").unwrap();
+        assert_eq!((h.timeout_ms, h.headers.capacity()), (Some(0), 0));
+        for bad in [
+            &b"GET / HTTP/1.1\r\ntether-timeout: 1.5s\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\ntether-timeout: \r\n\r\n",
+            b"GET / HTTP/1.1\r\ntether-timeout: 12345678901\r\n\r\n",
+            b"GET / HTTP/1.1\r\ntether-timeout: -1\r\n\r\n",
+            b"GET / HTTP/1.1\r\ntether-timeout: 100\r\nTETHER-TIMEOUT: 100\r\n\r\n",
+        ] {
+            let got = RequestHead::decode(&Bytes::from_static(bad), &limits());
+            assert_eq!(got.err(), Some(HeadError::InvalidTimeout), "{bad:?}");
+        }
+        // In a response or trailers it is an ordinary field.
+        let r = res(b"HTTP/1.1 200 OK\r\ntether-timeout: soon\r\n\r\n").unwrap();
+        assert_eq!(r.headers[TIMEOUT_HEADER], "soon");
+    }
+
+    #[test]
+    fn a_request_deadline_is_written_after_the_fields_and_counted() {
+        let mut h = RequestHead::new(Method::GET, Uri::from_static("/"));
+        h.headers.insert("x", HeaderValue::from_static("1"));
+        for (ms, text) in [
+            (0, &b"tether-timeout: 0"[..]),
+            (5, b"tether-timeout: 5"),
+            (10, b"tether-timeout: 10"),
+            (MAX_TIMEOUT_MS, b"tether-timeout: 9999999999"),
+            (u64::MAX, b"tether-timeout: 9999999999"),
+        ] {
+            h.timeout_ms = Some(ms);
+            let mut out = BytesMut::new();
+            h.encode(&mut out);
+            let want = [&b"GET / HTTP/1.1\r\nx: 1\r\n"[..], text, b"\r\n\r\n"].concat();
+            assert_eq!(&out[..], &want[..]);
+            assert_eq!(
+                h.encoded_size(),
+                EncodedSize {
+                    bytes: out.len(),
+                    fields: 2
+                }
+            );
+            let back = RequestHead::decode(&out.freeze(), &limits()).unwrap();
+            assert_eq!(back.timeout_ms, Some(ms.min(MAX_TIMEOUT_MS)));
+        }
     }
 }

@@ -34,6 +34,7 @@ fn header_map() -> impl Strategy<Value = HeaderMap> {
                 | "upgrade"
                 | "te"
                 | "content-length"
+                | "tether-timeout"
         )
     });
     // Visible ASCII and obs-text, no leading/trailing whitespace (it is not significant).
@@ -95,13 +96,19 @@ fn method() -> impl Strategy<Value = Method> {
 
 fn head() -> impl Strategy<Value = Head> {
     prop_oneof![
-        (method_and_target(), header_map()).prop_map(|((method, uri), headers)| Head::Request(
-            RequestHead {
-                method,
-                uri,
-                headers
-            }
-        )),
+        (
+            method_and_target(),
+            header_map(),
+            proptest::option::of(0..=tether_proto::head::MAX_TIMEOUT_MS)
+        )
+            .prop_map(
+                |((method, uri), headers, timeout_ms)| Head::Request(RequestHead {
+                    method,
+                    uri,
+                    headers,
+                    timeout_ms
+                })
+            ),
         (100u16..1000, header_map()).prop_map(|(s, headers)| Head::Response(ResponseHead {
             status: StatusCode::from_u16(s).unwrap(),
             headers

@@ -473,7 +473,10 @@ fn a_timeout_beyond_the_header_is_cut_to_it() {
     match s.poll_transmit() {
         Some(Frame::Headers(h)) => match h.head {
             tether_proto::Head::Request(r) => {
-                assert_eq!(r.headers[TIMEOUT_HEADER], "9999999999")
+                assert_eq!(r.timeout_ms, Some(9_999_999_999));
+                let mut wire = bytes::BytesMut::new();
+                r.encode(&mut wire);
+                assert!(wire.ends_with(b"\r\ntether-timeout: 9999999999\r\n\r\n"));
             }
             other => panic!("{other:?}"),
         },

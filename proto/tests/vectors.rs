@@ -98,6 +98,7 @@ fn frame_of(f: &Value) -> Frame {
                     method: r["method"].as_str().unwrap().parse().unwrap(),
                     uri: r["uri"].as_str().unwrap().parse().unwrap(),
                     headers: header_map(&r["headers"]),
+                    timeout_ms: r.get("timeout_ms").map(|v| v.as_u64().unwrap()),
                 })
             } else if let Some(r) = f.get("response") {
                 Head::Response(ResponseHead {

@@ -188,12 +188,11 @@ async fn handle(p: Probe, req: Request<Body>) -> Result<Response<ApiBody>, BoxEr
         "/ok" => Ok(text("ok")),
         // Never answers; notes its start (with the deadline it was given) and its drop.
         "/hang" => {
-            let deadline = req
-                .headers()
-                .get("tether-timeout")
-                .map(|v| v.to_str().unwrap_or("?").to_owned());
+            // The deadline comes as a typed `Timeout`, not as the wire's field.
+            assert!(req.headers().get("tether-timeout").is_none());
+            let deadline = req.extensions().get::<Timeout>().map(|t| t.0.as_millis());
             let _guard = p.guard("hang dropped");
-            p.note(format!("hang started, tether-timeout {deadline:?}"));
+            p.note(format!("hang started, timeout {deadline:?}"));
             std::future::pending::<()>().await;
             unreachable!()
         }
@@ -441,8 +440,8 @@ async fn timeout_travels_and_stops_the_handler(dir: Dir) {
     let call = tokio::spawn(peer.request(request));
     let started = notes.next().await;
     let ms: u128 = started
-        .strip_prefix("hang started, tether-timeout Some(\"")
-        .and_then(|rest| rest.strip_suffix("\")"))
+        .strip_prefix("hang started, timeout Some(")
+        .and_then(|rest| rest.strip_suffix(")"))
         .unwrap_or_else(|| panic!("{started}"))
         .parse()
         .unwrap();
@@ -486,7 +485,7 @@ async fn caller_gives_up_and_the_handler_is_cancelled(dir: Dir) {
     let mut call = Box::pin(peer.request(get("/hang")));
     tokio::select! {
         response = &mut call => panic!("answered: {response:?}"),
-        note = notes.next() => assert_eq!(note, "hang started, tether-timeout None"),
+        note = notes.next() => assert_eq!(note, "hang started, timeout None"),
     }
     drop(call);
     notes.expect("hang dropped").await;
@@ -501,7 +500,7 @@ async fn caller_gives_up_and_the_handler_is_cancelled(dir: Dir) {
         panic!("answered: {response:?}")
     });
     let ((), note) = tokio::join!(async { assert!(given_up.await.is_err()) }, notes.next());
-    assert_eq!(note, "hang started, tether-timeout None");
+    assert_eq!(note, "hang started, timeout None");
     notes.expect("hang dropped").await;
     expect_ok(&peer, "/ok", "ok").await;
     s.finish().await;

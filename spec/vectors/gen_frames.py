@@ -170,6 +170,13 @@ ok("headers_content_length_leading_zeros_te_any_case", frame("HEADERS", 0, 15, r
 ok("headers_target_carried_as_is", frame("HEADERS", 1, 17, request_text("GET", "/a%zz/{b}|^[c]?q={x}|^", [])),
    {"type": "HEADERS", "stream_id": 17, "end_stream": True, "request": req("GET", "/a%zz/{b}|^[c]?q={x}|^", [])},
    note="§4.1: targets are neither decoded nor normalised; % need not start an escape")
+# §10.6: a request's tether-timeout is its deadline, shown as 'timeout_ms' and not among its
+# headers; written after the other fields, without leading zeros.
+ok("headers_deadline", frame("HEADERS", 1, 19, request_text("GET", "/slow", [["Tether-Timeout", "0000000005"], ["x-trace", "t"]])),
+   {"type": "HEADERS", "stream_id": 19, "end_stream": True,
+    "request": dict(req("GET", "/slow", [["x-trace", "t"]]), timeout_ms=5)},
+   reencoded=frame("HEADERS", 1, 19, request_text("GET", "/slow", [["x-trace", "t"], ["tether-timeout", "5"]])),
+   note="§10.6: the deadline field, in any case, is the request's 'timeout_ms', not one of its headers")
 
 
 def resp(status, headers):
@@ -356,6 +363,13 @@ bad("headers_target_non_ascii", frame("HEADERS", 1, 1, head("GET /caf\u00e9 HTTP
 # §4.3: content-length.
 bad("headers_content_length_list", frame("HEADERS", 0, 1, request_text("POST", "/", [["content-length", "5, 5"]])),
     "invalid_content_length", reset(1, "PROTOCOL_ERROR"))
+# §10.6: a request's tether-timeout is 1 to 10 digits, once.
+bad("headers_deadline_not_digits", frame("HEADERS", 1, 1, request_text("GET", "/", [["tether-timeout", "1.5s"]])),
+    "invalid_timeout", reset(1, "PROTOCOL_ERROR"))
+bad("headers_deadline_eleven_digits", frame("HEADERS", 1, 1, request_text("GET", "/", [["tether-timeout", "10000000000"]])),
+    "invalid_timeout", reset(1, "PROTOCOL_ERROR"))
+bad("headers_deadline_repeated", frame("HEADERS", 1, 1, request_text("GET", "/", [["tether-timeout", "100"], ["tether-timeout", "100"]])),
+    "invalid_timeout", reset(1, "PROTOCOL_ERROR"), note="even when the values agree")
 bad("headers_content_length_in_trailers", frame("HEADERS", 0x05, 1, head("content-length: 3\r\n\r\n")),
     "invalid_content_length", reset(1, "PROTOCOL_ERROR"), note="trailers never carry content-length (§4.4)")
 
@@ -364,6 +378,8 @@ defaults = {"max_frame_payload": 65536, "max_head_size": 16384, "max_header_coun
 doc = {
     "description": "Tether v1 frame vectors (spec/protocol.md §3-§5). Each valid vector: decoding "
                    "'hex' gives 'frame'; encoding 'frame' gives 'reencoded' if present, else 'hex'. "
+                   "A request's tether-timeout field (§10.6) is its 'timeout_ms', not one of its "
+                   "'headers'; encoded, it comes after them. "
                    "Each invalid vector: decoding 'hex' with the default limits overridden by "
                    "'limits' fails with 'error' (FrameError name) and the receiver's 'reaction'.",
     "generated_by": "spec/vectors/gen_frames.py",

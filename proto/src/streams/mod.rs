@@ -55,7 +55,7 @@ mod tests;
 mod view;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -73,13 +73,8 @@ use crate::{
 /// one given to [`Streams::go_away`] is cut at a character boundary.
 pub const MAX_GOAWAY_REASON: usize = 256;
 
-/// The request header that carries the caller's deadline, in whole milliseconds remaining
-/// when the request was sent (spec/protocol.md §10.6).
-pub const TIMEOUT_HEADER: &str = "tether-timeout";
-
-/// [`TIMEOUT_HEADER`] as a header name, made once: looked up or added by a `&str`, the name
-/// would be parsed (and, added, copied into an allocation) on every request.
-pub(crate) const TIMEOUT_NAME: HeaderName = HeaderName::from_static(TIMEOUT_HEADER);
+pub use crate::head::TIMEOUT_HEADER;
+use crate::head::{MAX_TIMEOUT_MS, TIMEOUT_NAME};
 
 pub use self::budget::{RecvBudget, SendBudget};
 pub use self::hasher::StreamIdHasher;
@@ -832,12 +827,8 @@ impl Streams {
             self.config.initial_stream_window,
         );
         stream.expected_len = head::content_length(&head.headers);
-        let deadline = match parse_timeout(head.headers.get_all(&TIMEOUT_NAME)) {
-            Ok(d) => d,
-            Err(()) => {
-                return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
-            }
-        };
+        // Checked as the head was decoded (§4.5, §10.6).
+        let deadline = head.timeout_ms.map(Duration::from_millis);
         if h.end_stream && stream.expected_len.is_some_and(|n| n != 0) {
             return self.reply_reset_for_peer_error(id, ResetCode::PROTOCOL_ERROR, now);
         }
@@ -1204,9 +1195,10 @@ impl Streams {
     }
 
     /// Opens a stream with a request head. With `end_stream` the request has no body.
-    /// With a `timeout`, the request carries it (§10.6) and the stream is reset with
-    /// TIMEOUT when it passes; a timeout above the header's 9,999,999,999 ms is cut to it,
-    /// and one whose deadline the clock cannot represent never passes (§5).
+    /// With a `timeout`, the request carries it (§10.6, as [`RequestHead::timeout_ms`]
+    /// unless the head has a deadline of its own, which is sent as it is) and the stream is
+    /// reset with TIMEOUT when it passes; a timeout above the header's 9,999,999,999 ms is
+    /// cut to it, and one whose deadline the clock cannot represent never passes (§5).
     pub fn open(
         &mut self,
         mut head: RequestHead,
@@ -1222,12 +1214,14 @@ impl Streams {
             return Err(OpenError::Blocked);
         }
         let id = StreamId::new(self.next_local.ok_or(OpenError::Exhausted)?);
-        // The deadline field is added below: count it in.
-        let mut size = head.encoded_size();
-        if timeout.is_some() && !head.headers.contains_key(&TIMEOUT_NAME) {
-            size.bytes += TIMEOUT_HEADER.len() + MAX_TIMEOUT_DIGITS + 4;
-            size.fields += 1;
+        // The deadline goes with the head, cut to what the field carries, unless the head
+        // has its own (sent as it is). Its size counts (§5).
+        if let Some(t) = timeout {
+            if head.timeout_ms.is_none() && !head.headers.contains_key(&TIMEOUT_NAME) {
+                head.timeout_ms = Some(t.as_millis().clamp(1, u128::from(MAX_TIMEOUT_MS)) as u64);
+            }
         }
+        let size = head.encoded_size();
         if !size.fits(&peer_head_limits(&self.peer)) {
             return Err(OpenError::HeadTooLarge(size));
         }
@@ -1245,10 +1239,8 @@ impl Streams {
         stream.head_request = head.method == http::Method::HEAD;
         stream.local_opened_at = Some(now);
         if let Some(t) = timeout {
-            // The header carries at most MAX_TIMEOUT_MS, and both ends run the same
+            // The field carries at most MAX_TIMEOUT_MS, and both ends run the same
             // deadline: a longer timeout is cut to it here too (spec/protocol.md §10.6).
-            let ms = t.as_millis().clamp(1, u128::from(MAX_TIMEOUT_MS)) as u64;
-            head.headers.insert(TIMEOUT_NAME, HeaderValue::from(ms));
             let t = t.min(Duration::from_millis(MAX_TIMEOUT_MS));
             // A deadline too far to represent is never reached: no timer (§5).
             if let Some(at) = now.checked_add(t) {
@@ -2033,11 +2025,6 @@ fn stream_has_room(s: &Stream, max_send_buffer: usize) -> bool {
 /// The body of the 501 the machine answers requests with when the embedder serves none.
 const UNSERVED_BODY: &[u8] = b"no HTTP service is attached to this end of the Tether connection\n";
 
-/// The largest `tether-timeout` value, about 115 days.
-const MAX_TIMEOUT_MS: u64 = 9_999_999_999;
-/// Its digits.
-const MAX_TIMEOUT_DIGITS: usize = 10;
-
 /// The peer's head limits, as [`crate::Limits`] for [`EncodedSize::fits`].
 fn peer_head_limits(peer: &PeerLimits) -> crate::Limits {
     crate::Limits {
@@ -2045,22 +2032,4 @@ fn peer_head_limits(peer: &PeerLimits) -> crate::Limits {
         max_header_count: peer.max_header_count,
         ..crate::Limits::default()
     }
-}
-
-/// Parses a `tether-timeout` value: 1 to 10 decimal digits of milliseconds.
-fn parse_timeout(all: http::header::GetAll<'_, HeaderValue>) -> Result<Option<Duration>, ()> {
-    let mut values = all.iter();
-    let Some(v) = values.next() else {
-        return Ok(None);
-    };
-    // Two deadlines are one too many: hops that pick different ones disagree (§10.6).
-    if values.next().is_some() {
-        return Err(());
-    }
-    let b = v.as_bytes();
-    if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) {
-        return Err(());
-    }
-    let ms = b.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-    Ok(Some(Duration::from_millis(ms)))
 }

@@ -59,6 +59,7 @@ use super::body::{body_queue, BodyTx};
 use super::sink::Sink;
 use super::{
     AnyBody, Body, BoxError, BoxService, ConnectionInfo, RequestError, RestConfig, ServiceSlot,
+    Timeout,
 };
 use crate::transport::queue;
 
@@ -507,11 +508,7 @@ impl Driver {
         } = *open;
         let (parts, body) = request.into_parts();
         let end = body.is_end_stream();
-        let head = RequestHead {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-        };
+        let head = RequestHead::from_parts(parts);
         let id = match conn.open(head, end, timeout, now) {
             Ok(id) => id,
             Err(e) => {
@@ -868,6 +865,13 @@ impl Driver {
         *request.version_mut() = Version::HTTP_11;
         if let Some(info) = &self.info {
             request.extensions_mut().insert(info.clone());
+        }
+        // The caller's deadline (spec/protocol.md §10.6), which the machine runs too: the
+        // time the caller had left when the head arrived.
+        if let Some(ms) = head.timeout_ms {
+            request
+                .extensions_mut()
+                .insert(Timeout(Duration::from_millis(ms)));
         }
         self.slots.insert(id, slot);
         let mut call = service.oneshot(request);

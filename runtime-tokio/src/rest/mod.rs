@@ -229,6 +229,11 @@ pub struct ConnectionInfo {
 /// A per-request timeout, overriding [`RestConfig::request_timeout`]: put it in the
 /// request's extensions.
 ///
+/// A request a service receives carries one when its caller gave it a deadline (the
+/// `tether-timeout` field, spec/protocol.md §10.6, which is not among its headers): the
+/// time the caller had left when the head arrived. The handler is stopped when it passes;
+/// a request passed on as it is to a [`Peer`] takes it along.
+///
 /// ```
 /// use std::time::Duration;
 /// let mut request = http::Request::get("/slow").body(tether_tokio::rest::Body::empty()).unwrap();
