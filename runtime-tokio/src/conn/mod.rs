@@ -227,23 +227,27 @@ where
 {
     let mut commands_open = true;
     // No stream open: no body will arrive soon, so the socket's allocations kept for
-    // reuse go (transport::read_ahead, "Allocations reused").
-    // The same for the slots of the HTTP side's command queue.
+    // reuse go (transport::read_ahead, "Allocations reused"). The HTTP side's command queue
+    // keeps a few slots for the next request, until a deadline finds the connection with
+    // nothing open (its heartbeat, after an interval of quiet).
     match conn.streams() {
         // What the peer may have in flight, grown with the window (§10.3.1).
         Some(s) if s.open_streams() > 0 => {
             ws.get_mut().set_pool_limit(s.connection_window_size());
-            driver.keep_slots(true);
+            driver.keep_slots(usize::MAX);
         }
         _ => {
             ws.get_mut().shed_pool();
-            driver.keep_slots(false);
+            driver.keep_slots(crate::rest::driver::IDLE_SLOTS);
         }
     }
     loop {
         let now = Instant::now();
         let deadline = conn.poll_timeout();
         if matches!(deadline, Some(d) if now >= d) {
+            if !matches!(conn.streams(), Some(s) if s.open_streams() > 0) {
+                driver.keep_slots(0);
+            }
             return Input::Timeout;
         }
         if let Some(deadline) = deadline {
@@ -667,6 +671,51 @@ mod tests {
         let input = next_input(&mut ours, &conn, &mut commands, &mut driver, timer.as_mut()).await;
         assert!(matches!(input, Input::Message(_)), "{input:?}");
         assert!(!ours.get_ref().has_pool());
+    }
+
+    /// Between requests a connection keeps a few slots of its HTTP side's command queue
+    /// (one at a time, each request would allocate and free them), and frees them when a
+    /// deadline finds it with no stream open: at rest it holds none.
+    #[tokio::test]
+    async fn command_slots_are_kept_between_requests_and_freed_when_quiet() {
+        let (a, _b) = tokio::io::duplex(1 << 16);
+        let mut ours =
+            WebSocketStream::from_raw_socket(ReadAhead::new(a, Role::Server), Role::Server, None)
+                .await;
+        let (_tx, mut commands) = crate::transport::queue::bounded::<()>(1);
+        let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
+        let mut timer = std::pin::pin!(timer());
+        let id = tether_proto::StreamId::new(1);
+        // A connection whose deadlines are far off, then one whose have passed.
+        let busy = Connection::server(Default::default(), Instant::now());
+        let quiet = Connection::server(
+            Default::default(),
+            Instant::now() - Duration::from_secs(3600),
+        );
+        for _ in 0..3 {
+            driver
+                .sender()
+                .send(crate::rest::driver::Command::BodyDropped { id })
+                .unwrap();
+            let input =
+                next_input(&mut ours, &busy, &mut commands, &mut driver, timer.as_mut()).await;
+            assert!(matches!(input, Input::Stream(_)), "{input:?}");
+            let kept = driver.command_slots();
+            assert!(
+                (1..=crate::rest::driver::IDLE_SLOTS).contains(&kept),
+                "{kept}"
+            );
+        }
+        let input = next_input(
+            &mut ours,
+            &quiet,
+            &mut commands,
+            &mut driver,
+            timer.as_mut(),
+        )
+        .await;
+        assert!(matches!(input, Input::Timeout), "{input:?}");
+        assert_eq!(driver.command_slots(), 0);
     }
 
     /// A read made again in the same poll of the task after one found the socket empty is

@@ -63,6 +63,14 @@ use super::{
 };
 use crate::transport::queue;
 
+/// The slots of the command queue kept between requests: a request one at a time takes
+/// one or two commands (its `Open`, the `Release` of its response's body), which would
+/// otherwise allocate the queue's slots and free them again each time (about 500
+/// instructions a request at each end, benches/RESULTS.md, twenty-second pass). A few
+/// hundred bytes: a connection keeps them until its next deadline (its heartbeat) finds it
+/// with no stream open, or for its life if it has none.
+pub(crate) const IDLE_SLOTS: usize = 8;
+
 /// The sending half of a connection task's command channel.
 pub(crate) type CommandSender = queue::Sender<Command>;
 
@@ -316,10 +324,17 @@ impl Driver {
         self.rx.try_recv()
     }
 
-    /// Whether the command queue keeps its slots when it runs empty: while streams are
-    /// open, when more commands are coming (see [`queue::Receiver::keep_slots`]).
-    pub(crate) fn keep_slots(&mut self, keep: bool) {
-        self.rx.keep_slots(keep);
+    /// How many of its slots the command queue keeps when it runs empty (see
+    /// [`queue::Receiver::keep_slots`]): all while streams are open, when more commands are
+    /// coming; a few between requests ([`IDLE_SLOTS`]); none once the connection is quiet.
+    pub(crate) fn keep_slots(&mut self, slots: usize) {
+        self.rx.keep_slots(slots);
+    }
+
+    /// The command queue's slots allocated now.
+    #[cfg(test)]
+    pub(crate) fn command_slots(&self) -> usize {
+        self.rx.capacity()
     }
 
     /// A loop turn starts: forget what earlier turns handed to other tasks.

@@ -9,9 +9,11 @@
 //! one small allocation (128 bytes) until a value is sent; the slots are allocated
 //! with the first value and freed again when the receiver takes the last one, so a
 //! connection at rest holds none, whatever it carried before. A receiver that expects
-//! more soon keeps them ([`Receiver::keep_slots`]): a connection task while it has streams
-//! open, where a tunnel's every request would otherwise allocate and free them once (about
-//! 300 instructions at each end, benches/RESULTS.md, nineteenth pass).
+//! more soon keeps them, up to a number of slots it chooses ([`Receiver::keep_slots`]): a
+//! connection task keeps all of them while it has streams open, where a tunnel's every
+//! request would otherwise allocate and free them once (about 300 instructions at each
+//! end, benches/RESULTS.md, nineteenth pass), and a few between requests, until its next
+//! deadline finds it with nothing open (benches/RESULTS.md, twenty-second pass).
 //!
 //! A bound, when given, is checked before a value is queued ([`Sender::send`] hands the
 //! value back with [`SendError::Full`]); [`unbounded`] is for a queue whose every kind of
@@ -31,7 +33,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -62,12 +64,12 @@ struct Inner<T> {
     /// cancel guard, a received body's handle), and only the last one's leaving needs the
     /// lock.
     senders: AtomicUsize,
-    /// The receiver keeps the slots when the queue runs empty ([`Receiver::keep_slots`]).
-    /// Written by the receiver only; read under the lock when a value is taken.
-    keep: AtomicBool,
-    /// The queue ran empty and kept its slots: the receiver frees them when it stops
-    /// keeping them. Both flags are the receiver's alone (values are only taken by it), so
-    /// it reads them without the lock.
+    /// Most slots kept when the queue runs empty ([`Receiver::keep_slots`]; `u32::MAX`:
+    /// all); more are freed.
+    keep: AtomicU32,
+    /// The queue ran empty and kept its slots: freed when `keep` goes below them. Both are
+    /// the receiver's alone (values are only taken by it), read and written without the
+    /// lock; they sit in the padding after `queued`.
     kept: AtomicBool,
     state: Mutex<State<T>>,
 }
@@ -86,7 +88,7 @@ fn new<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
         waker_data: AtomicUsize::new(0),
         waker_vtable: AtomicUsize::new(0),
         senders: AtomicUsize::new(1),
-        keep: AtomicBool::new(false),
+        keep: AtomicU32::new(0),
         kept: AtomicBool::new(false),
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -225,19 +227,22 @@ impl<T> Receiver<T> {
         pop(&self.shared, &mut lock(&self.shared))
     }
 
-    /// Whether the slots stay allocated when the queue runs empty (`false` at first: freed
-    /// each time). Turning it off frees slots kept; it takes the lock only if there are any.
-    pub(crate) fn keep_slots(&mut self, keep: bool) {
+    /// How many slots stay allocated when the queue runs empty (0 at first: freed each
+    /// time); more than that are freed. Lowering it frees slots kept beyond it; it takes the
+    /// lock only if there are any.
+    pub(crate) fn keep_slots(&mut self, slots: usize) {
         let shared = &self.shared;
-        if shared.keep.load(Ordering::Relaxed) == keep {
+        let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+        let lower = slots < shared.keep.load(Ordering::Relaxed);
+        shared.keep.store(slots, Ordering::Relaxed);
+        if !lower || !shared.kept.load(Ordering::Relaxed) {
             return;
         }
-        shared.keep.store(keep, Ordering::Relaxed);
-        if keep || !shared.kept.load(Ordering::Relaxed) {
-            return;
-        }
-        let slots = {
+        let freed = {
             let mut state = lock(shared);
+            if state.items.capacity() <= slots as usize {
+                return;
+            }
             shared.kept.store(false, Ordering::Relaxed);
             if state.items.is_empty() {
                 std::mem::take(&mut state.items)
@@ -245,7 +250,13 @@ impl<T> Receiver<T> {
                 VecDeque::new() // the next value taken that empties it frees them
             }
         };
-        drop(slots);
+        drop(freed);
+    }
+
+    /// The slots allocated now.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        lock(&self.shared).items.capacity()
     }
 
     /// No value will come: every sender is gone (or the queue is closed) and none waits.
@@ -294,18 +305,18 @@ fn ended<T>(shared: &Shared<T>, state: &State<T>) -> bool {
     state.closed || shared.senders.load(Ordering::Acquire) == 0
 }
 
-/// Takes the front value (`state` is `shared`'s, locked); the slots are freed when the
-/// queue runs empty, unless the receiver keeps them.
+/// Takes the front value (`state` is `shared`'s, locked); when the queue runs empty its
+/// slots are freed, unless the receiver keeps that many ([`Receiver::keep_slots`]).
 fn pop<T>(shared: &Shared<T>, state: &mut State<T>) -> Option<T> {
     let value = state.items.pop_front();
     if state.items.is_empty() {
         shared.queued.store(ended(shared, state), Ordering::Release);
-        if state.items.capacity() > 0 {
-            if shared.keep.load(Ordering::Relaxed) {
-                shared.kept.store(true, Ordering::Relaxed);
-            } else {
-                state.items = VecDeque::new();
-            }
+        let capacity = state.items.capacity();
+        if capacity > shared.keep.load(Ordering::Relaxed) as usize {
+            state.items = VecDeque::new();
+            shared.kept.store(false, Ordering::Relaxed);
+        } else if capacity > 0 {
+            shared.kept.store(true, Ordering::Relaxed);
         }
     }
     value
@@ -456,25 +467,60 @@ mod tests {
     fn kept_slots_stay_while_kept_and_go_when_no_longer() {
         let (tx, mut rx) = unbounded();
         let capacity = |rx: &Receiver<u32>| lock(&rx.shared).items.capacity();
-        rx.keep_slots(true);
+        rx.keep_slots(usize::MAX);
         tx.send(1).unwrap();
         assert_eq!(rx.try_recv(), Some(1));
         assert!(capacity(&rx) > 0, "kept while kept");
         tx.send(2).unwrap();
-        rx.keep_slots(false);
+        rx.keep_slots(0);
         assert!(capacity(&rx) > 0, "not freed while a value waits");
         assert_eq!(rx.try_recv(), Some(2));
         assert_eq!(capacity(&rx), 0, "freed by the value that emptied it");
         // Kept, then no longer: freed at once.
-        rx.keep_slots(true);
+        rx.keep_slots(usize::MAX);
         tx.send(3).unwrap();
         assert_eq!(rx.try_recv(), Some(3));
-        rx.keep_slots(false);
+        rx.keep_slots(0);
         assert_eq!(capacity(&rx), 0);
         assert!(!rx.shared.kept.load(Ordering::Relaxed));
         // Not kept: freed each time the queue runs empty, as before.
         tx.send(4).unwrap();
         assert_eq!(rx.try_recv(), Some(4));
+        assert_eq!(capacity(&rx), 0);
+    }
+
+    /// A receiver keeps as many slots as it says and no more: a burst's slots go when the
+    /// queue runs empty, a few are kept, and lowering the number frees what is above it.
+    #[test]
+    fn only_as_many_slots_as_asked_are_kept() {
+        let (tx, mut rx) = unbounded();
+        let capacity = |rx: &Receiver<u32>| lock(&rx.shared).items.capacity();
+        rx.keep_slots(8);
+        tx.send(1).unwrap();
+        assert_eq!(rx.try_recv(), Some(1));
+        let few = capacity(&rx);
+        assert!((1..=8).contains(&few), "a few kept: {few}");
+        // The next value reuses them.
+        tx.send(2).unwrap();
+        assert_eq!(capacity(&rx), few);
+        assert_eq!(rx.try_recv(), Some(2));
+        // A burst grows them past the number: freed when it has been taken.
+        for i in 0..100 {
+            tx.send(i).unwrap();
+        }
+        for i in 0..100 {
+            assert_eq!(rx.try_recv(), Some(i));
+        }
+        assert_eq!(capacity(&rx), 0, "more than 8 are not kept");
+        tx.send(3).unwrap();
+        assert_eq!(rx.try_recv(), Some(3));
+        assert_eq!(capacity(&rx), few);
+        // Raising the number keeps what is there; lowering it under them frees them.
+        rx.keep_slots(usize::MAX);
+        assert_eq!(capacity(&rx), few);
+        rx.keep_slots(few);
+        assert_eq!(capacity(&rx), few);
+        rx.keep_slots(0);
         assert_eq!(capacity(&rx), 0);
     }
 
