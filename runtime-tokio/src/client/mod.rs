@@ -240,7 +240,7 @@ pub struct Client {
     current: CurrentId,
     link: Arc<ClientLink>,
     service: SharedService,
-    rest: RestConfig,
+    rest: Arc<RestConfig>,
     waiting: Arc<AtomicUsize>,
     events: Subscriber<ClientEvent>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -301,7 +301,7 @@ impl Client {
         let (commands, rx) = queue::bounded(4);
         let current = CurrentId::default();
         let link = Arc::new(ClientLink::default());
-        let rest = config.rest.clone();
+        let rest = Arc::new(config.rest.clone());
         let span = tracing::info_span!("tether_client", url = %url, id = tracing::field::Empty);
         let task = tokio::spawn(
             Runner {
@@ -313,6 +313,7 @@ impl Client {
                 ticket: None,
                 link: ClientLinkOwner(link.clone()),
                 service: service.clone(),
+                rest: rest.clone(),
                 sessions: 0,
             }
             .run()
@@ -514,6 +515,8 @@ struct Runner {
     link: ClientLinkOwner,
     service: SharedService,
     /// Sessions started, to tell a caller's connection from the next one.
+    /// `config.rest`, shared with the client's peers.
+    rest: Arc<RestConfig>,
     sessions: u64,
 }
 
@@ -667,7 +670,7 @@ impl Runner {
             failed: false,
         };
         self.sessions += 1;
-        let mut driver = Driver::new(self.config.rest.clone(), self.service.clone());
+        let mut driver = Driver::new(self.rest.clone(), self.service.clone());
         if let Some(m) = &self.config.metrics {
             driver.set_metrics(m.clone());
         }

@@ -610,7 +610,7 @@ mod tests {
             WebSocketStream::from_raw_socket(ReadAhead::new(a, Role::Server), Role::Server, None)
                 .await;
         let mut peer = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
-        let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
+        let mut driver = Driver::new(Default::default(), Default::default());
 
         // Nothing ready: the turn ends at once (no wait, no yield: nothing was handed out).
         let mut turn = Turn::new(&mut driver);
@@ -665,7 +665,7 @@ mod tests {
         // The run loop waits on a connection with no stream; a message ends the wait.
         let conn = Connection::server(Default::default(), Instant::now());
         let (_tx, mut commands) = crate::transport::queue::bounded::<()>(1);
-        let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
+        let mut driver = Driver::new(Default::default(), Default::default());
         let mut timer = std::pin::pin!(timer());
         peer.send(Message::binary(vec![1])).await.unwrap();
         let input = next_input(&mut ours, &conn, &mut commands, &mut driver, timer.as_mut()).await;
@@ -683,7 +683,7 @@ mod tests {
             WebSocketStream::from_raw_socket(ReadAhead::new(a, Role::Server), Role::Server, None)
                 .await;
         let (_tx, mut commands) = crate::transport::queue::bounded::<()>(1);
-        let mut driver = Driver::new(crate::rest::RestConfig::default(), Default::default());
+        let mut driver = Driver::new(Default::default(), Default::default());
         let mut timer = std::pin::pin!(timer());
         let id = tether_proto::StreamId::new(1);
         // A connection whose deadlines are far off, then one whose have passed.

@@ -242,7 +242,7 @@ pub(crate) struct Driver {
     rx: queue::Receiver<Command>,
     slots: HashMap<StreamId, Slot, StreamIdHasher>,
     queued: VecDeque<Box<Open>>,
-    config: RestConfig,
+    config: Arc<RestConfig>,
     service: Arc<ServiceSlot>,
     info: Option<ConnectionInfo>,
     metrics: Option<crate::metrics::Metrics>,
@@ -259,7 +259,7 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub(crate) fn new(config: RestConfig, service: Arc<ServiceSlot>) -> Self {
+    pub(crate) fn new(config: Arc<RestConfig>, service: Arc<ServiceSlot>) -> Self {
         let (tx, rx) = queue::unbounded();
         Driver {
             tx,
@@ -1312,7 +1312,7 @@ mod tests {
         // windows are ever granted.
         server.set_serve_requests(true);
         server.set_manual_release(true);
-        let mut driver = Driver::new(RestConfig::default(), Arc::default());
+        let mut driver = Driver::new(Arc::default(), Arc::default());
         exchange(&mut client, &mut server, &mut driver);
         let mut rng = |b: &mut [u8]| b.fill(7);
         server
@@ -1371,7 +1371,7 @@ mod sending_tests {
         let mut client = Connection::client(config.clone(), Bytes::new(), None, now).unwrap();
         let mut server = Connection::server(config, now);
         server.set_serve_requests(true);
-        let mut driver = Driver::new(RestConfig::default(), Arc::default());
+        let mut driver = Driver::new(Arc::default(), Arc::default());
         exchange(&mut client, &mut server, &mut driver);
         let mut rng = |b: &mut [u8]| b.fill(7);
         server

@@ -454,7 +454,7 @@ mod tests {
     /// waiting when the client's task is gone.
     #[tokio::test]
     async fn callers_wait_for_the_clients_connection_until_its_task_is_gone() {
-        let driver = Driver::new(RestConfig::default(), Default::default());
+        let driver = Driver::new(Default::default(), Default::default());
         let handle = |serial: u64| LinkHandle {
             id: Uuid::from_u128(serial.into()),
             serial,

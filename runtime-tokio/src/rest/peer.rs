@@ -50,14 +50,17 @@ pub struct Peer {
     route: Route,
     config: Arc<RestConfig>,
     timeout: Option<Duration>,
-    waiting: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
 enum Route {
     /// A client's current connection, `None` while it (re)connects; the sender is gone
-    /// once the client is done.
-    Client(Arc<super::ClientLink>),
+    /// once the client is done. `waiting` counts the requests of the client's peers
+    /// waiting for a connection.
+    Client {
+        link: Arc<super::ClientLink>,
+        waiting: Arc<AtomicUsize>,
+    },
     /// One connection of a server.
     Server { registry: Arc<dyn Links>, id: Uuid },
 }
@@ -74,30 +77,28 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     pub(crate) fn client(
         link: Arc<super::ClientLink>,
-        config: RestConfig,
+        config: Arc<RestConfig>,
         waiting: Arc<AtomicUsize>,
     ) -> Self {
         Peer {
             timeout: config.request_timeout,
-            route: Route::Client(link),
-            config: Arc::new(config),
-            waiting,
+            route: Route::Client { link, waiting },
+            config,
         }
     }
 
-    pub(crate) fn server(registry: Arc<dyn Links>, id: Uuid, config: RestConfig) -> Self {
+    pub(crate) fn server(registry: Arc<dyn Links>, id: Uuid, config: Arc<RestConfig>) -> Self {
         Peer {
             timeout: config.request_timeout,
             route: Route::Server { registry, id },
-            config: Arc::new(config),
-            waiting: Arc::default(),
+            config,
         }
     }
 
     /// The id of the connection requests go to now (`None` while a client reconnects).
     pub fn connection_id(&self) -> Option<Uuid> {
         match &self.route {
-            Route::Client(link) => link.get().map(|l| l.id),
+            Route::Client { link, .. } => link.get().map(|l| l.id),
             Route::Server { registry, id } => registry.link(id).map(|l| l.id),
         }
     }
@@ -172,7 +173,7 @@ impl Peer {
                 continue;
             }
             let guard = CancelOnDrop {
-                commands: link.commands.clone(),
+                commands: &link.commands,
                 opened,
                 armed: true,
             };
@@ -218,14 +219,14 @@ impl Peer {
         not: Option<u64>,
         timeout: Option<Duration>,
     ) -> Result<LinkHandle, RequestError> {
-        let link = match &self.route {
+        let (link, waiting) = match &self.route {
             Route::Server { registry, id } => {
                 return match registry.link(id) {
                     Some(link) if Some(link.serial) != not => Ok(link),
                     _ => Err(RequestError::NotConnected),
                 }
             }
-            Route::Client(link) => link.clone(),
+            Route::Client { link, waiting } => (link, waiting),
         };
         let usable = |l: &Option<LinkHandle>| l.as_ref().is_some_and(|l| Some(l.serial) != not);
         let current = link.get();
@@ -233,9 +234,8 @@ impl Peer {
             return Ok(l);
         }
         // Wait, counted against the queue bound.
-        let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
-        let _count = Waiting(&self.waiting);
-        if waiting >= self.config.max_queued_requests {
+        let _count = Waiting(waiting);
+        if waiting.fetch_add(1, Ordering::AcqRel) >= self.config.max_queued_requests {
             return Err(RequestError::QueueFull);
         }
         let wait_until = Instant::now() + self.config.connect_wait;
@@ -265,19 +265,21 @@ impl Drop for Waiting<'_> {
 }
 
 /// Cancels the stream of a call whose caller went away before the response head.
-struct CancelOnDrop {
-    commands: CommandSender,
+struct CancelOnDrop<'a> {
+    /// Borrowed from the link the request went to: a clone and its drop were two counts
+    /// changed and changed back for every request.
+    commands: &'a CommandSender,
     opened: Arc<AtomicU32>,
     armed: bool,
 }
 
-impl CancelOnDrop {
+impl CancelOnDrop<'_> {
     fn disarm(mut self) {
         self.armed = false;
     }
 }
 
-impl Drop for CancelOnDrop {
+impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         let id = self.opened.load(Ordering::Acquire);
         if self.armed && id != 0 {

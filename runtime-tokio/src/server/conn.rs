@@ -146,7 +146,7 @@ async fn run(
         id: None,
         failed: false,
     };
-    let mut driver = Driver::new(shared.config.rest.clone(), shared.service.clone());
+    let mut driver = Driver::new(shared.rest.clone(), shared.service.clone());
     driver.set_metrics(shared.metrics.clone());
     driver.attach(&mut conn);
     let mut meter = Meter::new(Some(shared.metrics.clone()));

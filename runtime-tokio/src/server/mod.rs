@@ -268,6 +268,8 @@ pub enum ServerEvent {
 
 struct Shared {
     config: ServerConfig,
+    /// `config.rest`, shared by every connection's HTTP side and every [`Peer`].
+    rest: Arc<RestConfig>,
     policy: AcceptPolicy,
     registry: Registry,
     store: Mutex<SessionStore>,
@@ -390,7 +392,7 @@ impl std::fmt::Debug for Shared {
 #[derive(Debug, Clone)]
 pub struct Connections {
     registry: Registry,
-    rest: RestConfig,
+    rest: Arc<RestConfig>,
 }
 
 impl Connections {
@@ -418,7 +420,7 @@ impl Connections {
     pub fn peer(&self, id: &Uuid) -> Option<Peer> {
         self.registry
             .contains(id)
-            .then(|| Peer::server(Arc::new(self.registry.clone()), *id, self.rest.clone()))
+            .then(|| Peer::server(self.registry.links(), *id, self.rest.clone()))
     }
 }
 
@@ -517,6 +519,7 @@ impl Server {
             abuse,
             store_changed: store_changed.clone(),
             tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            rest: Arc::new(config.rest.clone()),
             config,
             policy,
             registry: Registry::default(),
@@ -610,7 +613,7 @@ impl Server {
     pub fn connections(&self) -> Connections {
         Connections {
             registry: self.shared.registry.clone(),
-            rest: self.shared.config.rest.clone(),
+            rest: self.shared.rest.clone(),
         }
     }
 

@@ -36,14 +36,36 @@ struct Entry {
 /// Established connections, shared by the server handle and the connection tasks.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Registry {
-    inner: Arc<Mutex<HashMap<Uuid, Entry>>>,
+    inner: Arc<Entries>,
+}
+
+/// The established connections by id.
+#[derive(Debug, Default)]
+struct Entries(Mutex<HashMap<Uuid, Entry>>);
+
+impl Entries {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Entry>> {
+        // A panic while holding the lock cannot leave the map inconsistent (every update
+        // is one insert or remove): keep using it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Links for Entries {
+    fn link(&self, id: &Uuid) -> Option<LinkHandle> {
+        self.lock().get(id).map(|e| e.link.clone())
+    }
 }
 
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Entry>> {
-        // A panic while holding the lock cannot leave the map inconsistent (every update
-        // is one insert or remove): keep using it.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock()
+    }
+
+    /// The registry as a [`Peer`](crate::rest::Peer) looks its connection up, without an
+    /// allocation of its own (a server's peer is made for each request a gateway forwards).
+    pub(crate) fn links(&self) -> Arc<dyn Links> {
+        self.inner.clone()
     }
 
     /// Registers the task `serial` under `id`; returns the commands of the task it
@@ -101,11 +123,6 @@ impl Registry {
         self.lock().get(id).map(|e| e.metadata.clone())
     }
 
-    /// The request channel of connection `id`.
-    pub(crate) fn link(&self, id: &Uuid) -> Option<LinkHandle> {
-        self.lock().get(id).map(|e| e.link.clone())
-    }
-
     pub(crate) fn remote_addr(&self, id: &Uuid) -> Option<SocketAddr> {
         self.lock().get(id).map(|e| e.remote_addr)
     }
@@ -138,11 +155,5 @@ impl Registry {
             let _ = tx.send(command.clone());
         }
         txs.len()
-    }
-}
-
-impl Links for Registry {
-    fn link(&self, id: &Uuid) -> Option<LinkHandle> {
-        Registry::link(self, id)
     }
 }
