@@ -758,6 +758,8 @@ impl Runner {
                         }
                     }
                 }
+                // Response heads held for their bodies go to their callers before the write.
+                driver.end_turn();
                 let again =
                     link::write_step(ws, &mut conn, self.config.write_timeout, &mut lost).await;
                 meter.update(&mut conn);

@@ -246,7 +246,7 @@ where
         let deadline = conn.poll_timeout();
         if matches!(deadline, Some(d) if now >= d) {
             if !matches!(conn.streams(), Some(s) if s.open_streams() > 0) {
-                driver.keep_slots(0);
+                driver.quiet();
             }
             return Input::Timeout;
         }

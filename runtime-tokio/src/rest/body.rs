@@ -113,7 +113,9 @@ impl BodyRx {
 /// bytes still in the received message (no copy), and reading it is what gives the
 /// sender more flow-control window, so a slow reader slows the writer down
 /// (spec/protocol.md §10.3). Dropping it before the end cancels the response (on the
-/// calling side) or discards the rest of the request (on the serving side).
+/// calling side) or discards the rest of the request (on the serving side). A response
+/// whose whole body arrived with its head (a small one) comes whole: its one frame is
+/// ready, and its size is exact.
 ///
 /// It is also the simple body to send: `Body::from("text")`, `Body::from(bytes)`,
 /// [`Body::empty`].

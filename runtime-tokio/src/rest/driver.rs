@@ -33,6 +33,13 @@
 //! tunnels of spec/protocol.md §10.9) is written here too: each DATA chunk goes from the
 //! message to the socket as it arrives, and its credit goes back as the socket takes it
 //! ([`super::sink`]).
+//!
+//! A response to our request reaches its caller at the end of the turn its head arrived
+//! in, or earlier: when the DATA that ends its stream comes in the same turn (a small
+//! response, whose frames one read brings together), the caller gets the whole body with
+//! the head, and no queue is made between this task and the caller for it
+//! ([`Driver::end_turn`]; about 900 instructions of a small request one at a time,
+//! benches/RESULTS.md, twenty-second pass).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -256,6 +263,10 @@ pub(crate) struct Driver {
     handed: u32,
     /// ...and those answers received.
     answered: u32,
+    /// Final response heads of our requests not handed to their callers yet: each goes
+    /// with its whole body when the DATA that ends the stream follows in the same turn, or
+    /// with a streaming body at the end of the turn (see [`Driver::end_turn`]).
+    held: Vec<(StreamId, ResponseHead)>,
 }
 
 impl Driver {
@@ -274,6 +285,7 @@ impl Driver {
             inline: InlineServe::default(),
             handed: 0,
             answered: 0,
+            held: Vec::new(),
         }
     }
 
@@ -329,6 +341,13 @@ impl Driver {
     /// coming; a few between requests ([`IDLE_SLOTS`]); none once the connection is quiet.
     pub(crate) fn keep_slots(&mut self, slots: usize) {
         self.rx.keep_slots(slots);
+    }
+
+    /// The connection is quiet (a deadline found it with no stream open): what is kept
+    /// for the next request goes, the command queue's slots and the list of held heads.
+    pub(crate) fn quiet(&mut self) {
+        self.rx.keep_slots(0);
+        self.held = Vec::new();
     }
 
     /// The command queue's slots allocated now.
@@ -732,25 +751,13 @@ impl Driver {
                 if head.status.is_informational() {
                     return; // a final head follows
                 }
-                let Some(slot) = self.slots.get_mut(&id) else {
-                    return;
-                };
-                let Some(reply) = slot.reply.take() else {
-                    return;
-                };
-                let body = incoming(slot, id, end_stream, &head.headers, &self.tx);
-                let mut response = Response::new(body);
-                *response.status_mut() = head.status;
-                *response.headers_mut() = head.headers;
-                *response.version_mut() = Version::HTTP_11;
-                if let Some(info) = &self.info {
-                    response.extensions_mut().insert(info.clone());
-                }
-                self.handed = self.handed.saturating_add(1);
-                if reply.send(Ok(response)).is_err() {
-                    // The caller is gone; the body it never saw is dropped with the
-                    // response and cancels the stream.
-                    tracing::trace!(%id, "response for a caller that gave up");
+                if end_stream {
+                    self.hand(id, head, Some(Bytes::new()));
+                } else if self.slots.get(&id).is_some_and(|s| s.reply.is_some()) {
+                    // Its body may be complete before the turn ends (a small response's
+                    // DATA follows its head in the same read): then it goes whole, with no
+                    // queue between this task and the caller (`end_turn`).
+                    self.held.push((id, head));
                 }
             }
             StreamEvent::Data {
@@ -758,6 +765,15 @@ impl Driver {
                 data,
                 end_stream,
             } => {
+                if let Some(head) = self.unhold(id) {
+                    // The stream closed with this DATA: the machine credited its bytes
+                    // back already (spec/protocol.md §10.3), so the whole body goes with
+                    // the head. Otherwise (our request body still going), it streams.
+                    if end_stream && conn.stream(id).is_err() {
+                        return self.hand(id, head, Some(data));
+                    }
+                    self.hand(id, head, None);
+                }
                 let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
                 let mut delivered = false;
                 if let Some(slot) = self.slots.get_mut(&id) {
@@ -790,6 +806,7 @@ impl Driver {
                 }
             }
             StreamEvent::Trailers { id, trailers } => {
+                self.release_held(id);
                 if let Some(slot) = self.slots.get_mut(&id) {
                     if let Some(sink) = slot.sink.as_mut() {
                         // A byte stream has no trailers; they end it all the same.
@@ -814,6 +831,7 @@ impl Driver {
             // No new streams on this connection: what waits goes back to its caller.
             StreamEvent::GoAway { .. } => self.going_away(),
             StreamEvent::Closed { id, outcome } => {
+                self.release_held(id);
                 let Some(mut slot) = self.slots.remove(&id) else {
                     return;
                 };
@@ -851,6 +869,70 @@ impl Driver {
             }
             other => tracing::trace!(?other, "stream event"),
         }
+    }
+
+    /// Hands the final response head of our request `id` to its caller, with the whole
+    /// body (`full`) or, for `None`, a body that streams what is still to come.
+    fn hand(&mut self, id: StreamId, head: ResponseHead, full: Option<Bytes>) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(reply) = slot.reply.take() else {
+            return;
+        };
+        let body = match full {
+            Some(data) => Body::from(data),
+            None => incoming(slot, id, false, &head.headers, &self.tx),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        *response.version_mut() = Version::HTTP_11;
+        if let Some(info) = &self.info {
+            response.extensions_mut().insert(info.clone());
+        }
+        self.handed = self.handed.saturating_add(1);
+        if reply.send(Ok(response)).is_err() {
+            // The caller is gone; the body it never saw is dropped with the response and
+            // cancels the stream (or, whole, had nothing left to cancel).
+            tracing::trace!(%id, "response for a caller that gave up");
+        }
+    }
+
+    /// The held response head of stream `id`, no longer held.
+    fn unhold(&mut self, id: StreamId) -> Option<ResponseHead> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let i = self.held.iter().position(|(held, _)| *held == id)?;
+        Some(self.held.remove(i).1)
+    }
+
+    /// Hands the held response head of stream `id`, if any, with a streaming body: what
+    /// comes next on the stream is not the DATA that ends it.
+    fn release_held(&mut self, id: StreamId) {
+        if let Some(head) = self.unhold(id) {
+            self.hand(id, head, None);
+        }
+    }
+
+    /// The turn's inputs are handled: the response heads still held go to their callers,
+    /// with bodies that stream the rest. Call before each write burst (a head is never
+    /// held past the turn it arrived in) and before [`finish`](Self::finish).
+    #[inline]
+    pub(crate) fn end_turn(&mut self) {
+        if !self.held.is_empty() {
+            self.hand_held();
+        }
+    }
+
+    fn hand_held(&mut self) {
+        // Its allocation stays for the next turn's ([`quiet`](Self::quiet) frees it).
+        let mut held = std::mem::take(&mut self.held);
+        for (id, head) in held.drain(..) {
+            self.hand(id, head, None);
+        }
+        self.held = held;
     }
 
     /// A request from the peer: hand it to the service (or answer 501 without one).
@@ -968,6 +1050,7 @@ impl Driver {
     /// The connection is over: every caller still waiting hears of it, and every body and
     /// handler of this connection stops. Requests never sent are handed back.
     pub(crate) fn finish(&mut self) {
+        self.end_turn();
         self.rx.close();
         while let Some(cmd) = self.rx.try_recv() {
             if let Command::Open(open) = cmd {
@@ -1292,6 +1375,7 @@ mod tests {
                 }
                 moved = true;
             }
+            driver.end_turn();
             if !moved {
                 return received;
             }
@@ -1432,6 +1516,115 @@ mod sending_tests {
         driver.on_command(&mut client, Command::BodyReady { id }, now);
         let received = exchange(&mut client, &mut server, &mut driver);
         assert_eq!(received, 200);
+    }
+
+    /// One turn of the client's run loop: each message the server sent, with the events it
+    /// raises handed to the driver, then the end of the turn.
+    fn turn(client: &mut Connection, server: &mut Connection, driver: &mut Driver) {
+        let now = Instant::now();
+        while let Some(m) = server.poll_transmit() {
+            client.handle_message(m, now);
+            while let Some(e) = client.poll_event() {
+                if let tether_proto::connection::Event::Stream(e) = e {
+                    driver.on_event(client, e, now);
+                }
+            }
+        }
+        driver.end_turn();
+    }
+
+    /// Opens a request on the client's driver; the receiver of its response.
+    fn call(
+        client: &mut Connection,
+        driver: &mut Driver,
+        request: Request<AnyBody>,
+    ) -> oneshot::Receiver<Result<Response<Body>, Failed>> {
+        let (reply, response) = oneshot::channel();
+        let open = Open {
+            request,
+            timeout: None,
+            opened: Arc::default(),
+            reply,
+        };
+        driver.on_command(client, Command::Open(Box::new(open)), Instant::now());
+        response
+    }
+
+    /// A response whose body ends in the turn its head arrived in (a small response: one
+    /// read brings both) reaches its caller whole: no queue between the connection task and
+    /// the caller, and reading it owes the connection nothing. A response whose body is
+    /// still to come streams it, and so does one whose stream stays open for our request
+    /// body, whose bytes are given back as they are read (spec/protocol.md §10.3).
+    #[tokio::test]
+    async fn a_response_complete_in_its_turn_goes_whole_and_any_other_streams() {
+        let (mut client, mut server, mut driver) = established();
+        driver.attach(&mut client);
+        let now = Instant::now();
+        let respond = |server: &mut Connection, id: u32, body: Option<&'static [u8]>| {
+            let mut stream = server.stream(StreamId::new(id)).unwrap();
+            stream
+                .send_response(ResponseHead::new(StatusCode::OK), false)
+                .unwrap();
+            if let Some(body) = body {
+                stream.send_data(Bytes::from_static(body), true).unwrap();
+            }
+        };
+
+        // Head and whole body in one turn.
+        let get = || Request::get("/a").body(AnyBody::empty()).unwrap();
+        let response = call(&mut client, &mut driver, get());
+        exchange(&mut client, &mut server, &mut driver);
+        respond(&mut server, 1, Some(b"hello"));
+        turn(&mut client, &mut server, &mut driver);
+        let body = response.await.unwrap().unwrap().into_body();
+        assert_eq!(body.size_hint().exact(), Some(5), "whole");
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+        assert!(driver.try_recv().is_none(), "nothing owed");
+        assert_eq!(client.streams().unwrap().open_streams(), 0);
+
+        // The head in one turn, the body in the next: it streams.
+        let response = call(&mut client, &mut driver, get());
+        exchange(&mut client, &mut server, &mut driver);
+        respond(&mut server, 3, None);
+        turn(&mut client, &mut server, &mut driver);
+        let mut body = response.await.unwrap().unwrap().into_body();
+        assert_eq!(body.size_hint().exact(), None, "streams");
+        server
+            .stream(StreamId::new(3))
+            .unwrap()
+            .send_data(Bytes::from_static(b"late"), true)
+            .unwrap();
+        turn(&mut client, &mut server, &mut driver);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "late");
+        assert!(body.frame().await.is_none());
+        assert!(
+            driver.try_recv().is_none(),
+            "the last DATA closed the stream"
+        );
+
+        // Our request body still going: the response's stream stays open, so its body
+        // streams and each chunk read gives the connection its bytes back.
+        let pending = futures_util::stream::pending::<Result<http_body::Frame<Bytes>, BoxError>>();
+        let post = Request::post("/b")
+            .body(AnyBody::from(
+                http_body_util::StreamBody::new(pending).boxed_unsync(),
+            ))
+            .unwrap();
+        let response = call(&mut client, &mut driver, post);
+        exchange(&mut client, &mut server, &mut driver);
+        respond(&mut server, 5, Some(b"xyz"));
+        turn(&mut client, &mut server, &mut driver);
+        assert_eq!(client.streams().unwrap().open_streams(), 1);
+        let mut body = response.await.unwrap().unwrap().into_body();
+        assert_eq!(body.size_hint().exact(), None, "streams");
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "xyz");
+        assert!(matches!(
+            driver.try_recv(),
+            Some(Command::Release { n: 3, .. })
+        ));
+        let _ = now;
     }
 }
 

@@ -253,6 +253,8 @@ async fn run(
                     }
                 }
             }
+            // Response heads held for their bodies go to their callers before the write.
+            driver.end_turn();
             let again =
                 link::write_step(&mut ws, &mut conn, shared.config.write_timeout, &mut lost).await;
             meter.update(&mut conn);
