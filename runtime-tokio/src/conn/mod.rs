@@ -23,6 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::rest::Driver;
 use crate::transport::burst::{self, Outgoing};
 use crate::transport::closing;
+use crate::transport::frames::FrameWriter;
 use crate::transport::read_ahead::{poll_message, ReadAhead};
 
 mod wake;
@@ -427,31 +428,14 @@ pub(crate) fn violation(err: &WsError) -> Option<WebSocketError> {
     }
 }
 
-/// Writes `first` (the machine's first transmit) and every message the machine queued
-/// after it as one burst, and flushes once ([`burst::write_framed`]). Returns whether a
-/// close frame was among them.
-///
-/// Every Tether frame is a binary message framed by the burst itself: a DATA frame's
-/// payload leaves without a copy on the server side and with the masking copy only on the
-/// client side; control frames and the close frame go through tungstenite, in the
-/// machine's order.
-pub(crate) async fn flush<S>(
-    ws: &mut WebSocketStream<S>,
-    conn: &mut Connection,
-    first: Transmit,
-    write_timeout: Duration,
-) -> Result<bool, WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let masked = conn.side() == tether_proto::Side::Client;
-    let mut first = Some(first);
-    let next = || loop {
-        let transmit = match first.take() {
-            Some(t) => t,
-            None => conn.poll_transmit()?,
-        };
-        return Some(match transmit {
+/// The machine's next transmit as a message of a write burst: every Tether frame is a
+/// binary message framed by the burst itself (a DATA frame's payload leaves without a copy
+/// on the server side and with the masking copy only on the client side); control frames
+/// and the close frame go through tungstenite, in the machine's order. A kind of output
+/// this runtime does not know is skipped, not guessed.
+fn next_outgoing(conn: &mut Connection) -> Option<Outgoing> {
+    loop {
+        return Some(match conn.poll_transmit()? {
             Transmit::Data { header, payload } => Outgoing::Binary {
                 header: Some(header),
                 payload,
@@ -464,11 +448,28 @@ where
                 Some(msg) => Outgoing::Message(msg),
                 None => continue,
             },
-            // A kind of output this runtime does not know is skipped, not guessed.
             _ => continue,
         });
-    };
-    match burst::write_framed(ws, write_timeout, masked, next).await {
+    }
+}
+
+/// Writes `first` and what `queued` holds, then every message the machine queued after
+/// them, as one burst, and flushes once ([`burst::write_framed_from`]). Returns whether a
+/// close frame was among them.
+pub(crate) async fn flush<S>(
+    ws: &mut WebSocketStream<S>,
+    conn: &mut Connection,
+    first: Option<Outgoing>,
+    queued: Option<FrameWriter>,
+    write_timeout: Duration,
+) -> Result<bool, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let masked = conn.side() == tether_proto::Side::Client;
+    let mut first = first;
+    let next = || first.take().or_else(|| next_outgoing(conn));
+    match burst::write_framed_from(ws, write_timeout, masked, queued, next).await {
         Ok(written) => Ok(written.closed),
         Err(e) => Err(e.into_ws()),
     }
@@ -481,34 +482,35 @@ enum Burst {
     Written,
     /// The write failed: the transport is lost. If the machine was still open it has been
     /// told, and has new events to drain (then the caller writes again).
-    Lost {
-        /// Whether the machine produced events about the loss.
-        more_events: bool,
-    },
+    Lost { more_events: bool },
 }
 
-/// Writes the machine's queued messages as one burst ([`flush`]); a failed write makes
-/// the transport lost, which the machine is told about unless it had already ended.
+/// Writes one burst ([`flush`]); a failure is the loss of the transport, which the machine
+/// is told of (unless it has closed already).
 async fn write_burst<S>(
     ws: &mut WebSocketStream<S>,
     conn: &mut Connection,
-    first: Transmit,
+    first: Option<Outgoing>,
+    queued: Option<FrameWriter>,
     write_timeout: Duration,
 ) -> Burst
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match flush(ws, conn, first, write_timeout).await {
+    match flush(ws, conn, first, queued, write_timeout).await {
         Ok(_) => Burst::Written,
-        Err(e) => {
-            tracing::debug!("write failed: {e}");
-            let open = !conn.is_closed();
-            if open {
-                conn.handle_transport_lost(std::time::Instant::now());
-            }
-            Burst::Lost { more_events: open }
-        }
+        Err(e) => lost(conn, &e),
     }
+}
+
+/// A write failed with `error`: the transport is lost.
+fn lost(conn: &mut Connection, error: &dyn std::fmt::Display) -> Burst {
+    tracing::debug!("write failed: {error}");
+    let open = !conn.is_closed();
+    if open {
+        conn.handle_transport_lost(std::time::Instant::now());
+    }
+    Burst::Lost { more_events: open }
 }
 
 /// One write step of a run loop: writes the burst ([`write_burst`]). Returns whether the
@@ -526,17 +528,25 @@ pub(crate) async fn write_step<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Nothing queued: no burst. An empty burst writes and flushes nothing anyway
-    // (`burst::write_framed`); this skips its allocation too, which a turn that only
-    // delivered (a response head, a request whose answer comes later) would pay.
-    let Some(first) = conn.poll_transmit() else {
-        return conn.has_events();
+    // Most bursts are written in this poll, with no future of their own
+    // ([`burst::write_now`]); what has to wait goes on in one. Nothing queued: no burst.
+    let masked = conn.side() == tether_proto::Side::Client;
+    let now = std::future::poll_fn(|cx| {
+        Poll::Ready(burst::write_now(ws, masked, || next_outgoing(conn), cx))
+    })
+    .await;
+    let burst = match now {
+        burst::Now::Empty | burst::Now::Written => Burst::Written,
+        burst::Now::Failed(e) => self::lost(conn, &e),
+        // Boxed: the burst (its timeout's timer, the frame writer, tungstenite's feed and
+        // flush futures) is the largest state of a run loop, ≈ 0.9 KiB, and lives only
+        // while writing; inline, every idle connection's task would keep room for it
+        // (issue 11 goal 5).
+        burst::Now::Later(first, queued) => {
+            Box::pin(write_burst(ws, conn, first, queued, write_timeout)).await
+        }
     };
-    // Boxed: the burst (its timeout's timer, the frame writer, tungstenite's feed and
-    // flush futures) is the largest state of a run loop, ≈ 0.9 KiB, and lives only while
-    // writing; inline, every idle connection's task would keep room for it (issue 11 goal
-    // 5). One allocation per burst, next to the burst's system calls.
-    match Box::pin(write_burst(ws, conn, first, write_timeout)).await {
+    match burst {
         Burst::Written => conn.has_events(),
         Burst::Lost { more_events } => {
             *lost = true;

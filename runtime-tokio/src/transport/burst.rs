@@ -18,7 +18,8 @@
 //! keeps the closing handshake.
 
 use std::future::Future;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -112,7 +113,24 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnMut() -> Option<Outgoing>,
 {
-    let mut burst = std::pin::pin!(burst(ws, masked, next));
+    write_framed_from(ws, timeout, masked, None, next).await
+}
+
+/// [`write_framed`], going on from a writer that holds frames already queued (and
+/// perhaps partly written) after tungstenite was flushed: what [`write_now`] could not
+/// finish. Its frames go first, then what `next` yields.
+pub(crate) async fn write_framed_from<S, F>(
+    ws: &mut WebSocketStream<S>,
+    timeout: Duration,
+    masked: bool,
+    queued: Option<FrameWriter>,
+    next: F,
+) -> Result<Written, BurstError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut() -> Option<Outgoing>,
+{
+    let mut burst = std::pin::pin!(burst(ws, masked, queued, next));
     // Most bursts are written whole in their first poll (the socket has room): they need
     // no timer, whose creation, clock read and handle lookup would be most of a small
     // burst's cost in user space. The timeout counts from the first wait.
@@ -127,32 +145,110 @@ where
     }
 }
 
+/// What [`write_now`] did.
+#[derive(Debug)]
+pub(crate) enum Now {
+    /// `next` yielded nothing: nothing was written or flushed.
+    Empty,
+    /// Everything `next` yielded is written and flushed.
+    Written,
+    /// Writing failed.
+    Failed(std::io::Error),
+    /// The rest needs waiting: the message it stopped at (not queued), and the writer
+    /// with what it queued, perhaps partly written, for [`write_framed_from`].
+    Later(Option<Outgoing>, Option<FrameWriter>),
+}
+
+/// The burst of [`write_framed`] done in the caller's poll, without a future: most bursts
+/// are a few binary frames of a Tether connection that the socket takes at once. Frames
+/// are queued in a [`FrameWriter`] while they fit in it without a write (those of one
+/// small request or response do), written with one (vectored) system call, and the socket
+/// flushed. Anything else goes on in [`write_framed_from`] ([`Now::Later`]): a message for
+/// tungstenite (its bytes are written after the frames before it), a frame that needs the
+/// queue written first, a socket that is full, or tungstenite holding bytes a read left
+/// behind. A burst's future is about 1 KiB, boxed to keep it out of idle connections'
+/// tasks: one allocation and one copy of it at each end of every small request
+/// (benches/RESULTS.md, twenty-second pass).
+pub(crate) fn write_now<S, F>(
+    ws: &mut WebSocketStream<S>,
+    masked: bool,
+    mut next: F,
+    cx: &mut Context<'_>,
+) -> Now
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut() -> Option<Outgoing>,
+{
+    let Some(first) = next() else {
+        return Now::Empty;
+    };
+    // A message for tungstenite first: the burst's future feeds it (a pong the machine
+    // queues replaces the automatic one tungstenite may hold, so tungstenite is not
+    // flushed before it).
+    if !matches!(first, Outgoing::Binary { .. }) {
+        return Now::Later(Some(first), None);
+    }
+    // What a read left in tungstenite's buffer (an automatic pong, a close reply) goes
+    // before the first raw byte; if it cannot go now, the burst waits in its future.
+    match futures_util::Sink::<Message>::poll_flush(Pin::new(&mut *ws), cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => return Now::Later(Some(first), None),
+    }
+    let vectored = ws.get_ref().is_write_vectored();
+    let mut raw = FrameWriter::new(masked);
+    let mut out = Some(first);
+    while let Some(o) = out.take().or_else(&mut next) {
+        if let Outgoing::Binary { header, payload } = &o {
+            let header = header.as_ref().map_or(&[][..], |h| &h[..]);
+            if raw.try_push(header, payload, vectored) {
+                continue;
+            }
+        }
+        return Now::Later(Some(o), Some(raw));
+    }
+    match raw.poll_write_all(ws.get_mut(), cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => return Now::Failed(e),
+        Poll::Pending => return Now::Later(None, Some(raw)),
+    }
+    match Pin::new(ws.get_mut()).poll_flush(cx) {
+        Poll::Ready(Ok(())) => Now::Written,
+        Poll::Ready(Err(e)) => Now::Failed(e),
+        Poll::Pending => Now::Later(None, Some(raw)),
+    }
+}
+
 async fn burst<S, F>(
     ws: &mut WebSocketStream<S>,
     masked: bool,
+    queued: Option<FrameWriter>,
     mut next: F,
 ) -> Result<Written, BurstError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnMut() -> Option<Outgoing>,
 {
-    let Some(first) = next() else {
-        return Ok(Written {
-            messages: 0,
-            closed: false,
-        });
-    };
     let write_err = BurstError::Write;
-    let mut raw = FrameWriter::new(masked);
-    let mut first = Some(first);
+    // Whether tungstenite may hold bytes not yet written: at first, whatever a read left
+    // behind (unless it was flushed before `queued` was filled); then what this burst fed
+    // it. It is flushed before the next raw byte, not earlier, so that a pong a machine
+    // queues still replaces tungstenite's automatic one.
+    let (mut raw, mut first, mut dirty) = match queued {
+        Some(raw) => (raw, None, false),
+        None => {
+            let Some(first) = next() else {
+                return Ok(Written {
+                    messages: 0,
+                    closed: false,
+                });
+            };
+            (FrameWriter::new(masked), Some(first), true)
+        }
+    };
     let mut written = Written {
         messages: 0,
         closed: false,
     };
-    // Whether tungstenite may hold bytes not yet written: at first, whatever a read left
-    // behind; then what this burst fed it. It is flushed before the next raw byte, not
-    // earlier, so that a pong a machine queues still replaces tungstenite's automatic one.
-    let mut dirty = true;
     let mut fed = false;
     while let Some(out) = first.take().or_else(&mut next) {
         written.messages += 1;
@@ -365,7 +461,7 @@ mod framed_tests {
     /// tungstenite, as the peer, reads every message intact and in order, rejects nothing
     /// (a server reading unmasked or a client reading masked frames would fail), and the
     /// closing handshake still completes on the writer's tungstenite.
-    async fn burst_is_read_by_tungstenite(masked: bool) {
+    async fn burst_is_read_by_tungstenite(masked: bool, as_run_loop: bool) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let chop = Chop {
             inner: a,
@@ -424,11 +520,17 @@ mod framed_tests {
             }
             got
         });
-        let written = write_framed(&mut ws, TIMEOUT, masked, || queue.pop_front())
-            .await
-            .unwrap();
-        assert!(written.closed);
-        assert_eq!(written.messages, expected.len() + 1);
+        if as_run_loop {
+            let (later, written) = write_as_run_loop(&mut ws, masked, || queue.pop_front()).await;
+            assert!(later, "a 16 MiB message cannot be written in one poll");
+            assert!(written.unwrap().closed);
+        } else {
+            let written = write_framed(&mut ws, TIMEOUT, masked, || queue.pop_front())
+                .await
+                .unwrap();
+            assert!(written.closed);
+            assert_eq!(written.messages, expected.len() + 1);
+        }
         assert!(ws.get_ref().writes > 16 * 1024, "every write was partial");
         // Our tungstenite still runs the closing handshake: the peer's pong, then its
         // echo of our close, then the end.
@@ -446,12 +548,140 @@ mod framed_tests {
 
     #[tokio::test]
     async fn server_frames_are_read_by_tungstenite_as_the_client() {
-        burst_is_read_by_tungstenite(false).await;
+        burst_is_read_by_tungstenite(false, false).await;
+        burst_is_read_by_tungstenite(false, true).await;
     }
 
     #[tokio::test]
     async fn client_frames_are_masked_and_read_by_tungstenite_as_the_server() {
-        burst_is_read_by_tungstenite(true).await;
+        burst_is_read_by_tungstenite(true, false).await;
+        burst_is_read_by_tungstenite(true, true).await;
+    }
+
+    /// Writes a burst as a connection's run loop does: what [`write_now`] writes in one
+    /// poll, then the rest in [`write_framed_from`]. Returns whether there was a rest, and
+    /// what the burst's future wrote (`None` when there was no rest).
+    async fn write_as_run_loop<S, F>(
+        ws: &mut WebSocketStream<S>,
+        masked: bool,
+        mut next: F,
+    ) -> (bool, Option<Written>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: FnMut() -> Option<Outgoing>,
+    {
+        let now =
+            std::future::poll_fn(|cx| Poll::Ready(write_now(ws, masked, &mut next, cx))).await;
+        match now {
+            Now::Empty | Now::Written => (false, None),
+            Now::Failed(e) => panic!("{e}"),
+            Now::Later(first, queued) => {
+                let mut first = first;
+                let next = || first.take().or_else(&mut next);
+                let written = write_framed_from(ws, TIMEOUT, masked, queued, next).await;
+                (true, Some(written.unwrap()))
+            }
+        }
+    }
+
+    /// A burst of small frames is written in the poll that takes it, in one write, with
+    /// no future of its own; the bytes are the frames, in order. A burst that starts with a
+    /// message for tungstenite is left to the future, untouched (a pong the machine queues
+    /// must replace tungstenite's automatic one, which a flush would send), and so is
+    /// nothing at all.
+    #[tokio::test]
+    async fn small_frames_are_written_in_the_poll_that_takes_them() {
+        for masked in [false, true] {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            let chop = Chop {
+                inner: a,
+                max: usize::MAX,
+                writes: 0,
+            };
+            let (ours, theirs) = if masked {
+                (Role::Client, Role::Server)
+            } else {
+                (Role::Server, Role::Client)
+            };
+            let mut ws = WebSocketStream::from_raw_socket(chop, ours, None).await;
+            let mut peer = WebSocketStream::from_raw_socket(b, theirs, None).await;
+            let frames = |n: u8| -> std::collections::VecDeque<Outgoing> {
+                (0..n)
+                    .map(|i| Outgoing::Binary {
+                        header: Some([5, 0, 0, 0, 0, 0, 0, i]),
+                        payload: Bytes::from(vec![i; 100 + usize::from(i)]),
+                    })
+                    .collect()
+            };
+            let mut queue = frames(20);
+            let (later, _) = write_as_run_loop(&mut ws, masked, || queue.pop_front()).await;
+            assert!(!later, "written in the poll");
+            assert_eq!(ws.get_ref().writes, 1, "in one write");
+            for i in 0..20u8 {
+                let Message::Binary(got) = peer.next().await.unwrap().unwrap() else {
+                    panic!("not binary");
+                };
+                assert_eq!(got[..8], [5, 0, 0, 0, 0, 0, 0, i]);
+                assert_eq!(got[8..], vec![i; 100 + usize::from(i)][..]);
+            }
+
+            let mut queue = std::collections::VecDeque::from([Outgoing::Message(Message::Pong(
+                Bytes::from_static(b"machine"),
+            ))]);
+            queue.extend(frames(2));
+            let writes = ws.get_ref().writes;
+            let now = std::future::poll_fn(|cx| {
+                Poll::Ready(write_now(&mut ws, masked, || queue.pop_front(), cx))
+            })
+            .await;
+            assert!(
+                matches!(now, Now::Later(Some(Outgoing::Message(_)), None)),
+                "{now:?}"
+            );
+            assert_eq!(ws.get_ref().writes, writes, "nothing written");
+            let now =
+                std::future::poll_fn(|cx| Poll::Ready(write_now(&mut ws, masked, || None, cx)))
+                    .await;
+            assert!(matches!(now, Now::Empty));
+        }
+    }
+
+    /// A socket that takes part of a burst and then is full: the poll writes what it
+    /// takes, and the burst's future goes on from the byte where it stopped.
+    #[tokio::test]
+    async fn a_burst_the_socket_cannot_take_at_once_goes_on_where_it_stopped() {
+        for masked in [false, true] {
+            let (a, b) = tokio::io::duplex(4096);
+            let chop = Chop {
+                inner: a,
+                max: 1000,
+                writes: 0,
+            };
+            let (ours, theirs) = if masked {
+                (Role::Client, Role::Server)
+            } else {
+                (Role::Server, Role::Client)
+            };
+            let mut ws = WebSocketStream::from_raw_socket(chop, ours, None).await;
+            let mut peer = WebSocketStream::from_raw_socket(b, theirs, None).await;
+            let mut queue: std::collections::VecDeque<Outgoing> = (0..40u8)
+                .map(|i| Outgoing::Binary {
+                    header: None,
+                    payload: Bytes::from(vec![i; 999]),
+                })
+                .collect();
+            let reader = tokio::spawn(async move {
+                for i in 0..40u8 {
+                    let Message::Binary(got) = peer.next().await.unwrap().unwrap() else {
+                        panic!("not binary");
+                    };
+                    assert_eq!(got, vec![i; 999], "message {i}");
+                }
+            });
+            let (later, _) = write_as_run_loop(&mut ws, masked, || queue.pop_front()).await;
+            assert!(later, "the socket was full");
+            reader.await.unwrap();
+        }
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@
 use std::io::{self, IoSlice};
 use std::ops::Range;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -102,6 +103,9 @@ pub(crate) struct FrameWriter {
     queued: usize,
     /// How much of `buf` is recorded in `parts`.
     marked: usize,
+    /// How far the write in progress got: whole parts, and bytes of the next.
+    written_parts: usize,
+    written_bytes: usize,
 }
 
 thread_local! {
@@ -120,7 +124,45 @@ impl FrameWriter {
             parts,
             queued: 0,
             marked: 0,
+            written_parts: 0,
+            written_bytes: 0,
         }
+    }
+
+    /// Queues one binary message whose payload is `head` followed by `payload` without
+    /// writing, if it fits in what is queued before a write ([`WRITE_AT`] bytes,
+    /// [`MAX_SLICES`] slices); `false`, with nothing queued, if it does not. `vectored`:
+    /// whether the stream written to has vectored writes. What it queues is what
+    /// [`push`](Self::push) would, without the write that push makes when the queue is full.
+    pub(crate) fn try_push(&mut self, head: &[u8], payload: &Bytes, vectored: bool) -> bool {
+        /// The longest frame header with its masking key (RFC 6455 §5.2).
+        const MAX_HEADER: usize = 14;
+        let len = head.len() + payload.len();
+        let pending = self.queued + (self.buf.len() - self.marked);
+        if pending + len + MAX_HEADER >= WRITE_AT || self.parts.len() + 2 >= MAX_SLICES {
+            return false;
+        }
+        if !self.masked {
+            put_header(&mut self.buf, len, None);
+            self.buf.extend_from_slice(head);
+            if payload.len() < COPY_BELOW || !vectored {
+                self.buf.extend_from_slice(payload);
+                self.mark();
+            } else {
+                self.mark();
+                self.queued += payload.len();
+                self.parts.push(Part::Payload(payload.clone()));
+            }
+            return true;
+        }
+        let key: [u8; 4] = rand::random();
+        put_header(&mut self.buf, len, Some(key));
+        let at = self.buf.len();
+        self.buf.extend_from_slice(head);
+        self.buf.extend_from_slice(payload);
+        apply_mask(&mut self.buf[at..], key, 0);
+        self.mark();
+        true
     }
 
     /// Queues one binary message whose payload is `head` followed by `payload`, writing
@@ -205,42 +247,55 @@ impl FrameWriter {
     where
         W: AsyncWrite + Unpin,
     {
-        let (mut part, mut offset) = (0, 0);
-        while part < self.parts.len() {
-            // The slices are built inside the poll, not held across the await: an array of
-            // MAX_SLICES of them (1 KiB) would otherwise be part of every connection task's
-            // future, idle or not (issue 11 goal 5). A write that is pending rebuilds them
-            // when polled again (cheap next to the system call).
-            let n = std::future::poll_fn(|cx| {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let mut count = 0;
-                for (i, p) in self.parts[part..].iter().take(MAX_SLICES).enumerate() {
-                    let bytes = match p {
-                        Part::Buf(r) => &self.buf[r.clone()],
-                        Part::Payload(b) => &b[..],
-                    };
-                    slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
-                    count = i + 1;
-                }
-                super::poll_write_slices(Pin::new(&mut *io), cx, &slices[..count])
-            })
-            .await?;
+        std::future::poll_fn(|cx| self.poll_write_all(io, cx)).await
+    }
+
+    /// [`write_all`](Self::write_all) as a poll: `Pending` keeps how far it got, and the
+    /// next call (or `write_all`) goes on from there.
+    pub(crate) fn poll_write_all<W>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        while self.written_parts < self.parts.len() {
+            let (part, offset) = (self.written_parts, self.written_bytes);
+            // The slices are built for each write, not kept: an array of MAX_SLICES of
+            // them (1 KiB) would otherwise be part of every connection task's future, idle
+            // or not (issue 11 goal 5).
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (i, p) in self.parts[part..].iter().take(MAX_SLICES).enumerate() {
+                let bytes = match p {
+                    Part::Buf(r) => &self.buf[r.clone()],
+                    Part::Payload(b) => &b[..],
+                };
+                slices[i] = IoSlice::new(if i == 0 { &bytes[offset..] } else { bytes });
+                count = i + 1;
+            }
+            let n = match super::poll_write_slices(Pin::new(&mut *io), cx, &slices[..count]) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             // Advance past what was written.
             let mut left = n;
             while left > 0 {
-                let len = match &self.parts[part] {
+                let len = match &self.parts[self.written_parts] {
                     Part::Buf(r) => r.len(),
                     Part::Payload(b) => b.len(),
-                } - offset;
+                } - self.written_bytes;
                 if left >= len {
                     left -= len;
-                    part += 1;
-                    offset = 0;
+                    self.written_parts += 1;
+                    self.written_bytes = 0;
                 } else {
-                    offset += left;
+                    self.written_bytes += left;
                     left = 0;
                 }
             }
@@ -249,7 +304,9 @@ impl FrameWriter {
         self.buf.clear();
         self.queued = 0;
         self.marked = 0;
-        Ok(())
+        self.written_parts = 0;
+        self.written_bytes = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
