@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::read_ahead::ReadAhead;
+use super::socket::Socket;
 use super::upgrade::ServerStream;
 
 /// The WebSocket stream of a client connection: the same as a server's (reading ahead
@@ -107,7 +108,7 @@ where
         e = drive => return Err(e.into()),
     };
     let ws = WebSocketStream::from_raw_socket(
-        ReadAhead::new(TokioIo::new(upgraded), Role::Client),
+        ReadAhead::new(Socket::new(upgraded), Role::Client),
         Role::Client,
         Some(config),
     )

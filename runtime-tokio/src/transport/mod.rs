@@ -15,6 +15,7 @@ pub(crate) mod frames;
 pub(crate) mod queue;
 pub(crate) mod read_ahead;
 pub(crate) mod reconnect;
+pub(crate) mod socket;
 pub mod tls;
 pub mod upgrade;
 

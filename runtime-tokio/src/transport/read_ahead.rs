@@ -327,6 +327,12 @@ impl<S> ReadAhead<S> {
         &mut self.inner
     }
 
+    /// The wrapped stream, for tests.
+    #[cfg(test)]
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// Whether allocations are kept for reuse, for tests.
     #[cfg(test)]
     pub(crate) fn has_pool(&self) -> bool {

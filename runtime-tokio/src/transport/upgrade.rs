@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -21,10 +21,11 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::transport::read_ahead::ReadAhead;
+use crate::transport::socket::Socket;
 
 /// The WebSocket stream of an accepted server connection (reading ahead while a large
 /// message streams in, see [`ReadAhead`]).
-pub(crate) type ServerStream = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
+pub(crate) type ServerStream = WebSocketStream<ReadAhead<Socket>>;
 
 /// Which `Origin` headers may open a WebSocket. A request without `Origin` (a non-browser
 /// client) is always allowed: the check protects browsers' users from cross-site pages.
@@ -119,7 +120,7 @@ pub(crate) async fn accept_with<S, T>(
     stream: S,
     peer: SocketAddr,
     policy: &AcceptPolicy,
-    wrap: impl FnOnce(TokioIo<Upgraded>) -> T,
+    wrap: impl FnOnce(Socket) -> T,
 ) -> Result<(WebSocketStream<ReadAhead<T>>, RequestInfo), AcceptError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -180,7 +181,7 @@ where
         Ok(result) => result?,
     };
     let ws = WebSocketStream::from_raw_socket(
-        ReadAhead::new(wrap(TokioIo::new(upgraded)), Role::Server),
+        ReadAhead::new(wrap(Socket::new(upgraded)), Role::Server),
         Role::Server,
         Some(policy.ws_config),
     )

@@ -248,7 +248,7 @@ impl<C: Codec> Driver<C> {
     }
 
     /// The metered byte stream under the WebSocket.
-    fn meter(&mut self) -> &mut Metered<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+    fn meter(&mut self) -> &mut Metered<crate::transport::socket::Socket> {
         self.ws.get_mut().get_mut()
     }
 

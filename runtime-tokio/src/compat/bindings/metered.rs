@@ -29,8 +29,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use crate::transport::socket::Socket;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
@@ -39,7 +38,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::transport::read_ahead::ReadAhead;
 
 /// The WebSocket of a binding connection: its reads metered, under the read-ahead.
-pub(crate) type MeteredStream = WebSocketStream<ReadAhead<Metered<TokioIo<Upgraded>>>>;
+pub(crate) type MeteredStream = WebSocketStream<ReadAhead<Metered<Socket>>>;
 
 type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
 
