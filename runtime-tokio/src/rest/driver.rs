@@ -45,7 +45,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -116,6 +116,13 @@ pub(crate) enum Command {
     },
     /// A [`Sink`]'s socket can take more: write again. At most one is queued per stream.
     SinkReady { id: StreamId },
+    /// A caller gave up before its response head: the streams (and queued requests)
+    /// whose callers are gone are reset (dropped), each with the code the spec gives
+    /// ([`StreamMut::abandon`]). At most one per caller; each looks at every stream
+    /// still waiting for its head.
+    ///
+    /// [`StreamMut::abandon`]: tether_proto::streams::StreamMut::abandon
+    CallerGone,
     /// This end gave up on a stream (a caller went away, a handler or a body panicked):
     /// the machine resets it with the code the spec gives ([`StreamMut::abandon`]).
     ///
@@ -131,8 +138,6 @@ pub(crate) type RestOfBody = (Option<BodyFrame>, AnyBody);
 pub(crate) struct Open {
     pub(crate) request: Request<AnyBody>,
     pub(crate) timeout: Option<Duration>,
-    /// Set to the stream id once opened, so a caller that gives up can cancel it.
-    pub(crate) opened: Arc<AtomicU32>,
     pub(crate) reply: oneshot::Sender<Result<Response<Body>, Failed>>,
 }
 
@@ -434,6 +439,22 @@ impl Driver {
                     stream.abandon(now);
                 }
             }
+            Command::CallerGone => {
+                // A request not opened yet is dropped when its turn comes (`open`); these
+                // give their place in the queue back now.
+                self.queued.retain(|o| !o.reply.is_closed());
+                let gone = self.slots.iter().filter_map(|(id, slot)| {
+                    slot.reply
+                        .as_ref()
+                        .is_some_and(|r| r.is_closed())
+                        .then_some(*id)
+                });
+                for id in gone.collect::<Vec<_>>() {
+                    if let Ok(mut stream) = conn.stream(id) {
+                        stream.abandon(now);
+                    }
+                }
+            }
             Command::Sink { id, body } => self.adopt_sink(conn, id, *body, now),
             Command::SinkReady { id } => self.write_sink(conn, id, now),
         }
@@ -537,7 +558,6 @@ impl Driver {
         let Open {
             request,
             timeout,
-            opened,
             reply,
         } = *open;
         let (parts, body) = request.into_parts();
@@ -559,7 +579,6 @@ impl Driver {
                 return;
             }
         };
-        opened.store(id.value(), Ordering::Release);
         let slot = Slot {
             reply: Some(reply),
             timeout,
@@ -1417,7 +1436,6 @@ mod tests {
         let open = Open {
             request: Request::post("/sink").body(body).unwrap(),
             timeout: None,
-            opened: Arc::default(),
             reply,
         };
         driver.on_command(&mut client, Command::Open(Box::new(open)), now);
@@ -1485,7 +1503,6 @@ mod sending_tests {
         let open = Open {
             request: Request::post("/sink").body(body).unwrap(),
             timeout: None,
-            opened: Arc::default(),
             reply,
         };
         driver.on_command(&mut client, Command::Open(Box::new(open)), now);
@@ -1543,11 +1560,36 @@ mod sending_tests {
         let open = Open {
             request,
             timeout: None,
-            opened: Arc::default(),
             reply,
         };
         driver.on_command(client, Command::Open(Box::new(open)), Instant::now());
         response
+    }
+
+    /// A caller that gives up before its response head has its stream reset, and only
+    /// it: the connection task hears that a caller is gone and finds whose.
+    #[tokio::test]
+    async fn a_caller_that_gives_up_has_its_stream_reset_and_no_other() {
+        let (mut client, mut server, mut driver) = established();
+        driver.attach(&mut client);
+        let get = || Request::get("/a").body(AnyBody::empty()).unwrap();
+        let gone = call(&mut client, &mut driver, get());
+        let waiting = call(&mut client, &mut driver, get());
+        exchange(&mut client, &mut server, &mut driver);
+        assert_eq!(client.streams().unwrap().open_streams(), 2);
+        drop(gone);
+        driver.on_command(&mut client, Command::CallerGone, Instant::now());
+        assert_eq!(client.streams().unwrap().open_streams(), 1);
+        // (Its RESET may wait for the stream's minimum lifetime, spec/protocol.md §10.8.)
+        exchange(&mut client, &mut server, &mut driver);
+        server
+            .stream(StreamId::new(3))
+            .unwrap()
+            .send_response(ResponseHead::new(StatusCode::OK), true)
+            .unwrap();
+        turn(&mut client, &mut server, &mut driver);
+        let response = waiting.await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
     }
 
     /// A response whose body ends in the turn its head arrived in (a small response: one
@@ -1644,7 +1686,6 @@ mod receiving_tests {
         let open = Open {
             request,
             timeout: None,
-            opened: Arc::default(),
             reply,
         };
         driver.on_command(&mut client, Command::Open(Box::new(open)), now);

@@ -2,14 +2,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Buf;
 use http::{Request, Response};
-use tether_proto::StreamId;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -147,21 +146,23 @@ impl Peer {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut last_serial = None;
         loop {
-            let link = self.link(deadline, last_serial, timeout).await?;
+            let (link, waited) = self.link(deadline, last_serial, timeout).await?;
+            // What is left of the timeout: all of it when the connection was there at once
+            // (the usual case, without a second clock read), else what the clock says.
+            let first = last_serial.is_none() && !waited;
             last_serial = Some(link.serial);
-            let remaining = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
+            let remaining = match (deadline, timeout) {
+                (Some(_), Some(t)) if first && !t.is_zero() => Some(t),
+                (Some(d), _) => match d.checked_duration_since(Instant::now()) {
                     Some(r) if !r.is_zero() => Some(r),
                     _ => return Err(RequestError::TimedOut(timeout.unwrap_or_default())),
                 },
-                None => None,
+                (None, _) => None,
             };
             let (reply, response) = oneshot::channel();
-            let opened = Arc::new(AtomicU32::new(0));
             let open = Open {
                 request,
                 timeout: remaining,
-                opened: opened.clone(),
                 reply,
             };
             if let Err(e) = link.commands.send(Command::Open(Box::new(open))) {
@@ -174,7 +175,6 @@ impl Peer {
             }
             let guard = CancelOnDrop {
                 commands: &link.commands,
-                opened,
                 armed: true,
             };
             // The stream carries the deadline and is reset when it passes; this timer
@@ -212,17 +212,17 @@ impl Peer {
     }
 
     /// The connection to send on: for a client, waits (bounded) for one other than
-    /// `not` (the one that just handed the request back).
+    /// `not` (the one that just handed the request back). `true` with it when it waited.
     async fn link(
         &self,
         deadline: Option<Instant>,
         not: Option<u64>,
         timeout: Option<Duration>,
-    ) -> Result<LinkHandle, RequestError> {
+    ) -> Result<(LinkHandle, bool), RequestError> {
         let (link, waiting) = match &self.route {
             Route::Server { registry, id } => {
                 return match registry.link(id) {
-                    Some(link) if Some(link.serial) != not => Ok(link),
+                    Some(link) if Some(link.serial) != not => Ok((link, false)),
                     _ => Err(RequestError::NotConnected),
                 }
             }
@@ -231,7 +231,7 @@ impl Peer {
         let usable = |l: &Option<LinkHandle>| l.as_ref().is_some_and(|l| Some(l.serial) != not);
         let current = link.get();
         if let (true, Some(l)) = (usable(&current), current) {
-            return Ok(l);
+            return Ok((l, false));
         }
         // Wait, counted against the queue bound.
         let _count = Waiting(waiting);
@@ -248,7 +248,7 @@ impl Peer {
         })
         .await;
         match waited {
-            Ok(result) => result,
+            Ok(result) => result.map(|link| (link, true)),
             Err(_) if timed_out => Err(RequestError::TimedOut(timeout.unwrap_or_default())),
             Err(_) => Err(RequestError::NotConnected),
         }
@@ -264,12 +264,14 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Cancels the stream of a call whose caller went away before the response head.
+/// Cancels the stream of a call whose caller went away before the response head: the
+/// connection task hears that a caller is gone and resets the streams whose callers are
+/// ([`Command::CallerGone`]). The caller does not know its stream (a shared cell for it
+/// was an allocation and four atomic operations per request).
 struct CancelOnDrop<'a> {
     /// Borrowed from the link the request went to: a clone and its drop were two counts
     /// changed and changed back for every request.
     commands: &'a CommandSender,
-    opened: Arc<AtomicU32>,
     armed: bool,
 }
 
@@ -281,11 +283,8 @@ impl CancelOnDrop<'_> {
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        let id = self.opened.load(Ordering::Acquire);
-        if self.armed && id != 0 {
-            let _ = self.commands.send(Command::Abandon {
-                id: StreamId::new(id),
-            });
+        if self.armed {
+            let _ = self.commands.send(Command::CallerGone);
         }
     }
 }
