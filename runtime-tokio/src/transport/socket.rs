@@ -36,11 +36,19 @@ pub(crate) enum Socket {
 impl Socket {
     /// The stream `upgraded` was made from, when it is a TCP socket wrapped as the
     /// handshakes wrap it (`TokioIo<TcpStream>`); else `upgraded` itself.
+    ///
+    /// The bytes hyper read past the handshake are a view of its whole read buffer (8 KiB
+    /// or more), even when there are none: they are copied out, so that the buffer goes
+    /// now and not with the connection (an idle connection would keep it for its life).
     pub(crate) fn new(upgraded: Upgraded) -> Self {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => Socket::Tcp {
                 tcp: parts.io.into_inner(),
-                rewind: parts.read_buf,
+                rewind: if parts.read_buf.is_empty() {
+                    Bytes::new()
+                } else {
+                    Bytes::copy_from_slice(&parts.read_buf)
+                },
             },
             Err(upgraded) => Socket::Upgraded(TokioIo::new(upgraded)),
         }
@@ -61,6 +69,9 @@ impl AsyncRead for Socket {
                 let n = rewind.len().min(buf.remaining());
                 buf.put_slice(&rewind[..n]);
                 rewind.advance(n);
+                if rewind.is_empty() {
+                    *rewind = Bytes::new(); // its allocation goes
+                }
                 Poll::Ready(Ok(()))
             }
             Socket::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
@@ -125,6 +136,23 @@ mod tests {
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
+    /// Once read, the bytes that followed the handshake hold no memory: hyper's read
+    /// buffer, of which they were a view, is not kept for the connection's life
+    /// (`idle_connections`: 24.0 KiB a pair when it was, 15.7 without).
+    fn assert_released(
+        ws: &tokio_tungstenite::WebSocketStream<super::super::read_ahead::ReadAhead<Socket>>,
+    ) {
+        let Socket::Tcp { rewind, .. } = ws.get_ref().get_ref() else {
+            panic!("not the TCP socket");
+        };
+        assert!(rewind.is_empty());
+        assert_eq!(
+            rewind.as_ptr(),
+            Bytes::new().as_ptr(),
+            "a view of another buffer"
+        );
+    }
+
     /// Reads from `tcp` up to the end of an HTTP head; returns it.
     async fn read_head(tcp: &mut TcpStream) -> String {
         let mut head = Vec::new();
@@ -175,6 +203,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(msg, Message::binary(&b"hi"[..]));
+        assert_released(&ws);
         drop(client.await.unwrap());
     }
 
@@ -223,6 +252,40 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(msg, Message::binary(&b"yo"[..]));
+        assert_released(&ws);
         drop(server.await.unwrap());
+    }
+
+    /// Both ends of a handshake with nothing behind it hold no view of hyper's buffer.
+    #[tokio::test]
+    async fn nothing_behind_the_handshake_holds_no_memory() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let policy = super::super::upgrade::AcceptPolicy {
+                origins: Default::default(),
+                handshake_timeout: std::time::Duration::from_secs(10),
+                ws_config: WebSocketConfig::default(),
+                subprotocol: Some("tether.v1"),
+            };
+            super::super::upgrade::accept(tcp, peer, &policy)
+                .await
+                .unwrap()
+                .0
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let uri: http::Uri = format!("ws://{addr}/").parse().unwrap();
+        let client = super::super::client_upgrade::connect(
+            tcp,
+            &uri,
+            "tether.v1",
+            WebSocketConfig::default(),
+        )
+        .await
+        .unwrap();
+        let server = server.await.unwrap();
+        assert_released(&client);
+        assert_released(&server);
     }
 }
