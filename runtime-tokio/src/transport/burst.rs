@@ -558,6 +558,32 @@ mod framed_tests {
         burst_is_read_by_tungstenite(true, true).await;
     }
 
+    /// Our WebSocket over a [`Chop`] that takes `max` bytes a write (the client's when
+    /// `masked`) and the peer's, over a duplex of `buffer` bytes.
+    async fn chopped(
+        buffer: usize,
+        max: usize,
+        masked: bool,
+    ) -> (
+        WebSocketStream<Chop>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = tokio::io::duplex(buffer);
+        let chop = Chop {
+            inner: a,
+            max,
+            writes: 0,
+        };
+        let (ours, theirs) = if masked {
+            (Role::Client, Role::Server)
+        } else {
+            (Role::Server, Role::Client)
+        };
+        let ws = WebSocketStream::from_raw_socket(chop, ours, None).await;
+        let peer = WebSocketStream::from_raw_socket(b, theirs, None).await;
+        (ws, peer)
+    }
+
     /// Writes a burst as a connection's run loop does: what [`write_now`] writes in one
     /// poll, then the rest in [`write_framed_from`]. Returns whether there was a rest, and
     /// what the burst's future wrote (`None` when there was no rest).
@@ -592,19 +618,7 @@ mod framed_tests {
     #[tokio::test]
     async fn small_frames_are_written_in_the_poll_that_takes_them() {
         for masked in [false, true] {
-            let (a, b) = tokio::io::duplex(1 << 20);
-            let chop = Chop {
-                inner: a,
-                max: usize::MAX,
-                writes: 0,
-            };
-            let (ours, theirs) = if masked {
-                (Role::Client, Role::Server)
-            } else {
-                (Role::Server, Role::Client)
-            };
-            let mut ws = WebSocketStream::from_raw_socket(chop, ours, None).await;
-            let mut peer = WebSocketStream::from_raw_socket(b, theirs, None).await;
+            let (mut ws, mut peer) = chopped(1 << 20, usize::MAX, masked).await;
             let frames = |n: u8| -> std::collections::VecDeque<Outgoing> {
                 (0..n)
                     .map(|i| Outgoing::Binary {
@@ -651,19 +665,7 @@ mod framed_tests {
     #[tokio::test]
     async fn a_burst_the_socket_cannot_take_at_once_goes_on_where_it_stopped() {
         for masked in [false, true] {
-            let (a, b) = tokio::io::duplex(4096);
-            let chop = Chop {
-                inner: a,
-                max: 1000,
-                writes: 0,
-            };
-            let (ours, theirs) = if masked {
-                (Role::Client, Role::Server)
-            } else {
-                (Role::Server, Role::Client)
-            };
-            let mut ws = WebSocketStream::from_raw_socket(chop, ours, None).await;
-            let mut peer = WebSocketStream::from_raw_socket(b, theirs, None).await;
+            let (mut ws, mut peer) = chopped(4096, 1000, masked).await;
             let mut queue: std::collections::VecDeque<Outgoing> = (0..40u8)
                 .map(|i| Outgoing::Binary {
                     header: None,

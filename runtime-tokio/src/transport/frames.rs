@@ -143,16 +143,7 @@ impl FrameWriter {
             return false;
         }
         if !self.masked {
-            put_header(&mut self.buf, len, None);
-            self.buf.extend_from_slice(head);
-            if payload.len() < COPY_BELOW || !vectored {
-                self.buf.extend_from_slice(payload);
-                self.mark();
-            } else {
-                self.mark();
-                self.queued += payload.len();
-                self.parts.push(Part::Payload(payload.clone()));
-            }
+            self.queue_unmasked(head, payload, vectored);
             return true;
         }
         let key: [u8; 4] = rand::random();
@@ -178,18 +169,7 @@ impl FrameWriter {
     {
         let len = head.len() + payload.len();
         if !self.masked {
-            put_header(&mut self.buf, len, None);
-            self.buf.extend_from_slice(head);
-            // A stream without vectored writes would take the parts one system call (or
-            // one TLS record) each: there the payload is copied once, next to its header.
-            if payload.len() < COPY_BELOW || !io.is_write_vectored() {
-                self.buf.extend_from_slice(payload);
-                self.mark();
-            } else {
-                self.mark();
-                self.queued += payload.len();
-                self.parts.push(Part::Payload(payload.clone()));
-            }
+            self.queue_unmasked(head, payload, io.is_write_vectored());
             return self.write_if_full(io).await;
         }
         let key: [u8; 4] = rand::random();
@@ -215,6 +195,23 @@ impl FrameWriter {
         }
         self.mark();
         self.write_if_full(io).await
+    }
+
+    /// Queues one unmasked binary message (server side): its header and `head` copied, the
+    /// payload copied too when it is small or the stream has no vectored writes (which
+    /// would take the parts one system call, or one TLS record, each), else written from
+    /// its own memory.
+    fn queue_unmasked(&mut self, head: &[u8], payload: &Bytes, vectored: bool) {
+        put_header(&mut self.buf, head.len() + payload.len(), None);
+        self.buf.extend_from_slice(head);
+        if payload.len() < COPY_BELOW || !vectored {
+            self.buf.extend_from_slice(payload);
+            self.mark();
+        } else {
+            self.mark();
+            self.queued += payload.len();
+            self.parts.push(Part::Payload(payload.clone()));
+        }
     }
 
     /// Records the bytes appended to the buffer since the last call as queued.

@@ -136,6 +136,46 @@ mod tests {
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
+    type Ws = tokio_tungstenite::WebSocketStream<super::super::read_ahead::ReadAhead<Socket>>;
+
+    /// Accepts the WebSocket handshake of `tcp` as the Tether server does.
+    async fn accept(tcp: TcpStream) -> Ws {
+        let peer = tcp.peer_addr().unwrap();
+        let policy = super::super::upgrade::AcceptPolicy {
+            origins: Default::default(),
+            handshake_timeout: std::time::Duration::from_secs(10),
+            ws_config: WebSocketConfig::default(),
+            subprotocol: Some("tether.v1"),
+        };
+        super::super::upgrade::accept(tcp, peer, &policy)
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// Dials the WebSocket handshake over `tcp` as the Tether client does.
+    async fn connect(tcp: TcpStream) -> Ws {
+        let uri: http::Uri = format!("ws://{}/", tcp.peer_addr().unwrap())
+            .parse()
+            .unwrap();
+        super::super::client_upgrade::connect(tcp, &uri, "tether.v1", WebSocketConfig::default())
+            .await
+            .unwrap()
+    }
+
+    /// The first message of `ws`, which the peer sent with its side of the handshake; the
+    /// socket it came from is the TCP socket, and holds no memory of hyper's after.
+    async fn first_message(ws: &mut Ws) -> Message {
+        assert!(matches!(ws.get_ref().get_ref(), Socket::Tcp { .. }));
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("the frame sent with the handshake is read")
+            .unwrap()
+            .unwrap();
+        assert_released(ws);
+        msg
+    }
+
     /// Once read, the bytes that followed the handshake hold no memory: hyper's read
     /// buffer, of which they were a view, is not kept for the connection's life
     /// (`idle_connections`: 24.0 KiB a pair when it was, 15.7 without).
@@ -186,24 +226,9 @@ mod tests {
             assert!(head.starts_with("HTTP/1.1 101"), "{head}");
             tcp
         });
-        let (tcp, peer) = listener.accept().await.unwrap();
-        let policy = super::super::upgrade::AcceptPolicy {
-            origins: Default::default(),
-            handshake_timeout: std::time::Duration::from_secs(10),
-            ws_config: WebSocketConfig::default(),
-            subprotocol: Some("tether.v1"),
-        };
-        let (mut ws, _) = super::super::upgrade::accept(tcp, peer, &policy)
-            .await
-            .unwrap();
-        assert!(matches!(ws.get_ref().get_ref(), Socket::Tcp { .. }));
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .expect("the frame sent with the handshake is read")
-            .unwrap()
-            .unwrap();
-        assert_eq!(msg, Message::binary(&b"hi"[..]));
-        assert_released(&ws);
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = accept(tcp).await;
+        assert_eq!(first_message(&mut ws).await, Message::binary(&b"hi"[..]));
         drop(client.await.unwrap());
     }
 
@@ -235,24 +260,8 @@ mod tests {
             tcp.write_all(&bytes).await.unwrap();
             tcp
         });
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let uri: http::Uri = format!("ws://{addr}/").parse().unwrap();
-        let mut ws = super::super::client_upgrade::connect(
-            tcp,
-            &uri,
-            "tether.v1",
-            WebSocketConfig::default(),
-        )
-        .await
-        .unwrap();
-        assert!(matches!(ws.get_ref().get_ref(), Socket::Tcp { .. }));
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .expect("the frame sent with the handshake is read")
-            .unwrap()
-            .unwrap();
-        assert_eq!(msg, Message::binary(&b"yo"[..]));
-        assert_released(&ws);
+        let mut ws = connect(TcpStream::connect(addr).await.unwrap()).await;
+        assert_eq!(first_message(&mut ws).await, Message::binary(&b"yo"[..]));
         drop(server.await.unwrap());
     }
 
@@ -261,29 +270,8 @@ mod tests {
     async fn nothing_behind_the_handshake_holds_no_memory() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (tcp, peer) = listener.accept().await.unwrap();
-            let policy = super::super::upgrade::AcceptPolicy {
-                origins: Default::default(),
-                handshake_timeout: std::time::Duration::from_secs(10),
-                ws_config: WebSocketConfig::default(),
-                subprotocol: Some("tether.v1"),
-            };
-            super::super::upgrade::accept(tcp, peer, &policy)
-                .await
-                .unwrap()
-                .0
-        });
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let uri: http::Uri = format!("ws://{addr}/").parse().unwrap();
-        let client = super::super::client_upgrade::connect(
-            tcp,
-            &uri,
-            "tether.v1",
-            WebSocketConfig::default(),
-        )
-        .await
-        .unwrap();
+        let server = tokio::spawn(async move { accept(listener.accept().await.unwrap().0).await });
+        let client = connect(TcpStream::connect(addr).await.unwrap()).await;
         let server = server.await.unwrap();
         assert_released(&client);
         assert_released(&server);
