@@ -239,7 +239,7 @@ where
         }
         _ => {
             ws.get_mut().shed_pool();
-            driver.keep_slots(crate::rest::driver::IDLE_SLOTS);
+            driver.between_requests();
         }
     }
     loop {

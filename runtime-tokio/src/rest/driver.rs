@@ -38,8 +38,9 @@
 //! in, or earlier: when the DATA that ends its stream comes in the same turn (a small
 //! response, whose frames one read brings together), the caller gets the whole body with
 //! the head, and no queue is made between this task and the caller for it
-//! ([`Driver::end_turn`]; about 900 instructions of a small request one at a time,
-//! benches/RESULTS.md, twenty-second pass).
+//! ([`Driver::end_turn`]; with the configuration shared by a side's connections, 869
+//! instructions of a small request one at a time, benches/RESULTS.md, twenty-second
+//! pass).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -72,11 +73,14 @@ use crate::transport::queue;
 
 /// The slots of the command queue kept between requests: a request one at a time takes
 /// one or two commands (its `Open`, the `Release` of its response's body), which would
-/// otherwise allocate the queue's slots and free them again each time (about 500
-/// instructions a request at each end, benches/RESULTS.md, twenty-second pass). A few
-/// hundred bytes: a connection keeps them until its next deadline (its heartbeat) finds it
-/// with no stream open, or for its life if it has none.
+/// otherwise allocate the queue's slots and free them again each time (with a stream's
+/// send queue, 427 instructions of a small request at the two ends, benches/RESULTS.md,
+/// twenty-second pass). At most 8 × 56 bytes: a connection keeps them until its next
+/// deadline (its heartbeat) finds it with no stream open, or for its life if it has none.
 pub(crate) const IDLE_SLOTS: usize = 8;
+
+/// Room for held response heads kept between requests (see [`Driver::between_requests`]).
+const IDLE_HELD: usize = 4;
 
 /// The sending half of a connection task's command channel.
 pub(crate) type CommandSender = queue::Sender<Command>;
@@ -346,6 +350,17 @@ impl Driver {
     /// coming; a few between requests ([`IDLE_SLOTS`]); none once the connection is quiet.
     pub(crate) fn keep_slots(&mut self, slots: usize) {
         self.rx.keep_slots(slots);
+    }
+
+    /// No stream is open: the command queue keeps only a few slots for the next request,
+    /// and the list of held heads only room for a few (one turn of many responses grew
+    /// it), so that a connection without a heartbeat, which is never
+    /// [`quiet`](Self::quiet), does not keep a burst's room for its life.
+    pub(crate) fn between_requests(&mut self) {
+        self.rx.keep_slots(IDLE_SLOTS);
+        if self.held.capacity() > IDLE_HELD {
+            self.held = Vec::new();
+        }
     }
 
     /// The connection is quiet (a deadline found it with no stream open): what is kept
@@ -1317,6 +1332,20 @@ async fn linger(mut body: AnyBody) {
 
 #[cfg(test)]
 mod tests {
+    /// Between requests a connection keeps room for a few held heads, not a burst's.
+    #[test]
+    fn between_requests_the_room_of_a_burst_goes() {
+        let mut driver = super::Driver::new(Default::default(), Default::default());
+        driver.held = Vec::with_capacity(64);
+        driver.between_requests();
+        assert_eq!(driver.held.capacity(), 0);
+        driver.held = Vec::with_capacity(super::IDLE_HELD);
+        driver.between_requests();
+        assert_eq!(driver.held.capacity(), super::IDLE_HELD, "a few are kept");
+        driver.quiet();
+        assert_eq!(driver.held.capacity(), 0);
+    }
+
     /// A burst of commands waits in the queue's slots (freed when it drains): keep a
     /// command small.
     #[test]

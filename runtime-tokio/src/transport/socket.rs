@@ -5,8 +5,8 @@
 //! socket on as its `Upgraded`: the socket in a box behind hyper's own I/O traits, with the
 //! bytes hyper read past the handshake in front. Every read and write of the WebSocket then
 //! went through two adapters and a virtual call (tokio's traits to hyper's, hyper's box,
-//! hyper's traits back to tokio's): about 700 instructions of a small request one at a time
-//! at the two ends (benches/RESULTS.md, twenty-second pass). Over plain TCP the socket is
+//! hyper's traits back to tokio's): 219 instructions of a small request one at a time at
+//! the two ends (benches/RESULTS.md, twenty-second pass). Over plain TCP the socket is
 //! taken back out of the box ([`Upgraded::downcast`]) and used directly, its left-over bytes
 //! read first; any other stream (TLS) stays in hyper's box.
 
