@@ -458,15 +458,11 @@ impl Driver {
                 // A request not opened yet is dropped when its turn comes (`open`); these
                 // give their place in the queue back now.
                 self.queued.retain(|o| !o.reply.is_closed());
-                let gone = self.slots.iter().filter_map(|(id, slot)| {
-                    slot.reply
-                        .as_ref()
-                        .is_some_and(|r| r.is_closed())
-                        .then_some(*id)
-                });
-                for id in gone.collect::<Vec<_>>() {
-                    if let Ok(mut stream) = conn.stream(id) {
-                        stream.abandon(now);
+                for (id, slot) in &self.slots {
+                    if slot.reply.as_ref().is_some_and(|r| r.is_closed()) {
+                        if let Ok(mut stream) = conn.stream(*id) {
+                            stream.abandon(now);
+                        }
                     }
                 }
             }
@@ -787,10 +783,11 @@ impl Driver {
                 }
                 if end_stream {
                     self.hand(id, head, Some(Bytes::new()));
-                } else if self.slots.get(&id).is_some_and(|s| s.reply.is_some()) {
+                } else {
                     // Its body may be complete before the turn ends (a small response's
                     // DATA follows its head in the same read): then it goes whole, with no
-                    // queue between this task and the caller (`end_turn`).
+                    // queue between this task and the caller (`end_turn`). A head without
+                    // a caller is dropped when it is handed.
                     self.held.push((id, head));
                 }
             }
