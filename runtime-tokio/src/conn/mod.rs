@@ -234,7 +234,9 @@ where
     match conn.streams() {
         // What the peer may have in flight, grown with the window (§10.3.1).
         Some(s) if s.open_streams() > 0 => {
-            ws.get_mut().set_pool_limit(s.connection_window_size());
+            let socket = ws.get_mut();
+            socket.set_pool_limit(s.connection_window_size());
+            socket.keep_small_reads();
             driver.keep_slots(usize::MAX);
         }
         _ => {
@@ -248,6 +250,7 @@ where
         if matches!(deadline, Some(d) if now >= d) {
             if !matches!(conn.streams(), Some(s) if s.open_streams() > 0) {
                 driver.quiet();
+                ws.get_mut().quiet();
             }
             return Input::Timeout;
         }
@@ -726,6 +729,58 @@ mod tests {
         .await;
         assert!(matches!(input, Input::Timeout), "{input:?}");
         assert_eq!(driver.command_slots(), 0);
+    }
+
+    /// While a stream is open the socket keeps the allocation small reads go into from one
+    /// read to the next (transport::read_ahead, "Small reads kept"), between requests too;
+    /// a deadline that finds no stream open frees it.
+    #[tokio::test]
+    async fn small_reads_are_kept_from_a_stream_on_until_quiet() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut ours =
+            WebSocketStream::from_raw_socket(ReadAhead::new(a, Role::Client), Role::Client, None)
+                .await;
+        let mut peer = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        let (_tx, mut commands) = crate::transport::queue::bounded::<()>(1);
+        let (mut client, _server, mut driver) = crate::rest::driver::sending_tests::established();
+        let mut timer = std::pin::pin!(timer());
+        // A small message from the peer, through the run loop's wait.
+        macro_rules! message {
+            ($conn:expr) => {
+                peer.send(Message::binary(vec![1; 40])).await.unwrap();
+                let input =
+                    next_input(&mut ours, $conn, &mut commands, &mut driver, timer.as_mut()).await;
+                assert!(matches!(input, Input::Message(_)), "{input:?}");
+            };
+        }
+        // No stream yet: each small read has its own allocation, gone with its message.
+        message!(&client);
+        assert!(!ours.get_ref().keeps_small_reads());
+        assert_eq!(ours.get_ref().buffer_capacity(), 0);
+        let head = tether_proto::head::RequestHead::new(http::Method::GET, "/".parse().unwrap());
+        client.open(head, true, None, Instant::now()).unwrap();
+        message!(&client);
+        assert!(ours.get_ref().keeps_small_reads());
+        assert!(ours.get_ref().buffer_capacity() > 0);
+        // Between requests (no stream open) it stays; a passed deadline frees it.
+        let idle = Connection::server(Default::default(), Instant::now());
+        message!(&idle);
+        assert!(ours.get_ref().buffer_capacity() > 0);
+        let quiet = Connection::server(
+            Default::default(),
+            Instant::now() - Duration::from_secs(3600),
+        );
+        let input = next_input(
+            &mut ours,
+            &quiet,
+            &mut commands,
+            &mut driver,
+            timer.as_mut(),
+        )
+        .await;
+        assert!(matches!(input, Input::Timeout), "{input:?}");
+        assert!(!ours.get_ref().keeps_small_reads());
+        assert_eq!(ours.get_ref().buffer_capacity(), 0);
     }
 
     /// A read made again in the same poll of the task after one found the socket empty is

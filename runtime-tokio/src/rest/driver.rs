@@ -1488,12 +1488,12 @@ mod tests {
 }
 
 #[cfg(test)]
-mod sending_tests {
+pub(crate) mod sending_tests {
     use super::tests::exchange;
     use super::*;
     use tether_proto::connection::{Admission, Config};
 
-    pub(super) fn established() -> (Connection, Connection, Driver) {
+    pub(crate) fn established() -> (Connection, Connection, Driver) {
         let config = Arc::new(Config::builder().heartbeat_disabled().build().unwrap());
         let now = Instant::now();
         let mut client = Connection::client(config.clone(), Bytes::new(), None, now).unwrap();

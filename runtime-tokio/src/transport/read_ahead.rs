@@ -46,7 +46,8 @@
 //! when tungstenite holds no byte (it asked for bytes at a boundary and was handed none
 //! since; a pass-through read may have handed it several frames, and those come first),
 //! else when tungstenite asks. A final binary frame that is all the read brought is copied
-//! out of it as its payload: one allocation, the message's, and nothing kept. Several
+//! out of it as its payload: one allocation, the message's, and nothing kept (but see
+//! "Small reads kept" below, for a connection that carries requests). Several
 //! frames that came together are kept in the buffer, exactly as many bytes as came (one
 //! allocation, made for that read), and split off it one per message without a copy, so a
 //! payload holds at most [`SMALL_READ`] bytes of memory; a frame not to take (a ping, a
@@ -60,6 +61,22 @@
 //! not write when it answered a ping (the socket's send buffer was full). Such a pong goes
 //! out with the next write burst, which flushes tungstenite first (the heartbeat makes one
 //! at least every interval); a pong that could be written went out at once, as before.
+//!
+//! # Small reads kept
+//!
+//! Once the connection has had a stream open ([`ReadAhead::keep_small_reads`], from the
+//! run loop), a small read is not given an allocation of its own: its bytes go into one
+//! allocation of [`SMALL_READ`] bytes kept from one read to the next, after what the reads
+//! before it left there, and its frames are split off it. When the room is used up and no
+//! payload split off it is held any more, the allocation is taken back from its start;
+//! with one still held, a new one is made (the payload is never written over) and the old
+//! one goes with its last payload. So one request or response at a time costs no
+//! allocation to read, where each of its messages took two (one for the bytes, one for the
+//! count of the handles sharing them), and a payload still holds at most [`SMALL_READ`]
+//! bytes of memory. The allocation is kept between requests, and goes when a deadline finds
+//! the connection with no stream open ([`ReadAhead::quiet`], the connection's heartbeat
+//! after an interval of quiet), so that an idle connection holds none; a connection without
+//! a heartbeat or any other deadline keeps it for its life once it carried a request.
 //!
 //! # Allocations reused
 //!
@@ -287,6 +304,9 @@ pub(crate) struct ReadAhead<S> {
     pool_limit: u32,
     /// Allocations of frames read whole, for reuse (while frames are read whole).
     pool: Option<Box<Pool>>,
+    /// Small reads go into one allocation kept in `buf` from one read to the next
+    /// ([`keep_small_reads`](Self::keep_small_reads)), not one each.
+    keep_small: bool,
 }
 
 impl<S> ReadAhead<S> {
@@ -305,6 +325,7 @@ impl<S> ReadAhead<S> {
             bounds: Boundaries::default(),
             pool_limit: 0,
             pool: None,
+            keep_small: false,
         }
     }
 
@@ -320,6 +341,21 @@ impl<S> ReadAhead<S> {
     /// may be never). Those still holding payloads go when their payloads do.
     pub(crate) fn shed_pool(&mut self) {
         self.pool = None;
+    }
+
+    /// Keeps the allocation small reads are copied into from one read to the next, until
+    /// [`quiet`](Self::quiet): the connection carries requests, and small frames then
+    /// cost no allocation each (module docs, "Small reads kept").
+    pub(crate) fn keep_small_reads(&mut self) {
+        self.keep_small = true;
+    }
+
+    /// The connection went quiet (a deadline found no stream open): the allocation kept
+    /// for small reads goes (once nothing waits in it), and each small read gets one of
+    /// its own again, so that an idle connection holds none.
+    pub(crate) fn quiet(&mut self) {
+        self.keep_small = false;
+        self.release_small();
     }
 
     /// The wrapped stream.
@@ -341,8 +377,14 @@ impl<S> ReadAhead<S> {
 
     /// Bytes held in this wrapper's own buffer (0 when idle), for tests.
     #[cfg(test)]
-    fn buffer_capacity(&self) -> usize {
+    pub(crate) fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
+    }
+
+    /// Whether small reads keep their allocation ([`keep_small_reads`](Self::keep_small_reads)), for tests.
+    #[cfg(test)]
+    pub(crate) fn keeps_small_reads(&self) -> bool {
+        self.keep_small
     }
 
     /// Hands out buffered bytes, up to the end of the current frame.
@@ -356,11 +398,33 @@ impl<S> ReadAhead<S> {
     }
 
     /// Outside read-ahead mode `buf` holds only what is left of one small read: its
-    /// allocation goes as soon as it is empty, so that an idle connection holds none.
+    /// allocation goes as soon as it is empty, so that an idle connection holds none,
+    /// unless it is kept for the next small read ([`keep_small_reads`](Self::keep_small_reads)).
     fn release_small(&mut self) {
-        if !self.ahead && self.buf.is_empty() {
+        if !self.ahead && self.buf.is_empty() && !self.keep_small {
             self.buf = BytesMut::new();
         }
+    }
+
+    /// Puts what one small read brought into the empty `buf`: after what earlier small
+    /// reads left in the kept allocation while one is kept (that allocation taken back
+    /// whole once no payload split off it is held, else a new one made), else into an
+    /// allocation made for it.
+    fn fill_small(&mut self, bytes: &[u8]) {
+        debug_assert!(
+            self.buf.is_empty(),
+            "a small read goes into an empty buffer"
+        );
+        if !self.keep_small {
+            self.buf = BytesMut::from(bytes);
+            return;
+        }
+        if self.buf.capacity() < bytes.len() {
+            // `bytes` is at most SMALL_READ long. `reserve` takes the allocation back
+            // only when this handle is its last; with a payload still in it, a new one.
+            self.buf.reserve(SMALL_READ);
+        }
+        self.buf.extend_from_slice(bytes);
     }
 
     /// The socket ran dry: leaves read-ahead mode unless a large read came since the last
@@ -459,7 +523,13 @@ impl<S> ReadAhead<S> {
             Ready::Payload => {
                 #[cfg(test)]
                 tests::TAKEN.with(|taken| taken.set(taken.get() + 1));
-                return Some(std::mem::take(&mut self.buf).freeze());
+                // A kept allocation stays, with the room after the payload.
+                let payload = if self.keep_small {
+                    self.buf.split()
+                } else {
+                    std::mem::take(&mut self.buf)
+                };
+                return Some(payload.freeze());
             }
             Ready::Frame => {}
         }
@@ -544,23 +614,22 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
         if let Peek::Header(h) = boundaries::peek(got) {
             match self.takeable(&h) {
                 Some(total) if total == got.len() => {
-                    let mut payload = BytesMut::from(&got[h.size..]);
+                    self.fill_small(&got[h.size..]);
                     if let Some(key) = h.header.mask {
-                        apply_mask(&mut payload, key, 0);
+                        apply_mask(&mut self.buf, key, 0);
                     }
-                    self.buf = payload;
                     self.ready = Ready::Payload;
                     return Poll::Ready(Ok(Small::Taken));
                 }
                 Some(total) if total < got.len() => {
-                    self.buf = BytesMut::from(got);
+                    self.fill_small(got);
                     self.ready = Ready::Frame;
                     return Poll::Ready(Ok(Small::Taken));
                 }
                 _ => {}
             }
         }
-        self.buf = BytesMut::from(got);
+        self.fill_small(got);
         Poll::Ready(Ok(Small::Buffered))
     }
 
@@ -977,27 +1046,27 @@ pub(crate) mod differential {
 
     /// [`poll_message`] over [`ReadAhead`], reading `wire` as the `role` side, fed to the
     /// socket in bursts of the given sizes (the rest in one), the socket handing out at
-    /// most `max_read` bytes per read. Panics on a lost wake-up: a `Pending` with bytes
-    /// still readable and no wake-up, or bytes arriving that do not wake the poll that
-    /// returned `Pending` (a task that would sleep with its socket readable).
+    /// most `max_read` bytes per read; what it read, and how many reads of the socket
+    /// returned bytes. Panics on a lost wake-up: a `Pending` with bytes still readable and
+    /// no wake-up, or bytes arriving that do not wake the poll that returned `Pending` (a
+    /// task that would sleep with its socket readable).
+    ///
+    /// With `keep_small` the reader keeps its small-read allocation
+    /// ([`ReadAhead::keep_small_reads`]), as a connection carrying requests does, and every
+    /// other payload is dropped as soon as it is read (a copy of it is compared), so that
+    /// the allocation is taken back while the payloads kept must stay intact.
     pub(crate) fn we_read(
         wire: &[u8],
         role: Role,
         bursts: &[usize],
         max_read: usize,
-    ) -> Vec<Outcome> {
-        we_read_counting(wire, role, bursts, max_read).0
-    }
-
-    /// [`we_read`], and how many reads of the socket returned bytes.
-    pub(crate) fn we_read_counting(
-        wire: &[u8],
-        role: Role,
-        bursts: &[usize],
-        max_read: usize,
+        keep_small: bool,
     ) -> (Vec<Outcome>, usize) {
         use futures_util::FutureExt;
-        let socket = ReadAhead::new(Fed::new(max_read), role);
+        let mut socket = ReadAhead::new(Fed::new(max_read), role);
+        if keep_small {
+            socket.keep_small_reads();
+        }
         let mut ws = WebSocketStream::from_raw_socket(socket, role, Some(config()))
             .now_or_never()
             .unwrap();
@@ -1012,6 +1081,13 @@ pub(crate) mod differential {
             let waker = Waker::from(woken.clone());
             let mut cx = Context::from_waker(&waker);
             match poll_message(&mut ws, &mut cx) {
+                Poll::Ready(Some(Ok(Message::Binary(payload))))
+                    if keep_small && seen.len() % 2 == 1 =>
+                {
+                    let copy = bytes::Bytes::copy_from_slice(&payload);
+                    drop(payload);
+                    seen.push(Outcome::Message(Message::Binary(copy)));
+                }
                 Poll::Ready(Some(Ok(m))) => seen.push(Outcome::Message(m)),
                 Poll::Ready(None) => {
                     seen.push(Outcome::End);
@@ -1064,9 +1140,10 @@ pub(crate) mod differential {
     const MAX_READS: [usize; 8] = [1, 7, 100, 1024, 4096, 16_384, 65_536, usize::MAX];
 
     /// Reads `data` both ways; the first difference, if any. Input: byte 0 bit 0 the side
-    /// that reads (0 the server, 1 the client), bits 1 to 3 the socket's largest read; byte
-    /// 1 the number of bursts (modulo 32), then a byte per burst choosing its size; then
-    /// the bytes of the stream.
+    /// that reads (0 the server, 1 the client), bits 1 to 3 the socket's largest read, bit
+    /// 4 whether small reads keep their allocation (see [`we_read`]); byte 1 the
+    /// number of bursts (modulo 32), then a byte per burst choosing its size; then the
+    /// bytes of the stream.
     pub(crate) fn compare(data: &[u8]) -> Result<(), String> {
         let Some((&first, rest)) = data.split_first() else {
             return Ok(());
@@ -1077,6 +1154,7 @@ pub(crate) mod differential {
             Role::Client
         };
         let max_read = MAX_READS[usize::from(first >> 1) % MAX_READS.len()];
+        let keep_small = first & 0x10 != 0;
         let (count, rest) = rest
             .split_first()
             .map_or((0, rest), |(&n, r)| (usize::from(n % 32), r));
@@ -1090,12 +1168,12 @@ pub(crate) mod differential {
             return Ok(());
         }
         let expected = tungstenite_reads(wire, role);
-        let got = we_read(wire, role, &bursts, max_read);
+        let (got, _) = we_read(wire, role, &bursts, max_read, keep_small);
         if got == expected {
             Ok(())
         } else {
             Err(format!(
-                "{role:?} side, bursts {bursts:?}, max read {max_read}: read whole {got:?}, tungstenite {expected:?}"
+                "{role:?} side, bursts {bursts:?}, max read {max_read}, small reads kept {keep_small}: read whole {got:?}, tungstenite {expected:?}"
             ))
         }
     }
@@ -1379,10 +1457,11 @@ mod tests {
                 })
                 .collect();
             let max_read = rng.pick(&[1, 1024, 4096, 65_536, usize::MAX]);
-            let got = we_read(&wire, role, &bursts, max_read);
+            let keep_small = case % 3 == 0;
+            let (got, _) = we_read(&wire, role, &bursts, max_read, keep_small);
             assert_eq!(
                 got, expected,
-                "case {case}: bursts {bursts:?}, max read {max_read}"
+                "case {case}: bursts {bursts:?}, max read {max_read}, small reads kept {keep_small}"
             );
         }
         let taken = TAKEN.with(|t| t.get()) - taken_before;
@@ -1401,7 +1480,7 @@ mod tests {
             wire.extend(encode(0x82, &payload, Some([9, 8, 7, i as u8]), false));
         }
         let taken_before = TAKEN.with(|t| t.get());
-        let (got, reads) = we_read_counting(&wire, Role::Server, &[wire.len()], usize::MAX);
+        let (got, reads) = we_read(&wire, Role::Server, &[wire.len()], usize::MAX, false);
         assert_eq!(got, tungstenite_reads(&wire, Role::Server));
         let taken = TAKEN.with(|t| t.get()) - taken_before;
         assert!(taken >= frames - 2, "taken whole: {taken} of {frames}");
@@ -1645,6 +1724,66 @@ mod tests {
         );
         assert_eq!(ws.get_ref().buffer_capacity(), 0);
         assert!(poll_message(&mut ws, &mut cx).is_pending());
+    }
+
+    /// While the connection carries requests ([`ReadAhead::keep_small_reads`]) small reads
+    /// share one allocation, kept from read to read: payloads of reads that follow each
+    /// other lie in it one after another, it is taken back from its start once they are
+    /// dropped, a payload still held is never written over (the reads go on in a new
+    /// allocation), and [`ReadAhead::quiet`] frees it.
+    #[test]
+    fn small_reads_share_a_kept_allocation_until_quiet() {
+        let mut ws = fed_server();
+        ws.get_mut().keep_small_reads();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut next = |ws: &mut WebSocketStream<ReadAhead<Fed>>, payload: &[u8]| {
+            let wire = encode(0x82, payload, Some([1, 2, 3, 4]), false);
+            ws.get_mut().get_mut().push(&wire);
+            match poll_message(ws, &mut cx) {
+                Poll::Ready(Some(Ok(Message::Binary(got)))) => {
+                    assert_eq!(&got[..], payload);
+                    got
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let first = next(&mut ws, &[1; 100]);
+        let start = first.as_ptr() as usize;
+        let second = next(&mut ws, &[2; 100]);
+        assert_eq!(
+            second.as_ptr() as usize,
+            start + 100,
+            "in the same allocation"
+        );
+        drop((first, second));
+        let mut used = 200;
+        while used + 100 <= SMALL_READ {
+            drop(next(&mut ws, &[3; 100]));
+            used += 100;
+        }
+        let again = next(&mut ws, &[4; 100]);
+        assert_eq!(again.as_ptr() as usize, start, "taken back from its start");
+        let mut held = vec![again];
+        for i in 0..30 {
+            held.push(next(&mut ws, &[i; 100]));
+        }
+        assert_eq!(
+            &held[0][..],
+            &[4; 100][..],
+            "a held payload was written over"
+        );
+        for (i, payload) in held[1..].iter().enumerate() {
+            assert_eq!(&payload[..], &[i as u8; 100][..]);
+        }
+        assert!(ws.get_ref().buffer_capacity() > 0, "kept between reads");
+        ws.get_mut().quiet();
+        assert_eq!(ws.get_ref().buffer_capacity(), 0);
+        drop(next(&mut ws, &[5; 100]));
+        assert_eq!(
+            ws.get_ref().buffer_capacity(),
+            0,
+            "one allocation per read again"
+        );
     }
 
     /// Frames a pass-through read handed tungstenite come before any read past it: here a
