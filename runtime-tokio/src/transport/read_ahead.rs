@@ -256,10 +256,53 @@ impl Pool {
 enum Ready {
     /// Nothing.
     No,
-    /// A whole binary frame to take, at its start.
-    Frame,
+    /// A whole binary frame to take, at its start, with the size of its header: parsed
+    /// when the frame was found whole, not again when it is taken (see [`Whole`]).
+    Frame(u8),
     /// Only the payload of a binary frame read whole from one small read, unmasked.
     Payload,
+}
+
+/// What [`ReadAhead::take_frame`] needs of the header of a whole frame to take at the
+/// start of `buf`, found by [`boundaries::peek`] and [`ReadAhead::takeable`]: the header's
+/// size, which is all [`Ready::Frame`] keeps (one byte more of every connection). The
+/// payload's length and masking key are where RFC 6455 §5.2 puts them for a header of that
+/// size, read again from `buf` without parsing the header twice.
+#[derive(Debug, Clone, Copy)]
+struct Whole {
+    /// The header's size in bytes.
+    size: usize,
+    /// The payload's length.
+    payload: usize,
+    /// The masking key (the header's last four bytes), on the server side.
+    mask: Option<[u8; 4]>,
+}
+
+impl Whole {
+    /// The header at the start of `buf`, of `size` bytes, masked on the server side
+    /// (`server`); `None` if `buf` does not hold that (it always does for a frame
+    /// [`ReadAhead::takeable`] found whole).
+    fn read(buf: &[u8], size: u8, server: bool) -> Option<Self> {
+        let size = usize::from(size);
+        let key = if server { 4 } else { 0 };
+        let head = buf.get(..size)?;
+        let payload = match size.checked_sub(key)? {
+            2 => usize::from(head[1] & 0x7F),
+            4 => usize::from(u16::from_be_bytes([head[2], head[3]])),
+            10 => usize::try_from(u64::from_be_bytes(head[2..10].try_into().ok()?)).ok()?,
+            _ => return None,
+        };
+        let mask = if server {
+            Some(head[size - 4..].try_into().ok()?)
+        } else {
+            None
+        };
+        Some(Whole {
+            size,
+            payload,
+            mask,
+        })
+    }
 }
 
 /// What [`ReadAhead::poll_small`] did with what the socket had.
@@ -518,7 +561,7 @@ impl<S> ReadAhead<S> {
     /// buffer of one small read), copied out of a shared one or when too small for its own
     /// allocation ([`MAX_HELD`]), or `buf` itself when it holds only the payload.
     fn take_frame(&mut self) -> Option<bytes::Bytes> {
-        match std::mem::replace(&mut self.ready, Ready::No) {
+        let h = match std::mem::replace(&mut self.ready, Ready::No) {
             Ready::No => return None,
             Ready::Payload => {
                 #[cfg(test)]
@@ -531,13 +574,18 @@ impl<S> ReadAhead<S> {
                 };
                 return Some(payload.freeze());
             }
-            Ready::Frame => {}
-        }
-        let Peek::Header(h) = boundaries::peek(&self.buf) else {
+            Ready::Frame(size) => size,
+        };
+        let Some(Whole {
+            size,
+            payload,
+            mask,
+        }) = Whole::read(&self.buf, h, self.server)
+        else {
             unreachable!("a ready frame starts with a whole header");
         };
         // Its size was checked by `takeable`, and all of it is in `buf`.
-        let total = h.size + h.payload as usize;
+        let total = size + payload;
         // Outside read-ahead mode `buf` only ever holds what is left of one small read, in
         // an allocation made for it of at most SMALL_READ bytes (read-ahead mode ends only
         // with `buf` empty, `on_dry`): its frames share it. In an own allocation, a frame
@@ -546,14 +594,14 @@ impl<S> ReadAhead<S> {
         let split = !self.ahead || (own > 0 && total >= OWN_ALLOCATION && total * MAX_HELD >= own);
         let mut payload = if split {
             let mut frame = self.buf.split_to(total);
-            frame.advance(h.size);
+            frame.advance(size);
             frame
         } else {
-            let payload = BytesMut::from(&self.buf[h.size..total]);
+            let payload = BytesMut::from(&self.buf[size..total]);
             self.buf.advance(total);
             payload
         };
-        if let Some(key) = h.header.mask {
+        if let Some(key) = mask {
             apply_mask(&mut payload, key, 0);
         }
         self.release_small();
@@ -574,15 +622,22 @@ impl<S> ReadAhead<S> {
             && self.bounds.may_take()
     }
 
-    /// Whether a whole frame to take is at the start of `buf`.
-    fn whole_in_buf(&self) -> bool {
+    /// The size of the header of the whole frame to take at the start of `buf`, if there
+    /// is one.
+    fn whole_in_buf(&self) -> Option<u8> {
         match boundaries::peek(&self.buf) {
             Peek::Header(h) => self
                 .takeable(&h)
-                .is_some_and(|total| total <= self.buf.len()),
-            _ => false,
+                .filter(|&total| total <= self.buf.len())
+                .map(|_| header_size(&h)),
+            _ => None,
         }
     }
+}
+
+/// The size of a parsed header, at most [`MAX_HEADER`] (14) bytes.
+fn header_size(h: &Header) -> u8 {
+    u8::try_from(h.size).unwrap_or(u8::MAX)
 }
 
 impl<S: AsyncRead + Unpin> ReadAhead<S> {
@@ -623,7 +678,7 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                 }
                 Some(total) if total < got.len() => {
                     self.fill_small(got);
-                    self.ready = Ready::Frame;
+                    self.ready = Ready::Frame(header_size(&h));
                     return Poll::Ready(Ok(Small::Taken));
                 }
                 _ => {}
@@ -646,7 +701,7 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
                         return Poll::Ready(Ok(false));
                     };
                     if self.buf.len() >= total {
-                        self.ready = Ready::Frame;
+                        self.ready = Ready::Frame(header_size(&h));
                         return Poll::Ready(Ok(true));
                     }
                     if total >= OWN_ALLOCATION {
@@ -723,9 +778,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
                     Poll::Ready(Ok(false)) => {}
                 }
             } else if !this.buf.is_empty() {
-                if this.whole_in_buf() {
+                if let Some(size) = this.whole_in_buf() {
                     // Left of a small read: taken out of `buf`.
-                    this.ready = Ready::Frame;
+                    this.ready = Ready::Frame(size);
                     return Poll::Pending;
                 }
             } else if out.remaining() < CHUNK {
@@ -803,8 +858,8 @@ where
     if ahead.takes_first() {
         let taken = if !ahead.buf.is_empty() {
             // Left of a small read, with nothing before it in tungstenite.
-            if ahead.whole_in_buf() {
-                ahead.ready = Ready::Frame;
+            if let Some(size) = ahead.whole_in_buf() {
+                ahead.ready = Ready::Frame(size);
             }
             ahead.take_frame()
         } else {
@@ -1328,6 +1383,37 @@ mod tests {
         }
         out.extend_from_slice(&body);
         out
+    }
+
+    /// What a ready frame keeps of its header (its size) is enough to read its payload
+    /// length and masking key again: the same as tungstenite's parse for every length form
+    /// (minimal or not), masked and not; a buffer too short, or a size no header has, is
+    /// `None`.
+    #[test]
+    fn a_ready_frame_reads_its_header_again_as_tungstenite_parsed_it() {
+        for len in [0, 1, 125, 126, 127, 300, 65_535, 65_536, 70_000] {
+            for long in [false, true] {
+                for mask in [None, Some([1, 2, 3, 4])] {
+                    let wire = encode(0x82, &vec![7; len], mask, long);
+                    let Peek::Header(h) = boundaries::peek(&wire) else {
+                        panic!("{len} {long} {mask:?}");
+                    };
+                    let server = mask.is_some();
+                    let size = header_size(&h);
+                    let whole = Whole::read(&wire, size, server).expect("a whole header");
+                    assert_eq!(
+                        (whole.size, whole.payload, whole.mask),
+                        (h.size, len, h.header.mask),
+                        "{len} {long} {mask:?}"
+                    );
+                    assert!(Whole::read(&wire[..h.size - 1], size, server).is_none());
+                }
+            }
+        }
+        for size in [0, 1, 3, 5, 14, 15, 255] {
+            assert!(Whole::read(&[0x82; 300], size, false).is_none(), "{size}");
+        }
+        assert!(Whole::read(&[0x82; 300], 3, true).is_none());
     }
 
     /// A small deterministic generator (xorshift64*).
