@@ -701,10 +701,6 @@ mod tests {
         let id = tether_proto::StreamId::new(1);
         // A connection whose deadlines are far off, then one whose have passed.
         let busy = Connection::server(Default::default(), Instant::now());
-        let quiet = Connection::server(
-            Default::default(),
-            Instant::now() - Duration::from_secs(3600),
-        );
         for _ in 0..3 {
             driver
                 .sender()
@@ -719,16 +715,24 @@ mod tests {
                 "{kept}"
             );
         }
-        let input = next_input(
-            &mut ours,
-            &quiet,
-            &mut commands,
-            &mut driver,
-            timer.as_mut(),
-        )
-        .await;
-        assert!(matches!(input, Input::Timeout), "{input:?}");
+        wait_quiet(&mut ours, &mut commands, &mut driver, timer.as_mut()).await;
         assert_eq!(driver.command_slots(), 0);
+    }
+
+    /// The run loop's wait on a connection whose deadlines passed an hour ago, with no
+    /// stream open: it ends at once with `Input::Timeout`, the connection found quiet.
+    async fn wait_quiet(
+        ours: &mut WebSocketStream<ReadAhead<tokio::io::DuplexStream>>,
+        commands: &mut crate::transport::queue::Receiver<()>,
+        driver: &mut Driver,
+        timer: std::pin::Pin<&mut Timer>,
+    ) {
+        let quiet = Connection::server(
+            Default::default(),
+            Instant::now() - Duration::from_secs(3600),
+        );
+        let input = next_input(ours, &quiet, commands, driver, timer).await;
+        assert!(matches!(input, Input::Timeout), "{input:?}");
     }
 
     /// While a stream is open the socket keeps the allocation small reads go into from one
@@ -766,19 +770,7 @@ mod tests {
         let idle = Connection::server(Default::default(), Instant::now());
         message!(&idle);
         assert!(ours.get_ref().buffer_capacity() > 0);
-        let quiet = Connection::server(
-            Default::default(),
-            Instant::now() - Duration::from_secs(3600),
-        );
-        let input = next_input(
-            &mut ours,
-            &quiet,
-            &mut commands,
-            &mut driver,
-            timer.as_mut(),
-        )
-        .await;
-        assert!(matches!(input, Input::Timeout), "{input:?}");
+        wait_quiet(&mut ours, &mut commands, &mut driver, timer.as_mut()).await;
         assert!(!ours.get_ref().keeps_small_reads());
         assert_eq!(ours.get_ref().buffer_capacity(), 0);
     }
