@@ -229,7 +229,8 @@ where
     let mut commands_open = true;
     // No stream open: no body will arrive soon, so the socket's allocations kept for
     // reuse go (transport::read_ahead, "Allocations reused"). The HTTP side's command queue
-    // keeps a few slots for the next request, until a deadline finds the connection with
+    // keeps a few slots for the next request, and the socket the allocation its small
+    // reads go into ("Small reads kept"), until a deadline finds the connection with
     // nothing open (its heartbeat, after an interval of quiet).
     match conn.streams() {
         // What the peer may have in flight, grown with the window (§10.3.1).
