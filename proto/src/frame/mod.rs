@@ -303,24 +303,26 @@ impl Frame {
             flags,
             stream_id,
         };
-        Ok(match ty {
-            FrameType::Hello => Frame::Hello(Hello::load(head, msg, limits)?),
-            FrameType::Welcome => Frame::Welcome(Welcome::load(head, &msg)?),
+        // Each arm gives the result itself: wrapped after a `?`, a frame (232 bytes with a
+        // request head) was copied once more on its way out.
+        match ty {
+            FrameType::Hello => Hello::load(head, msg, limits).map(Frame::Hello),
+            FrameType::Welcome => Welcome::load(head, &msg).map(Frame::Welcome),
             FrameType::Ack => {
                 head.require_zero_stream()?;
                 if !msg.is_empty() {
                     return Err(FrameError::BadLength { ty, len });
                 }
-                Frame::Ack
+                Ok(Frame::Ack)
             }
-            FrameType::Headers => Frame::Headers(Headers::load(head, msg, limits)?),
-            FrameType::Data => Frame::Data(Data::load(head, msg)?),
-            FrameType::Reset => Frame::Reset(Reset::load(head, &msg)?),
-            FrameType::WindowUpdate => Frame::WindowUpdate(WindowUpdate::load(head, &msg)?),
-            FrameType::GoAway => Frame::GoAway(GoAway::load(head, &msg)?),
-            FrameType::Ping => Frame::Ping(Ping(ping::load(head, msg)?)),
-            FrameType::Pong => Frame::Pong(Pong(ping::load(head, msg)?)),
-        })
+            FrameType::Headers => Headers::load(head, msg, limits).map(Frame::Headers),
+            FrameType::Data => Data::load(head, msg).map(Frame::Data),
+            FrameType::Reset => Reset::load(head, &msg).map(Frame::Reset),
+            FrameType::WindowUpdate => WindowUpdate::load(head, &msg).map(Frame::WindowUpdate),
+            FrameType::GoAway => GoAway::load(head, &msg).map(Frame::GoAway),
+            FrameType::Ping => ping::load(head, msg).map(|p| Frame::Ping(Ping(p))),
+            FrameType::Pong => ping::load(head, msg).map(|p| Frame::Pong(Pong(p))),
+        }
     }
 
     /// Appends the encoded frame (header and payload) to `dst`.
