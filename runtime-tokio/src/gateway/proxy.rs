@@ -10,7 +10,8 @@ use super::GatewayError;
 /// The fields that describe one transport hop (RFC 9110 §7.6.1, §11.7), besides those a
 /// `Connection` field names. `Proxy-Authenticate` and `Proxy-Authorization` are included:
 /// the tunnel does no proxy authentication, and proxy credentials must not travel on to
-/// an origin server.
+/// an origin server. [`present_hops`] gives each its bit in this order (`Connection`
+/// first, `TE` at [`TE_BIT`]).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -39,33 +40,67 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// assert_eq!(headers["accept"], "*/*");
 /// ```
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
+    strip_present(headers, present_hops(headers));
 }
 
 /// [`strip_hop_by_hop`] for a request, keeping `TE: trailers` when the client said it
 /// accepts trailers (the one `TE` value a Tether head may carry, spec/protocol.md §4.3).
 pub(crate) fn strip_request_hops(headers: &mut HeaderMap) {
-    let trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| {
-            let coding = token.split(';').next().unwrap_or("").trim();
-            coding.eq_ignore_ascii_case("trailers")
-        });
-    strip_hop_by_hop(headers);
+    let present = present_hops(headers);
+    let trailers = present & TE_BIT != 0
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| {
+                let coding = token.split(';').next().unwrap_or("").trim();
+                coding.eq_ignore_ascii_case("trailers")
+            });
+    strip_present(headers, present);
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// The bit of [`HOP_BY_HOP`]'s `TE` in [`present_hops`].
+const TE_BIT: u8 = 1 << 3;
+
+/// Which of [`HOP_BY_HOP`] are in `headers`: bit `i` for the `i`th (`Connection` is bit
+/// 0). One look at each field's name, compared with each of them (a standard name
+/// compares as a number), where looking each of them up would hash it: most messages
+/// carry none of them, or a `Connection` alone (issue 11, benches/RESULTS.md,
+/// twenty-fourth pass).
+fn present_hops(headers: &HeaderMap) -> u8 {
+    headers.keys().fold(0, |present, name| {
+        present
+            | HOP_BY_HOP
+                .iter()
+                .position(|hop| hop == name)
+                .map_or(0, |i| 1 << i)
+    })
+}
+
+/// Removes the fields `Connection` names and the hop-by-hop fields `present` has a bit of
+/// ([`present_hops`]).
+fn strip_present(headers: &mut HeaderMap, present: u8) {
+    if present & 1 != 0 {
+        // The fields `Connection` names, looked up by their text: a name that is not a
+        // field name finds nothing, and none is allocated.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let rest: Vec<HeaderValue> = values.cloned().collect();
+        for value in first.iter().chain(&rest) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',') {
+                headers.remove(token.trim());
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -75,6 +110,16 @@ pub(crate) fn strip_request_hops(headers: &mut HeaderMap) {
 /// (`http://h#x`) has a path-and-query whose `as_str` is `/` but which converts to a
 /// `Uri` with an empty path (found by the fuzz target `gateway_http`).
 pub(crate) fn origin_form(uri: &Uri) -> Result<Uri, GatewayError> {
+    // Already the origin-form (what an HTTP/1.1 client sends): itself, not its text parsed
+    // again.
+    if uri.scheme().is_none()
+        && uri.authority().is_none()
+        && uri
+            .path_and_query()
+            .is_some_and(|pq| pq.path().starts_with('/'))
+    {
+        return Ok(uri.clone());
+    }
     let refuse = || GatewayError::UnsupportedTarget(uri.to_string());
     let origin = match uri.path_and_query() {
         Some(pq) if pq.path().starts_with('/') => match pq.query() {
@@ -181,6 +226,83 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["content-type", "x-baz"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_field_has_its_bit() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            let mut map = HeaderMap::new();
+            map.insert("x-foo", HeaderValue::from_static("1"));
+            map.insert(name.clone(), HeaderValue::from_static("1"));
+            assert_eq!(present_hops(&map), 1 << i, "{name}");
+        }
+        assert_eq!(HOP_BY_HOP[TE_BIT.trailing_zeros() as usize], header::TE);
+        let mut map = HeaderMap::new();
+        for name in ["x-foo", "content-type", "host", "connections", "t"] {
+            map.insert(name, HeaderValue::from_static("1"));
+        }
+        assert_eq!(present_hops(&map), 0);
+    }
+
+    /// The removal as it was written before it looked at which fields are present: every
+    /// field `Connection` names, then every hop-by-hop field, each removed by name.
+    fn strip_by_name(headers: &mut HeaderMap) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named.iter().chain(HOP_BY_HOP.iter()) {
+            headers.remove(name);
+        }
+    }
+
+    /// Every subset of eleven fields (hop-by-hop ones, fields a `Connection` value names,
+    /// others), under each of several `Connection` values: the same fields are left as when
+    /// each one was removed by name.
+    #[test]
+    fn the_same_fields_go_as_when_each_is_removed_by_name() {
+        let fields = [
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic eHl6"),
+            ("x-foo", "1"),
+            ("x-bar", "2"),
+            ("content-type", "text/plain"),
+            ("host", "example"),
+        ];
+        let connections: [&[&str]; 6] = [
+            &[],
+            &["keep-alive"],
+            &["close, X-Foo"],
+            &[" x-bar ,,bad token", "Content-Type"],
+            &["upgrade, HOST , te"],
+            &["x-\u{e9}t\u{e9}"],
+        ];
+        for connection in connections {
+            for subset in 0u32..1 << fields.len() {
+                let mut map = HeaderMap::new();
+                for value in connection {
+                    map.append(header::CONNECTION, HeaderValue::from_str(value).unwrap());
+                }
+                for (i, (name, value)) in fields.iter().enumerate() {
+                    if subset & (1 << i) != 0 {
+                        map.append(*name, HeaderValue::from_static(value));
+                    }
+                }
+                map.append("x-foo", HeaderValue::from_static("again"));
+                let mut expected = map.clone();
+                strip_by_name(&mut expected);
+                strip_hop_by_hop(&mut map);
+                assert_eq!(map, expected, "{connection:?}, subset {subset:#b}");
+            }
+        }
     }
 
     #[test]

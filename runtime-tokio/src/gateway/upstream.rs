@@ -2,6 +2,7 @@
 //! HTTP/1 connections (upstream_pool.rs), with its base path kept and every failure turned
 //! into one short response.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +21,7 @@ use tether_proto::streams::TIMEOUT_HEADER;
 use crate::gateway::upstream_pool::{Pool, PoolError};
 use crate::rest::{box_body, BoxError};
 
-use super::proxy::{origin_form, remove_dot_segments, strip_hop_by_hop, strip_request_hops};
+use super::proxy::{remove_dot_segments, strip_hop_by_hop, strip_request_hops};
 use super::GatewayError;
 
 /// The body of the responses an [`Upstream`] returns: the upstream's, streaming, or a
@@ -193,10 +194,23 @@ impl Upstream {
         &self.inner.url
     }
 
-    /// The URL a request for `target` goes to: the base path, then the target's path with
-    /// its dot segments removed ([`remove_dot_segments`]: no request leaves the base path)
-    /// and its query.
+    /// The URL a request for `target` goes to ([`target_path`](Self::target_path) on this
+    /// upstream), as the fuzz target `gateway_http` checks it.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn target_uri(&self, target: &Uri) -> Result<Uri, GatewayError> {
+        let path = self.target_path(target)?;
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.inner.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| GatewayError::UnsupportedTarget(target.to_string()))
+    }
+
+    /// The path and query a request for `target` goes to, what the request line carries:
+    /// the base path, then the target's path with its dot segments removed
+    /// ([`remove_dot_segments`]: no request leaves the base path) and its query.
+    fn target_path(&self, target: &Uri) -> Result<PathAndQuery, GatewayError> {
         let pq = match target.path_and_query() {
             Some(pq) if pq.as_str().starts_with('/') => pq,
             None if target.authority().is_some() && target.scheme().is_some() => {
@@ -204,16 +218,24 @@ impl Upstream {
             }
             _ => return Err(GatewayError::UnsupportedTarget(target.to_string())),
         };
-        let path = remove_dot_segments(pq.path())
-            .ok_or_else(|| GatewayError::HiddenDotSegment(pq.path().to_owned()))?;
+        // A path without `.`, `%` or `\` has no dot segment, plain or encoded: it stays as
+        // it is, and under the root the target's own path and query are the answer, with
+        // nothing written out and parsed again (issue 11, benches/RESULTS.md, twenty-fourth
+        // pass).
+        let plain = !pq.path().bytes().any(|b| matches!(b, b'.' | b'%' | b'\\'));
+        if plain && self.inner.base.is_empty() {
+            return Ok(pq.clone());
+        }
+        let path = if plain {
+            Cow::Borrowed(pq.path())
+        } else {
+            Cow::Owned(
+                remove_dot_segments(pq.path())
+                    .ok_or_else(|| GatewayError::HiddenDotSegment(pq.path().to_owned()))?,
+            )
+        };
         let query = pq.query().map_or(String::new(), |q| format!("?{q}"));
-        let path = PathAndQuery::try_from(format!("{}{path}{query}", self.inner.base))
-            .map_err(|_| GatewayError::UnsupportedTarget(target.to_string()))?;
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.inner.authority.clone())
-            .path_and_query(path)
-            .build()
+        PathAndQuery::try_from(format!("{}{path}{query}", self.inner.base))
             .map_err(|_| GatewayError::UnsupportedTarget(target.to_string()))
     }
 
@@ -247,14 +269,13 @@ impl Upstream {
         if parts.method == Method::CONNECT {
             return Err(GatewayError::UnsupportedMethod(parts.method));
         }
-        parts.uri = self.target_uri(&parts.uri)?;
+        // On the connection the request line carries the origin-form.
+        parts.uri = Uri::from(self.target_path(&parts.uri)?);
         strip_request_hops(&mut parts.headers);
         parts.headers.remove(TIMEOUT_HEADER);
         parts.headers.insert(header::HOST, self.inner.host.clone());
         parts.version = Version::HTTP_11;
         parts.extensions = Extensions::new();
-        // On the connection the request line carries the origin-form.
-        parts.uri = origin_form(&parts.uri)?;
         // A timeout beyond what the clock can represent is none (never a panic).
         let deadline = self
             .timeout
@@ -369,6 +390,44 @@ mod tests {
             "not a url",
         ] {
             assert!(Upstream::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// What goes on the request line is the origin-form of the URL the request goes to,
+    /// whether the target's path is taken as it is or rewritten, under the root or a base.
+    #[test]
+    fn the_request_line_carries_the_origin_form_of_the_url() {
+        let targets = [
+            "/",
+            "/small",
+            "/a/b?c=d",
+            "/a?",
+            "/a//b/",
+            "/a/../b",
+            "/%2e%2e/x?y",
+            "/a%20b",
+            "/..%2fx",
+            "/a\\b",
+            "http://elsewhere/x?y",
+            "http://elsewhere",
+            "*",
+            "h:443",
+        ];
+        for base in ["http://h", "http://h/api", "http://h:81/a/b/"] {
+            let up = Upstream::new(base).unwrap();
+            for target in targets {
+                let target: Uri = target.parse().unwrap();
+                let line = up.target_path(&target).map(Uri::from);
+                let url = up.target_uri(&target);
+                match (line, url) {
+                    (Ok(line), Ok(url)) => {
+                        assert_eq!(line, super::super::proxy::origin_form(&url).unwrap());
+                        assert_eq!(line.path_and_query(), url.path_and_query(), "{target}");
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => panic!("{target} under {base}: {a:?} and {b:?}"),
+                }
+            }
         }
     }
 
