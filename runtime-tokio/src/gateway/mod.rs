@@ -312,11 +312,11 @@ impl Target {
                     .ok_or(GatewayError::UnknownConnection(id))
             }
             (Some(_), Some(_)) => Err(GatewayError::MalformedConnectionId),
-            (None, _) => match connections.ids()[..] {
-                [] => Err(GatewayError::NoClient),
+            (None, _) => match connections.sole() {
                 // It may leave between the two calls.
-                [id] => connections.peer(&id).ok_or(GatewayError::NoClient),
-                ref ids => Err(GatewayError::Ambiguous(ids.len())),
+                Ok(id) => connections.peer(&id).ok_or(GatewayError::NoClient),
+                Err(0) => Err(GatewayError::NoClient),
+                Err(n) => Err(GatewayError::Ambiguous(n)),
             },
         }
     }
@@ -371,11 +371,32 @@ impl Target {
             .map(|info| info.id)
             .or_else(|| peer.connection_id());
         if let Some(id) = answered {
-            let value = HeaderValue::from_str(&id.to_string()).expect("a UUID is a field value");
-            response.headers_mut().insert(CONNECTION_HEADER, value);
+            response
+                .headers_mut()
+                .insert(CONNECTION_HEADER, connection_value(id));
         }
         Ok(response)
     }
+}
+
+/// The `Tether-Connection` value naming `id`, kept (one per thread) for the next response
+/// from the same connection: the id written out and checked as a field value was two
+/// allocations for every response (issue 11, benches/RESULTS.md, twenty-fourth pass).
+fn connection_value(id: Uuid) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(Uuid, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((kept, value)) if *kept == id => value.clone(),
+        _ => {
+            let mut text = Uuid::encode_buffer();
+            let value = HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+                .expect("a UUID is a field value");
+            *last = Some((id, value.clone()));
+            value
+        }
+    })
 }
 
 impl<B> tower::Service<Request<B>> for Target
@@ -484,6 +505,15 @@ async fn serve_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kept value is the one of the id asked for, whichever was asked before.
+    #[test]
+    fn the_connection_value_names_the_id_asked_for() {
+        let (a, b) = (Uuid::from_u128(0xA1), Uuid::from_u128(u128::MAX - 7));
+        for id in [a, a, b, a, b, b] {
+            assert_eq!(connection_value(id), id.to_string().as_str());
+        }
+    }
 
     #[test]
     fn error_statuses_and_bodies() {

@@ -406,6 +406,11 @@ impl Connections {
         self.registry.len()
     }
 
+    /// The one established connection, or how many there are when not exactly one.
+    pub(crate) fn sole(&self) -> Result<Uuid, usize> {
+        self.registry.sole()
+    }
+
     /// Whether no connection is established.
     pub fn is_empty(&self) -> bool {
         self.registry.len() == 0

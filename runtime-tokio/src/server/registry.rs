@@ -119,6 +119,17 @@ impl Registry {
         self.lock().len()
     }
 
+    /// The one established connection, or how many there are when not one (the choice a
+    /// gateway makes for a request that names none, without collecting the ids).
+    pub(crate) fn sole(&self) -> Result<Uuid, usize> {
+        let map = self.lock();
+        let mut ids = map.keys();
+        match (ids.next(), ids.next()) {
+            (Some(id), None) => Ok(*id),
+            _ => Err(map.len()),
+        }
+    }
+
     pub(crate) fn metadata(&self, id: &Uuid) -> Option<Bytes> {
         self.lock().get(id).map(|e| e.metadata.clone())
     }
