@@ -814,3 +814,105 @@ async fn services_given_at_the_start_answer_the_first_request() {
     bare.close().await;
     client.close().await;
 }
+
+/// A service set again on a live connection answers that connection's next request: each
+/// connection keeps its own clone of the service and takes the new one when it changes.
+#[tokio::test]
+async fn a_service_set_again_answers_the_next_request() {
+    let (server, client, _id) = pair(api("first"), Router::new(), "{}").await;
+    let who = || Request::get("/who").body(Body::empty()).unwrap();
+    let response = client.peer().request(who()).await.unwrap();
+    assert!(text(response).await.starts_with("first "));
+    server.serve(api("second"));
+    for _ in 0..3 {
+        let response = client.peer().request(who()).await.unwrap();
+        assert!(text(response).await.starts_with("second "));
+    }
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A service that is not always ready at once, or whose readiness fails, as tower allows:
+/// every other `poll_ready` of a clone answers `Pending` (and wakes its task), and a clone
+/// whose readiness failed stays failed.
+#[derive(Clone)]
+struct Moody {
+    polls: Arc<AtomicU64>,
+    pending: Arc<AtomicU64>,
+    /// The next `poll_ready` of any clone fails.
+    fail_next: Arc<std::sync::atomic::AtomicBool>,
+    /// This clone failed: it fails every `poll_ready` from now on.
+    broken: bool,
+}
+
+impl Service<Request<Body>> for Moody {
+    type Response = http::Response<Body>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.broken || self.fail_next.swap(false, Ordering::SeqCst) {
+            self.broken = true;
+            return Poll::Ready(Err(std::io::Error::other("not ready, ever")));
+        }
+        if self.polls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(Body::from(
+            request.uri().path().to_owned(),
+        ))))
+    }
+}
+
+/// A service that makes its caller wait for readiness is called once ready (a clone of it
+/// waits with the request, as `oneshot` does); one whose readiness fails answers that
+/// request with 500, and the next request finds the handle's service again, not the failed
+/// clone.
+#[tokio::test]
+async fn services_not_ready_at_once_or_failing_their_readiness_are_handled() {
+    let moody = Moody {
+        polls: Arc::default(),
+        pending: Arc::default(),
+        fail_next: Arc::default(),
+        broken: false,
+    };
+    let (server, client, _id) = pair(Router::new(), Router::new(), "{}").await;
+    server.serve(moody.clone());
+    for n in 0..6 {
+        let path = format!("/n/{n}");
+        let response = client
+            .peer()
+            .request(Request::get(&path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(text(response).await, path);
+    }
+    assert!(moody.pending.load(Ordering::SeqCst) >= 3);
+
+    moody.fail_next.store(true, Ordering::SeqCst);
+    let response = client
+        .peer()
+        .request(Request::get("/failed").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    for n in 0..3 {
+        let path = format!("/again/{n}");
+        let response = client
+            .peer()
+            .request(Request::get(&path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(text(response).await, path);
+    }
+    client.close().await;
+    server.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -60,8 +60,7 @@ use tether_proto::streams::{OpenError, SendError, StreamEvent, StreamIdHasher};
 use tether_proto::{RequestHead, ResponseHead, StreamId};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
-use tower::util::Oneshot;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use super::body::{body_queue, BodyTx};
 use super::sink::Sink;
@@ -260,6 +259,9 @@ pub(crate) struct Driver {
     queued: VecDeque<Box<Open>>,
     config: Arc<RestConfig>,
     service: Arc<ServiceSlot>,
+    /// This connection's clone of the handle's service, and the slot's generation it was
+    /// taken at: taken again only when the handle's service changed (or this one failed).
+    own: Option<(u64, BoxService)>,
     info: Option<ConnectionInfo>,
     metrics: Option<crate::metrics::Metrics>,
     /// The machine was told that this side serves requests (a service is attached).
@@ -288,6 +290,7 @@ impl Driver {
             queued: VecDeque::new(),
             config,
             service,
+            own: None,
             info: None,
             metrics: None,
             serving: false,
@@ -975,7 +978,11 @@ impl Driver {
         end_stream: bool,
         now: Instant,
     ) {
-        let Some(service) = self.service.get() else {
+        let generation = self.service.generation();
+        if self.own.as_ref().is_none_or(|(own, _)| *own != generation) {
+            self.own = self.service.get();
+        }
+        let Some((_, service)) = self.own.as_mut() else {
             // Unreachable: the machine delivers requests only after `sync_serving` saw a
             // service, and the slot is never emptied. Treated as a failed handler.
             tracing::error!(%id, "request delivered without a service");
@@ -1002,7 +1009,30 @@ impl Driver {
                 .insert(Timeout(Duration::from_millis(ms)));
         }
         self.slots.insert(id, slot);
-        let mut call = service.oneshot(request);
+        // The connection's own service is called when it is ready at once (a router always
+        // is). One that is not gets a clone that waits for its readiness with the call,
+        // as `ServiceExt::oneshot` does; one that failed or panicked is dropped, and the
+        // next request takes the handle's service again.
+        let called = poll_once(|cx| match service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Called::Now(service.call(request)),
+            Poll::Ready(Err(e)) => Called::Failed(e),
+            Poll::Pending => Called::Now(Box::pin(service.clone().oneshot(request))),
+        });
+        let mut call: Call = match called {
+            Ok(Called::Now(call)) => call,
+            Ok(Called::Failed(e)) => {
+                self.own = None;
+                Box::pin(std::future::ready(Err(e)))
+            }
+            Err(()) => {
+                self.own = None;
+                tracing::warn!(%id, "service panicked");
+                if let Ok(mut stream) = conn.stream(id) {
+                    stream.abandon(now);
+                }
+                return;
+            }
+        };
         // The service is polled once here, in the connection task: a handler that answers
         // at once, with a body that is ready (or small and complete), costs no task, no
         // command and no wake-up (issue 11). Anything else goes on in a task of its own.
@@ -1011,7 +1041,7 @@ impl Driver {
         if !self.inline.try_now() {
             return self.serve_later(id, call);
         }
-        let answered = match poll_once(|cx| Pin::new(&mut call).poll(cx)) {
+        let answered = match poll_once(|cx| call.as_mut().poll(cx)) {
             Ok(Poll::Ready(result)) => {
                 self.inline.answered(true);
                 let (head, mut body) = response_parts(id, result);
@@ -1043,7 +1073,7 @@ impl Driver {
     /// The service did not answer at once: the call goes on in a task, which sends the
     /// response with [`Command::Respond`], with the body for this task to send unless it
     /// was small and ready at once.
-    fn serve_later(&mut self, id: StreamId, call: Oneshot<BoxService, Request<Body>>) {
+    fn serve_later(&mut self, id: StreamId, call: Call) {
         self.handed = self.handed.saturating_add(1);
         let tx = self.tx.clone();
         let task = tokio::spawn(async move {
@@ -1164,6 +1194,17 @@ pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// A call of the service, going on.
+type Call = Pin<Box<dyn Future<Output = Result<Response<AnyBody>, BoxError>> + Send>>;
+
+/// What asking the connection's own service for its readiness gave (`Driver::serve`).
+enum Called {
+    /// Ready: called; or not ready yet: a clone of it waits with the request.
+    Now(Call),
+    /// Failed: the request is answered as by a failed call.
+    Failed(BoxError),
 }
 
 /// A service's answer as a response head and body (a failed service answers 500).

@@ -65,7 +65,7 @@ mod peer;
 pub(crate) mod sink;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -286,13 +286,21 @@ pub(crate) type BoxService = BoxCloneSyncService<Request<Body>, Response<AnyBody
 /// Where a handle keeps its service for its connection tasks. Once set it stays set
 /// (`set` replaces it, nothing removes it), so a connection that told its machine it
 /// serves requests always finds a service here.
+///
+/// Each `set` bumps a generation, so that a connection keeps its own clone of the service
+/// and takes a new one only when the handle's has changed ([`Driver`]'s `serve`): no lock
+/// and no clone of the boxed service per request (issue 11).
 #[derive(Default)]
-pub(crate) struct ServiceSlot(RwLock<Option<BoxService>>, AtomicBool);
+pub(crate) struct ServiceSlot {
+    service: RwLock<Option<BoxService>>,
+    /// How many times a service was set: 0 while there is none.
+    generation: AtomicU64,
+}
 
 impl std::fmt::Debug for ServiceSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("ServiceSlot")
-            .field(&self.get().is_some())
+        f.debug_struct("ServiceSlot")
+            .field("generation", &self.generation())
             .finish()
     }
 }
@@ -312,17 +320,27 @@ impl ServiceSlot {
             .map_response(|response: Response<B>| response.map(any_body))
             .map_err(Into::into);
         let boxed = BoxCloneSyncService::new(service);
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(boxed);
-        self.1.store(true, Ordering::Release);
+        let mut slot = self.service.write().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(boxed);
+        // Under the lock: `get` reads the service and its generation together.
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether a service is set (cheap: checked before every inbound message).
     pub(crate) fn is_set(&self) -> bool {
-        self.1.load(Ordering::Acquire)
+        self.generation() != 0
     }
 
-    pub(crate) fn get(&self) -> Option<BoxService> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Which service is set: changes with every `set`, 0 before the first.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A clone of the service, and its generation.
+    pub(crate) fn get(&self) -> Option<(u64, BoxService)> {
+        let slot = self.service.read().unwrap_or_else(|e| e.into_inner());
+        let generation = self.generation();
+        slot.clone().map(|service| (generation, service))
     }
 }
 
