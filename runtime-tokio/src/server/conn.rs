@@ -667,10 +667,14 @@ mod tests {
     /// dropped (176 bytes of every established connection's task). 3,472 (3,456) since a
     /// request head carries its deadline as a field of its own (`RequestHead::timeout_ms`,
     /// 16 bytes) rather than in its header map: the task's allocation stays in its step
-    /// (`idle_connections`, benches/RESULTS.md, twenty-first pass).
+    /// (`idle_connections`, benches/RESULTS.md, twenty-first pass). 3,496 since each
+    /// connection keeps its own clone of the service and the generation it is of (24
+    /// bytes, `rest::Driver`), instead of taking a clone out of the handle's lock for every
+    /// request: still in the same step (10,000 idle connections, server side, 6.661 KiB
+    /// each before and 6.675 after, twenty-fifth pass).
     #[test]
     fn the_connection_task_stays_small() {
         let size = future_size(&serve);
-        assert!(size <= 3472, "serve future: {size} bytes");
+        assert!(size <= 3496, "serve future: {size} bytes");
     }
 }
