@@ -15,6 +15,13 @@
 //! `.await`: in that first poll it would hold up its whole connection for that time; use
 //! `tokio::task::spawn_blocking` for such work.
 //!
+//! Each connection calls its own clone of the service, taken at its first request and
+//! again after `serve` replaced the service (so a new service answers each connection's
+//! next request). Its readiness (`poll_ready`) is asked in the connection's task, once per
+//! request: a service that is not ready at once (a concurrency limit, say) gets a clone
+//! that waits for readiness with the request in a task of its own, and a clone whose
+//! readiness fails answers that request `500` and is dropped for a new one.
+//!
 //! The bodies a connection sends (request bodies of its calls, response bodies of the
 //! requests it serves) are polled by the connection's task too, and only while the peer's
 //! flow-control credit has room for more, so a body is read from its source no faster than
